@@ -1,0 +1,1 @@
+//! The evaluator agent's domain logic.

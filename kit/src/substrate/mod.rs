@@ -1,0 +1,1 @@
+//! The coordination substrate (being written).

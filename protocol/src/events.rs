@@ -1,0 +1,133 @@
+//! Typed, append-only events (JSONL). Every stage of the swarm emits these; `ratchet explain`,
+//! `ratchet inspect` and the trace export read nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const EVENT_VERSION: u32 = 1;
+
+/// One line of an `events.jsonl` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    /// RFC 3339 wall-clock time.
+    pub at: String,
+    pub run_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Hashes of the governance documents in force (doc name -> sha256 hex).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub governance: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    pub fn new(run_id: impl Into<String>, kind: EventKind) -> Event {
+        Event {
+            v: EVENT_VERSION,
+            at: crate::a2a::timestamp(std::time::SystemTime::now()),
+            run_id: run_id.into(),
+            parent_run_id: None,
+            cycle: None,
+            branch: None,
+            task: None,
+            agent: None,
+            model: None,
+            governance: BTreeMap::new(),
+            duration_ms: None,
+            tokens: None,
+            kind,
+        }
+    }
+
+    /// The event's type name, as written in the `type` field.
+    pub fn type_name(&self) -> String {
+        serde_json::to_value(&self.kind)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
+            .unwrap_or_default()
+    }
+}
+
+/// What happened. Large evidence (samples, findings, gate results) travels as JSON values whose
+/// shapes are documented where they are produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    // Supervisor
+    AgentStarted { name: String, role: String, url: String, pid: Option<u32> },
+    AgentExited { name: String, status: String },
+    AgentRestarted { name: String, restarts: u32, backoff_ms: u64 },
+    AgentGaveUp { name: String, reason: String },
+    AgentStopped { name: String },
+    ConfigReloaded { added: Vec<String>, removed: Vec<String>, changed: Vec<String> },
+    ConfigRefused { error: String },
+
+    // Substrate
+    TaskQueued { role: String, skill: String, attempt: u32, token: u64 },
+    LeaseClaimed { holder: String, token: u64 },
+    LeaseExpired { holder: String, token: u64, reason: String },
+    ResultAccepted { token: u64, outcome: String, summary: String },
+    ResultRefused { token: u64, current_token: u64, reason: String },
+    TaskFailed { reason: String, infra: bool },
+    FileQuarantined { path: String, problem: String },
+    WorktreeAdded { base: String },
+    WorktreeRemoved { archived: Option<String> },
+
+    // Loop
+    CycleStarted { baseline: String },
+    Proposed { candidate: String, strategy: String, summary: String, files: Vec<String>, params: Value },
+    ProposalFailed { reason: String },
+    Executed { candidate: String, commit: String, outcome: String, gates: Value },
+    Critiqued { candidate: String, pass: bool, findings: Value },
+    Evaluated { candidate: String, verdict: String, reasons: Vec<String>, stats: Value },
+    Promoted { candidate: String, commit: String, from: String, before: Option<f64>, after: Option<f64> },
+    PromotionRefused { candidate: String, reason: String },
+    CandidateDropped { candidate: String, reason: String },
+    CycleEnded { promoted: Option<String>, metric: Option<f64> },
+    SettingAdjusted { setting: String, from: Value, to: Value, reason: String },
+    LoopStopped { reason: String, detail: String },
+
+    // Governance
+    GovernanceSwitched { doc: String, from: Option<String>, to: String },
+    GovernanceProposed { id: String, doc: String, summary: String, evidence: Value },
+    GovernanceRejected { doc: String, restored: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    #[test]
+    fn event_line_shape() {
+        let mut e = Event::new("run-1", EventKind::LeaseClaimed { holder: "executor".into(), token: 2 });
+        e.at = "2026-01-01T00:00:00.000Z".into();
+        e.branch = Some("c1".into());
+        e.task = Some("c1-exec".into());
+        e.governance.insert("ethos.md".into(), "ab12".into());
+        let line = serde_json::to_string(&e).unwrap();
+        expect![[r#"{"v":1,"at":"2026-01-01T00:00:00.000Z","run_id":"run-1","branch":"c1","task":"c1-exec","governance":{"ethos.md":"ab12"},"type":"lease_claimed","holder":"executor","token":2}"#]]
+            .assert_eq(&line);
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(back.type_name(), "lease_claimed");
+    }
+}

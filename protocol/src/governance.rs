@@ -1,0 +1,519 @@
+//! Governance documents: `constitution.md` (hard constraints), `ethos.md` (evaluation
+//! standards) and `cadence.md` (the operational loop).
+//!
+//! Each is prose for people with one machine-readable block that the code reads: a fenced code
+//! block whose info string is `toml ratchet`:
+//!
+//! ````markdown
+//! ```toml ratchet
+//! [cadence]
+//! repeats = 7
+//! ```
+//! ````
+//!
+//! Exactly one such block per document. Unknown keys are refused, so a typo cannot silently turn
+//! a gate off.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const CONSTITUTION: &str = "constitution.md";
+pub const ETHOS: &str = "ethos.md";
+pub const CADENCE: &str = "cadence.md";
+/// The three documents, in injection order (most stable first).
+pub const DOCS: [&str; 3] = [CONSTITUTION, ETHOS, CADENCE];
+
+/// A refused governance document: which file, which line or field, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {problem}; fix: {fix}")]
+pub struct GovernanceError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// sha256 hex of a document's bytes: the identity recorded with every event and promotion.
+pub fn hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Find the single ```` ```toml ratchet ```` block; returns (first line number of its body, body).
+pub fn settings_block<'a>(file: &str, text: &'a str) -> Result<(usize, &'a str), GovernanceError> {
+    let mut found: Option<(usize, usize, usize)> = None; // (body line, byte start, byte end)
+    let mut offset = 0;
+    let mut open: Option<(usize, usize)> = None;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim();
+        match open {
+            None if t.starts_with("```") && t.trim_start_matches('`').split_whitespace().collect::<Vec<_>>()
+                == ["toml", "ratchet"] =>
+            {
+                if let Some((l, _, _)) = found {
+                    return Err(GovernanceError {
+                        file: file.into(),
+                        line: i + 1,
+                        field: "settings".into(),
+                        problem: format!("a second ```toml ratchet block (the first starts at line {})", l - 1),
+                        fix: "keep exactly one settings block per document".into(),
+                    });
+                }
+                open = Some((i + 2, offset + line.len()));
+            }
+            Some((l, start)) if t.starts_with("```") => {
+                found = Some((l, start, offset));
+                open = None;
+            }
+            _ => {}
+        }
+        offset += line.len();
+    }
+    if let Some((l, _)) = open {
+        return Err(GovernanceError {
+            file: file.into(),
+            line: l - 1,
+            field: "settings".into(),
+            problem: "the ```toml ratchet block is never closed".into(),
+            fix: "close it with a line of ```".into(),
+        });
+    }
+    match found {
+        Some((l, s, e)) => Ok((l, &text[s..e])),
+        None => Err(GovernanceError {
+            file: file.into(),
+            line: 1,
+            field: "settings".into(),
+            problem: "no ```toml ratchet settings block".into(),
+            fix: "add a fenced block whose first line is ```toml ratchet holding this document's settings".into(),
+        }),
+    }
+}
+
+fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, GovernanceError> {
+    let (first_line, body) = settings_block(file, text)?;
+    toml::from_str(body).map_err(|e| {
+        let line = e.span().map(|s| body[..s.start].matches('\n').count()).unwrap_or(0) + first_line;
+        let msg = e.message().to_string();
+        let field = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("settings").to_string();
+        let fix = if msg.contains("unknown field") {
+            "remove or rename it (see the comments in the template for the known keys)"
+        } else if msg.contains("missing field") {
+            "add it to the settings block"
+        } else {
+            "correct the value at this line"
+        };
+        GovernanceError { file: file.into(), line, field, problem: msg, fix: fix.into() }
+    })
+}
+
+fn invalid(file: &str, field: &str, problem: String, fix: &str) -> GovernanceError {
+    GovernanceError { file: file.into(), line: 0, field: field.into(), problem, fix: fix.into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// constitution.md
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstitutionFile {
+    pub constitution: Constitution,
+}
+
+/// Hard constraints. Nothing in the loop may relax these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constitution {
+    /// Glob patterns (`*` within a component, `**` across components) no candidate may touch.
+    pub protected_paths: Vec<String>,
+    /// Most changed lines (added + removed) a candidate may have.
+    pub max_diff_lines: u64,
+    /// Most files a candidate may change.
+    pub max_files_changed: u64,
+    /// Sandbox for executed commands: auto | bwrap | namespaces | plain.
+    #[serde(default = "default_sandbox")]
+    pub sandbox: String,
+    /// Whether executed commands may use the network.
+    #[serde(default)]
+    pub allow_network: bool,
+    /// Memory limit for each executed command, in MiB (0 = no limit).
+    #[serde(default)]
+    pub command_memory_mb: u64,
+    /// Rules distilled from evidence and approved by a human: `{ id, text, forbid_paths }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+fn default_sandbox() -> String {
+    "auto".into()
+}
+
+/// An approved rule; `forbid_paths` (globs) are enforced by the critic like protected paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbid_paths: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// ethos.md
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EthosFile {
+    pub ethos: Ethos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Lower,
+    Higher,
+}
+
+impl Direction {
+    /// Whether `a` is better than `b` under this direction.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Lower => a < b,
+            Direction::Higher => a > b,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatTest {
+    MannWhitney,
+    Bootstrap,
+}
+
+/// Evaluation standards: what "better" means and how sure we must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ethos {
+    /// What the swarm is trying to achieve, in words (given to the proposer).
+    pub goal: String,
+    /// Fast-gate commands run in the candidate's worktree, in order (build, tests).
+    pub gates: Vec<String>,
+    /// Command that runs the tests (used by the critic's bite check).
+    pub test_command: String,
+    /// Benchmark command; always run from the baseline's (trusted) copy of `benchmark_paths`.
+    pub benchmark: String,
+    /// Paths (globs) that make up the benchmark and its data; protected and taken from the baseline.
+    pub benchmark_paths: Vec<String>,
+    /// Name of the metric in the benchmark's output.
+    pub metric: String,
+    pub direction: Direction,
+    /// Optional pattern for reading the metric from plain output: text around `{}`, e.g. "time: {} ms".
+    /// Without it the last stdout line must be a JSON object holding the metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_pattern: Option<String>,
+    pub test: StatTest,
+    /// Required confidence that the candidate is better (e.g. 0.95).
+    pub confidence: f64,
+    /// Minimum relative improvement of the median (e.g. 0.02 = 2%).
+    pub min_effect: f64,
+    /// Minimum valid samples per side.
+    pub min_samples: u32,
+    /// Stability bound: maximum coefficient of variation (robust: MAD/median) per side.
+    pub max_cv: f64,
+    /// Seconds a gate command may run.
+    pub gate_timeout_s: u64,
+    /// Seconds one benchmark run may take.
+    pub bench_timeout_s: u64,
+    /// Other metrics that must not regress by more than their tolerance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard: Vec<Guard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    pub metric: String,
+    pub direction: Direction,
+    /// Allowed relative regression of the median (e.g. 0.05).
+    pub max_regression: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// cadence.md
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CadenceFile {
+    pub cadence: Cadence,
+    #[serde(default)]
+    pub proposer: ProposerSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotionMode {
+    /// The best PROMOTE candidate goes onto main at once.
+    Auto,
+    /// Promotion waits for `ratchet approve <branch>`.
+    Approval,
+}
+
+/// The operational loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cadence {
+    /// Candidates proposed per cycle.
+    pub candidates: u32,
+    /// Interleaved baseline/candidate rounds per evaluation.
+    pub repeats: u32,
+    /// Uncounted warmup runs per side before the counted rounds.
+    pub warmup: u32,
+    /// Stop after this many consecutive cycles that move nothing (the correctable-loop invariant).
+    pub stall_limit: u32,
+    /// Stop after this many consecutive proposal failures (circuit breaker).
+    pub breaker_limit: u32,
+    /// Lease time-to-live in seconds.
+    pub lease_ttl_s: u64,
+    /// Attempts per task before it is an infrastructure failure.
+    pub max_attempts: u32,
+    pub promotion: PromotionMode,
+    /// Budget: most cycles per run (0 = unlimited).
+    pub max_cycles: u32,
+    /// Budget: most wall-clock seconds per run (0 = unlimited).
+    pub max_wall_s: u64,
+}
+
+/// How the proposer proposes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposerSettings {
+    /// sweep | command | openai
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    /// sweep: the config file (TOML or JSON, relative to the repository root) whose parameters are swept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// sweep: parameter -> candidate values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub space: BTreeMap<String, Vec<toml::Value>>,
+    /// command: the program run in the candidate's worktree (shell command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// openai: base URL of an OpenAI-compatible server and the model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+fn default_strategy() -> String {
+    "sweep".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three together
+
+/// Parsed, validated settings of all three documents plus their hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Governance {
+    pub constitution: Constitution,
+    pub ethos: Ethos,
+    pub cadence: Cadence,
+    pub proposer: ProposerSettings,
+    /// doc name -> sha256 of the text these settings came from.
+    pub hashes: BTreeMap<String, String>,
+    /// doc name -> full text (injected into agents' context, stable prefix first).
+    pub texts: BTreeMap<String, String>,
+}
+
+pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
+    let c = parse_block::<ConstitutionFile>(CONSTITUTION, text)?.constitution;
+    if c.protected_paths.iter().any(|p| p.trim().is_empty()) {
+        return Err(invalid(CONSTITUTION, "protected_paths", "an empty pattern".into(), "remove the empty string"));
+    }
+    if !["auto", "bwrap", "namespaces", "plain"].contains(&c.sandbox.as_str()) {
+        return Err(invalid(
+            CONSTITUTION,
+            "sandbox",
+            format!("unknown sandbox {:?}", c.sandbox),
+            "use auto, bwrap, namespaces or plain",
+        ));
+    }
+    if c.max_diff_lines == 0 || c.max_files_changed == 0 {
+        return Err(invalid(CONSTITUTION, "max_diff_lines", "a size limit of 0 forbids every change".into(), "set max_diff_lines and max_files_changed to at least 1"));
+    }
+    Ok(c)
+}
+
+pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
+    let e = parse_block::<EthosFile>(ETHOS, text)?.ethos;
+    let bad = |field: &str, problem: String, fix: &str| Err(invalid(ETHOS, field, problem, fix));
+    if !(0.5..1.0).contains(&e.confidence) {
+        return bad("confidence", format!("{} is outside [0.5, 1)", e.confidence), "use e.g. 0.95");
+    }
+    if !(0.0..1.0).contains(&e.min_effect) {
+        return bad("min_effect", format!("{} is outside [0, 1)", e.min_effect), "use a relative effect such as 0.02 (2%)");
+    }
+    if e.min_samples < 3 {
+        return bad("min_samples", format!("{} is below 3", e.min_samples), "use at least 3 samples per side");
+    }
+    if e.max_cv <= 0.0 {
+        return bad("max_cv", format!("{} is not positive", e.max_cv), "use e.g. 0.10");
+    }
+    if e.benchmark.trim().is_empty() {
+        return bad("benchmark", "the benchmark command is empty".into(), "give the command that prints the metric");
+    }
+    if e.metric.trim().is_empty() {
+        return bad("metric", "the metric name is empty".into(), "name the metric the benchmark prints");
+    }
+    if let Some(p) = &e.metric_pattern {
+        if p.matches("{}").count() != 1 {
+            return bad("metric_pattern", format!("{p:?} must contain exactly one {{}}"), "mark where the number is with {}");
+        }
+    }
+    if e.gate_timeout_s == 0 || e.bench_timeout_s == 0 {
+        return bad("gate_timeout_s", "a timeout of 0".into(), "set gate_timeout_s and bench_timeout_s to at least 1");
+    }
+    Ok(e)
+}
+
+pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), GovernanceError> {
+    let f = parse_block::<CadenceFile>(CADENCE, text)?;
+    let c = &f.cadence;
+    let bad = |field: &str, problem: String, fix: &str| Err(invalid(CADENCE, field, problem, fix));
+    if c.candidates == 0 {
+        return bad("candidates", "0 candidates per cycle".into(), "use at least 1");
+    }
+    if c.repeats == 0 {
+        return bad("repeats", "0 repeats".into(), "use at least 1 (7 is a sound default)");
+    }
+    if c.stall_limit == 0 || c.breaker_limit == 0 {
+        return bad("stall_limit", "a stop limit of 0".into(), "set stall_limit and breaker_limit to at least 1");
+    }
+    if c.lease_ttl_s == 0 || c.max_attempts == 0 {
+        return bad("lease_ttl_s", "a zero lease TTL or attempt count".into(), "set lease_ttl_s and max_attempts to at least 1");
+    }
+    let p = &f.proposer;
+    match p.strategy.as_str() {
+        "sweep" => {
+            if p.file.is_none() || p.space.is_empty() {
+                return bad("proposer.file", "strategy sweep needs a file and a space".into(), "set [proposer] file = \"params.toml\" and a [proposer.space] table of parameter = [values]");
+            }
+            if let Some((k, _)) = p.space.iter().find(|(_, v)| v.is_empty()) {
+                return bad(&format!("proposer.space.{k}"), "no candidate values".into(), "list at least one value");
+            }
+        }
+        "command" => {
+            if p.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                return bad("proposer.command", "strategy command needs a command".into(), "set [proposer] command = \"your-agent --flags\"");
+            }
+        }
+        "openai" => {
+            if p.endpoint.is_none() || p.model.is_none() {
+                return bad("proposer.endpoint", "strategy openai needs endpoint and model".into(), "set [proposer] endpoint = \"http://127.0.0.1:8080/v1\" and model = \"...\"");
+            }
+        }
+        other => {
+            return bad("proposer.strategy", format!("unknown strategy {other:?}"), "use sweep, command or openai");
+        }
+    }
+    Ok((f.cadence, f.proposer))
+}
+
+impl Governance {
+    /// Parse all three documents from their texts (doc name -> text).
+    pub fn from_texts(texts: BTreeMap<String, String>) -> Result<Governance, GovernanceError> {
+        let get = |name: &str| {
+            texts.get(name).ok_or_else(|| GovernanceError {
+                file: name.into(),
+                line: 0,
+                field: "file".into(),
+                problem: "the document is missing".into(),
+                fix: format!("restore {name} (git checkout -- {name}) or run `ratchet init`"),
+            })
+        };
+        let constitution = parse_constitution(get(CONSTITUTION)?)?;
+        let ethos = parse_ethos(get(ETHOS)?)?;
+        let (cadence, proposer) = parse_cadence(get(CADENCE)?)?;
+        let hashes = texts.iter().map(|(k, v)| (k.clone(), hash(v))).collect();
+        Ok(Governance { constitution, ethos, cadence, proposer, hashes, texts })
+    }
+
+    /// The stable context prefix injected first into every agent's context: the approved texts in
+    /// a fixed order, byte-identical between calls so a model server's prefix cache can reuse it.
+    pub fn context_prefix(&self) -> String {
+        let mut out = String::new();
+        for doc in DOCS {
+            if let Some(t) = self.texts.get(doc) {
+                out.push_str(&format!("<governance doc=\"{doc}\" sha256=\"{}\">\n{t}\n</governance>\n", hash(t)));
+            }
+        }
+        out
+    }
+
+    /// The minimal context for sub-tasks: the constitution only.
+    pub fn minimal_prefix(&self) -> String {
+        let t = self.texts.get(CONSTITUTION).map(String::as_str).unwrap_or("");
+        format!("<governance doc=\"{CONSTITUTION}\" sha256=\"{}\">\n{t}\n</governance>\n", hash(t))
+    }
+}
+
+/// Whether `path` (relative, `/`-separated) matches a glob where `*` matches within one component
+/// and `**` matches any number of components.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    fn comp(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => comp(&p[1..], s) || (!s.is_empty() && comp(p, &s[1..])),
+            (Some(a), Some(b)) if a == b || *a == b'?' => comp(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    fn parts(p: &[&str], s: &[&str]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => parts(&p[1..], s) || (!s.is_empty() && parts(p, &s[1..])),
+            (Some(a), Some(b)) => comp(a.as_bytes(), b.as_bytes()) && parts(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.trim_start_matches("./").split('/').filter(|c| !c.is_empty()).collect();
+    let s: Vec<&str> = path.trim_start_matches("./").split('/').filter(|c| !c.is_empty()).collect();
+    // A bare directory pattern ("bench/") protects everything below it.
+    if pattern.ends_with('/') {
+        return s.len() > p.len() && parts(&p, &s[..p.len()]);
+    }
+    parts(&p, &s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("bench/**", "bench/data/x.txt"));
+        assert!(glob_match("*.md", "ethos.md"));
+        assert!(!glob_match("*.md", "docs/ethos.md"));
+        assert!(glob_match("**/*.md", "docs/ethos.md"));
+        assert!(glob_match(".ci/", ".ci/run"));
+        assert!(!glob_match("src/*.rs", "src/a/b.rs"));
+    }
+
+    #[test]
+    fn block_errors_name_line_and_fix() {
+        let e = settings_block("x.md", "# t\n").unwrap_err().to_string();
+        assert!(e.starts_with("x.md:1: settings: no ```toml ratchet"), "{e}");
+        let e = settings_block("x.md", "a\n```toml ratchet\nk=1\n").unwrap_err().to_string();
+        assert!(e.contains("never closed"), "{e}");
+        let (line, body) = settings_block("x.md", "a\n```toml ratchet\nk=1\n```\n").unwrap();
+        assert_eq!((line, body), (3, "k=1\n"));
+        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nrepeets = 7\n```\n";
+        let e = parse_cadence(doc).unwrap_err().to_string();
+        assert!(e.starts_with("cadence.md:6: repeets: unknown field"), "{e}");
+    }
+}

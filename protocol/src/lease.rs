@@ -1,0 +1,147 @@
+//! Task, lease and result files: the public file formats of the coordination substrate.
+//!
+//! Layout under `worktrees/<branch>/` (see ARCHITECTURE.md):
+//! `tasks/<task>.json` (written only by the coordinator), `leases/<task>.lock` (created
+//! atomically by the claiming agent), `results/<task>.<token>.json` (written by the holder),
+//! `artifacts/<task>/...`, `events/events.jsonl`.
+//!
+//! Every format carries `version`; changing a field's meaning or default is a breaking change.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const TASK_FILE_VERSION: u32 = 1;
+pub const LEASE_FILE_VERSION: u32 = 1;
+pub const RESULT_FILE_VERSION: u32 = 1;
+
+/// Where a task is in its life, as the coordinator records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskFileState {
+    /// Waiting for a holder (or held: the lease file says which).
+    Queued,
+    /// A result under the current token was accepted.
+    Done,
+    /// The work itself failed (a candidate failure); not retried.
+    Failed,
+    /// Every attempt ended in an infrastructure failure (crash, timeout, lost lease).
+    InfraFailed,
+    /// Withdrawn by the coordinator (cycle abandoned, candidate dropped).
+    Canceled,
+}
+
+impl TaskFileState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskFileState::Queued)
+    }
+}
+
+/// `tasks/<task>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFile {
+    pub version: u32,
+    pub id: String,
+    pub branch: String,
+    /// The role that may claim it.
+    pub role: String,
+    /// The skill (on the claiming agent's card) the task needs.
+    pub skill: String,
+    /// 1-based attempt number; bumped with the token when a lease is expired.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Fencing token: results must carry this exact value to be accepted.
+    pub token: u64,
+    pub state: TaskFileState,
+    pub created_at: String,
+    /// Lease time-to-live, in milliseconds, for holders of this task.
+    pub ttl_ms: u64,
+    /// What to do: role-specific input.
+    #[serde(default)]
+    pub input: Value,
+    /// Hashes of the governance documents in force when the task was written.
+    #[serde(default)]
+    pub governance: BTreeMap<String, String>,
+    /// What happened to earlier attempts.
+    #[serde(default)]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// One ended attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub token: u64,
+    #[serde(default)]
+    pub holder: Option<String>,
+    pub outcome: String,
+    pub at: String,
+}
+
+/// `leases/<task>.lock`. While the holder lives on this host it also holds an exclusive
+/// `flock` on the file, which the kernel drops when the process dies. The live heartbeat is
+/// the file's mtime (the holder touches it); `heartbeat_at` is the heartbeat at claim time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseFile {
+    pub version: u32,
+    pub task_id: String,
+    pub agent_id: String,
+    pub pid: u32,
+    pub host: String,
+    pub claimed_at: String,
+    pub heartbeat_at: String,
+    pub ttl_ms: u64,
+    pub token: u64,
+}
+
+/// How a holder's work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The work ran and produced its result (which may itself be a negative verdict).
+    Success,
+    /// The candidate is at fault (gate failed, patch does not apply): not retried.
+    CandidateFailure,
+    /// The harness is at fault (timeout, spawn error, signal, OOM): retried, never counted
+    /// against the candidate.
+    InfraFailure,
+}
+
+/// `results/<task>.<token>.json`, written by the holder with write-temp-then-rename.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultFile {
+    pub version: u32,
+    pub task_id: String,
+    pub token: u64,
+    pub agent_id: String,
+    pub outcome: Outcome,
+    pub summary: String,
+    #[serde(default)]
+    pub data: Value,
+    pub finished_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    #[test]
+    fn lease_shape() {
+        let l = LeaseFile {
+            version: LEASE_FILE_VERSION,
+            task_id: "t1".into(),
+            agent_id: "executor".into(),
+            pid: 42,
+            host: "h".into(),
+            claimed_at: "2026-01-01T00:00:00.000Z".into(),
+            heartbeat_at: "2026-01-01T00:00:00.000Z".into(),
+            ttl_ms: 30000,
+            token: 3,
+        };
+        expect![[r#"{"version":1,"task_id":"t1","agent_id":"executor","pid":42,"host":"h","claimed_at":"2026-01-01T00:00:00.000Z","heartbeat_at":"2026-01-01T00:00:00.000Z","ttl_ms":30000,"token":3}"#]]
+            .assert_eq(&serde_json::to_string(&l).unwrap());
+        expect![[r#""infra-failure""#]].assert_eq(&serde_json::to_string(&Outcome::InfraFailure).unwrap());
+    }
+}

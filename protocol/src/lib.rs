@@ -1,0 +1,15 @@
+//! Everything the Ratchet processes share: wire types (A2A 0.3 over JSON-RPC 2.0), file formats
+//! (agents.toml, task, lease and result files, events) and governance settings.
+//!
+//! Architecture invariant: this crate knows nothing about tokio, axum, HTTP or git. It is types,
+//! parsing and pure functions, so every process reads the same bytes the same way.
+
+pub mod a2a;
+pub mod config;
+pub mod events;
+pub mod governance;
+pub mod jsonrpc;
+pub mod lease;
+pub mod names;
+
+pub use a2a::*;
