@@ -1,1 +1,14 @@
+//! Scaffolding shared by every Ratchet process, so each agent binary stays thin:
+//! the A2A server ([`server`], [`store`], [`agent`]) and client ([`client`]), the coordination
+//! substrate ([`substrate`], [`git`]) and sandboxed command execution ([`exec`]).
+//!
+//! Architecture invariant: agents never import each other; what they share is here or in
+//! `protocol`.
+
 pub use protocol;
+
+pub mod agent;
+pub mod client;
+pub mod server;
+pub mod store;
+pub mod exec;

@@ -1,0 +1,105 @@
+//! The few git CLI calls the critic makes (`git -C <dir> ...`), read-only except for the scratch worktree.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::CriticError;
+
+/// Variables that would redirect `git -C` to another repository or index.
+const REDIRECTING_ENV: [&str; 5] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX"];
+
+/// Runs `git -C dir <args>` and returns its stdout; a non-zero exit is an error carrying stderr.
+pub(crate) fn git<I, S>(dir: &Path, args: I) -> Result<Vec<u8>, CriticError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut cmd = Command::new("git");
+    cmd.arg("-C").arg(dir).args(["-c", "core.quotePath=false", "-c", "core.hooksPath=/dev/null"]).args(&args);
+    for var in REDIRECTING_ENV {
+        cmd.env_remove(var);
+    }
+    let shown = || {
+        let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        format!("git -C {} {}", dir.display(), words.join(" "))
+    };
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| CriticError::GitSpawn { command: shown(), reason: e.to_string() })?;
+    if !out.status.success() {
+        return Err(CriticError::Git {
+            command: shown(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Resolves `rev` to a full commit id; refuses anything that is not a commit (and any option-like text).
+pub(crate) fn resolve_commit(repo: &Path, rev: &str) -> Result<String, CriticError> {
+    let spec = format!("{rev}^{{commit}}");
+    let out = git(repo, ["rev-parse", "--verify", "--quiet", "--end-of-options", spec.as_str()])
+        .map_err(|_| CriticError::NoSuchCommit { repo: repo.to_path_buf(), rev: rev.to_string() })?;
+    let id = String::from_utf8_lossy(&out).trim().to_string();
+    if id.is_empty() {
+        return Err(CriticError::NoSuchCommit { repo: repo.to_path_buf(), rev: rev.to_string() });
+    }
+    Ok(id)
+}
+
+/// The bytes of `path` at `commit`, or `None` when the file does not exist there.
+pub(crate) fn show_file(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, CriticError> {
+    let exists = git(repo, ["ls-tree", "--name-only", "-z", commit, "--", path])?;
+    if exists.is_empty() {
+        return Ok(None);
+    }
+    git(repo, ["show".to_string(), format!("{commit}:{path}")]).map(Some)
+}
+
+/// A detached worktree of `repo` at a commit, in a fresh temporary directory, removed (worktree and
+/// directory) when dropped, whatever happened in between.
+pub(crate) struct ScratchWorktree {
+    repo: PathBuf,
+    path: PathBuf,
+    // Dropped after `drop` below has unregistered the worktree: removes whatever is left on disk.
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchWorktree {
+    pub(crate) fn create(repo: &Path, commit: &str) -> Result<ScratchWorktree, CriticError> {
+        let dir = tempfile::Builder::new()
+            .prefix("ratchet-bite-")
+            .tempdir()
+            .map_err(|e| CriticError::Io { what: "creating the bite check's scratch directory".into(), source: e })?;
+        let path = dir.path().join("worktree");
+        let scratch = ScratchWorktree { repo: repo.to_path_buf(), path, _dir: dir };
+        git(repo, [OsStr::new("worktree"), "add".as_ref(), "--detach".as_ref(), "--quiet".as_ref()].into_iter().chain([
+            scratch.path.as_os_str(),
+            OsStr::new(commit),
+        ]))?;
+        Ok(scratch)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchWorktree {
+    fn drop(&mut self) {
+        let removed = git(&self.repo, [OsStr::new("worktree"), "remove".as_ref(), "--force".as_ref(), "--force".as_ref()]
+            .into_iter()
+            .chain([self.path.as_os_str()]));
+        if let Err(e) = removed {
+            tracing::warn!("removing the bite check's scratch worktree {} failed, pruning it: {e}", self.path.display());
+            let _ = std::fs::remove_dir_all(&self.path);
+            if let Err(e) = git(&self.repo, ["worktree", "prune"]) {
+                tracing::warn!("`git worktree prune` in {} failed: {e}", self.repo.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The common `main` of every agent binary: read the supervisor's environment, bind, announce
+//! the address, serve until SIGINT/SIGTERM.
+//!
+//! Environment (set by `ratchet up`; all optional when run by hand):
+//! `RATCHET_LISTEN` (default 127.0.0.1:0), `RATCHET_AGENT_NAME`, `RATCHET_STATE_DIR`
+//! (default `<home>/worktrees/.swarm/agents/<name>`), `RATCHET_HOME` (default: cwd),
+//! `RATCHET_TOKEN` (required when listening on a non-loopback address), `RATCHET_MAX_BODY`,
+//! `RATCHET_PUSH=0` (turn push notifications off).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::server::{AgentSpec, DEFAULT_MAX_BODY, Server, app};
+
+/// The line a child prints on stdout once it is bound; the supervisor reads it.
+pub const LISTENING_PREFIX: &str = "RATCHET_LISTENING ";
+
+/// Where the agent runs: read from the environment.
+#[derive(Debug, Clone)]
+pub struct AgentEnv {
+    pub name: String,
+    pub home: PathBuf,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub token: Option<String>,
+    pub max_body: usize,
+    pub push: bool,
+}
+
+impl AgentEnv {
+    pub fn from_env(default_name: &str) -> anyhow::Result<AgentEnv> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let name = var("RATCHET_AGENT_NAME").unwrap_or_else(|| default_name.to_string());
+        protocol::names::check_component("agent name", &name).context("RATCHET_AGENT_NAME")?;
+        let home = match var("RATCHET_HOME") {
+            Some(h) => PathBuf::from(h),
+            None => std::env::current_dir().context("reading the current directory for RATCHET_HOME")?,
+        };
+        let listen: SocketAddr = var("RATCHET_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:0".into())
+            .parse()
+            .context("RATCHET_LISTEN must be an address such as 127.0.0.1:0")?;
+        let token = var("RATCHET_TOKEN");
+        if !listen.ip().is_loopback() && token.is_none() {
+            bail!(
+                "RATCHET_LISTEN={listen} is not a loopback address and RATCHET_TOKEN is unset; set RATCHET_TOKEN to require a bearer token, or listen on 127.0.0.1"
+            );
+        }
+        let state_dir = var("RATCHET_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("worktrees").join(".swarm").join("agents").join(&name));
+        let max_body = match var("RATCHET_MAX_BODY") {
+            Some(v) => v.parse().context("RATCHET_MAX_BODY must be a number of bytes")?,
+            None => DEFAULT_MAX_BODY,
+        };
+        let push = var("RATCHET_PUSH").as_deref() != Some("0");
+        Ok(AgentEnv { name, home, listen, state_dir, token, max_body, push })
+    }
+}
+
+/// Serve `app(server)` on `listener` until `shutdown` resolves; in-flight streams get a short
+/// grace period, then the server stops regardless.
+pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = axum::serve(listener, app(server)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        r = graceful => { if let Err(e) = r { tracing::error!("server error: {e}"); } }
+        _ = async { let _ = rx.await; tokio::time::sleep(Duration::from_millis(500)).await; } => {}
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Install the stderr logger (RUST_LOG, default `warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Bind per the environment, build the server for `spec`, print the listening line, serve.
+pub async fn serve(env: AgentEnv, mut spec: AgentSpec) -> anyhow::Result<()> {
+    spec.name = env.name.clone();
+    spec.push_notifications &= env.push;
+    let listener = TcpListener::bind(env.listen).await.with_context(|| format!("binding {}", env.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let url = format!("http://{addr}/");
+    let server = Server::new(spec, env.state_dir.clone(), url.clone(), env.token.clone(), env.max_body)
+        .with_context(|| format!("opening the task store under {}", env.state_dir.display()))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{LISTENING_PREFIX}{url}").context("writing the listening line to stdout")?;
+        out.flush().ok();
+    }
+    run(listener, server, shutdown_signal()).await;
+    Ok(())
+}
+
+/// The whole `main` of a simple agent: logging, a current-thread runtime (small footprint),
+/// environment, serve.
+pub fn main_with(default_name: &str, make_spec: impl FnOnce(&AgentEnv) -> anyhow::Result<AgentSpec>) -> anyhow::Result<()> {
+    init_logging();
+    let env = AgentEnv::from_env(default_name)?;
+    let spec = make_spec(&env)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    rt.block_on(serve(env, spec))
+}
