@@ -1,1 +1,199 @@
+//! Shared helpers for the integration tests: locating the workspace binaries, hermetic homes,
+//! process guards that kill whole process groups, and spawning agents that report their address.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Path of a workspace binary (`target/<profile>/<name>`), built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/integration-xxxx -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// A per-test home: a temporary directory holding a fresh git repository with one commit.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> TestHome {
+        let dir = tempfile::Builder::new().prefix("ratchet-test-").tempdir().expect("temp dir");
+        let h = TestHome { dir };
+        h.git(&["init", "-q", "-b", "main"]);
+        std::fs::write(h.path().join("README.md"), "test home\n").expect("write README");
+        std::fs::write(h.path().join(".gitignore"), "worktrees/\n").expect("write .gitignore");
+        h.git(&["add", "-A"]);
+        h.git(&["commit", "-q", "-m", "initial"]);
+        h
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run git in the home with a hermetic configuration; panics with stderr on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(self.path(), args)
+    }
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        TestHome::new()
+    }
+}
+
+/// Environment every child of a test gets: no user or system git config, a private HOME.
+pub fn hermetic(cmd: &mut Command, home: &Path) {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Ratchet Test")
+        .env("GIT_AUTHOR_EMAIL", "test@ratchet.invalid")
+        .env("GIT_COMMITTER_NAME", "Ratchet Test")
+        .env("GIT_COMMITTER_EMAIL", "test@ratchet.invalid");
+    for k in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "TMPDIR"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+}
+
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let mut cmd = Command::new("git");
+    hermetic(&mut cmd, dir);
+    let out = cmd.arg("-C").arg(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A child in its own process group; dropping the guard kills the whole group and reaps it
+/// (rust-analyzer's JodGroupChild).
+pub struct ProcGuard {
+    pub child: Child,
+}
+
+impl ProcGuard {
+    /// Spawn `cmd` in a fresh process group.
+    pub fn spawn(mut cmd: Command) -> ProcGuard {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let child = cmd.spawn().expect("spawning child process");
+        ProcGuard { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Whether any process of the group is still alive.
+    pub fn group_alive(&self) -> bool {
+        group_alive(self.pid())
+    }
+
+    /// Wait for exit up to `timeout`; returns the exit status if it exited.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+impl Drop for ProcGuard {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A running agent binary and the address it reported.
+pub struct Agent {
+    pub proc: ProcGuard,
+    pub url: String,
+    pub state_dir: PathBuf,
+    /// stdout lines after the listening line, forwarded by a thread.
+    pub stdout: std::sync::mpsc::Receiver<String>,
+}
+
+/// Start agent binary `name` with its home at `home` and extra environment; waits (with a
+/// deadline, reading its stdout, no sleeping) for the `RATCHET_LISTENING <url>` line.
+pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
+    let state_dir = home.join("worktrees").join(".swarm").join("agents").join(name);
+    let mut cmd = Command::new(bin(name));
+    hermetic(&mut cmd, home);
+    cmd.current_dir(home)
+        .env("RATCHET_HOME", home)
+        .env("RATCHET_LISTEN", "127.0.0.1:0")
+        .env("RATCHET_STATE_DIR", &state_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = ProcGuard::spawn(cmd);
+    let stdout = proc.child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
+                    return Agent { proc, url: url.trim().to_string(), state_dir, stdout: rx };
+                }
+            }
+            Err(_) => panic!("agent {name} did not print RATCHET_LISTENING within 20 s"),
+        }
+    }
+}
+
+/// A current-thread tokio runtime for tests that talk HTTP.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Poll `f` until it returns Some, or panic after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -503,7 +503,7 @@ impl GroupKill {
 
 impl Drop for GroupKill {
     fn drop(&mut self) {
-        if false {
+        if self.armed {
             self.kill();
         }
     }

@@ -1,0 +1,78 @@
+//! The append-only event log of a branch: `events/events.jsonl`, one JSON object per line.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use protocol::events::Event;
+use serde::Serialize;
+
+use super::{Result, SubstrateError};
+
+/// Appends one event as one line, with a single `write` on an `O_APPEND` descriptor, so lines
+/// from concurrent writers (agents and the coordinator) never interleave.
+pub fn append_event(path: &Path, event: &Event) -> Result<()> {
+    let mut line = serde_json::to_vec(event).expect("events always serialize");
+    line.push(b'\n');
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(SubstrateError::io("opening event log", path))?;
+    f.write_all(&line).map_err(SubstrateError::io("appending to event log", path))
+}
+
+/// A line of an event log that did not parse.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorruptLine {
+    /// 1-based.
+    pub line: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventLog {
+    pub events: Vec<Event>,
+    /// Lines that are not events (a torn last line after a crash, a hand edit): skipped.
+    pub corrupt: Vec<CorruptLine>,
+}
+
+/// Reads an event log; a missing file is an empty log.
+pub fn read_events(path: &Path) -> Result<EventLog> {
+    let text = match std::fs::read(path) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EventLog::default()),
+        Err(e) => return Err(SubstrateError::Io { op: "reading event log", path: path.to_path_buf(), source: e }),
+    };
+    let mut log = EventLog::default();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Event>(line) {
+            Ok(e) => log.events.push(e),
+            Err(e) => log.corrupt.push(CorruptLine { line: i + 1, error: e.to_string() }),
+        }
+    }
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::events::EventKind;
+
+    #[test]
+    fn appends_and_skips_corrupt_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        append_event(&path, &Event::new("r", EventKind::WorktreeAdded { base: "abc".into() })).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"v\":1,\"trunc").unwrap();
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"\n").unwrap();
+        append_event(&path, &Event::new("r", EventKind::WorktreeRemoved { archived: None })).unwrap();
+        let log = read_events(&path).unwrap();
+        assert_eq!(log.events.len(), 2);
+        assert_eq!(log.corrupt.len(), 1);
+        assert_eq!(log.corrupt[0].line, 2);
+    }
+}

@@ -1,0 +1,142 @@
+//! Small file-system helpers shared by the substrate: atomic replace, JSON reads, moving a file
+//! aside, process liveness.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Result, SubstrateError};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other writer (process or thread) will pick: pid, nanoseconds, a counter.
+pub(crate) fn unique_suffix() -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}.{}.{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub(crate) fn now() -> String {
+    protocol::timestamp(SystemTime::now())
+}
+
+/// Writes `bytes` to a temporary file next to `path` (a dot file, which every scan skips) and
+/// renames it over `path`, so readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("substrate paths always have a parent directory");
+    let name = path.file_name().expect("substrate paths always have a file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(SubstrateError::Io { op: "writing", path: tmp, source: e });
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        SubstrateError::Io { op: "renaming into place", path: path.to_path_buf(), source: e }
+    })
+}
+
+pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("substrate file types always serialize");
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Reads a JSON file. `Ok(None)` when it does not exist; `Corrupt` when it does not parse.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|source| SubstrateError::Corrupt {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn read_all(f: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+pub(crate) fn create_dir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(SubstrateError::io("creating directory", path))
+}
+
+/// Moves `path` into `<its dir>/quarantine/` under a name that cannot collide; returns the
+/// new path.
+pub(crate) fn quarantine(path: &Path) -> Result<PathBuf> {
+    let dir = path.parent().expect("substrate paths always have a parent directory").join("quarantine");
+    create_dir_all(&dir)?;
+    let name = path.file_name().expect("substrate paths always have a file name").to_string_lossy();
+    let to = dir.join(format!("{name}.{}", unique_suffix()));
+    fs::rename(path, &to).map_err(SubstrateError::io("quarantining", path))?;
+    Ok(to)
+}
+
+/// File names in `dir` that are regular files, skipping dot files (temporaries); an absent
+/// directory is empty.
+pub(crate) fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(SubstrateError::Io { op: "listing", path: dir.to_path_buf(), source: e }),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(SubstrateError::io("listing", dir))?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// How long ago `t` was (zero when it is in the future).
+pub(crate) fn age(t: SystemTime) -> Duration {
+    SystemTime::now().duration_since(t).unwrap_or(Duration::ZERO)
+}
+
+/// Whether a process with this pid exists on this host (a zombie counts as existing).
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else { return false };
+    if raw <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+/// This machine's host name, as recorded in lease files.
+pub fn hostname() -> String {
+    for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(s) = fs::read_to_string(path) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return s.to_string();
+            }
+        }
+    }
+    std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".to_string())
+}

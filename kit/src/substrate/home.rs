@@ -1,0 +1,338 @@
+//! `Home` (a repository and its `worktrees/` directory) and `BranchDir` (one candidate branch's
+//! directory), plus creating a branch's worktree.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use protocol::events::{Event, EventKind};
+use protocol::names;
+use serde::{Deserialize, Serialize};
+
+use super::events::append_event;
+use super::fsutil::{create_dir_all, now, read_json, write_json_atomic};
+use super::{Result, SubstrateError};
+use crate::git::Git;
+
+pub const META_VERSION: u32 = 1;
+
+/// A repository root and its `worktrees/` directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+    worktrees: PathBuf,
+    run_id: String,
+    git: Git,
+}
+
+impl Home {
+    /// Opens the repository whose top level is `repo_root` (it must contain `.git`). Creates
+    /// nothing.
+    pub fn open(repo_root: impl AsRef<Path>) -> Result<Home> {
+        let given = repo_root.as_ref();
+        let root = fs::canonicalize(given).map_err(SubstrateError::io("opening repository", given))?;
+        if !root.join(".git").exists() {
+            return Err(SubstrateError::NotARepo { path: root });
+        }
+        let worktrees = root.join("worktrees");
+        Ok(Home { git: Git::new(&root), root, worktrees, run_id: "substrate".to_string() })
+    }
+
+    /// The run id written into the events this handle appends.
+    pub fn with_run_id(mut self, run_id: impl Into<String>) -> Home {
+        self.run_id = run_id.into();
+        self
+    }
+
+    /// An environment variable for every git command run through this handle (tests use
+    /// `GIT_CONFIG_GLOBAL=/dev/null`, `GIT_CONFIG_NOSYSTEM=1`).
+    pub fn with_git_env(mut self, key: &str, value: &str) -> Home {
+        self.git = self.git.env(key, value);
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn worktrees_dir(&self) -> &Path {
+        &self.worktrees
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// git, run at the repository root.
+    pub fn git(&self) -> &Git {
+        &self.git
+    }
+
+    /// The directory of `branch` (validated; it need not exist yet).
+    pub fn branch_dir(&self, branch: &str) -> Result<BranchDir> {
+        names::check_branch(branch)?;
+        Ok(BranchDir { home: self.clone(), branch: branch.to_string(), dir: self.worktrees.join(branch) })
+    }
+
+    /// Like [`Home::branch_dir`], but the directory must exist.
+    pub fn open_branch(&self, branch: &str) -> Result<BranchDir> {
+        let bd = self.branch_dir(branch)?;
+        if !bd.dir.is_dir() {
+            return Err(SubstrateError::NoSuchBranch { path: bd.dir });
+        }
+        Ok(bd)
+    }
+
+    /// Names of the branch directories under `worktrees/` (directories with a valid name;
+    /// anything else there is left alone).
+    pub fn branches(&self) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.worktrees) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SubstrateError::Io { op: "listing", path: self.worktrees.clone(), source: e }),
+        };
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(SubstrateError::io("listing", &self.worktrees))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if names::check_branch(&name).is_ok() && entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub(crate) fn promote_lock_path(&self) -> PathBuf {
+        self.worktrees.join(".promote.lock")
+    }
+}
+
+/// The life of a candidate branch, as `meta.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BranchState {
+    Active,
+    Promoted,
+    Rejected,
+    Archived,
+    /// `main` moved past the branch's base: re-base and re-evaluate, or drop.
+    Stale,
+}
+
+impl BranchState {
+    /// Whether the branch's checkout may be removed by gc.
+    pub fn is_final(self) -> bool {
+        !matches!(self, BranchState::Active)
+    }
+}
+
+/// `worktrees/<branch>/meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BranchMeta {
+    pub version: u32,
+    pub branch: String,
+    /// The commit the branch was created from.
+    pub base: String,
+    pub created_at: String,
+    pub state: BranchState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Why the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The commit `main` was fast-forwarded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_commit: Option<String>,
+    /// Set by gc once `tree/` is gone.
+    #[serde(default)]
+    pub checkout_removed: bool,
+    /// The ref gc kept the branch's unpromoted commits under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_ref: Option<String>,
+}
+
+/// `worktrees/<branch>/`.
+#[derive(Debug, Clone)]
+pub struct BranchDir {
+    pub(crate) home: Home,
+    pub(crate) branch: String,
+    pub(crate) dir: PathBuf,
+}
+
+impl BranchDir {
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+    /// The git worktree checkout.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.dir.join("tasks")
+    }
+    pub fn leases_dir(&self) -> PathBuf {
+        self.dir.join("leases")
+    }
+    pub fn expired_dir(&self) -> PathBuf {
+        self.dir.join("leases").join("expired")
+    }
+    pub fn results_dir(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.dir.join("artifacts")
+    }
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join("events").join("events.jsonl")
+    }
+    pub fn meta_path(&self) -> PathBuf {
+        self.dir.join("meta.json")
+    }
+    pub fn task_path(&self, task: &str) -> Result<PathBuf> {
+        names::check_task_id(task)?;
+        Ok(self.tasks_dir().join(format!("{task}.json")))
+    }
+    pub fn lease_path(&self, task: &str) -> Result<PathBuf> {
+        names::check_task_id(task)?;
+        Ok(self.leases_dir().join(format!("{task}.lock")))
+    }
+    /// The lease-expiry record (and token tombstone) for `task` at `token`.
+    pub fn expired_path(&self, task: &str, token: u64) -> Result<PathBuf> {
+        names::check_task_id(task)?;
+        Ok(self.expired_dir().join(format!("{task}.{token}.lock")))
+    }
+    pub fn result_path(&self, task: &str, token: u64) -> Result<PathBuf> {
+        names::check_task_id(task)?;
+        Ok(self.results_dir().join(format!("{task}.{token}.json")))
+    }
+    /// `artifacts/<task>/`, where a task's holder writes what it produces.
+    pub fn artifact_dir(&self, task: &str) -> Result<PathBuf> {
+        names::check_task_id(task)?;
+        Ok(self.artifacts_dir().join(task))
+    }
+    /// `artifacts/<task>/<name>`.
+    pub fn artifact_path(&self, task: &str, name: &str) -> Result<PathBuf> {
+        names::check_artifact(name)?;
+        Ok(self.artifact_dir(task)?.join(name))
+    }
+
+    pub fn read_meta(&self) -> Result<Option<BranchMeta>> {
+        read_json(&self.meta_path(), "branch meta.json")
+    }
+
+    /// Records a new state in `meta.json` (under the branch's coordinator lock).
+    pub fn set_state(&self, state: BranchState, note: Option<&str>) -> Result<BranchMeta> {
+        let _guard = self.lock_coord()?;
+        self.update_meta(|m| {
+            m.state = state;
+            m.note = note.map(String::from);
+        })
+    }
+
+    /// Read-modify-write of `meta.json`; the caller holds the coordinator lock.
+    pub(crate) fn update_meta(&self, f: impl FnOnce(&mut BranchMeta)) -> Result<BranchMeta> {
+        let path = self.meta_path();
+        let mut meta = self.read_meta()?.ok_or_else(|| SubstrateError::NoSuchBranch { path: path.clone() })?;
+        f(&mut meta);
+        meta.updated_at = Some(now());
+        write_json_atomic(&path, &meta)?;
+        Ok(meta)
+    }
+
+    /// Takes the branch's coordinator lock (blocking): whoever changes task files or
+    /// `meta.json`, or moves lease files, holds it.
+    pub(crate) fn lock_coord(&self) -> Result<File> {
+        let path = self.dir.join(".coord.lock");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SubstrateError::NoSuchBranch { path: self.dir.clone() },
+                _ => SubstrateError::Io { op: "opening lock", path: path.clone(), source: e },
+            })?;
+        f.lock().map_err(SubstrateError::io("locking", &path))?;
+        Ok(f)
+    }
+
+    /// An event of this branch (and task), stamped with the run id.
+    pub fn event(&self, task: Option<&str>, kind: EventKind) -> Event {
+        let mut e = Event::new(self.home.run_id.clone(), kind);
+        e.branch = Some(self.branch.clone());
+        e.task = task.map(String::from);
+        e
+    }
+
+    /// Appends to this branch's event log.
+    pub fn emit(&self, event: &Event) -> Result<()> {
+        append_event(&self.events_file(), event)
+    }
+
+    pub(crate) fn create_control_dirs(&self) -> Result<()> {
+        for d in [self.tasks_dir(), self.expired_dir(), self.results_dir(), self.artifacts_dir(), self.dir.join("events")]
+        {
+            create_dir_all(&d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `worktrees/<branch>/` with its control directories and checks out a new branch
+/// `<branch>` at `base_commit` in `worktrees/<branch>/tree` (`git worktree add -b`).
+/// Nothing is created when the name is invalid or the base is not a commit.
+pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<BranchDir> {
+    let bd = home.branch_dir(branch)?;
+    let base = home
+        .git()
+        .resolve_commit(base_commit)?
+        .ok_or_else(|| SubstrateError::NoSuchCommit { commit: base_commit.to_string(), repo: home.root.clone() })?;
+    create_dir_all(&home.worktrees)?;
+    match fs::create_dir(&bd.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(SubstrateError::BranchExists { path: bd.dir });
+        }
+        Err(e) => return Err(SubstrateError::Io { op: "creating directory", path: bd.dir, source: e }),
+    }
+    let tree = bd.tree();
+    if let Err(e) = home.git().run([
+        "worktree".as_ref(),
+        "add".as_ref(),
+        "--quiet".as_ref(),
+        "-b".as_ref(),
+        branch.as_ref(),
+        tree.as_os_str(),
+        base.as_ref(),
+    ] as [&std::ffi::OsStr; 7])
+    {
+        let _ = fs::remove_dir_all(&bd.dir);
+        return Err(e.into());
+    }
+    bd.create_control_dirs()?;
+    let meta = BranchMeta {
+        version: META_VERSION,
+        branch: branch.to_string(),
+        base: base.clone(),
+        created_at: now(),
+        state: BranchState::Active,
+        updated_at: None,
+        note: None,
+        promoted_commit: None,
+        checkout_removed: false,
+        archived_ref: None,
+    };
+    write_json_atomic(&bd.meta_path(), &meta)?;
+    bd.emit(&bd.event(None, EventKind::WorktreeAdded { base }))?;
+    Ok(bd)
+}

@@ -1,0 +1,362 @@
+//! The A2A 0.3 wire, against the real agent binaries over real loopback HTTP.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kit::client::{A2aClient, skill_message};
+use protocol::{Message, Part, Role, StreamEvent, TaskState};
+use ratchet_tests::{TestHome, rt, spawn_agent};
+use serde_json::{Value, json};
+
+fn post_raw(url: &str, ctype: &str, body: Vec<u8>) -> (u16, Value) {
+    rt().block_on(async {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+            .await
+            .expect("POST reaches the agent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    })
+}
+
+fn rpc(url: &str, body: Value) -> Value {
+    let (status, v) = post_raw(url, "application/json", serde_json::to_vec(&body).unwrap());
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn err_code(v: &Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error, got {v}"))
+}
+
+fn text_message(text: &str) -> Value {
+    json!({"role": "user", "parts": [{"kind": "text", "text": text}], "messageId": "m-1", "kind": "message"})
+}
+
+#[test]
+fn card_is_served_on_both_paths_with_cache_headers() {
+    let home = TestHome::new();
+    for name in ["proposer", "executor", "critic", "evaluator", "coordinator"] {
+        let agent = spawn_agent(name, home.path(), &[]);
+        rt().block_on(async {
+            let http = reqwest::Client::new();
+            let a = http.get(format!("{}.well-known/agent.json", agent.url)).send().await.unwrap();
+            assert_eq!(a.status(), 200);
+            let etag = a.headers()["etag"].to_str().unwrap().to_string();
+            assert!(a.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+            let a = a.bytes().await.unwrap();
+            let b = http.get(format!("{}.well-known/agent-card.json", agent.url)).send().await.unwrap();
+            assert_eq!(b.bytes().await.unwrap(), a, "both card paths serve the same bytes");
+            let not_modified = http
+                .get(format!("{}.well-known/agent.json", agent.url))
+                .header("if-none-match", &etag)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(not_modified.status(), 304);
+            let card: Value = serde_json::from_slice(&a).unwrap();
+            for field in [
+                "protocolVersion",
+                "name",
+                "description",
+                "url",
+                "preferredTransport",
+                "version",
+                "capabilities",
+                "defaultInputModes",
+                "defaultOutputModes",
+                "skills",
+            ] {
+                assert!(card.get(field).is_some(), "{name}: card lacks {field}");
+            }
+            assert_eq!(card["protocolVersion"], "0.3.0");
+            assert_eq!(card["preferredTransport"], "JSONRPC");
+            assert_eq!(card["url"], agent.url.as_str(), "card url is the real address");
+            let typed: protocol::AgentCard = serde_json::from_value(card).unwrap();
+            assert_eq!(typed.ratchet_role().as_deref(), Some(name));
+        });
+    }
+}
+
+#[test]
+fn send_blocking_and_non_blocking_and_missing_skill() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[]);
+    let client = A2aClient::new(&agent.url);
+    rt().block_on(async {
+        let done = client
+            .send(Message::new(Role::User, "m1", vec![Part::text("hello")]), true)
+            .await
+            .unwrap();
+        assert_eq!(done.status.state, TaskState::Completed);
+        assert!(done.status.message.unwrap().text().contains("critic (critic) is up"));
+
+        let early = client.send(Message::new(Role::User, "m2", vec![Part::text("hello")]), false).await.unwrap();
+        assert!(matches!(early.status.state, TaskState::Submitted | TaskState::Working | TaskState::Completed));
+        let id = early.id.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let later = loop {
+            let q = protocol::TaskQueryParams { id: id.clone(), history_length: None, metadata: None };
+            let t = client.call::<protocol::GetTask>(&q).await.unwrap();
+            if t.status.state == TaskState::Completed {
+                break t;
+            }
+            assert!(std::time::Instant::now() < deadline, "task never completed: {t:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(later.history.len(), 2, "user message then the agent's answer");
+
+        // A skill the agent does not have: rejected, naming the skill. Never a fake success.
+        let t = client.send(skill_message("teleport", json!({})), true).await.unwrap();
+        assert_eq!(t.status.state, TaskState::Rejected);
+        let why = t.status.message.unwrap().text();
+        assert!(why.contains("\"teleport\"") && why.contains("available"), "{why}");
+    });
+}
+
+#[test]
+fn every_error_code_the_spec_names() {
+    let home = TestHome::new();
+    let agent = spawn_agent("evaluator", home.path(), &[]);
+    let url = agent.url.as_str();
+    // -32700: not JSON.
+    let (s, v) = post_raw(url, "application/json", b"{not json".to_vec());
+    assert_eq!((s, err_code(&v)), (200, -32700));
+    assert!(v["id"].is_null());
+    // -32600: JSON but not a request (missing jsonrpc, wrong version, batch, no id, non-object).
+    for body in [
+        json!({"id": 1, "method": "tasks/get"}),
+        json!({"jsonrpc": "1.0", "id": 1, "method": "tasks/get"}),
+        json!([{"jsonrpc": "2.0", "id": 1, "method": "tasks/get"}]),
+        json!({"jsonrpc": "2.0", "method": "tasks/get", "params": {"id": "x"}}),
+        json!("hello"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": 5}),
+    ] {
+        assert_eq!(err_code(&rpc(url, body.clone())), -32600, "{body}");
+    }
+    // The id is echoed when it can be read.
+    let v = rpc(url, json!({"jsonrpc": "1.0", "id": "abc", "method": "tasks/get"}));
+    assert_eq!(v["id"], "abc");
+    // -32601: unknown method, naming the known ones.
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/teleport", "params": {}}));
+    assert_eq!(err_code(&v), -32601);
+    assert!(v["error"]["message"].as_str().unwrap().contains("message/send"));
+    // -32602: bad params.
+    for params in [
+        json!({"message": {"role": "user", "parts": [], "messageId": "m", "kind": "message"}}),
+        json!({"message": {"role": "user", "parts": [{"kind": "text", "text": "x"}], "messageId": "m", "kind": "message"},
+               "configuration": {"historyLength": -1}}),
+        json!({}),
+        json!({"message": {"role": "user", "parts": [{"kind": "hologram"}], "messageId": "m", "kind": "message"}}),
+    ] {
+        let v = rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "message/send", "params": params}));
+        assert_eq!(err_code(&v), -32602, "{v}");
+    }
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": "x", "historyLength": -3}}));
+    assert_eq!(err_code(&v), -32602);
+    // -32001: unknown task, including path-traversing ids (nothing on disk is touched).
+    for id in ["nope", "../../etc/passwd", "/etc/passwd", "a\u{0}b"] {
+        for method in ["tasks/get", "tasks/cancel", "tasks/resubscribe"] {
+            let v = rpc(url, json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": {"id": id}}));
+            assert_eq!(err_code(&v), -32001, "{method} {id:?}: {v}");
+        }
+    }
+    // -32002: cancel a finished task.
+    let done = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "message/send",
+               "params": {"message": text_message("hi"), "configuration": {"blocking": true}}}),
+    );
+    let id = done["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(done["result"]["status"]["state"], "completed");
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/cancel", "params": {"id": id}}));
+    assert_eq!(err_code(&v), -32002);
+    // -32004: follow-up on a finished task.
+    let mut follow = text_message("more");
+    follow["taskId"] = json!(id);
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 6, "method": "message/send", "params": {"message": follow}}));
+    assert_eq!(err_code(&v), -32004);
+    // -32005 with HTTP 415: wrong content type.
+    let (s, v) = post_raw(url, "text/plain", b"{}".to_vec());
+    assert_eq!((s, err_code(&v)), (415, -32005));
+    // HTTP 413: a body over the 1 MiB limit, with a message naming the limit and the fix.
+    let (s, v) = post_raw(url, "application/json", vec![b' '; (1 << 20) + 10]);
+    assert_eq!(s, 413);
+    assert!(v["error"]["message"].as_str().unwrap().contains("RATCHET_MAX_BODY"));
+    // After all that, the agent still serves.
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 7, "method": "tasks/get", "params": {"id": id}}));
+    assert_eq!(v["result"]["id"], id.as_str());
+}
+
+#[test]
+fn history_length_trims_history() {
+    let home = TestHome::new();
+    let agent = spawn_agent("proposer", home.path(), &[]);
+    let done = rpc(
+        &agent.url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+               "params": {"message": text_message("hi"), "configuration": {"blocking": true, "historyLength": 1}}}),
+    );
+    assert_eq!(done["result"]["history"].as_array().unwrap().len(), 1);
+    let id = done["result"]["id"].clone();
+    for (n, want) in [(0, 0), (1, 1), (5, 2)] {
+        let v = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id, "historyLength": n}}));
+        let got = v["result"].get("history").and_then(Value::as_array).map_or(0, Vec::len);
+        assert_eq!(got, want, "historyLength {n}");
+    }
+}
+
+#[test]
+fn stream_then_resubscribe_replays_what_was_missed_even_after_restart() {
+    let home = TestHome::new();
+    let agent = spawn_agent("executor", home.path(), &[]);
+    let client = A2aClient::new(&agent.url);
+    let params = json!({"message": text_message("hi")});
+    let (task_id, all) = rt().block_on(async {
+        let stream = client.stream("message/stream", params, None).await.unwrap();
+        let events: Vec<(Option<u64>, StreamEvent)> = stream.map(|r| r.unwrap()).collect().await;
+        let first = match &events[0].1 {
+            StreamEvent::Task(t) => t.id.clone(),
+            other => panic!("first streamed event must be the task, got {other:?}"),
+        };
+        (first, events)
+    });
+    assert!(all.len() >= 2);
+    assert!(all.last().unwrap().1.is_final(), "the last event is final");
+    assert_eq!(all.iter().filter(|(_, e)| e.is_final()).count(), 1, "exactly one final event");
+    let ids: Vec<u64> = all.iter().map(|(i, _)| i.unwrap()).collect();
+    assert_eq!(ids, (0..all.len() as u64).collect::<Vec<_>>(), "event ids count up from 0");
+
+    let resub = |client: &A2aClient, last: Option<u64>| {
+        rt().block_on(async {
+            let s = client.stream("tasks/resubscribe", json!({"id": task_id}), last).await.unwrap();
+            s.map(|r| r.unwrap()).collect::<Vec<_>>().await
+        })
+    };
+    // A client that saw event 0 and dropped gets exactly the rest.
+    assert_eq!(resub(&client, Some(0)), all[1..].to_vec());
+    // Without Last-Event-ID: the full history.
+    assert_eq!(resub(&client, None), all);
+
+    // Kill the agent hard and start it again on the same state: the task is still there.
+    let state_dir = agent.state_dir.clone();
+    drop(agent);
+    let agent = spawn_agent("executor", home.path(), &[("RATCHET_STATE_DIR", state_dir.to_str().unwrap())]);
+    let client = A2aClient::new(&agent.url);
+    let t = rt()
+        .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams {
+            id: task_id.clone(),
+            history_length: None,
+            metadata: None,
+        }))
+        .unwrap();
+    assert_eq!(t.status.state, TaskState::Completed);
+    assert_eq!(resub(&client, Some(0)), all[1..].to_vec());
+}
+
+#[test]
+fn push_notification_config_and_delivery() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[]);
+    let url = agent.url.as_str();
+    // A receiver for the webhook: a plain TCP listener reading one HTTP request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("\"kind\":\"task\"") {
+            let n = sock.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        String::from_utf8_lossy(&got).to_string()
+    });
+    let v = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+               "params": {"message": text_message("hi"),
+                          "configuration": {"blocking": true, "pushNotificationConfig": {"url": hook, "token": "tok-1"}}}}),
+    );
+    let id = v["result"]["id"].as_str().unwrap().to_string();
+    let request = receiver.join().unwrap();
+    assert!(request.to_ascii_lowercase().contains("x-a2a-notification-token: tok-1"), "{request}");
+    assert!(request.contains(&id));
+
+    let set = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/pushNotificationConfig/set",
+               "params": {"taskId": id, "pushNotificationConfig": {"id": "second", "url": "http://127.0.0.1:9/x"}}}),
+    );
+    assert_eq!(set["result"]["pushNotificationConfig"]["id"], "second");
+    let got = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/pushNotificationConfig/get",
+               "params": {"id": id, "pushNotificationConfigId": "second"}}),
+    );
+    assert_eq!(got["result"]["pushNotificationConfig"]["url"], "http://127.0.0.1:9/x");
+    let list = rpc(url, json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}));
+    assert_eq!(list["result"].as_array().unwrap().len(), 2);
+    let del = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/pushNotificationConfig/delete",
+               "params": {"id": id, "pushNotificationConfigId": "second"}}),
+    );
+    assert!(del.get("error").is_none(), "{del}");
+    let list = rpc(url, json!({"jsonrpc": "2.0", "id": 6, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}));
+    assert_eq!(list["result"].as_array().unwrap().len(), 1);
+
+    // An agent whose card says no push notifications answers -32003.
+    let off = spawn_agent("evaluator", home.path(), &[("RATCHET_PUSH", "0")]);
+    let card: Value = rt().block_on(async {
+        reqwest::get(format!("{}.well-known/agent.json", off.url)).await.unwrap().json().await.unwrap()
+    });
+    assert_eq!(card["capabilities"]["pushNotifications"], false);
+    for method in ["set", "get", "list", "delete"] {
+        let v = rpc(
+            &off.url,
+            json!({"jsonrpc": "2.0", "id": 7, "method": format!("tasks/pushNotificationConfig/{method}"),
+                   "params": {"id": "x", "taskId": "x", "pushNotificationConfigId": "y", "pushNotificationConfig": {"url": "http://127.0.0.1:9/"}}}),
+        );
+        assert_eq!(err_code(&v), -32003, "{method}");
+    }
+}
+
+#[test]
+fn bearer_token_is_declared_and_enforced() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[("RATCHET_TOKEN", "s3cret")]);
+    let card: Value = rt().block_on(async {
+        reqwest::get(format!("{}.well-known/agent.json", agent.url)).await.unwrap().json().await.unwrap()
+    });
+    assert_eq!(card["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}})).unwrap();
+    let (s, _) = post_raw(&agent.url, "application/json", body);
+    assert_eq!(s, 401);
+    let client = A2aClient::new(&agent.url).with_token(Some("s3cret".into()));
+    let err = rt()
+        .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams { id: "x".into(), history_length: None, metadata: None }))
+        .unwrap_err();
+    assert!(err.to_string().contains("-32001"), "authorized call reaches the method: {err}");
+}
+
+#[test]
+fn non_loopback_without_token_is_refused_at_start() {
+    let home = TestHome::new();
+    let mut cmd = std::process::Command::new(ratchet_tests::bin("critic"));
+    ratchet_tests::hermetic(&mut cmd, home.path());
+    let out = cmd.env("RATCHET_LISTEN", "0.0.0.0:0").env("RATCHET_HOME", home.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RATCHET_TOKEN"), "{err}");
+}
