@@ -425,7 +425,7 @@ fn sandbox_argv(mode: SandboxMode, command: &str, cwd: &Path, allow_network: boo
             } else {
                 // A new network namespace has its loopback down; bring it up so local servers in tests work,
                 // then exec the command so its exit status and signals reach us unchanged.
-                let lo_up = "command -v ip >/dev/null 2>&1 && ip link set lo up >/dev/null 2>&1; exec sh -c \"$1\"";
+                let lo_up = "(PATH=\"$PATH:/usr/sbin:/sbin\"; ip link set lo up) >/dev/null 2>&1; exec sh -c \"$1\"";
                 argv.extend(os(&["--net", "--", "sh", "-c", lo_up, "ratchet-sandbox", command]));
             }
         }
