@@ -115,12 +115,17 @@ pub async fn serve(env: AgentEnv, mut spec: AgentSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The whole `main` of a simple agent: logging, a current-thread runtime (small footprint),
-/// environment, serve.
-pub fn main_with(default_name: &str, make_spec: impl FnOnce(&AgentEnv) -> anyhow::Result<AgentSpec>) -> anyhow::Result<()> {
+/// The whole `main` of an agent: logging, a current-thread runtime (small footprint),
+/// environment, the spec (built inside the runtime), serve.
+pub fn main_with(
+    default_name: &str,
+    make_spec: impl FnOnce(&AgentEnv) -> anyhow::Result<AgentSpec>,
+) -> anyhow::Result<()> {
     init_logging();
     let env = AgentEnv::from_env(default_name)?;
-    let spec = make_spec(&env)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    // Inside the runtime, so the spec may spawn background work (watchers, reapers).
+    let _guard = rt.enter();
+    let spec = make_spec(&env)?;
     rt.block_on(serve(env, spec))
 }

@@ -63,10 +63,7 @@ impl AgentCard {
         if let Some(role) = ext.and_then(|e| e.params.as_ref()?.get("role")?.as_str().map(String::from)) {
             return Some(role);
         }
-        self.skills
-            .iter()
-            .flat_map(|s| s.tags.iter())
-            .find_map(|t| t.strip_prefix("ratchet:role:").map(String::from))
+        self.skills.iter().flat_map(|s| s.tags.iter()).find_map(|t| t.strip_prefix("ratchet:role:").map(String::from))
     }
 }
 
@@ -470,7 +467,12 @@ method!(GetTask, "tasks/get", TaskQueryParams, Task);
 method!(CancelTask, "tasks/cancel", TaskIdParams, Task);
 method!(Resubscribe, "tasks/resubscribe", TaskIdParams, StreamEvent);
 method!(SetPushConfig, "tasks/pushNotificationConfig/set", TaskPushNotificationConfig, TaskPushNotificationConfig);
-method!(GetPushConfig, "tasks/pushNotificationConfig/get", GetTaskPushNotificationConfigParams, TaskPushNotificationConfig);
+method!(
+    GetPushConfig,
+    "tasks/pushNotificationConfig/get",
+    GetTaskPushNotificationConfigParams,
+    TaskPushNotificationConfig
+);
 method!(ListPushConfig, "tasks/pushNotificationConfig/list", TaskIdParams, Vec<TaskPushNotificationConfig>);
 method!(DeletePushConfig, "tasks/pushNotificationConfig/delete", DeleteTaskPushNotificationConfigParams, Value);
 
@@ -531,8 +533,10 @@ mod tests {
             metadata: None,
         });
         let text = serde_json::to_string(&ev).unwrap();
-        expect![[r#"{"taskId":"t","contextId":"c","kind":"status-update","status":{"state":"input-required"},"final":true}"#]]
-            .assert_eq(&text);
+        expect![[
+            r#"{"taskId":"t","contextId":"c","kind":"status-update","status":{"state":"input-required"},"final":true}"#
+        ]]
+        .assert_eq(&text);
         // Untagged decoding picks the variant by its `kind`.
         let back: StreamEvent = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, StreamEvent::Status(_)));

@@ -87,12 +87,7 @@ impl AgentsFile {
         let parsed: AgentsFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             let msg = e.message().to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .unwrap_or("agent")
-                .to_string();
+            let field = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("agent").to_string();
             let fix = if msg.contains("unknown field") {
                 "remove it; known keys are name, role, command, url, env, skills, required"
             } else if msg.contains("missing field") {
@@ -117,20 +112,45 @@ impl AgentsFile {
                 ));
             }
             if a.role.trim().is_empty() {
-                return Err(err(line, "role", "role is empty".into(), "set role to proposer, executor, critic, evaluator, coordinator or a custom role"));
+                return Err(err(
+                    line,
+                    "role",
+                    "role is empty".into(),
+                    "set role to proposer, executor, critic, evaluator, coordinator or a custom role",
+                ));
             }
             match (&a.command, &a.url) {
                 (None, None) => {
-                    return Err(err(line, "command", format!("agent {:?} has neither command nor url", a.name), "add command = [\"binary\", \"args\"...] to run it locally, or url = \"http://host:port/\" for a running agent"));
+                    return Err(err(
+                        line,
+                        "command",
+                        format!("agent {:?} has neither command nor url", a.name),
+                        "add command = [\"binary\", \"args\"...] to run it locally, or url = \"http://host:port/\" for a running agent",
+                    ));
                 }
                 (Some(_), Some(_)) => {
-                    return Err(err(line, "url", format!("agent {:?} has both command and url", a.name), "keep command to run it locally, or url to use a running agent, not both"));
+                    return Err(err(
+                        line,
+                        "url",
+                        format!("agent {:?} has both command and url", a.name),
+                        "keep command to run it locally, or url to use a running agent, not both",
+                    ));
                 }
                 (Some(c), None) if c.is_empty() || c[0].trim().is_empty() => {
-                    return Err(err(line, "command", "command is empty".into(), "give the program and its arguments, e.g. command = [\"critic\"]"));
+                    return Err(err(
+                        line,
+                        "command",
+                        "command is empty".into(),
+                        "give the program and its arguments, e.g. command = [\"critic\"]",
+                    ));
                 }
                 (None, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                    return Err(err(line, "url", format!("{u:?} is not an http(s) URL"), "use url = \"http://host:port/\""));
+                    return Err(err(
+                        line,
+                        "url",
+                        format!("{u:?} is not an http(s) URL"),
+                        "use url = \"http://host:port/\"",
+                    ));
                 }
                 _ => {}
             }
@@ -168,7 +188,10 @@ mod tests {
         assert!(e.contains("role") && e.contains("missing field"), "{e}");
         let e = parse("[[agent]]\nname='p'\nrole='critic'\n").unwrap_err();
         assert!(e.starts_with("agents.toml:1: command: agent \"p\" has neither command nor url"), "{e}");
-        let e = parse("[[agent]]\nname='p'\nrole='critic'\ncommand=['c']\n[[agent]]\nname='p'\nrole='critic'\ncommand=['c']\n").unwrap_err();
+        let e = parse(
+            "[[agent]]\nname='p'\nrole='critic'\ncommand=['c']\n[[agent]]\nname='p'\nrole='critic'\ncommand=['c']\n",
+        )
+        .unwrap_err();
         assert!(e.starts_with("agents.toml:5: name: duplicate agent name \"p\" (first at line 1)"), "{e}");
         let e = parse("[[agent]\nname=").unwrap_err();
         assert!(e.starts_with("agents.toml:1: agent:"), "{e}");

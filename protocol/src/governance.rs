@@ -50,8 +50,8 @@ pub fn settings_block<'a>(file: &str, text: &'a str) -> Result<(usize, &'a str),
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let t = line.trim();
         match open {
-            None if t.starts_with("```") && t.trim_start_matches('`').split_whitespace().collect::<Vec<_>>()
-                == ["toml", "ratchet"] =>
+            None if t.starts_with("```")
+                && t.trim_start_matches('`').split_whitespace().collect::<Vec<_>>() == ["toml", "ratchet"] =>
             {
                 if let Some((l, _, _)) = found {
                     return Err(GovernanceError {
@@ -344,7 +344,12 @@ pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
         ));
     }
     if c.max_diff_lines == 0 || c.max_files_changed == 0 {
-        return Err(invalid(CONSTITUTION, "max_diff_lines", "a size limit of 0 forbids every change".into(), "set max_diff_lines and max_files_changed to at least 1"));
+        return Err(invalid(
+            CONSTITUTION,
+            "max_diff_lines",
+            "a size limit of 0 forbids every change".into(),
+            "set max_diff_lines and max_files_changed to at least 1",
+        ));
     }
     Ok(c)
 }
@@ -356,7 +361,11 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
         return bad("confidence", format!("{} is outside [0.5, 1)", e.confidence), "use e.g. 0.95");
     }
     if !(0.0..1.0).contains(&e.min_effect) {
-        return bad("min_effect", format!("{} is outside [0, 1)", e.min_effect), "use a relative effect such as 0.02 (2%)");
+        return bad(
+            "min_effect",
+            format!("{} is outside [0, 1)", e.min_effect),
+            "use a relative effect such as 0.02 (2%)",
+        );
     }
     if e.min_samples < 3 {
         return bad("min_samples", format!("{} is below 3", e.min_samples), "use at least 3 samples per side");
@@ -370,10 +379,14 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
     if e.metric.trim().is_empty() {
         return bad("metric", "the metric name is empty".into(), "name the metric the benchmark prints");
     }
-    if let Some(p) = &e.metric_pattern {
-        if p.matches("{}").count() != 1 {
-            return bad("metric_pattern", format!("{p:?} must contain exactly one {{}}"), "mark where the number is with {}");
-        }
+    if let Some(p) = &e.metric_pattern
+        && p.matches("{}").count() != 1
+    {
+        return bad(
+            "metric_pattern",
+            format!("{p:?} must contain exactly one {{}}"),
+            "mark where the number is with {}",
+        );
     }
     if e.gate_timeout_s == 0 || e.bench_timeout_s == 0 {
         return bad("gate_timeout_s", "a timeout of 0".into(), "set gate_timeout_s and bench_timeout_s to at least 1");
@@ -395,13 +408,21 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
         return bad("stall_limit", "a stop limit of 0".into(), "set stall_limit and breaker_limit to at least 1");
     }
     if c.lease_ttl_s == 0 || c.max_attempts == 0 {
-        return bad("lease_ttl_s", "a zero lease TTL or attempt count".into(), "set lease_ttl_s and max_attempts to at least 1");
+        return bad(
+            "lease_ttl_s",
+            "a zero lease TTL or attempt count".into(),
+            "set lease_ttl_s and max_attempts to at least 1",
+        );
     }
     let p = &f.proposer;
     match p.strategy.as_str() {
         "sweep" => {
             if p.file.is_none() || p.space.is_empty() {
-                return bad("proposer.file", "strategy sweep needs a file and a space".into(), "set [proposer] file = \"params.toml\" and a [proposer.space] table of parameter = [values]");
+                return bad(
+                    "proposer.file",
+                    "strategy sweep needs a file and a space".into(),
+                    "set [proposer] file = \"params.toml\" and a [proposer.space] table of parameter = [values]",
+                );
             }
             if let Some((k, _)) = p.space.iter().find(|(_, v)| v.is_empty()) {
                 return bad(&format!("proposer.space.{k}"), "no candidate values".into(), "list at least one value");
@@ -409,12 +430,20 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
         }
         "command" => {
             if p.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                return bad("proposer.command", "strategy command needs a command".into(), "set [proposer] command = \"your-agent --flags\"");
+                return bad(
+                    "proposer.command",
+                    "strategy command needs a command".into(),
+                    "set [proposer] command = \"your-agent --flags\"",
+                );
             }
         }
         "openai" => {
             if p.endpoint.is_none() || p.model.is_none() {
-                return bad("proposer.endpoint", "strategy openai needs endpoint and model".into(), "set [proposer] endpoint = \"http://127.0.0.1:8080/v1\" and model = \"...\"");
+                return bad(
+                    "proposer.endpoint",
+                    "strategy openai needs endpoint and model".into(),
+                    "set [proposer] endpoint = \"http://127.0.0.1:8080/v1\" and model = \"...\"",
+                );
             }
         }
         other => {

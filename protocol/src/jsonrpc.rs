@@ -136,10 +136,7 @@ mod tests {
         let req = Request::new(7, "tasks/get", serde_json::json!({"id": "t1"}));
         expect![[r#"{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"id":"t1"}}"#]]
             .assert_eq(&serde_json::to_string(&req).unwrap());
-        let resp = Response::err(
-            RequestId::Str("a".into()),
-            ErrorCode::TaskNotFound.with("no task t1"),
-        );
+        let resp = Response::err(RequestId::Str("a".into()), ErrorCode::TaskNotFound.with("no task t1"));
         expect![[r#"{"jsonrpc":"2.0","id":"a","error":{"code":-32001,"message":"no task t1"}}"#]]
             .assert_eq(&serde_json::to_string(&resp).unwrap());
         let null: Response = serde_json::from_str(r#"{"jsonrpc":"2.0","id":null,"result":1}"#).unwrap();

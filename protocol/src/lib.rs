@@ -11,5 +11,6 @@ pub mod governance;
 pub mod jsonrpc;
 pub mod lease;
 pub mod names;
+pub mod work;
 
 pub use a2a::*;

@@ -14,9 +14,7 @@ pub struct NameError {
 
 /// Check a single path component: a task id, an artefact name, an agent id.
 pub fn check_component(what: &'static str, name: &str) -> Result<(), NameError> {
-    let err = |problem| {
-        Err(NameError { what, shown: name.chars().take(120).collect(), problem })
-    };
+    let err = |problem| Err(NameError { what, shown: name.chars().take(120).collect(), problem });
     if name.is_empty() {
         return err("it is empty");
     }

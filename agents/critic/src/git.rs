@@ -77,10 +77,12 @@ impl ScratchWorktree {
             .map_err(|e| CriticError::Io { what: "creating the bite check's scratch directory".into(), source: e })?;
         let path = dir.path().join("worktree");
         let scratch = ScratchWorktree { repo: repo.to_path_buf(), path, _dir: dir };
-        git(repo, [OsStr::new("worktree"), "add".as_ref(), "--detach".as_ref(), "--quiet".as_ref()].into_iter().chain([
-            scratch.path.as_os_str(),
-            OsStr::new(commit),
-        ]))?;
+        git(
+            repo,
+            [OsStr::new("worktree"), "add".as_ref(), "--detach".as_ref(), "--quiet".as_ref()]
+                .into_iter()
+                .chain([scratch.path.as_os_str(), OsStr::new(commit)]),
+        )?;
         Ok(scratch)
     }
 
@@ -91,11 +93,17 @@ impl ScratchWorktree {
 
 impl Drop for ScratchWorktree {
     fn drop(&mut self) {
-        let removed = git(&self.repo, [OsStr::new("worktree"), "remove".as_ref(), "--force".as_ref(), "--force".as_ref()]
-            .into_iter()
-            .chain([self.path.as_os_str()]));
+        let removed = git(
+            &self.repo,
+            [OsStr::new("worktree"), "remove".as_ref(), "--force".as_ref(), "--force".as_ref()]
+                .into_iter()
+                .chain([self.path.as_os_str()]),
+        );
         if let Err(e) = removed {
-            tracing::warn!("removing the bite check's scratch worktree {} failed, pruning it: {e}", self.path.display());
+            tracing::warn!(
+                "removing the bite check's scratch worktree {} failed, pruning it: {e}",
+                self.path.display()
+            );
             let _ = std::fs::remove_dir_all(&self.path);
             if let Err(e) = git(&self.repo, ["worktree", "prune"]) {
                 tracing::warn!("`git worktree prune` in {} failed: {e}", self.repo.display());

@@ -1,1 +1,213 @@
-//! The critic agent's domain logic.
+//! The critic's deterministic rails: a candidate commit is reviewed against its parent, on a real git
+//! repository, through the git CLI.
+//!
+//! [`review`] runs, in order:
+//! 1. the static rails over the diff ([`rails`]): `protected-path`, `rule`, `size`, `scope`;
+//! 2. if none of them blocked, the `bite` rail ([`bite`]): the candidate's new or changed tests, applied
+//!    alone to the parent in a scratch worktree, must fail there.
+//!
+//! Every finding names its rail, its severity, and where a file is involved the file and the line (in the
+//! candidate's version of the file; for a deletion, in the parent's), with the evidence quoted. A review
+//! passes when nothing blocks and nothing went wrong outside the candidate: [`Review::infra_error`] says the
+//! review is inconclusive (a git failure, a test run that timed out), to be retried and never counted
+//! against the candidate.
+
+pub mod bite;
+pub mod diff;
+mod git;
+pub mod rails;
+pub mod work;
+
+#[cfg(test)]
+mod review_tests;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use kit::exec::{RunOutcome, RunSpec};
+use protocol::governance::{Constitution, Ethos};
+use serde::Serialize;
+
+pub use diff::{ChangeStatus, FileChange, Hunk, diff_files};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The candidate is rejected.
+    Block,
+    /// Worth a look; does not reject.
+    Warn,
+}
+
+/// One rail's observation about a candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// `protected-path`, `size`, `scope`, `bite` or `rule`.
+    pub rail: String,
+    pub severity: Severity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based; absent when the file has no lines to cite (binary, pure rename) or no single file is involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    pub message: String,
+    pub evidence: String,
+}
+
+impl Finding {
+    /// `file:line`, `file`, or the rail name when no file is involved.
+    pub fn location(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) => format!("{f}:{l}"),
+            (Some(f), None) => f.clone(),
+            (None, _) => format!("({})", self.rail),
+        }
+    }
+}
+
+/// The critic's verdict on one candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Review {
+    /// No blocking finding and no infrastructure error.
+    pub pass: bool,
+    pub findings: Vec<Finding>,
+    /// The review could not finish for a reason outside the candidate: retry it, do not count it against the
+    /// candidate. A blocking finding rejects the candidate even when this is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infra_error: Option<String>,
+    /// One line for people and events.
+    pub summary: String,
+}
+
+impl Review {
+    pub fn blocking(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.severity == Severity::Block)
+    }
+}
+
+/// Why the critic could not read the candidate (never a verdict about it).
+#[derive(Debug, thiserror::Error)]
+pub enum CriticError {
+    #[error("cannot run `{command}`: {reason}; install git and check that it is on PATH")]
+    GitSpawn { command: String, reason: String },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Git { command: String, status: String, stderr: String },
+    #[error("{rev:?} is not a commit in {repo}; pass a commit id or branch that exists there")]
+    NoSuchCommit { repo: PathBuf, rev: String },
+    #[error("cannot read the diff: {what}")]
+    DiffParse { what: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{file}: {field}: {problem}")]
+    Settings { file: &'static str, field: &'static str, problem: String },
+    #[error("a blocking critic task failed: {0}")]
+    Join(String),
+}
+
+/// Runs the bite check's test command. [`ExecRunner`] is the real one (`kit::exec`); a caller may wrap it,
+/// for example to keep a log file of the run (`spec.with_log(path)`).
+pub trait TestRunner: Sync {
+    fn run(&self, spec: RunSpec) -> impl Future<Output = RunOutcome> + Send;
+}
+
+/// Runs through `kit::exec`: sandboxed, process group killed at the timeout and at the end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecRunner;
+
+impl TestRunner for ExecRunner {
+    async fn run(&self, spec: RunSpec) -> RunOutcome {
+        kit::exec::run(&spec).await
+    }
+}
+
+/// Runs blocking git work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CriticError> + Send + 'static,
+) -> Result<T, CriticError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| CriticError::Join(e.to_string()))?
+}
+
+/// Reviews `commit` against `parent` in `repo`. `declared_files` are the files (or globs) the proposal
+/// said it would touch. Never fails: a problem outside the candidate becomes [`Review::infra_error`].
+pub async fn review<R: TestRunner>(
+    repo: &Path,
+    parent: &str,
+    commit: &str,
+    declared_files: &[String],
+    constitution: &Constitution,
+    ethos: &Ethos,
+    runner: &R,
+) -> Review {
+    match try_review(repo, parent, commit, declared_files, constitution, ethos, runner).await {
+        Ok(review) => review,
+        Err(e) => Review {
+            pass: false,
+            findings: Vec::new(),
+            infra_error: Some(e.to_string()),
+            summary: format!("inconclusive: the review could not run: {e}"),
+        },
+    }
+}
+
+/// [`review`], with the failures that leave no findings at all (an unknown commit, git missing) as errors.
+pub async fn try_review<R: TestRunner>(
+    repo: &Path,
+    parent: &str,
+    commit: &str,
+    declared_files: &[String],
+    constitution: &Constitution,
+    ethos: &Ethos,
+    runner: &R,
+) -> Result<Review, CriticError> {
+    let (parent, commit, changes) = {
+        let (repo, parent, commit) = (repo.to_path_buf(), parent.to_string(), commit.to_string());
+        blocking(move || {
+            let parent = git::resolve_commit(&repo, &parent)?;
+            let commit = git::resolve_commit(&repo, &commit)?;
+            let changes = diff_files(&repo, &parent, &commit)?;
+            Ok((parent, commit, changes))
+        })
+        .await?
+    };
+    let mut findings = rails::protected_paths(&changes, constitution, ethos);
+    findings.extend(rails::rules(&changes, constitution));
+    findings.extend(rails::size(&changes, constitution));
+    findings.extend(rails::scope(&changes, declared_files));
+
+    let mut infra_error = None;
+    let blocked_statically = findings.iter().any(|f| f.severity == Severity::Block);
+    let bite_note = if blocked_statically {
+        "bite: skipped (already rejected)".to_string()
+    } else {
+        match bite::check(repo, &parent, &commit, &changes, constitution, ethos, runner).await {
+            Ok(report) => {
+                findings.extend(report.findings);
+                infra_error = report.infra_error;
+                report.note
+            }
+            Err(e) => {
+                let note = format!("bite: inconclusive ({e})");
+                infra_error = Some(format!("bite check: {e}"));
+                note
+            }
+        }
+    };
+
+    let lines: u64 = changes.iter().map(|c| c.added + c.removed).sum();
+    let blocks: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Block)
+        .map(|f| format!("{} {}", f.rail, f.location()))
+        .collect();
+    let warns = findings.len() - blocks.len();
+    let size = format!("{} files, {lines} lines", changes.len());
+    let pass = blocks.is_empty() && infra_error.is_none();
+    let summary = if !blocks.is_empty() {
+        format!("reject ({size}): {} blocking: {}; {bite_note}", blocks.len(), blocks.join(", "))
+    } else if infra_error.is_some() {
+        format!("inconclusive ({size}): {bite_note}")
+    } else {
+        format!("pass ({size}): {warns} warnings; {bite_note}")
+    };
+    Ok(Review { pass, findings, infra_error, summary })
+}

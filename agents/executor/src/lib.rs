@@ -1,1 +1,164 @@
-//! The executor agent's domain logic.
+//! The executor's job: apply a candidate in its worktree, commit it, run the fast gate.
+//!
+//! Candidate failures (a patch that does not apply, a gate that exits non-zero) end the task as
+//! `candidate-failure`; infrastructure failures (timeout, spawn error, signal, out of memory)
+//! end it as `infra-failure`, which the coordinator retries under a new fencing token and never
+//! counts against the candidate. A retry finds the candidate already committed and does not
+//! commit it twice.
+
+use std::path::{Component, Path};
+use std::time::{Duration, Instant};
+
+use kit::exec::{RunSpec, SandboxMode};
+use kit::git::Git;
+use kit::worker::{WorkCtx, WorkResult};
+use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings};
+use serde_json::json;
+
+/// Trailer that marks a commit as this candidate's.
+pub fn candidate_trailer(id: &str) -> String {
+    format!("Ratchet-Candidate: {id}")
+}
+
+/// The commit message: the proposal, its strategy and the governance hashes in force.
+pub fn commit_message(p: &Proposal, governance: &std::collections::BTreeMap<String, String>) -> String {
+    let mut msg = format!("ratchet: {}\n\n{}\nRatchet-Strategy: {}\n", p.summary, candidate_trailer(&p.id), p.strategy);
+    for (doc, hash) in governance {
+        msg.push_str(&format!("Ratchet-Governance: {doc} {hash}\n"));
+    }
+    msg
+}
+
+/// Resolve the sandbox mode named in the constitution.
+pub fn spec_for(command: &str, cwd: &Path, timeout: Duration, sandbox: &SandboxSettings) -> RunSpec {
+    let mode: SandboxMode = sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
+    let mut spec = RunSpec::new(command, cwd).with_timeout(timeout).with_sandbox(mode).with_network(sandbox.allow_network);
+    if sandbox.memory_mb > 0 {
+        spec = spec.with_memory_limit(sandbox.memory_mb * 1024 * 1024);
+    }
+    spec
+}
+
+/// Run one command as evidence: its result class and its log as an artefact.
+pub async fn run_logged(ctx: &WorkCtx, name: &str, spec: RunSpec) -> (CommandRun, kit::exec::RunOutcome) {
+    let log_name = format!("{name}.log");
+    let spec = spec.with_log(ctx.artifacts.join(&log_name));
+    let out = kit::exec::run(&spec).await;
+    let result = if out.success() {
+        "ok"
+    } else if out.is_infra_failure() {
+        "infra"
+    } else {
+        "failed"
+    };
+    let run = CommandRun {
+        command: spec.command.clone(),
+        result: result.into(),
+        detail: out.describe(),
+        duration_ms: out.duration.as_millis() as u64,
+        log: Some(log_name),
+    };
+    (run, out)
+}
+
+fn safe_relative(path: &str) -> bool {
+    let p = Path::new(path);
+    !path.is_empty()
+        && p.is_relative()
+        && p.components().all(|c| matches!(c, Component::Normal(_)))
+        && !path.split('/').any(|c| c == ".git")
+}
+
+/// Apply and commit the proposal in `tree` (or find it already committed). Returns the commit.
+fn apply_and_commit(
+    tree: &Path,
+    artifacts: &Path,
+    governance: &std::collections::BTreeMap<String, String>,
+    input: &ExecuteInput,
+) -> Result<String, String> {
+    let git = Git::new(tree);
+    let head = git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
+    if head != input.base {
+        let msg = git.run(["log", "-1", "--format=%B", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
+        if msg.contains(&candidate_trailer(&input.proposal.id)) {
+            return Ok(head); // committed by an earlier attempt
+        }
+        return Err(format!("infra: worktree HEAD {head} is neither the base {} nor this candidate", input.base));
+    }
+    // Start from a clean tree at the base (an earlier attempt may have died mid-apply).
+    git.run(["reset", "-q", "--hard", &input.base]).map_err(|e| format!("infra: {e}"))?;
+    git.run(["clean", "-q", "-fd"]).map_err(|e| format!("infra: {e}"))?;
+    let p = &input.proposal;
+    for edit in &p.edits {
+        if !safe_relative(&edit.path) {
+            return Err(format!("edit path {:?} escapes the worktree or touches .git", edit.path));
+        }
+        let path = tree.join(&edit.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("infra: creating {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, &edit.content).map_err(|e| format!("infra: writing {}: {e}", path.display()))?;
+    }
+    if let Some(patch) = &p.patch {
+        let patch_file = artifacts.join("candidate.patch");
+        std::fs::write(&patch_file, patch).map_err(|e| format!("infra: {e}"))?;
+        let patch_arg = patch_file.to_string_lossy().to_string();
+        git.run(["apply", "--whitespace=nowarn", &patch_arg]).map_err(|e| format!("the patch does not apply: {}", e.stderr().trim()))?;
+    }
+    git.run(["add", "-A"]).map_err(|e| format!("infra: {e}"))?;
+    let staged = git.run(["diff", "--cached", "--name-only"]).map_err(|e| format!("infra: {e}"))?;
+    if staged.trim().is_empty() {
+        return Err("the candidate changes nothing".into());
+    }
+    let msg = commit_message(p, governance);
+    git.clone()
+        .env("GIT_AUTHOR_NAME", "Ratchet executor")
+        .env("GIT_AUTHOR_EMAIL", "executor@ratchet.invalid")
+        .env("GIT_COMMITTER_NAME", "Ratchet executor")
+        .env("GIT_COMMITTER_EMAIL", "executor@ratchet.invalid")
+        .run(["commit", "-q", "--no-verify", "-m", &msg])
+        .map_err(|e| format!("infra: commit failed: {e}"))?;
+    git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))
+}
+
+/// The `execute` skill.
+pub async fn execute(ctx: WorkCtx) -> WorkResult {
+    let input: ExecuteInput = match serde_json::from_value(ctx.task.input.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            return WorkResult::candidate_failure(format!("task input is not an execute request: {e}"), json!({}));
+        }
+    };
+    let started = Instant::now();
+    let (tree, artifacts, governance, inp) = (ctx.bd.tree(), ctx.artifacts.clone(), ctx.task.governance.clone(), input.clone());
+    let applied = tokio::task::spawn_blocking(move || apply_and_commit(&tree, &artifacts, &governance, &inp))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
+    let commit = match applied {
+        Ok(c) => c,
+        Err(e) if e.starts_with("infra: ") => return WorkResult::infra_failure(e, json!({})),
+        Err(e) => return WorkResult::candidate_failure(e, json!({"base": input.base})),
+    };
+    let mut gates = vec![];
+    let mut command_ms = 0;
+    for (i, cmd) in input.gates.iter().enumerate() {
+        if ctx.lease_lost() {
+            return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
+        }
+        let spec = spec_for(cmd, &ctx.bd.tree(), Duration::from_secs(input.gate_timeout_s), &input.sandbox);
+        let (run, out) = run_logged(&ctx, &format!("gate-{}", i + 1), spec).await;
+        command_ms += run.duration_ms;
+        gates.push(run);
+        let data = || json!(ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates: gates.clone(), command_ms });
+        if out.is_infra_failure() {
+            return WorkResult::infra_failure(format!("gate {cmd:?}: {}", out.describe()), data());
+        }
+        if !out.success() {
+            return WorkResult::candidate_failure(format!("gate {cmd:?} failed: {}", out.describe()), data());
+        }
+    }
+    let took = started.elapsed().as_millis();
+    let out = ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates, command_ms };
+    WorkResult::success(format!("committed {} and passed {} gate(s) in {took} ms", &commit[..12.min(commit.len())], out.gates.len()), json!(out))
+}
+

@@ -1,0 +1,360 @@
+//! Reviews of real candidates in real temporary git repositories. The target projects are small shell
+//! projects, so the tests need nothing but `sh` and `git`.
+
+use std::path::Path;
+use std::process::Command;
+
+use protocol::governance::{Constitution, Direction, Ethos, Rule, StatTest};
+
+use crate::{ChangeStatus, ExecRunner, Review, Severity, diff_files, review};
+
+/// A temporary repository with hermetic git settings for the commands the test itself runs.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// The shell project every test starts from, committed on `main`.
+    fn shell_project() -> Repo {
+        let repo = Repo { dir: tempfile::tempdir().expect("temp dir") };
+        repo.git(&["init", "--quiet", "-b", "main"]);
+        repo.write("constitution.md", "# Constitution\n\nHard rules.\n");
+        repo.write("ethos.md", "# Ethos\n\nHow we measure.\n");
+        repo.write("cadence.md", "# Cadence\n\nHow often.\n");
+        repo.write("bench/bench.sh", ". ./src/calc.sh\necho '{\"time\": 1}'\n");
+        repo.write(".ci/check.sh", "sh run_tests.sh\n");
+        repo.write("src/calc.sh", "add() {\n  echo $(($1 + $2))\n}\n");
+        repo.write("run_tests.sh", "set -e\nfor t in tests/*.sh; do sh \"$t\"; done\n");
+        repo.write("tests/test_add.sh", ". ./src/calc.sh\n[ \"$(add 1 2)\" = 3 ]\n");
+        repo.commit("baseline");
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.path())
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let p = self.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("a file has a parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+
+    fn append(&self, path: &str, text: &str) {
+        let old = std::fs::read_to_string(self.path().join(path)).expect("read");
+        self.write(path, &format!("{old}{text}"));
+    }
+
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "--quiet", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Registered worktrees, the main one included.
+    fn worktrees(&self) -> usize {
+        self.git(&["worktree", "list", "--porcelain"]).lines().filter(|l| l.starts_with("worktree ")).count()
+    }
+}
+
+fn constitution() -> Constitution {
+    Constitution {
+        protected_paths: vec![".ci/**".into()],
+        max_diff_lines: 50,
+        max_files_changed: 5,
+        sandbox: "auto".into(),
+        allow_network: false,
+        command_memory_mb: 0,
+        rules: Vec::new(),
+    }
+}
+
+fn ethos() -> Ethos {
+    Ethos {
+        goal: "faster".into(),
+        gates: vec!["sh run_tests.sh".into()],
+        test_command: "sh run_tests.sh".into(),
+        benchmark: "sh bench/bench.sh".into(),
+        benchmark_paths: vec!["bench/**".into()],
+        metric: "time".into(),
+        direction: Direction::Lower,
+        metric_pattern: None,
+        test: StatTest::MannWhitney,
+        confidence: 0.95,
+        min_effect: 0.02,
+        min_samples: 5,
+        max_cv: 0.1,
+        gate_timeout_s: 60,
+        bench_timeout_s: 60,
+        guard: Vec::new(),
+    }
+}
+
+fn all_files() -> Vec<String> {
+    vec!["**".into()]
+}
+
+async fn review_with(repo: &Repo, parent: &str, declared: &[String], c: &Constitution, e: &Ethos) -> Review {
+    let r = review(repo.path(), parent, "HEAD", declared, c, e, &ExecRunner).await;
+    // Whatever happened, the bite check's scratch worktree is gone.
+    assert_eq!(repo.worktrees(), 1, "a scratch worktree was left behind: {r:#?}");
+    r
+}
+
+fn blocks<'a>(r: &'a Review, rail: &str) -> Vec<&'a crate::Finding> {
+    r.findings.iter().filter(|f| f.rail == rail && f.severity == Severity::Block).collect()
+}
+
+#[tokio::test]
+async fn clean_candidate_passes() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("src/calc.sh", "add() {\n  echo $(( $1 + $2 ))\n}\n");
+    repo.commit("tidy add");
+    let r = review_with(&repo, &parent, &["src/calc.sh".into()], &constitution(), &ethos()).await;
+    assert!(r.pass, "{r:#?}");
+    assert!(r.findings.is_empty(), "{r:#?}");
+    assert!(r.summary.contains("no test changes"), "{}", r.summary);
+}
+
+#[tokio::test]
+async fn governance_doc_is_protected_even_if_the_constitution_forgot_it() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.append("constitution.md", "Anything goes.\n");
+    repo.append(".ci/check.sh", "true\n");
+    repo.commit("loosen the rules");
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &ethos()).await;
+    assert!(!r.pass);
+    let found = blocks(&r, "protected-path");
+    let cited: Vec<String> = found.iter().map(|f| f.location()).collect();
+    assert_eq!(cited, [".ci/check.sh:2", "constitution.md:4"], "{r:#?}");
+    assert!(found[1].evidence.contains("+Anything goes."), "{}", found[1].evidence);
+    assert!(found[1].evidence.contains("governance document"), "{}", found[1].evidence);
+}
+
+#[tokio::test]
+async fn benchmark_file_is_protected() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("bench/bench.sh", "echo '{\"time\": 0}'\n");
+    repo.commit("make the benchmark say 0");
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &ethos()).await;
+    assert!(!r.pass);
+    let found = blocks(&r, "protected-path");
+    assert_eq!(found.len(), 1, "{r:#?}");
+    assert_eq!((found[0].file.as_deref(), found[0].line), (Some("bench/bench.sh"), Some(1)));
+    assert!(found[0].evidence.contains("ethos.md benchmark_paths"), "{}", found[0].evidence);
+}
+
+#[tokio::test]
+async fn renaming_a_protected_file_away_is_touching_it() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.git(&["mv", "bench/bench.sh", "old_bench.sh"]);
+    repo.commit("move the benchmark");
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &ethos()).await;
+    let found = blocks(&r, "protected-path");
+    assert_eq!(found.len(), 1, "{r:#?}");
+    assert_eq!(found[0].file.as_deref(), Some("old_bench.sh"));
+    assert!(found[0].message.contains("bench/bench.sh"), "{}", found[0].message);
+}
+
+#[tokio::test]
+async fn rule_forbid_paths_block_and_name_the_rule() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("vendor/lib.sh", "x=1\n");
+    repo.commit("vendor something");
+    let mut c = constitution();
+    c.rules.push(Rule { id: "R1".into(), text: "never vendor code".into(), forbid_paths: vec!["vendor/".into()] });
+    let r = review_with(&repo, &parent, &all_files(), &c, &ethos()).await;
+    let found = blocks(&r, "rule");
+    assert_eq!(found.len(), 1, "{r:#?}");
+    assert_eq!(found[0].location(), "vendor/lib.sh:1");
+    assert!(found[0].message.contains("R1: never vendor code"), "{}", found[0].message);
+}
+
+#[tokio::test]
+async fn size_limits_lines_and_files() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("src/a.sh", &"a=1\n".repeat(8));
+    repo.write("src/b.sh", "b=1\n");
+    repo.write("src/c.sh", "c=1\n");
+    repo.commit("three files, ten lines");
+    let mut c = constitution();
+    let r = review_with(&repo, &parent, &all_files(), &c, &ethos()).await;
+    assert!(r.pass, "within limits: {r:#?}");
+
+    c.max_diff_lines = 9;
+    c.max_files_changed = 2;
+    let r = review_with(&repo, &parent, &all_files(), &c, &ethos()).await;
+    assert!(!r.pass);
+    let found = blocks(&r, "size");
+    assert_eq!(found.len(), 2, "{r:#?}");
+    assert!(found[0].message.contains("10 lines, over the limit of 9"), "{}", found[0].message);
+    assert_eq!(found[0].location(), "src/a.sh:1", "the largest file is cited");
+    assert!(found[1].message.contains("3 files, over the limit of 2"), "{}", found[1].message);
+    assert!(found[1].evidence.contains("src/c.sh: +1 -0"), "{}", found[1].evidence);
+}
+
+#[tokio::test]
+async fn scope_guard_cites_undeclared_files_and_accepts_globs() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("src/calc.sh", "add() {\n  echo $(( $1 + $2 ))\n}\n");
+    repo.write("src/extra.sh", "x=1\n");
+    repo.write("README.md", "# hi\n");
+    repo.commit("more than promised");
+    let r = review_with(&repo, &parent, &["src/*.sh".into(), "README.md".into()], &constitution(), &ethos()).await;
+    assert!(r.pass, "a declared glob covers src/: {r:#?}");
+
+    let r = review_with(&repo, &parent, &["src/calc.sh".into()], &constitution(), &ethos()).await;
+    assert!(!r.pass);
+    let cited: Vec<String> = blocks(&r, "scope").iter().map(|f| f.location()).collect();
+    assert_eq!(cited, ["README.md:1", "src/extra.sh:1"], "{r:#?}");
+}
+
+#[tokio::test]
+async fn non_biting_test_is_rejected() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("src/calc.sh", "add() {\n  echo $(( $1 + $2 ))\n}\n");
+    // Tests behaviour the parent already has: passes with or without the change.
+    repo.write("tests/test_add_more.sh", ". ./src/calc.sh\n[ \"$(add 2 2)\" = 4 ]\n");
+    repo.commit("tidy add, with a test");
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &ethos()).await;
+    assert!(!r.pass, "{r:#?}");
+    assert!(r.infra_error.is_none(), "{r:#?}");
+    let found = blocks(&r, "bite");
+    assert_eq!(found.len(), 1, "{r:#?}");
+    assert_eq!(found[0].location(), "tests/test_add_more.sh:1");
+    assert!(found[0].message.starts_with("non-biting test"), "{}", found[0].message);
+    assert!(found[0].evidence.contains("sh run_tests.sh"), "{}", found[0].evidence);
+}
+
+#[tokio::test]
+async fn biting_test_passes() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.append("src/calc.sh", "mul() {\n  echo $(($1 * $2))\n}\n");
+    repo.write("tests/test_mul.sh", ". ./src/calc.sh\n[ \"$(mul 2 3)\" = 6 ]\n");
+    repo.commit("add mul, with a test");
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &ethos()).await;
+    assert!(r.pass, "{r:#?}");
+    assert!(r.findings.is_empty(), "{r:#?}");
+    assert!(r.summary.contains("fail on the parent as they must"), "{}", r.summary);
+}
+
+#[tokio::test]
+async fn inline_rust_tests_are_applied_without_the_code_change() {
+    let repo = Repo::shell_project();
+    // A stand-in for `cargo test`: the test module's call of `mul` fails unless `mul` is defined.
+    repo.write(
+        "rtest.sh",
+        "if grep -q 'assert_eq!(mul' src/lib.rs && ! grep -q 'pub fn mul' src/lib.rs; then exit 1; fi\n",
+    );
+    repo.write("src/lib.rs", "pub fn add(a: u32, b: u32) -> u32 {\n    a + b\n}\n\n#[cfg(test)]\nmod tests {\n}\n");
+    let parent = repo.commit("a rust file");
+    repo.write(
+        "src/lib.rs",
+        "pub fn add(a: u32, b: u32) -> u32 {\n    a + b\n}\n\npub fn mul(a: u32, b: u32) -> u32 {\n    a * b\n}\n\n\
+         #[cfg(test)]\nmod tests {\n    #[test]\n    fn mul_works() {\n        assert_eq!(mul(2, 3), 6);\n    }\n}\n",
+    );
+    repo.commit("add mul with an inline test");
+    let mut e = ethos();
+    e.test_command = "sh rtest.sh".into();
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &e).await;
+    assert!(r.pass, "only the test hunk is applied, so the test fails on the parent: {r:#?}");
+    assert!(r.summary.contains("src/lib.rs:11"), "{}", r.summary);
+}
+
+#[tokio::test]
+async fn removed_tests_warn_and_are_not_run() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.git(&["rm", "--quiet", "tests/test_add.sh"]);
+    repo.write("tests/keep.txt", "");
+    repo.commit("drop a test");
+    let mut e = ethos();
+    e.test_command = "exit 0".into(); // would make any run look non-biting
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &e).await;
+    assert!(r.pass, "{r:#?}");
+    let warns: Vec<_> = r.findings.iter().filter(|f| f.rail == "bite" && f.severity == Severity::Warn).collect();
+    assert_eq!(warns.len(), 1, "{r:#?}");
+    assert_eq!(warns[0].location(), "tests/test_add.sh:1");
+}
+
+#[tokio::test]
+async fn a_test_run_timeout_is_an_infrastructure_error() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.write("tests/test_mul.sh", "[ 1 = 2 ]\n");
+    repo.commit("a test");
+    let mut e = ethos();
+    e.test_command = "sleep 30".into();
+    e.gate_timeout_s = 1;
+    let r = review_with(&repo, &parent, &all_files(), &constitution(), &e).await;
+    assert!(!r.pass);
+    assert!(r.findings.iter().all(|f| f.severity != Severity::Block), "not counted against the candidate: {r:#?}");
+    let err = r.infra_error.expect("an infrastructure error");
+    assert!(err.contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn unknown_commit_is_inconclusive() {
+    let repo = Repo::shell_project();
+    let r = review(repo.path(), "--output=/tmp/x", "HEAD", &all_files(), &constitution(), &ethos(), &ExecRunner).await;
+    assert!(!r.pass);
+    assert!(r.infra_error.as_deref().is_some_and(|e| e.contains("is not a commit")), "{r:#?}");
+}
+
+#[test]
+fn diff_model_renames_binaries_and_line_numbers() {
+    let repo = Repo::shell_project();
+    let parent = repo.head();
+    repo.git(&["mv", "src/calc.sh", "src/math.sh"]);
+    repo.append("src/math.sh", "sub() {\n  echo $(($1 - $2))\n}\n");
+    std::fs::write(repo.path().join("logo.bin"), [0u8, 1, 2, 0, 255]).expect("write");
+    repo.write("run_tests.sh", "set -e\nfor t in tests/*.sh; do\n  sh \"$t\"\ndone\n");
+    repo.commit("rename, binary, edit");
+    let changes = diff_files(repo.path(), &parent, "HEAD").expect("diff");
+    let by = |p: &str| changes.iter().find(|c| c.path == p).unwrap_or_else(|| panic!("{p} in {changes:#?}"));
+
+    let bin = by("logo.bin");
+    assert!(bin.binary && bin.hunks.is_empty() && bin.status == ChangeStatus::Added, "{bin:#?}");
+    assert_eq!(bin.first_line(), None);
+
+    let renamed = by("src/math.sh");
+    assert_eq!((renamed.status, renamed.old_path.as_deref()), (ChangeStatus::Renamed, Some("src/calc.sh")));
+    assert_eq!((renamed.added, renamed.removed), (3, 0));
+    assert_eq!(renamed.first_line(), Some(4));
+
+    let edited = by("run_tests.sh");
+    assert_eq!((edited.added, edited.removed), (3, 1));
+    assert_eq!(edited.hunks.len(), 1);
+    assert_eq!(edited.hunks[0].removed, ["for t in tests/*.sh; do sh \"$t\"; done"]);
+    assert_eq!(edited.first_line(), Some(2));
+}

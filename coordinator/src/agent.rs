@@ -1,0 +1,138 @@
+//! The coordinator as an A2A agent: the `loop` skill (start or attach to the improvement loop,
+//! streaming its progress), and the background reaper that expires stale leases.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kit::agent::AgentEnv;
+use kit::server::{AgentSpec, Skill, TaskEnd};
+use kit::substrate::{self, Home};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::engine::{LoopCtx, read_state, run_loop};
+
+/// The running loop, if any: progress lines and the final outcome.
+#[derive(Clone)]
+struct Running {
+    lines: broadcast::Sender<String>,
+    done: watch::Receiver<Option<Result<Value, String>>>,
+}
+
+struct Hub {
+    home: PathBuf,
+    me: String,
+    running: Mutex<Option<Running>>,
+}
+
+impl Hub {
+    /// Start the loop (or return the one already running).
+    fn start(self: &Arc<Self>, max_cycles: u32, fresh: bool) -> Running {
+        let mut slot = self.running.lock().expect("hub lock");
+        if let Some(r) = slot.as_ref()
+            && r.done.borrow().is_none()
+        {
+            return r.clone();
+        }
+        let (lines, _) = broadcast::channel(1024);
+        let (done_tx, done) = watch::channel(None);
+        let r = Running { lines: lines.clone(), done };
+        *slot = Some(r.clone());
+        let ctx = LoopCtx {
+            home: self.home.clone(),
+            run_id: kit::server::new_id(),
+            me: self.me.clone(),
+            progress: Box::new(move |l: &str| {
+                tracing::info!("{l}");
+                let _ = lines.send(l.to_string());
+            }),
+            max_cycles,
+            fresh,
+        };
+        tokio::spawn(async move {
+            let out = run_loop(ctx).await.map(|s| json!(s)).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &out {
+                tracing::error!("loop failed: {e}");
+            }
+            let _ = done_tx.send(Some(out));
+        });
+        r
+    }
+}
+
+fn loop_skill(hub: Arc<Hub>) -> Skill {
+    Skill::new(
+        "loop",
+        "Run the improvement loop",
+        "Run (or resume, or attach to) the improvement loop until it stops: propose, execute, critique, evaluate, promote. Input: {\"max_cycles\": n, \"fresh\": bool}. Streams progress; ends with the run summary.",
+        move |ctx| {
+            let hub = hub.clone();
+            async move {
+                let input = ctx.input();
+                let max_cycles = input.get("max_cycles").and_then(Value::as_u64).unwrap_or(0) as u32;
+                let fresh = input.get("fresh").and_then(Value::as_bool).unwrap_or(false);
+                let running = hub.start(max_cycles, fresh);
+                let mut lines = running.lines.subscribe();
+                let mut done = running.done.clone();
+                loop {
+                    tokio::select! {
+                        l = lines.recv() => match l {
+                            Ok(l) => ctx.progress(&l),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => {}
+                        },
+                        _ = done.changed() => {
+                            // Drain what is left, then finish.
+                            while let Ok(l) = lines.try_recv() { ctx.progress(&l); }
+                            let out = done.borrow().clone();
+                            return match out {
+                                Some(Ok(summary)) => {
+                                    let why = summary.get("stop_reason").and_then(Value::as_str).unwrap_or("done").to_string();
+                                    TaskEnd::done(format!("loop stopped: {why}"), summary)
+                                }
+                                Some(Err(e)) => TaskEnd::Failed(e),
+                                None => continue,
+                            };
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Build the coordinator's spec and start its background work (reaper, loop resume).
+pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
+    let hub = Arc::new(Hub { home: env.home.clone(), me: env.name.clone(), running: Mutex::new(None) });
+    // Only the coordinator expires leases: reap every branch every 200 ms.
+    let home = env.home.clone();
+    tokio::spawn(async move {
+        let host = substrate::hostname();
+        loop {
+            let (h, host2) = (home.clone(), host.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(home) = Home::open(&h)
+                    && let Err(e) = substrate::reap_all(&home, &host2)
+                {
+                    tracing::warn!("reaper: {e}");
+                }
+            })
+            .await;
+            tokio::time::sleep(substrate::DEFAULT_REAP_INTERVAL).await;
+        }
+    });
+    // A loop that was running when the swarm died resumes by itself.
+    if let Ok(Some(st)) = read_state(&env.home)
+        && st.stopped.is_none()
+    {
+        tracing::info!("resuming the loop of run {}", st.run_id);
+        hub.start(0, false);
+    }
+    Ok(AgentSpec {
+        name: env.name.clone(),
+        role: "coordinator".into(),
+        description: "Runs the improvement loop: routes tasks by role and skill, expires stale leases, promotes winners onto main by fast-forward".into(),
+        skills: vec![loop_skill(hub)],
+        push_notifications: true,
+    })
+}

@@ -1,0 +1,933 @@
+//! The improvement loop: propose, execute, critique, evaluate, promote or revert, cycle after
+//! cycle, until the loop cannot move the metric (stall), the proposer keeps failing (circuit
+//! breaker), the proposer has nothing left, or the budget runs out.
+//!
+//! Everything needed to resume is in files: `worktrees/.swarm/loop.json` (the loop's own state,
+//! written temp + rename after every step), the task and result files of each candidate branch,
+//! and git refs. A restarted coordinator continues the cycle it was in: finished tasks are read
+//! back, in-flight ones are re-run by the lease substrate, and a promotion that already happened
+//! is recognised (main already at the candidate), never applied twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kit::client::skill_message;
+use kit::substrate::{self, BranchDir, BranchState, Home, PromoteOutcome};
+use protocol::events::{Event, EventKind};
+use protocol::governance::{Governance, PromotionMode};
+use protocol::lease::{ResultFile, TaskFile, TaskFileState};
+use protocol::work::{
+    CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateOutput, ExecuteInput, ExecuteOutput, Proposal,
+    ProposeInput, ProposeOutput, SandboxSettings, Tried,
+};
+use protocol::TaskState;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::peers::Peers;
+
+pub const LOOP_STATE_VERSION: u32 = 1;
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopRecord {
+    /// stalled | circuit-breaker | exhausted | budget-cycles | budget-wall | canceled | error
+    pub reason: String,
+    pub detail: String,
+    pub at: String,
+}
+
+/// A candidate's journey through one cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub branch: String,
+    pub proposal: Proposal,
+    /// executing | critiquing | evaluating | decided
+    pub stage: String,
+    #[serde(default)]
+    pub exec: Option<ExecuteOutput>,
+    #[serde(default)]
+    pub critique: Option<CritiqueOutput>,
+    #[serde(default)]
+    pub eval: Option<EvaluateOutput>,
+    /// PROMOTE, HOLD, REJECT, FAILED (candidate's fault before evaluation) or INFRA (harness's
+    /// fault: not counted against the candidate).
+    #[serde(default)]
+    pub verdict: Option<String>,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Milliseconds the target's own commands took for this candidate.
+    #[serde(default)]
+    pub command_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleState {
+    pub cycle: u64,
+    pub baseline: String,
+    pub started_at: String,
+    pub candidates: Vec<Candidate>,
+    /// proposing | running | promoting | done
+    pub phase: String,
+    #[serde(default)]
+    pub wall_ms: u64,
+}
+
+/// One promotion, for the summary and `ratchet explain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionRecord {
+    pub cycle: u64,
+    pub branch: String,
+    pub commit: String,
+    pub from: String,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    pub governance: BTreeMap<String, String>,
+}
+
+/// Operational settings the loop changed on itself (never governance texts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    pub repeats: Option<u32>,
+    pub warmup: Option<u32>,
+}
+
+/// `worktrees/.swarm/loop.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    pub v: u32,
+    pub run_id: String,
+    pub started_at: String,
+    /// Wall-clock ms spent in cycles so far (across restarts).
+    pub wall_ms: u64,
+    pub cycles_done: u64,
+    pub stalls: u32,
+    pub proposal_failures: u32,
+    pub overrides: Overrides,
+    pub tried: Vec<Tried>,
+    pub banned: Vec<String>,
+    pub current: Option<CycleState>,
+    pub finished: Vec<CycleState>,
+    pub promotions: Vec<PromotionRecord>,
+    pub baseline_metric: Option<f64>,
+    pub stopped: Option<StopRecord>,
+}
+
+/// A line of progress for people (terminal or stream).
+pub type Progress = Box<dyn Fn(&str) + Send + Sync>;
+
+/// What the loop needs to run.
+pub struct LoopCtx {
+    pub home: PathBuf,
+    pub run_id: String,
+    /// The coordinator's own name (excluded from routing).
+    pub me: String,
+    pub progress: Progress,
+    /// Upper bound on cycles for this run in addition to cadence.max_cycles (0 = none).
+    pub max_cycles: u32,
+    /// Start afresh even if loop.json holds a finished run.
+    pub fresh: bool,
+}
+
+fn now() -> String {
+    protocol::timestamp(std::time::SystemTime::now())
+}
+
+pub fn loop_state_path(home: &Path) -> PathBuf {
+    home.join("worktrees").join(".swarm").join("loop.json")
+}
+
+fn swarm_events(home: &Path) -> PathBuf {
+    home.join("worktrees").join(".swarm").join("events.jsonl")
+}
+
+pub fn read_state(home: &Path) -> anyhow::Result<Option<LoopState>> {
+    let path = loop_state_path(home);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(serde_json::from_str(&t).with_context(|| {
+            format!("{}: not a loop state file; fix: move it aside to start a new run", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_state(home: &Path, st: &LoopState) -> anyhow::Result<()> {
+    let path = loop_state_path(home);
+    let dir = path.parent().expect("loop.json has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".loop.json.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(st)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+struct Engine {
+    ctx: LoopCtx,
+    home: Home,
+    st: LoopState,
+    gov: Governance,
+    peers: Peers,
+}
+
+impl Engine {
+    fn event(&self, kind: EventKind) -> Event {
+        let mut e = Event::new(self.st.run_id.clone(), kind);
+        e.governance = self.gov.hashes.clone();
+        e.agent = Some(self.ctx.me.clone());
+        e.cycle = self.st.current.as_ref().map(|c| c.cycle);
+        e
+    }
+
+    /// Record an event in the swarm log, and in the branch's log when it concerns one.
+    fn emit(&self, branch: Option<&str>, task: Option<&str>, kind: EventKind) {
+        let mut e = self.event(kind);
+        e.branch = branch.map(String::from);
+        e.task = task.map(String::from);
+        let _ = std::fs::create_dir_all(self.ctx.home.join("worktrees").join(".swarm"));
+        if let Err(err) = substrate::append_event(&swarm_events(&self.ctx.home), &e) {
+            tracing::warn!("appending an event: {err}");
+        }
+        if let Some(b) = branch
+            && let Ok(bd) = self.home.branch_dir(b)
+            && let Err(err) = substrate::append_event(&bd.events_file(), &e)
+        {
+            tracing::warn!("appending an event for {b}: {err}");
+        }
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        write_state(&self.ctx.home, &self.st)
+    }
+
+    fn say(&self, line: &str) {
+        (self.ctx.progress)(line);
+    }
+
+    fn sandbox(&self) -> SandboxSettings {
+        let c = &self.gov.constitution;
+        SandboxSettings { sandbox: c.sandbox.clone(), allow_network: c.allow_network, memory_mb: c.command_memory_mb }
+    }
+
+    fn repeats(&self) -> u32 {
+        self.st.overrides.repeats.unwrap_or(self.gov.cadence.repeats)
+    }
+
+    fn warmup(&self) -> u32 {
+        self.st.overrides.warmup.unwrap_or(self.gov.cadence.warmup)
+    }
+
+    fn main_commit(&self) -> anyhow::Result<String> {
+        self.home
+            .git()
+            .resolve_commit("refs/heads/main")?
+            .context("the repository has no main branch; fix: create it (git branch -M main) and commit")
+    }
+
+    /// The stop condition, if any, before starting another cycle.
+    fn should_stop(&self, wall_started: Instant) -> Option<(String, String)> {
+        let c = &self.gov.cadence;
+        if self.st.stalls >= c.stall_limit {
+            return Some((
+                "stalled".into(),
+                format!(
+                    "{} consecutive cycles moved nothing (stall_limit {} in cadence.md): the loop cannot move the metric with what it tries",
+                    self.st.stalls, c.stall_limit
+                ),
+            ));
+        }
+        if self.st.proposal_failures >= c.breaker_limit {
+            return Some((
+                "circuit-breaker".into(),
+                format!(
+                    "{} consecutive proposal failures (breaker_limit {} in cadence.md): fix the proposer before running again",
+                    self.st.proposal_failures, c.breaker_limit
+                ),
+            ));
+        }
+        let max_cycles = match (c.max_cycles, self.ctx.max_cycles) {
+            (0, 0) => 0,
+            (0, x) | (x, 0) => x,
+            (a, b) => a.min(b),
+        };
+        if max_cycles > 0 && self.st.cycles_done >= max_cycles as u64 {
+            return Some(("budget-cycles".into(), format!("ran the budget of {max_cycles} cycles")));
+        }
+        let spent = self.st.wall_ms + wall_started.elapsed().as_millis() as u64;
+        if c.max_wall_s > 0 && spent >= c.max_wall_s * 1000 {
+            return Some(("budget-wall".into(), format!("spent the wall-clock budget of {} s", c.max_wall_s)));
+        }
+        None
+    }
+
+    async fn propose(&mut self, baseline: &str) -> anyhow::Result<ProposeOutput> {
+        let input = ProposeInput {
+            baseline: baseline.to_string(),
+            n: self.gov.cadence.candidates,
+            goal: self.gov.ethos.goal.clone(),
+            settings: self.gov.proposer.clone(),
+            history: self.st.tried.clone(),
+            banned: self.st.banned.clone(),
+            context: self.gov.context_prefix(),
+            timeout_s: self.gov.ethos.gate_timeout_s,
+        };
+        let peer = self
+            .peers
+            .pick("proposer", "propose")
+            .context("no proposer with skill `propose` is running; fix: add one to agents.toml")?;
+        let task = peer.client.send(skill_message("propose", json!(input)), true).await?;
+        let msg = task.status.message.clone();
+        match task.status.state {
+            TaskState::Completed => {
+                let data = msg.as_ref().and_then(|m| m.data()).context("the proposer answered without data")?;
+                Ok(serde_json::from_value(Value::Object(data.clone())).context("the proposer's answer is not a ProposeOutput")?)
+            }
+            other => bail!(
+                "the proposer ended {other:?}: {}",
+                msg.map(|m| m.text()).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Queue (or find) a task on a branch, hand it to an agent, wait for its final state, and
+    /// return its accepted result.
+    async fn run_task(&self, bd: &BranchDir, id: &str, role: &str, input: Value) -> anyhow::Result<(TaskFile, Option<ResultFile>)> {
+        let existing = substrate::read_task(bd, id).ok();
+        if existing.is_none() {
+            let task = TaskFile {
+                version: protocol::lease::TASK_FILE_VERSION,
+                id: id.to_string(),
+                branch: bd.branch().to_string(),
+                role: role.to_string(),
+                skill: id.to_string(),
+                attempt: 1,
+                max_attempts: self.gov.cadence.max_attempts,
+                token: 1,
+                state: TaskFileState::Queued,
+                created_at: now(),
+                ttl_ms: self.gov.cadence.lease_ttl_s * 1000,
+                input,
+                governance: self.gov.hashes.clone(),
+                history: vec![],
+            };
+            let bd2 = bd.clone();
+            tokio::task::spawn_blocking(move || substrate::queue_task(&bd2, &task)).await??;
+        }
+        // Hand it over A2A too (the watcher would find it anyway; both go through the lease).
+        if let Some(peer) = self.peers.pick(role, id) {
+            let msg = skill_message(id, json!({"branch": bd.branch(), "task_id": id}));
+            if let Err(e) = peer.client.send(msg, false).await {
+                tracing::warn!("handing {}/{id} to {}: {e}", bd.branch(), peer.name);
+            }
+        }
+        loop {
+            let bd3 = bd.clone();
+            let id3 = id.to_string();
+            let host = substrate::hostname();
+            let t = tokio::task::spawn_blocking(move || -> anyhow::Result<TaskFile> {
+                substrate::reap(&bd3, &host)?;
+                Ok(substrate::read_task(&bd3, &id3)?)
+            })
+            .await??;
+            if t.state.is_final() {
+                let result = accepted_result(bd, &t);
+                return Ok((t, result));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn execute(&self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<bool> {
+        let input = ExecuteInput {
+            proposal: c.proposal.clone(),
+            base: baseline.to_string(),
+            gates: self.gov.ethos.gates.clone(),
+            gate_timeout_s: self.gov.ethos.gate_timeout_s,
+            sandbox: self.sandbox(),
+        };
+        let (task, result) = self.run_task(bd, "execute", "executor", json!(input)).await?;
+        let out: Option<ExecuteOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
+        if let Some(o) = &out {
+            c.command_ms += o.command_ms;
+        }
+        let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
+        let outcome = task_outcome(&task);
+        self.emit(
+            Some(bd.branch()),
+            Some("execute"),
+            EventKind::Executed {
+                candidate: c.proposal.id.clone(),
+                commit: out.as_ref().map(|o| o.commit.clone()).unwrap_or_default(),
+                outcome: outcome.clone(),
+                gates: json!(out.as_ref().map(|o| o.gates.clone()).unwrap_or_default()),
+            },
+        );
+        c.exec = out;
+        match task.state {
+            TaskFileState::Done => Ok(true),
+            TaskFileState::InfraFailed => {
+                c.verdict = Some("INFRA".into());
+                c.reasons.push(format!(
+                    "execute failed for infrastructure reasons after {} attempt(s): {summary}; not counted against the candidate",
+                    task.attempt
+                ));
+                Ok(false)
+            }
+            _ => {
+                c.verdict = Some("FAILED".into());
+                c.reasons.push(format!("execute: {summary}"));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn critique(&self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<bool> {
+        let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
+        let input = CritiqueInput {
+            proposal: c.proposal.clone(),
+            base: baseline.to_string(),
+            commit,
+            constitution: self.gov.constitution.clone(),
+            ethos: self.gov.ethos.clone(),
+            sandbox: self.sandbox(),
+        };
+        let (task, result) = self.run_task(bd, "critique", "critic", json!(input)).await?;
+        let out: Option<CritiqueOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
+        if let Some(o) = &out {
+            c.command_ms += o.command_ms;
+        }
+        let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
+        self.emit(
+            Some(bd.branch()),
+            Some("critique"),
+            EventKind::Critiqued {
+                candidate: c.proposal.id.clone(),
+                pass: out.as_ref().is_some_and(|o| o.pass),
+                findings: out.as_ref().map(|o| o.findings.clone()).unwrap_or(Value::Null),
+            },
+        );
+        let pass = out.as_ref().is_some_and(|o| o.pass);
+        c.critique = out;
+        match task.state {
+            TaskFileState::Done if pass => Ok(true),
+            TaskFileState::Done | TaskFileState::Failed => {
+                c.verdict = Some("REJECT".into());
+                let findings = c.critique.as_ref().map(|o| findings_lines(&o.findings)).unwrap_or_default();
+                if findings.is_empty() {
+                    c.reasons.push(format!("critic: {summary}"));
+                }
+                c.reasons.extend(findings.into_iter().map(|f| format!("critic: {f}")));
+                Ok(false)
+            }
+            _ => {
+                c.verdict = Some("INFRA".into());
+                c.reasons.push(format!("critique failed for infrastructure reasons: {summary}; not counted against the candidate"));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn evaluate(&mut self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<()> {
+        let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
+        let input = EvaluateInput {
+            base: baseline.to_string(),
+            commit,
+            ethos: self.gov.ethos.clone(),
+            repeats: self.repeats(),
+            warmup: self.warmup(),
+            sandbox: self.sandbox(),
+        };
+        let (task, result) = self.run_task(bd, "evaluate", "evaluator", json!(input)).await?;
+        let out: Option<EvaluateOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
+        let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
+        match (&task.state, out) {
+            (TaskFileState::Done, Some(o)) => {
+                c.command_ms += o.command_ms;
+                self.emit(
+                    Some(bd.branch()),
+                    Some("evaluate"),
+                    EventKind::Evaluated {
+                        candidate: c.proposal.id.clone(),
+                        verdict: o.verdict.clone(),
+                        reasons: o.reasons.clone(),
+                        stats: json!({"stats": o.stats, "diagnosis": o.diagnosis, "runs": o.runs,
+                                      "baseline_median": o.baseline_median, "candidate_median": o.candidate_median,
+                                      "effect": o.effect, "repeats": self.repeats(), "warmup": self.warmup()}),
+                    },
+                );
+                if self.st.baseline_metric.is_none() {
+                    self.st.baseline_metric = o.baseline_median;
+                }
+                if let Some(r) = &o.recommendation {
+                    self.apply_recommendation(r);
+                }
+                c.verdict = Some(o.verdict.clone());
+                c.reasons.extend(o.reasons.iter().cloned());
+                c.eval = Some(o);
+            }
+            (TaskFileState::InfraFailed, _) => {
+                c.verdict = Some("INFRA".into());
+                c.reasons.push(format!("evaluation failed for infrastructure reasons: {summary}; not counted against the candidate"));
+            }
+            _ => {
+                c.verdict = Some("REJECT".into());
+                c.reasons.push(format!("evaluation failed: {summary}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply an evaluator recommendation to the loop's own operational settings, with an audit
+    /// record. Governance documents are never touched.
+    fn apply_recommendation(&mut self, r: &protocol::work::Recommendation) {
+        let (current, slot) = match r.setting.as_str() {
+            "cadence.repeats" => (self.repeats(), &mut self.st.overrides.repeats),
+            "cadence.warmup" => (self.warmup(), &mut self.st.overrides.warmup),
+            _ => return,
+        };
+        let to = r.to.clamp(1, 25);
+        if to <= current {
+            return;
+        }
+        *slot = Some(to);
+        self.emit(
+            None,
+            None,
+            EventKind::SettingAdjusted {
+                setting: r.setting.clone(),
+                from: json!(current),
+                to: json!(to),
+                reason: r.reason.clone(),
+            },
+        );
+        self.say(&format!("  adjusted {} {current} -> {to}: {}", r.setting, r.reason));
+    }
+
+    /// Run candidate `i` of the current cycle through the stages it has not finished.
+    async fn run_candidate(&mut self, i: usize) -> anyhow::Result<()> {
+        let cycle = self.st.current.clone().expect("a cycle is running");
+        let mut c = cycle.candidates[i].clone();
+        let bd = self.home.branch_dir(&c.branch)?;
+        if !bd.exists() {
+            let (home, branch, base) = (self.home.clone(), c.branch.clone(), cycle.baseline.clone());
+            tokio::task::spawn_blocking(move || substrate::add_worktree(&home, &branch, &base)).await??;
+            let proposal = serde_json::to_vec_pretty(&c.proposal)?;
+            std::fs::create_dir_all(bd.artifacts_dir())?;
+            std::fs::write(bd.artifacts_dir().join("proposal.json"), proposal)?;
+        }
+        if c.stage == "executing" {
+            let ok = self.execute(&bd, &mut c, &cycle.baseline).await?;
+            c.stage = if ok { "critiquing" } else { "decided" }.into();
+            self.update_candidate(i, &c)?;
+        }
+        if c.stage == "critiquing" {
+            let ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
+            c.stage = if ok { "evaluating" } else { "decided" }.into();
+            self.update_candidate(i, &c)?;
+        }
+        if c.stage == "evaluating" {
+            self.evaluate(&bd, &mut c, &cycle.baseline).await?;
+            c.stage = "decided".into();
+            self.update_candidate(i, &c)?;
+        }
+        let verdict = c.verdict.clone().unwrap_or_default();
+        let line = match &c.eval {
+            Some(e) => format!(
+                "  {:<8} {} [{}] {}",
+                verdict,
+                c.branch,
+                c.proposal.approach_key(),
+                fmt_effect(e.baseline_median, e.candidate_median, e.effect)
+            ),
+            None => format!("  {:<8} {} [{}] {}", verdict, c.branch, c.proposal.approach_key(), c.reasons.first().cloned().unwrap_or_default()),
+        };
+        self.say(&line);
+        Ok(())
+    }
+
+    fn update_candidate(&mut self, i: usize, c: &Candidate) -> anyhow::Result<()> {
+        if let Some(cur) = self.st.current.as_mut() {
+            cur.candidates[i] = c.clone();
+        }
+        self.save()
+    }
+
+    /// Promote the best PROMOTE candidate; mark the others.
+    async fn decide(&mut self) -> anyhow::Result<Option<PromotionRecord>> {
+        let cycle = self.st.current.clone().expect("a cycle is running");
+        let mut winners: Vec<&Candidate> = cycle.candidates.iter().filter(|c| c.verdict.as_deref() == Some("PROMOTE")).collect();
+        winners.sort_by(|a, b| {
+            let ea = a.eval.as_ref().and_then(|e| e.effect).unwrap_or(0.0);
+            let eb = b.eval.as_ref().and_then(|e| e.effect).unwrap_or(0.0);
+            eb.partial_cmp(&ea).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut promoted = None;
+        if let Some(w) = winners.first() {
+            let commit = w.exec.as_ref().map(|e| e.commit.clone()).context("a PROMOTE candidate without a commit")?;
+            if self.gov.cadence.promotion == PromotionMode::Approval {
+                self.say(&format!(
+                    "  {} waits for a human: promotion = \"approval\" in cadence.md; run `ratchet approve {}`",
+                    w.branch, w.branch
+                ));
+                self.emit(
+                    Some(&w.branch),
+                    None,
+                    EventKind::PromotionRefused { candidate: w.proposal.id.clone(), reason: "awaiting human approval (cadence.md promotion = \"approval\")".into() },
+                );
+            } else {
+                let (home, branch, c2, base) = (self.home.clone(), w.branch.clone(), commit.clone(), cycle.baseline.clone());
+                let outcome = tokio::task::spawn_blocking(move || substrate::promote(&home, &branch, &c2, &base)).await??;
+                match outcome {
+                    PromoteOutcome::Promoted { from, to } => {
+                        let e = w.eval.as_ref();
+                        let rec = PromotionRecord {
+                            cycle: cycle.cycle,
+                            branch: w.branch.clone(),
+                            commit: to.clone(),
+                            from: from.clone(),
+                            before: e.and_then(|e| e.baseline_median),
+                            after: e.and_then(|e| e.candidate_median),
+                            governance: self.gov.hashes.clone(),
+                        };
+                        self.emit(
+                            Some(&w.branch),
+                            None,
+                            EventKind::Promoted {
+                                candidate: w.proposal.id.clone(),
+                                commit: to.clone(),
+                                from,
+                                before: rec.before,
+                                after: rec.after,
+                            },
+                        );
+                        self.say(&format!(
+                            "  PROMOTED {} -> main at {} ({})",
+                            w.branch,
+                            &to[..12],
+                            fmt_effect(rec.before, rec.after, e.and_then(|e| e.effect))
+                        ));
+                        promoted = Some(rec);
+                    }
+                    PromoteOutcome::Stale { main_now } => {
+                        self.say(&format!("  {} is stale: main moved to {}; it will be re-proposed on the new baseline", w.branch, &main_now[..12]));
+                    }
+                    PromoteOutcome::Held { reason } => {
+                        self.say(&format!("  promotion of {} held: {reason}", w.branch));
+                        self.emit(Some(&w.branch), None, EventKind::PromotionRefused { candidate: w.proposal.id.clone(), reason });
+                    }
+                }
+            }
+        }
+        // Mark every other candidate; unpromoted commits stay reachable (gc archives them).
+        for c in &cycle.candidates {
+            if promoted.as_ref().is_some_and(|p| p.branch == c.branch) {
+                continue;
+            }
+            if let Ok(bd) = self.home.branch_dir(&c.branch)
+                && bd.exists()
+                && bd.read_meta().ok().flatten().is_some_and(|m| m.state == BranchState::Active)
+            {
+                let note = format!("{}: {}", c.verdict.clone().unwrap_or_default(), c.reasons.join("; "));
+                let bd2 = bd.clone();
+                tokio::task::spawn_blocking(move || bd2.set_state(BranchState::Rejected, Some(&note))).await??;
+            }
+        }
+        Ok(promoted)
+    }
+
+    async fn cycle(&mut self) -> anyhow::Result<()> {
+        // Resume the cycle in flight, or start a new one.
+        let main = self.main_commit()?;
+        if let Some(cur) = &self.st.current
+            && cur.baseline != main
+            && cur.phase != "done"
+        {
+            // main moved under us (a human, or a promotion already made before a crash).
+            let promoted_here = cur
+                .candidates
+                .iter()
+                .find(|c| c.exec.as_ref().is_some_and(|e| e.commit == main) && c.verdict.as_deref() == Some("PROMOTE"));
+            if promoted_here.is_none() {
+                self.say(&format!("cycle {}: main moved to {}; dropping its candidates (stale)", cur.cycle, &main[..12]));
+                for c in cur.candidates.clone() {
+                    self.emit(Some(&c.branch), None, EventKind::CandidateDropped { candidate: c.proposal.id.clone(), reason: "main moved; stale".into() });
+                    if let Ok(bd) = self.home.branch_dir(&c.branch)
+                        && bd.exists()
+                    {
+                        let _ = bd.set_state(BranchState::Stale, Some("main moved during the cycle"));
+                    }
+                }
+                self.st.current = None;
+            }
+        }
+        if self.st.current.is_none() {
+            let cycle = self.st.cycles_done + 1;
+            self.st.current = Some(CycleState { cycle, baseline: main.clone(), started_at: now(), candidates: vec![], phase: "proposing".into(), wall_ms: 0 });
+            self.emit(None, None, EventKind::CycleStarted { baseline: main.clone() });
+            self.say(&format!("cycle {cycle}: baseline {}", &main[..12]));
+            self.save()?;
+        }
+        let t0 = Instant::now();
+        let cur = self.st.current.clone().expect("set above");
+        if cur.phase == "proposing" {
+            match self.propose(&cur.baseline).await {
+                Ok(out) if out.proposals.is_empty() && out.exhausted => {
+                    self.finish_cycle(t0, None)?;
+                    self.stop("exhausted", "the proposer has nothing left to try in its search space")?;
+                    return Ok(());
+                }
+                Ok(out) if out.proposals.is_empty() => {
+                    self.proposal_failed("the proposer returned no candidates", t0)?;
+                    return Ok(());
+                }
+                Ok(out) => {
+                    self.st.proposal_failures = 0;
+                    let short: String = self.st.run_id.chars().take(6).collect();
+                    let mut cands = vec![];
+                    for (i, p) in out.proposals.into_iter().enumerate() {
+                        let branch = format!("r{short}-c{}-{}", cur.cycle, i + 1);
+                        protocol::names::check_branch(&branch)?;
+                        self.emit(
+                            Some(&branch),
+                            None,
+                            EventKind::Proposed {
+                                candidate: p.id.clone(),
+                                strategy: p.strategy.clone(),
+                                summary: p.summary.clone(),
+                                files: p.files.clone(),
+                                params: p.params.clone(),
+                            },
+                        );
+                        self.say(&format!("  proposed {branch}: {}", p.summary));
+                        cands.push(Candidate { branch, proposal: p, stage: "executing".into(), exec: None, critique: None, eval: None, verdict: None, reasons: vec![], command_ms: out.command_ms });
+                    }
+                    let c = self.st.current.as_mut().expect("cycle");
+                    c.candidates = cands;
+                    c.phase = "running".into();
+                    self.save()?;
+                }
+                Err(e) => {
+                    self.proposal_failed(&format!("{e:#}"), t0)?;
+                    return Ok(());
+                }
+            }
+        }
+        let n = self.st.current.as_ref().map_or(0, |c| c.candidates.len());
+        for i in 0..n {
+            self.run_candidate(i).await?;
+        }
+        let promoted = self.decide().await?;
+        self.finish_cycle(t0, promoted)?;
+        Ok(())
+    }
+
+    fn proposal_failed(&mut self, why: &str, t0: Instant) -> anyhow::Result<()> {
+        self.st.proposal_failures += 1;
+        self.emit(None, None, EventKind::ProposalFailed { reason: why.to_string() });
+        self.say(&format!("  proposal failed ({} in a row): {why}", self.st.proposal_failures));
+        self.finish_cycle(t0, None)
+    }
+
+    fn finish_cycle(&mut self, t0: Instant, promoted: Option<PromotionRecord>) -> anyhow::Result<()> {
+        let mut cur = self.st.current.take().expect("a cycle is running");
+        cur.phase = "done".into();
+        cur.wall_ms += t0.elapsed().as_millis() as u64;
+        self.st.wall_ms += t0.elapsed().as_millis() as u64;
+        self.st.cycles_done = cur.cycle;
+        for c in &cur.candidates {
+            let v = c.verdict.clone().unwrap_or_default();
+            if v == "INFRA" {
+                continue; // the harness's fault: may be tried again
+            }
+            self.st.tried.push(Tried { key: c.proposal.approach_key(), verdict: v.clone(), effect: c.eval.as_ref().and_then(|e| e.effect), cycle: cur.cycle });
+            if v == "REJECT" || v == "FAILED" {
+                self.st.banned.push(c.proposal.approach_key());
+            }
+        }
+        let metric = promoted.as_ref().and_then(|p| p.after);
+        if let Some(p) = &promoted {
+            self.st.promotions.push(p.clone());
+            self.st.stalls = 0;
+        } else if !cur.candidates.is_empty() {
+            self.st.stalls += 1;
+        }
+        self.emit(None, None, EventKind::CycleEnded { promoted: promoted.as_ref().map(|p| p.commit.clone()), metric });
+        self.st.finished.push(cur);
+        self.save()
+    }
+
+    fn stop(&mut self, reason: &str, detail: &str) -> anyhow::Result<()> {
+        self.st.stopped = Some(StopRecord { reason: reason.into(), detail: detail.into(), at: now() });
+        self.emit(None, None, EventKind::LoopStopped { reason: reason.into(), detail: detail.into() });
+        self.say(&format!("stopped: {reason}: {detail}"));
+        self.save()
+    }
+}
+
+fn task_outcome(t: &TaskFile) -> String {
+    match t.state {
+        TaskFileState::Done => "success",
+        TaskFileState::Failed => "candidate-failure",
+        TaskFileState::InfraFailed => "infra-failure",
+        TaskFileState::Canceled => "canceled",
+        TaskFileState::Queued => "queued",
+    }
+    .into()
+}
+
+/// The result accepted for a finished task (results/accepted/<task>.<token>.json).
+pub fn accepted_result(bd: &BranchDir, t: &TaskFile) -> Option<ResultFile> {
+    let token = t
+        .history
+        .iter()
+        .rev()
+        .find(|h| matches!(h.outcome.as_str(), "success" | "candidate-failure" | "infra-failure"))
+        .map(|h| h.token)
+        .unwrap_or(t.token);
+    let path = bd.results_dir().join("accepted").join(format!("{}.{token}.json", t.id));
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn findings_lines(findings: &Value) -> Vec<String> {
+    findings
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|f| f.get("severity").and_then(Value::as_str).is_none_or(|s| s.eq_ignore_ascii_case("block")))
+                .map(|f| {
+                    let rail = f.get("rail").and_then(Value::as_str).unwrap_or("rail");
+                    let file = f.get("file").and_then(Value::as_str);
+                    let line = f.get("line").and_then(Value::as_u64);
+                    let msg = f.get("message").and_then(Value::as_str).unwrap_or("");
+                    match (file, line) {
+                        (Some(fl), Some(l)) => format!("[{rail}] {fl}:{l}: {msg}"),
+                        (Some(fl), None) => format!("[{rail}] {fl}: {msg}"),
+                        _ => format!("[{rail}] {msg}"),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => format!("{b:.3} -> {a:.3} ({:+.1}% better)", effect.unwrap_or(0.0) * 100.0),
+        _ => String::new(),
+    }
+}
+
+/// Summary of a finished (or stopped) run, as `ratchet demo --json` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub repo: String,
+    pub run_id: String,
+    pub cycles: u64,
+    pub promoted: Vec<Value>,
+    pub rejected: Vec<Value>,
+    pub held: Vec<Value>,
+    pub metric: Value,
+    pub stop_reason: Option<String>,
+    pub stop_detail: Option<String>,
+    pub harness_share: f64,
+    pub wall_ms: u64,
+    pub command_ms: u64,
+    pub overrides: Overrides,
+}
+
+pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
+    let mut rejected = vec![];
+    let mut held = vec![];
+    let mut command_ms = 0;
+    for cy in &st.finished {
+        for c in &cy.candidates {
+            command_ms += c.command_ms;
+            let v = c.verdict.clone().unwrap_or_default();
+            let item = json!({"cycle": cy.cycle, "branch": c.branch, "approach": c.proposal.approach_key(), "verdict": v, "reasons": c.reasons,
+                              "effect": c.eval.as_ref().and_then(|e| e.effect)});
+            match v.as_str() {
+                "REJECT" | "FAILED" => rejected.push(item),
+                "HOLD" | "INFRA" => held.push(item),
+                _ => {}
+            }
+        }
+    }
+    let promoted: Vec<Value> = st
+        .promotions
+        .iter()
+        .map(|p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after}))
+        .collect();
+    let final_metric = st.promotions.last().and_then(|p| p.after).or(st.baseline_metric);
+    let harness_share = if st.wall_ms > 0 { (1.0 - command_ms as f64 / st.wall_ms as f64).clamp(0.0, 1.0) } else { 0.0 };
+    Summary {
+        repo: home.display().to_string(),
+        run_id: st.run_id.clone(),
+        cycles: st.cycles_done,
+        promoted,
+        rejected,
+        held,
+        metric: json!({"name": gov.ethos.metric, "direction": gov.ethos.direction, "baseline": st.baseline_metric, "final": final_metric}),
+        stop_reason: st.stopped.as_ref().map(|s| s.reason.clone()),
+        stop_detail: st.stopped.as_ref().map(|s| s.detail.clone()),
+        harness_share,
+        wall_ms: st.wall_ms,
+        command_ms,
+        overrides: st.overrides.clone(),
+    }
+}
+
+/// Run the loop to its end (or resume it). Returns the summary.
+pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
+    let home = Home::open(&ctx.home)?.with_run_id(ctx.run_id.clone());
+    let gov = crate::govern::load(&ctx.home)?;
+    let previous = read_state(&ctx.home)?;
+    let st = match previous {
+        Some(st) if st.stopped.is_none() && !ctx.fresh => st,
+        _ => LoopState {
+            v: LOOP_STATE_VERSION,
+            run_id: ctx.run_id.clone(),
+            started_at: now(),
+            wall_ms: 0,
+            cycles_done: 0,
+            stalls: 0,
+            proposal_failures: 0,
+            overrides: Overrides::default(),
+            tried: vec![],
+            banned: vec![],
+            current: None,
+            finished: vec![],
+            promotions: vec![],
+            baseline_metric: None,
+            stopped: None,
+        },
+    };
+    let state_file = ctx.home.join("worktrees").join(".swarm").join("state.json");
+    let peers = Peers::discover(&state_file, &ctx.me).await;
+    let mut eng = Engine { ctx, home, st, gov, peers };
+    eng.save()?;
+    let wall_started = Instant::now();
+    loop {
+        // Governance may change between cycles (an approval): reload it each time.
+        match crate::govern::load(&eng.ctx.home) {
+            Ok(g) => eng.gov = g,
+            Err(e) => tracing::warn!("keeping the governance in force: {e:#}"),
+        }
+        if eng.st.current.is_none() {
+            if let Some((reason, detail)) = eng.should_stop(wall_started) {
+                eng.stop(&reason, &detail)?;
+                break;
+            }
+            // Peers may have changed (agents.toml edits): rediscover between cycles.
+            eng.peers = Peers::discover(&state_file, &eng.ctx.me).await;
+        }
+        eng.cycle().await?;
+        if eng.st.stopped.is_some() {
+            break;
+        }
+    }
+    Ok(summarize(&eng.ctx.home, &eng.st, &eng.gov))
+}
+

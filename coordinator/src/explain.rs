@@ -1,0 +1,199 @@
+//! `ratchet explain <commit>`: why is this commit on main? Answered from the events alone.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use kit::git::Git;
+use kit::substrate::read_events;
+use protocol::events::{Event, EventKind};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub commit: String,
+    pub on_main: bool,
+    pub branch: String,
+    pub run_id: String,
+    pub cycle: Option<u64>,
+    pub promoted_at: String,
+    pub from: String,
+    pub governance: std::collections::BTreeMap<String, String>,
+    pub proposal: Value,
+    pub execution: Value,
+    pub critique: Value,
+    pub evaluation: Value,
+    pub promotion: Value,
+    /// Every event of the branch, in order.
+    pub events: Vec<Event>,
+}
+
+/// All events of the swarm and of every branch directory.
+fn all_events(home: &Path) -> Vec<Event> {
+    let wt = home.join("worktrees");
+    let mut out = vec![];
+    if let Ok(log) = read_events(&wt.join(".swarm").join("events.jsonl")) {
+        out.extend(log.events);
+    }
+    if let Ok(rd) = std::fs::read_dir(&wt) {
+        for e in rd.flatten() {
+            let p = e.path().join("events").join("events.jsonl");
+            if p.is_file()
+                && let Ok(log) = read_events(&p)
+            {
+                out.extend(log.events);
+            }
+        }
+    }
+    out
+}
+
+pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
+    let git = Git::new(home);
+    let commit = git
+        .resolve_commit(rev)?
+        .with_context(|| format!("{rev:?} is not a commit in {}; fix: pass a commit id from `git log main`", home.display()))?;
+    let on_main = git.is_ancestor(&commit, "refs/heads/main").unwrap_or(false);
+    let events = all_events(home);
+    let promoted = events.iter().find(|e| matches!(&e.kind, EventKind::Promoted { commit: c, .. } if *c == commit));
+    let Some(p) = promoted else {
+        if on_main {
+            bail!(
+                "{} is on main but no Ratchet promotion event names it: it was committed by a person or a tool outside the loop (see `git log -1 {}`)",
+                &commit[..12],
+                &commit[..12]
+            );
+        }
+        bail!("{} is not on main and was never promoted by Ratchet", &commit[..12]);
+    };
+    let branch = p.branch.clone().unwrap_or_default();
+    let mut mine: Vec<Event> = events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
+    mine.sort_by(|a, b| a.at.cmp(&b.at));
+    mine.dedup_by(|a, b| a.at == b.at && a.type_name() == b.type_name() && a.task == b.task);
+    let find = |name: &str| -> Value {
+        mine.iter()
+            .rev()
+            .find(|e| e.type_name() == name)
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null)
+    };
+    let (from, promotion) = match &p.kind {
+        EventKind::Promoted { from, before, after, candidate, .. } => {
+            (from.clone(), json!({"candidate": candidate, "before": before, "after": after}))
+        }
+        _ => unreachable!("matched above"),
+    };
+    Ok(Explanation {
+        commit: commit.clone(),
+        on_main,
+        branch,
+        run_id: p.run_id.clone(),
+        cycle: p.cycle,
+        promoted_at: p.at.clone(),
+        from,
+        governance: p.governance.clone(),
+        proposal: find("proposed"),
+        execution: find("executed"),
+        critique: find("critiqued"),
+        evaluation: find("evaluated"),
+        promotion,
+        events: mine,
+    })
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(k).unwrap_or(&Value::Null);
+    }
+    cur
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn render(x: &Explanation) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "{} is on main{} because Ratchet promoted branch {} (run {}, cycle {}) at {}\n",
+        &x.commit[..12],
+        if x.on_main { "" } else { " [no longer: main was rewritten]" },
+        x.branch,
+        x.run_id,
+        x.cycle.map(|c| c.to_string()).unwrap_or("-".into()),
+        x.promoted_at
+    ));
+    o.push_str(&format!("  fast-forward from {}\n", &x.from[..12.min(x.from.len())]));
+    o.push_str("\nproposal\n");
+    o.push_str(&format!(
+        "  {} ({} strategy), files {}, params {}\n",
+        s(get(&x.proposal, &["summary"])),
+        s(get(&x.proposal, &["strategy"])),
+        s(get(&x.proposal, &["files"])),
+        s(get(&x.proposal, &["params"]))
+    ));
+    o.push_str(&format!("  by agent {}\n", s(get(&x.proposal, &["agent"]))));
+    o.push_str("\ngates (executor)\n");
+    if let Some(gates) = get(&x.execution, &["gates"]).as_array() {
+        for g in gates {
+            o.push_str(&format!(
+                "  {:<6} {} ({} ms) {}\n",
+                s(get(g, &["result"])),
+                s(get(g, &["command"])),
+                s(get(g, &["duration_ms"])),
+                s(get(g, &["detail"]))
+            ));
+        }
+    }
+    o.push_str("\ncritic\n");
+    o.push_str(&format!("  pass: {}\n", s(get(&x.critique, &["pass"]))));
+    if let Some(fs) = get(&x.critique, &["findings"]).as_array() {
+        for f in fs {
+            o.push_str(&format!(
+                "  [{}] {} {}:{} {}\n",
+                s(get(f, &["rail"])),
+                s(get(f, &["severity"])),
+                s(get(f, &["file"])),
+                s(get(f, &["line"])),
+                s(get(f, &["message"]))
+            ));
+        }
+    }
+    o.push_str("\nevaluation\n");
+    o.push_str(&format!("  verdict: {}\n", s(get(&x.evaluation, &["verdict"]))));
+    if let Some(rs) = get(&x.evaluation, &["reasons"]).as_array() {
+        for r in rs {
+            o.push_str(&format!("  - {}\n", s(r)));
+        }
+    }
+    let stats = get(&x.evaluation, &["stats"]);
+    o.push_str(&format!(
+        "  baseline median {}, candidate median {}, effect {}\n",
+        s(get(stats, &["baseline_median"])),
+        s(get(stats, &["candidate_median"])),
+        s(get(stats, &["effect"]))
+    ));
+    let inner = get(stats, &["stats"]);
+    for side in ["baseline", "candidate"] {
+        let samples = get(inner, &[side, "samples"]);
+        if !samples.is_null() {
+            o.push_str(&format!("  {side} samples: {}\n", s(samples)));
+        }
+    }
+    o.push_str(&format!("  diagnosis: {}\n", s(get(stats, &["diagnosis"]))));
+    o.push_str("\ngovernance in force\n");
+    for (doc, h) in &x.governance {
+        o.push_str(&format!("  {doc} sha256 {h}\n"));
+    }
+    o.push_str(&format!(
+        "\npromotion: {} -> {}\n",
+        s(get(&x.promotion, &["before"])),
+        s(get(&x.promotion, &["after"]))
+    ));
+    o
+}

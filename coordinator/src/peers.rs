@@ -1,0 +1,68 @@
+//! Routing: which agent gets a piece of work. The coordinator finds its peers in the supervisor's
+//! `worktrees/.swarm/state.json`, reads their Agent Cards, and picks by role and by the skills on
+//! the cards (round-robin among equals).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kit::client::A2aClient;
+use protocol::AgentCard;
+
+use crate::supervisor::state::{AgentState, SwarmState};
+
+/// A peer that answered its card.
+#[derive(Clone)]
+pub struct Peer {
+    pub name: String,
+    pub role: String,
+    pub card: AgentCard,
+    pub client: A2aClient,
+}
+
+impl Peer {
+    pub fn has_skill(&self, skill: &str) -> bool {
+        self.card.skills.iter().any(|s| s.id == skill)
+    }
+}
+
+#[derive(Default)]
+pub struct Peers {
+    peers: Vec<Peer>,
+    next: AtomicUsize,
+}
+
+impl Peers {
+    /// Read the swarm state and every ready agent's card (agents that do not answer are skipped).
+    pub async fn discover(state_file: &Path, exclude: &str) -> Peers {
+        let Ok(text) = std::fs::read_to_string(state_file) else { return Peers::default() };
+        let Ok(state) = serde_json::from_str::<SwarmState>(&text) else { return Peers::default() };
+        let mut peers = vec![];
+        for a in state.agents.iter().filter(|a| a.state == AgentState::Ready && a.name != exclude) {
+            let Some(url) = &a.url else { continue };
+            let client = A2aClient::new(url);
+            if let Ok(card) = client.card().await {
+                let role = card.ratchet_role().unwrap_or_else(|| a.role.clone());
+                peers.push(Peer { name: a.name.clone(), role, card, client });
+            }
+        }
+        Peers { peers, next: AtomicUsize::new(0) }
+    }
+
+    /// An agent of `role` whose card lists `skill`, round-robin.
+    pub fn pick(&self, role: &str, skill: &str) -> Option<&Peer> {
+        let fit: Vec<&Peer> = self.peers.iter().filter(|p| p.role == role && p.has_skill(skill)).collect();
+        if fit.is_empty() {
+            return None;
+        }
+        Some(fit[self.next.fetch_add(1, Ordering::Relaxed) % fit.len()])
+    }
+
+    /// Agents with a custom role (not one of the five built-in ones): advisory reviewers.
+    pub fn custom(&self) -> Vec<&Peer> {
+        self.peers.iter().filter(|p| !protocol::config::BUILTIN_ROLES.contains(&p.role.as_str())).collect()
+    }
+
+    pub fn all(&self) -> &[Peer] {
+        &self.peers
+    }
+}

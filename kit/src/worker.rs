@@ -1,0 +1,258 @@
+//! The worker side of the substrate, shared by every agent that takes leased work (executor,
+//! critic, evaluator): find tasks of its role, claim them through the lease, heartbeat while
+//! working, write the result under the lease's fencing token.
+//!
+//! Work arrives two ways and both go through the same lease: the agent watches
+//! `worktrees/*/tasks/` (notify, with a slow rescan as a safety net), and the coordinator may hand
+//! it a task over A2A (`message/send` with `{"skill": ..., "branch": ..., "task_id": ...}`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::lease::{Outcome, TaskFile, TaskFileState};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, watch};
+
+use crate::server::{BoxFuture, Skill, TaskEnd};
+use crate::substrate::{self, BranchDir, Home, Lease};
+
+/// What a skill gets to do one leased task.
+pub struct WorkCtx {
+    pub home: Home,
+    pub bd: BranchDir,
+    pub task: TaskFile,
+    pub token: u64,
+    pub attempt: u32,
+    /// `artifacts/<task>/`, created.
+    pub artifacts: PathBuf,
+    pub agent: String,
+    lost: watch::Receiver<bool>,
+}
+
+impl WorkCtx {
+    /// Whether the lease was lost (expired by the coordinator): stop, the result would be refused.
+    pub fn lease_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Write an artefact file (write-temp-then-rename) and return its path.
+    pub fn write_artifact(&self, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        protocol::names::check_artifact(name)?;
+        let path = self.artifacts.join(name);
+        let tmp = self.artifacts.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("renaming into {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The input field `key` of the task.
+    pub fn input_str(&self, key: &str) -> Option<String> {
+        self.task.input.get(key).and_then(Value::as_str).map(String::from)
+    }
+}
+
+/// How a leased task ended.
+#[derive(Debug, Clone)]
+pub struct WorkResult {
+    pub outcome: Outcome,
+    pub summary: String,
+    pub data: Value,
+}
+
+impl WorkResult {
+    pub fn success(summary: impl Into<String>, data: Value) -> WorkResult {
+        WorkResult { outcome: Outcome::Success, summary: summary.into(), data }
+    }
+    pub fn candidate_failure(summary: impl Into<String>, data: Value) -> WorkResult {
+        WorkResult { outcome: Outcome::CandidateFailure, summary: summary.into(), data }
+    }
+    pub fn infra_failure(summary: impl Into<String>, data: Value) -> WorkResult {
+        WorkResult { outcome: Outcome::InfraFailure, summary: summary.into(), data }
+    }
+}
+
+pub type WorkFn = Arc<dyn Fn(WorkCtx) -> BoxFuture<WorkResult> + Send + Sync>;
+
+/// An agent's leased-work engine.
+pub struct Worker {
+    pub home_root: PathBuf,
+    pub agent_id: String,
+    pub role: String,
+    skills: HashMap<String, WorkFn>,
+    /// One task at a time per agent process: gates and benchmarks want the machine.
+    busy: Mutex<()>,
+}
+
+/// What happened when the worker tried a task.
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Ran { token: u64, result: WorkResult },
+    /// Someone else holds it, it is finished, or it is not for this agent.
+    NotClaimable(String),
+}
+
+impl Worker {
+    pub fn new(home_root: PathBuf, agent_id: &str, role: &str) -> Worker {
+        Worker {
+            home_root,
+            agent_id: agent_id.to_string(),
+            role: role.to_string(),
+            skills: HashMap::new(),
+            busy: Mutex::new(()),
+        }
+    }
+
+    pub fn skill<F, Fut>(mut self, skill: &str, f: F) -> Worker
+    where
+        F: Fn(WorkCtx) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = WorkResult> + Send + 'static,
+    {
+        self.skills.insert(skill.to_string(), Arc::new(move |ctx| Box::pin(f(ctx))));
+        self
+    }
+
+    fn home(&self) -> anyhow::Result<Home> {
+        Ok(Home::open(&self.home_root)?)
+    }
+
+    /// Claim `task_id` on `branch` and run it to its end.
+    pub async fn run_task(self: &Arc<Self>, branch: &str, task_id: &str) -> anyhow::Result<Attempt> {
+        protocol::names::check_branch(branch)?;
+        protocol::names::check_task_id(task_id)?;
+        let _busy = self.busy.lock().await;
+        let me = self.clone();
+        let (branch_s, task_s) = (branch.to_string(), task_id.to_string());
+        let claimed = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<(Home, BranchDir, TaskFile, Lease), String>> {
+            let home = me.home()?;
+            let bd = home.open_branch(&branch_s)?;
+            let task = substrate::read_task(&bd, &task_s)?;
+            if task.state != TaskFileState::Queued {
+                return Ok(Err(format!("task {task_s} is {:?}", task.state)));
+            }
+            if task.role != me.role || !me.skills.contains_key(&task.skill) {
+                return Ok(Err(format!(
+                    "task {task_s} needs role {} skill {}; this agent is role {} with skills {:?}",
+                    task.role,
+                    task.skill,
+                    me.role,
+                    me.skills.keys().collect::<Vec<_>>()
+                )));
+            }
+            match substrate::try_claim(&bd, &task_s, &me.agent_id)? {
+                None => Ok(Err(format!("task {task_s} is held by another agent or not queued"))),
+                Some(lease) => {
+                    let task = substrate::read_task(&bd, &task_s)?;
+                    Ok(Ok((home, bd, task, lease)))
+                }
+            }
+        })
+        .await??;
+        let (home, bd, task, lease) = match claimed {
+            Ok(c) => c,
+            Err(why) => return Ok(Attempt::NotClaimable(why)),
+        };
+        let token = lease.token();
+        let attempt = lease.attempt();
+        let artifacts = lease.artifact_dir()?;
+        let lease = Arc::new(lease);
+        let (lost_tx, lost_rx) = watch::channel(false);
+        // Heartbeat at a third of the TTL; notice a lost lease.
+        let hb_lease = lease.clone();
+        let period = (lease.ttl() / 3).max(Duration::from_millis(50));
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let l = hb_lease.clone();
+                let ok = tokio::task::spawn_blocking(move || l.heartbeat().and_then(|_| l.check())).await;
+                if !matches!(ok, Ok(Ok(()))) {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+            }
+        });
+        let f = self.skills.get(&task.skill).expect("checked before claiming").clone();
+        let ctx = WorkCtx {
+            home,
+            bd,
+            task: task.clone(),
+            token,
+            attempt,
+            artifacts,
+            agent: self.agent_id.clone(),
+            lost: lost_rx,
+        };
+        // A panicking skill is an infrastructure failure, never a silent success.
+        let result = match tokio::spawn(f(ctx)).await {
+            Ok(r) => r,
+            Err(e) => WorkResult::infra_failure(format!("skill {} crashed: {e}", task.skill), Value::Null),
+        };
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        let lease = Arc::try_unwrap(lease).map_err(|_| anyhow::anyhow!("lease still shared after the heartbeat stopped"))?;
+        let r2 = result.clone();
+        tokio::task::spawn_blocking(move || lease.finish(r2.outcome, &r2.summary, r2.data)).await??;
+        Ok(Attempt::Ran { token, result })
+    }
+
+    /// Watch `worktrees/` for tasks of this agent's role and run them, forever.
+    pub async fn watch_loop(self: Arc<Self>) {
+        let worktrees = self.home_root.join("worktrees");
+        let _ = std::fs::create_dir_all(&worktrees);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = substrate::TaskWatcher::new(&worktrees, move || {
+            let _ = tx.try_send(());
+        });
+        if let Err(e) = &watcher {
+            tracing::warn!("watching {} failed ({e}); falling back to the slow rescan", worktrees.display());
+        }
+        loop {
+            let me = self.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                me.home().ok().map(|h| substrate::find_claimable(&h, &me.role).unwrap_or_default()).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            for (branch, task) in found {
+                match self.run_task(&branch, &task).await {
+                    Ok(Attempt::Ran { result, .. }) => {
+                        tracing::info!("{branch}/{task}: {:?} {}", result.outcome, result.summary)
+                    }
+                    Ok(Attempt::NotClaimable(_)) => {}
+                    Err(e) => tracing::warn!("{branch}/{task}: {e:#}"),
+                }
+            }
+            // Wake on a change under worktrees/, or rescan every 2 s as a safety net.
+            let _ = tokio::time::timeout(substrate::RESCAN_INTERVAL, rx.recv()).await;
+        }
+    }
+
+    /// The A2A face of a leased skill: `{"skill": id, "branch": b, "task_id": t}` claims and runs
+    /// that task (through the same lease as the watcher) and answers with the result.
+    pub fn a2a_skill(self: &Arc<Self>, id: &str, name: &str, description: &str) -> Skill {
+        let me = self.clone();
+        Skill::new(id, name, description, move |ctx| {
+            let me = me.clone();
+            async move {
+                let input = ctx.input();
+                let (Some(branch), Some(task)) = (
+                    input.get("branch").and_then(Value::as_str),
+                    input.get("task_id").and_then(Value::as_str),
+                ) else {
+                    return TaskEnd::Rejected(
+                        "this skill runs a leased task: send a data part {\"branch\": ..., \"task_id\": ...}".into(),
+                    );
+                };
+                match me.run_task(branch, task).await {
+                    Ok(Attempt::Ran { token, result }) => TaskEnd::done(
+                        result.summary.clone(),
+                        json!({"branch": branch, "task_id": task, "token": token, "outcome": result.outcome, "data": result.data}),
+                    ),
+                    Ok(Attempt::NotClaimable(why)) => TaskEnd::Rejected(why),
+                    Err(e) => TaskEnd::Failed(format!("{e:#}")),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The loop's payloads: what the coordinator asks of each role and what each answers. They
+//! travel as the data part of A2A messages (proposer) or as a task file's `input` and a result
+//! file's `data` (executor, critic, evaluator). Settings travel inside the input, so an agent
+//! works under exactly the governance the coordinator had in force (the evidence freeze).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::governance::{Constitution, Ethos, ProposerSettings};
+
+/// One candidate change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// A file-system-safe name (`[A-Za-z0-9._-]`, at most 64 bytes), unique per approach.
+    pub id: String,
+    /// `sweep`, `command` or `openai`.
+    pub strategy: String,
+    /// One line for people.
+    pub summary: String,
+    /// The files the change declares it touches (repository-relative, `/`-separated): the
+    /// critic's scope guard holds the diff to these.
+    pub files: Vec<String>,
+    /// The parameters the change sets (`{"algorithm": "merge"}`); `{}` when it is not a
+    /// parameter change.
+    #[serde(default)]
+    pub params: Value,
+    /// A unified diff for `git apply` (command strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Full new contents of files (sweep strategy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edits: Vec<FileEdit>,
+}
+
+/// The full new contents of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEdit {
+    pub path: String,
+    pub content: String,
+}
+
+impl Proposal {
+    /// The canonical string of the change, for the history and the hard-banned list.
+    ///
+    /// A parameter change is `name=value` per parameter, sorted by name and joined with `,`
+    /// (values in their JSON form, strings without quotes); any other change is
+    /// `<strategy>:<sha256 of the patch, 16 hex>`.
+    pub fn approach_key(&self) -> String {
+        if let Value::Object(m) = &self.params
+            && !m.is_empty()
+        {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            parts.sort();
+            return parts.join(",");
+        }
+        let body = self.patch.clone().unwrap_or_else(|| {
+            self.edits.iter().map(|e| format!("{}\n{}", e.path, e.content)).collect::<Vec<_>>().join("\n")
+        });
+        format!("{}:{}", self.strategy, &crate::governance::hash(&body)[..16])
+    }
+}
+
+/// An approach already tried, with how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tried {
+    pub key: String,
+    /// PROMOTE, HOLD, REJECT, or FAILED (did not build, critic blocked).
+    pub verdict: String,
+    /// Relative improvement of the metric's median (positive = better), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    /// The cycle it was tried in.
+    pub cycle: u64,
+}
+
+/// proposer `propose` skill input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposeInput {
+    /// The baseline commit (current `main`).
+    pub baseline: String,
+    /// How many candidates to propose.
+    pub n: u32,
+    pub goal: String,
+    pub settings: ProposerSettings,
+    pub history: Vec<Tried>,
+    /// Approach keys that already failed: never propose these again.
+    pub banned: Vec<String>,
+    /// The governance context prefix (stable, for model prompts).
+    #[serde(default)]
+    pub context: String,
+    /// Seconds the `command` strategy may run.
+    #[serde(default = "default_propose_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_propose_timeout() -> u64 {
+    600
+}
+
+/// proposer `propose` skill output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposeOutput {
+    pub proposals: Vec<Proposal>,
+    /// The strategy has nothing left to propose (the sweep space is exhausted).
+    pub exhausted: bool,
+    /// Milliseconds spent in external commands (the `command` strategy's program).
+    #[serde(default)]
+    pub command_ms: u64,
+}
+
+/// How executed commands are confined (from the constitution).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSettings {
+    pub sandbox: String,
+    pub allow_network: bool,
+    pub memory_mb: u64,
+}
+
+/// executor `execute` task input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteInput {
+    pub proposal: Proposal,
+    pub base: String,
+    pub gates: Vec<String>,
+    pub gate_timeout_s: u64,
+    pub sandbox: SandboxSettings,
+}
+
+/// One command run by an agent, as evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRun {
+    pub command: String,
+    /// `ok`, `failed` (the candidate's fault) or `infra` (the harness's fault).
+    pub result: String,
+    pub detail: String,
+    pub duration_ms: u64,
+    /// Artefact file holding the full output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// executor `execute` result data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteOutput {
+    pub commit: String,
+    pub base: String,
+    pub gates: Vec<CommandRun>,
+    pub command_ms: u64,
+}
+
+/// critic `critique` task input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CritiqueInput {
+    pub proposal: Proposal,
+    pub base: String,
+    pub commit: String,
+    pub constitution: Constitution,
+    pub ethos: Ethos,
+    pub sandbox: SandboxSettings,
+}
+
+/// critic `critique` result data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CritiqueOutput {
+    pub pass: bool,
+    pub summary: String,
+    /// Findings: `[{rail, severity, file, line, message, evidence}]`.
+    pub findings: Value,
+    pub command_ms: u64,
+}
+
+/// evaluator `evaluate` task input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateInput {
+    pub base: String,
+    pub commit: String,
+    pub ethos: Ethos,
+    pub repeats: u32,
+    pub warmup: u32,
+    pub sandbox: SandboxSettings,
+}
+
+/// A change the loop may apply to its own operational settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// `cadence.repeats` or `cadence.warmup`.
+    pub setting: String,
+    pub from: u32,
+    pub to: u32,
+    pub reason: String,
+}
+
+/// evaluator `evaluate` result data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateOutput {
+    /// PROMOTE, HOLD or REJECT.
+    pub verdict: String,
+    pub reasons: Vec<String>,
+    pub baseline_median: Option<f64>,
+    pub candidate_median: Option<f64>,
+    /// Relative improvement of the median (positive = better in the metric's direction).
+    pub effect: Option<f64>,
+    /// Full statistics and every sample.
+    pub stats: Value,
+    /// Pattern name (steady, cold-start, capability-ceiling, high-variance) and detail.
+    pub diagnosis: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<Recommendation>,
+    pub runs: Vec<CommandRun>,
+    pub command_ms: u64,
+}
