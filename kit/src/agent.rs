@@ -123,7 +123,8 @@ pub fn main_with(
 ) -> anyhow::Result<()> {
     init_logging();
     let env = AgentEnv::from_env(default_name)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
     // Inside the runtime, so the spec may spawn background work (watchers, reapers).
     let _guard = rt.enter();
     let spec = make_spec(&env)?;

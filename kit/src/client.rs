@@ -5,7 +5,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use protocol::jsonrpc::{ErrorObject, Request, Response};
-use protocol::{AgentCard, Message, MessageSendConfiguration, MessageSendParams, Method, Part, Role, StreamEvent, Task};
+use protocol::{
+    AgentCard, Message, MessageSendConfiguration, MessageSendParams, Method, Part, Role, StreamEvent, Task,
+};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +33,8 @@ impl A2aClient {
     /// `url` is the agent's base URL (the card's `url`), with or without a trailing slash.
     pub fn new(url: &str) -> A2aClient {
         let url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client builds");
+        let http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("reqwest client builds");
         A2aClient { url, http, token: None }
     }
 
@@ -70,14 +70,19 @@ impl A2aClient {
     /// Call a method and decode its result.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
         let req = Request::new(1, M::METHOD, params);
-        let resp = self.post(&req).send().await.map_err(|source| ClientError::Http { url: self.url.clone(), source })?;
+        let resp =
+            self.post(&req).send().await.map_err(|source| ClientError::Http { url: self.url.clone(), source })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|source| ClientError::Http { url: self.url.clone(), source })?;
         let rpc: Response = serde_json::from_str(&text).map_err(|e| {
             if status.is_success() {
                 ClientError::Decode { url: self.url.clone(), problem: e.to_string() }
             } else {
-                ClientError::Status { url: self.url.clone(), status: status.as_u16(), body: text.chars().take(300).collect() }
+                ClientError::Status {
+                    url: self.url.clone(),
+                    status: status.as_u16(),
+                    body: text.chars().take(300).collect(),
+                }
             }
         })?;
         let value = rpc.into_result().map_err(|e| ClientError::Rpc(e, self.url.clone()))?;
@@ -166,7 +171,9 @@ where
             }
             match bytes.next().await {
                 Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(source)) => return Some((Err(ClientError::Http { url: url.clone(), source }), (bytes, buf, url))),
+                Some(Err(source)) => {
+                    return Some((Err(ClientError::Http { url: url.clone(), source }), (bytes, buf, url)));
+                }
                 None => return None,
             }
         }

@@ -82,6 +82,23 @@ impl Git {
         (cmd, format!("git -C {} {}", self.dir.display(), words.join(" ")))
     }
 
+    /// Starts git without waiting for it (so the caller can do other work meanwhile);
+    /// [`Running::wait`] collects it.
+    pub fn start<I, S>(&self, args: I) -> Result<Running, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (mut cmd, command) = self.command(args);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| GitError::Spawn { command: command.clone(), source })?;
+        Ok(Running { child, command })
+    }
+
     /// Runs git and returns its raw stdout.
     pub fn run_bytes<I, S>(&self, args: I) -> Result<Vec<u8>, GitError>
     where
@@ -160,6 +177,30 @@ impl Git {
     pub fn is_dirty(&self) -> Result<bool, GitError> {
         let out = self.run_bytes(["status", "--porcelain", "--untracked-files=no"])?;
         Ok(!out.is_empty())
+    }
+}
+
+/// A git command started by [`Git::start`].
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    command: String,
+}
+
+impl Running {
+    /// Waits for the command; its stdout, or an error carrying stderr.
+    pub fn wait(self) -> Result<Vec<u8>, GitError> {
+        let command = self.command;
+        let out =
+            self.child.wait_with_output().map_err(|source| GitError::Spawn { command: command.clone(), source })?;
+        if !out.status.success() {
+            return Err(GitError::Failed {
+                command,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
     }
 }
 

@@ -9,6 +9,9 @@ pub use protocol;
 
 pub mod agent;
 pub mod client;
+pub mod exec;
+pub mod git;
 pub mod server;
 pub mod store;
-pub mod exec;
+pub mod substrate;
+pub mod worker;

@@ -22,8 +22,8 @@ use axum::routing::get;
 use futures_util::Stream;
 use protocol::jsonrpc::{ErrorCode, ErrorObject, Request, RequestId, Response as RpcResponse};
 use protocol::{
-    AgentCapabilities, AgentCard, AgentExtension, AgentSkill, Artifact, Message, MessageSendParams, Method, Part,
-    PushNotificationConfig, Role, StreamEvent, Task, TaskState,
+    AgentCapabilities, AgentCard, AgentExtension, AgentSkill, Artifact, Message, MessageSendParams, Method, Part, Role,
+    StreamEvent, Task, TaskState,
 };
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -297,7 +297,11 @@ fn rpc_ok(id: RequestId, result: impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
-async fn rpc(State(s): State<Arc<Server>>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn rpc(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rej) => {
@@ -343,7 +347,8 @@ async fn rpc(State(s): State<Arc<Server>>, headers: HeaderMap, body: Result<Byte
             return rpc_error(
                 StatusCode::OK,
                 RequestId::Null,
-                ErrorCode::ParseError.with(format!("the body is not valid JSON ({e}); send one JSON-RPC 2.0 request object")),
+                ErrorCode::ParseError
+                    .with(format!("the body is not valid JSON ({e}); send one JSON-RPC 2.0 request object")),
             );
         }
     };
@@ -423,7 +428,8 @@ fn check_history_length(n: Option<i64>) -> Result<(), ErrorObject> {
 }
 
 fn push_unsupported() -> ErrorObject {
-    ErrorCode::PushNotificationNotSupported.with("this agent does not support push notifications (see capabilities.pushNotifications in its card)")
+    ErrorCode::PushNotificationNotSupported
+        .with("this agent does not support push notifications (see capabilities.pushNotifications in its card)")
 }
 
 async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<Reply, ErrorObject> {
@@ -491,7 +497,9 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             }
             let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(&req)?;
             let entry = lookup(s, &p.task_id)?;
-            if !(p.push_notification_config.url.starts_with("http://") || p.push_notification_config.url.starts_with("https://")) {
+            if !(p.push_notification_config.url.starts_with("http://")
+                || p.push_notification_config.url.starts_with("https://"))
+            {
                 return Err(ErrorCode::InvalidParams.with("pushNotificationConfig.url must be an http(s) URL"));
             }
             if p.push_notification_config.id.is_none() {
@@ -507,9 +515,11 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(&req)?;
             let entry = lookup(s, &p.id)?;
             let want = p.push_notification_config_id.clone().unwrap_or_else(|| p.id.clone());
-            let cfg = entry.push_configs().into_iter().find(|c| c.id.as_deref() == Some(want.as_str())).ok_or_else(|| {
-                ErrorCode::InvalidParams.with(format!("task {:?} has no push notification config {want:?}; set one first", p.id))
-            })?;
+            let cfg =
+                entry.push_configs().into_iter().find(|c| c.id.as_deref() == Some(want.as_str())).ok_or_else(|| {
+                    ErrorCode::InvalidParams
+                        .with(format!("task {:?} has no push notification config {want:?}; set one first", p.id))
+                })?;
             Ok(Reply::Json(to_json(TaskPushNotificationConfig { task_id: p.id, push_notification_config: cfg })))
         }
         ListPushConfig::METHOD => {
@@ -539,10 +549,8 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             }
             Ok(Reply::Json(Value::Null))
         }
-        other => Err(ErrorCode::MethodNotFound.with(format!(
-            "unknown method {other:?}; this agent speaks {}",
-            protocol::METHODS.join(", ")
-        ))),
+        other => Err(ErrorCode::MethodNotFound
+            .with(format!("unknown method {other:?}; this agent speaks {}", protocol::METHODS.join(", ")))),
     }
 }
 
@@ -575,12 +583,11 @@ fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, Error
     let id = new_id();
     let context_id = msg.context_id.clone().unwrap_or_else(new_id);
     let entry = s.store.create(&id, &context_id, msg.clone()).map_err(internal)?;
-    if let Some(cfg) = p.configuration.and_then(|c| c.push_notification_config) {
-        if s.spec.push_notifications {
-            let mut cfg: PushNotificationConfig = cfg;
-            cfg.id.get_or_insert_with(|| id.clone());
-            entry.set_push(cfg);
-        }
+    if let Some(mut cfg) = p.configuration.and_then(|c| c.push_notification_config)
+        && s.spec.push_notifications
+    {
+        cfg.id.get_or_insert_with(|| id.clone());
+        entry.set_push(cfg);
     }
     let skill_name = requested_skill(&msg).unwrap_or_else(|| "status".into());
     let skill = s.spec.skills.iter().find(|k| k.card.id == skill_name).cloned();

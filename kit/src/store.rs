@@ -130,7 +130,10 @@ impl TaskStore {
             good += line.len();
         }
         if good < text.len() {
-            let f = OpenOptions::new().write(true).open(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| StoreError::Io { path: path.clone(), source })?;
             f.set_len(good as u64).map_err(|source| StoreError::Io { path: path.clone(), source })?;
         }
         let Some(StreamEvent::Task(mut task)) = events.first().cloned() else {
@@ -170,11 +173,11 @@ fn apply(task: &mut Task, ev: &StreamEvent) {
             }
         }
         StreamEvent::Artifact(a) => {
-            if a.append == Some(true) {
-                if let Some(existing) = task.artifacts.iter_mut().find(|x| x.artifact_id == a.artifact.artifact_id) {
-                    existing.parts.extend(a.artifact.parts.iter().cloned());
-                    return;
-                }
+            if a.append == Some(true)
+                && let Some(existing) = task.artifacts.iter_mut().find(|x| x.artifact_id == a.artifact.artifact_id)
+            {
+                existing.parts.extend(a.artifact.parts.iter().cloned());
+                return;
             }
             task.artifacts.retain(|x| x.artifact_id != a.artifact.artifact_id);
             task.artifacts.push(a.artifact.clone());

@@ -88,7 +88,10 @@ pub struct Worker {
 /// What happened when the worker tried a task.
 #[derive(Debug, Clone)]
 pub enum Attempt {
-    Ran { token: u64, result: WorkResult },
+    Ran {
+        token: u64,
+        result: WorkResult,
+    },
     /// Someone else holds it, it is finished, or it is not for this agent.
     NotClaimable(String),
 }
@@ -124,30 +127,32 @@ impl Worker {
         let _busy = self.busy.lock().await;
         let me = self.clone();
         let (branch_s, task_s) = (branch.to_string(), task_id.to_string());
-        let claimed = tokio::task::spawn_blocking(move || -> anyhow::Result<Result<(Home, BranchDir, TaskFile, Lease), String>> {
-            let home = me.home()?;
-            let bd = home.open_branch(&branch_s)?;
-            let task = substrate::read_task(&bd, &task_s)?;
-            if task.state != TaskFileState::Queued {
-                return Ok(Err(format!("task {task_s} is {:?}", task.state)));
-            }
-            if task.role != me.role || !me.skills.contains_key(&task.skill) {
-                return Ok(Err(format!(
-                    "task {task_s} needs role {} skill {}; this agent is role {} with skills {:?}",
-                    task.role,
-                    task.skill,
-                    me.role,
-                    me.skills.keys().collect::<Vec<_>>()
-                )));
-            }
-            match substrate::try_claim(&bd, &task_s, &me.agent_id)? {
-                None => Ok(Err(format!("task {task_s} is held by another agent or not queued"))),
-                Some(lease) => {
-                    let task = substrate::read_task(&bd, &task_s)?;
-                    Ok(Ok((home, bd, task, lease)))
+        let claimed = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<Result<(Home, BranchDir, TaskFile, Lease), String>> {
+                let home = me.home()?;
+                let bd = home.open_branch(&branch_s)?;
+                let task = substrate::read_task(&bd, &task_s)?;
+                if task.state != TaskFileState::Queued {
+                    return Ok(Err(format!("task {task_s} is {:?}", task.state)));
                 }
-            }
-        })
+                if task.role != me.role || !me.skills.contains_key(&task.skill) {
+                    return Ok(Err(format!(
+                        "task {task_s} needs role {} skill {}; this agent is role {} with skills {:?}",
+                        task.role,
+                        task.skill,
+                        me.role,
+                        me.skills.keys().collect::<Vec<_>>()
+                    )));
+                }
+                match substrate::try_claim(&bd, &task_s, &me.agent_id)? {
+                    None => Ok(Err(format!("task {task_s} is held by another agent or not queued"))),
+                    Some(lease) => {
+                        let task = substrate::read_task(&bd, &task_s)?;
+                        Ok(Ok((home, bd, task, lease)))
+                    }
+                }
+            },
+        )
         .await??;
         let (home, bd, task, lease) = match claimed {
             Ok(c) => c,
@@ -190,7 +195,8 @@ impl Worker {
         };
         heartbeat.abort();
         let _ = heartbeat.await;
-        let lease = Arc::try_unwrap(lease).map_err(|_| anyhow::anyhow!("lease still shared after the heartbeat stopped"))?;
+        let lease =
+            Arc::try_unwrap(lease).map_err(|_| anyhow::anyhow!("lease still shared after the heartbeat stopped"))?;
         let r2 = result.clone();
         tokio::task::spawn_blocking(move || lease.finish(r2.outcome, &r2.summary, r2.data)).await??;
         Ok(Attempt::Ran { token, result })
@@ -236,10 +242,9 @@ impl Worker {
             let me = me.clone();
             async move {
                 let input = ctx.input();
-                let (Some(branch), Some(task)) = (
-                    input.get("branch").and_then(Value::as_str),
-                    input.get("task_id").and_then(Value::as_str),
-                ) else {
+                let (Some(branch), Some(task)) =
+                    (input.get("branch").and_then(Value::as_str), input.get("task_id").and_then(Value::as_str))
+                else {
                     return TaskEnd::Rejected(
                         "this skill runs a leased task: send a data part {\"branch\": ..., \"task_id\": ...}".into(),
                     );

@@ -70,7 +70,8 @@ impl Proposal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tried {
     pub key: String,
-    /// PROMOTE, HOLD, REJECT, or FAILED (did not build, critic blocked).
+    /// PROMOTED (went onto main), PROMOTE (promotable, another candidate won), HOLD, REJECT,
+    /// or FAILED (did not apply or build).
     pub verdict: String,
     /// Relative improvement of the metric's median (positive = better), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
     kit::agent::main_with("critic", |env| {
-        let worker = Arc::new(kit::worker::Worker::new(env.home.clone(), &env.name, "critic").skill("critique", critic::work::critique));
+        let worker = Arc::new(
+            kit::worker::Worker::new(env.home.clone(), &env.name, "critic").skill("critique", critic::work::critique),
+        );
         let skill = worker.a2a_skill(
             "critique",
             "Critique a candidate",
@@ -14,7 +16,8 @@ fn main() -> anyhow::Result<()> {
         Ok(kit::server::AgentSpec {
             name: env.name.clone(),
             role: "critic".into(),
-            description: "Reviews a candidate with deterministic rails: protected paths, size, scope, bite check".into(),
+            description: "Reviews a candidate with deterministic rails: protected paths, size, scope, bite check"
+                .into(),
             skills: vec![skill],
             push_notifications: true,
         })

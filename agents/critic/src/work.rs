@@ -27,13 +27,16 @@ impl TestRunner for LoggedRunner {
 pub async fn critique(ctx: WorkCtx) -> WorkResult {
     let input: CritiqueInput = match serde_json::from_value(ctx.task.input.clone()) {
         Ok(i) => i,
-        Err(e) => return WorkResult::candidate_failure(format!("task input is not a critique request: {e}"), json!({})),
+        Err(e) => {
+            return WorkResult::candidate_failure(format!("task input is not a critique request: {e}"), json!({}));
+        }
     };
     let mut constitution = input.constitution.clone();
     constitution.sandbox = input.sandbox.sandbox.clone();
     let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0) };
     let repo = ctx.home.root().to_path_buf();
-    let r = review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;
+    let r =
+        review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;
     let out = CritiqueOutput {
         pass: r.pass,
         summary: r.summary.clone(),

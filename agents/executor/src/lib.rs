@@ -32,7 +32,8 @@ pub fn commit_message(p: &Proposal, governance: &std::collections::BTreeMap<Stri
 /// Resolve the sandbox mode named in the constitution.
 pub fn spec_for(command: &str, cwd: &Path, timeout: Duration, sandbox: &SandboxSettings) -> RunSpec {
     let mode: SandboxMode = sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
-    let mut spec = RunSpec::new(command, cwd).with_timeout(timeout).with_sandbox(mode).with_network(sandbox.allow_network);
+    let mut spec =
+        RunSpec::new(command, cwd).with_timeout(timeout).with_sandbox(mode).with_network(sandbox.allow_network);
     if sandbox.memory_mb > 0 {
         spec = spec.with_memory_limit(sandbox.memory_mb * 1024 * 1024);
     }
@@ -103,7 +104,8 @@ fn apply_and_commit(
         let patch_file = artifacts.join("candidate.patch");
         std::fs::write(&patch_file, patch).map_err(|e| format!("infra: {e}"))?;
         let patch_arg = patch_file.to_string_lossy().to_string();
-        git.run(["apply", "--whitespace=nowarn", &patch_arg]).map_err(|e| format!("the patch does not apply: {}", e.stderr().trim()))?;
+        git.run(["apply", "--whitespace=nowarn", &patch_arg])
+            .map_err(|e| format!("the patch does not apply: {}", e.stderr().trim()))?;
     }
     git.run(["add", "-A"]).map_err(|e| format!("infra: {e}"))?;
     let staged = git.run(["diff", "--cached", "--name-only"]).map_err(|e| format!("infra: {e}"))?;
@@ -130,7 +132,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         }
     };
     let started = Instant::now();
-    let (tree, artifacts, governance, inp) = (ctx.bd.tree(), ctx.artifacts.clone(), ctx.task.governance.clone(), input.clone());
+    let (tree, artifacts, governance, inp) =
+        (ctx.bd.tree(), ctx.artifacts.clone(), ctx.task.governance.clone(), input.clone());
     let applied = tokio::task::spawn_blocking(move || apply_and_commit(&tree, &artifacts, &governance, &inp))
         .await
         .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
@@ -149,7 +152,9 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         let (run, out) = run_logged(&ctx, &format!("gate-{}", i + 1), spec).await;
         command_ms += run.duration_ms;
         gates.push(run);
-        let data = || json!(ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates: gates.clone(), command_ms });
+        let data = || {
+            json!(ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates: gates.clone(), command_ms })
+        };
         if out.is_infra_failure() {
             return WorkResult::infra_failure(format!("gate {cmd:?}: {}", out.describe()), data());
         }
@@ -159,6 +164,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     }
     let took = started.elapsed().as_millis();
     let out = ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates, command_ms };
-    WorkResult::success(format!("committed {} and passed {} gate(s) in {took} ms", &commit[..12.min(commit.len())], out.gates.len()), json!(out))
+    WorkResult::success(
+        format!("committed {} and passed {} gate(s) in {took} ms", &commit[..12.min(commit.len())], out.gates.len()),
+        json!(out),
+    )
 }
-

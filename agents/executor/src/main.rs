@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
     kit::agent::main_with("executor", |env| {
-        let worker = Arc::new(kit::worker::Worker::new(env.home.clone(), &env.name, "executor").skill("execute", executor::execute));
+        let worker = Arc::new(
+            kit::worker::Worker::new(env.home.clone(), &env.name, "executor").skill("execute", executor::execute),
+        );
         let skill = worker.a2a_skill(
             "execute",
             "Execute a candidate",

@@ -1,12 +1,12 @@
-//! The proposer agent binary: an A2A server whose skills live in the `proposer` library.
+//! The proposer agent binary: proposes candidate changes against the current baseline.
 
 fn main() -> anyhow::Result<()> {
-    kit::agent::main_with("proposer", |_env| {
+    kit::agent::main_with("proposer", |env| {
         Ok(kit::server::AgentSpec {
-            name: "proposer".into(),
+            name: env.name.clone(),
             role: "proposer".into(),
-            description: "Proposes candidate changes against the current baseline (strategies: sweep, command, openai)".into(),
-            skills: vec![],
+            description: "Proposes candidate changes against the current baseline (strategies: sweep, command)".into(),
+            skills: vec![proposer::work::skill(env.home.clone(), env.state_dir.clone())],
             push_notifications: true,
         })
     })

@@ -24,9 +24,9 @@ pub(crate) fn now() -> String {
     protocol::timestamp(SystemTime::now())
 }
 
-/// Writes `bytes` to a temporary file next to `path` (a dot file, which every scan skips) and
-/// renames it over `path`, so readers see the old or the new content, never a mix.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to a temporary file next to `path` (a dot file, which every scan skips);
+/// returns its path, for the caller to rename over `path`.
+pub(crate) fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let dir = path.parent().expect("substrate paths always have a parent directory");
     let name = path.file_name().expect("substrate paths always have a file name").to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
@@ -39,6 +39,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         return Err(SubstrateError::Io { op: "writing", path: tmp, source: e });
     }
+    Ok(tmp)
+}
+
+/// Writes `bytes` to a temporary file and renames it over `path`, so readers see the old or the
+/// new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, bytes)?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         SubstrateError::Io { op: "renaming into place", path: path.to_path_buf(), source: e }
@@ -53,7 +60,7 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 
 /// Reads a JSON file. `Ok(None)` when it does not exist; `Corrupt` when it does not parse.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>> {
-    let bytes = match fs::read(path) {
+    let bytes = match read_small(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
@@ -63,6 +70,25 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) ->
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Reads a whole file in as few system calls as possible (open, read, close for a file under
+/// 16 KiB). Substrate files are replaced by rename, never written in place, so a short read is
+/// the end of the file.
+pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 pub(crate) fn read_all(f: &mut File) -> std::io::Result<Vec<u8>> {

@@ -9,7 +9,7 @@ use protocol::names;
 use serde::{Deserialize, Serialize};
 
 use super::events::append_event;
-use super::fsutil::{create_dir_all, now, read_json, write_json_atomic};
+use super::fsutil::{create_dir_all, now, read_json, write_json_atomic, write_temp};
 use super::{Result, SubstrateError};
 use crate::git::Git;
 
@@ -252,13 +252,10 @@ impl BranchDir {
     /// `meta.json`, or moves lease files, holds it.
     pub(crate) fn lock_coord(&self) -> Result<File> {
         let path = self.dir.join(".coord.lock");
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| match e.kind() {
+        let f =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| match e
+                .kind()
+            {
                 std::io::ErrorKind::NotFound => SubstrateError::NoSuchBranch { path: self.dir.clone() },
                 _ => SubstrateError::Io { op: "opening lock", path: path.clone(), source: e },
             })?;
@@ -280,7 +277,8 @@ impl BranchDir {
     }
 
     pub(crate) fn create_control_dirs(&self) -> Result<()> {
-        for d in [self.tasks_dir(), self.expired_dir(), self.results_dir(), self.artifacts_dir(), self.dir.join("events")]
+        for d in
+            [self.tasks_dir(), self.expired_dir(), self.results_dir(), self.artifacts_dir(), self.dir.join("events")]
         {
             create_dir_all(&d)?;
         }
@@ -293,10 +291,15 @@ impl BranchDir {
 /// Nothing is created when the name is invalid or the base is not a commit.
 pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<BranchDir> {
     let bd = home.branch_dir(branch)?;
-    let base = home
-        .git()
-        .resolve_commit(base_commit)?
-        .ok_or_else(|| SubstrateError::NoSuchCommit { commit: base_commit.to_string(), repo: home.root.clone() })?;
+    // A full commit id (what the coordinator passes) goes straight to `git worktree add`, which
+    // refuses anything that is not a commit; anything else is resolved first.
+    let base = if is_full_hex_id(base_commit) {
+        base_commit.to_ascii_lowercase()
+    } else {
+        home.git()
+            .resolve_commit(base_commit)?
+            .ok_or_else(|| SubstrateError::NoSuchCommit { commit: base_commit.to_string(), repo: home.root.clone() })?
+    };
     create_dir_all(&home.worktrees)?;
     match fs::create_dir(&bd.dir) {
         Ok(()) => {}
@@ -306,7 +309,7 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
         Err(e) => return Err(SubstrateError::Io { op: "creating directory", path: bd.dir, source: e }),
     }
     let tree = bd.tree();
-    if let Err(e) = home.git().run([
+    let args: [&std::ffi::OsStr; 7] = [
         "worktree".as_ref(),
         "add".as_ref(),
         "--quiet".as_ref(),
@@ -314,16 +317,37 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
         branch.as_ref(),
         tree.as_os_str(),
         base.as_ref(),
-    ] as [&std::ffi::OsStr; 7])
-    {
-        let _ = fs::remove_dir_all(&bd.dir);
-        return Err(e.into());
-    }
+    ];
+    let added = home.git().start(args).map_err(SubstrateError::from).and_then(|running| {
+        // While git checks out the files: the control directories and the meta file, which
+        // becomes visible (renamed into place) only once the checkout exists.
+        let prepared = prepare_control_files(&bd, &base);
+        let checked_out = running.wait().map_err(SubstrateError::from);
+        checked_out.and(prepared)
+    });
+    let meta_tmp = match added {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&bd.dir);
+            if is_full_hex_id(base_commit) && home.git().resolve_commit(base_commit).ok().flatten().is_none() {
+                return Err(SubstrateError::NoSuchCommit { commit: base_commit.to_string(), repo: home.root.clone() });
+            }
+            return Err(e);
+        }
+    };
+    let meta_path = bd.meta_path();
+    fs::rename(&meta_tmp, &meta_path).map_err(SubstrateError::io("renaming into place", &meta_path))?;
+    bd.emit(&bd.event(None, EventKind::WorktreeAdded { base }))?;
+    Ok(bd)
+}
+
+/// Creates the control directories and writes meta.json to a temporary file; returns its path.
+fn prepare_control_files(bd: &BranchDir, base: &str) -> Result<PathBuf> {
     bd.create_control_dirs()?;
     let meta = BranchMeta {
         version: META_VERSION,
-        branch: branch.to_string(),
-        base: base.clone(),
+        branch: bd.branch.clone(),
+        base: base.to_string(),
         created_at: now(),
         state: BranchState::Active,
         updated_at: None,
@@ -332,7 +356,12 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
         checkout_removed: false,
         archived_ref: None,
     };
-    write_json_atomic(&bd.meta_path(), &meta)?;
-    bd.emit(&bd.event(None, EventKind::WorktreeAdded { base }))?;
-    Ok(bd)
+    let mut bytes = serde_json::to_vec_pretty(&meta).expect("meta always serializes");
+    bytes.push(b'\n');
+    write_temp(&bd.meta_path(), &bytes)
+}
+
+/// A full SHA-1 or SHA-256 object id.
+fn is_full_hex_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -45,19 +45,19 @@ use std::path::PathBuf;
 
 pub use events::{CorruptLine, EventLog, append_event, read_events};
 pub use fsutil::hostname;
-pub use gc::{GcReport, gc, remove_checkout};
+pub use gc::{GcReport, ORPHAN_GRACE, gc, remove_checkout};
 pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, add_worktree};
 pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, render_text};
 pub use lease::{Lease, try_claim};
 pub use promote::{PromoteOutcome, promote};
 pub use reaper::{DEFAULT_REAP_INTERVAL, EMPTY_LEASE_GRACE, reap, reap_all};
 pub use tasks::{list_tasks, queue_task, read_task, write_task};
-pub use watch::{TaskWatcher, Wakeup, find_claimable};
+pub use watch::{RESCAN_INTERVAL, TaskWatcher, Wakeup, Wakeups, find_claimable};
 
 use crate::git::GitError;
 use protocol::names::NameError;
 
-pub type Result<T, E = SubstrateError> = std::result::Result<T, SubstrateError>;
+pub type Result<T, E = SubstrateError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubstrateError {
@@ -87,7 +87,9 @@ pub enum SubstrateError {
     BranchExists { path: PathBuf },
     #[error("no task file {}: the coordinator has not queued task {task:?} on this branch", path.display())]
     NoSuchTask { task: String, path: PathBuf },
-    #[error("task file for {task:?} names branch {found:?} but is being written under branch {expected:?}: set TaskFile.branch to the branch directory it goes in")]
+    #[error(
+        "task file for {task:?} names branch {found:?} but is being written under branch {expected:?}: set TaskFile.branch to the branch directory it goes in"
+    )]
     TaskBranchMismatch { task: String, expected: String, found: String },
     #[error("lease on task {task:?} (token {token}) was lost: {reason}; stop working on it, a result would be refused")]
     LeaseLost { task: String, token: u64, reason: String },

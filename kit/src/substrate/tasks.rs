@@ -64,7 +64,10 @@ pub fn list_tasks(bd: &BranchDir) -> Result<Vec<TaskFile>> {
 }
 
 /// Tasks that parse, and the paths (with the error) of those that do not.
-pub(crate) fn scan_tasks(bd: &BranchDir) -> Result<(Vec<TaskFile>, Vec<(PathBuf, SubstrateError)>)> {
+/// A task file that did not parse, and why.
+pub(crate) type Unreadable = (PathBuf, SubstrateError);
+
+pub(crate) fn scan_tasks(bd: &BranchDir) -> Result<(Vec<TaskFile>, Vec<Unreadable>)> {
     let dir = bd.tasks_dir();
     let mut ok = Vec::new();
     let mut bad = Vec::new();

@@ -1,0 +1,230 @@
+//! The evaluator's leased `evaluate` skill: run the benchmark on baseline and candidate,
+//! interleaved, always from the baseline's (trusted) copy of the benchmark, and judge.
+//!
+//! - The baseline runs in a checkout of the baseline commit shared by every candidate of that
+//!   baseline (`worktrees/.swarm/baselines/<commit>`).
+//! - The candidate runs in a checkout of its commit (`worktrees/<branch>/eval`) in which every
+//!   file matching `ethos.benchmark_paths` is replaced by the baseline's version (and files the
+//!   candidate added there are removed): a candidate that edits the benchmark cannot grade itself.
+//! - Benchmarks of the whole machine are serialized by `worktrees/.swarm/bench.lock`, so two
+//!   evaluators never time each other.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kit::exec::{RunSpec, SandboxMode};
+use kit::git::Git;
+use kit::worker::{WorkCtx, WorkResult};
+use protocol::work::{CommandRun, EvaluateInput, EvaluateOutput, Recommendation};
+use serde_json::json;
+
+use crate::{EvalInput, Failure, Side, evaluate, parse_metrics, schedule};
+
+fn infra(e: impl std::fmt::Display) -> String {
+    format!("{e}")
+}
+
+/// A detached checkout of `commit` at `dir` (reused when it is already there at that commit).
+fn checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
+    if dir.join(".git").exists() {
+        let head = Git::new(dir).run(["rev-parse", "HEAD"]).map_err(infra)?;
+        if head == commit {
+            return Ok(());
+        }
+        let d = dir.to_string_lossy().to_string();
+        repo.run(["worktree", "remove", "--force", &d]).map_err(infra)?;
+    }
+    let d = dir.to_string_lossy().to_string();
+    let _ = repo.run(["worktree", "prune"]);
+    repo.run(["worktree", "add", "--detach", "--force", &d, commit]).map_err(infra)?;
+    Ok(())
+}
+
+/// Make every benchmark path in `dir` the baseline's version.
+fn restore_benchmark(dir: &Path, base: &str, patterns: &[String]) -> Result<Vec<String>, String> {
+    let git = Git::new(dir);
+    let mut restored = vec![];
+    for p in patterns {
+        let spec = format!(":(glob){p}");
+        let ours = git.run(["ls-files", "--", &spec]).map_err(infra)?;
+        let theirs = git.run(["ls-tree", "-r", "--name-only", base, "--", &spec]).map_err(infra)?;
+        let theirs: Vec<&str> = theirs.lines().filter(|l| !l.is_empty()).collect();
+        for f in ours.lines().filter(|l| !l.is_empty() && !theirs.contains(l)) {
+            std::fs::remove_file(dir.join(f)).map_err(|e| format!("removing {f}: {e}"))?;
+            restored.push(format!("-{f}"));
+        }
+        if !theirs.is_empty() {
+            git.run(["checkout", base, "--", &spec]).map_err(infra)?;
+            restored.extend(theirs.iter().map(|f| f.to_string()));
+        }
+    }
+    Ok(restored)
+}
+
+pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
+    let input: EvaluateInput = match serde_json::from_value(ctx.task.input.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            return WorkResult::candidate_failure(format!("task input is not an evaluate request: {e}"), json!({}));
+        }
+    };
+    let root = ctx.home.root().to_path_buf();
+    let swarm = root.join("worktrees").join(".swarm");
+    let base_dir = swarm.join("baselines").join(&input.base[..16.min(input.base.len())]);
+    let cand_dir = ctx.bd.dir().join("eval");
+    // One benchmark at a time on this machine.
+    let lock_path = swarm.join("bench.lock");
+    let lock = {
+        let p = lock_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<File, String> {
+            std::fs::create_dir_all(p.parent().expect("bench.lock has a parent")).map_err(infra)?;
+            let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(infra)?;
+            f.lock().map_err(infra)?;
+            Ok(f)
+        })
+        .await
+    };
+    let _lock = match lock {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return WorkResult::infra_failure(format!("taking {}: {e}", lock_path.display()), json!({})),
+        Err(e) => return WorkResult::infra_failure(format!("taking the benchmark lock: {e}"), json!({})),
+    };
+    let prep = {
+        let (root, base_dir, cand_dir, inp) = (root.clone(), base_dir.clone(), cand_dir.clone(), input.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+            let repo = Git::new(&root);
+            let baselines = base_dir.parent().expect("baselines dir");
+            std::fs::create_dir_all(baselines).map_err(infra)?;
+            // Checkouts of older baselines are done with (we hold the benchmark lock).
+            for old in std::fs::read_dir(baselines).map_err(infra)?.flatten() {
+                if old.path() != base_dir {
+                    let o = old.path().to_string_lossy().to_string();
+                    let _ = repo.run(["worktree", "remove", "--force", &o]);
+                    let _ = std::fs::remove_dir_all(old.path());
+                }
+            }
+            checkout(&repo, &base_dir, &inp.base)?;
+            checkout(&repo, &cand_dir, &inp.commit)?;
+            restore_benchmark(&cand_dir, &inp.base, &inp.ethos.benchmark_paths)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let restored = match prep {
+        Ok(r) => r,
+        Err(e) => return WorkResult::infra_failure(format!("preparing the benchmark checkouts: {e}"), json!({})),
+    };
+    let mode: SandboxMode = input.sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
+    let mut runs = EvalInput::default();
+    let mut evidence: Vec<CommandRun> = vec![];
+    let mut command_ms = 0u64;
+    let log = ctx.artifacts.join("bench.log");
+    for run in schedule(input.repeats, input.warmup) {
+        if ctx.lease_lost() {
+            cleanup(&root, &cand_dir).await;
+            return WorkResult::infra_failure("lease lost while benchmarking", json!({}));
+        }
+        let (dir, side) = match run.side {
+            Side::Baseline => (&base_dir, &mut runs.baseline),
+            Side::Candidate => (&cand_dir, &mut runs.candidate),
+        };
+        let mut spec = RunSpec::new(input.ethos.benchmark.clone(), dir.clone())
+            .with_timeout(Duration::from_secs(input.ethos.bench_timeout_s))
+            .with_sandbox(mode)
+            .with_network(input.sandbox.allow_network)
+            .with_log(log.clone());
+        if input.sandbox.memory_mb > 0 {
+            spec = spec.with_memory_limit(input.sandbox.memory_mb * 1024 * 1024);
+        }
+        let out = kit::exec::run(&spec).await;
+        command_ms += out.duration.as_millis() as u64;
+        let label = format!(
+            "{}{} {}",
+            if run.warmup { "warmup " } else { "" },
+            match run.side {
+                Side::Baseline => "baseline",
+                Side::Candidate => "candidate",
+            },
+            run.round
+        );
+        let parsed = if out.success() {
+            parse_metrics(&out.stdout, input.ethos.metric_pattern.as_deref(), &input.ethos.metric)
+                .map_err(|e| e.to_string())
+        } else {
+            Err(out.describe())
+        };
+        evidence.push(CommandRun {
+            command: label,
+            result: match &parsed {
+                Ok(_) => "ok".into(),
+                Err(_) if out.is_infra_failure() => "infra".into(),
+                Err(_) => "failed".into(),
+            },
+            detail: match &parsed {
+                Ok(m) => json!(m).to_string(),
+                Err(e) => e.clone(),
+            },
+            duration_ms: out.duration.as_millis() as u64,
+            log: Some("bench.log".into()),
+        });
+        match parsed {
+            Ok(metrics) => {
+                let v = metrics[&input.ethos.metric];
+                if run.warmup {
+                    side.warmup.push(v);
+                } else {
+                    side.samples.push(v);
+                    for g in &input.ethos.guard {
+                        if let Some(x) = metrics.get(&g.metric) {
+                            side.guards.entry(g.metric.clone()).or_default().push(*x);
+                        }
+                    }
+                }
+            }
+            Err(reason) => side.failures.push(Failure { round: run.round, warmup: run.warmup, reason }),
+        }
+    }
+    cleanup(&root, &cand_dir).await;
+    // A benchmark that cannot run at all on the trusted baseline is the harness's problem.
+    if runs.baseline.samples.is_empty() && !runs.baseline.failures.is_empty() {
+        let why = runs.baseline.failures.last().map(|f| f.reason.clone()).unwrap_or_default();
+        return WorkResult::infra_failure(
+            format!("the benchmark fails on the baseline itself: {why}"),
+            json!({"runs": evidence}),
+        );
+    }
+    let ev = evaluate(&runs, &input.ethos);
+    let recommendation = ev.diagnosis.recommendation.as_ref().map(|r: &crate::Recommendation| Recommendation {
+        setting: r.setting.clone(),
+        from: r.from,
+        to: r.to,
+        reason: r.reason.clone(),
+    });
+    let out = EvaluateOutput {
+        verdict: ev.verdict.to_string(),
+        reasons: ev.reasons.clone(),
+        baseline_median: ev.stats.baseline.median,
+        candidate_median: ev.stats.candidate.median,
+        effect: ev.stats.improvement,
+        stats: json!(ev.stats),
+        diagnosis: json!(ev.diagnosis),
+        recommendation,
+        runs: evidence,
+        command_ms,
+    };
+    let mut artefact = json!(ev);
+    artefact["restored_benchmark_files"] = json!(restored);
+    if let Err(e) = ctx.write_artifact("evaluation.json", &serde_json::to_vec_pretty(&artefact).unwrap_or_default()) {
+        tracing::warn!("writing evaluation.json: {e:#}");
+    }
+    WorkResult::success(format!("{}: {}", ev.verdict, ev.reasons.first().cloned().unwrap_or_default()), json!(out))
+}
+
+async fn cleanup(root: &Path, cand_dir: &Path) {
+    let (root, d): (PathBuf, String) = (root.to_path_buf(), cand_dir.to_string_lossy().to_string());
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = Git::new(&root).run(["worktree", "remove", "--force", &d]);
+    })
+    .await;
+}

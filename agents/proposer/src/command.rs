@@ -1,0 +1,339 @@
+//! The `command` strategy: run a configured program (a coding-agent CLI or a script) in a scratch
+//! checkout of the baseline and take the diff it leaves as the proposal.
+//!
+//! The program gets, as text on stdin and in its environment:
+//! - `RATCHET_GOAL`: the goal (ethos.md `goal`);
+//! - `RATCHET_BANNED`: the hard-banned approach keys, one a line (approaches that already failed);
+//! - `RATCHET_CONTEXT_FILE`: the absolute path of a file holding the context (governance texts,
+//!   history). The file is written inside the checkout as [`CONTEXT_FILE`], so that every
+//!   sandbox mode can read it, and removed before the diff is taken.
+//!
+//! The program runs through [`kit::exec`]: `sh -c`, its own process group killed at the end, a
+//! cleared environment, the sandbox and limits of [`CommandLimits`].
+//!
+//! Afterwards every change (including new files, and commits the program made) is staged with
+//! `git add -A` and diffed against the commit the checkout started from; the checkout is then
+//! reset to that commit (`git reset --hard`, `git clean -fd`: ignored files such as build
+//! outputs are kept).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kit::exec::{RunSpec, SandboxMode};
+use serde_json::json;
+
+use crate::{Proposal, ProposalError, slug};
+
+/// The name of the context file written at the checkout's root for the program's run.
+pub const CONTEXT_FILE: &str = ".ratchet-proposer-context.md";
+
+/// Longest summary taken from the program's output, in characters.
+const MAX_SUMMARY: usize = 200;
+
+/// How the program runs. `From<Duration>` gives the defaults for that timeout.
+#[derive(Debug, Clone)]
+pub struct CommandLimits {
+    pub timeout: Duration,
+    pub sandbox: SandboxMode,
+    /// Defaults to true: the program is configured by a person in cadence.md, and coding-agent
+    /// CLIs reach their model over the network.
+    pub allow_network: bool,
+    pub memory_limit_bytes: Option<u64>,
+    /// Added to the program's (otherwise cleared) environment, e.g. the API key its CLI needs.
+    pub env: Vec<(String, String)>,
+}
+
+impl From<Duration> for CommandLimits {
+    fn from(timeout: Duration) -> CommandLimits {
+        CommandLimits {
+            timeout,
+            sandbox: SandboxMode::Auto,
+            allow_network: true,
+            memory_limit_bytes: None,
+            env: vec![],
+        }
+    }
+}
+
+/// The text given on stdin.
+fn stdin_text(goal: &str, context: &str, banned: &[String]) -> String {
+    let mut s = format!("# Goal\n\n{}\n\n# Banned approaches\n\n", goal.trim_end());
+    if banned.is_empty() {
+        s.push_str("(none)\n");
+    } else {
+        s.push_str("These were tried and failed; do not propose them again:\n");
+        for b in banned {
+            s.push_str(&format!("- {b}\n"));
+        }
+    }
+    s.push_str(&format!("\n# Context\n\n{}\n", context.trim_end()));
+    s
+}
+
+/// Run `cmd` in `worktree` (a scratch checkout of the baseline, reset before and after) and
+/// return the diff it leaves as a proposal.
+///
+/// Errors: [`ProposalError::CommandFailed`] for a non-zero exit, [`ProposalError::EmptyDiff`]
+/// when it exits 0 having changed nothing, [`ProposalError::CommandInfra`] for a timeout, a
+/// spawn error, a signal or running out of memory.
+pub async fn propose_command(
+    cmd: &str,
+    worktree: &Path,
+    goal: &str,
+    context: &str,
+    banned: &[String],
+    limits: impl Into<CommandLimits>,
+) -> Result<Proposal, ProposalError> {
+    let limits = limits.into();
+    let worktree =
+        std::path::absolute(worktree).map_err(|source| ProposalError::Io { path: worktree.into(), source })?;
+    let base = git(&worktree, &["rev-parse", "--verify", "HEAD^{commit}"]).await?.trim().to_string();
+    reset(&worktree, &base).await?;
+
+    let context_path = worktree.join(CONTEXT_FILE);
+    std::fs::write(&context_path, context)
+        .map_err(|source| ProposalError::Io { path: context_path.clone(), source })?;
+    let mut spec = RunSpec::new(cmd, &worktree)
+        .with_stdin(stdin_text(goal, context, banned))
+        .with_env("RATCHET_GOAL", goal)
+        .with_env("RATCHET_BANNED", banned.join("\n"))
+        .with_env("RATCHET_CONTEXT_FILE", context_path.to_string_lossy())
+        .with_timeout(limits.timeout)
+        .with_sandbox(limits.sandbox)
+        .with_network(limits.allow_network);
+    if let Some(bytes) = limits.memory_limit_bytes {
+        spec = spec.with_memory_limit(bytes);
+    }
+    for (k, v) in &limits.env {
+        spec = spec.with_env(k, v);
+    }
+    let outcome = kit::exec::run(&spec).await;
+    let _ = std::fs::remove_file(&context_path);
+
+    let taken = if outcome.success() { take_diff(&worktree, &base).await.map(Some) } else { Ok(None) };
+    let reset_result = reset(&worktree, &base).await;
+    let tail = || tail_of(&outcome.stderr);
+    if outcome.is_infra_failure() {
+        return Err(ProposalError::CommandInfra {
+            command: cmd.into(),
+            status: outcome.describe(),
+            stderr_tail: tail(),
+        });
+    }
+    if !outcome.success() {
+        return Err(ProposalError::CommandFailed {
+            command: cmd.into(),
+            status: outcome.describe(),
+            stderr_tail: tail(),
+        });
+    }
+    let (patch, files) = taken?.expect("taken after a successful run");
+    reset_result?;
+    if patch.is_empty() {
+        return Err(ProposalError::EmptyDiff { command: cmd.into(), worktree });
+    }
+
+    let summary = outcome
+        .stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(MAX_SUMMARY).collect())
+        .unwrap_or_else(|| format!("`{cmd}` changed {}", files.join(", ")));
+    let hash = protocol::governance::hash(&patch);
+    Ok(Proposal {
+        id: format!("command-{}-{}", slug(&summary, 32), &hash[..8]),
+        strategy: "command".into(),
+        summary,
+        files,
+        params: json!({}),
+        patch: Some(patch),
+        edits: vec![],
+    })
+}
+
+/// The last few lines of stderr, for an error message.
+fn tail_of(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    if tail.is_empty() { "(nothing)".into() } else { tail }
+}
+
+/// Stage everything and diff it against `base`: (patch, touched files).
+async fn take_diff(dir: &Path, base: &str) -> Result<(String, Vec<String>), ProposalError> {
+    git(dir, &["add", "-A"]).await?;
+    let common = ["--cached", "--no-color", "--no-ext-diff", "--no-renames"];
+    let mut args = vec!["diff"];
+    args.extend(common);
+    args.extend(["--binary", "--src-prefix=a/", "--dst-prefix=b/", base, "--"]);
+    let patch = git(dir, &args).await?;
+    let mut args = vec!["diff"];
+    args.extend(common);
+    args.extend(["--name-only", "-z", base, "--"]);
+    let names = git(dir, &args).await?;
+    let files = names.split('\0').filter(|f| !f.is_empty()).map(String::from).collect();
+    Ok((patch, files))
+}
+
+/// Put the checkout back at `base`: tracked files, index, branch, and untracked files (ignored
+/// ones are kept).
+async fn reset(dir: &Path, base: &str) -> Result<(), ProposalError> {
+    git(dir, &["reset", "--quiet", "--hard", base]).await?;
+    git(dir, &["clean", "-fdq"]).await?;
+    Ok(())
+}
+
+/// Variables that would point git at another repository, index or object store.
+const REDIRECTING_ENV: [&str; 6] =
+    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
+
+/// `git -C dir args`, hooks off; stdout as UTF-8.
+async fn git(dir: &Path, args: &[&str]) -> Result<String, ProposalError> {
+    let err = |stderr: String| ProposalError::Git { args: args.join(" "), dir: PathBuf::from(dir), stderr };
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C").arg(dir).args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotePath=false"]).args(args);
+    for var in REDIRECTING_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = cmd.output().await.map_err(|e| err(format!("could not run git: {e}; install git and put it on PATH")))?;
+    if !out.status.success() {
+        return Err(err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| err("the output is not UTF-8 (a text file with another encoding?)".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// A temporary repository with one commit holding params.toml.
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("params.toml"), "cutoff = 16\n").unwrap();
+        std::fs::write(dir.path().join(".gitignore"), "/build\n").unwrap();
+        sh(dir.path(), "git init -q -b main && git add -A && git commit -q -m base");
+        dir
+    }
+
+    fn sh(dir: &Path, script: &str) -> String {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn limits() -> CommandLimits {
+        let mut l = CommandLimits::from(Duration::from_secs(60));
+        l.sandbox = SandboxMode::Plain;
+        l.env = vec![("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()), ("GIT_CONFIG_NOSYSTEM".into(), "1".into())];
+        l
+    }
+
+    fn pristine(dir: &Path) {
+        assert_eq!(sh(dir, "git status --porcelain"), "", "the checkout was not reset");
+        assert_eq!(std::fs::read_to_string(dir.join("params.toml")).unwrap(), "cutoff = 16\n");
+    }
+
+    #[tokio::test]
+    async fn a_script_that_edits_gives_an_applicable_patch() {
+        let repo = repo();
+        let dir = repo.path();
+        let script = "cat > stdin.txt; printf '%s' \"$RATCHET_GOAL\" > goal.txt; \
+                      printf '%s' \"$RATCHET_BANNED\" > banned.txt; cp \"$RATCHET_CONTEXT_FILE\" context.txt; \
+                      sed -i 's/16/32/' params.toml; mkdir -p build; echo junk > build/out; \
+                      echo 'raise the cutoff'";
+        let banned = vec!["cutoff=8".to_string(), "cutoff=4".to_string()];
+        let p = propose_command(script, dir, "be faster", "history: none", &banned, limits()).await.unwrap();
+        assert_eq!(p.strategy, "command");
+        assert_eq!(p.summary, "raise the cutoff");
+        assert_eq!(p.files, ["banned.txt", "context.txt", "goal.txt", "params.toml", "stdin.txt"]);
+        protocol::names::check_branch(&p.id).unwrap();
+        assert!(p.approach_key().starts_with("command:"), "{}", p.approach_key());
+        let patch = p.patch.clone().unwrap();
+        assert!(patch.contains("-cutoff = 16\n+cutoff = 32\n"), "{patch}");
+        assert!(patch.contains("+be faster") && patch.contains("+cutoff=8\n+cutoff=4"), "{patch}");
+        assert!(patch.contains("+history: none"), "{patch}");
+        assert!(patch.contains("+# Goal") && patch.contains("+- cutoff=8"), "stdin: {patch}");
+        assert!(!patch.contains(CONTEXT_FILE), "the context file leaked into the patch");
+        pristine(dir);
+        // The ignored build output is kept; the patch applies to the baseline.
+        assert!(dir.join("build/out").exists());
+        std::fs::write(dir.join("p.diff"), &patch).unwrap();
+        sh(dir, "git apply p.diff && rm p.diff");
+        assert_eq!(std::fs::read_to_string(dir.join("params.toml")).unwrap(), "cutoff = 32\n");
+    }
+
+    #[tokio::test]
+    async fn commits_made_by_the_program_are_taken_and_undone() {
+        let repo = repo();
+        let dir = repo.path();
+        let head = sh(dir, "git rev-parse HEAD");
+        let script = "echo 'cutoff = 64' > params.toml && git -c user.name=a -c user.email=a@b commit -qam tuned";
+        let p = propose_command(script, dir, "g", "c", &[], limits()).await.unwrap();
+        assert!(p.patch.unwrap().contains("+cutoff = 64"));
+        assert_eq!(p.summary, "`".to_string() + script + "` changed params.toml");
+        assert_eq!(sh(dir, "git rev-parse HEAD"), head);
+        pristine(dir);
+    }
+
+    #[tokio::test]
+    async fn a_failing_program_is_a_command_failure() {
+        let repo = repo();
+        let dir = repo.path();
+        let e = propose_command("echo 32 > params.toml; echo nope >&2; exit 1", dir, "g", "c", &[], limits())
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, ProposalError::CommandFailed { stderr_tail, .. } if stderr_tail == "nope"), "{e:?}");
+        assert!(!e.is_infra());
+        assert!(e.to_string().contains("exited with status 1"), "{e}");
+        pristine(dir);
+    }
+
+    #[tokio::test]
+    async fn no_change_is_an_empty_diff() {
+        let repo = repo();
+        let dir = repo.path();
+        // Touching the file without changing it, and building ignored output, is no change.
+        let e = propose_command("touch params.toml; mkdir -p build; echo x > build/y", dir, "g", "c", &[], limits())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProposalError::EmptyDiff { .. }), "{e:?}");
+        assert!(e.to_string().contains("changed nothing"), "{e}");
+        pristine(dir);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_is_an_infrastructure_failure() {
+        let repo = repo();
+        let dir = repo.path();
+        let mut l = limits();
+        l.timeout = Duration::from_secs(1);
+        let e = propose_command("echo 1 > new.txt; sleep 30", dir, "g", "c", &[], l).await.unwrap_err();
+        assert!(matches!(e, ProposalError::CommandInfra { .. }) && e.is_infra(), "{e:?}");
+        assert!(!dir.join("new.txt").exists());
+        pristine(dir);
+    }
+
+    #[test]
+    fn stdin_lists_goal_banned_and_context() {
+        let text = stdin_text("be faster\n", "ctx", &["a=1".into()]);
+        assert_eq!(
+            text,
+            "# Goal\n\nbe faster\n\n# Banned approaches\n\nThese were tried and failed; do not propose them again:\n- a=1\n\n# Context\n\nctx\n"
+        );
+        assert!(stdin_text("g", "c", &[]).contains("# Banned approaches\n\n(none)\n"));
+    }
+}
