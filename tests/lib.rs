@@ -197,3 +197,160 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `ratchet up` / `ratchet status` (used by tests/integration/supervisor.rs)
+
+/// A command running the workspace's `ratchet` binary in `home`, hermetic environment.
+pub fn ratchet_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("ratchet"));
+    hermetic(&mut cmd, home);
+    cmd.current_dir(home).args(args);
+    cmd
+}
+
+/// The stdout and stderr lines of a child, read by threads, so a test can wait for a line with a
+/// deadline instead of sleeping. Waits advance a cursor: each wait looks only at lines after the
+/// one the previous wait matched.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    cursor: usize,
+}
+
+impl Lines {
+    /// Take `child`'s piped stdout and stderr; stderr lines are prefixed with `stderr: `.
+    /// `on_stdout` sees every stdout line as it arrives (in the reader thread).
+    pub fn capture(child: &mut Child, on_stdout: impl Fn(&str) + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                on_stdout(&line);
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx2.send(format!("stderr: {line}")).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, seen: Vec::new(), cursor: 0 }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.rx.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// The next line (after the cursor) containing `needle`; panics after `timeout` with all the
+    /// output seen so far.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain();
+            if let Some(i) = self.seen[self.cursor..].iter().position(|l| l.contains(needle)) {
+                self.cursor += i + 1;
+                return self.seen[self.cursor - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no line containing {needle:?} within {timeout:?}; output so far:\n{}", self.all())
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("output ended without a line containing {needle:?}; output:\n{}", self.all())
+                }
+            }
+        }
+    }
+
+    /// Everything seen so far (reads what has arrived without waiting).
+    pub fn all(&mut self) -> String {
+        self.drain();
+        self.seen.join("\n")
+    }
+
+    /// Read until both pipes close (the child and everything holding its pipes exited).
+    pub fn read_to_end(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return self.seen.join("\n"),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("output did not end within {timeout:?}; output so far:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+}
+
+/// A running `ratchet up`. Dropping it SIGKILLs the supervisor's group, then every agent process
+/// group it reported starting (`<name>: started (pid N)`), so a failing test leaves nothing behind.
+pub struct Swarm {
+    pub proc: ProcGuard,
+    pub lines: Lines,
+    pgids: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
+}
+
+impl Swarm {
+    /// Start `ratchet up` in `home` (which must hold an agents.toml).
+    pub fn up(home: &Path) -> Swarm {
+        let mut cmd = ratchet_cmd(home, &["up"]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = ProcGuard::spawn(cmd);
+        let pgids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = pgids.clone();
+        let lines = Lines::capture(&mut proc.child, move |line| {
+            if let Some(pid) = started_pid(line) {
+                seen.lock().expect("pgid list").push(pid);
+            }
+        });
+        Swarm { proc, lines, pgids }
+    }
+
+    /// Wait for the next line containing `needle` (see [`Lines::wait_for`]).
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        self.lines.wait_for(needle, timeout)
+    }
+
+    /// Every agent process group the supervisor reported starting so far.
+    pub fn agent_pgids(&self) -> Vec<i32> {
+        self.pgids.lock().expect("pgid list").clone()
+    }
+}
+
+/// `critic: started (pid 123)` -> 123.
+fn started_pid(line: &str) -> Option<i32> {
+    line.split_once(": started (pid ")?.1.strip_suffix(')')?.parse().ok()
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.proc.pid()), Signal::SIGKILL);
+        let _ = self.proc.child.wait();
+        for pgid in self.agent_pgids() {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// `ratchet status --json` in `home`: (exit code, parsed array, stderr).
+pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String) {
+    let out = ratchet_cmd(home, &["status", "--json"]).output().expect("ratchet status runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let agents = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"));
+    (out.status.code().unwrap_or(-1), agents, String::from_utf8_lossy(&out.stderr).into_owned())
+}

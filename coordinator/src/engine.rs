@@ -741,7 +741,13 @@ impl Engine {
             if v == "INFRA" {
                 continue; // the harness's fault: may be tried again
             }
-            self.st.tried.push(Tried { key: c.proposal.approach_key(), verdict: v.clone(), effect: c.eval.as_ref().and_then(|e| e.effect), cycle: cur.cycle });
+            let recorded = if promoted.as_ref().is_some_and(|p| p.branch == c.branch) { "PROMOTED".to_string() } else { v.clone() };
+            self.st.tried.push(Tried {
+                key: c.proposal.approach_key(),
+                verdict: recorded,
+                effect: c.eval.as_ref().and_then(|e| e.effect),
+                cycle: cur.cycle,
+            });
             if v == "REJECT" || v == "FAILED" {
                 self.st.banned.push(c.proposal.approach_key());
             }
@@ -912,7 +918,14 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     loop {
         // Governance may change between cycles (an approval): reload it each time.
         match crate::govern::load(&eng.ctx.home) {
-            Ok(g) => eng.gov = g,
+            Ok(g) => {
+                let switched = crate::govern::switched(&eng.gov, &g);
+                eng.gov = g;
+                for (doc, from, to) in switched {
+                    eng.say(&format!("governance: now under the approved {doc} {}", &to[..12]));
+                    eng.emit(None, None, EventKind::GovernanceSwitched { doc, from, to });
+                }
+            }
             Err(e) => tracing::warn!("keeping the governance in force: {e:#}"),
         }
         if eng.st.current.is_none() {
@@ -924,6 +937,12 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             eng.peers = Peers::discover(&state_file, &eng.ctx.me).await;
         }
         eng.cycle().await?;
+        // Agents propose, never impose: repeated critic findings become proposals for a person.
+        for p in crate::govern::distil(&eng.ctx.home, &eng.st.finished, &eng.gov) {
+            eng.say(&format!("governance: proposed {} ({}); apply with `ratchet approve {}`", p.doc, p.summary, p.id));
+            let evidence = json!(p.evidence);
+            eng.emit(None, None, EventKind::GovernanceProposed { id: p.id, doc: p.doc, summary: p.summary, evidence });
+        }
         if eng.st.stopped.is_some() {
             break;
         }

@@ -1,1 +1,12 @@
+//! The coordinator agent (the loop, routing, lease expiry, promotion) and the `ratchet`
+//! supervisor command. The supervisor is only a process manager; the coordinator is an agent
+//! like the others, reached over A2A.
 
+pub mod agent;
+pub mod demo;
+pub mod demo_target;
+pub mod engine;
+pub mod explain;
+pub mod govern;
+pub mod peers;
+pub mod supervisor;

@@ -1,2 +1,4 @@
-
+mod interop;
+mod substrate;
+mod supervisor;
 mod wire;

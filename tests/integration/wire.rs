@@ -88,10 +88,7 @@ fn send_blocking_and_non_blocking_and_missing_skill() {
     let agent = spawn_agent("critic", home.path(), &[]);
     let client = A2aClient::new(&agent.url);
     rt().block_on(async {
-        let done = client
-            .send(Message::new(Role::User, "m1", vec![Part::text("hello")]), true)
-            .await
-            .unwrap();
+        let done = client.send(Message::new(Role::User, "m1", vec![Part::text("hello")]), true).await.unwrap();
         assert_eq!(done.status.state, TaskState::Completed);
         assert!(done.status.message.unwrap().text().contains("critic (critic) is up"));
 
@@ -156,7 +153,8 @@ fn every_error_code_the_spec_names() {
         let v = rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "message/send", "params": params}));
         assert_eq!(err_code(&v), -32602, "{v}");
     }
-    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": "x", "historyLength": -3}}));
+    let v =
+        rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": "x", "historyLength": -3}}));
     assert_eq!(err_code(&v), -32602);
     // -32001: unknown task, including path-traversing ids (nothing on disk is touched).
     for id in ["nope", "../../etc/passwd", "/etc/passwd", "a\u{0}b"] {
@@ -204,7 +202,10 @@ fn history_length_trims_history() {
     assert_eq!(done["result"]["history"].as_array().unwrap().len(), 1);
     let id = done["result"]["id"].clone();
     for (n, want) in [(0, 0), (1, 1), (5, 2)] {
-        let v = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id, "historyLength": n}}));
+        let v = rpc(
+            &agent.url,
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id, "historyLength": n}}),
+        );
         let got = v["result"].get("history").and_then(Value::as_array).map_or(0, Vec::len);
         assert_eq!(got, want, "historyLength {n}");
     }
@@ -305,7 +306,10 @@ fn push_notification_config_and_delivery() {
                "params": {"id": id, "pushNotificationConfigId": "second"}}),
     );
     assert_eq!(got["result"]["pushNotificationConfig"]["url"], "http://127.0.0.1:9/x");
-    let list = rpc(url, json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}));
+    let list = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}),
+    );
     assert_eq!(list["result"].as_array().unwrap().len(), 2);
     let del = rpc(
         url,
@@ -313,7 +317,10 @@ fn push_notification_config_and_delivery() {
                "params": {"id": id, "pushNotificationConfigId": "second"}}),
     );
     assert!(del.get("error").is_none(), "{del}");
-    let list = rpc(url, json!({"jsonrpc": "2.0", "id": 6, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}));
+    let list = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 6, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}),
+    );
     assert_eq!(list["result"].as_array().unwrap().len(), 1);
 
     // An agent whose card says no push notifications answers -32003.
@@ -340,12 +347,17 @@ fn bearer_token_is_declared_and_enforced() {
         reqwest::get(format!("{}.well-known/agent.json", agent.url)).await.unwrap().json().await.unwrap()
     });
     assert_eq!(card["securitySchemes"]["bearer"]["scheme"], "bearer");
-    let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}})).unwrap();
+    let body =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}})).unwrap();
     let (s, _) = post_raw(&agent.url, "application/json", body);
     assert_eq!(s, 401);
     let client = A2aClient::new(&agent.url).with_token(Some("s3cret".into()));
     let err = rt()
-        .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams { id: "x".into(), history_length: None, metadata: None }))
+        .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams {
+            id: "x".into(),
+            history_length: None,
+            metadata: None,
+        }))
         .unwrap_err();
     assert!(err.to_string().contains("-32001"), "authorized call reaches the method: {err}");
 }

@@ -41,23 +41,25 @@ fn checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Make every benchmark path in `dir` the baseline's version.
+/// Make every benchmark path in `dir` the baseline's version: files the candidate changed are
+/// checked out from the baseline, files it added there are removed.
 fn restore_benchmark(dir: &Path, base: &str, patterns: &[String]) -> Result<Vec<String>, String> {
+    use protocol::governance::glob_match;
     let git = Git::new(dir);
+    let matches = |f: &&str| patterns.iter().any(|p| glob_match(p, f));
+    let ours = git.run(["ls-files"]).map_err(infra)?;
+    let theirs = git.run(["ls-tree", "-r", "--name-only", base]).map_err(infra)?;
+    let theirs: Vec<&str> = theirs.lines().filter(|l| !l.is_empty()).filter(matches).collect();
     let mut restored = vec![];
-    for p in patterns {
-        let spec = format!(":(glob){p}");
-        let ours = git.run(["ls-files", "--", &spec]).map_err(infra)?;
-        let theirs = git.run(["ls-tree", "-r", "--name-only", base, "--", &spec]).map_err(infra)?;
-        let theirs: Vec<&str> = theirs.lines().filter(|l| !l.is_empty()).collect();
-        for f in ours.lines().filter(|l| !l.is_empty() && !theirs.contains(l)) {
-            std::fs::remove_file(dir.join(f)).map_err(|e| format!("removing {f}: {e}"))?;
-            restored.push(format!("-{f}"));
-        }
-        if !theirs.is_empty() {
-            git.run(["checkout", base, "--", &spec]).map_err(infra)?;
-            restored.extend(theirs.iter().map(|f| f.to_string()));
-        }
+    for f in ours.lines().filter(|l| !l.is_empty()).filter(matches).filter(|f| !theirs.contains(f)) {
+        std::fs::remove_file(dir.join(f)).map_err(|e| format!("removing {f}: {e}"))?;
+        restored.push(format!("-{f}"));
+    }
+    if !theirs.is_empty() {
+        let mut args = vec!["checkout", base, "--"];
+        args.extend(theirs.iter().copied());
+        git.run(args).map_err(infra)?;
+        restored.extend(theirs.iter().map(|f| f.to_string()));
     }
     Ok(restored)
 }

@@ -1,1 +1,248 @@
-fn main() {}
+//! `ratchet`: the swarm's command line. Each subcommand is one call into the coordinator library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use coordinator::supervisor::{self, LoopRequest, RestartPolicy, SupervisorError, UpOptions};
+
+#[derive(Parser)]
+#[command(name = "ratchet", version, about = "Run and inspect a Ratchet swarm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every agent in agents.toml and supervise them in the foreground (Ctrl-C stops all).
+    Up(RepoArgs),
+    /// Run the whole loop on an embedded demo target (no model, no network) and print its history.
+    Demo {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Print the run summary as JSON (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why is this commit on main? The proposal, gates, critic findings, samples, statistics,
+    /// verdict and governance hashes behind it, from the events alone.
+    Explain {
+        /// A commit id or revision.
+        commit: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A candidate branch's tasks, leases, artefacts, events and diff stat.
+    Inspect {
+        branch: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove finished worktrees and their branches (never an unpromoted commit: those are archived).
+    Gc {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the running swarm, checking each agent's card live.
+    Status {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Print a JSON array of agents instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The approved governance documents, pending edits on disk (with a diff) and agent proposals.
+    Governance {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve governance documents as they are on disk (validated first), or apply an agent proposal.
+    Approve {
+        /// constitution.md, ethos.md, cadence.md, or a proposal id (p-...).
+        #[arg(required = true, value_name = "DOC|PROPOSAL-ID")]
+        targets: Vec<String>,
+        /// Who approves (default: the git identity).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a governance document's approved text over a pending edit, or drop a proposal.
+    Reject {
+        /// constitution.md, ethos.md, cadence.md, or a proposal id (p-...).
+        #[arg(value_name = "DOC|PROPOSAL-ID")]
+        target: String,
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Make this git repository a swarm home: agents.toml and the three governance documents from
+    /// templates, worktrees/ in .gitignore, and the documents recorded as first approved versions.
+    Init {
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Who approves the first versions (default: the git identity).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RepoArgs {
+    /// The repository root holding agents.toml.
+    #[arg(long, value_name = "PATH", default_value = ".")]
+    repo: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
+    let result = match cli.command {
+        Command::Up(args) => {
+            let run_loop = Some(LoopRequest { max_cycles: 0, fresh: false, exit_when_done: false });
+            runtime
+                .block_on(supervisor::up(UpOptions { repo: args.repo, policy: RestartPolicy::default(), run_loop }))
+                .map(|_| ())
+        }
+        Command::Status { repo, json } => runtime.block_on(status(repo.repo, json)),
+        Command::Demo { repo, json } => {
+            return report(runtime.block_on(coordinator::demo::demo(&repo.repo, json)).map(|_| ()));
+        }
+        Command::Explain { commit, repo, json } => return report(explain(&repo.repo, &commit, json)),
+        Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
+        Command::Gc { repo, json } => return report(gc(&repo.repo, json)),
+        Command::Governance { repo, json } => return report(governance(&repo.repo, json)),
+        Command::Approve { targets, by, repo, json } => return report(approve(&repo.repo, &targets, by.as_deref(), json)),
+        Command::Reject { target, by, repo } => return report(reject(&repo.repo, &target, by.as_deref())),
+        Command::Init { force, by, repo, json } => return report(init(&repo.repo, force, by.as_deref(), json)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn status(repo: PathBuf, json: bool) -> Result<(), SupervisorError> {
+    match supervisor::status(&repo).await {
+        Ok(report) if json => println!("{}", report.to_json()),
+        Ok(report) => print!("{}", report.to_table()),
+        Err(e) => {
+            if json {
+                println!("[]");
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Exit status for the commands that return `anyhow` errors.
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(repo: &std::path::Path, commit: &str, json: bool) -> anyhow::Result<()> {
+    let x = coordinator::explain::explain(repo, commit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&x)?);
+    } else {
+        print!("{}", coordinator::explain::render(&x));
+    }
+    Ok(())
+}
+
+fn inspect(repo: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<()> {
+    let home = kit::substrate::Home::open(repo)?;
+    let report = kit::substrate::inspect(&home, branch)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", kit::substrate::render_text(&report));
+    }
+    Ok(())
+}
+
+fn gc(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let home = kit::substrate::Home::open(repo)?;
+    let report = kit::substrate::gc(&home)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report:#?}");
+    }
+    Ok(())
+}
+
+fn governance(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let r = coordinator::govern::report(repo)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", coordinator::govern::report::render(&r));
+    }
+    Ok(())
+}
+
+fn approve(repo: &std::path::Path, targets: &[String], by: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let outcomes = coordinator::govern::approve(repo, targets, by)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    }
+    for o in &outcomes {
+        let what = o.proposal.as_ref().map(|p| format!(" (proposal {p})")).unwrap_or_default();
+        let line = if o.recorded {
+            let from = o.previous_sha256.as_deref().map(|p| format!("{} -> ", &p[..12])).unwrap_or_default();
+            format!("approved {}{what}: {from}{} by {}", o.doc, &o.sha256[..12], o.approved_by)
+        } else {
+            format!("{} is already approved as it is ({}); nothing recorded", o.doc, &o.sha256[..12])
+        };
+        if json { eprintln!("{line}") } else { println!("{line}") }
+    }
+    Ok(())
+}
+
+fn reject(repo: &std::path::Path, target: &str, by: Option<&str>) -> anyhow::Result<()> {
+    let o = coordinator::govern::reject(repo, target, by)?;
+    match (&o.restored, o.changed) {
+        (Some(h), true) => println!("restored the approved {} ({})", o.target, &h[..12]),
+        (Some(h), false) => println!("{} on disk is already the approved text ({}); nothing to reject", o.target, &h[..12]),
+        (None, _) => println!("rejected proposal {}", o.target),
+    }
+    Ok(())
+}
+
+fn init(repo: &std::path::Path, force: bool, by: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let o = coordinator::govern::init(repo, force, by)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&o)?);
+    } else {
+        print!("{}", coordinator::govern::init::render(&o));
+    }
+    Ok(())
+}

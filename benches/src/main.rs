@@ -1,0 +1,535 @@
+//! `wire-bench`: the A2A wire, measured (issue 2). Not a test: it prints a markdown table and
+//! writes it into BENCHMARKS.md's "## Wire (issue 2)" section with the command and the date.
+//!
+//! Three servers, each its own process on 127.0.0.1 started the same way (the bench spawns it
+//! and reads the `... LISTENING <url>` line it prints):
+//! - bare axum: this binary re-run as `wire-bench --bare-server`, a current-thread axum app
+//!   that answers every POST with a canned JSON-RPC response: no parsing, no storage. The floor.
+//! - Ratchet: a real agent binary (`target/release/critic` by default), on its built-in
+//!   `status` skill: parse, validate, persist the task to disk, run it, answer.
+//! - Python: `tests/interop/echo_agent.py` on the official `a2a-sdk` 0.3 server side (uvicorn),
+//!   run with the interop virtualenv's python (`tests/interop/setup-venvs` makes it).
+//!
+//! For each: process start to first 200 on the Agent Card (median of N starts), idle RSS after
+//! a warm-up, `message/send` (blocking, one text part) round trips on one keep-alive connection
+//! (p50, p99), server CPU per request (utime+stime from /proc/<pid>/stat across the timed run).
+//! Then the whole swarm: all five agent binaries started at once, time until every card answers.
+//!
+//! Reproduce: `tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench`
+//! Options: `--requests N` (2000), `--starts N` (10), `--swarm-runs N` (5), `--agent NAME`
+//! (critic), `--no-write` (print only).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::{get, post};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const AGENTS: [&str; 5] = ["proposer", "executor", "critic", "evaluator", "coordinator"];
+const WARMUP: usize = 200;
+const SECTION: &str = "## Wire (issue 2)";
+const REPRODUCE: &str =
+    "tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The floor's answer to every POST: a completed task, shaped like a real one.
+const CANNED: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"kind":"task","id":"t-1","contextId":"c-1","status":{"state":"completed","message":{"kind":"message","role":"agent","messageId":"m-2","parts":[{"kind":"text","text":"ping"}]},"timestamp":"2026-01-01T00:00:00.000Z"},"history":[{"kind":"message","role":"user","messageId":"m-1","parts":[{"kind":"text","text":"ping"}]}]}}"#;
+
+struct Opts {
+    requests: usize,
+    starts: usize,
+    swarm_runs: usize,
+    agent: String,
+    write: bool,
+}
+
+fn parse_opts() -> anyhow::Result<Opts> {
+    let mut o = Opts { requests: 2000, starts: 10, swarm_runs: 5, agent: "critic".into(), write: true };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> anyhow::Result<usize> {
+            let v = args.next().with_context(|| format!("{name} needs a number"))?;
+            let n: usize = v.parse().with_context(|| format!("{name} {v:?} is not a number"))?;
+            if n == 0 {
+                bail!("{name} must be at least 1");
+            }
+            Ok(n)
+        };
+        match a.as_str() {
+            "--requests" => o.requests = num("--requests")?,
+            "--starts" => o.starts = num("--starts")?,
+            "--swarm-runs" => o.swarm_runs = num("--swarm-runs")?,
+            "--agent" => o.agent = args.next().context("--agent needs an agent binary name, e.g. critic")?,
+            "--no-write" => o.write = false,
+            other => bail!(
+                "unknown argument {other:?}; use --requests N, --starts N, --swarm-runs N, --agent NAME, --no-write"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--bare-server") {
+        return bare_server();
+    }
+    let opts = parse_opts()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    rt.block_on(bench(opts))
+}
+
+/// The floor: bind, announce, answer the card and every POST with canned bytes.
+fn bare_server() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding 127.0.0.1:0")?;
+        let url = format!("http://{}/", listener.local_addr().context("reading the bound address")?);
+        let card = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "protocolVersion": "0.3.0", "name": "bare-axum", "description": "canned floor",
+                "url": url, "preferredTransport": "JSONRPC", "version": "0", "capabilities": {},
+                "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"], "skills": [],
+            }))
+            .context("serializing the card")?,
+        );
+        let card_route = get(move || {
+            let c = card.clone();
+            async move { ([(CONTENT_TYPE, "application/json")], c) }
+        });
+        let app = Router::new()
+            .route("/.well-known/agent-card.json", card_route.clone())
+            .route("/.well-known/agent.json", card_route)
+            .route("/", post(|_body: Bytes| async { ([(CONTENT_TYPE, "application/json")], CANNED) }));
+        println!("RATCHET_LISTENING {url}");
+        axum::serve(listener, app).await.context("serving")
+    })
+}
+
+/// How to start one server.
+#[derive(Clone)]
+struct Spec {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+struct Proc {
+    child: Child,
+    pid: u32,
+    url: String,
+}
+
+impl Proc {
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Spawn `spec`, wait for its listening line, then poll its card until the first 200. Returns
+/// the running process and the time from just before spawn to that first 200.
+async fn start(spec: &Spec, http: &reqwest::Client) -> anyhow::Result<(Proc, Duration)> {
+    let t0 = Instant::now();
+    let mut child = Command::new(&spec.program)
+        .args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .env_remove("RATCHET_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", spec.program.display()))?;
+    let pid = child.id().context("the child has a pid")?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(i) = line.find("LISTENING http://") {
+                return Ok(line[i + "LISTENING ".len()..].trim().to_string());
+            }
+        }
+        bail!("{} exited before printing its LISTENING line", spec.program.display())
+    })
+    .await
+    .with_context(|| format!("{} did not print its LISTENING line within {DEADLINE:?}", spec.program.display()))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let card = format!("{url}.well-known/agent-card.json");
+    loop {
+        if let Ok(r) = http.get(&card).send().await
+            && r.status() == 200
+            && r.bytes().await.is_ok()
+        {
+            break;
+        }
+        if t0.elapsed() > DEADLINE {
+            bail!("{card} did not answer 200 within {DEADLINE:?}");
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok((Proc { child, pid, url }, t0.elapsed()))
+}
+
+fn send_body(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{i},"method":"message/send","params":{{"message":{{"kind":"message","role":"user","messageId":"bench-{i}","parts":[{{"kind":"text","text":"ping"}}]}},"configuration":{{"blocking":true}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// `n` blocking message/send round trips on one keep-alive connection; every answer must be a
+/// completed task (checked outside the timed region).
+async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = send_body(i);
+        let t = Instant::now();
+        let resp = http.post(url).header("content-type", "application/json").body(body).send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        times.push(t.elapsed());
+        let completed = bytes.windows(b"\"completed\"".len()).any(|w| w == b"\"completed\"");
+        if status != 200 || !completed {
+            bail!("{url}: request {i} did not complete: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(times)
+}
+
+/// utime + stime of `pid` (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let after = &stat[stat.rfind(')').context("stat has a comm field")? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields after "pid (comm) " start at field 3 (state); utime is 14, stime 15.
+    let utime: u64 = f.get(11).context("utime")?.parse()?;
+    let stime: u64 = f.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// VmRSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS line")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Measured {
+    start: Duration,
+    idle_rss_kib: u64,
+    loaded_rss_kib: u64,
+    p50: Duration,
+    p99: Duration,
+    cpu_per_req: Duration,
+}
+
+async fn measure(label: &str, spec: &dyn Fn(usize) -> Spec, opts: &Opts, tick: u64) -> anyhow::Result<Measured> {
+    let card_http = reqwest::Client::builder().no_proxy().build().context("http client")?;
+    let mut starts = vec![];
+    for i in 0..opts.starts {
+        let (p, t) = start(&spec(i), &card_http).await.with_context(|| format!("starting {label}"))?;
+        starts.push(t);
+        p.stop().await;
+    }
+    let start_median = median(starts);
+    eprintln!("wire-bench: {label}: start to card {start_median:?} (median of {})", opts.starts);
+
+    let (proc, _) = start(&spec(opts.starts), &card_http).await?;
+    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
+    round_trips(&http, &proc.url, WARMUP).await.with_context(|| format!("warming up {label}"))?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_kib = rss_kib(proc.pid)?;
+    let before = cpu_ticks(proc.pid)?;
+    let mut times = round_trips(&http, &proc.url, opts.requests).await.with_context(|| format!("timing {label}"))?;
+    let after = cpu_ticks(proc.pid)?;
+    let loaded_rss_kib = rss_kib(proc.pid)?;
+    proc.stop().await;
+    times.sort();
+    let cpu = Duration::from_secs_f64((after - before) as f64 / tick as f64);
+    let m = Measured {
+        start: start_median,
+        idle_rss_kib,
+        loaded_rss_kib,
+        p50: percentile(&times, 50.0),
+        p99: percentile(&times, 99.0),
+        cpu_per_req: cpu / opts.requests as u32,
+    };
+    eprintln!(
+        "wire-bench: {label}: p50 {:?} p99 {:?} cpu/req {:?} idle rss {} KiB",
+        m.p50, m.p99, m.cpu_per_req, m.idle_rss_kib
+    );
+    Ok(m)
+}
+
+/// Start all five agents at once; the time until every card has answered 200.
+async fn swarm_up(bins: &Path, home: &Path, run: usize) -> anyhow::Result<Duration> {
+    let http = reqwest::Client::builder().no_proxy().build().context("http client")?;
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for name in AGENTS {
+        let spec = ratchet_spec(bins, name, home, &format!("swarm-{run}-{name}"));
+        let http = http.clone();
+        set.spawn(async move { start(&spec, &http).await });
+    }
+    let mut procs = vec![];
+    while let Some(r) = set.join_next().await {
+        procs.push(r.context("joining a start")??.0);
+    }
+    let took = t0.elapsed();
+    for p in procs {
+        p.stop().await;
+    }
+    Ok(took)
+}
+
+fn ratchet_spec(bins: &Path, name: &str, home: &Path, state: &str) -> Spec {
+    Spec {
+        program: bins.join(name),
+        args: vec![],
+        env: vec![
+            ("RATCHET_HOME".into(), home.into()),
+            ("RATCHET_LISTEN".into(), "127.0.0.1:0".into()),
+            ("RATCHET_STATE_DIR".into(), home.join("state").join(state).into()),
+            ("RATCHET_AGENT_NAME".into(), name.into()),
+        ],
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the days since the epoch (Howard Hinnant's civil_from_days).
+fn today() -> String {
+    let days =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "yes" } else { "**no**" }
+}
+
+async fn bench(opts: Opts) -> anyhow::Result<()> {
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("benches/ sits in the workspace root").to_path_buf();
+    let me = std::env::current_exe().context("locating wire-bench")?;
+    let bins = me.parent().context("wire-bench lives in target/<profile>")?.to_path_buf();
+    for name in AGENTS {
+        let b = bins.join(name);
+        if !b.exists() {
+            bail!("{} is missing; build the agents first: cargo build --release --workspace --bins", b.display());
+        }
+    }
+    let python = std::env::var_os("RATCHET_A2A_PY03")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target").join("interop").join("a2a-0.3").join("bin").join("python"));
+    if !python.exists() {
+        bail!("{} is missing; make the Python virtualenvs first: tests/interop/setup-venvs", python.display());
+    }
+    let sdk = std::process::Command::new(&python)
+        .args(["-c", "import importlib.metadata as m; print(m.version('a2a-sdk'))"])
+        .output()
+        .context("asking the venv for its a2a-sdk version")?;
+    let sdk = String::from_utf8_lossy(&sdk.stdout).trim().to_string();
+    let echo = root.join("tests").join("interop").join("echo_agent.py");
+    let home = tempfile::Builder::new().prefix("wire-bench-").tempdir().context("making a temp dir")?;
+    let tick = clock_ticks_per_sec();
+    let load_before = loadavg();
+    eprintln!("wire-bench: load average before: {load_before}");
+
+    let bare_spec = |_i: usize| Spec { program: me.clone(), args: vec!["--bare-server".into()], env: vec![] };
+    let agent = opts.agent.clone();
+    let ratchet = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-{i}"));
+    let python_spec = |_i: usize| Spec { program: python.clone(), args: vec![echo.clone().into()], env: vec![] };
+
+    let bare = measure("bare axum", &bare_spec, &opts, tick).await?;
+    let rat = measure(&format!("Ratchet ({agent})"), &ratchet, &opts, tick).await?;
+    let py = measure(&format!("Python a2a-sdk {sdk}"), &python_spec, &opts, tick).await?;
+
+    let mut swarm = vec![];
+    for run in 0..opts.swarm_runs {
+        swarm.push(swarm_up(&bins, home.path(), run).await?);
+    }
+    swarm.sort();
+    let swarm_median = swarm[swarm.len() / 2];
+    let swarm_max = *swarm.last().expect("at least one swarm run");
+    let load_after = loadavg();
+    eprintln!("wire-bench: load average after: {load_after}");
+
+    let vs_bare = rat.p50.as_secs_f64() / bare.p50.as_secs_f64();
+    let py_vs = py.p50.as_secs_f64() / rat.p50.as_secs_f64();
+    let cpu_py_vs = py.cpu_per_req.as_secs_f64() / rat.cpu_per_req.as_secs_f64().max(1e-9);
+    let n = opts.requests;
+    let mut t = String::new();
+    t += &format!(
+        "| metric | bare axum (floor) | Ratchet agent (`{agent}`) | Python a2a-sdk {sdk} echo | target for Ratchet | met |\n"
+    );
+    t += "| --- | --- | --- | --- | --- | --- |\n";
+    t += &format!(
+        "| message/send p50 ({n} on one keep-alive connection) | {} | {} | {} | <= 2x bare ({}) and >= 10x faster than Python | {} ({vs_bare:.2}x bare, Python {py_vs:.1}x slower) |\n",
+        us(bare.p50),
+        us(rat.p50),
+        us(py.p50),
+        us(bare.p50 * 2),
+        verdict(vs_bare <= 2.0 && py_vs >= 10.0)
+    );
+    t += &format!("| message/send p99 | {} | {} | {} | | |\n", us(bare.p99), us(rat.p99), us(py.p99));
+    t += &format!(
+        "| server CPU per request (utime+stime / {n}) | {} | {} | {} | | Python uses {cpu_py_vs:.1}x the CPU |\n",
+        us(bare.cpu_per_req),
+        us(rat.cpu_per_req),
+        us(py.cpu_per_req)
+    );
+    t += &format!(
+        "| process start to card served (median of {}) | {} | {} | {} | <= 20 ms | {} |\n",
+        opts.starts,
+        ms(bare.start),
+        ms(rat.start),
+        ms(py.start),
+        verdict(rat.start <= Duration::from_millis(20))
+    );
+    t += &format!(
+        "| idle RSS after {WARMUP} warm-up requests | {} | {} | {} | <= 8 MiB | {} |\n",
+        mib(bare.idle_rss_kib),
+        mib(rat.idle_rss_kib),
+        mib(py.idle_rss_kib),
+        verdict(rat.idle_rss_kib <= 8 * 1024)
+    );
+    t += &format!(
+        "| RSS after {} more requests | {} | {} | {} | | |\n",
+        n,
+        mib(bare.loaded_rss_kib),
+        mib(rat.loaded_rss_kib),
+        mib(py.loaded_rss_kib)
+    );
+    t += &format!(
+        "| whole swarm: 5 agents started at once to every card served (median of {}, max {}) | | {} | | <= 200 ms | {} |\n",
+        opts.swarm_runs,
+        ms(swarm_max),
+        ms(swarm_median),
+        verdict(swarm_median <= Duration::from_millis(200))
+    );
+    println!("{t}");
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = if args.is_empty() { REPRODUCE.to_string() } else { format!("{REPRODUCE} {}", args.join(" ")) };
+    let section = format!(
+        "{SECTION}\n\n\
+         Measured {date} by `wire-bench` on this {cores}-core machine ({cpu}), release build, loopback only.\n\
+         Load average (1, 5, 15 min) before: {load_before}; after: {load_after} (the machine is shared with other builds).\n\n\
+         Reproduce:\n\n```sh\n{command}\n```\n\n\
+         {t}\n\
+         How it is measured: each server is its own process on 127.0.0.1, spawned by the bench, which reads the \
+         `LISTENING <url>` line it prints. *bare axum* is `wire-bench --bare-server`: a current-thread axum app that \
+         answers every POST with canned bytes (no parsing, no storage). *Ratchet* is the release `{agent}` binary \
+         answering with its built-in `status` skill (parse, validate, persist the task log to disk, run, answer). \
+         *Python* is `tests/interop/echo_agent.py` (A2AStarletteApplication + DefaultRequestHandler + InMemoryTaskStore, \
+         uvicorn with uvloop and httptools). Round trips: `message/send` with `blocking: true` and one text part, \
+         {WARMUP} warm-up requests then {n} timed ones, sequential, on one reqwest keep-alive connection; every answer \
+         is checked to be a completed task. CPU: utime+stime from `/proc/<pid>/stat` across the timed run \
+         ({tick} ticks/s, so +/- {res} per request). Start to card: spawn to the first 200 on \
+         `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up. Swarm: the five release agent \
+         binaries spawned at once, until all five cards answered.\n",
+        date = today(),
+        cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu = cpu_model(),
+        res = us(Duration::from_secs_f64(1.0 / tick as f64 / n as f64)),
+    );
+    if opts.write {
+        let path = root.join("BENCHMARKS.md");
+        write_section(&path, &section)?;
+        eprintln!("wire-bench: wrote the \"{SECTION}\" section of {}", path.display());
+    }
+    Ok(())
+}
+
+/// Replace (or append) this bench's section of BENCHMARKS.md, leaving other sections alone;
+/// write-temp-then-rename.
+fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Benchmarks\n\nMeasured figures; each section is written by its bench, with the command that reproduces it.\n"
+                .to_string()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let new = match old.match_indices(SECTION).find(|(i, _)| *i == 0 || old[..*i].ends_with('\n')) {
+        Some((start, _)) => {
+            let rest = &old[start + SECTION.len()..];
+            let end = rest.find("\n## ").map_or(old.len(), |i| start + SECTION.len() + i + 1);
+            let tail = &old[end..];
+            let sep = if tail.is_empty() { "" } else { "\n" };
+            format!("{}{section}{sep}{tail}", &old[..start])
+        }
+        None => format!("{}\n\n{section}", old.trim_end()),
+    };
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `ratchet init`: make an existing git repository a swarm home in one step.
+//!
+//! Writes agents.toml and the three governance documents from commented templates (embedded in
+//! the binary; the gates are guessed from the project's build files), adds `worktrees/` to
+//! .gitignore, and records the documents as the first approved versions. Existing files are kept
+//! (never overwritten) unless `--force`; a kept document that was approved before keeps its
+//! approval, so a pending edit stays pending. Nothing is committed to `main`.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use protocol::governance::DOCS;
+use serde::Serialize;
+
+use super::approve::{ApproveOutcome, approve_all_initial, approve_texts};
+use super::store::Store;
+use super::write_atomic;
+
+pub const AGENTS_TEMPLATE: &str = include_str!("../../templates/agents.toml");
+pub const CONSTITUTION_TEMPLATE: &str = include_str!("../../templates/constitution.md");
+pub const ETHOS_TEMPLATE: &str = include_str!("../../templates/ethos.md");
+pub const CADENCE_TEMPLATE: &str = include_str!("../../templates/cadence.md");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitOutcome {
+    pub home: String,
+    pub written: Vec<String>,
+    /// Files that existed and were left as they are (no --force).
+    pub kept: Vec<String>,
+    pub gitignore_updated: bool,
+    pub approvals: Vec<ApproveOutcome>,
+}
+
+/// Gates and test command for the project at `home`, guessed from its build files.
+fn gates_for(home: &Path) -> (Vec<&'static str>, &'static str) {
+    let has = |f: &str| home.join(f).exists();
+    if has("Cargo.toml") {
+        (vec!["cargo build --release", "cargo test --release"], "cargo test --release")
+    } else if has("go.mod") {
+        (vec!["go build ./...", "go test ./..."], "go test ./...")
+    } else if has("package.json") {
+        (vec!["npm test"], "npm test")
+    } else if has("pyproject.toml") || has("setup.py") {
+        (vec!["python3 -m pytest -q"], "python3 -m pytest -q")
+    } else if has("Makefile") {
+        (vec!["make", "make test"], "make test")
+    } else {
+        (vec!["scripts/test"], "scripts/test")
+    }
+}
+
+/// The four files `init` writes for `home`: (name, text).
+pub fn templates(home: &Path) -> Vec<(&'static str, String)> {
+    let (gates, test) = gates_for(home);
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let gates_toml = format!("[{}]", gates.iter().map(|g| q(g)).collect::<Vec<_>>().join(", "));
+    let prose = gates.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", then ");
+    let ethos = ETHOS_TEMPLATE
+        .replace("{{GATES}}", &gates_toml)
+        .replace("{{TEST_COMMAND}}", &q(test))
+        .replace("{{GATES_PROSE}}", &prose);
+    vec![
+        ("agents.toml", AGENTS_TEMPLATE.to_string()),
+        ("constitution.md", CONSTITUTION_TEMPLATE.to_string()),
+        ("ethos.md", ethos),
+        ("cadence.md", CADENCE_TEMPLATE.to_string()),
+    ]
+}
+
+pub fn init(home: &Path, force: bool, by: Option<&str>) -> anyhow::Result<InitOutcome> {
+    let store = Store::new(home);
+    if !store.is_repository() {
+        bail!("{} is not a git repository; fix: `git init` it first (or pass --repo PATH)", home.display());
+    }
+    let by = match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) => b.to_string(),
+        None => store.identity().context(
+            "who approves the first versions? no git identity is configured; fix: pass --by NAME or set one (git config user.name ...; git config user.email ...)",
+        )?,
+    };
+    let mut written = vec![];
+    let mut kept = vec![];
+    for (name, text) in templates(home) {
+        let path = home.join(name);
+        if path.exists() && !force {
+            kept.push(name.to_string());
+            continue;
+        }
+        write_atomic(&path, text.as_bytes())?;
+        written.push(name.to_string());
+    }
+    let gitignore = home.join(".gitignore");
+    let mut ignore = match std::fs::read_to_string(&gitignore) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", gitignore.display())),
+    };
+    let ignored = ignore.lines().any(|l| matches!(l.trim(), "worktrees/" | "worktrees" | "/worktrees/" | "/worktrees"));
+    if !ignored {
+        if !ignore.is_empty() && !ignore.ends_with('\n') {
+            ignore.push('\n');
+        }
+        ignore.push_str("worktrees/\n");
+        write_atomic(&gitignore, ignore.as_bytes())?;
+    }
+    // Documents written now are approved as written (with --force they replace an approval);
+    // documents kept are approved only if they never were.
+    let fresh: Vec<&str> = DOCS.iter().copied().filter(|d| written.iter().any(|w| w == d)).collect();
+    let mut approvals = if fresh.is_empty() { vec![] } else { approve_texts(home, &fresh, &by)? };
+    approvals.extend(approve_all_initial(home, &by).with_context(|| {
+        format!("the files are written ({}), but a kept document cannot be approved", written.join(", "))
+    })?);
+    Ok(InitOutcome { home: home.display().to_string(), written, kept, gitignore_updated: !ignored, approvals })
+}
+
+/// The human rendering of an init.
+pub fn render(o: &InitOutcome) -> String {
+    let mut s = format!("ratchet init in {}\n", o.home);
+    for w in &o.written {
+        s.push_str(&format!("  wrote {w}\n"));
+    }
+    for k in &o.kept {
+        s.push_str(&format!("  kept {k} (it exists; --force overwrites it)\n"));
+    }
+    if o.gitignore_updated {
+        s.push_str("  added worktrees/ to .gitignore\n");
+    }
+    for a in &o.approvals {
+        if a.recorded {
+            s.push_str(&format!("  approved {} ({}) by {}\n", a.doc, &a.sha256[..12], a.approved_by));
+        }
+    }
+    s.push_str(
+        "next: edit ethos.md (goal, benchmark) and cadence.md (proposer), `ratchet approve <doc>` each edit, \
+         commit the files, then `ratchet up`\n",
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_validate() {
+        let dir = std::env::temp_dir().join(format!("ratchet-init-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in templates(&dir) {
+            if name.ends_with(".md") {
+                super::super::validate(name, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            } else {
+                protocol::config::AgentsFile::parse(&text, name).unwrap();
+            }
+        }
+        std::fs::write(dir.join("Cargo.toml"), "").unwrap();
+        let t = templates(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let ethos = &t.iter().find(|(n, _)| *n == "ethos.md").unwrap().1;
+        assert!(ethos.contains("gates = [\"cargo build --release\", \"cargo test --release\"]"), "{ethos}");
+        super::super::validate("ethos.md", ethos).unwrap();
+    }
+}

@@ -1,0 +1,288 @@
+//! Agents propose, never impose: repeated failures distilled into proposed constitution rules.
+//!
+//! After each cycle the coordinator calls [`distil`] with the finished cycles. When the same
+//! blocking critic finding (same rail, same file: a protected path touched again and again, a
+//! scope violation on the same file) appears in at least [`THRESHOLD`] candidates, it writes
+//! `worktrees/.swarm/governance/proposals/<id>.json`: the constitution with one more
+//! `[[constitution.rules]]` entry forbidding that file, and the evidence (branch, finding). The
+//! id is derived from the pattern, so each pattern is proposed once, whatever happens to the
+//! proposal. Nothing here writes a governance document: only `ratchet approve <id>` does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use protocol::governance::{CONSTITUTION, Governance, Rule, glob_match, hash, parse_constitution, settings_block};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{governance_dir, write_atomic};
+use crate::engine::CycleState;
+
+/// Candidates that must show the same finding before a rule is proposed.
+pub const THRESHOLD: usize = 3;
+pub const PROPOSAL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProposalStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ProposalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalStatus::Pending => "pending",
+            ProposalStatus::Approved => "approved",
+            ProposalStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// The repeated finding a proposal is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pattern {
+    pub rail: String,
+    pub file: String,
+}
+
+/// One candidate that showed the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub branch: String,
+    pub cycle: u64,
+    pub candidate: String,
+    /// The critic's finding, as `[rail] file:line: message`.
+    pub finding: String,
+}
+
+/// `worktrees/.swarm/governance/proposals/<id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub v: u32,
+    pub id: String,
+    /// Always constitution.md for now.
+    pub doc: String,
+    pub summary: String,
+    pub pattern: Pattern,
+    pub rule: Rule,
+    /// sha256 of the approved text `new_text` was made from.
+    pub base_sha256: String,
+    /// The whole document with the rule added.
+    pub new_text: String,
+    pub evidence: Vec<Evidence>,
+    pub created_at: String,
+    pub status: ProposalStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+}
+
+pub fn proposals_dir(home: &Path) -> PathBuf {
+    governance_dir(home).join("proposals")
+}
+
+/// Proposal ids are `p-` and 12 hex digits; anything else is not one (and never reaches a path).
+fn is_id(id: &str) -> bool {
+    id.strip_prefix("p-").is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn path_of(home: &Path, id: &str) -> anyhow::Result<PathBuf> {
+    if !is_id(id) {
+        bail!("{id:?} is not a proposal id (p- and 12 hex digits); fix: `ratchet governance` lists the proposals");
+    }
+    Ok(proposals_dir(home).join(format!("{id}.json")))
+}
+
+pub fn pattern_id(p: &Pattern) -> String {
+    format!("p-{}", &hash(&format!("{}\0{}", p.rail, p.file))[..12])
+}
+
+pub fn exists(home: &Path, id: &str) -> bool {
+    path_of(home, id).is_ok_and(|p| p.is_file())
+}
+
+pub fn read(home: &Path, id: &str) -> anyhow::Result<Proposal> {
+    let path = path_of(home, id)?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading proposal {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!("{}: not a governance proposal; fix: delete it (the coordinator proposes again if the pattern recurs)", path.display())
+    })
+}
+
+pub fn write(home: &Path, p: &Proposal) -> anyhow::Result<()> {
+    write_atomic(&path_of(home, &p.id)?, &serde_json::to_vec_pretty(p).expect("proposals serialize"))
+}
+
+/// Every proposal, oldest first (unreadable files are skipped with a warning).
+pub fn list(home: &Path) -> Vec<Proposal> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(proposals_dir(home)) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".json") else { continue };
+        if !is_id(id) {
+            continue;
+        }
+        match read(home, id) {
+            Ok(p) => out.push(p),
+            Err(err) => tracing::warn!("{err:#}"),
+        }
+    }
+    out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// `constitution` with `rule` added as a `[[constitution.rules]]` entry at the end of its
+/// settings block; the result is validated.
+pub fn with_rule(constitution: &str, rule: &Rule, proposal: &str) -> anyhow::Result<String> {
+    let (_, body) = settings_block(CONSTITUTION, constitution)?;
+    let end = body.as_ptr() as usize - constitution.as_ptr() as usize + body.len();
+    // A JSON string is a valid TOML basic string (same escapes, \uXXXX for control characters).
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let paths: Vec<String> = rule.forbid_paths.iter().map(|p| q(p)).collect();
+    let mut entry = String::new();
+    if !body.is_empty() && !body.ends_with('\n') {
+        entry.push('\n');
+    }
+    entry.push_str(&format!(
+        "\n# Distilled by the coordinator from repeated critic findings (proposal {proposal}).\n\
+         [[constitution.rules]]\nid = {}\ntext = {}\nforbid_paths = [{}]\n",
+        q(&rule.id),
+        q(&rule.text),
+        paths.join(", ")
+    ));
+    let mut out = String::with_capacity(constitution.len() + entry.len());
+    out.push_str(&constitution[..end]);
+    out.push_str(&entry);
+    out.push_str(&constitution[end..]);
+    let parsed = parse_constitution(&out).map_err(|e| anyhow::anyhow!("the constitution with the new rule: {e}"))?;
+    if !parsed.rules.iter().any(|r| r == rule) {
+        bail!("the new rule {} did not survive parsing the constitution; its settings block may hold `rules` inline", rule.id);
+    }
+    Ok(out)
+}
+
+/// Findings of a candidate's critique that block: (rail, file, rendered line).
+fn blocking_findings(findings: &Value) -> Vec<(String, String, String)> {
+    let Some(items) = findings.as_array() else { return vec![] };
+    items
+        .iter()
+        .filter(|f| f.get("severity").and_then(Value::as_str).is_none_or(|s| s.eq_ignore_ascii_case("block")))
+        .filter_map(|f| {
+            let rail = f.get("rail").and_then(Value::as_str)?.to_string();
+            let file = f.get("file").and_then(Value::as_str)?.to_string();
+            let msg = f.get("message").and_then(Value::as_str).unwrap_or("");
+            let line = f.get("line").and_then(Value::as_u64).map(|l| format!(":{l}")).unwrap_or_default();
+            let shown = format!("[{rail}] {file}{line}: {msg}");
+            Some((rail, file, shown))
+        })
+        .collect()
+}
+
+/// Look at the finished cycles for a finding repeated across [`THRESHOLD`] candidates and write
+/// a proposal for each new pattern. Returns the proposals written now (the caller emits a
+/// `governance_proposed` event for each). Errors are logged, never fatal to the loop.
+pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Proposal> {
+    let mut seen: BTreeMap<Pattern, Vec<Evidence>> = BTreeMap::new();
+    for cy in finished {
+        for c in &cy.candidates {
+            let Some(crit) = &c.critique else { continue };
+            for (rail, file, finding) in blocking_findings(&crit.findings) {
+                let ev = seen.entry(Pattern { rail, file }).or_default();
+                if !ev.iter().any(|e| e.branch == c.branch) {
+                    ev.push(Evidence { branch: c.branch.clone(), cycle: cy.cycle, candidate: c.proposal.id.clone(), finding });
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    for (pattern, evidence) in seen {
+        if evidence.len() < THRESHOLD {
+            continue;
+        }
+        let id = pattern_id(&pattern);
+        if exists(home, &id) {
+            continue; // proposed once per pattern, whatever became of it
+        }
+        let covered = gov.constitution.rules.iter().any(|r| {
+            r.forbid_paths.iter().any(|p| p == &pattern.file || glob_match(p, &pattern.file))
+        });
+        if covered {
+            continue;
+        }
+        match propose(home, &id, &pattern, evidence, gov) {
+            Ok(p) => out.push(p),
+            Err(e) => tracing::warn!("proposing a rule for {} on {}: {e:#}", pattern.rail, pattern.file),
+        }
+    }
+    out
+}
+
+fn propose(home: &Path, id: &str, pattern: &Pattern, evidence: Vec<Evidence>, gov: &Governance) -> anyhow::Result<Proposal> {
+    let base = gov.texts.get(CONSTITUTION).context("the governance in force has no constitution text")?;
+    let branches: Vec<&str> = evidence.iter().map(|e| e.branch.as_str()).collect();
+    let rule = Rule {
+        id: format!("distilled-{}", &id[2..]),
+        text: format!(
+            "Do not change {}: the critic's {} rail rejected {} candidates for it ({}).",
+            pattern.file,
+            pattern.rail,
+            evidence.len(),
+            branches.join(", ")
+        ),
+        forbid_paths: vec![pattern.file.clone()],
+    };
+    let new_text = with_rule(base, &rule, id)?;
+    let p = Proposal {
+        v: PROPOSAL_VERSION,
+        id: id.to_string(),
+        doc: CONSTITUTION.into(),
+        summary: format!(
+            "forbid {}: {} candidates were rejected by the {} rail for it",
+            pattern.file,
+            evidence.len(),
+            pattern.rail
+        ),
+        pattern: pattern.clone(),
+        rule,
+        base_sha256: hash(base),
+        new_text,
+        evidence,
+        created_at: protocol::timestamp(std::time::SystemTime::now()),
+        status: ProposalStatus::Pending,
+        decided_at: None,
+        decided_by: None,
+    };
+    write(home, &p)?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# Constitution\n\nProse.\n\n```toml ratchet\n[constitution]\nprotected_paths = [\"bench/**\"]\n\
+                       max_diff_lines = 10\nmax_files_changed = 2\n```\n\nMore prose.\n";
+
+    #[test]
+    fn a_rule_lands_inside_the_settings_block() {
+        let rule = Rule { id: "r1".into(), text: "Do not \"touch\" it".into(), forbid_paths: vec!["src/a b.rs".into()] };
+        let out = with_rule(DOC, &rule, "p-000000000000").unwrap();
+        assert!(out.ends_with("```\n\nMore prose.\n"), "{out}");
+        let c = parse_constitution(&out).unwrap();
+        assert_eq!(c.rules, vec![rule.clone()]);
+        let again = with_rule(&out, &Rule { id: "r2".into(), ..rule }, "p-000000000001").unwrap();
+        assert_eq!(parse_constitution(&again).unwrap().rules.len(), 2);
+    }
+
+    #[test]
+    fn ids_are_checked_before_they_reach_a_path() {
+        assert!(is_id(&pattern_id(&Pattern { rail: "scope".into(), file: "x".into() })));
+        assert!(!is_id("p-../../etc"));
+        assert!(path_of(Path::new("/h"), "../x").is_err());
+    }
+}

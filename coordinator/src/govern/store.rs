@@ -1,0 +1,282 @@
+//! The approved state, kept in the repository on the ref `refs/ratchet/governance`.
+//!
+//! Each commit on that ref holds a flat tree:
+//! - `lock.json`: `{"v": 1, "docs": {doc: {sha256, blob, approved_by, approved_at, previous_sha256, proposal}}}`,
+//!   the approved version of each document;
+//! - `history.jsonl`: one line per approval ever made (append-only across commits);
+//! - `constitution.md`, `ethos.md`, `cadence.md`: the approved texts themselves.
+//!
+//! It is written with git plumbing only (`hash-object -w`, `mktree`, `commit-tree`, then
+//! `update-ref <ref> <new> <old>` as a compare-and-swap), so an approval never moves `main` (which
+//! would make every candidate in flight stale) and never touches the index or the checkout. The
+//! ref travels with the repository: `git push origin refs/ratchet/governance` and
+//! `git fetch origin refs/ratchet/governance:refs/ratchet/governance` (a plain clone does not
+//! fetch refs outside `refs/heads` and `refs/tags`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The ref whose commits hold the approved state.
+pub const GOVERNANCE_REF: &str = "refs/ratchet/governance";
+pub const LOCK_JSON: &str = "lock.json";
+pub const HISTORY_JSONL: &str = "history.jsonl";
+pub const LOCK_VERSION: u32 = 1;
+
+/// Variables that would point git at another repository, index or object store.
+const REDIRECTING_ENV: [&str; 6] =
+    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
+
+/// One document's approved version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// sha256 hex of the approved text (the hash every event and promotion carries).
+    pub sha256: String,
+    /// git object id of the approved text (a blob on the governance ref).
+    pub blob: String,
+    /// `--by`, or the git identity (`Name <email>`) of whoever approved it.
+    pub approved_by: String,
+    /// RFC 3339.
+    pub approved_at: String,
+    /// The hash this approval replaced (none for a first approval).
+    #[serde(default)]
+    pub previous_sha256: Option<String>,
+    /// The agent proposal this approval applied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
+}
+
+/// `lock.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    pub v: u32,
+    pub docs: BTreeMap<String, Approval>,
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub doc: String,
+    #[serde(flatten)]
+    pub approval: Approval,
+}
+
+/// The approved state at one commit of the governance ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub commit: String,
+    pub lock: Lock,
+}
+
+/// Git plumbing on one repository.
+#[derive(Debug, Clone)]
+pub struct Store {
+    home: PathBuf,
+    envs: Vec<(String, String)>,
+}
+
+impl Store {
+    pub fn new(home: &Path) -> Store {
+        Store { home: home.to_path_buf(), envs: vec![] }
+    }
+
+    /// The same store with an extra environment variable for every git call (tests use it for
+    /// a hermetic configuration).
+    pub fn with_env(mut self, key: &str, value: &str) -> Store {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// `git -C <home> <args>` with hooks off; stdin fed when given; stdout returned.
+    pub fn git(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(&self.home).args(["-c", "core.hooksPath=/dev/null"]).args(args);
+        for var in REDIRECTING_ENV {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown = format!("git -C {} {}", self.home.display(), args.join(" "));
+        let mut child = cmd.spawn().with_context(|| format!("running `{shown}`; fix: install git and put it on PATH"))?;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            pipe.write_all(input).with_context(|| format!("writing to `{shown}`"))?;
+        }
+        let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
+        if !out.status.success() {
+            bail!("`{shown}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(out.stdout)
+    }
+
+    fn git_text(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> anyhow::Result<String> {
+        let out = self.git(args, stdin, env)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    /// Whether `home` is inside a git work tree.
+    pub fn is_repository(&self) -> bool {
+        self.git(&["rev-parse", "--is-inside-work-tree"], None, &[]).is_ok_and(|o| o.starts_with(b"true"))
+    }
+
+    /// The commit the governance ref points at, if it exists.
+    pub fn head(&self) -> anyhow::Result<Option<String>> {
+        let spec = format!("{GOVERNANCE_REF}^{{commit}}");
+        match self.git(&["rev-parse", "--verify", "--quiet", spec.as_str()], None, &[]) {
+            Ok(out) => {
+                let id = String::from_utf8_lossy(&out).trim().to_string();
+                Ok((!id.is_empty()).then_some(id))
+            }
+            Err(_) if self.is_repository() => Ok(None),
+            Err(e) => Err(e.context(format!(
+                "{} is not a git repository; fix: run ratchet in the repository root (or pass --repo PATH)",
+                self.home.display()
+            ))),
+        }
+    }
+
+    /// The bytes of a blob (`oid`, or `commit:path`).
+    pub fn blob(&self, spec: &str) -> anyhow::Result<Vec<u8>> {
+        self.git(&["cat-file", "blob", spec], None, &[])
+    }
+
+    /// The approved state at `commit`.
+    pub fn snapshot_at(&self, commit: &str) -> anyhow::Result<Snapshot> {
+        let raw = self.blob(&format!("{commit}:{LOCK_JSON}"))?;
+        let lock: Lock = serde_json::from_slice(&raw).with_context(|| {
+            format!(
+                "{GOVERNANCE_REF}:{LOCK_JSON} at {commit} is not a governance lock file; fix: reset the ref to a good commit \
+                 (git log {GOVERNANCE_REF}; git update-ref {GOVERNANCE_REF} <commit>)"
+            )
+        })?;
+        if lock.v != LOCK_VERSION {
+            bail!(
+                "{GOVERNANCE_REF}:{LOCK_JSON} has version {}, this ratchet reads version {LOCK_VERSION}; fix: use the ratchet that wrote it",
+                lock.v
+            );
+        }
+        Ok(Snapshot { commit: commit.to_string(), lock })
+    }
+
+    /// The approved state now (None: nothing was ever approved here).
+    pub fn snapshot(&self) -> anyhow::Result<Option<Snapshot>> {
+        match self.head()? {
+            Some(c) => Ok(Some(self.snapshot_at(&c)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The approved text of `doc` in `snap`.
+    pub fn approved_text(&self, snap: &Snapshot, doc: &str) -> anyhow::Result<Option<String>> {
+        let Some(a) = snap.lock.docs.get(doc) else { return Ok(None) };
+        let bytes = self.blob(&a.blob)?;
+        let text = String::from_utf8(bytes).with_context(|| format!("approved {doc} (blob {}) is not UTF-8", a.blob))?;
+        let got = protocol::governance::hash(&text);
+        if got != a.sha256 {
+            bail!(
+                "approved {doc}: blob {} hashes to {got}, {LOCK_JSON} says {}; the governance ref is damaged; fix: reset it to a good commit (git log {GOVERNANCE_REF})",
+                a.blob,
+                a.sha256
+            );
+        }
+        Ok(Some(text))
+    }
+
+    /// Every approval ever recorded, oldest first.
+    pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
+        let Some(head) = self.head()? else { return Ok(vec![]) };
+        let raw = self.blob(&format!("{head}:{HISTORY_JSONL}"))?;
+        let text = String::from_utf8_lossy(&raw);
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("{GOVERNANCE_REF}:{HISTORY_JSONL}: a bad line: {l}")))
+            .collect()
+    }
+
+    /// The object id `bytes` would have as a blob (nothing is written).
+    pub fn git_blob_id(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        self.git_text(&["hash-object", "--stdin"], Some(bytes), &[])
+    }
+
+    /// Write `bytes` as a blob; returns its object id.
+    pub fn write_blob(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        self.git_text(&["hash-object", "-w", "--stdin"], Some(bytes), &[])
+    }
+
+    /// Prepare (but do not publish) a commit on top of `base` that records `approvals` (doc,
+    /// approved text, approval). Returns the new commit id.
+    pub fn prepare(
+        &self,
+        base: Option<&Snapshot>,
+        approvals: &[(String, String, Approval)],
+        message: &str,
+        identity_env: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let mut lock = base.map(|b| b.lock.clone()).unwrap_or(Lock { v: LOCK_VERSION, docs: BTreeMap::new() });
+        lock.v = LOCK_VERSION;
+        let mut history = match base {
+            Some(b) => self.blob(&format!("{}:{HISTORY_JSONL}", b.commit))?,
+            None => Vec::new(),
+        };
+        for (doc, text, approval) in approvals {
+            let blob = self.write_blob(text.as_bytes())?;
+            if blob != approval.blob {
+                bail!("git stored {doc} as {blob}, expected {}; fix: check the repository (git fsck)", approval.blob);
+            }
+            lock.docs.insert(doc.clone(), approval.clone());
+            let line = serde_json::to_vec(&HistoryEntry { doc: doc.clone(), approval: approval.clone() })
+                .expect("history entries serialize");
+            history.extend_from_slice(&line);
+            history.push(b'\n');
+        }
+        let lock_bytes = serde_json::to_vec_pretty(&lock).expect("lock serializes");
+        let lock_blob = self.write_blob(&lock_bytes)?;
+        let history_blob = self.write_blob(&history)?;
+        let mut tree = format!("100644 blob {lock_blob}\t{LOCK_JSON}\n100644 blob {history_blob}\t{HISTORY_JSONL}\n");
+        for (doc, a) in &lock.docs {
+            tree.push_str(&format!("100644 blob {}\t{doc}\n", a.blob));
+        }
+        let tree_id = self.git_text(&["mktree"], Some(tree.as_bytes()), &[])?;
+        let mut args = vec!["commit-tree", tree_id.as_str()];
+        if let Some(b) = base {
+            args.extend(["-p", b.commit.as_str()]);
+        }
+        self.git_text(&args, Some(message.as_bytes()), identity_env)
+    }
+
+    /// Move the governance ref from `old` to `new`, only if it still points at `old` (None: only
+    /// if it does not exist yet).
+    pub fn publish(&self, new: &str, old: Option<&str>, message: &str) -> anyhow::Result<()> {
+        let old = old.unwrap_or("");
+        self.git(&["update-ref", "-m", message, GOVERNANCE_REF, new, old], None, &[]).map(|_| ()).map_err(|e| {
+            e.context(format!(
+                "{GOVERNANCE_REF} moved while this approval was prepared (another approval landed); nothing was recorded; fix: run the approval again"
+            ))
+        })
+    }
+
+    /// The identity git would use for a commit here: `Name <email>`, if one is configured.
+    pub fn identity(&self) -> Option<String> {
+        let ident = self.git_text(&["var", "GIT_COMMITTER_IDENT"], None, &[]).ok()?;
+        // "Name <email> 1700000000 +0000"
+        let mut parts = ident.rsplitn(3, ' ');
+        let (_tz, _time) = (parts.next()?, parts.next()?);
+        let who = parts.next()?.trim().to_string();
+        (!who.is_empty()).then_some(who)
+    }
+}

@@ -1,0 +1,82 @@
+//! The `ratchet` supervisor: a process manager for the swarm, nothing more. The coordinator is an
+//! agent like the others.
+//!
+//! # The contract with a child
+//! - `command` (argv) runs in a new process group (pgid = its pid), cwd = the swarm home (the
+//!   repository root). A bare program name is looked up beside the running `ratchet` binary,
+//!   then on PATH.
+//! - Environment: `RATCHET_AGENT_NAME`, `RATCHET_ROLE`, `RATCHET_SKILLS` (comma-separated, may be
+//!   empty), `RATCHET_HOME` (absolute), `RATCHET_LISTEN=127.0.0.1:0`,
+//!   `RATCHET_STATE_DIR=<home>/worktrees/.swarm/agents/<name>`,
+//!   `RATCHET_SWARM_STATE=<home>/worktrees/.swarm/state.json`, plus the entry's `env`.
+//! - The child binds, then prints exactly one `RATCHET_LISTENING <url>` line on stdout. Every
+//!   other stdout/stderr line is a log line, appended to `worktrees/.swarm/logs/<name>.log`.
+//! - Ready = `GET <url>.well-known/agent.json` answers 200 with an Agent Card.
+//! - SIGTERM to the process group asks it to stop; SIGKILL follows after a grace period.
+//! - A `url` entry is not spawned: its card is probed and it is listed.
+//!
+//! # Files (under `<home>/worktrees/.swarm/`)
+//! `state.json` ([`state::SwarmState`], temp + rename on every change), `events.jsonl` (typed
+//! [`protocol::events::Event`]s, appended), `logs/<name>.log`, `agents/<name>/`, and
+//! `supervisor.lock` (held by the running `ratchet up`).
+
+mod child;
+mod eventlog;
+pub mod paths;
+pub mod probe;
+mod progress;
+mod runner;
+pub mod state;
+mod status;
+mod ui;
+mod up;
+mod watch;
+
+use std::path::PathBuf;
+
+pub use child::{LISTENING_PREFIX, resolve_program};
+pub use paths::SwarmPaths;
+pub use runner::RestartPolicy;
+pub use status::{AgentStatus, StatusReport, status};
+pub use up::{LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
+pub use ui::{human_output_to_stderr, say};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("the improvement loop failed: {reason}; fix: see worktrees/.swarm/logs/coordinator.log")]
+    Loop { reason: String },
+    #[error("{path}: cannot use it as the swarm home: {source}; fix: pass --repo with an existing repository")]
+    Home { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{path}: cannot read: {source}; fix: run `ratchet` in the repository root (the directory holding agents.toml) or pass --repo PATH"
+    )]
+    NoConfig { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] protocol::config::ConfigError),
+    #[error("{path}: {source}; fix: check that worktrees/ is writable")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot handle signals: {source}")]
+    Signal { source: std::io::Error },
+    #[error(
+        "a swarm is already running in {home} (supervisor pid {pid}); fix: use `ratchet status`, or stop it first (Ctrl-C in its terminal, or kill {pid})"
+    )]
+    AlreadyRunning { home: PathBuf, pid: String },
+    #[error(
+        "required agent {name:?} (role {role}) gave up: {reason}; fix: read {log}, or set required = false in its [[agent]] table to run without it"
+    )]
+    RequiredGaveUp { name: String, role: String, reason: String, log: PathBuf },
+    #[error("no swarm is running in {home} ({detail}); fix: start one with `ratchet up`")]
+    NotRunning { home: PathBuf, detail: String },
+}
+
+impl SupervisorError {
+    /// The process exit code for this error: 2 for a refused configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SupervisorError::Config(_) | SupervisorError::NoConfig { .. } => 2,
+            _ => 1,
+        }
+    }
+}

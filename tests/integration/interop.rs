@@ -1,0 +1,80 @@
+//! Interop: the official Python `a2a-sdk` clients (0.3.26, and the current 1.x through its 0.3
+//! compatibility transport) discover every real agent and complete one message/send and one
+//! message/stream against each. `tests/run` builds the virtualenvs and sets
+//! `RATCHET_A2A_PY03` / `RATCHET_A2A_PY1` to their pythons; without them the test says so and
+//! returns (a developer running plain `cargo test`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ratchet_tests::{TestHome, hermetic, spawn_agent};
+use serde_json::Value;
+
+const AGENTS: [&str; 5] = ["proposer", "executor", "critic", "evaluator", "coordinator"];
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join("client.py")
+}
+
+/// The python of the virtualenv named by `var`, or None (with a note) when it is unset.
+fn venv_python(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "{var}={} does not exist; run tests/run to build the virtualenvs", p.display());
+            Some(p)
+        }
+        None => {
+            eprintln!("interop: skipped: {var} is unset; run tests/run (it installs a2a-sdk and sets it)");
+            None
+        }
+    }
+}
+
+/// Run the SDK client against every URL; returns one parsed JSON line per agent.
+fn run_client(python: &Path, home: &Path, urls: &[String]) -> Vec<Value> {
+    let mut cmd = Command::new(python);
+    hermetic(&mut cmd, home);
+    let out = cmd.arg(script()).args(urls).output().expect("running the interop client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} {} failed ({}):\n{stdout}\n{stderr}",
+        python.display(),
+        script().display(),
+        out.status
+    );
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"))).collect()
+}
+
+fn check(sdk_var: &str, want_api: &str, want_transport: &str) {
+    let Some(python) = venv_python(sdk_var) else { return };
+    let home = TestHome::new();
+    let agents: Vec<_> = AGENTS.iter().map(|name| spawn_agent(name, home.path(), &[])).collect();
+    let urls: Vec<String> = agents.iter().map(|a| a.url.clone()).collect();
+    let lines = run_client(&python, home.path(), &urls);
+    assert_eq!(lines.len(), AGENTS.len(), "one line per agent: {lines:?}");
+    for ((name, url), line) in AGENTS.iter().zip(&urls).zip(&lines) {
+        assert_eq!(line["api"], want_api, "{sdk_var} runs the wrong a2a-sdk generation: {line}");
+        assert_eq!(line["url"], url.as_str(), "{line}");
+        assert!(line["error"].is_null(), "{name}: {line}");
+        assert_eq!(line["name"], *name, "{name}: the SDK discovered the card: {line}");
+        assert_eq!(line["transport"], want_transport, "{name}: {line}");
+        assert_eq!(line["send_state"], "completed", "{name}: message/send: {line}");
+        assert_eq!(line["stream_state"], "completed", "{name}: message/stream: {line}");
+        let events = line["stream_events"].as_u64().unwrap_or(0);
+        assert!(events >= 2, "{name}: the stream carries the task then its final status: {line}");
+    }
+}
+
+#[test]
+fn python_a2a_sdk_0_3_discovers_and_talks_to_every_agent() {
+    check("RATCHET_A2A_PY03", "0.3", "JsonRpcTransport");
+}
+
+#[test]
+fn python_a2a_sdk_1_falls_back_to_0_3_for_every_agent() {
+    // The 1.x client must pick its 0.3 compatibility transport from our cards' protocolVersion.
+    check("RATCHET_A2A_PY1", "1", "CompatJsonRpcTransport");
+}
