@@ -117,6 +117,13 @@ pub fn render_history(st: &LoopState, summary: &Value) -> String {
             ));
         }
     }
+    o.push_str(&render_summary(summary));
+    o
+}
+
+/// The closing lines of a run: why it stopped, the metric, the harness share.
+pub fn render_summary(summary: &Value) -> String {
+    let mut o = String::new();
     o.push_str(&format!(
         "\nstopped: {} ({})\n",
         summary["stop_reason"].as_str().unwrap_or("-"),
@@ -133,8 +140,8 @@ pub fn render_history(st: &LoopState, summary: &Value) -> String {
         "harness share of the loop's wall time: {:.1}% (everything but the target's gates and benchmarks)\n",
         summary["harness_share"].as_f64().unwrap_or(0.0) * 100.0
     ));
-    o.push_str(&format!("demo target: {}\n", summary["repo"].as_str().unwrap_or("-")));
-    o.push_str("explain a promotion: ratchet explain <commit> --repo <demo target>\n");
+    o.push_str(&format!("repository: {}\n", summary["repo"].as_str().unwrap_or("-")));
+    o.push_str("explain a promotion: ratchet explain <commit> --repo <repository>\n");
     o
 }
 

@@ -165,6 +165,7 @@ fn write_state(home: &Path, st: &LoopState) -> anyhow::Result<()> {
 }
 
 struct Engine {
+    adjusted_this_cycle: bool,
     ctx: LoopCtx,
     home: Home,
     st: LoopState,
@@ -183,7 +184,15 @@ impl Engine {
 
     /// Record an event in the swarm log, and in the branch's log when it concerns one.
     fn emit(&self, branch: Option<&str>, task: Option<&str>, kind: EventKind) {
+        self.emit_by(None, branch, task, kind)
+    }
+
+    /// Like `emit`, naming the agent that did the work (default: the coordinator itself).
+    fn emit_by(&self, agent: Option<&str>, branch: Option<&str>, task: Option<&str>, kind: EventKind) {
         let mut e = self.event(kind);
+        if let Some(a) = agent {
+            e.agent = Some(a.to_string());
+        }
         e.branch = branch.map(String::from);
         e.task = task.map(String::from);
         let _ = std::fs::create_dir_all(self.ctx.home.join("worktrees").join(".swarm"));
@@ -262,7 +271,7 @@ impl Engine {
         None
     }
 
-    async fn propose(&mut self, baseline: &str) -> anyhow::Result<ProposeOutput> {
+    async fn propose(&mut self, baseline: &str) -> anyhow::Result<(ProposeOutput, String)> {
         let input = ProposeInput {
             baseline: baseline.to_string(),
             n: self.gov.cadence.candidates,
@@ -282,7 +291,8 @@ impl Engine {
         match task.status.state {
             TaskState::Completed => {
                 let data = msg.as_ref().and_then(|m| m.data()).context("the proposer answered without data")?;
-                Ok(serde_json::from_value(Value::Object(data.clone())).context("the proposer's answer is not a ProposeOutput")?)
+                let out = serde_json::from_value(Value::Object(data.clone())).context("the proposer's answer is not a ProposeOutput")?;
+                Ok((out, peer.name.clone()))
             }
             other => bail!(
                 "the proposer ended {other:?}: {}",
@@ -354,7 +364,8 @@ impl Engine {
         }
         let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
         let outcome = task_outcome(&task);
-        self.emit(
+        self.emit_by(
+            result.as_ref().map(|r| r.agent_id.as_str()),
             Some(bd.branch()),
             Some("execute"),
             EventKind::Executed {
@@ -399,7 +410,8 @@ impl Engine {
             c.command_ms += o.command_ms;
         }
         let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
-        self.emit(
+        self.emit_by(
+            result.as_ref().map(|r| r.agent_id.as_str()),
             Some(bd.branch()),
             Some("critique"),
             EventKind::Critiqued {
@@ -445,7 +457,8 @@ impl Engine {
         match (&task.state, out) {
             (TaskFileState::Done, Some(o)) => {
                 c.command_ms += o.command_ms;
-                self.emit(
+                self.emit_by(
+                    result.as_ref().map(|r| r.agent_id.as_str()),
                     Some(bd.branch()),
                     Some("evaluate"),
                     EventKind::Evaluated {
@@ -460,7 +473,11 @@ impl Engine {
                 if self.st.baseline_metric.is_none() {
                     self.st.baseline_metric = o.baseline_median;
                 }
-                if let Some(r) = &o.recommendation {
+                // At most one self-adjustment per cycle: one noisy evaluation should not ratchet
+                // the loop's cost up before the next one has been seen.
+                if let Some(r) = &o.recommendation
+                    && !self.adjusted_this_cycle
+                {
                     self.apply_recommendation(r);
                 }
                 c.verdict = Some(o.verdict.clone());
@@ -492,6 +509,7 @@ impl Engine {
             return;
         }
         *slot = Some(to);
+        self.adjusted_this_cycle = true;
         self.emit(
             None,
             None,
@@ -670,26 +688,28 @@ impl Engine {
             self.save()?;
         }
         let t0 = Instant::now();
+        self.adjusted_this_cycle = false;
         let cur = self.st.current.clone().expect("set above");
         if cur.phase == "proposing" {
             match self.propose(&cur.baseline).await {
-                Ok(out) if out.proposals.is_empty() && out.exhausted => {
+                Ok((out, _)) if out.proposals.is_empty() && out.exhausted => {
                     self.finish_cycle(t0, None)?;
                     self.stop("exhausted", "the proposer has nothing left to try in its search space")?;
                     return Ok(());
                 }
-                Ok(out) if out.proposals.is_empty() => {
+                Ok((out, _)) if out.proposals.is_empty() => {
                     self.proposal_failed("the proposer returned no candidates", t0)?;
                     return Ok(());
                 }
-                Ok(out) => {
+                Ok((out, proposer)) => {
                     self.st.proposal_failures = 0;
                     let short: String = self.st.run_id.chars().take(6).collect();
                     let mut cands = vec![];
                     for (i, p) in out.proposals.into_iter().enumerate() {
                         let branch = format!("r{short}-c{}-{}", cur.cycle, i + 1);
                         protocol::names::check_branch(&branch)?;
-                        self.emit(
+                        self.emit_by(
+                            Some(&proposer),
                             Some(&branch),
                             None,
                             EventKind::Proposed {
@@ -912,7 +932,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     };
     let state_file = ctx.home.join("worktrees").join(".swarm").join("state.json");
     let peers = Peers::discover(&state_file, &ctx.me).await;
-    let mut eng = Engine { ctx, home, st, gov, peers };
+    let mut eng = Engine { adjusted_this_cycle: false, ctx, home, st, gov, peers };
     eng.save()?;
     let wall_started = Instant::now();
     loop {

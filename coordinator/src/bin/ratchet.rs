@@ -15,8 +15,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start every agent in agents.toml and supervise them in the foreground (Ctrl-C stops all).
-    Up(RepoArgs),
+    /// Start every agent in agents.toml, run the improvement loop, and supervise them in the
+    /// foreground (Ctrl-C stops all).
+    Up {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Stop the swarm when the loop stops, and print the run summary.
+        #[arg(long)]
+        once: bool,
+        /// With --once: print the summary as JSON (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Only supervise the agents; do not start the loop.
+        #[arg(long, conflicts_with = "once")]
+        no_loop: bool,
+        /// Start a new run even if loop.json holds an unfinished one.
+        #[arg(long)]
+        fresh: bool,
+        /// Most cycles for this run, on top of cadence.md's budget (0: no extra limit).
+        #[arg(long, default_value_t = 0)]
+        max_cycles: u32,
+    },
     /// Run the whole loop on an embedded demo target (no model, no network) and print its history.
     Demo {
         #[command(flatten)]
@@ -115,11 +134,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
     let result = match cli.command {
-        Command::Up(args) => {
-            let run_loop = Some(LoopRequest { max_cycles: 0, fresh: false, exit_when_done: false });
-            runtime
-                .block_on(supervisor::up(UpOptions { repo: args.repo, policy: RestartPolicy::default(), run_loop }))
-                .map(|_| ())
+        Command::Up { repo, once, json, no_loop, fresh, max_cycles } => {
+            supervisor::human_output_to_stderr(json);
+            let run_loop = (!no_loop).then_some(LoopRequest { max_cycles, fresh, exit_when_done: once });
+            let opts = UpOptions { repo: repo.repo, policy: RestartPolicy::default(), run_loop };
+            match runtime.block_on(supervisor::up(opts)) {
+                Ok(outcome) => {
+                    if let Some(summary) = outcome.loop_summary.filter(|_| once) {
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                        } else {
+                            supervisor::say(&coordinator::demo::render_summary(&summary));
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Status { repo, json } => runtime.block_on(status(repo.repo, json)),
         Command::Demo { repo, json } => {
