@@ -354,3 +354,4 @@ pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String)
     let agents = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("status --json printed {stdout:?}: {e}"));
     (out.status.code().unwrap_or(-1), agents, String::from_utf8_lossy(&out.stderr).into_owned())
 }
+pub mod fixture;

@@ -17,7 +17,8 @@
 //!
 //! Reproduce: `tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench`
 //! Options: `--requests N` (2000), `--starts N` (10), `--swarm-runs N` (5), `--agent NAME`
-//! (critic), `--no-write` (print only).
+//! (critic), `--home-in DIR` (where the agents' temporary home goes: `target/wire-bench/`),
+//! `--no-write` (print only).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -47,11 +48,12 @@ struct Opts {
     starts: usize,
     swarm_runs: usize,
     agent: String,
+    home_in: Option<PathBuf>,
     write: bool,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
-    let mut o = Opts { requests: 2000, starts: 10, swarm_runs: 5, agent: "critic".into(), write: true };
+    let mut o = Opts { requests: 2000, starts: 10, swarm_runs: 5, agent: "critic".into(), home_in: None, write: true };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> anyhow::Result<usize> {
@@ -67,9 +69,10 @@ fn parse_opts() -> anyhow::Result<Opts> {
             "--starts" => o.starts = num("--starts")?,
             "--swarm-runs" => o.swarm_runs = num("--swarm-runs")?,
             "--agent" => o.agent = args.next().context("--agent needs an agent binary name, e.g. critic")?,
+            "--home-in" => o.home_in = Some(args.next().context("--home-in needs a directory")?.into()),
             "--no-write" => o.write = false,
             other => bail!(
-                "unknown argument {other:?}; use --requests N, --starts N, --swarm-runs N, --agent NAME, --no-write"
+                "unknown argument {other:?}; use --requests N, --starts N, --swarm-runs N, --agent NAME, --home-in DIR, --no-write"
             ),
         }
     }
@@ -396,7 +399,16 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         .context("asking the venv for its a2a-sdk version")?;
     let sdk = String::from_utf8_lossy(&sdk.stdout).trim().to_string();
     let echo = root.join("tests").join("interop").join("echo_agent.py");
-    let home = tempfile::Builder::new().prefix("wire-bench-").tempdir().context("making a temp dir")?;
+    // The agents' home (and so their task stores) sits where a real one does: inside a
+    // checkout, here the workspace's target dir. /tmp is a worse place on a shared machine: other
+    // processes' churn of temp files there makes ext4 inode allocation (one file per task) cost
+    // up to a millisecond per create. `--home-in /tmp` measures that case.
+    let home_in = opts.home_in.clone().unwrap_or_else(|| root.join("target").join("wire-bench"));
+    std::fs::create_dir_all(&home_in).with_context(|| format!("creating {}", home_in.display()))?;
+    let home = tempfile::Builder::new()
+        .prefix("home-")
+        .tempdir_in(&home_in)
+        .with_context(|| format!("making a temp dir in {}", home_in.display()))?;
     let tick = clock_ticks_per_sec();
     let load_before = loadavg();
     eprintln!("wire-bench: load average before: {load_before}");
@@ -493,11 +505,13 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
          is checked to be a completed task. CPU: utime+stime from `/proc/<pid>/stat` across the timed run \
          ({tick} ticks/s, so +/- {res} per request). Start to card: spawn to the first 200 on \
          `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up. Swarm: the five release agent \
-         binaries spawned at once, until all five cards answered.\n",
+         binaries spawned at once, until all five cards answered. The agents' home (so their task \
+         stores, one file per task) is a fresh directory under `{home_in}`, as in a checkout.\n",
         date = today(),
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu = cpu_model(),
         res = us(Duration::from_secs_f64(1.0 / tick as f64 / n as f64)),
+        home_in = home_in.strip_prefix(&root).unwrap_or(&home_in).display(),
     );
     if opts.write {
         let path = root.join("BENCHMARKS.md");

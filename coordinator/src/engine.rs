@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use kit::client::skill_message;
 use kit::substrate::{self, BranchDir, BranchState, Home, PromoteOutcome};
+use protocol::TaskState;
 use protocol::events::{Event, EventKind};
 use protocol::governance::{Governance, PromotionMode};
 use protocol::lease::{ResultFile, TaskFile, TaskFileState};
 use protocol::work::{
-    CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateOutput, ExecuteInput, ExecuteOutput, Proposal,
-    ProposeInput, ProposeOutput, SandboxSettings, Tried,
+    CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateOutput, ExecuteInput, ExecuteOutput, Proposal, ProposeInput,
+    ProposeOutput, SandboxSettings, Tried,
 };
-use protocol::TaskState;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -291,19 +291,23 @@ impl Engine {
         match task.status.state {
             TaskState::Completed => {
                 let data = msg.as_ref().and_then(|m| m.data()).context("the proposer answered without data")?;
-                let out = serde_json::from_value(Value::Object(data.clone())).context("the proposer's answer is not a ProposeOutput")?;
+                let out = serde_json::from_value(Value::Object(data.clone()))
+                    .context("the proposer's answer is not a ProposeOutput")?;
                 Ok((out, peer.name.clone()))
             }
-            other => bail!(
-                "the proposer ended {other:?}: {}",
-                msg.map(|m| m.text()).unwrap_or_default()
-            ),
+            other => bail!("the proposer ended {other:?}: {}", msg.map(|m| m.text()).unwrap_or_default()),
         }
     }
 
     /// Queue (or find) a task on a branch, hand it to an agent, wait for its final state, and
     /// return its accepted result.
-    async fn run_task(&self, bd: &BranchDir, id: &str, role: &str, input: Value) -> anyhow::Result<(TaskFile, Option<ResultFile>)> {
+    async fn run_task(
+        &self,
+        bd: &BranchDir,
+        id: &str,
+        role: &str,
+        input: Value,
+    ) -> anyhow::Result<(TaskFile, Option<ResultFile>)> {
         let existing = substrate::read_task(bd, id).ok();
         if existing.is_none() {
             let task = TaskFile {
@@ -435,10 +439,76 @@ impl Engine {
             }
             _ => {
                 c.verdict = Some("INFRA".into());
-                c.reasons.push(format!("critique failed for infrastructure reasons: {summary}; not counted against the candidate"));
+                c.reasons.push(format!(
+                    "critique failed for infrastructure reasons: {summary}; not counted against the candidate"
+                ));
                 Ok(false)
             }
         }
+    }
+
+    /// Agents of a custom role (not one of the five built-in ones), e.g. a security reviewer or a
+    /// third-party A2A agent listed by URL, review the candidate's diff over plain A2A. Their
+    /// answer is recorded as evidence; an answer whose data says `{"pass": false}` blocks.
+    async fn reviewers(&self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> bool {
+        let reviewers: Vec<crate::peers::Peer> = self.peers.custom().into_iter().cloned().collect();
+        if reviewers.is_empty() {
+            return true;
+        }
+        let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
+        let diff = self.home.git().run(["diff", baseline, &commit]).unwrap_or_default();
+        let diff: String = diff.chars().take(64 * 1024).collect();
+        let mut pass = true;
+        for r in reviewers {
+            let text = format!(
+                "Review this candidate change for the goal: {}\nCandidate {}: {}\nReply with your findings; to block it, answer with a data part {{\"pass\": false, \"reason\": \"...\"}}.\n\n{diff}",
+                self.gov.ethos.goal, c.proposal.id, c.proposal.summary
+            );
+            let msg = protocol::Message::new(
+                protocol::Role::User,
+                kit::server::new_id(),
+                vec![
+                    protocol::Part::text(text),
+                    protocol::Part::data(
+                        json!({"candidate": c.proposal.id, "branch": c.branch, "base": baseline, "commit": commit, "files": c.proposal.files}),
+                    ),
+                ],
+            );
+            let answer = tokio::time::timeout(Duration::from_secs(300), r.client.send(msg, true)).await;
+            let (state, reply, blocks) = match answer {
+                Ok(Ok(task)) => {
+                    let m = task.status.message.clone();
+                    let data = m.as_ref().and_then(|m| m.data()).cloned().unwrap_or_default();
+                    let blocks = data.get("pass").and_then(Value::as_bool) == Some(false);
+                    let mut reply = m.map(|m| m.text()).unwrap_or_default();
+                    if let Some(reason) = data.get("reason").and_then(Value::as_str) {
+                        reply = format!("{reply} {reason}").trim().to_string();
+                    }
+                    (format!("{:?}", task.status.state).to_lowercase(), reply, blocks)
+                }
+                Ok(Err(e)) => ("unreachable".to_string(), e.to_string(), false),
+                Err(_) => ("timed-out".to_string(), "no answer within 300 s".to_string(), false),
+            };
+            let _ = std::fs::write(bd.artifacts_dir().join(format!("review-{}.txt", r.name)), &reply);
+            self.emit_by(
+                Some(&r.name),
+                Some(bd.branch()),
+                None,
+                EventKind::AdvisoryReview {
+                    candidate: c.proposal.id.clone(),
+                    reviewer: r.name.clone(),
+                    state,
+                    blocks,
+                    text: reply.clone(),
+                },
+            );
+            if blocks {
+                pass = false;
+                c.verdict = Some("REJECT".into());
+                c.reasons.push(format!("reviewer {} ({}): {reply}", r.name, r.role));
+            }
+        }
+        pass
     }
 
     async fn evaluate(&mut self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<()> {
@@ -486,7 +556,9 @@ impl Engine {
             }
             (TaskFileState::InfraFailed, _) => {
                 c.verdict = Some("INFRA".into());
-                c.reasons.push(format!("evaluation failed for infrastructure reasons: {summary}; not counted against the candidate"));
+                c.reasons.push(format!(
+                    "evaluation failed for infrastructure reasons: {summary}; not counted against the candidate"
+                ));
             }
             _ => {
                 c.verdict = Some("REJECT".into());
@@ -541,7 +613,10 @@ impl Engine {
             self.update_candidate(i, &c)?;
         }
         if c.stage == "critiquing" {
-            let ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
+            let mut ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
+            if ok {
+                ok = self.reviewers(&bd, &mut c, &cycle.baseline).await;
+            }
             c.stage = if ok { "evaluating" } else { "decided" }.into();
             self.update_candidate(i, &c)?;
         }
@@ -559,7 +634,13 @@ impl Engine {
                 c.proposal.approach_key(),
                 fmt_effect(e.baseline_median, e.candidate_median, e.effect)
             ),
-            None => format!("  {:<8} {} [{}] {}", verdict, c.branch, c.proposal.approach_key(), c.reasons.first().cloned().unwrap_or_default()),
+            None => format!(
+                "  {:<8} {} [{}] {}",
+                verdict,
+                c.branch,
+                c.proposal.approach_key(),
+                c.reasons.first().cloned().unwrap_or_default()
+            ),
         };
         self.say(&line);
         Ok(())
@@ -575,7 +656,8 @@ impl Engine {
     /// Promote the best PROMOTE candidate; mark the others.
     async fn decide(&mut self) -> anyhow::Result<Option<PromotionRecord>> {
         let cycle = self.st.current.clone().expect("a cycle is running");
-        let mut winners: Vec<&Candidate> = cycle.candidates.iter().filter(|c| c.verdict.as_deref() == Some("PROMOTE")).collect();
+        let mut winners: Vec<&Candidate> =
+            cycle.candidates.iter().filter(|c| c.verdict.as_deref() == Some("PROMOTE")).collect();
         winners.sort_by(|a, b| {
             let ea = a.eval.as_ref().and_then(|e| e.effect).unwrap_or(0.0);
             let eb = b.eval.as_ref().and_then(|e| e.effect).unwrap_or(0.0);
@@ -592,11 +674,16 @@ impl Engine {
                 self.emit(
                     Some(&w.branch),
                     None,
-                    EventKind::PromotionRefused { candidate: w.proposal.id.clone(), reason: "awaiting human approval (cadence.md promotion = \"approval\")".into() },
+                    EventKind::PromotionRefused {
+                        candidate: w.proposal.id.clone(),
+                        reason: "awaiting human approval (cadence.md promotion = \"approval\")".into(),
+                    },
                 );
             } else {
-                let (home, branch, c2, base) = (self.home.clone(), w.branch.clone(), commit.clone(), cycle.baseline.clone());
-                let outcome = tokio::task::spawn_blocking(move || substrate::promote(&home, &branch, &c2, &base)).await??;
+                let (home, branch, c2, base) =
+                    (self.home.clone(), w.branch.clone(), commit.clone(), cycle.baseline.clone());
+                let outcome =
+                    tokio::task::spawn_blocking(move || substrate::promote(&home, &branch, &c2, &base)).await??;
                 match outcome {
                     PromoteOutcome::Promoted { from, to } => {
                         let e = w.eval.as_ref();
@@ -609,17 +696,26 @@ impl Engine {
                             after: e.and_then(|e| e.candidate_median),
                             governance: self.gov.hashes.clone(),
                         };
-                        self.emit(
-                            Some(&w.branch),
-                            None,
-                            EventKind::Promoted {
-                                candidate: w.proposal.id.clone(),
-                                commit: to.clone(),
-                                from,
-                                before: rec.before,
-                                after: rec.after,
-                            },
-                        );
+                        // A promotion repeated after a crash (main already there, the event
+                        // written, loop.json not yet saved) is recorded, not announced twice.
+                        let announced = substrate::read_events(&swarm_events(&self.ctx.home)).is_ok_and(|log| {
+                            log.events
+                                .iter()
+                                .any(|e| matches!(&e.kind, EventKind::Promoted { commit, .. } if *commit == to))
+                        });
+                        if !announced {
+                            self.emit(
+                                Some(&w.branch),
+                                None,
+                                EventKind::Promoted {
+                                    candidate: w.proposal.id.clone(),
+                                    commit: to.clone(),
+                                    from,
+                                    before: rec.before,
+                                    after: rec.after,
+                                },
+                            );
+                        }
                         self.say(&format!(
                             "  PROMOTED {} -> main at {} ({})",
                             w.branch,
@@ -629,11 +725,19 @@ impl Engine {
                         promoted = Some(rec);
                     }
                     PromoteOutcome::Stale { main_now } => {
-                        self.say(&format!("  {} is stale: main moved to {}; it will be re-proposed on the new baseline", w.branch, &main_now[..12]));
+                        self.say(&format!(
+                            "  {} is stale: main moved to {}; it will be re-proposed on the new baseline",
+                            w.branch,
+                            &main_now[..12]
+                        ));
                     }
                     PromoteOutcome::Held { reason } => {
                         self.say(&format!("  promotion of {} held: {reason}", w.branch));
-                        self.emit(Some(&w.branch), None, EventKind::PromotionRefused { candidate: w.proposal.id.clone(), reason });
+                        self.emit(
+                            Some(&w.branch),
+                            None,
+                            EventKind::PromotionRefused { candidate: w.proposal.id.clone(), reason },
+                        );
                     }
                 }
             }
@@ -668,9 +772,20 @@ impl Engine {
                 .iter()
                 .find(|c| c.exec.as_ref().is_some_and(|e| e.commit == main) && c.verdict.as_deref() == Some("PROMOTE"));
             if promoted_here.is_none() {
-                self.say(&format!("cycle {}: main moved to {}; dropping its candidates (stale)", cur.cycle, &main[..12]));
+                self.say(&format!(
+                    "cycle {}: main moved to {}; dropping its candidates (stale)",
+                    cur.cycle,
+                    &main[..12]
+                ));
                 for c in cur.candidates.clone() {
-                    self.emit(Some(&c.branch), None, EventKind::CandidateDropped { candidate: c.proposal.id.clone(), reason: "main moved; stale".into() });
+                    self.emit(
+                        Some(&c.branch),
+                        None,
+                        EventKind::CandidateDropped {
+                            candidate: c.proposal.id.clone(),
+                            reason: "main moved; stale".into(),
+                        },
+                    );
                     if let Ok(bd) = self.home.branch_dir(&c.branch)
                         && bd.exists()
                     {
@@ -682,7 +797,14 @@ impl Engine {
         }
         if self.st.current.is_none() {
             let cycle = self.st.cycles_done + 1;
-            self.st.current = Some(CycleState { cycle, baseline: main.clone(), started_at: now(), candidates: vec![], phase: "proposing".into(), wall_ms: 0 });
+            self.st.current = Some(CycleState {
+                cycle,
+                baseline: main.clone(),
+                started_at: now(),
+                candidates: vec![],
+                phase: "proposing".into(),
+                wall_ms: 0,
+            });
             self.emit(None, None, EventKind::CycleStarted { baseline: main.clone() });
             self.say(&format!("cycle {cycle}: baseline {}", &main[..12]));
             self.save()?;
@@ -721,7 +843,17 @@ impl Engine {
                             },
                         );
                         self.say(&format!("  proposed {branch}: {}", p.summary));
-                        cands.push(Candidate { branch, proposal: p, stage: "executing".into(), exec: None, critique: None, eval: None, verdict: None, reasons: vec![], command_ms: out.command_ms });
+                        cands.push(Candidate {
+                            branch,
+                            proposal: p,
+                            stage: "executing".into(),
+                            exec: None,
+                            critique: None,
+                            eval: None,
+                            verdict: None,
+                            reasons: vec![],
+                            command_ms: out.command_ms,
+                        });
                     }
                     let c = self.st.current.as_mut().expect("cycle");
                     c.candidates = cands;
@@ -761,7 +893,11 @@ impl Engine {
             if v == "INFRA" {
                 continue; // the harness's fault: may be tried again
             }
-            let recorded = if promoted.as_ref().is_some_and(|p| p.branch == c.branch) { "PROMOTED".to_string() } else { v.clone() };
+            let recorded = if promoted.as_ref().is_some_and(|p| p.branch == c.branch) {
+                "PROMOTED".to_string()
+            } else {
+                v.clone()
+            };
             self.st.tried.push(Tried {
                 key: c.proposal.approach_key(),
                 verdict: recorded,
@@ -846,6 +982,93 @@ fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> S
     }
 }
 
+fn approvals_dir(home: &Path) -> PathBuf {
+    home.join("worktrees").join(".swarm").join("approvals")
+}
+
+/// Promotions a person approved (`ratchet approve <branch>`, cadence promotion = "approval").
+pub fn approved_promotions(home: &Path) -> Vec<PromotionRecord> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(approvals_dir(home)) {
+        for e in rd.flatten() {
+            if let Some(r) = std::fs::read_to_string(e.path()).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+                out.push(r);
+            }
+        }
+    }
+    out.sort_by(|a: &PromotionRecord, b| a.cycle.cmp(&b.cycle));
+    out
+}
+
+/// `ratchet approve <branch>`: a person approves the promotion of a candidate that the
+/// evaluator judged PROMOTE while cadence.md says promotion needs approval. The promotion goes
+/// through the same serialized compare-and-swap fast-forward as the loop's own.
+pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Result<PromotionRecord> {
+    protocol::names::check_branch(branch)?;
+    let st = read_state(home_path)?.context("no loop has run here (no worktrees/.swarm/loop.json)")?;
+    let (cycle, cand) = st
+        .finished
+        .iter()
+        .flat_map(|cy| cy.candidates.iter().map(move |c| (cy, c)))
+        .find(|(_, c)| c.branch == branch)
+        .with_context(|| {
+            format!("no finished candidate named {branch}; see `ratchet inspect` or worktrees/.swarm/loop.json")
+        })?;
+    if cand.verdict.as_deref() != Some("PROMOTE") {
+        bail!(
+            "{branch} was judged {}, not PROMOTE: only a promotable candidate can be approved",
+            cand.verdict.clone().unwrap_or_default()
+        );
+    }
+    let commit = cand.exec.as_ref().map(|e| e.commit.clone()).context("the candidate has no commit")?;
+    let gov = crate::govern::load(home_path)?;
+    let home = Home::open(home_path)?.with_run_id(st.run_id.clone());
+    match substrate::promote(&home, branch, &commit, &cycle.baseline)? {
+        PromoteOutcome::Promoted { from, to } => {
+            let e = cand.eval.as_ref();
+            let rec = PromotionRecord {
+                cycle: cycle.cycle,
+                branch: branch.to_string(),
+                commit: to.clone(),
+                from: from.clone(),
+                before: e.and_then(|e| e.baseline_median),
+                after: e.and_then(|e| e.candidate_median),
+                governance: gov.hashes.clone(),
+            };
+            let mut ev = Event::new(
+                st.run_id.clone(),
+                EventKind::Promoted {
+                    candidate: cand.proposal.id.clone(),
+                    commit: to,
+                    from,
+                    before: rec.before,
+                    after: rec.after,
+                },
+            );
+            ev.branch = Some(branch.to_string());
+            ev.cycle = Some(cycle.cycle);
+            ev.agent = Some(format!("human:{by}"));
+            ev.governance = gov.hashes.clone();
+            let _ = substrate::append_event(&swarm_events(home_path), &ev);
+            if let Ok(bd) = home.branch_dir(branch) {
+                let _ = substrate::append_event(&bd.events_file(), &ev);
+            }
+            let dir = approvals_dir(home_path);
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".{branch}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&rec)?)?;
+            std::fs::rename(&tmp, dir.join(format!("{branch}.json")))?;
+            Ok(rec)
+        }
+        PromoteOutcome::Stale { main_now } => bail!(
+            "{branch} is stale: main moved to {} since its baseline {}; it must be re-based and re-evaluated",
+            &main_now[..12],
+            &cycle.baseline[..12]
+        ),
+        PromoteOutcome::Held { reason } => bail!("promotion of {branch} held: {reason}"),
+    }
+}
+
 /// Summary of a finished (or stopped) run, as `ratchet demo --json` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -881,13 +1104,21 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
             }
         }
     }
-    let promoted: Vec<Value> = st
-        .promotions
+    let mut promotions = st.promotions.clone();
+    for a in approved_promotions(home) {
+        if !promotions.iter().any(|p| p.commit == a.commit) {
+            promotions.push(a);
+        }
+    }
+    let promoted: Vec<Value> = promotions
         .iter()
-        .map(|p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after}))
+        .map(
+            |p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after}),
+        )
         .collect();
-    let final_metric = st.promotions.last().and_then(|p| p.after).or(st.baseline_metric);
-    let harness_share = if st.wall_ms > 0 { (1.0 - command_ms as f64 / st.wall_ms as f64).clamp(0.0, 1.0) } else { 0.0 };
+    let final_metric = promotions.last().and_then(|p| p.after).or(st.baseline_metric);
+    let harness_share =
+        if st.wall_ms > 0 { (1.0 - command_ms as f64 / st.wall_ms as f64).clamp(0.0, 1.0) } else { 0.0 };
     Summary {
         repo: home.display().to_string(),
         run_id: st.run_id.clone(),
@@ -969,4 +1200,3 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     }
     Ok(summarize(&eng.ctx.home, &eng.st, &eng.gov))
 }
-

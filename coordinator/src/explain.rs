@@ -50,9 +50,9 @@ fn all_events(home: &Path) -> Vec<Event> {
 
 pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
     let git = Git::new(home);
-    let commit = git
-        .resolve_commit(rev)?
-        .with_context(|| format!("{rev:?} is not a commit in {}; fix: pass a commit id from `git log main`", home.display()))?;
+    let commit = git.resolve_commit(rev)?.with_context(|| {
+        format!("{rev:?} is not a commit in {}; fix: pass a commit id from `git log main`", home.display())
+    })?;
     let on_main = git.is_ancestor(&commit, "refs/heads/main").unwrap_or(false);
     let events = all_events(home);
     let promoted = events.iter().find(|e| matches!(&e.kind, EventKind::Promoted { commit: c, .. } if *c == commit));
@@ -67,7 +67,8 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         bail!("{} is not on main and was never promoted by Ratchet", &commit[..12]);
     };
     let branch = p.branch.clone().unwrap_or_default();
-    let mut mine: Vec<Event> = events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
+    let mut mine: Vec<Event> =
+        events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
     mine.sort_by(|a, b| a.at.cmp(&b.at));
     mine.dedup_by(|a, b| a.at == b.at && a.type_name() == b.type_name() && a.task == b.task);
     let find = |name: &str| -> Value {

@@ -83,10 +83,9 @@ pub(crate) fn load_in(store: &Store) -> anyhow::Result<Governance> {
             Some(t) => {
                 texts.insert(doc.to_string(), t);
             }
-            None => bail!(
-                "{doc} was never approved in {}; fix: review it and run `ratchet approve {doc}`",
-                home.display()
-            ),
+            None => {
+                bail!("{doc} was never approved in {}; fix: review it and run `ratchet approve {doc}`", home.display())
+            }
         }
     }
     let g = Governance::from_texts(texts).map_err(|e| {
@@ -180,8 +179,11 @@ mod tests {
 
     fn repo(approve: bool) -> Repo {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir()
-            .join(format!("ratchet-govern-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "ratchet-govern-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut store = Store::new(&dir);
@@ -228,7 +230,11 @@ mod tests {
         let on_disk = std::fs::read_to_string(r.dir.join("cadence.md")).unwrap();
         assert_eq!(
             switched(&g0, &g2),
-            vec![("cadence.md".to_string(), Some(g0.hashes["cadence.md"].clone()), protocol::governance::hash(&on_disk))]
+            vec![(
+                "cadence.md".to_string(),
+                Some(g0.hashes["cadence.md"].clone()),
+                protocol::governance::hash(&on_disk)
+            )]
         );
         assert!(switched(&g2, &g2).is_empty());
     }
@@ -249,7 +255,12 @@ mod tests {
     fn nothing_approved_means_no_run_and_says_what_to_do() {
         let r = repo(false);
         let e = format!("{:#}", load_in(&r.store).unwrap_err());
-        assert!(e.contains("no governance document was ever approved") && e.contains("ratchet init") && e.contains("ratchet approve"), "{e}");
+        assert!(
+            e.contains("no governance document was ever approved")
+                && e.contains("ratchet init")
+                && e.contains("ratchet approve"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -259,6 +270,24 @@ mod tests {
                    min_effect = 1.5\nmin_samples = 5\nmax_cv = 0.2\ngate_timeout_s = 1\nbench_timeout_s = 1\n```\n";
         let e = validate("ethos.md", doc).unwrap_err().to_string();
         assert!(e.starts_with("ethos.md:14: min_effect: 1.5 is outside [0, 1); fix: "), "{e}");
+    }
+
+    #[test]
+    fn ratchets_own_documents_validate_and_name_real_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+        let texts: BTreeMap<String, String> =
+            DOCS.iter().map(|d| (d.to_string(), std::fs::read_to_string(root.join(d)).unwrap())).collect();
+        for (doc, text) in &texts {
+            validate(doc, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let g = Governance::from_texts(texts).unwrap();
+        let command = g.proposer.command.clone().unwrap();
+        for file in g.ethos.benchmark_paths.iter().chain([&g.ethos.benchmark, &command]) {
+            assert!(root.join(file).is_file(), "{file} is named by the governance documents but missing");
+        }
+        for doc in DOCS {
+            assert!(g.constitution.protected_paths.iter().any(|p| p == doc), "{doc} is not protected");
+        }
     }
 
     #[test]

@@ -173,6 +173,16 @@ impl Git {
         Ok(parse_worktree_list(&out))
     }
 
+    /// Tracked files with uncommitted changes (staged or not), repository-relative.
+    pub fn dirty_paths(&self) -> Result<Vec<String>, GitError> {
+        let out = self.run_bytes(["status", "--porcelain", "--untracked-files=no", "-z"])?;
+        Ok(out
+            .split(|b| *b == 0)
+            .filter(|e| e.len() > 3)
+            .map(|e| String::from_utf8_lossy(&e[3..]).into_owned())
+            .collect())
+    }
+
     /// Whether the checkout has changes to tracked files (staged or not).
     pub fn is_dirty(&self) -> Result<bool, GitError> {
         let out = self.run_bytes(["status", "--porcelain", "--untracked-files=no"])?;

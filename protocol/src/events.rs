@@ -72,43 +72,164 @@ impl Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     // Supervisor
-    AgentStarted { name: String, role: String, url: String, pid: Option<u32> },
-    AgentExited { name: String, status: String },
-    AgentRestarted { name: String, restarts: u32, backoff_ms: u64 },
-    AgentGaveUp { name: String, reason: String },
-    AgentStopped { name: String },
-    ConfigReloaded { added: Vec<String>, removed: Vec<String>, changed: Vec<String> },
-    ConfigRefused { error: String },
+    AgentStarted {
+        name: String,
+        role: String,
+        url: String,
+        pid: Option<u32>,
+    },
+    AgentExited {
+        name: String,
+        status: String,
+    },
+    AgentRestarted {
+        name: String,
+        restarts: u32,
+        backoff_ms: u64,
+    },
+    AgentGaveUp {
+        name: String,
+        reason: String,
+    },
+    AgentStopped {
+        name: String,
+    },
+    ConfigReloaded {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
+    ConfigRefused {
+        error: String,
+    },
 
     // Substrate
-    TaskQueued { role: String, skill: String, attempt: u32, token: u64 },
-    LeaseClaimed { holder: String, token: u64 },
-    LeaseExpired { holder: String, token: u64, reason: String },
-    ResultAccepted { token: u64, outcome: String, summary: String },
-    ResultRefused { token: u64, current_token: u64, reason: String },
-    TaskFailed { reason: String, infra: bool },
-    FileQuarantined { path: String, problem: String },
-    WorktreeAdded { base: String },
-    WorktreeRemoved { archived: Option<String> },
+    TaskQueued {
+        role: String,
+        skill: String,
+        attempt: u32,
+        token: u64,
+    },
+    LeaseClaimed {
+        holder: String,
+        token: u64,
+    },
+    LeaseExpired {
+        holder: String,
+        token: u64,
+        reason: String,
+    },
+    ResultAccepted {
+        token: u64,
+        outcome: String,
+        summary: String,
+    },
+    ResultRefused {
+        token: u64,
+        current_token: u64,
+        reason: String,
+    },
+    TaskFailed {
+        reason: String,
+        infra: bool,
+    },
+    FileQuarantined {
+        path: String,
+        problem: String,
+    },
+    WorktreeAdded {
+        base: String,
+    },
+    WorktreeRemoved {
+        archived: Option<String>,
+    },
 
     // Loop
-    CycleStarted { baseline: String },
-    Proposed { candidate: String, strategy: String, summary: String, files: Vec<String>, params: Value },
-    ProposalFailed { reason: String },
-    Executed { candidate: String, commit: String, outcome: String, gates: Value },
-    Critiqued { candidate: String, pass: bool, findings: Value },
-    Evaluated { candidate: String, verdict: String, reasons: Vec<String>, stats: Value },
-    Promoted { candidate: String, commit: String, from: String, before: Option<f64>, after: Option<f64> },
-    PromotionRefused { candidate: String, reason: String },
-    CandidateDropped { candidate: String, reason: String },
-    CycleEnded { promoted: Option<String>, metric: Option<f64> },
-    SettingAdjusted { setting: String, from: Value, to: Value, reason: String },
-    LoopStopped { reason: String, detail: String },
+    CycleStarted {
+        baseline: String,
+    },
+    Proposed {
+        candidate: String,
+        strategy: String,
+        summary: String,
+        files: Vec<String>,
+        params: Value,
+    },
+    ProposalFailed {
+        reason: String,
+    },
+    Executed {
+        candidate: String,
+        commit: String,
+        outcome: String,
+        gates: Value,
+    },
+    Critiqued {
+        candidate: String,
+        pass: bool,
+        findings: Value,
+    },
+    Evaluated {
+        candidate: String,
+        verdict: String,
+        reasons: Vec<String>,
+        stats: Value,
+    },
+    Promoted {
+        candidate: String,
+        commit: String,
+        from: String,
+        before: Option<f64>,
+        after: Option<f64>,
+    },
+    PromotionRefused {
+        candidate: String,
+        reason: String,
+    },
+    CandidateDropped {
+        candidate: String,
+        reason: String,
+    },
+    /// A custom-role agent (e.g. a security reviewer, possibly a third-party A2A agent) reviewed
+    /// the candidate; `blocks` when it answered `{"pass": false}`.
+    AdvisoryReview {
+        candidate: String,
+        reviewer: String,
+        state: String,
+        blocks: bool,
+        text: String,
+    },
+    CycleEnded {
+        promoted: Option<String>,
+        metric: Option<f64>,
+    },
+    SettingAdjusted {
+        setting: String,
+        from: Value,
+        to: Value,
+        reason: String,
+    },
+    LoopStopped {
+        reason: String,
+        detail: String,
+    },
 
     // Governance
-    GovernanceSwitched { doc: String, from: Option<String>, to: String },
-    GovernanceProposed { id: String, doc: String, summary: String, evidence: Value },
-    GovernanceRejected { doc: String, restored: String },
+    GovernanceSwitched {
+        doc: String,
+        from: Option<String>,
+        to: String,
+    },
+    GovernanceProposed {
+        id: String,
+        doc: String,
+        summary: String,
+        evidence: Value,
+    },
+    GovernanceRejected {
+        doc: String,
+        restored: String,
+    },
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
+mod governance;
 mod interop;
+mod loop_e2e;
+mod resume;
 mod substrate;
 mod supervisor;
 mod wire;

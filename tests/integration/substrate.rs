@@ -429,6 +429,11 @@ fn names_that_could_escape_are_refused_and_change_nothing() {
         assert!(is_name_error(bd.artifact_path("t1", name).map(|_| ())), "artefact {name:?}");
         assert!(is_name_error(promote(&home, name, &base, &base).map(|_| ())), "branch {name:?}");
     }
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let err = add_worktree(&home, "fine", missing).map(|_| ()).expect_err("no such commit");
+    assert!(matches!(err, SubstrateError::NoSuchCommit { .. }), "{err}");
+    let err = add_worktree(&home, "fine", "no-such-ref").map(|_| ()).expect_err("no such commit");
+    assert!(matches!(err, SubstrateError::NoSuchCommit { .. }), "{err}");
     let err = add_worktree(&home, "../evil", &base).map(|_| ()).expect_err("refused").to_string();
     assert!(err.contains("branch name") && err.contains("path separator"), "{err}");
     assert_eq!(snapshot(t.path()), before, "a refused name created or changed something");

@@ -75,7 +75,7 @@ async fn command(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Res
             sandbox: SandboxMode::Auto,
             allow_network: true,
             memory_limit_bytes: None,
-            env: vec![],
+            env: forwarded_env(),
         };
         match propose_command(&cmd, &dir, &input.goal, &input.context, &banned, limits).await {
             Ok(p) => {
@@ -97,6 +97,18 @@ async fn command(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Res
         return Err(describe(&e));
     }
     Ok(ProposeOutput { proposals, exhausted: false, command_ms })
+}
+
+/// The environment the `command` strategy's program gets on top of the sandbox's minimal one:
+/// `RATCHET_CODING_AGENT` (which CLI `scripts/propose` runs) and every variable named in
+/// `RATCHET_PROPOSER_ENV` (comma-separated, e.g. the API key variable a coding-agent CLI needs;
+/// set it in the proposer's `env` table in agents.toml). Nothing else passes.
+fn forwarded_env() -> Vec<(String, String)> {
+    let mut names = vec!["RATCHET_CODING_AGENT".to_string()];
+    if let Ok(list) = std::env::var("RATCHET_PROPOSER_ENV") {
+        names.extend(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+    }
+    names.into_iter().filter_map(|k| std::env::var(&k).ok().map(|v| (k, v))).collect()
 }
 
 fn describe(e: &ProposalError) -> String {

@@ -160,7 +160,9 @@ fn main() -> ExitCode {
         Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
         Command::Gc { repo, json } => return report(gc(&repo.repo, json)),
         Command::Governance { repo, json } => return report(governance(&repo.repo, json)),
-        Command::Approve { targets, by, repo, json } => return report(approve(&repo.repo, &targets, by.as_deref(), json)),
+        Command::Approve { targets, by, repo, json } => {
+            return report(approve(&repo.repo, &targets, by.as_deref(), json));
+        }
         Command::Reject { target, by, repo } => return report(reject(&repo.repo, &target, by.as_deref())),
         Command::Init { force, by, repo, json } => return report(init(&repo.repo, force, by.as_deref(), json)),
     };
@@ -241,6 +243,20 @@ fn governance(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn approve(repo: &std::path::Path, targets: &[String], by: Option<&str>, json: bool) -> anyhow::Result<()> {
+    // A candidate branch awaiting a person's approval (cadence.md promotion = "approval").
+    if let [branch] = targets
+        && protocol::names::check_branch(branch).is_ok()
+        && repo.join("worktrees").join(branch).join("meta.json").is_file()
+    {
+        let who = coordinator::govern::approve::approver_of(repo, by)?;
+        let rec = coordinator::engine::approve_promotion(repo, branch, &who)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rec)?);
+        } else {
+            println!("promoted {branch}: main {} -> {} (approved by {who})", &rec.from[..12], &rec.commit[..12]);
+        }
+        return Ok(());
+    }
     let outcomes = coordinator::govern::approve(repo, targets, by)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
@@ -262,7 +278,9 @@ fn reject(repo: &std::path::Path, target: &str, by: Option<&str>) -> anyhow::Res
     let o = coordinator::govern::reject(repo, target, by)?;
     match (&o.restored, o.changed) {
         (Some(h), true) => println!("restored the approved {} ({})", o.target, &h[..12]),
-        (Some(h), false) => println!("{} on disk is already the approved text ({}); nothing to reject", o.target, &h[..12]),
+        (Some(h), false) => {
+            println!("{} on disk is already the approved text ({}); nothing to reject", o.target, &h[..12])
+        }
         (None, _) => println!("rejected proposal {}", o.target),
     }
     Ok(())

@@ -66,6 +66,12 @@ fn approver(store: &Store, by: Option<&str>) -> anyhow::Result<String> {
     )
 }
 
+/// Who is approving, for callers outside governance (branch approvals): `--by`, else the git
+/// identity of the repository at `home`.
+pub fn approver_of(home: &Path, by: Option<&str>) -> anyhow::Result<String> {
+    approver(&Store::new(home), by)
+}
+
 /// Environment for `commit-tree` when git has no identity of its own.
 fn identity_env(store: &Store, by: &str) -> Vec<(&'static str, String)> {
     if store.identity().is_some() {
@@ -373,7 +379,8 @@ pub(crate) fn reject_in(store: &Store, target: &str, by: Option<&str>) -> anyhow
 
 /// Append a governance event to the swarm's log, stamped with the approved hashes.
 pub(crate) fn emit(home: &Path, snap: Option<&Snapshot>, kind: EventKind) {
-    let run_id = crate::engine::read_state(home).ok().flatten().map(|s| s.run_id).unwrap_or_else(|| "governance".into());
+    let run_id =
+        crate::engine::read_state(home).ok().flatten().map(|s| s.run_id).unwrap_or_else(|| "governance".into());
     let mut e = Event::new(run_id, kind);
     if let Some(s) = snap {
         e.governance = s.lock.docs.iter().map(|(d, a)| (d.clone(), a.sha256.clone())).collect();

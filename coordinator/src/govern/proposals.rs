@@ -109,7 +109,10 @@ pub fn read(home: &Path, id: &str) -> anyhow::Result<Proposal> {
     let path = path_of(home, id)?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading proposal {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| {
-        format!("{}: not a governance proposal; fix: delete it (the coordinator proposes again if the pattern recurs)", path.display())
+        format!(
+            "{}: not a governance proposal; fix: delete it (the coordinator proposes again if the pattern recurs)",
+            path.display()
+        )
     })
 }
 
@@ -161,7 +164,10 @@ pub fn with_rule(constitution: &str, rule: &Rule, proposal: &str) -> anyhow::Res
     out.push_str(&constitution[end..]);
     let parsed = parse_constitution(&out).map_err(|e| anyhow::anyhow!("the constitution with the new rule: {e}"))?;
     if !parsed.rules.iter().any(|r| r == rule) {
-        bail!("the new rule {} did not survive parsing the constitution; its settings block may hold `rules` inline", rule.id);
+        bail!(
+            "the new rule {} did not survive parsing the constitution; its settings block may hold `rules` inline",
+            rule.id
+        );
     }
     Ok(out)
 }
@@ -194,7 +200,12 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
             for (rail, file, finding) in blocking_findings(&crit.findings) {
                 let ev = seen.entry(Pattern { rail, file }).or_default();
                 if !ev.iter().any(|e| e.branch == c.branch) {
-                    ev.push(Evidence { branch: c.branch.clone(), cycle: cy.cycle, candidate: c.proposal.id.clone(), finding });
+                    ev.push(Evidence {
+                        branch: c.branch.clone(),
+                        cycle: cy.cycle,
+                        candidate: c.proposal.id.clone(),
+                        finding,
+                    });
                 }
             }
         }
@@ -208,9 +219,11 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
         if exists(home, &id) {
             continue; // proposed once per pattern, whatever became of it
         }
-        let covered = gov.constitution.rules.iter().any(|r| {
-            r.forbid_paths.iter().any(|p| p == &pattern.file || glob_match(p, &pattern.file))
-        });
+        let covered = gov
+            .constitution
+            .rules
+            .iter()
+            .any(|r| r.forbid_paths.iter().any(|p| p == &pattern.file || glob_match(p, &pattern.file)));
         if covered {
             continue;
         }
@@ -222,7 +235,13 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
     out
 }
 
-fn propose(home: &Path, id: &str, pattern: &Pattern, evidence: Vec<Evidence>, gov: &Governance) -> anyhow::Result<Proposal> {
+fn propose(
+    home: &Path,
+    id: &str,
+    pattern: &Pattern,
+    evidence: Vec<Evidence>,
+    gov: &Governance,
+) -> anyhow::Result<Proposal> {
     let base = gov.texts.get(CONSTITUTION).context("the governance in force has no constitution text")?;
     let branches: Vec<&str> = evidence.iter().map(|e| e.branch.as_str()).collect();
     let rule = Rule {
@@ -270,7 +289,8 @@ mod tests {
 
     #[test]
     fn a_rule_lands_inside_the_settings_block() {
-        let rule = Rule { id: "r1".into(), text: "Do not \"touch\" it".into(), forbid_paths: vec!["src/a b.rs".into()] };
+        let rule =
+            Rule { id: "r1".into(), text: "Do not \"touch\" it".into(), forbid_paths: vec!["src/a b.rs".into()] };
         let out = with_rule(DOC, &rule, "p-000000000000").unwrap();
         assert!(out.ends_with("```\n\nMore prose.\n"), "{out}");
         let c = parse_constitution(&out).unwrap();

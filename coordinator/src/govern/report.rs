@@ -71,7 +71,10 @@ fn diff(doc: &str, approved_sha: &str, from: &str, to: &str, to_label: &str) -> 
     similar::TextDiff::from_lines(from, to)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("{doc} (approved {})", &approved_sha[..12.min(approved_sha.len())]), &format!("{doc} ({to_label})"))
+        .header(
+            &format!("{doc} (approved {})", &approved_sha[..12.min(approved_sha.len())]),
+            &format!("{doc} ({to_label})"),
+        )
         .to_string()
 }
 
@@ -100,7 +103,10 @@ pub fn report(home: &Path) -> anyhow::Result<GovernanceReport> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 st.state = "missing".into();
                 st.error = Some(match &approval {
-                    Some(_) => format!("{} does not exist; `ratchet reject {doc}` writes the approved text back", path.display()),
+                    Some(_) => format!(
+                        "{} does not exist; `ratchet reject {doc}` writes the approved text back",
+                        path.display()
+                    ),
                     None => format!("{} does not exist; `ratchet init` writes a template", path.display()),
                 });
             }
@@ -203,7 +209,9 @@ pub fn render(r: &GovernanceReport) -> String {
         }
         match (d.valid, &d.error) {
             (Some(true), _) => o.push_str("  validates: yes\n"),
-            (Some(false), Some(e)) => o.push_str(&format!("  validates: NO: {e}\n  (it cannot be approved as it is)\n")),
+            (Some(false), Some(e)) => {
+                o.push_str(&format!("  validates: NO: {e}\n  (it cannot be approved as it is)\n"))
+            }
             (_, Some(e)) => o.push_str(&format!("  {e}\n")),
             _ => {}
         }
@@ -233,7 +241,9 @@ pub fn render(r: &GovernanceReport) -> String {
 /// The one line `ratchet status` shows, e.g. `governance: 1 pending edit(s) (ethos.md), 0 proposal(s)`.
 pub fn pending_line(home: &Path) -> String {
     match report(home) {
-        Ok(r) if r.commit.is_none() => "governance: nothing approved yet (ratchet init, or ratchet approve <doc>)".into(),
+        Ok(r) if r.commit.is_none() => {
+            "governance: nothing approved yet (ratchet init, or ratchet approve <doc>)".into()
+        }
         Ok(r) => {
             let docs: Vec<&str> = r.docs.iter().filter(|d| d.pending()).map(|d| d.doc.as_str()).collect();
             let which = if docs.is_empty() { String::new() } else { format!(" ({})", docs.join(", ")) };

@@ -112,7 +112,8 @@ impl Store {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let shown = format!("git -C {} {}", self.home.display(), args.join(" "));
-        let mut child = cmd.spawn().with_context(|| format!("running `{shown}`; fix: install git and put it on PATH"))?;
+        let mut child =
+            cmd.spawn().with_context(|| format!("running `{shown}`; fix: install git and put it on PATH"))?;
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");
             pipe.write_all(input).with_context(|| format!("writing to `{shown}`"))?;
@@ -185,7 +186,8 @@ impl Store {
     pub fn approved_text(&self, snap: &Snapshot, doc: &str) -> anyhow::Result<Option<String>> {
         let Some(a) = snap.lock.docs.get(doc) else { return Ok(None) };
         let bytes = self.blob(&a.blob)?;
-        let text = String::from_utf8(bytes).with_context(|| format!("approved {doc} (blob {}) is not UTF-8", a.blob))?;
+        let text =
+            String::from_utf8(bytes).with_context(|| format!("approved {doc} (blob {}) is not UTF-8", a.blob))?;
         let got = protocol::governance::hash(&text);
         if got != a.sha256 {
             bail!(
@@ -204,7 +206,9 @@ impl Store {
         let text = String::from_utf8_lossy(&raw);
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).with_context(|| format!("{GOVERNANCE_REF}:{HISTORY_JSONL}: a bad line: {l}")))
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| format!("{GOVERNANCE_REF}:{HISTORY_JSONL}: a bad line: {l}"))
+            })
             .collect()
     }
 

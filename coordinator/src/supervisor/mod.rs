@@ -38,8 +38,8 @@ pub use child::{LISTENING_PREFIX, resolve_program};
 pub use paths::SwarmPaths;
 pub use runner::RestartPolicy;
 pub use status::{AgentStatus, StatusReport, status};
-pub use up::{LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
 pub use ui::{human_output_to_stderr, say};
+pub use up::{LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -66,9 +66,17 @@ pub struct ReadySwarm {
 /// Hook for the lead: this is where `ratchet up` will kick off the improvement loop (e.g. send
 /// the coordinator its first `message/send`). It runs on the supervisor's event loop, so it must
 /// not block: spawn a task and have it watch `swarm.shutdown`.
-pub fn on_swarm_ready(swarm: &ReadySwarm, request: Option<LoopRequest>, done: mpsc::UnboundedSender<Result<serde_json::Value, String>>) {
+pub fn on_swarm_ready(
+    swarm: &ReadySwarm,
+    request: Option<LoopRequest>,
+    done: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
+) {
     let Some(request) = request else { return };
-    let coordinator = swarm.agents.iter().find(|a| a.role == "coordinator" && a.state == AgentState::Ready).and_then(|a| a.url.clone());
+    let coordinator = swarm
+        .agents
+        .iter()
+        .find(|a| a.role == "coordinator" && a.state == AgentState::Ready)
+        .and_then(|a| a.url.clone());
     let Some(url) = coordinator else {
         ui::say("ratchet: no coordinator is ready; the loop does not run (add one to agents.toml)");
         let _ = done.send(Err("no coordinator is ready".into()));

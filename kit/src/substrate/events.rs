@@ -14,11 +14,13 @@ use super::{Result, SubstrateError};
 pub fn append_event(path: &Path, event: &Event) -> Result<()> {
     let mut line = serde_json::to_vec(event).expect("events always serialize");
     line.push(b'\n');
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(SubstrateError::io("opening event log", path))?;
+    // Without O_CREAT first: opening an existing file then needs no exclusive lock on the
+    // directory, which every claimer would otherwise queue on.
+    let f = match OpenOptions::new().append(true).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new().append(true).create(true).open(path),
+        other => other,
+    };
+    let mut f = f.map_err(SubstrateError::io("opening event log", path))?;
     f.write_all(&line).map_err(SubstrateError::io("appending to event log", path))
 }
 

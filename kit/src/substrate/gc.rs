@@ -199,7 +199,8 @@ fn report_unknown_entries(home: &Home, report: &mut GcReport) -> Result<()> {
     let Ok(rd) = fs::read_dir(dir) else { return Ok(()) };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".promote.lock" || names::check_branch(&name).is_ok() {
+        // Dot entries are infrastructure (the promotion lock, agents' state directories).
+        if name.starts_with('.') || names::check_branch(&name).is_ok() {
             continue;
         }
         report.orphans_reported.push((entry.path(), "not a valid branch directory name; left alone".into()));

@@ -111,7 +111,7 @@ pub fn try_claim(bd: &BranchDir, task_id: &str, agent_id: &str) -> Result<Option
         ino,
         ttl: Duration::from_millis(task.ttl_ms),
     };
-    if std::env::var_os("NOEV").is_none() { bd.emit(&bd.event(Some(task_id), EventKind::LeaseClaimed { holder: agent_id.to_string(), token }))?; }
+    bd.emit(&bd.event(Some(task_id), EventKind::LeaseClaimed { holder: agent_id.to_string(), token }))?;
     Ok(Some(lease))
 }
 

@@ -68,10 +68,16 @@ pub fn promote(home: &Home, branch: &str, candidate_commit: &str, expected_base:
     match checkout {
         Some(wt) => {
             let wgit = git.at(&wt.path);
-            if wgit.is_dirty()? {
+            // Pending edits of the governance documents are governed by `ratchet approve`, and no
+            // candidate may touch those files (the critic blocks it), so they never stand in the
+            // way; any other uncommitted work holds the promotion.
+            let dirty: Vec<String> =
+                wgit.dirty_paths()?.into_iter().filter(|p| !protocol::governance::DOCS.contains(&p.as_str())).collect();
+            if !dirty.is_empty() {
                 let reason = format!(
-                    "main is checked out at {} with uncommitted changes to tracked files; commit or stash them and the promotion of {branch} can go ahead",
-                    wt.path.display()
+                    "main is checked out at {} with uncommitted changes to tracked files ({}); commit or stash them and the promotion of {branch} can go ahead",
+                    wt.path.display(),
+                    dirty.join(", ")
                 );
                 return hold(&bd, reason);
             }

@@ -119,7 +119,8 @@ impl<'a> Reaper<'a> {
     /// Ends an attempt: the token is dead, the task goes back to the queue with the next token
     /// and attempt, or fails as an infrastructure failure when attempts are exhausted.
     /// `counts` is false for a claim that died before it recorded anything (token only).
-    fn retire_attempt(&mut self, id: &str, holder: Option<String>, outcome: String, counts: bool) -> Result<()> {
+    /// Returns the event to record after the caller's own (`TaskQueued` or `TaskFailed`).
+    fn retire_attempt(&mut self, id: &str, holder: Option<String>, outcome: String, counts: bool) -> Result<EventKind> {
         let task = self.tasks.get_mut(id).expect("retire_attempt is called for loaded tasks");
         task.history.push(AttemptRecord {
             attempt: task.attempt,
@@ -137,18 +138,17 @@ impl<'a> Reaper<'a> {
         }
         let task = task.clone();
         self.save(&task)?;
-        if exhausted {
+        Ok(if exhausted {
             let reason = format!("{} of {} attempts failed; last: {outcome}", task.attempt, task.max_attempts);
-            self.emit(Some(id), EventKind::TaskFailed { reason, infra: true })
+            EventKind::TaskFailed { reason, infra: true }
         } else {
-            let kind = EventKind::TaskQueued {
+            EventKind::TaskQueued {
                 role: task.role.clone(),
                 skill: task.skill.clone(),
                 attempt: task.attempt,
                 token: task.token,
-            };
-            self.emit(Some(id), kind)
-        }
+            }
+        })
     }
 
     /// A crash between killing a token (renaming the lease to `expired/`) and bumping it leaves
@@ -171,7 +171,9 @@ impl<'a> Reaper<'a> {
                 .filter(|l: &LeaseFile| l.token == token);
             let holder = lease.as_ref().map(|l| l.agent_id.clone());
             let counts = lease.is_some();
-            self.retire_attempt(&id, holder, "expired: expiry finished after an interruption".into(), counts)?;
+            let follow =
+                self.retire_attempt(&id, holder, "expired: expiry finished after an interruption".into(), counts)?;
+            self.emit(Some(&id), follow)?;
         }
         Ok(())
     }
@@ -258,10 +260,11 @@ impl<'a> Reaper<'a> {
         let outcome = outcome_name(r.outcome);
         let kind =
             EventKind::ResultAccepted { token: r.token, outcome: outcome.to_string(), summary: r.summary.clone() };
+        let mut follow = None;
         match r.outcome {
             Outcome::InfraFailure => {
                 // Recorded and retried like an expiry (the token moves on).
-                self.retire_attempt(&id, Some(r.agent_id.clone()), outcome.to_string(), true)?;
+                follow = Some(self.retire_attempt(&id, Some(r.agent_id.clone()), outcome.to_string(), true)?);
             }
             Outcome::Success | Outcome::CandidateFailure => {
                 let task = self.tasks.get_mut(&id).expect("accept is called for loaded tasks");
@@ -285,9 +288,12 @@ impl<'a> Reaper<'a> {
         }
         self.emit(Some(&id), kind)?;
         if r.outcome == Outcome::CandidateFailure {
-            self.emit(Some(&id), EventKind::TaskFailed { reason: r.summary.clone(), infra: false })?;
+            follow = Some(EventKind::TaskFailed { reason: r.summary.clone(), infra: false });
         }
-        Ok(())
+        match follow {
+            Some(f) => self.emit(Some(&id), f),
+            None => Ok(()),
+        }
     }
 
     fn check_leases(&mut self) -> Result<()> {
@@ -429,7 +435,8 @@ impl<'a> Reaper<'a> {
         let problem = "truncated or invalid JSON in a lease file".to_string();
         self.quarantine(path, Some(id), problem.clone())?;
         self.emit(Some(id), EventKind::LeaseExpired { holder: String::new(), token: task.token, reason: problem })?;
-        self.retire_attempt(id, None, "expired: corrupt lease file".into(), false)
+        let follow = self.retire_attempt(id, None, "expired: corrupt lease file".into(), false)?;
+        self.emit(Some(id), follow)
     }
 
     /// Kills the task's current token by renaming its lease to `expired/<task>.<token>.lock`,
@@ -457,7 +464,8 @@ impl<'a> Reaper<'a> {
         let kind =
             EventKind::LeaseExpired { holder: holder.clone().unwrap_or_default(), token, reason: reason.clone() };
         self.emit(Some(id), kind)?;
-        self.retire_attempt(id, holder, format!("expired: {reason}"), counts)
+        let follow = self.retire_attempt(id, holder, format!("expired: {reason}"), counts)?;
+        self.emit(Some(id), follow)
     }
 
     /// Moves a lease that holds no live token out of the way, kept for inspection.
