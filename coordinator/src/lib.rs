@@ -7,6 +7,7 @@ pub mod demo;
 pub mod demo_target;
 pub mod engine;
 pub mod explain;
+pub mod export;
 pub mod govern;
 pub mod peers;
 pub mod supervisor;

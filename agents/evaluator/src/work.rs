@@ -220,7 +220,8 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
     if let Err(e) = ctx.write_artifact("evaluation.json", &serde_json::to_vec_pretty(&artefact).unwrap_or_default()) {
         tracing::warn!("writing evaluation.json: {e:#}");
     }
-    WorkResult::success(format!("{}: {}", ev.verdict, ev.reasons.first().cloned().unwrap_or_default()), json!(out))
+    let headline = ev.reasons.first().cloned().unwrap_or_else(|| ev.verdict.to_string());
+    WorkResult::success(headline, json!(out))
 }
 
 async fn cleanup(root: &Path, cand_dir: &Path) {

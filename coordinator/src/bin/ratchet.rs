@@ -69,6 +69,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export the evidence: `trace` (Chrome/Perfetto trace JSON of the run) or `pairs`
+    /// (preference pairs of promoted vs rejected candidates, JSON lines, for fine-tuning).
+    Export {
+        #[arg(value_parser = ["trace", "pairs"])]
+        what: String,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
     /// List the running swarm, checking each agent's card live.
     Status {
         #[command(flatten)]
@@ -159,6 +167,7 @@ fn main() -> ExitCode {
         Command::Explain { commit, repo, json } => return report(explain(&repo.repo, &commit, json)),
         Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
         Command::Gc { repo, json } => return report(gc(&repo.repo, json)),
+        Command::Export { what, repo } => return report(export(&repo.repo, &what)),
         Command::Governance { repo, json } => return report(governance(&repo.repo, json)),
         Command::Approve { targets, by, repo, json } => {
             return report(approve(&repo.repo, &targets, by.as_deref(), json));
@@ -292,6 +301,18 @@ fn init(repo: &std::path::Path, force: bool, by: Option<&str>, json: bool) -> an
         println!("{}", serde_json::to_string_pretty(&o)?);
     } else {
         print!("{}", coordinator::govern::init::render(&o));
+    }
+    Ok(())
+}
+
+fn export(repo: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    match what {
+        "trace" => println!("{}", serde_json::to_string(&coordinator::export::chrome_trace(repo))?),
+        _ => {
+            for pair in coordinator::export::preference_pairs(repo)? {
+                println!("{}", serde_json::to_string(&pair)?);
+            }
+        }
     }
     Ok(())
 }
