@@ -173,12 +173,18 @@ impl Default for Spec {
 }
 
 /// The five built-in agents of this workspace, by absolute path.
+///
+/// `RATCHET_TEST_AGENTS_DIR`, when set, names a directory whose agent binaries are used instead
+/// of the workspace's (those it holds): a way to run these tests against a deliberately broken
+/// build of one agent and check that they fail.
 pub fn builtin_agents_toml() -> String {
+    let other = std::env::var_os("RATCHET_TEST_AGENTS_DIR").map(PathBuf::from);
     let mut out = String::from("# The five built-in agents, each its own process.\n");
     for name in ["coordinator", "proposer", "executor", "critic", "evaluator"] {
+        let exe = other.as_ref().map(|d| d.join(name)).filter(|p| p.exists()).unwrap_or_else(|| bin(name));
         out.push_str(&format!(
             "[[agent]]\nname = {name:?}\nrole = {name:?}\ncommand = [{:?}]\n\n",
-            bin(name).display().to_string()
+            exe.display().to_string()
         ));
     }
     out

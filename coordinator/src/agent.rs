@@ -23,14 +23,19 @@ struct Hub {
     home: PathBuf,
     me: String,
     running: Mutex<Option<Running>>,
+    /// The loop in `running` was resumed at startup and nobody has attached to it yet: the
+    /// first request that is not `fresh` gets that run (even when it already finished), not a
+    /// new one.
+    resumed_unclaimed: Mutex<bool>,
 }
 
 impl Hub {
     /// Start the loop (or return the one already running).
     fn start(self: &Arc<Self>, max_cycles: u32, fresh: bool) -> Running {
         let mut slot = self.running.lock().expect("hub lock");
+        let resumed = std::mem::take(&mut *self.resumed_unclaimed.lock().expect("hub lock"));
         if let Some(r) = slot.as_ref()
-            && r.done.borrow().is_none()
+            && (r.done.borrow().is_none() || (resumed && !fresh))
         {
             return r.clone();
         }
@@ -103,7 +108,12 @@ fn loop_skill(hub: Arc<Hub>) -> Skill {
 
 /// Build the coordinator's spec and start its background work (reaper, loop resume).
 pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
-    let hub = Arc::new(Hub { home: env.home.clone(), me: env.name.clone(), running: Mutex::new(None) });
+    let hub = Arc::new(Hub {
+        home: env.home.clone(),
+        me: env.name.clone(),
+        running: Mutex::new(None),
+        resumed_unclaimed: Mutex::new(false),
+    });
     // Only the coordinator expires leases: reap every branch every 200 ms.
     let home = env.home.clone();
     tokio::spawn(async move {
@@ -127,6 +137,7 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
     {
         tracing::info!("resuming the loop of run {}", st.run_id);
         hub.start(0, false);
+        *hub.resumed_unclaimed.lock().expect("hub lock") = true;
     }
     Ok(AgentSpec {
         name: env.name.clone(),

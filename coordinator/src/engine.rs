@@ -996,7 +996,7 @@ pub fn approved_promotions(home: &Path) -> Vec<PromotionRecord> {
             }
         }
     }
-    out.sort_by(|a: &PromotionRecord, b| a.cycle.cmp(&b.cycle));
+    out.sort_by_key(|a: &PromotionRecord| a.cycle);
     out
 }
 

@@ -9,5 +9,6 @@ pub mod engine;
 pub mod explain;
 pub mod export;
 pub mod govern;
+pub mod housekeeping;
 pub mod peers;
 pub mod supervisor;

@@ -33,6 +33,7 @@ fn main() {
         child(&mode);
         return;
     }
+    let load_before = loadavg();
     let scratch = tempfile::Builder::new().prefix("ratchet-bench-").tempdir().expect("temp dir");
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
@@ -109,6 +110,12 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         std::env::temp_dir().display()
     );
+    let _ = writeln!(
+        md,
+        "Load average (1 min) {load_before} at the start and {} at the end: other work on the machine \
+         shows up as noise, so compare ratios from one run, not absolute numbers across runs.\n",
+        loadavg()
+    );
     let _ = writeln!(md, "| measurement | result | notes |");
     let _ = writeln!(md, "| --- | --- | --- |");
     for (a, b, c) in &rows {
@@ -176,6 +183,13 @@ fn fs_type(path: &Path) -> String {
         .max()
         .map(|(_, t)| t)
         .unwrap_or_else(|| "unknown fs".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split(' ').next().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn ms(d: Duration) -> u128 {

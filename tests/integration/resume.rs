@@ -22,13 +22,11 @@ fn main_ref(root: &Path) -> String {
     std::fs::read_to_string(root.join(".git/refs/heads/main")).unwrap_or_default().trim().to_string()
 }
 
-/// Whether a lease for `task` of a cycle-`cycle` candidate is held right now.
-fn lease_held(root: &Path, cycle: u32, task: &str) -> bool {
+/// Whether `rel` exists in the directory of the cycle-`cycle` candidate (`worktrees/<run>-c<cycle>-1/`).
+fn in_candidate_dir(root: &Path, cycle: u32, rel: &str) -> bool {
     let Ok(rd) = std::fs::read_dir(root.join("worktrees")) else { return false };
-    rd.flatten().any(|e| {
-        e.file_name().to_string_lossy().ends_with(&format!("-c{cycle}-1"))
-            && e.path().join("leases").join(format!("{task}.lock")).exists()
-    })
+    rd.flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(&format!("-c{cycle}-1")) && e.path().join(rel).exists())
 }
 
 /// Kill the whole swarm at once and check that nothing of it survives.
@@ -40,6 +38,26 @@ fn kill_everything(up: &mut UpRun, what: &str) {
         assert!(std::time::Instant::now() < deadline, "{what}: processes survived kill -9: {killed:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Replace loop.json (as the loop writes it: temp file, then rename).
+fn rewrite_loop_state(root: &Path, st: &Value) {
+    let path = root.join("worktrees/.swarm/loop.json");
+    let tmp = root.join("worktrees/.swarm/.loop.json.test.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(st).expect("json")).expect("write loop.json");
+    std::fs::rename(&tmp, &path).expect("rename loop.json");
+}
+
+/// Cut the swarm's event log after its only event of type `ty`.
+fn truncate_swarm_log_after(root: &Path, ty: &str) {
+    let log = root.join("worktrees/.swarm/events.jsonl");
+    let events = read_jsonl(&log);
+    let text = std::fs::read_to_string(&log).expect("events");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), events.len());
+    let at: Vec<usize> = events.iter().enumerate().filter(|(_, e)| e["type"] == ty).map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "exactly one {ty} event before the rewind: {events:#?}");
+    std::fs::write(&log, lines[..=at[0]].join("\n") + "\n").expect("truncate events");
 }
 
 fn run_id(t: &Target) -> String {
@@ -68,16 +86,16 @@ fn kill_9_of_the_whole_swarm_mid_cycle_loses_and_repeats_no_promotion() {
     drop(up);
     let run = run_id(&t);
 
-    // 2. Mid-cycle: cycle 2's execute task has just been claimed.
+    // 2. Mid-cycle: cycle 2's execute task has been queued (and perhaps claimed, or done).
     let mut up = t.spawn_up(&[]);
-    up.wait_until("cycle 2's execute lease", RUN, |r| lease_held(r, 2, "execute"));
+    up.wait_until("cycle 2's execute task", RUN, |r| in_candidate_dir(r, 2, "tasks/execute.json"));
     kill_everything(&mut up, "kill 2");
     drop(up);
     assert_eq!(run_id(&t), run, "the restarted swarm continues the same run");
 
     // 3. In flight: cycle 3's candidate is being benchmarked.
     let mut up = t.spawn_up(&[]);
-    up.wait_until("cycle 3's evaluate lease", RUN, |r| lease_held(r, 3, "evaluate"));
+    up.wait_until("cycle 3's evaluate lease", RUN, |r| in_candidate_dir(r, 3, "leases/evaluate.lock"));
     kill_everything(&mut up, "kill 3");
     drop(up);
     assert_eq!(run_id(&t), run);
@@ -94,7 +112,12 @@ fn kill_9_of_the_whole_swarm_mid_cycle_loses_and_repeats_no_promotion() {
     // Git: main is initial + exactly the three promotions, in order, by fast-forward.
     let history: Vec<String> =
         t.git(&["rev-list", "--reverse", &format!("{initial}..main")]).lines().map(String::from).collect();
-    assert_eq!(history.len(), 3, "one commit per promotion on main, none repeated: {history:?}");
+    assert_eq!(
+        history.len(),
+        3,
+        "one commit per promotion on main, none repeated: {history:?}\nsummary: {s:#}\nprogress of the last run:\n{}",
+        end.stderr
+    );
     assert_eq!(t.git(&["rev-list", "--merges", "main"]), "");
     let delays: Vec<String> = history
         .iter()
@@ -131,12 +154,14 @@ fn kill_9_of_the_whole_swarm_mid_cycle_loses_and_repeats_no_promotion() {
         let by_coordinator = log.iter().filter(|e| e["type"] == "promoted" && e["agent"] == "coordinator").count();
         assert_eq!(by_coordinator, 1, "{branch}: the coordinator's Promoted events: {log:#?}");
     }
-    // The loop continued the cycles it was in: each cycle started and proposed once.
-    for (ty, what) in [("cycle_started", "started"), ("proposed", "proposed")] {
-        let mut cycles: Vec<u64> = of_type(&events, ty).iter().filter_map(|e| e["cycle"].as_u64()).collect();
-        cycles.sort();
-        assert_eq!(cycles, [1, 2, 3], "each cycle {what} once across the restarts");
-    }
+    // The loop continued the cycles it was in: each cycle proposed once (no cycle was started
+    // over), and no cycle beyond the budget ran.
+    let mut proposed: Vec<u64> = of_type(&events, "proposed").iter().filter_map(|e| e["cycle"].as_u64()).collect();
+    proposed.sort();
+    assert_eq!(proposed, [1, 2, 3], "each cycle proposed once across the restarts");
+    let mut started: Vec<u64> = of_type(&events, "cycle_started").iter().filter_map(|e| e["cycle"].as_u64()).collect();
+    started.dedup();
+    assert_eq!(started, [1, 2, 3], "cycles started in order, none beyond the budget");
     // The benchmark killed in flight was re-run under a new token; the tasks finished before the
     // kill were not run again.
     let branch3 = state["promotions"][2]["branch"].as_str().expect("branch").to_string();
@@ -187,18 +212,11 @@ fn a_crash_between_promotion_and_its_record_does_not_repeat_it() {
     st["tried"] = Value::Array(vec![]);
     st["banned"] = Value::Array(vec![]);
     st["stopped"] = Value::Null;
-    let path = root.join("worktrees/.swarm/loop.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&st).expect("json")).expect("rewrite loop.json");
+    rewrite_loop_state(&root, &st);
     // The swarm log up to and including the Promoted event.
-    let log = root.join("worktrees/.swarm/events.jsonl");
-    let text = std::fs::read_to_string(&log).expect("events");
-    let lines: Vec<&str> = text.lines().collect();
-    let cut = lines.iter().position(|l| l.contains("\"type\":\"promoted\"")).expect("a promoted event") + 1;
-    assert!(lines[cut..].iter().all(|l| !l.contains("\"type\":\"promoted\"")), "one Promoted before the rewind");
-    std::fs::write(&log, lines[..cut].join("\n") + "\n").expect("truncate events");
+    truncate_swarm_log_after(&root, "promoted");
 
     let second = t.up_once(&[], RUN);
-    eprintln!("SECOND STDERR:\n{}\nLOGS:\n{}", second.stderr, t.agent_logs());
     assert_eq!(second.summary["run_id"], st["run_id"], "the same run resumed: {:#}", second.summary);
     assert_eq!(t.git(&["rev-list", &format!("{initial}..main")]), commit, "main holds the promotion once");
     let state = t.loop_state();
@@ -212,4 +230,43 @@ fn a_crash_between_promotion_and_its_record_does_not_repeat_it() {
         1,
         "the promotion made before the crash is recognised, not announced a second time: {promotions:#?}"
     );
+}
+
+/// A crash after the last cycle was recorded and before the loop recorded its stop: the restarted
+/// swarm finishes that run (its coordinator resumes it at once) and `ratchet up --once` reports
+/// it; it does not start a second run behind it.
+#[test]
+fn a_crash_after_the_last_cycle_finishes_that_run_and_starts_no_other() {
+    let t = Target::new(Spec {
+        delay_ms: 400,
+        max_cycles: 1,
+        proposer: Proposer::sweep("delay_ms", &["400", "200"]),
+        ..Spec::default()
+    });
+    let first = t.up_once(&[], RUN);
+    assert_eq!(first.stop_reason(), "budget-cycles", "{:#}", first.summary);
+    let main_after = t.main();
+
+    // loop.json as finish_cycle saved it, and the log up to the cycle's end.
+    let root = t.path().to_path_buf();
+    let mut st = t.loop_state();
+    st["stopped"] = Value::Null;
+    rewrite_loop_state(&root, &st);
+    truncate_swarm_log_after(&root, "cycle_ended");
+
+    let second = t.up_once(&[], RUN);
+    let s = &second.summary;
+    assert_eq!(
+        s["run_id"], st["run_id"],
+        "`ratchet up --once` reports the run it resumed, not a new one started behind it: {s:#}\n{}",
+        second.stderr
+    );
+    assert_eq!(second.stop_reason(), "budget-cycles", "{s:#}");
+    assert_eq!(s["cycles"], 1, "{s:#}");
+    assert_eq!(s["promoted"], first.summary["promoted"], "{s:#}");
+    assert_eq!(t.main(), main_after, "no new cycle ran");
+    let events = t.events();
+    assert_eq!(of_type(&events, "cycle_started").len(), 1, "no cycle after the resumed run stopped: {events:#?}");
+    assert_eq!(of_type(&events, "loop_stopped").len(), 1, "{events:#?}");
+    assert_eq!(t.loop_state()["run_id"], st["run_id"]);
 }
