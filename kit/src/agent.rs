@@ -5,7 +5,8 @@
 //! `RATCHET_LISTEN` (default 127.0.0.1:0), `RATCHET_AGENT_NAME`, `RATCHET_STATE_DIR`
 //! (default `<home>/worktrees/.swarm/agents/<name>`), `RATCHET_HOME` (default: cwd),
 //! `RATCHET_TOKEN` (required when listening on a non-loopback address), `RATCHET_MAX_BODY`,
-//! `RATCHET_PUSH=0` (turn push notifications off).
+//! `RATCHET_PUSH=0` (turn push notifications off), `RATCHET_WATCH=0` (take leased work only over
+//! A2A, not by watching the tasks directories).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub struct AgentEnv {
     pub token: Option<String>,
     pub max_body: usize,
     pub push: bool,
+    /// Watch `worktrees/*/tasks/` for leased work (`RATCHET_WATCH=0` turns it off: the agent
+    /// then takes work only over A2A).
+    pub watch: bool,
 }
 
 impl AgentEnv {
@@ -60,7 +64,8 @@ impl AgentEnv {
             None => DEFAULT_MAX_BODY,
         };
         let push = var("RATCHET_PUSH").as_deref() != Some("0");
-        Ok(AgentEnv { name, home, listen, state_dir, token, max_body, push })
+        let watch = var("RATCHET_WATCH").as_deref() != Some("0");
+        Ok(AgentEnv { name, home, listen, state_dir, token, max_body, push, watch })
     }
 }
 

@@ -189,7 +189,18 @@ impl Worker {
             lost: lost_rx,
         };
         // A panicking skill is an infrastructure failure, never a silent success.
-        let result = match tokio::spawn(f(ctx)).await {
+        // Spawned so a panicking skill is an infrastructure failure, never a silent success; the
+        // guard aborts it if this future is dropped (a canceled A2A task), which drops the
+        // skill's commands and so kills their process groups.
+        struct AbortOnDrop(tokio::task::AbortHandle);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let handle = tokio::spawn(f(ctx));
+        let _abort = AbortOnDrop(handle.abort_handle());
+        let result = match handle.await {
             Ok(r) => r,
             Err(e) => WorkResult::infra_failure(format!("skill {} crashed: {e}", task.skill), Value::Null),
         };
@@ -238,7 +249,7 @@ impl Worker {
     /// that task (through the same lease as the watcher) and answers with the result.
     pub fn a2a_skill(self: &Arc<Self>, id: &str, name: &str, description: &str) -> Skill {
         let me = self.clone();
-        Skill::new(id, name, description, move |ctx| {
+        Skill::new(id, name, description, move |mut ctx| {
             let me = me.clone();
             async move {
                 let input = ctx.input();
@@ -249,7 +260,13 @@ impl Worker {
                         "this skill runs a leased task: send a data part {\"branch\": ..., \"task_id\": ...}".into(),
                     );
                 };
-                match me.run_task(branch, task).await {
+                // A client's tasks/cancel drops the work: its commands' process groups are killed
+                // and, the lease abandoned, the coordinator re-queues the task under a new token.
+                let attempt = tokio::select! {
+                    a = me.run_task(branch, task) => a,
+                    _ = ctx.canceled() => return TaskEnd::Failed("canceled".into()),
+                };
+                match attempt {
                     Ok(Attempt::Ran { token, result }) => TaskEnd::done(
                         result.summary.clone(),
                         json!({"branch": branch, "task_id": task, "token": token, "outcome": result.outcome, "data": result.data}),

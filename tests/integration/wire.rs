@@ -372,3 +372,76 @@ fn non_loopback_without_token_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RATCHET_TOKEN"), "{err}");
 }
+
+#[test]
+fn cancel_a_running_task_kills_its_work() {
+    use kit::substrate::{Home, add_worktree, queue_task};
+    use protocol::lease::{TaskFile, TaskFileState};
+    use protocol::work::{ExecuteInput, FileEdit, Proposal, SandboxSettings};
+    let home = TestHome::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("gate.pid");
+    let base = home.git(&["rev-parse", "HEAD"]);
+    let h = Home::open(home.path()).unwrap();
+    let bd = add_worktree(&h, "c1", &base).unwrap();
+    let input = ExecuteInput {
+        proposal: Proposal {
+            id: "c1".into(),
+            strategy: "command".into(),
+            summary: "touch a file".into(),
+            files: vec!["a.txt".into()],
+            params: json!({}),
+            patch: None,
+            edits: vec![FileEdit { path: "a.txt".into(), content: "a\n".into() }],
+        },
+        base: base.clone(),
+        gates: vec![format!("echo $$ > {}; sleep 60", pid_file.display())],
+        gate_timeout_s: 120,
+        sandbox: SandboxSettings { sandbox: "plain".into(), allow_network: false, memory_mb: 0 },
+    };
+    let task = TaskFile {
+        version: protocol::lease::TASK_FILE_VERSION,
+        id: "execute".into(),
+        branch: "c1".into(),
+        role: "executor".into(),
+        skill: "execute".into(),
+        attempt: 1,
+        max_attempts: 3,
+        token: 1,
+        state: TaskFileState::Queued,
+        created_at: protocol::timestamp(std::time::SystemTime::now()),
+        ttl_ms: 30_000,
+        input: json!(input),
+        governance: Default::default(),
+        history: vec![],
+    };
+    queue_task(&bd, &task).unwrap();
+    // This executor takes work only over A2A, so the test decides who runs the task.
+    let agent = spawn_agent("executor", home.path(), &[("RATCHET_WATCH", "0")]);
+    let v = rpc(
+        &agent.url,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+               "params": {"message": {"role": "user", "messageId": "m", "kind": "message",
+                                      "parts": [{"kind": "data", "data": {"skill": "execute", "branch": "c1", "task_id": "execute"}}]}}}),
+    );
+    let id = v["result"]["id"].as_str().unwrap().to_string();
+    // The gate is running once it wrote its pid.
+    let pid: i32 = ratchet_tests::wait_for("the gate to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse().ok())
+    });
+    let working = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": id}}));
+    assert_eq!(working["result"]["status"]["state"], "working");
+    let canceled = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": {"id": id}}));
+    assert_eq!(canceled["result"]["status"]["state"], "canceled", "{canceled}");
+    // The gate's whole process group is killed, not left running.
+    // (A killed child may linger as a zombie until its parent reaps it: that counts as gone.)
+    ratchet_tests::wait_for("the gate process to be killed", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+        (stat.is_empty() || state == "Z").then_some(())
+    });
+    let again = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/cancel", "params": {"id": id}}));
+    assert_eq!(err_code(&again), -32002);
+    let later = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/get", "params": {"id": id}}));
+    assert_eq!(later["result"]["status"]["state"], "canceled", "a canceled task stays canceled");
+}

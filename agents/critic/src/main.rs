@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
             "Critique a candidate",
             "Review a candidate commit with deterministic rails: protected paths, size limits, scope guard, and the bite check (new tests must fail on the parent)",
         );
-        tokio::spawn(worker.watch_loop());
+        if env.watch {
+            tokio::spawn(worker.watch_loop());
+        }
         Ok(kit::server::AgentSpec {
             name: env.name.clone(),
             role: "critic".into(),

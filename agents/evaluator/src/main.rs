@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
             "Evaluate a candidate",
             "Run the benchmark from ethos.md on baseline and candidate interleaved (from the baseline's trusted copy of the benchmark) and give PROMOTE, HOLD or REJECT with every reason and a diagnosis",
         );
-        tokio::spawn(worker.watch_loop());
+        if env.watch {
+            tokio::spawn(worker.watch_loop());
+        }
         Ok(kit::server::AgentSpec {
             name: env.name.clone(),
             role: "evaluator".into(),

@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
             "Execute a candidate",
             "Apply a candidate in its worktree, commit it with its provenance, and run the fast gate (build, tests) in a sandbox",
         );
-        tokio::spawn(worker.watch_loop());
+        if env.watch {
+            tokio::spawn(worker.watch_loop());
+        }
         Ok(kit::server::AgentSpec {
             name: env.name.clone(),
             role: "executor".into(),
