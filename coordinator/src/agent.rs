@@ -145,5 +145,6 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         description: "Runs the improvement loop: routes tasks by role and skill, expires stale leases, promotes winners onto main by fast-forward".into(),
         skills: vec![loop_skill(hub)],
         push_notifications: true,
+        routes: Some(crate::web::routes(env.home.clone())),
     })
 }

@@ -12,3 +12,4 @@ pub mod govern;
 pub mod housekeeping;
 pub mod peers;
 pub mod supervisor;
+pub mod web;

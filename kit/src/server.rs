@@ -89,6 +89,8 @@ pub struct AgentSpec {
     pub description: String,
     pub skills: Vec<Skill>,
     pub push_notifications: bool,
+    /// Extra HTTP routes beside the A2A ones (the coordinator's web pages).
+    pub routes: Option<Router>,
 }
 
 /// Everything a running skill can do with its task.
@@ -264,12 +266,14 @@ fn build_card(spec: &AgentSpec, url: &str, secured: bool) -> AgentCard {
 /// The agent's HTTP application.
 pub fn app(server: Arc<Server>) -> Router {
     let limit = server.max_body;
+    let extra = server.spec.routes.clone().unwrap_or_default();
     Router::new()
         .route("/.well-known/agent.json", get(card))
         .route("/.well-known/agent-card.json", get(card))
         .route("/", axum::routing::post(rpc))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(server)
+        .merge(extra)
 }
 
 async fn card(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {

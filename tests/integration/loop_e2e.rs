@@ -130,6 +130,29 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "explain of the initial commit must fail");
     assert!(err.contains("is on main but no Ratchet promotion event names it"), "{err}");
+
+    // The same evidence as web pages, served by the coordinator.
+    let coordinator = ratchet_tests::spawn_agent("coordinator", t.path(), &[]);
+    let get = |path: &str| {
+        ratchet_tests::rt().block_on(async {
+            let r = reqwest::get(format!("{}{path}", coordinator.url)).await.expect("GET reaches the coordinator");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        })
+    };
+    let branch = p["branch"].as_str().expect("branch");
+    let (status, index) = get("ui");
+    assert_eq!(status, 200);
+    assert!(index.contains(branch) && index.contains("PROMOTE") && index.contains("HOLD"), "{index}");
+    let (status, page) = get(&format!("ui/branch/{branch}"));
+    assert_eq!(status, 200);
+    assert!(page.contains("evaluate/evaluation.json") && page.contains("execute/gate-1.log"), "{page}");
+    let (status, log) = get(&format!("ui/branch/{branch}/artifact/execute/gate-1.log"));
+    assert_eq!(status, 200);
+    assert!(log.contains("sh check.sh"), "{log}");
+    let (status, _) = get("ui/branch/..%2F..%2Fetc");
+    assert_eq!(status, 400, "a traversing branch name is refused");
+    let (status, _) = get(&format!("ui/branch/{branch}/artifact/..%2F..%2Fmeta.json/x"));
+    assert_eq!(status, 400, "a traversing artefact path is refused");
 }
 
 /// The candidate (in loop.json) whose proposal summary starts with `summary_prefix`.

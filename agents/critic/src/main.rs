@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
                 .into(),
             skills: vec![skill],
             push_notifications: true,
+            routes: None,
         })
     })
 }

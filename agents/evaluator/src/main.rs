@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
                 .into(),
             skills: vec![skill],
             push_notifications: true,
+            routes: None,
         })
     })
 }

@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
             description: "Applies a candidate in its worktree, commits it and runs the fast gate in a sandbox".into(),
             skills: vec![skill],
             push_notifications: true,
+            routes: None,
         })
     })
 }

@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
             description: "Proposes candidate changes against the current baseline (strategies: sweep, command)".into(),
             skills: vec![proposer::work::skill(env.home.clone(), env.state_dir.clone())],
             push_notifications: true,
+            routes: None,
         })
     })
 }
