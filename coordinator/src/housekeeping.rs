@@ -29,11 +29,12 @@ pub fn gc_helper_checkouts(home: &Path) -> Vec<String> {
     };
     // Hold the benchmark lock while removing, so no evaluation starts on a half-removed checkout.
     let bench_lock = File::options().create(true).truncate(false).write(true).open(swarm.join("bench.lock")).ok();
-    if swarm.is_dir() && bench_lock.as_ref().is_some_and(|f| f.try_lock().is_ok()) {
-        if let Ok(rd) = std::fs::read_dir(swarm.join("baselines")) {
-            for e in rd.flatten() {
-                remove(&e.path());
-            }
+    if swarm.is_dir()
+        && bench_lock.as_ref().is_some_and(|f| f.try_lock().is_ok())
+        && let Ok(rd) = std::fs::read_dir(swarm.join("baselines"))
+    {
+        for e in rd.flatten() {
+            remove(&e.path());
         }
     }
     if lock_free(&swarm.join("supervisor.lock"))
