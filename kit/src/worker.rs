@@ -218,6 +218,9 @@ impl Worker {
         let worktrees = self.home_root.join("worktrees");
         let _ = std::fs::create_dir_all(&worktrees);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        // Keep a sender here too: if the watcher cannot start (inotify limits), the channel stays
+        // open and the loop falls back to the slow rescan instead of spinning on a closed channel.
+        let _keep_open = tx.clone();
         let watcher = substrate::TaskWatcher::new(&worktrees, move || {
             let _ = tx.try_send(());
         });
