@@ -445,3 +445,23 @@ fn cancel_a_running_task_kills_its_work() {
     let later = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/get", "params": {"id": id}}));
     assert_eq!(later["result"]["status"]["state"], "canceled", "a canceled task stays canceled");
 }
+
+/// An idle agent sleeps: no thread may spin (a watcher reacting to its own directory reads once
+/// did, costing most of a core per agent). Measured as CPU ticks, not wall time.
+#[test]
+fn an_idle_agent_uses_no_cpu() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[]);
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.proc.pid())).unwrap();
+        // Fields after the command name: state, ppid, ..., utime (14th of the line), stime (15th).
+        let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500)); // let start-up work finish
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = ticks() - before;
+    // 2 s at 100 ticks/s: a spinning thread shows ~170; a sleeping agent 0-2.
+    assert!(used < 20, "an idle agent used {used} CPU ticks in 2 s");
+}

@@ -144,9 +144,12 @@ impl WatchThread {
             let mut changed = false;
             let mut new_dirs = false;
             for ev in first.into_iter().chain(std::iter::from_fn(|| raw.try_recv().ok())) {
-                if relevant(&ev.kind) {
-                    changed = true;
+                // Only real changes count: our own `read_dir` of the root raises access events
+                // on it, and reacting to those would spin.
+                if !relevant(&ev.kind) {
+                    continue;
                 }
+                changed = true;
                 if ev.paths.iter().any(|p| p.parent() == Some(self.root.as_path()) || p == &self.root) {
                     new_dirs = true;
                 }
