@@ -279,7 +279,11 @@ impl Engine {
             settings: self.gov.proposer.clone(),
             history: self.st.tried.clone(),
             banned: self.st.banned.clone(),
-            context: self.gov.context_prefix(),
+            context: if self.gov.proposer.context == "minimal" {
+                self.gov.minimal_prefix()
+            } else {
+                self.gov.context_prefix()
+            },
             timeout_s: self.gov.ethos.gate_timeout_s,
         };
         let peer = self

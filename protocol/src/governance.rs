@@ -308,6 +308,15 @@ pub struct ProposerSettings {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// What governance context the proposer's program gets: "full" (all three approved
+    /// documents, the stable prefix) or "minimal" (the task, its tools and the constitution only,
+    /// for sub-agents with small context windows).
+    #[serde(default = "default_context")]
+    pub context: String,
+}
+
+fn default_context() -> String {
+    "full".into()
 }
 
 fn default_strategy() -> String {
@@ -415,6 +424,9 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
         );
     }
     let p = &f.proposer;
+    if !["", "full", "minimal"].contains(&p.context.as_str()) {
+        return bad("proposer.context", format!("unknown context mode {:?}", p.context), "use \"full\" or \"minimal\"");
+    }
     match p.strategy.as_str() {
         "sweep" => {
             if p.file.is_none() || p.space.is_empty() {
@@ -542,6 +554,10 @@ mod tests {
         let (line, body) = settings_block("x.md", "a\n```toml ratchet\nk=1\n```\n").unwrap();
         assert_eq!((line, body), (3, "k=1\n"));
         let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nrepeets = 7\n```\n";
+        let good = "```toml ratchet\n[cadence]\ncandidates = 1\nrepeats = 3\nwarmup = 0\nstall_limit = 1\nbreaker_limit = 1\nlease_ttl_s = 1\nmax_attempts = 1\npromotion = \"auto\"\nmax_cycles = 0\nmax_wall_s = 0\n[proposer]\nstrategy = \"command\"\ncommand = \"x\"\ncontext = \"CONTEXT\"\n```\n";
+        assert_eq!(parse_cadence(&good.replace("CONTEXT", "minimal")).unwrap().1.context, "minimal");
+        let e = parse_cadence(&good.replace("CONTEXT", "everything")).unwrap_err().to_string();
+        assert!(e.contains("proposer.context") && e.contains("\"full\" or \"minimal\""), "{e}");
         let e = parse_cadence(doc).unwrap_err().to_string();
         assert!(e.starts_with("cadence.md:6: repeets: unknown field"), "{e}");
     }

@@ -373,14 +373,11 @@ fn non_loopback_without_token_is_refused_at_start() {
     assert!(err.contains("RATCHET_TOKEN"), "{err}");
 }
 
-#[test]
-fn cancel_a_running_task_kills_its_work() {
+/// A candidate branch `c1` with a queued `execute` task whose one gate is `gate`.
+fn queue_execute(home: &TestHome, gate: &str) {
     use kit::substrate::{Home, add_worktree, queue_task};
     use protocol::lease::{TaskFile, TaskFileState};
     use protocol::work::{ExecuteInput, FileEdit, Proposal, SandboxSettings};
-    let home = TestHome::new();
-    let scratch = tempfile::tempdir().unwrap();
-    let pid_file = scratch.path().join("gate.pid");
     let base = home.git(&["rev-parse", "HEAD"]);
     let h = Home::open(home.path()).unwrap();
     let bd = add_worktree(&h, "c1", &base).unwrap();
@@ -394,8 +391,8 @@ fn cancel_a_running_task_kills_its_work() {
             patch: None,
             edits: vec![FileEdit { path: "a.txt".into(), content: "a\n".into() }],
         },
-        base: base.clone(),
-        gates: vec![format!("echo $$ > {}; sleep 60", pid_file.display())],
+        base,
+        gates: vec![gate.to_string()],
         gate_timeout_s: 120,
         sandbox: SandboxSettings { sandbox: "plain".into(), allow_network: false, memory_mb: 0 },
     };
@@ -416,13 +413,24 @@ fn cancel_a_running_task_kills_its_work() {
         history: vec![],
     };
     queue_task(&bd, &task).unwrap();
+}
+
+fn execute_message() -> Value {
+    json!({"role": "user", "messageId": "m", "kind": "message",
+           "parts": [{"kind": "data", "data": {"skill": "execute", "branch": "c1", "task_id": "execute"}}]})
+}
+
+#[test]
+fn cancel_a_running_task_kills_its_work() {
+    let home = TestHome::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("gate.pid");
+    queue_execute(&home, &format!("echo $$ > {}; sleep 60", pid_file.display()));
     // This executor takes work only over A2A, so the test decides who runs the task.
     let agent = spawn_agent("executor", home.path(), &[("RATCHET_WATCH", "0")]);
     let v = rpc(
         &agent.url,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
-               "params": {"message": {"role": "user", "messageId": "m", "kind": "message",
-                                      "parts": [{"kind": "data", "data": {"skill": "execute", "branch": "c1", "task_id": "execute"}}]}}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": execute_message()}}),
     );
     let id = v["result"]["id"].as_str().unwrap().to_string();
     // The gate is running once it wrote its pid.
@@ -464,4 +472,29 @@ fn an_idle_agent_uses_no_cpu() {
     let used = ticks() - before;
     // 2 s at 100 ticks/s: a spinning thread shows ~170; a sleeping agent 0-2.
     assert!(used < 20, "an idle agent used {used} CPU ticks in 2 s");
+}
+
+#[test]
+fn a_client_disconnect_never_cancels_a_task() {
+    let home = TestHome::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let started = scratch.path().join("started");
+    queue_execute(&home, &format!("touch {}; sleep 2", started.display()));
+    let agent = spawn_agent("executor", home.path(), &[("RATCHET_WATCH", "0")]);
+    let client = A2aClient::new(&agent.url);
+    let task_id = rt().block_on(async {
+        let stream = client.stream("message/stream", json!({"message": execute_message()}), None).await.unwrap();
+        let mut stream = std::pin::pin!(stream);
+        let (_, first) = stream.next().await.unwrap().unwrap();
+        let StreamEvent::Task(t) = first else { panic!("the first event is the task") };
+        t.id
+        // The stream (and its connection) is dropped here, mid-task.
+    });
+    ratchet_tests::wait_for("the gate to start", Duration::from_secs(30), || started.exists().then_some(()));
+    let done = ratchet_tests::wait_for("the task to finish without its client", Duration::from_secs(60), || {
+        let v = rpc(&agent.url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": task_id}}));
+        let state = v["result"]["status"]["state"].as_str().unwrap_or_default().to_string();
+        (state != "working" && state != "submitted").then_some(v)
+    });
+    assert_eq!(done["result"]["status"]["state"], "completed", "{done}");
 }
