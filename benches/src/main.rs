@@ -10,14 +10,15 @@
 //! - Python: `tests/interop/echo_agent.py` on the official `a2a-sdk` 0.3 server side (uvicorn),
 //!   run with the interop virtualenv's python (`tests/interop/setup-venvs` makes it).
 //!
-//! For each: process start to first 200 on the Agent Card (median of N starts), idle RSS after
-//! a warm-up, `message/send` (blocking, one text part) round trips on one keep-alive connection
-//! (p50, p99), server CPU per request (utime+stime from /proc/<pid>/stat across the timed run).
+//! For each: process start to first 200 on the Agent Card (median of N starts), idle RSS and
+//! idle CPU after a warm-up, `message/send` (blocking, one text part) round trips on one
+//! keep-alive connection (p50, p99; interleaved across the servers in rounds), server CPU per
+//! request (the server's threads' on-CPU time from /proc, across its timed rounds).
 //! Then the whole swarm: all five agent binaries started at once, time until every card answers.
 //!
 //! Reproduce: `tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench`
 //! Options: `--requests N` (2000), `--starts N` (10), `--swarm-runs N` (5), `--agent NAME`
-//! (critic), `--home-in DIR` (where the agents' temporary home goes: `target/wire-bench/`),
+//! (critic), `--home-in DIR` (where the agents' temporary home goes: `worktrees/.wire-bench/`),
 //! `--no-write` (print only).
 
 use std::ffi::OsString;
@@ -39,6 +40,9 @@ const SECTION: &str = "## Wire (issue 2)";
 const REPRODUCE: &str =
     "tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench";
 const DEADLINE: Duration = Duration::from_secs(60);
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+/// The timed requests are split into this many rounds, interleaved across the servers.
+const ROUNDS: usize = 10;
 
 /// The floor's answer to every POST: a completed task, shaped like a real one.
 const CANNED: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"kind":"task","id":"t-1","contextId":"c-1","status":{"state":"completed","message":{"kind":"message","role":"agent","messageId":"m-2","parts":[{"kind":"text","text":"ping"}]},"timestamp":"2026-01-01T00:00:00.000Z"},"history":[{"kind":"message","role":"user","messageId":"m-1","parts":[{"kind":"text","text":"ping"}]}]}}"#;
@@ -206,26 +210,50 @@ async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Res
     Ok(times)
 }
 
-/// utime + stime of `pid` (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let after = &stat[stat.rfind(')').context("stat has a comm field")? + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after "pid (comm) " start at field 3 (state); utime is 14, stime 15.
-    let utime: u64 = f.get(11).context("utime")?.parse()?;
-    let stime: u64 = f.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
+/// Time `pid` has spent on a CPU, all its threads, in nanoseconds: the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat`. (utime+stime in `/proc/<pid>/stat` counts 10 ms ticks:
+/// too coarse for CPU per request measured over interleaved rounds.)
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let path = entry.with_context(|| format!("reading {dir}"))?.path().join("schedstat");
+        // A thread that exited since the listing has nothing more to add.
+        let Ok(stat) = std::fs::read_to_string(&path) else { continue };
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(total)
 }
 
-fn clock_ticks_per_sec() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+/// CPU time this thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// What one task file costs the file system under `dir` right now: create (exclusive), two
+/// appends, close, as the task store does per task. Mean CPU time of `n` such creates.
+fn file_create_probe(dir: &Path, n: usize) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let first = vec![b'x'; 700];
+    let second = vec![b'y'; 900];
+    let before = thread_cpu_ns();
+    for i in 0..n {
+        let path = dir.join(format!("probe-{i:08}.jsonl"));
+        let mut f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(&first).with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(&second).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let took = Duration::from_nanos(thread_cpu_ns().saturating_sub(before)) / n as u32;
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    Ok(took)
 }
 
 /// VmRSS of `pid` in KiB.
@@ -253,9 +281,12 @@ struct Measured {
     p50: Duration,
     p99: Duration,
     cpu_per_req: Duration,
+    /// Share of one core used while nobody calls (an idle agent should sit at 0).
+    idle_cpu_pct: f64,
 }
 
-async fn measure(label: &str, spec: &dyn Fn(usize) -> Spec, opts: &Opts, tick: u64) -> anyhow::Result<Measured> {
+/// Median time from spawn to the first 200 on the card, over `opts.starts` fresh starts.
+async fn start_median(label: &str, spec: &dyn Fn(usize) -> Spec, opts: &Opts) -> anyhow::Result<Duration> {
     let card_http = reqwest::Client::builder().no_proxy().build().context("http client")?;
     let mut starts = vec![];
     for i in 0..opts.starts {
@@ -263,34 +294,80 @@ async fn measure(label: &str, spec: &dyn Fn(usize) -> Spec, opts: &Opts, tick: u
         starts.push(t);
         p.stop().await;
     }
-    let start_median = median(starts);
-    eprintln!("wire-bench: {label}: start to card {start_median:?} (median of {})", opts.starts);
-
-    let (proc, _) = start(&spec(opts.starts), &card_http).await?;
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
-    round_trips(&http, &proc.url, WARMUP).await.with_context(|| format!("warming up {label}"))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss_kib = rss_kib(proc.pid)?;
-    let before = cpu_ticks(proc.pid)?;
-    let mut times = round_trips(&http, &proc.url, opts.requests).await.with_context(|| format!("timing {label}"))?;
-    let after = cpu_ticks(proc.pid)?;
-    let loaded_rss_kib = rss_kib(proc.pid)?;
-    proc.stop().await;
-    times.sort();
-    let cpu = Duration::from_secs_f64((after - before) as f64 / tick as f64);
-    let m = Measured {
-        start: start_median,
-        idle_rss_kib,
-        loaded_rss_kib,
-        p50: percentile(&times, 50.0),
-        p99: percentile(&times, 99.0),
-        cpu_per_req: cpu / opts.requests as u32,
-    };
-    eprintln!(
-        "wire-bench: {label}: p50 {:?} p99 {:?} cpu/req {:?} idle rss {} KiB",
-        m.p50, m.p99, m.cpu_per_req, m.idle_rss_kib
-    );
+    let m = median(starts);
+    eprintln!("wire-bench: {label}: start to card {m:?} (median of {})", opts.starts);
     Ok(m)
+}
+
+/// One long-lived server under test, with its own keep-alive connection.
+struct Live {
+    label: String,
+    proc: Proc,
+    http: reqwest::Client,
+    times: Vec<Duration>,
+    cpu_ns: u64,
+    idle_rss_kib: u64,
+    idle_cpu_pct: f64,
+}
+
+/// Round trips and CPU for every server, interleaved: `ROUNDS` rounds, each giving every server
+/// its share of the requests in turn, so a burst of load from elsewhere on the shared machine
+/// hits all of them alike and the ratios stay fair.
+async fn measure_all(
+    targets: Vec<(String, Spec)>,
+    starts: Vec<Duration>,
+    opts: &Opts,
+) -> anyhow::Result<Vec<Measured>> {
+    let card_http = reqwest::Client::builder().no_proxy().build().context("http client")?;
+    let mut live = vec![];
+    for (label, spec) in targets {
+        let (proc, _) = start(&spec, &card_http).await.with_context(|| format!("starting {label}"))?;
+        let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
+        round_trips(&http, &proc.url, WARMUP).await.with_context(|| format!("warming up {label}"))?;
+        live.push(Live { label, proc, http, times: vec![], cpu_ns: 0, idle_rss_kib: 0, idle_cpu_pct: 0.0 });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut idle_before = vec![];
+    for l in &mut live {
+        l.idle_rss_kib = rss_kib(l.proc.pid)?;
+        idle_before.push(cpu_ns(l.proc.pid)?);
+    }
+    tokio::time::sleep(IDLE_WINDOW).await;
+    for (l, before) in live.iter_mut().zip(idle_before) {
+        let ns = cpu_ns(l.proc.pid)?.saturating_sub(before);
+        l.idle_cpu_pct = ns as f64 / 1e9 / IDLE_WINDOW.as_secs_f64() * 100.0;
+    }
+    for round in 0..ROUNDS {
+        let share = opts.requests / ROUNDS + usize::from(round < opts.requests % ROUNDS);
+        for l in &mut live {
+            let before = cpu_ns(l.proc.pid)?;
+            let t = round_trips(&l.http, &l.proc.url, share).await.with_context(|| format!("timing {}", l.label))?;
+            l.cpu_ns += cpu_ns(l.proc.pid)?.saturating_sub(before);
+            l.times.extend(t);
+        }
+    }
+    let mut out = vec![];
+    for (mut l, start) in live.into_iter().zip(starts) {
+        let loaded_rss_kib = rss_kib(l.proc.pid)?;
+        l.proc.stop().await;
+        l.times.sort();
+        let cpu = Duration::from_nanos(l.cpu_ns);
+        let m = Measured {
+            start,
+            idle_rss_kib: l.idle_rss_kib,
+            loaded_rss_kib,
+            p50: percentile(&l.times, 50.0),
+            p99: percentile(&l.times, 99.0),
+            cpu_per_req: cpu / opts.requests as u32,
+            idle_cpu_pct: l.idle_cpu_pct,
+        };
+        eprintln!(
+            "wire-bench: {}: p50 {:?} p99 {:?} cpu/req {:?} idle rss {} KiB idle cpu {:.1}%",
+            l.label, m.p50, m.p99, m.cpu_per_req, m.idle_rss_kib, m.idle_cpu_pct
+        );
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// Start all five agents at once; the time until every card has answered 200.
@@ -399,17 +476,17 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         .context("asking the venv for its a2a-sdk version")?;
     let sdk = String::from_utf8_lossy(&sdk.stdout).trim().to_string();
     let echo = root.join("tests").join("interop").join("echo_agent.py");
-    // The agents' home (and so their task stores) sits where a real one does: inside a
-    // checkout, here the workspace's target dir. /tmp is a worse place on a shared machine: other
-    // processes' churn of temp files there makes ext4 inode allocation (one file per task) cost
-    // up to a millisecond per create. `--home-in /tmp` measures that case.
-    let home_in = opts.home_in.clone().unwrap_or_else(|| root.join("target").join("wire-bench"));
+    // The agents' home (and so their task stores) sits where `ratchet up` in this checkout keeps
+    // agent state: under worktrees/ (git-ignored; a dot name, so a running swarm's watchers skip
+    // it). Where it sits matters on ext4: see `file_create_probe`. `--home-in /tmp` measures /tmp.
+    let home_in = opts.home_in.clone().unwrap_or_else(|| root.join("worktrees").join(".wire-bench"));
     std::fs::create_dir_all(&home_in).with_context(|| format!("creating {}", home_in.display()))?;
     let home = tempfile::Builder::new()
         .prefix("home-")
         .tempdir_in(&home_in)
         .with_context(|| format!("making a temp dir in {}", home_in.display()))?;
-    let tick = clock_ticks_per_sec();
+    let create_cost = file_create_probe(&home.path().join("probe"), 500)?;
+    eprintln!("wire-bench: one task file (create, 2 appends, close) under the agents' home: {create_cost:?} CPU");
     let load_before = loadavg();
     eprintln!("wire-bench: load average before: {load_before}");
 
@@ -418,9 +495,15 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let ratchet = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-{i}"));
     let python_spec = |_i: usize| Spec { program: python.clone(), args: vec![echo.clone().into()], env: vec![] };
 
-    let bare = measure("bare axum", &bare_spec, &opts, tick).await?;
-    let rat = measure(&format!("Ratchet ({agent})"), &ratchet, &opts, tick).await?;
-    let py = measure(&format!("Python a2a-sdk {sdk}"), &python_spec, &opts, tick).await?;
+    let labels = ["bare axum".to_string(), format!("Ratchet ({agent})"), format!("Python a2a-sdk {sdk}")];
+    let specs: [&dyn Fn(usize) -> Spec; 3] = [&bare_spec, &ratchet, &python_spec];
+    let mut starts = vec![];
+    for (label, spec) in labels.iter().zip(specs) {
+        starts.push(start_median(label, spec, &opts).await?);
+    }
+    let targets = labels.iter().cloned().zip(specs.iter().map(|s| s(opts.starts))).collect();
+    let [bare, rat, py]: [Measured; 3] =
+        measure_all(targets, starts, &opts).await?.try_into().map_err(|_| anyhow::anyhow!("three results"))?;
 
     let mut swarm = vec![];
     for run in 0..opts.swarm_runs {
@@ -451,7 +534,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     );
     t += &format!("| message/send p99 | {} | {} | {} | | |\n", us(bare.p99), us(rat.p99), us(py.p99));
     t += &format!(
-        "| server CPU per request (utime+stime / {n}) | {} | {} | {} | | Python uses {cpu_py_vs:.1}x the CPU |\n",
+        "| server CPU per request (all threads) | {} | {} | {} | | Python uses {cpu_py_vs:.1}x the CPU |\n",
         us(bare.cpu_per_req),
         us(rat.cpu_per_req),
         us(py.cpu_per_req)
@@ -472,6 +555,14 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         verdict(rat.idle_rss_kib <= 8 * 1024)
     );
     t += &format!(
+        "| CPU while idle ({} s after the warm-up, no requests) | {:.1}% of a core | {:.1}% | {:.1}% | 0 | {} |\n",
+        IDLE_WINDOW.as_secs(),
+        bare.idle_cpu_pct,
+        rat.idle_cpu_pct,
+        py.idle_cpu_pct,
+        verdict(rat.idle_cpu_pct < 1.0)
+    );
+    t += &format!(
         "| RSS after {} more requests | {} | {} | {} | | |\n",
         n,
         mib(bare.loaded_rss_kib),
@@ -484,6 +575,12 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         ms(swarm_max),
         ms(swarm_median),
         verdict(swarm_median <= Duration::from_millis(200))
+    );
+    t += &format!(
+        "\nFile system cost of one task file (create, two appends, close) in the agents' home at the time of the \
+         run: {} of CPU. Ratchet's task store writes one file per task, so this is part of its CPU per request; \
+         on ext4 it grows with recent deletions near the directory (other processes' churn on a shared machine).\n",
+        us(create_cost)
     );
     println!("{t}");
 
@@ -501,16 +598,17 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
          answering with its built-in `status` skill (parse, validate, persist the task log to disk, run, answer). \
          *Python* is `tests/interop/echo_agent.py` (A2AStarletteApplication + DefaultRequestHandler + InMemoryTaskStore, \
          uvicorn with uvloop and httptools). Round trips: `message/send` with `blocking: true` and one text part, \
-         {WARMUP} warm-up requests then {n} timed ones, sequential, on one reqwest keep-alive connection; every answer \
-         is checked to be a completed task. CPU: utime+stime from `/proc/<pid>/stat` across the timed run \
-         ({tick} ticks/s, so +/- {res} per request). Start to card: spawn to the first 200 on \
-         `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up. Swarm: the five release agent \
+         {WARMUP} warm-up requests then {n} timed ones, sequential, on one reqwest keep-alive connection per server, \
+         interleaved in {ROUNDS} rounds across the three servers (so load from elsewhere hits all alike); every \
+         answer is checked to be a completed task. CPU: time on a CPU of all the server's threads (`/proc/<pid>/task/*/schedstat`, \
+         nanoseconds) across its timed rounds, divided by {n}. Start to card: spawn to the first 200 on \
+         `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up; idle CPU: CPU time over the {idle} s that follow. Swarm: the five release agent \
          binaries spawned at once, until all five cards answered. The agents' home (so their task \
-         stores, one file per task) is a fresh directory under `{home_in}`, as in a checkout.\n",
+         stores, one file per task) is a fresh directory under `{home_in}`, where `ratchet up` keeps agent state.\n",
         date = today(),
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu = cpu_model(),
-        res = us(Duration::from_secs_f64(1.0 / tick as f64 / n as f64)),
+        idle = IDLE_WINDOW.as_secs(),
         home_in = home_in.strip_prefix(&root).unwrap_or(&home_in).display(),
     );
     if opts.write {

@@ -456,6 +456,7 @@ fn corrupt_task_lease_and_result_files_are_quarantined_and_the_reaper_goes_on() 
     // Older than the grace given to a claimer between creating and locking its lease.
     let old = SystemTime::now() - substrate::EMPTY_LEASE_GRACE - Duration::from_secs(5);
     fs::File::options().write(true).open(&lease_path).expect("open").set_modified(old).expect("mtime");
+    fs::create_dir_all(bd.results_dir()).expect("mkdir");
     fs::write(bd.results_dir().join("good.7.json"), b"{\"task_id\": \"go").expect("writing");
 
     let evs = reap_all(&home, &substrate::hostname()).expect("the reaper survives corrupt files");
@@ -502,6 +503,7 @@ fn an_expiry_interrupted_by_a_crash_is_finished_by_the_next_pass() {
     queue_task(&bd, &task(&bd, "job", 30_000, 3)).expect("queueing");
     let lease = try_claim(&bd, "job", "w1").expect("claiming").expect("claimable");
     // The coordinator died right after killing token 0 (the rename), before bumping the task.
+    fs::create_dir_all(bd.expired_dir()).expect("mkdir");
     fs::rename(bd.lease_path("job").expect("path"), bd.expired_path("job", 0).expect("path")).expect("rename");
     assert!(try_claim(&bd, "job", "w2").expect("claiming").is_none(), "a killed token is never handed out again");
     assert!(lease.check().is_err(), "the holder learns it lost the lease");

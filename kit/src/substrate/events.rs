@@ -17,7 +17,17 @@ pub fn append_event(path: &Path, event: &Event) -> Result<()> {
     // Without O_CREAT first: opening an existing file then needs no exclusive lock on the
     // directory, which every claimer would otherwise queue on.
     let f = match OpenOptions::new().append(true).open(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new().append(true).create(true).open(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // events/ is created with the branch; recreate it (one level, never the branch
+            // directory itself) if someone removed it.
+            if let Some(dir) = path.parent()
+                && !dir.exists()
+                && dir.parent().is_some_and(Path::is_dir)
+            {
+                let _ = std::fs::create_dir(dir);
+            }
+            OpenOptions::new().append(true).create(true).open(path)
+        }
         other => other,
     };
     let mut f = f.map_err(SubstrateError::io("opening event log", path))?;

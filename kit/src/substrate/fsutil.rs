@@ -31,7 +31,14 @@ pub(crate) fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let name = path.file_name().expect("substrate paths always have a file name").to_string_lossy();
     let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            // Directories such as results/ are created when first written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.parent().is_some_and(Path::is_dir) => {
+                fs::create_dir_all(dir)?;
+                OpenOptions::new().write(true).create_new(true).open(&tmp)?
+            }
+            other => other?,
+        };
         f.write_all(bytes)?;
         Ok(())
     };

@@ -276,12 +276,20 @@ impl BranchDir {
         append_event(&self.events_file(), event)
     }
 
+    /// `tasks/`, `leases/`, `results/`, `artifacts/` and the event log; `leases/expired/` is
+    /// created by the reaper when it first expires a lease.
     pub(crate) fn create_control_dirs(&self) -> Result<()> {
         for d in
-            [self.tasks_dir(), self.expired_dir(), self.results_dir(), self.artifacts_dir(), self.dir.join("events")]
+            [self.tasks_dir(), self.leases_dir(), self.results_dir(), self.artifacts_dir(), self.dir.join("events")]
         {
             create_dir_all(&d)?;
         }
+        let events = self.events_file();
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&events)
+            .map_err(SubstrateError::io("creating event log", &events))?;
         Ok(())
     }
 }
@@ -290,7 +298,6 @@ impl BranchDir {
 /// `<branch>` at `base_commit` in `worktrees/<branch>/tree` (`git worktree add -b`).
 /// Nothing is created when the name is invalid or the base is not a commit.
 pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<BranchDir> {
-    let t0 = std::time::Instant::now();
     let bd = home.branch_dir(branch)?;
     // A full commit id (what the coordinator passes) goes straight to `git worktree add`, which
     // refuses anything that is not a commit; anything else is resolved first.
@@ -322,13 +329,8 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
     let added = home.git().start(args).map_err(SubstrateError::from).and_then(|running| {
         // While git checks out the files: the control directories and the meta file, which
         // becomes visible (renamed into place) only once the checkout exists.
-        let t1 = std::time::Instant::now();
         let prepared = prepare_control_files(&bd, &base);
-        let t2 = t1.elapsed();
         let checked_out = running.wait().map_err(SubstrateError::from);
-        if std::env::var_os("PHASES").is_some() {
-            eprintln!("spawned at {:?}, prepare {:?}, git done at {:?}", t1 - t0, t2, t0.elapsed());
-        }
         checked_out.and(prepared)
     });
     let meta_tmp = match added {
@@ -344,9 +346,6 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
     let meta_path = bd.meta_path();
     fs::rename(&meta_tmp, &meta_path).map_err(SubstrateError::io("renaming into place", &meta_path))?;
     bd.emit(&bd.event(None, EventKind::WorktreeAdded { base }))?;
-    if std::env::var_os("PHASES").is_some() {
-        eprintln!("total {:?}", t0.elapsed());
-    }
     Ok(bd)
 }
 

@@ -434,8 +434,8 @@ impl<'a> Reaper<'a> {
         }
         let problem = "truncated or invalid JSON in a lease file".to_string();
         self.quarantine(path, Some(id), problem.clone())?;
-        self.emit(Some(id), EventKind::LeaseExpired { holder: String::new(), token: task.token, reason: problem })?;
         let follow = self.retire_attempt(id, None, "expired: corrupt lease file".into(), false)?;
+        self.emit(Some(id), EventKind::LeaseExpired { holder: String::new(), token: task.token, reason: problem })?;
         self.emit(Some(id), follow)
     }
 
@@ -463,8 +463,9 @@ impl<'a> Reaper<'a> {
         let holder = lease.as_ref().map(|l| l.agent_id.clone());
         let kind =
             EventKind::LeaseExpired { holder: holder.clone().unwrap_or_default(), token, reason: reason.clone() };
-        self.emit(Some(id), kind)?;
         let follow = self.retire_attempt(id, holder, format!("expired: {reason}"), counts)?;
+        // Events after the state they describe: a reader that sees them sees the new task file.
+        self.emit(Some(id), kind)?;
         self.emit(Some(id), follow)
     }
 
