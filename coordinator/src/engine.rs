@@ -165,6 +165,10 @@ fn write_state(home: &Path, st: &LoopState) -> anyhow::Result<()> {
 }
 
 struct Engine {
+    /// Woken when a result file appears (notify on every branch's `results/`), so a finished
+    /// task is noticed at once instead of at the next poll.
+    results_changed: std::sync::Arc<tokio::sync::Notify>,
+    _results_watcher: Option<substrate::TaskWatcher>,
     adjusted_this_cycle: bool,
     ctx: LoopCtx,
     home: Home,
@@ -353,7 +357,9 @@ impl Engine {
                 let result = accepted_result(bd, &t);
                 return Ok((t, result));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A result file wakes us at once; the timeout is the safety net (and the pace at
+            // which dead holders are noticed by this loop's own reaping).
+            let _ = tokio::time::timeout(Duration::from_millis(250), self.results_changed.notified()).await;
         }
     }
 
@@ -1167,7 +1173,14 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     };
     let state_file = ctx.home.join("worktrees").join(".swarm").join("state.json");
     let peers = Peers::discover(&state_file, &ctx.me).await;
-    let mut eng = Engine { adjusted_this_cycle: false, ctx, home, st, gov, peers };
+    let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let wake = results_changed.clone();
+    let watcher =
+        substrate::TaskWatcher::for_dirs(home.worktrees_dir(), &["results", "leases"], move || wake.notify_one())
+            .map_err(|e| tracing::warn!("watching results failed ({e}); polling instead"))
+            .ok();
+    let mut eng =
+        Engine { results_changed, _results_watcher: watcher, adjusted_this_cycle: false, ctx, home, st, gov, peers };
     eng.save()?;
     let wall_started = Instant::now();
     loop {

@@ -1,5 +1,6 @@
 //! gc of the swarm's own helper checkouts, beside the substrate's gc of candidate branches:
-//! the evaluator's baseline checkouts (`worktrees/.swarm/baselines/*`) and the proposer's scratch
+//! the evaluator's baseline and candidate checkouts (`worktrees/.swarm/baselines/*`,
+//! `worktrees/.swarm/candidate`) and the proposer's scratch
 //! checkouts (`worktrees/.swarm/agents/*/scratch`). Each is removed only when nobody can be
 //! using it: baselines when the benchmark lock is free, scratch checkouts when no swarm runs here.
 
@@ -35,6 +36,10 @@ pub fn gc_helper_checkouts(home: &Path) -> Vec<String> {
     {
         for e in rd.flatten() {
             remove(&e.path());
+        }
+        let candidate = swarm.join("candidate");
+        if candidate.exists() {
+            remove(&candidate);
         }
     }
     if lock_free(&swarm.join("supervisor.lock"))

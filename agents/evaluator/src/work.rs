@@ -3,14 +3,15 @@
 //!
 //! - The baseline runs in a checkout of the baseline commit shared by every candidate of that
 //!   baseline (`worktrees/.swarm/baselines/<commit>`).
-//! - The candidate runs in a checkout of its commit (`worktrees/<branch>/eval`) in which every
+//! - The candidate runs in a checkout of its commit (`worktrees/.swarm/candidate`, reused and reset
+//!   for each evaluation, keeping ignored build output so its build is incremental) in which every
 //!   file matching `ethos.benchmark_paths` is replaced by the baseline's version (and files the
 //!   candidate added there are removed): a candidate that edits the benchmark cannot grade itself.
 //! - Benchmarks of the whole machine are serialized by `worktrees/.swarm/bench.lock`, so two
 //!   evaluators never time each other.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kit::exec::{RunSpec, SandboxMode};
@@ -41,12 +42,33 @@ fn checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The candidate's checkout, reused from one evaluation to the next: switched to `commit` with
+/// every tracked file reset and untracked files removed, while ignored build output (`target/`)
+/// stays, so the benchmark's own build is incremental.
+fn reset_checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
+    if dir.join(".git").exists() {
+        let g = Git::new(dir);
+        if g.run(["checkout", "-q", "--detach", "--force", commit]).is_ok() && g.run(["clean", "-q", "-fd"]).is_ok() {
+            return Ok(());
+        }
+        let d = dir.to_string_lossy().to_string();
+        let _ = repo.run(["worktree", "remove", "--force", &d]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    checkout(repo, dir, commit)
+}
+
 /// Make every benchmark path in `dir` the baseline's version: files the candidate changed are
 /// checked out from the baseline, files it added there are removed.
 fn restore_benchmark(dir: &Path, base: &str, patterns: &[String]) -> Result<Vec<String>, String> {
     use protocol::governance::glob_match;
     let git = Git::new(dir);
     let matches = |f: &&str| patterns.iter().any(|p| glob_match(p, f));
+    // Usually the candidate did not touch the benchmark (the critic blocks that): one diff says so.
+    let changed = git.run(["diff", "--name-only", base, "HEAD"]).map_err(infra)?;
+    if !changed.lines().any(|f| matches(&f)) {
+        return Ok(vec![]);
+    }
     let ours = git.run(["ls-files"]).map_err(infra)?;
     let theirs = git.run(["ls-tree", "-r", "--name-only", base]).map_err(infra)?;
     let theirs: Vec<&str> = theirs.lines().filter(|l| !l.is_empty()).filter(matches).collect();
@@ -74,7 +96,7 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
     let root = ctx.home.root().to_path_buf();
     let swarm = root.join("worktrees").join(".swarm");
     let base_dir = swarm.join("baselines").join(&input.base[..16.min(input.base.len())]);
-    let cand_dir = ctx.bd.dir().join("eval");
+    let cand_dir = swarm.join("candidate");
     // One benchmark at a time on this machine.
     let lock_path = swarm.join("bench.lock");
     let lock = {
@@ -107,7 +129,7 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
                 }
             }
             checkout(&repo, &base_dir, &inp.base)?;
-            checkout(&repo, &cand_dir, &inp.commit)?;
+            reset_checkout(&repo, &cand_dir, &inp.commit)?;
             restore_benchmark(&cand_dir, &inp.base, &inp.ethos.benchmark_paths)
         })
         .await
@@ -124,7 +146,6 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
     let log = ctx.artifacts.join("bench.log");
     for run in schedule(input.repeats, input.warmup) {
         if ctx.lease_lost() {
-            cleanup(&root, &cand_dir).await;
             return WorkResult::infra_failure("lease lost while benchmarking", json!({}));
         }
         let (dir, side) = match run.side {
@@ -187,7 +208,6 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
             Err(reason) => side.failures.push(Failure { round: run.round, warmup: run.warmup, reason }),
         }
     }
-    cleanup(&root, &cand_dir).await;
     // A benchmark that cannot run at all on the trusted baseline is the harness's problem.
     if runs.baseline.samples.is_empty() && !runs.baseline.failures.is_empty() {
         let why = runs.baseline.failures.last().map(|f| f.reason.clone()).unwrap_or_default();
@@ -224,10 +244,57 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
     WorkResult::success(headline, json!(out))
 }
 
-async fn cleanup(root: &Path, cand_dir: &Path) {
-    let (root, d): (PathBuf, String) = (root.to_path_buf(), cand_dir.to_string_lossy().to_string());
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = Git::new(&root).run(["worktree", "remove", "--force", &d]);
-    })
-    .await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A candidate that edits the benchmark is still measured with the baseline's benchmark:
+    /// changed files come back, added ones go, the code under test stays the candidate's.
+    #[test]
+    fn the_candidate_runs_the_baselines_benchmark() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path();
+        git(repo, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(repo.join("bench")).unwrap();
+        std::fs::write(repo.join("bench/bench.sh"), "echo '{\"ms\": 100}'\n").unwrap();
+        std::fs::write(repo.join("code.txt"), "slow\n").unwrap();
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", "base"]);
+        let base = git(repo, &["rev-parse", "HEAD"]);
+        std::fs::write(repo.join("bench/bench.sh"), "echo '{\"ms\": 1}'\n").unwrap();
+        std::fs::write(repo.join("bench/extra.sh"), "cheat\n").unwrap();
+        std::fs::write(repo.join("code.txt"), "fast\n").unwrap();
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", "candidate edits the benchmark"]);
+        let cand = git(repo, &["rev-parse", "HEAD"]);
+        let dir = repo.join("worktrees").join("candidate");
+        reset_checkout(&Git::new(repo), &dir, &cand).unwrap();
+        let restored = restore_benchmark(&dir, &base, &["bench/**".to_string()]).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("bench/bench.sh")).unwrap(), "echo '{\"ms\": 100}'\n");
+        assert!(!dir.join("bench/extra.sh").exists(), "a file the candidate added to the benchmark is removed");
+        assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "fast\n", "the code is the candidate's");
+        assert!(restored.contains(&"-bench/extra.sh".to_string()) && restored.contains(&"bench/bench.sh".to_string()));
+        // Reused for the next evaluation: reset to another commit with nothing left over.
+        reset_checkout(&Git::new(repo), &dir, &base).unwrap();
+        assert!(!dir.join("bench/extra.sh").exists());
+        assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "slow\n");
+        assert!(restore_benchmark(&dir, &base, &["bench/**".to_string()]).unwrap().is_empty());
+    }
 }

@@ -76,6 +76,7 @@ fn apply_and_commit(
     artifacts: &Path,
     governance: &std::collections::BTreeMap<String, String>,
     input: &ExecuteInput,
+    attempt: u32,
 ) -> Result<String, String> {
     let git = Git::new(tree);
     let head = git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
@@ -86,9 +87,12 @@ fn apply_and_commit(
         }
         return Err(format!("infra: worktree HEAD {head} is neither the base {} nor this candidate", input.base));
     }
-    // Start from a clean tree at the base (an earlier attempt may have died mid-apply).
-    git.run(["reset", "-q", "--hard", &input.base]).map_err(|e| format!("infra: {e}"))?;
-    git.run(["clean", "-q", "-fd"]).map_err(|e| format!("infra: {e}"))?;
+    // A retry starts from a clean tree at the base (an earlier attempt may have died
+    // mid-apply); a first attempt has a fresh checkout.
+    if attempt > 1 {
+        git.run(["reset", "-q", "--hard", &input.base]).map_err(|e| format!("infra: {e}"))?;
+        git.run(["clean", "-q", "-fd"]).map_err(|e| format!("infra: {e}"))?;
+    }
     let p = &input.proposal;
     for edit in &p.edits {
         if !safe_relative(&edit.path) {
@@ -134,7 +138,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     let started = Instant::now();
     let (tree, artifacts, governance, inp) =
         (ctx.bd.tree(), ctx.artifacts.clone(), ctx.task.governance.clone(), input.clone());
-    let applied = tokio::task::spawn_blocking(move || apply_and_commit(&tree, &artifacts, &governance, &inp))
+    let attempt = ctx.attempt;
+    let applied = tokio::task::spawn_blocking(move || apply_and_commit(&tree, &artifacts, &governance, &inp, attempt))
         .await
         .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
     let commit = match applied {
