@@ -345,7 +345,30 @@ async fn rpc(
                 .with(format!("Content-Type {ctype:?} is not supported; send Content-Type: application/json")),
         );
     }
-    let value: Value = match serde_json::from_slice(&body) {
+    // Fast path: a well-formed request decodes straight into its type.
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => return classify_bad_request(&body),
+    };
+    let id = req.id.clone();
+    if req.jsonrpc != "2.0" {
+        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("jsonrpc must be \"2.0\""));
+    }
+    if matches!(req.id, RequestId::Null) {
+        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("id is required (a string or a number)"));
+    }
+    let id = req.id.clone();
+    match dispatch(&s, req, &headers).await {
+        Ok(Reply::Json(v)) => rpc_ok(id, v),
+        Ok(Reply::Stream(stream)) => stream,
+        Err(e) => rpc_error(StatusCode::OK, id, e),
+    }
+}
+
+/// A body that is not a valid request: the precise error (-32700 or -32600), with the request id
+/// echoed when one can be read.
+fn classify_bad_request(body: &[u8]) -> Response {
+    let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
             return rpc_error(
@@ -361,29 +384,18 @@ async fn rpc(
         .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok())
         .filter(|id| !matches!(id, RequestId::Null))
         .unwrap_or(RequestId::Null);
-    let req: Request = match serde_json::from_value(value.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let what = if value.is_array() { "batch requests are not supported".to_string() } else { e.to_string() };
-            return rpc_error(
-                StatusCode::OK,
-                id,
-                ErrorCode::InvalidRequest.with(format!("not a JSON-RPC 2.0 request: {what}; send {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\",\"params\":{{...}}}}")),
-            );
-        }
+    let what = match serde_json::from_value::<Request>(value.clone()) {
+        _ if value.is_array() => "batch requests are not supported".to_string(),
+        Err(e) => e.to_string(),
+        Ok(_) => "unreadable request".to_string(),
     };
-    if req.jsonrpc != "2.0" {
-        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("jsonrpc must be \"2.0\""));
-    }
-    if matches!(req.id, RequestId::Null) {
-        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("id is required (a string or a number)"));
-    }
-    let id = req.id.clone();
-    match dispatch(&s, req, &headers).await {
-        Ok(Reply::Json(v)) => rpc_ok(id, v),
-        Ok(Reply::Stream(stream)) => stream,
-        Err(e) => rpc_error(StatusCode::OK, id, e),
-    }
+    rpc_error(
+        StatusCode::OK,
+        id,
+        ErrorCode::InvalidRequest.with(format!(
+            "not a JSON-RPC 2.0 request: {what}; send {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\",\"params\":{{...}}}}"
+        )),
+    )
 }
 
 enum Reply {
@@ -391,8 +403,8 @@ enum Reply {
     Stream(Response),
 }
 
-fn params<M: Method>(req: &Request) -> Result<M::Params, ErrorObject> {
-    let p = req.params.clone().unwrap_or(Value::Null);
+fn params<M: Method>(req: &mut Request) -> Result<M::Params, ErrorObject> {
+    let p = req.params.take().unwrap_or(Value::Null);
     serde_json::from_value(p).map_err(|e| {
         ErrorCode::InvalidParams.with(format!("invalid params for {}: {e}; see the A2A 0.3 specification", M::METHOD))
     })
@@ -436,11 +448,11 @@ fn push_unsupported() -> ErrorObject {
         .with("this agent does not support push notifications (see capabilities.pushNotifications in its card)")
 }
 
-async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<Reply, ErrorObject> {
+async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Result<Reply, ErrorObject> {
     use protocol::*;
     match req.method.as_str() {
         SendMessage::METHOD => {
-            let p = params::<SendMessage>(&req)?;
+            let p = params::<SendMessage>(&mut req)?;
             let cfg = p.configuration.clone().unwrap_or_default();
             check_history_length(cfg.history_length)?;
             let entry = start_task(s, p)?;
@@ -458,19 +470,19 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             Ok(Reply::Json(to_json(SendResult::Task(trim_history(entry.task(), cfg.history_length)))))
         }
         SendStreamingMessage::METHOD => {
-            let p = params::<SendStreamingMessage>(&req)?;
+            let p = params::<SendStreamingMessage>(&mut req)?;
             check_history_length(p.configuration.as_ref().and_then(|c| c.history_length))?;
             let entry = start_task(s, p)?;
             Ok(Reply::Stream(sse(req.id, entry, 0)))
         }
         GetTask::METHOD => {
-            let p: TaskQueryParams = params::<GetTask>(&req)?;
+            let p: TaskQueryParams = params::<GetTask>(&mut req)?;
             check_history_length(p.history_length)?;
             let entry = lookup(s, &p.id)?;
             Ok(Reply::Json(to_json(trim_history(entry.task(), p.history_length))))
         }
         CancelTask::METHOD => {
-            let p: TaskIdParams = params::<CancelTask>(&req)?;
+            let p: TaskIdParams = params::<CancelTask>(&mut req)?;
             let entry = lookup(s, &p.id)?;
             let path = s.store.log_path(&p.id);
             let msg = agent_text("canceled at the client's request");
@@ -484,7 +496,7 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             Ok(Reply::Json(to_json(entry.task())))
         }
         Resubscribe::METHOD => {
-            let p: TaskIdParams = params::<Resubscribe>(&req)?;
+            let p: TaskIdParams = params::<Resubscribe>(&mut req)?;
             let entry = lookup(s, &p.id)?;
             // Last-Event-ID: the index of the last event the client saw; replay what follows.
             let from = headers
@@ -499,7 +511,7 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(&req)?;
+            let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(&mut req)?;
             let entry = lookup(s, &p.task_id)?;
             if !(p.push_notification_config.url.starts_with("http://")
                 || p.push_notification_config.url.starts_with("https://"))
@@ -516,7 +528,7 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(&req)?;
+            let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(&mut req)?;
             let entry = lookup(s, &p.id)?;
             let want = p.push_notification_config_id.clone().unwrap_or_else(|| p.id.clone());
             let cfg =
@@ -530,7 +542,7 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p: TaskIdParams = params::<ListPushConfig>(&req)?;
+            let p: TaskIdParams = params::<ListPushConfig>(&mut req)?;
             let entry = lookup(s, &p.id)?;
             let list: Vec<TaskPushNotificationConfig> = entry
                 .push_configs()
@@ -543,7 +555,7 @@ async fn dispatch(s: &Arc<Server>, req: Request, headers: &HeaderMap) -> Result<
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p = params::<DeletePushConfig>(&req)?;
+            let p = params::<DeletePushConfig>(&mut req)?;
             let entry = lookup(s, &p.id)?;
             if !entry.delete_push(&p.push_notification_config_id) {
                 return Err(ErrorCode::InvalidParams.with(format!(

@@ -31,10 +31,18 @@ pub enum StoreError {
 }
 
 /// One line of a task log.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct LogLine {
+    #[allow(dead_code)] // written for people reading the file; replay counts lines
     seq: u64,
     event: StreamEvent,
+}
+
+/// The same line, serialized without taking the event.
+#[derive(Serialize)]
+struct LogLineRef<'a> {
+    seq: u64,
+    event: &'a StreamEvent,
 }
 
 struct Record {
@@ -50,6 +58,9 @@ pub struct Entry {
     rec: Mutex<Record>,
     seq: watch::Sender<u64>,
 }
+
+/// Tasks kept in memory before finished ones are dropped (they reload from their files).
+const MAX_CACHED: usize = 512;
 
 pub struct TaskStore {
     dir: PathBuf,
@@ -103,7 +114,12 @@ impl TaskStore {
             seq: watch::channel(0).0,
         });
         entry.append(StreamEvent::Task(task), &path)?;
-        self.tasks.lock().expect("task map lock").insert(id.to_string(), entry.clone());
+        let mut map = self.tasks.lock().expect("task map lock");
+        if map.len() >= MAX_CACHED {
+            // Finished tasks nobody is holding are on disk: drop them from memory.
+            map.retain(|_, e| Arc::strong_count(e) > 1 || !e.task_state().is_terminal());
+        }
+        map.insert(id.to_string(), entry.clone());
         Ok(entry)
     }
 
@@ -188,6 +204,10 @@ fn apply(task: &mut Task, ev: &StreamEvent) {
 }
 
 impl Entry {
+    fn task_state(&self) -> TaskState {
+        self.rec.lock().expect("task lock").task.status.state
+    }
+
     pub fn task(&self) -> Task {
         self.rec.lock().expect("task lock").task.clone()
     }
@@ -217,12 +237,11 @@ impl Entry {
 
     fn append_locked(&self, rec: &mut Record, event: StreamEvent, path: &Path) -> Result<(), StoreError> {
         let seq = rec.events.len() as u64;
-        let mut line = serde_json::to_vec(&LogLine { seq, event }).expect("stream events serialize");
+        let mut line = serde_json::to_vec(&LogLineRef { seq, event: &event }).expect("stream events serialize");
         line.push(b'\n');
         if let Some(f) = rec.file.as_mut() {
             f.write_all(&line).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
         }
-        let LogLine { event, .. } = serde_json::from_slice(&line).expect("just serialized");
         if seq > 0 {
             apply(&mut rec.task, &event);
         }
@@ -323,5 +342,19 @@ mod tests {
         assert!(t.status.message.unwrap().text().contains("restarted"));
         assert!(matches!(store.get("../t1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.get("nope"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn finished_tasks_leave_memory_and_reload_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path()).unwrap();
+        for n in 0..MAX_CACHED + 10 {
+            let id = format!("t{n}");
+            let e = store.create(&id, "c", Message::new(Role::User, "m", vec![Part::text("hi")])).unwrap();
+            e.status(TaskState::Completed, None, true, &store.log_path(&id)).unwrap();
+        }
+        assert!(store.tasks.lock().unwrap().len() <= MAX_CACHED, "finished tasks were evicted");
+        let t = store.get("t0").unwrap().task();
+        assert_eq!(t.status.state, TaskState::Completed, "an evicted task reloads from its file, unchanged");
     }
 }
