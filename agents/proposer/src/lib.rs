@@ -12,6 +12,7 @@
 
 mod command;
 mod config;
+pub mod openai;
 mod sweep;
 pub mod work;
 

@@ -111,6 +111,52 @@ fn forwarded_env() -> Vec<(String, String)> {
     names.into_iter().filter_map(|k| std::env::var(&k).ok().map(|v| (k, v))).collect()
 }
 
+/// The `openai` strategy: N answers from the model, each checked to apply to the baseline.
+async fn openai(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Result<ProposeOutput, String> {
+    let endpoint = input.settings.endpoint.clone().ok_or("cadence.md [proposer] has no endpoint")?;
+    let model = input.settings.model.clone().ok_or("cadence.md [proposer] has no model")?;
+    let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
+    let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
+    // An API key, when the server wants one, comes from the proposer's environment (agents.toml env).
+    let key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+    let mut banned = input.banned.clone();
+    banned.extend(input.history.iter().map(|t| t.key.clone()));
+    let mut proposals: Vec<protocol::work::Proposal> = vec![];
+    let mut last_err = None;
+    let started = std::time::Instant::now();
+    for _ in 0..input.n {
+        let timeout = Duration::from_secs(input.timeout_s);
+        match crate::openai::propose_openai(
+            &endpoint,
+            &model,
+            &dir,
+            &input.goal,
+            &input.context,
+            &banned,
+            timeout,
+            key.clone(),
+        )
+        .await
+        {
+            Ok(p)
+                if !banned.contains(&p.approach_key())
+                    && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) =>
+            {
+                banned.push(p.approach_key());
+                proposals.push(p);
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if proposals.is_empty()
+        && let Some(e) = last_err
+    {
+        return Err(describe(&e));
+    }
+    Ok(ProposeOutput { proposals, exhausted: false, command_ms: started.elapsed().as_millis() as u64 })
+}
+
 fn describe(e: &ProposalError) -> String {
     if e.is_infra() { format!("infrastructure: {e}") } else { e.to_string() }
 }
@@ -120,7 +166,7 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
     Skill::new(
         "propose",
         "Propose candidates",
-        "Propose N candidate changes against the baseline, honouring the hard-banned list. Strategies: sweep (one config parameter at a time, no model) and command (any coding-agent CLI or script, run in a scratch checkout)",
+        "Propose N candidate changes against the baseline, honouring the hard-banned list. Strategies: sweep (one config parameter at a time, no model), command (any coding-agent CLI or script, run in a scratch checkout) and openai (any OpenAI-compatible chat endpoint answering with a diff)",
         move |ctx| {
             let (home, state_dir) = (home.clone(), state_dir.clone());
             async move {
@@ -142,7 +188,10 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                         tokio::task::spawn_blocking(move || sweep(&h, &i)).await.unwrap_or_else(|e| Err(e.to_string()))
                     }
                     "command" => command(home, state_dir, &input).await,
-                    other => Err(format!("strategy {other:?} is not available in this proposer; use sweep or command")),
+                    "openai" => openai(home, state_dir, &input).await,
+                    other => Err(format!(
+                        "strategy {other:?} is not available in this proposer; use sweep, command or openai"
+                    )),
                 };
                 match out {
                     Ok(o) => {

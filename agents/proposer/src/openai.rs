@@ -1,0 +1,235 @@
+//! The `openai` strategy: ask any OpenAI-compatible chat endpoint (llama.cpp server, vLLM,
+//! Ollama, ...) for one change as a unified diff.
+//!
+//! The governance context goes first as the system message, byte-identical between calls, so a
+//! model server's prefix cache can reuse it; the user message carries the goal, the files of the
+//! baseline and the hard-banned approaches. The answer's diff (a fenced ```diff block, or the
+//! whole answer when it is a bare diff) must apply to the baseline (`git apply --check` in the
+//! scratch checkout) to become a proposal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{Proposal, ProposalError, slug};
+
+fn git_blocking(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, ProposalError> {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(dir).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|source| ProposalError::Io { path: dir.into(), source })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|source| ProposalError::Io { path: dir.into(), source })?;
+    if !out.status.success() {
+        return Err(ProposalError::Git {
+            args: args.join(" "),
+            dir: dir.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The diff in a model's answer: the first ```diff (or ```patch) block, else the answer itself
+/// when it starts like a diff.
+pub fn extract_diff(answer: &str) -> Option<String> {
+    for fence in ["```diff", "```patch"] {
+        if let Some(start) = answer.find(fence) {
+            let body = &answer[start + fence.len()..];
+            let body = body.strip_prefix('\n').unwrap_or(body);
+            let end = body.find("```").unwrap_or(body.len());
+            let diff = body[..end].to_string();
+            return (!diff.trim().is_empty()).then_some(diff);
+        }
+    }
+    let t = answer.trim_start();
+    (t.starts_with("diff --git") || t.starts_with("--- ")).then(|| {
+        let mut d = t.to_string();
+        if !d.ends_with('\n') {
+            d.push('\n');
+        }
+        d
+    })
+}
+
+/// Ask the endpoint for one candidate against the checkout at `worktree` (the baseline).
+#[allow(clippy::too_many_arguments)]
+pub async fn propose_openai(
+    endpoint: &str,
+    model: &str,
+    worktree: &Path,
+    goal: &str,
+    context: &str,
+    banned: &[String],
+    timeout: Duration,
+    api_key: Option<String>,
+) -> Result<Proposal, ProposalError> {
+    let files = {
+        let w = worktree.to_path_buf();
+        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None))
+            .await
+            .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })??
+    };
+    let files: Vec<&str> = files.lines().take(300).collect();
+    let user = format!(
+        "Goal: {goal}\n\nFiles in the repository:\n{}\n\nApproaches already tried and failed (do not propose these again):\n{}\n\n\
+         Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
+         (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block.",
+        files.join("\n"),
+        if banned.is_empty() { "(none)".to_string() } else { banned.join("\n") }
+    );
+    let body = json!({
+        "model": model,
+        "messages": [{"role": "system", "content": context}, {"role": "user", "content": user}],
+        "temperature": 0.2,
+    });
+    let url = format!("{}/chat/completions", endpoint.trim_end_matches('/'));
+    let infra =
+        |what: String| ProposalError::CommandInfra { command: url.clone(), status: what, stderr_tail: String::new() };
+    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| infra(e.to_string()))?;
+    let mut req = client.post(&url).json(&body);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| infra(format!("could not reach the model server: {e}")))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.map_err(|e| infra(format!("answered HTTP {status} with no JSON: {e}")))?;
+    if !status.is_success() {
+        return Err(infra(format!("answered HTTP {status}: {v}")));
+    }
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
+    let Some(diff) = extract_diff(&answer) else {
+        return Err(ProposalError::EmptyDiff { command: format!("{url} ({model})"), worktree: worktree.into() });
+    };
+    let w = worktree.to_path_buf();
+    let d2 = diff.clone();
+    let numstat = tokio::task::spawn_blocking(move || {
+        git_blocking(&w, &["apply", "--check", "-"], Some(&d2))?;
+        git_blocking(&w, &["apply", "--numstat", "-"], Some(&d2))
+    })
+    .await
+    .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })?
+    .map_err(|e| ProposalError::CommandFailed {
+        command: format!("{url} ({model})"),
+        status: "proposed a patch that does not apply to the baseline".into(),
+        stderr_tail: e.to_string(),
+    })?;
+    let files: Vec<String> = numstat.lines().filter_map(|l| l.split('\t').nth(2).map(String::from)).collect();
+    let summary = answer
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("```"))
+        .unwrap_or("a change proposed by the model")
+        .chars()
+        .take(120)
+        .collect::<String>();
+    let hash = protocol::governance::hash(&diff);
+    Ok(Proposal {
+        id: format!("openai-{}-{}", slug(&summary, 40), &hash[..8]),
+        strategy: "openai".into(),
+        summary,
+        files,
+        params: json!({}),
+        patch: Some(diff),
+        edits: vec![],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs_are_found_in_answers() {
+        let a = "Use a faster sort.\n```diff\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n```\nDone.";
+        assert_eq!(extract_diff(a).unwrap(), "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n");
+        assert!(extract_diff("no diff here").is_none());
+        assert!(extract_diff("diff --git a/x b/x\n--- a/x\n+++ b/x\n").unwrap().starts_with("diff --git"));
+    }
+
+    /// A real HTTP round trip to an OpenAI-compatible server (a canned one on loopback) and a
+    /// real git checkout: the model's diff becomes a proposal that applies.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_model_answer_becomes_a_proposal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("params.toml"), "algorithm = \"heap\"\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "base"]);
+        let answer = "Switch to the standard sort.\n```diff\n--- a/params.toml\n+++ b/params.toml\n@@ -1 +1 @@\n-algorithm = \"heap\"\n+algorithm = \"std\"\n```\n";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
+        let reply = json!({"choices": [{"message": {"role": "assistant", "content": answer}}]}).to_string();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            loop {
+                let n = sock.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some(h) = text.find("\r\n\r\n") {
+                    let len: usize = text[..h]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= h + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                reply.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        let p = propose_openai(
+            &endpoint,
+            "local",
+            repo,
+            "sort faster",
+            "<governance/>",
+            &["algorithm=shell".into()],
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap();
+        let request = server.await.unwrap();
+        assert!(request.contains("POST /v1/chat/completions"), "{request}");
+        assert!(
+            request.contains("<governance/>") && request.contains("algorithm=shell"),
+            "context and banned list are sent: {request}"
+        );
+        assert_eq!(p.strategy, "openai");
+        assert_eq!(p.files, vec!["params.toml".to_string()]);
+        assert_eq!(p.summary, "Switch to the standard sort.");
+        assert!(p.patch.unwrap().contains("+algorithm = \"std\""));
+    }
+}
