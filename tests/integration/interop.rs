@@ -78,3 +78,52 @@ fn python_a2a_sdk_1_falls_back_to_0_3_for_every_agent() {
     // The 1.x client must pick its 0.3 compatibility transport from our cards' protocolVersion.
     check("RATCHET_A2A_PY1", "1", "CompatJsonRpcTransport");
 }
+
+/// A third-party A2A agent (the official Python SDK's echo agent, listed by URL in agents.toml
+/// with a custom role) is a swarm member: it reviews each candidate's diff over plain A2A and its
+/// answer is recorded as evidence.
+#[test]
+fn a_third_party_agent_is_a_swarm_member() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    use ratchet_tests::fixture::{Proposer, Spec, Target, builtin_agents_toml, of_type};
+    let Some(python) = venv_python("RATCHET_A2A_PY03") else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(&python);
+    hermetic(&mut cmd, scratch.path());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join("echo_agent.py"))
+        .stdout(std::process::Stdio::piped());
+    let mut echo = ratchet_tests::ProcGuard::spawn(cmd);
+    let mut lines = BufReader::new(echo.child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let line = lines.next().expect("the echo agent printed its URL").unwrap();
+        if let Some(u) = line.strip_prefix("A2A_LISTENING ") {
+            break u.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the echo agent did not start");
+    };
+    let agents = format!(
+        "{}\n[[agent]]\nname = \"echo-reviewer\"\nrole = \"security\"\nurl = \"{url}\"\nrequired = false\n",
+        builtin_agents_toml()
+    );
+    let t = Target::new(Spec {
+        delay_ms: 300,
+        candidates: 1,
+        proposer: Proposer::Sweep(vec![("delay_ms".into(), vec!["300".into(), "100".into()])]),
+        agents_toml: Some(agents),
+        ..Spec::default()
+    });
+    let run = t.up_once(&["--max-cycles", "1"], Duration::from_secs(180));
+    let events = t.events();
+    let reviews = of_type(&events, "advisory_review");
+    assert_eq!(reviews.len(), 1, "one review by the third-party agent: {reviews:#?}");
+    let r = &reviews[0];
+    assert_eq!(r["reviewer"], "echo-reviewer");
+    assert_eq!(r["agent"], "echo-reviewer");
+    assert_eq!(r["state"], "completed", "{r}");
+    assert_eq!(r["blocks"], false);
+    assert!(r["text"].as_str().unwrap_or_default().contains("delay_ms"), "the reviewer saw the diff: {r}");
+    assert_eq!(run.list("promoted").len(), 1, "an advisory review does not block: {:#}", run.summary);
+}
