@@ -738,13 +738,3 @@ where
 {
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
-
-/// Convenience for skills: the JSON value of a named field of the input, as a string.
-pub fn input_str(input: &Map<String, Value>, key: &str) -> Option<String> {
-    input.get(key).and_then(|v| v.as_str()).map(String::from)
-}
-
-/// Skill metadata helper: a tag map for cards.
-pub fn tags(tags: &[&str]) -> Vec<String> {
-    tags.iter().map(|t| t.to_string()).collect()
-}

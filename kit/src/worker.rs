@@ -46,11 +46,6 @@ impl WorkCtx {
         std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("renaming into {}: {e}", path.display()))?;
         Ok(path)
     }
-
-    /// The input field `key` of the task.
-    pub fn input_str(&self, key: &str) -> Option<String> {
-        self.task.input.get(key).and_then(Value::as_str).map(String::from)
-    }
 }
 
 /// How a leased task ended.
