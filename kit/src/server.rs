@@ -296,8 +296,15 @@ fn rpc_error(status: StatusCode, id: RequestId, err: ErrorObject) -> Response {
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
-fn rpc_ok(id: RequestId, result: impl serde::Serialize) -> Response {
-    let body = serde_json::to_vec(&RpcResponse::ok(id, result)).expect("responses serialize");
+/// A success response around an already serialized result (no `Value` round trip).
+fn rpc_ok(id: RequestId, result: Vec<u8>) -> Response {
+    let id = serde_json::to_vec(&id).expect("request ids serialize");
+    let mut body = Vec::with_capacity(result.len() + id.len() + 32);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    body.extend_from_slice(&id);
+    body.extend_from_slice(br#","result":"#);
+    body.extend_from_slice(&result);
+    body.push(b'}');
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
@@ -399,7 +406,8 @@ fn classify_bad_request(body: &[u8]) -> Response {
 }
 
 enum Reply {
-    Json(Value),
+    /// The serialized `result`.
+    Json(Vec<u8>),
     Stream(Response),
 }
 
@@ -410,8 +418,8 @@ fn params<M: Method>(req: &mut Request) -> Result<M::Params, ErrorObject> {
     })
 }
 
-fn to_json(v: impl serde::Serialize) -> Value {
-    serde_json::to_value(v).expect("A2A results serialize")
+fn to_json(v: impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(&v).expect("A2A results serialize")
 }
 
 fn not_found(id: &str) -> ErrorObject {
@@ -459,7 +467,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             if cfg.blocking == Some(true) {
                 let mut rx = entry.subscribe();
                 loop {
-                    if entry.task().status.state.is_interrupted() {
+                    if entry.task_state().is_interrupted() {
                         break;
                     }
                     if rx.changed().await.is_err() {
@@ -563,7 +571,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
                     p.id, p.push_notification_config_id
                 )));
             }
-            Ok(Reply::Json(Value::Null))
+            Ok(Reply::Json(b"null".to_vec()))
         }
         other => Err(ErrorCode::MethodNotFound
             .with(format!("unknown method {other:?}; this agent speaks {}", protocol::METHODS.join(", ")))),

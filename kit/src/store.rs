@@ -204,7 +204,7 @@ fn apply(task: &mut Task, ev: &StreamEvent) {
 }
 
 impl Entry {
-    fn task_state(&self) -> TaskState {
+    pub fn task_state(&self) -> TaskState {
         self.rec.lock().expect("task lock").task.status.state
     }
 
