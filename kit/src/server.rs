@@ -112,15 +112,13 @@ impl TaskCtx {
 
     /// A non-final `working` status with a progress note.
     pub fn progress(&self, text: &str) {
-        let path = self.server.store.log_path(&self.task_id);
-        if let Err(e) = self.entry.status(TaskState::Working, Some(agent_text(text)), false, &path) {
+        if let Err(e) = self.entry.status(TaskState::Working, Some(agent_text(text)), false) {
             tracing::warn!("task {}: {e}", self.task_id);
         }
     }
 
     /// Publish an artefact (streamed to subscribers, kept in the task).
     pub fn artifact(&self, name: &str, parts: Vec<Part>) {
-        let path = self.server.store.log_path(&self.task_id);
         let artifact = Artifact {
             artifact_id: format!("{}-{name}", self.task_id),
             name: Some(name.to_string()),
@@ -128,7 +126,7 @@ impl TaskCtx {
             parts,
             metadata: None,
         };
-        if let Err(e) = self.entry.artifact(artifact, &path) {
+        if let Err(e) = self.entry.artifact(artifact) {
             tracing::warn!("task {}: {e}", self.task_id);
         }
     }
@@ -492,9 +490,8 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
         CancelTask::METHOD => {
             let p: TaskIdParams = params::<CancelTask>(&mut req)?;
             let entry = lookup(s, &p.id)?;
-            let path = s.store.log_path(&p.id);
             let msg = agent_text("canceled at the client's request");
-            let changed = entry.status(TaskState::Canceled, Some(msg), true, &path).map_err(internal)?;
+            let changed = entry.status(TaskState::Canceled, Some(msg), true).map_err(internal)?;
             if !changed {
                 let state = entry.task().status.state;
                 return Err(ErrorCode::TaskNotCancelable
@@ -617,7 +614,6 @@ fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, Error
     let skill = s.spec.skills.iter().find(|k| k.card.id == skill_name).cloned();
     let server = s.clone();
     let e2 = entry.clone();
-    let path = s.store.log_path(&id);
     // Decoupled from the connection: the handler runs to its end whatever the client does.
     tokio::spawn(async move {
         let end = match skill {
@@ -637,7 +633,7 @@ fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, Error
                 server.spec.skills.iter().map(|k| format!(", {}", k.card.id)).collect::<String>()
             )),
             Some(skill) => {
-                let _ = e2.status(TaskState::Working, None, false, &path);
+                let _ = e2.status(TaskState::Working, None, false);
                 notify_push(&server, &e2);
                 let ctx = TaskCtx {
                     task_id: id.clone(),
@@ -667,7 +663,7 @@ fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, Error
             TaskEnd::Failed(t) => (TaskState::Failed, agent_text(&t)),
             TaskEnd::Rejected(t) => (TaskState::Rejected, agent_text(&t)),
         };
-        if let Err(e) = e2.status(state, Some(message), true, &path) {
+        if let Err(e) = e2.status(state, Some(message), true) {
             tracing::error!("task {id}: {e}");
         }
         notify_push(&server, &e2);

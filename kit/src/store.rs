@@ -1,10 +1,15 @@
 //! The file-backed A2A task store.
 //!
-//! Each task is one append-only JSONL file `<state_dir>/tasks/<task_id>.jsonl`: the first line
-//! is the task as submitted, each further line a status or artefact update, exactly the events
-//! a `message/stream` client sees, numbered from 0. Replaying the file rebuilds the task, so
+//! Every task event of an agent is one line of a single append-only JSONL log,
+//! `<state_dir>/tasks/log.jsonl`: `{"task": id, "seq": n, "event": ...}`. A task's first line is
+//! the task as submitted, each further line a status or artefact update, exactly the events a
+//! `message/stream` client sees, numbered from 0. Replaying a task's lines rebuilds it, so
 //! `tasks/get` and `tasks/resubscribe` work after the agent restarts, and a resubscribing client
-//! that sends `Last-Event-ID` gets exactly the events it missed.
+//! that sends `Last-Event-ID` gets exactly the events it missed. One log rather than a file per
+//! task: creating a file per task cost more than everything else a request does (ext4 inode
+//! allocation; see BENCHMARKS.md). The log rotates once (to `log.1.jsonl`) past 32 MiB, so it
+//! stays bounded; older tasks are gone from then on. A torn last line (a crash mid-write) is cut
+//! off at open.
 //!
 //! Task execution is decoupled from HTTP: handlers run on their own tokio task and write here;
 //! connections only read.
@@ -30,10 +35,11 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// One line of a task log.
+/// One line of the log.
 #[derive(Debug, Deserialize)]
 struct LogLine {
-    #[allow(dead_code)] // written for people reading the file; replay counts lines
+    task: String,
+    #[allow(dead_code)] // for people reading the file; replay counts a task's lines
     seq: u64,
     event: StreamEvent,
 }
@@ -41,14 +47,29 @@ struct LogLine {
 /// The same line, serialized without taking the event.
 #[derive(Serialize)]
 struct LogLineRef<'a> {
+    task: &'a str,
     seq: u64,
     event: &'a StreamEvent,
+}
+
+/// The agent's log file, shared by every task.
+struct Log {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Log {
+    fn write(&self, line: &[u8]) -> Result<(), StoreError> {
+        let mut f = self.file.lock().expect("log lock");
+        f.write_all(line).map_err(|source| StoreError::Io { path: self.path.clone(), source })
+    }
 }
 
 struct Record {
     task: Task,
     events: Vec<StreamEvent>,
-    file: Option<File>,
+    /// Whether more events may be written (false once terminal).
+    open: bool,
     cancel: Option<watch::Sender<bool>>,
     push: Vec<PushNotificationConfig>,
 }
@@ -57,13 +78,18 @@ struct Record {
 pub struct Entry {
     rec: Mutex<Record>,
     seq: watch::Sender<u64>,
+    log: Arc<Log>,
 }
 
-/// Tasks kept in memory before finished ones are dropped (they reload from their files).
+/// Tasks kept in memory before finished ones are dropped (they reload from the log).
 const MAX_CACHED: usize = 512;
+
+/// The log rotates past this size.
+const ROTATE_BYTES: u64 = 32 << 20;
 
 pub struct TaskStore {
     dir: PathBuf,
+    log: Arc<Log>,
     tasks: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
@@ -71,16 +97,32 @@ fn now() -> String {
     protocol::timestamp(std::time::SystemTime::now())
 }
 
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
 impl TaskStore {
-    /// Open (creating) `<state_dir>/tasks`.
+    /// Open (creating) `<state_dir>/tasks/log.jsonl`, cutting a torn last line and rotating a
+    /// log past its size limit.
     pub fn open(state_dir: &Path) -> Result<TaskStore, StoreError> {
         let dir = state_dir.join("tasks");
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
-        Ok(TaskStore { dir, tasks: Mutex::new(HashMap::new()) })
-    }
-
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.jsonl"))
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join("log.jsonl");
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.len() > ROTATE_BYTES {
+                std::fs::rename(&path, dir.join("log.1.jsonl")).map_err(io(&path))?;
+            } else {
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                let good = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                if good < bytes.len() {
+                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    f.set_len(good as u64).map_err(io(&path))?;
+                }
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let log = Arc::new(Log { path, file: Mutex::new(file) });
+        Ok(TaskStore { dir, log, tasks: Mutex::new(HashMap::new()) })
     }
 
     /// Create a task in state `submitted` for `message`, persisted before this returns.
@@ -96,34 +138,50 @@ impl TaskStore {
             metadata: None,
             kind: Default::default(),
         };
-        let path = self.path(id);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         let (cancel_tx, _) = watch::channel(false);
         let entry = Arc::new(Entry {
             rec: Mutex::new(Record {
                 task: task.clone(),
                 events: vec![],
-                file: Some(file),
+                open: true,
                 cancel: Some(cancel_tx),
                 push: vec![],
             }),
             seq: watch::channel(0).0,
+            log: self.log.clone(),
         });
-        entry.append(StreamEvent::Task(task), &path)?;
+        entry.append(StreamEvent::Task(task))?;
         let mut map = self.tasks.lock().expect("task map lock");
         if map.len() >= MAX_CACHED {
-            // Finished tasks nobody is holding are on disk: drop them from memory.
+            // Finished tasks nobody is holding are in the log: drop them from memory.
             map.retain(|_, e| Arc::strong_count(e) > 1 || !e.task_state().is_terminal());
         }
         map.insert(id.to_string(), entry.clone());
         Ok(entry)
     }
 
-    /// Look a task up in memory, else replay its log from disk. A task found on disk in a
+    /// A task's events from the log (and the rotated one), in order.
+    fn replay(&self, id: &str) -> Vec<StreamEvent> {
+        let needle = format!("\"task\":\"{id}\"");
+        let mut events = vec![];
+        for name in ["log.1.jsonl", "log.jsonl"] {
+            let Ok(text) = std::fs::read_to_string(self.dir.join(name)) else { continue };
+            for line in text.lines().filter(|l| l.contains(&needle)) {
+                match serde_json::from_str::<LogLine>(line) {
+                    Ok(l) if l.task == id => {
+                        if matches!(l.event, StreamEvent::Task(_)) {
+                            events.clear(); // a task starts once; a repeat id starts afresh
+                        }
+                        events.push(l.event);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        events
+    }
+
+    /// Look a task up in memory, else replay it from the log. A task found in the log in a
     /// non-terminal state belonged to a previous run of this agent: it is marked failed, since
     /// its handler is gone (the lease substrate re-runs swarm work; A2A clients resend).
     pub fn get(&self, id: &str) -> Result<Arc<Entry>, StoreError> {
@@ -133,49 +191,32 @@ impl TaskStore {
         if let Some(e) = self.tasks.lock().expect("task map lock").get(id) {
             return Ok(e.clone());
         }
-        let path = self.path(id);
-        let text = std::fs::read_to_string(&path).map_err(|_| StoreError::NotFound(id.to_string()))?;
-        let mut events = vec![];
-        let mut good = 0;
-        for line in text.split_inclusive('\n') {
-            // A torn last line (crash mid-write) is cut off: everything before it stands.
-            match serde_json::from_str::<LogLine>(line.trim_end()) {
-                Ok(l) if line.ends_with('\n') => events.push(l.event),
-                _ => break,
-            }
-            good += line.len();
-        }
-        if good < text.len() {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-            f.set_len(good as u64).map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        }
+        let events = self.replay(id);
         let Some(StreamEvent::Task(mut task)) = events.first().cloned() else {
             return Err(StoreError::NotFound(id.to_string()));
         };
         for ev in &events[1..] {
             apply(&mut task, ev);
         }
-        let file = OpenOptions::new().append(true).open(&path).ok();
+        let open = !task.status.state.is_terminal();
         let entry = Arc::new(Entry {
-            rec: Mutex::new(Record { task, events, file, cancel: None, push: vec![] }),
+            rec: Mutex::new(Record { task, events, open, cancel: None, push: vec![] }),
             seq: watch::channel(0).0,
+            log: self.log.clone(),
         });
-        let state = entry.task().status.state;
-        if !state.is_terminal() {
+        if open {
             let msg = crate::server::agent_text(
                 "interrupted: the agent restarted while this task was running; send the message again",
             );
-            entry.status(TaskState::Failed, Some(msg), true, &path)?;
+            entry.status(TaskState::Failed, Some(msg), true)?;
         }
         let mut map = self.tasks.lock().expect("task map lock");
         Ok(map.entry(id.to_string()).or_insert(entry).clone())
     }
 
-    pub fn log_path(&self, id: &str) -> PathBuf {
-        self.path(id)
+    /// The log file, for messages.
+    pub fn log_path(&self) -> &Path {
+        &self.log.path
     }
 }
 
@@ -230,17 +271,18 @@ impl Entry {
         }
     }
 
-    fn append(&self, event: StreamEvent, path: &Path) -> Result<(), StoreError> {
+    fn append(&self, event: StreamEvent) -> Result<(), StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
-        self.append_locked(&mut rec, event, path)
+        self.append_locked(&mut rec, event)
     }
 
-    fn append_locked(&self, rec: &mut Record, event: StreamEvent, path: &Path) -> Result<(), StoreError> {
+    fn append_locked(&self, rec: &mut Record, event: StreamEvent) -> Result<(), StoreError> {
         let seq = rec.events.len() as u64;
-        let mut line = serde_json::to_vec(&LogLineRef { seq, event: &event }).expect("stream events serialize");
+        let mut line = serde_json::to_vec(&LogLineRef { task: &rec.task.id, seq, event: &event })
+            .expect("stream events serialize");
         line.push(b'\n');
-        if let Some(f) = rec.file.as_mut() {
-            f.write_all(&line).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        if rec.open {
+            self.log.write(&line)?;
         }
         if seq > 0 {
             apply(&mut rec.task, &event);
@@ -251,13 +293,7 @@ impl Entry {
     }
 
     /// Record a status change. Returns false (and writes nothing) if the task is already terminal.
-    pub fn status(
-        &self,
-        state: TaskState,
-        message: Option<Message>,
-        is_final: bool,
-        path: &Path,
-    ) -> Result<bool, StoreError> {
+    pub fn status(&self, state: TaskState, message: Option<Message>, is_final: bool) -> Result<bool, StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
         if rec.task.status.state.is_terminal() {
             return Ok(false);
@@ -275,9 +311,9 @@ impl Entry {
             is_final,
             metadata: None,
         });
-        self.append_locked(&mut rec, ev, path)?;
+        self.append_locked(&mut rec, ev)?;
         if state.is_terminal() {
-            rec.file = None;
+            rec.open = false;
             if let Some(c) = rec.cancel.take() {
                 c.send_replace(true);
             }
@@ -285,7 +321,7 @@ impl Entry {
         Ok(true)
     }
 
-    pub fn artifact(&self, artifact: Artifact, path: &Path) -> Result<(), StoreError> {
+    pub fn artifact(&self, artifact: Artifact) -> Result<(), StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
         if rec.task.status.state.is_terminal() {
             return Ok(());
@@ -299,7 +335,7 @@ impl Entry {
             last_chunk: Some(true),
             metadata: None,
         });
-        self.append_locked(&mut rec, ev, path)
+        self.append_locked(&mut rec, ev)
     }
 
     pub fn push_configs(&self) -> Vec<PushNotificationConfig> {
@@ -330,16 +366,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TaskStore::open(dir.path()).unwrap();
         let e = store.create("t1", "c1", Message::new(Role::User, "m", vec![Part::text("hi")])).unwrap();
-        let p = store.log_path("t1");
-        e.status(TaskState::Working, None, false, &p).unwrap();
-        drop(store);
+        let p = store.log_path().to_path_buf();
+        e.status(TaskState::Working, None, false).unwrap();
+        let done = store.create("t2", "c1", Message::new(Role::User, "m", vec![Part::text("hi")])).unwrap();
+        done.status(TaskState::Completed, None, true).unwrap();
+        drop((store, e, done));
         // Simulate a crash mid-write: a torn line at the end.
-        OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"seq\":2,\"ev").unwrap();
+        OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"task\":\"t1\",\"seq\":2,\"ev").unwrap();
         let store = TaskStore::open(dir.path()).unwrap();
         let t = store.get("t1").unwrap().task();
         // Working when the agent died -> failed, with the reason.
         assert_eq!(t.status.state, TaskState::Failed);
         assert!(t.status.message.unwrap().text().contains("restarted"));
+        assert_eq!(
+            store.get("t2").unwrap().task().status.state,
+            TaskState::Completed,
+            "finished tasks stay as they were"
+        );
+        // The log stays readable after the repair: a third open sees the same states.
+        drop(store);
+        let store = TaskStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("t1").unwrap().task().status.state, TaskState::Failed);
+        assert_eq!(store.get("t1").unwrap().events_from(0).len(), 3, "task, working, failed");
         assert!(matches!(store.get("../t1"), Err(StoreError::NotFound(_))));
         assert!(matches!(store.get("nope"), Err(StoreError::NotFound(_))));
     }
@@ -351,10 +399,10 @@ mod tests {
         for n in 0..MAX_CACHED + 10 {
             let id = format!("t{n}");
             let e = store.create(&id, "c", Message::new(Role::User, "m", vec![Part::text("hi")])).unwrap();
-            e.status(TaskState::Completed, None, true, &store.log_path(&id)).unwrap();
+            e.status(TaskState::Completed, None, true).unwrap();
         }
         assert!(store.tasks.lock().unwrap().len() <= MAX_CACHED, "finished tasks were evicted");
         let t = store.get("t0").unwrap().task();
-        assert_eq!(t.status.state, TaskState::Completed, "an evicted task reloads from its file, unchanged");
+        assert_eq!(t.status.state, TaskState::Completed, "an evicted task reloads from the log, unchanged");
     }
 }
