@@ -577,9 +577,10 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         verdict(swarm_median <= Duration::from_millis(200))
     );
     t += &format!(
-        "\nFile system cost of one task file (create, two appends, close) in the agents' home at the time of the \
-         run: {} of CPU. Ratchet's task store writes one file per task, so this is part of its CPU per request; \
-         on ext4 it grows with recent deletions near the directory (other processes' churn on a shared machine).\n",
+        "\nFor comparison, the file system cost of one file per task (create, two appends, close) in the agents' \
+         home at the time of the run: {} of CPU. Ratchet's task store used to write one file per task; it now \
+         appends every task's events to one log per agent, which removed that cost (ext4 inode allocation, \
+         which grows with recent deletions near the directory) from each request.\n",
         us(create_cost)
     );
     println!("{t}");
@@ -604,7 +605,7 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
          nanoseconds) across its timed rounds, divided by {n}. Start to card: spawn to the first 200 on \
          `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up; idle CPU: CPU time over the {idle} s that follow. Swarm: the five release agent \
          binaries spawned at once, until all five cards answered. The agents' home (so their task \
-         stores, one file per task) is a fresh directory under `{home_in}`, where `ratchet up` keeps agent state.\n",
+         stores, one append-only log per agent) is a fresh directory under `{home_in}`, where `ratchet up` keeps agent state.\n",
         date = today(),
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu = cpu_model(),
