@@ -350,8 +350,9 @@ async fn rpc(
                 .with(format!("Content-Type {ctype:?} is not supported; send Content-Type: application/json")),
         );
     }
-    // Fast path: a well-formed request decodes straight into its type.
-    let req: Request = match serde_json::from_slice(&body) {
+    // Fast path: a well-formed request decodes in one pass, its params kept as raw text that the
+    // method decodes straight into its own type (no `Value` tree in between).
+    let req: WireRequest<'_> = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => return classify_bad_request(&body),
     };
@@ -362,8 +363,7 @@ async fn rpc(
     if matches!(req.id, RequestId::Null) {
         return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("id is required (a string or a number)"));
     }
-    let id = req.id.clone();
-    match dispatch(&s, req, &headers).await {
+    match dispatch(&s, &req.method, req.params, id.clone(), &headers).await {
         Ok(Reply::Json(v)) => rpc_ok(id, v),
         Ok(Reply::Stream(stream)) => stream,
         Err(e) => rpc_error(StatusCode::OK, id, e),
@@ -409,9 +409,18 @@ enum Reply {
     Stream(Response),
 }
 
-fn params<M: Method>(req: &mut Request) -> Result<M::Params, ErrorObject> {
-    let p = req.params.take().unwrap_or(Value::Null);
-    serde_json::from_value(p).map_err(|e| {
+/// The JSON-RPC envelope as it arrives: params stay raw text until the method is known.
+#[derive(serde::Deserialize)]
+struct WireRequest<'a> {
+    jsonrpc: std::borrow::Cow<'a, str>,
+    id: RequestId,
+    method: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
+fn params<M: Method>(raw: Option<&serde_json::value::RawValue>) -> Result<M::Params, ErrorObject> {
+    serde_json::from_str(raw.map_or("null", |r| r.get())).map_err(|e| {
         ErrorCode::InvalidParams.with(format!("invalid params for {}: {e}; see the A2A 0.3 specification", M::METHOD))
     })
 }
@@ -454,11 +463,17 @@ fn push_unsupported() -> ErrorObject {
         .with("this agent does not support push notifications (see capabilities.pushNotifications in its card)")
 }
 
-async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Result<Reply, ErrorObject> {
+async fn dispatch(
+    s: &Arc<Server>,
+    method: &str,
+    raw: Option<&serde_json::value::RawValue>,
+    id: RequestId,
+    headers: &HeaderMap,
+) -> Result<Reply, ErrorObject> {
     use protocol::*;
-    match req.method.as_str() {
+    match method {
         SendMessage::METHOD => {
-            let p = params::<SendMessage>(&mut req)?;
+            let p = params::<SendMessage>(raw)?;
             let cfg = p.configuration.clone().unwrap_or_default();
             check_history_length(cfg.history_length)?;
             let entry = start_task(s, p)?;
@@ -476,19 +491,19 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             Ok(Reply::Json(to_json(SendResult::Task(trim_history(entry.task(), cfg.history_length)))))
         }
         SendStreamingMessage::METHOD => {
-            let p = params::<SendStreamingMessage>(&mut req)?;
+            let p = params::<SendStreamingMessage>(raw)?;
             check_history_length(p.configuration.as_ref().and_then(|c| c.history_length))?;
             let entry = start_task(s, p)?;
-            Ok(Reply::Stream(sse(req.id, entry, 0)))
+            Ok(Reply::Stream(sse(id, entry, 0)))
         }
         GetTask::METHOD => {
-            let p: TaskQueryParams = params::<GetTask>(&mut req)?;
+            let p: TaskQueryParams = params::<GetTask>(raw)?;
             check_history_length(p.history_length)?;
             let entry = lookup(s, &p.id)?;
             Ok(Reply::Json(to_json(trim_history(entry.task(), p.history_length))))
         }
         CancelTask::METHOD => {
-            let p: TaskIdParams = params::<CancelTask>(&mut req)?;
+            let p: TaskIdParams = params::<CancelTask>(raw)?;
             let entry = lookup(s, &p.id)?;
             let msg = agent_text("canceled at the client's request");
             let changed = entry.status(TaskState::Canceled, Some(msg), true).map_err(internal)?;
@@ -501,7 +516,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             Ok(Reply::Json(to_json(entry.task())))
         }
         Resubscribe::METHOD => {
-            let p: TaskIdParams = params::<Resubscribe>(&mut req)?;
+            let p: TaskIdParams = params::<Resubscribe>(raw)?;
             let entry = lookup(s, &p.id)?;
             // Last-Event-ID: the index of the last event the client saw; replay what follows.
             let from = headers
@@ -510,13 +525,13 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .map(|n| n + 1)
                 .unwrap_or(0);
-            Ok(Reply::Stream(sse(req.id, entry, from)))
+            Ok(Reply::Stream(sse(id, entry, from)))
         }
         SetPushConfig::METHOD => {
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(&mut req)?;
+            let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(raw)?;
             let entry = lookup(s, &p.task_id)?;
             if !(p.push_notification_config.url.starts_with("http://")
                 || p.push_notification_config.url.starts_with("https://"))
@@ -533,7 +548,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(&mut req)?;
+            let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(raw)?;
             let entry = lookup(s, &p.id)?;
             let want = p.push_notification_config_id.clone().unwrap_or_else(|| p.id.clone());
             let cfg =
@@ -547,7 +562,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p: TaskIdParams = params::<ListPushConfig>(&mut req)?;
+            let p: TaskIdParams = params::<ListPushConfig>(raw)?;
             let entry = lookup(s, &p.id)?;
             let list: Vec<TaskPushNotificationConfig> = entry
                 .push_configs()
@@ -560,7 +575,7 @@ async fn dispatch(s: &Arc<Server>, mut req: Request, headers: &HeaderMap) -> Res
             if !s.spec.push_notifications {
                 return Err(push_unsupported());
             }
-            let p = params::<DeletePushConfig>(&mut req)?;
+            let p = params::<DeletePushConfig>(raw)?;
             let entry = lookup(s, &p.id)?;
             if !entry.delete_push(&p.push_notification_config_id) {
                 return Err(ErrorCode::InvalidParams.with(format!(
