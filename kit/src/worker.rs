@@ -276,3 +276,36 @@ impl Worker {
         })
     }
 }
+
+/// What a leased agent (executor, critic, evaluator) is: one role, one leased skill.
+pub struct LeasedAgent<'a> {
+    pub role: &'a str,
+    pub skill: &'a str,
+    pub skill_name: &'a str,
+    pub skill_description: &'a str,
+    pub description: &'a str,
+}
+
+impl LeasedAgent<'_> {
+    /// The agent's spec, with its worker watching for tasks (unless `RATCHET_WATCH=0`) and the
+    /// same skill reachable over A2A. Call inside the runtime (as `kit::agent::main_with` does).
+    pub fn spec<F, Fut>(&self, env: &crate::agent::AgentEnv, work: F) -> crate::server::AgentSpec
+    where
+        F: Fn(WorkCtx) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = WorkResult> + Send + 'static,
+    {
+        let worker = Arc::new(Worker::new(env.home.clone(), &env.name, self.role).skill(self.skill, work));
+        let skill = worker.a2a_skill(self.skill, self.skill_name, self.skill_description);
+        if env.watch {
+            tokio::spawn(worker.watch_loop());
+        }
+        crate::server::AgentSpec {
+            name: env.name.clone(),
+            role: self.role.into(),
+            description: self.description.into(),
+            skills: vec![skill],
+            push_notifications: true,
+            routes: None,
+        }
+    }
+}
