@@ -527,7 +527,7 @@ impl Target {
 
     /// A candidate branch's event log (worktrees/<branch>/events/events.jsonl).
     pub fn branch_events(&self, branch: &str) -> Vec<Value> {
-        read_jsonl(&self.root.join("worktrees").join(branch).join("events/events.jsonl"))
+        read_jsonl(&kit::layout::Layout::new(&self.root).branch_dir(branch).join("events/events.jsonl"))
     }
 
     /// worktrees/.swarm/loop.json.

@@ -144,7 +144,7 @@ pub struct Agent {
 /// Start agent binary `name` with its home at `home` and extra environment; waits (with a
 /// deadline, reading its stdout, no sleeping) for the `RATCHET_LISTENING <url>` line.
 pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
-    let state_dir = home.join("worktrees").join(".swarm").join("agents").join(name);
+    let state_dir = kit::layout::Layout::new(home).agent_state_dir(name);
     let mut cmd = Command::new(bin(name));
     hermetic(&mut cmd, home);
     cmd.current_dir(home)

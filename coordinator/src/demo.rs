@@ -59,7 +59,7 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 /// Write the demo target into a new repository under `<repo>/worktrees/` and return its path.
 pub fn create_target(repo: &Path) -> anyhow::Result<PathBuf> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let dir = repo.join("worktrees").join(format!("demo-{stamp}"));
+    let dir = kit::layout::Layout::new(repo).worktrees().join(format!("demo-{stamp}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for (path, text) in FILES {
         let p = dir.join(path);

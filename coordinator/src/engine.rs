@@ -136,11 +136,11 @@ fn now() -> String {
 }
 
 pub fn loop_state_path(home: &Path) -> PathBuf {
-    home.join("worktrees").join(".swarm").join("loop.json")
+    kit::layout::Layout::new(home).loop_state()
 }
 
 fn swarm_events(home: &Path) -> PathBuf {
-    home.join("worktrees").join(".swarm").join("events.jsonl")
+    kit::layout::Layout::new(home).events_file()
 }
 
 pub fn read_state(home: &Path) -> anyhow::Result<Option<LoopState>> {
@@ -199,7 +199,7 @@ impl Engine {
         }
         e.branch = branch.map(String::from);
         e.task = task.map(String::from);
-        let _ = std::fs::create_dir_all(self.ctx.home.join("worktrees").join(".swarm"));
+        let _ = std::fs::create_dir_all(kit::layout::Layout::new(&self.ctx.home).swarm());
         if let Err(err) = substrate::append_event(&swarm_events(&self.ctx.home), &e) {
             tracing::warn!("appending an event: {err}");
         }
@@ -993,7 +993,7 @@ fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> S
 }
 
 fn approvals_dir(home: &Path) -> PathBuf {
-    home.join("worktrees").join(".swarm").join("approvals")
+    kit::layout::Layout::new(home).approvals_dir()
 }
 
 /// Promotions a person approved (`ratchet approve <branch>`, cadence promotion = "approval").
@@ -1171,7 +1171,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             stopped: None,
         },
     };
-    let state_file = ctx.home.join("worktrees").join(".swarm").join("state.json");
+    let state_file = kit::layout::Layout::new(&ctx.home).state_file();
     let peers = Peers::discover(&state_file, &ctx.me).await;
     let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let wake = results_changed.clone();

@@ -30,9 +30,10 @@ pub struct Explanation {
 
 /// All events of the swarm and of every branch directory.
 fn all_events(home: &Path) -> Vec<Event> {
-    let wt = home.join("worktrees");
+    let layout = kit::layout::Layout::new(home);
+    let wt = layout.worktrees();
     let mut out = vec![];
-    if let Ok(log) = read_events(&wt.join(".swarm").join("events.jsonl")) {
+    if let Ok(log) = read_events(&layout.events_file()) {
         out.extend(log.events);
     }
     if let Ok(rd) = std::fs::read_dir(&wt) {

@@ -16,14 +16,15 @@ fn micros(at: &str) -> Option<i64> {
 
 /// Every event of the swarm and its branches, oldest first, without duplicates.
 pub fn all_events(home: &Path) -> Vec<Event> {
-    let wt = home.join("worktrees");
+    let layout = kit::layout::Layout::new(home);
+    let wt = layout.worktrees();
     let mut out = vec![];
     let mut add = |p: &Path| {
         if let Ok(log) = kit::substrate::read_events(p) {
             out.extend(log.events);
         }
     };
-    add(&wt.join(".swarm").join("events.jsonl"));
+    add(&layout.events_file());
     if let Ok(rd) = std::fs::read_dir(&wt) {
         for e in rd.flatten() {
             add(&e.path().join("events").join("events.jsonl"));

@@ -43,12 +43,12 @@ pub use store::{Approval, GOVERNANCE_REF, Store};
 
 /// `worktrees/.swarm/governance/`: proposals and other governance working files.
 pub fn governance_dir(home: &Path) -> PathBuf {
-    home.join("worktrees").join(".swarm").join("governance")
+    kit::layout::Layout::new(home).governance_dir()
 }
 
 /// `worktrees/.swarm/governance.lock`: held while an approval or rejection runs.
 pub fn lock_path(home: &Path) -> PathBuf {
-    home.join("worktrees").join(".swarm").join("governance.lock")
+    kit::layout::Layout::new(home).governance_lock()
 }
 
 /// The approved governance in force for the swarm at `home`, read from the governance ref (never

@@ -19,7 +19,8 @@ fn lock_free(path: &Path) -> bool {
 
 /// Remove helper checkouts nobody uses; returns what was removed.
 pub fn gc_helper_checkouts(home: &Path) -> Vec<String> {
-    let swarm = home.join("worktrees").join(".swarm");
+    let layout = kit::layout::Layout::new(home);
+    let swarm = layout.swarm();
     let git = Git::new(home);
     let mut removed = vec![];
     let mut remove = |dir: &Path| {
@@ -29,21 +30,21 @@ pub fn gc_helper_checkouts(home: &Path) -> Vec<String> {
         removed.push(d);
     };
     // Hold the benchmark lock while removing, so no evaluation starts on a half-removed checkout.
-    let bench_lock = File::options().create(true).truncate(false).write(true).open(swarm.join("bench.lock")).ok();
+    let bench_lock = File::options().create(true).truncate(false).write(true).open(layout.bench_lock()).ok();
     if swarm.is_dir()
         && bench_lock.as_ref().is_some_and(|f| f.try_lock().is_ok())
-        && let Ok(rd) = std::fs::read_dir(swarm.join("baselines"))
+        && let Ok(rd) = std::fs::read_dir(layout.baselines_dir())
     {
         for e in rd.flatten() {
             remove(&e.path());
         }
-        let candidate = swarm.join("candidate");
+        let candidate = layout.candidate_checkout();
         if candidate.exists() {
             remove(&candidate);
         }
     }
-    if lock_free(&swarm.join("supervisor.lock"))
-        && let Ok(rd) = std::fs::read_dir(swarm.join("agents"))
+    if lock_free(&layout.supervisor_lock())
+        && let Ok(rd) = std::fs::read_dir(layout.agents_dir())
     {
         for e in rd.flatten() {
             let scratch = e.path().join("scratch");

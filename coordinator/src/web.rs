@@ -109,7 +109,7 @@ async fn artifact(
             return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
     }
-    let path = home.join("worktrees").join(&name).join("artifacts").join(&task).join(&file);
+    let path = kit::layout::Layout::new(&home).branch_dir(&name).join("artifacts").join(&task).join(&file);
     match std::fs::read(&path) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
         Err(_) => (StatusCode::NOT_FOUND, format!("no artefact {task}/{file} on branch {name}")).into_response(),

@@ -58,7 +58,7 @@ impl AgentEnv {
         }
         let state_dir = var("RATCHET_STATE_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| home.join("worktrees").join(".swarm").join("agents").join(&name));
+            .unwrap_or_else(|| crate::layout::Layout::new(&home).agent_state_dir(&name));
         let max_body = match var("RATCHET_MAX_BODY") {
             Some(v) => v.parse().context("RATCHET_MAX_BODY must be a number of bytes")?,
             None => DEFAULT_MAX_BODY,

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod client;
 pub mod exec;
 pub mod git;
+pub mod layout;
 pub mod server;
 pub mod store;
 pub mod substrate;

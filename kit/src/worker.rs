@@ -210,7 +210,7 @@ impl Worker {
 
     /// Watch `worktrees/` for tasks of this agent's role and run them, forever.
     pub async fn watch_loop(self: Arc<Self>) {
-        let worktrees = self.home_root.join("worktrees");
+        let worktrees = crate::layout::Layout::new(&self.home_root).worktrees();
         let _ = std::fs::create_dir_all(&worktrees);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         // Keep a sender here too: if the watcher cannot start (inotify limits), the channel stays

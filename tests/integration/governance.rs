@@ -70,7 +70,7 @@ fn edit(home: &Path, doc: &str, from: &str, to: &str) {
 }
 
 fn events(home: &Path) -> Vec<Value> {
-    let path = home.join("worktrees").join(".swarm").join("events.jsonl");
+    let path = kit::layout::Layout::new(home).events_file();
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 

@@ -461,7 +461,7 @@ fn gc_after_a_run_leaves_no_worktree_no_orphan_and_loses_no_commit() {
     );
     // ... and no checkout directory git does not know about (an orphan) is left under worktrees/.
     let mut checkouts = vec![];
-    let mut stack = vec![t.path().join("worktrees")];
+    let mut stack = vec![kit::layout::Layout::new(t.path()).worktrees()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).expect("read worktrees/").flatten() {
             let path = e.path();
@@ -493,7 +493,7 @@ fn gc_after_a_run_leaves_no_worktree_no_orphan_and_loses_no_commit() {
         assert_eq!(t.git(&["branch", "--list", branch.as_str()]), "", "{branch} should have been deleted");
         let x = t.ratchet_json(&["inspect", branch]);
         assert_eq!(x["meta"]["checkout_removed"], true, "{branch}: {:#}", x["meta"]);
-        assert!(!t.path().join("worktrees").join(branch).join("tree").exists());
+        assert!(!kit::layout::Layout::new(t.path()).branch_dir(branch).join("tree").exists());
         let events = x["events"].as_array().expect("events");
         assert!(events.iter().any(|e| e["type"] == "executed"), "{branch}: events still readable: {events:#?}");
         assert!(events.iter().any(|e| e["type"] == "worktree_removed"), "{branch}: {events:#?}");

@@ -24,7 +24,7 @@ fn main_ref(root: &Path) -> String {
 
 /// Whether `rel` exists in the directory of the cycle-`cycle` candidate (`worktrees/<run>-c<cycle>-1/`).
 fn in_candidate_dir(root: &Path, cycle: u32, rel: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir(root.join("worktrees")) else { return false };
+    let Ok(rd) = std::fs::read_dir(kit::layout::Layout::new(root).worktrees()) else { return false };
     rd.flatten()
         .any(|e| e.file_name().to_string_lossy().ends_with(&format!("-c{cycle}-1")) && e.path().join(rel).exists())
 }
@@ -150,7 +150,7 @@ fn kill_9_of_the_whole_swarm_mid_cycle_loses_and_repeats_no_promotion() {
     assert_eq!(per_commit, once, "Promoted events per commit in worktrees/.swarm/events.jsonl");
     for p in state["promotions"].as_array().expect("promotions") {
         let branch = p["branch"].as_str().expect("branch");
-        let log = read_jsonl(&root.join("worktrees").join(branch).join("events/events.jsonl"));
+        let log = read_jsonl(&kit::layout::Layout::new(&root).branch_dir(branch).join("events/events.jsonl"));
         let by_coordinator = log.iter().filter(|e| e["type"] == "promoted" && e["agent"] == "coordinator").count();
         assert_eq!(by_coordinator, 1, "{branch}: the coordinator's Promoted events: {log:#?}");
     }

@@ -94,11 +94,11 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
         }
     };
     let root = ctx.home.root().to_path_buf();
-    let swarm = root.join("worktrees").join(".swarm");
-    let base_dir = swarm.join("baselines").join(&input.base[..16.min(input.base.len())]);
-    let cand_dir = swarm.join("candidate");
+    let layout = kit::layout::Layout::new(&root);
+    let base_dir = layout.baselines_dir().join(&input.base[..16.min(input.base.len())]);
+    let cand_dir = layout.candidate_checkout();
     // One benchmark at a time on this machine.
-    let lock_path = swarm.join("bench.lock");
+    let lock_path = layout.bench_lock();
     let lock = {
         let p = lock_path.clone();
         tokio::task::spawn_blocking(move || -> Result<File, String> {

@@ -261,7 +261,7 @@ fn approve(repo: &std::path::Path, targets: &[String], by: Option<&str>, json: b
     // A candidate branch awaiting a person's approval (cadence.md promotion = "approval").
     if let [branch] = targets
         && protocol::names::check_branch(branch).is_ok()
-        && repo.join("worktrees").join(branch).join("meta.json").is_file()
+        && kit::layout::Layout::new(repo).branch_dir(branch).join("meta.json").is_file()
     {
         let who = coordinator::govern::approve::approver_of(repo, by)?;
         let rec = coordinator::engine::approve_promotion(repo, branch, &who)?;

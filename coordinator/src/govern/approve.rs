@@ -386,9 +386,9 @@ pub(crate) fn emit(home: &Path, snap: Option<&Snapshot>, kind: EventKind) {
         e.governance = s.lock.docs.iter().map(|(d, a)| (d.clone(), a.sha256.clone())).collect();
     }
     e.agent = Some("ratchet".into());
-    let dir = home.join("worktrees").join(".swarm");
-    let _ = std::fs::create_dir_all(&dir);
-    if let Err(err) = kit::substrate::append_event(&dir.join("events.jsonl"), &e) {
+    let layout = kit::layout::Layout::new(home);
+    let _ = std::fs::create_dir_all(layout.swarm());
+    if let Err(err) = kit::substrate::append_event(&layout.events_file(), &e) {
         tracing::warn!("appending a governance event: {err}");
     }
 }

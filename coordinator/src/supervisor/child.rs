@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use super::paths::SwarmPaths;
+use kit::layout::Layout;
 
 /// The line a child prints on stdout once it is bound.
 pub const LISTENING_PREFIX: &str = "RATCHET_LISTENING ";
@@ -78,9 +78,9 @@ pub struct Spawned {
 }
 
 /// Start `entry`'s command in a new process group with the contract's environment.
-pub fn spawn_agent(entry: &AgentEntry, paths: &SwarmPaths) -> Result<Spawned, SpawnError> {
+pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnError> {
     let argv = entry.command.as_deref().expect("spawn_agent is only called for command entries");
-    let program = resolve_program(&entry.name, &argv[0], &paths.home)?;
+    let program = resolve_program(&entry.name, &argv[0], paths.home())?;
     let prepare = |path: PathBuf| move |source| SpawnError::Prepare { path, source };
     let state_dir = paths.agent_state_dir(&entry.name);
     std::fs::create_dir_all(&state_dir).map_err(prepare(state_dir.clone()))?;
@@ -97,7 +97,7 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &SwarmPaths) -> Result<Spawned, Sp
 
     let mut cmd = Command::new(&program);
     cmd.args(&argv[1..])
-        .current_dir(&paths.home)
+        .current_dir(paths.home())
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,7 +107,7 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &SwarmPaths) -> Result<Spawned, Sp
         .env("RATCHET_AGENT_NAME", &entry.name)
         .env("RATCHET_ROLE", &entry.role)
         .env("RATCHET_SKILLS", entry.skills.join(","))
-        .env("RATCHET_HOME", &paths.home)
+        .env("RATCHET_HOME", paths.home())
         .env("RATCHET_LISTEN", "127.0.0.1:0")
         .env("RATCHET_STATE_DIR", &state_dir)
         .env("RATCHET_SWARM_STATE", paths.state_file())

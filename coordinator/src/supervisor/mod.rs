@@ -22,7 +22,7 @@
 
 mod child;
 mod eventlog;
-pub mod paths;
+
 pub mod probe;
 mod progress;
 mod runner;
@@ -35,7 +35,7 @@ mod watch;
 use std::path::PathBuf;
 
 pub use child::{LISTENING_PREFIX, resolve_program};
-pub use paths::SwarmPaths;
+pub use kit::layout::Layout;
 pub use runner::RestartPolicy;
 pub use status::{AgentStatus, StatusReport, status};
 pub use ui::{human_output_to_stderr, say};

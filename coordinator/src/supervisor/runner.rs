@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::child::{Spawned, clear_group, describe_exit, spawn_agent, stop_child};
-use super::paths::SwarmPaths;
 use super::probe;
+use kit::layout::Layout;
 
 /// How the supervisor treats crashes and stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub(crate) struct Notice {
 pub(crate) struct Runner {
     pub entry: AgentEntry,
     pub generation: u64,
-    pub paths: Arc<SwarmPaths>,
+    pub paths: Arc<Layout>,
     pub policy: Arc<RestartPolicy>,
     pub client: reqwest::Client,
     pub notices: mpsc::UnboundedSender<Notice>,

@@ -7,9 +7,9 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::paths::SwarmPaths;
 use super::state::{AgentState, SwarmPhase, read_state};
 use super::{SupervisorError, probe, ui};
+use kit::layout::Layout;
 
 /// How long `ratchet status` waits for one card.
 const CARD_TIMEOUT: Duration = Duration::from_millis(800);
@@ -36,7 +36,7 @@ pub struct AgentStatus {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusReport {
-    pub paths: SwarmPaths,
+    pub paths: Layout,
     pub supervisor_pid: u32,
     pub phase: SwarmPhase,
     pub started_at: String,
@@ -76,7 +76,7 @@ impl StatusReport {
         };
         let mut out = format!(
             "swarm in {} (supervisor pid {}, {phase} since {})\n",
-            self.paths.home.display(),
+            self.paths.home().display(),
             self.supervisor_pid,
             self.started_at
         );
@@ -95,8 +95,8 @@ fn alive(pid: u32) -> bool {
 pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
     let home =
         std::fs::canonicalize(repo).map_err(|source| SupervisorError::Home { path: repo.to_path_buf(), source })?;
-    let paths = SwarmPaths::new(home);
-    let not_running = |detail: String| SupervisorError::NotRunning { home: paths.home.clone(), detail };
+    let paths = Layout::new(home);
+    let not_running = |detail: String| SupervisorError::NotRunning { home: paths.home().to_path_buf(), detail };
     let Some(state) = read_state(&paths.state_file())? else {
         return Err(not_running(format!("no {}", paths.display(&paths.state_file()))));
     };
@@ -150,7 +150,7 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
             }
         })
         .collect();
-    let governance = crate::govern::pending_line(&paths.home);
+    let governance = crate::govern::pending_line(paths.home());
     Ok(StatusReport {
         paths,
         supervisor_pid: state.supervisor_pid,

@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::child::signal_group;
 use super::eventlog::EventLog;
-use super::paths::SwarmPaths;
 use super::runner::{Notice, RestartPolicy, Runner, Update};
 use super::state::{AgentRecord, AgentState, STATE_VERSION, SwarmPhase, SwarmState, write_state};
 use super::{SupervisorError, ui};
+use kit::layout::Layout;
 
 /// What `ratchet up` needs to know.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ pub struct UpOutcome {
 /// The swarm as it is when every card has answered, handed to [`on_swarm_ready`].
 #[derive(Debug, Clone)]
 pub struct ReadySwarm {
-    pub paths: SwarmPaths,
+    pub paths: Layout,
     pub run_id: String,
     /// Every agent, ready or given up (never a required one: then the swarm does not start).
     pub agents: Vec<AgentRecord>,
@@ -96,7 +96,7 @@ pub fn on_swarm_ready(
 pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
     let home = std::fs::canonicalize(&opts.repo)
         .map_err(|source| SupervisorError::Home { path: opts.repo.clone(), source })?;
-    let paths = SwarmPaths::new(home);
+    let paths = Layout::new(home);
     let config_path = paths.agents_toml();
     let text = std::fs::read_to_string(&config_path)
         .map_err(|source| SupervisorError::NoConfig { path: config_path.clone(), source })?;
@@ -104,7 +104,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
 
     let io = |path: PathBuf| move |source| SupervisorError::Io { path, source };
     std::fs::create_dir_all(paths.logs_dir()).map_err(io(paths.logs_dir()))?;
-    let lock_path = paths.lock_file();
+    let lock_path = paths.supervisor_lock();
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -117,7 +117,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
             .flatten()
             .map(|s| s.supervisor_pid.to_string())
             .unwrap_or_else(|| "unknown".into());
-        return Err(SupervisorError::AlreadyRunning { home: paths.home.clone(), pid });
+        return Err(SupervisorError::AlreadyRunning { home: paths.home().to_path_buf(), pid });
     }
     let run_id = format!(
         "up-{}-{}",
@@ -143,7 +143,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
             supervisor_pid: std::process::id(),
             run_id,
             started_at: protocol::a2a::timestamp(std::time::SystemTime::now()),
-            home: paths.home.clone(),
+            home: paths.home().to_path_buf(),
             state: SwarmPhase::Starting,
             stopped_at: None,
             reason: None,
@@ -167,7 +167,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
     sup.write_state();
 
     // Live reload is a convenience: without a watcher the swarm still runs.
-    let (_watcher, mut changes) = match super::watch::watch_config(&sup.paths.home) {
+    let (_watcher, mut changes) = match super::watch::watch_config(sup.paths.home()) {
         Ok((w, rx)) => (Some(w), rx),
         Err(e) => {
             eprintln!("warning: cannot watch {}: {e}; edits apply at the next `ratchet up`", config_path.display());
@@ -240,7 +240,7 @@ struct Slot {
 struct Supervisor {
     loop_request: Option<LoopRequest>,
     loop_tx: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
-    paths: Arc<SwarmPaths>,
+    paths: Arc<Layout>,
     policy: Arc<RestartPolicy>,
     client: reqwest::Client,
     events: EventLog,

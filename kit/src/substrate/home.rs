@@ -33,7 +33,7 @@ impl Home {
         if !root.join(".git").exists() {
             return Err(SubstrateError::NotARepo { path: root });
         }
-        let worktrees = root.join("worktrees");
+        let worktrees = crate::layout::Layout::new(&root).worktrees();
         Ok(Home { git: Git::new(&root), root, worktrees, run_id: "substrate".to_string() })
     }
 
@@ -103,7 +103,7 @@ impl Home {
     }
 
     pub(crate) fn promote_lock_path(&self) -> PathBuf {
-        self.worktrees.join(".promote.lock")
+        crate::layout::Layout::new(&self.root).promote_lock()
     }
 }
 
