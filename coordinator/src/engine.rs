@@ -220,8 +220,7 @@ impl Engine {
     }
 
     fn sandbox(&self) -> SandboxSettings {
-        let c = &self.gov.constitution;
-        SandboxSettings { sandbox: c.sandbox.clone(), allow_network: c.allow_network, memory_mb: c.command_memory_mb }
+        SandboxSettings::from(&self.gov.constitution)
     }
 
     fn repeats(&self) -> u32 {
@@ -276,19 +275,14 @@ impl Engine {
     }
 
     async fn propose(&mut self, baseline: &str) -> anyhow::Result<(ProposeOutput, String)> {
+        // Only what the loop chooses per call: the proposer takes its settings (strategy,
+        // command, endpoint, goal, context, limits) from the approved governance it loads.
         let input = ProposeInput {
             baseline: baseline.to_string(),
             n: self.gov.cadence.candidates,
-            goal: self.gov.ethos.goal.clone(),
-            settings: self.gov.proposer.clone(),
             history: self.st.tried.clone(),
             banned: self.st.banned.clone(),
-            context: if self.gov.proposer.context == "minimal" {
-                self.gov.minimal_prefix()
-            } else {
-                self.gov.context_prefix()
-            },
-            timeout_s: self.gov.ethos.gate_timeout_s,
+            governance: self.gov.hashes.clone(),
         };
         let peer = self
             .peers
@@ -1171,8 +1165,8 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             stopped: None,
         },
     };
-    let state_file = kit::layout::Layout::new(&ctx.home).state_file();
-    let peers = Peers::discover(&state_file, &ctx.me).await;
+    let layout = kit::layout::Layout::new(&ctx.home);
+    let peers = Peers::discover(&layout, &ctx.me).await;
     let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let wake = results_changed.clone();
     let watcher =
@@ -1202,7 +1196,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
                 break;
             }
             // Peers may have changed (agents.toml edits): rediscover between cycles.
-            eng.peers = Peers::discover(&state_file, &eng.ctx.me).await;
+            eng.peers = Peers::discover(&layout, &eng.ctx.me).await;
         }
         eng.cycle().await?;
         // Agents propose, never impose: repeated critic findings become proposals for a person.

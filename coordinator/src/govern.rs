@@ -28,11 +28,8 @@ pub mod proposals;
 pub mod report;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 
-use anyhow::bail;
 use protocol::governance::{DOCS, Governance, GovernanceError};
 
 pub use approve::{ApproveOutcome, RejectOutcome, approve, approve_all_initial, reject};
@@ -52,50 +49,14 @@ pub fn lock_path(home: &Path) -> PathBuf {
 }
 
 /// The approved governance in force for the swarm at `home`, read from the governance ref (never
-/// from the files on disk). Cached per ref commit, so reloading it before every cycle costs one
-/// `git rev-parse`.
+/// from the files on disk) by `kit::governance`, the one reader every process uses. Cached per
+/// ref commit, so reloading it before every cycle costs one `git rev-parse`.
 pub fn load(home: &Path) -> anyhow::Result<Governance> {
     load_in(&Store::new(home))
 }
 
 pub(crate) fn load_in(store: &Store) -> anyhow::Result<Governance> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (String, Governance)>>> = OnceLock::new();
-    let home = store.home();
-    let Some(head) = store.head()? else {
-        bail!(
-            "{}: no governance document was ever approved here; the swarm runs only under approved documents; \
-             fix: run `ratchet init` (writes and approves templates) or review constitution.md, ethos.md and cadence.md \
-             and run `ratchet approve constitution.md ethos.md cadence.md`",
-            home.display()
-        );
-    };
-    let cache = CACHE.get_or_init(Default::default);
-    let key = home.to_path_buf();
-    if let Some((c, g)) = cache.lock().expect("governance cache lock").get(&key)
-        && *c == head
-    {
-        return Ok(g.clone());
-    }
-    let snap = store.snapshot_at(&head)?;
-    let mut texts = BTreeMap::new();
-    for doc in DOCS {
-        match store.approved_text(&snap, doc)? {
-            Some(t) => {
-                texts.insert(doc.to_string(), t);
-            }
-            None => {
-                bail!("{doc} was never approved in {}; fix: review it and run `ratchet approve {doc}`", home.display())
-            }
-        }
-    }
-    let g = Governance::from_texts(texts).map_err(|e| {
-        anyhow::anyhow!(
-            "the approved {e}; (this ratchet is stricter than the one that approved it) fix the file, then `ratchet approve {}`",
-            e.file
-        )
-    })?;
-    cache.lock().expect("governance cache lock").insert(key, (head, g.clone()));
-    Ok(g)
+    Ok(store.reader().load()?)
 }
 
 /// The documents whose hash in force differs between `old` and `new`: (doc, from, to).

@@ -2,11 +2,12 @@
 //! `worktrees/.swarm/state.json`, reads their Agent Cards, and picks by role and by the skills on
 //! the cards (round-robin among equals).
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kit::client::A2aClient;
+use kit::layout::Layout;
 use protocol::AgentCard;
+use protocol::config::AgentsFile;
 
 use crate::supervisor::state::{AgentState, SwarmState};
 
@@ -33,13 +34,33 @@ pub struct Peers {
 
 impl Peers {
     /// Read the swarm state and every ready agent's card (agents that do not answer are skipped).
-    pub async fn discover(state_file: &Path, exclude: &str) -> Peers {
-        let Ok(text) = std::fs::read_to_string(state_file) else { return Peers::default() };
+    /// Members `ratchet up` started get the swarm's token (this process's `RATCHET_TOKEN`);
+    /// members listed by `url` get their own from agents.toml (`token_env`/`token_file`), or
+    /// none: the swarm's token never goes to a third party.
+    pub async fn discover(paths: &Layout, exclude: &str) -> Peers {
+        let Ok(text) = std::fs::read_to_string(paths.state_file()) else { return Peers::default() };
         let Ok(state) = serde_json::from_str::<SwarmState>(&text) else { return Peers::default() };
+        let config = std::fs::read_to_string(paths.agents_toml())
+            .ok()
+            .and_then(|t| AgentsFile::parse(&t, "agents.toml").ok())
+            .unwrap_or(AgentsFile { agents: vec![] });
+        let swarm_token = kit::auth::token_from_env();
         let mut peers = vec![];
         for a in state.agents.iter().filter(|a| a.state == AgentState::Ready && a.name != exclude) {
             let Some(url) = &a.url else { continue };
-            let client = A2aClient::new(url);
+            let token = if a.remote {
+                match config.get(&a.name).map(|e| kit::auth::member_token(e, paths.home())) {
+                    Some(Ok(t)) => t,
+                    Some(Err(e)) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                    None => None,
+                }
+            } else {
+                swarm_token.clone()
+            };
+            let client = A2aClient::new(url).with_token(token);
             if let Ok(card) = client.card().await {
                 let role = card.ratchet_role().unwrap_or_else(|| a.role.clone());
                 peers.push(Peer { name: a.name.clone(), role, card, client });

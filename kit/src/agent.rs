@@ -4,7 +4,8 @@
 //! Environment (set by `ratchet up`; all optional when run by hand):
 //! `RATCHET_LISTEN` (default 127.0.0.1:0), `RATCHET_AGENT_NAME`, `RATCHET_STATE_DIR`
 //! (default `<home>/worktrees/.swarm/agents/<name>`), `RATCHET_HOME` (default: cwd),
-//! `RATCHET_TOKEN` (required when listening on a non-loopback address), `RATCHET_MAX_BODY`,
+//! `RATCHET_TOKEN` (the swarm token every call must carry; required unless `RATCHET_OPEN=1`
+//! asks for the open mode, loopback only), `RATCHET_MAX_BODY`,
 //! `RATCHET_PUSH=0` (turn push notifications off), `RATCHET_WATCH=0` (take leased work only over
 //! A2A, not by watching the tasks directories).
 
@@ -50,11 +51,25 @@ impl AgentEnv {
             .unwrap_or_else(|| "127.0.0.1:0".into())
             .parse()
             .context("RATCHET_LISTEN must be an address such as 127.0.0.1:0")?;
-        let token = var("RATCHET_TOKEN");
-        if !listen.ip().is_loopback() && token.is_none() {
-            bail!(
-                "RATCHET_LISTEN={listen} is not a loopback address and RATCHET_TOKEN is unset; set RATCHET_TOKEN to require a bearer token, or listen on 127.0.0.1"
-            );
+        let token = var(crate::auth::TOKEN_ENV);
+        let open = match var(crate::auth::OPEN_ENV).as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => bail!("RATCHET_OPEN={other:?}: use 1 (the open mode) or leave it unset"),
+        };
+        match (&token, open) {
+            (Some(_), true) => bail!(
+                "both RATCHET_TOKEN and RATCHET_OPEN=1 are set; fix: unset RATCHET_OPEN (the token is required on every call) or RATCHET_TOKEN"
+            ),
+            (None, true) if !listen.ip().is_loopback() => bail!(
+                "RATCHET_OPEN=1 serves without a token and is for loopback only, but RATCHET_LISTEN={listen}; fix: set RATCHET_TOKEN, or listen on 127.0.0.1"
+            ),
+            (None, false) => bail!(
+                "RATCHET_TOKEN is unset: every endpoint but the Agent Card requires the swarm token, loopback included; \
+                 fix: start agents with `ratchet up` (it makes the token and hands it over), set RATCHET_TOKEN yourself, \
+                 or, on loopback for a client that cannot send a token (the A2A TCK), set RATCHET_OPEN=1"
+            ),
+            _ => {}
         }
         let state_dir = var("RATCHET_STATE_DIR")
             .map(PathBuf::from)

@@ -7,6 +7,7 @@
 //!   .promote.lock                           flock serializing promotions
 //!   .swarm/                                 the running swarm's private files
 //!     state.json  events.jsonl  loop.json  supervisor.lock
+//!     token                                 the swarm's bearer token (mode 0600)
 //!     logs/<agent>.log                      each agent's stdout/stderr
 //!     agents/<agent>/                       each agent's own state directory (task log, scratch checkouts)
 //!     approvals/<branch>.json               promotions a person approved
@@ -81,6 +82,11 @@ impl Layout {
     /// The loop's state (the coordinator's).
     pub fn loop_state(&self) -> PathBuf {
         self.swarm().join("loop.json")
+    }
+
+    /// The swarm's bearer token (mode 0600, made by each `ratchet up`; see `kit::auth`).
+    pub fn swarm_token(&self) -> PathBuf {
+        self.swarm().join("token")
     }
 
     /// Held (flock) by the running `ratchet up`, so two supervisors never share a home.

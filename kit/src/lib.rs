@@ -8,9 +8,11 @@
 pub use protocol;
 
 pub mod agent;
+pub mod auth;
 pub mod client;
 pub mod exec;
 pub mod git;
+pub mod governance;
 pub mod layout;
 pub mod server;
 pub mod store;

@@ -261,17 +261,65 @@ fn build_card(spec: &AgentSpec, url: &str, secured: bool) -> AgentCard {
     }
 }
 
-/// The agent's HTTP application.
+/// The agent's HTTP application. Every route but the Agent Card requires the token (when the
+/// agent has one, i.e. always unless it runs in the open mode).
 pub fn app(server: Arc<Server>) -> Router {
     let limit = server.max_body;
     let extra = server.spec.routes.clone().unwrap_or_default();
+    let guarded = Router::new()
+        .route("/", axum::routing::post(rpc))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(server.clone())
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), require_token));
+    // The card stays public: a client discovers the required scheme from the card's
+    // securitySchemes, then obtains the credential out of band and sends it on every request
+    // (A2A specification, 7.3 "Client Authentication Process"; 14.3: the well-known card
+    // carries no credentials).
     Router::new()
         .route("/.well-known/agent.json", get(card))
         .route("/.well-known/agent-card.json", get(card))
-        .route("/", axum::routing::post(rpc))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(server)
-        .merge(extra)
+        .merge(guarded)
+}
+
+/// The token check in front of every route but the card: 401 with a JSON-RPC error body for
+/// calls, a short page for the web pages; `?token=` on a page sets the cookie (see
+/// [`crate::auth::check`]).
+async fn require_token(
+    State(s): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &s.token else { return next.run(req).await };
+    let port = req.uri().port_u16().or_else(|| s.url.rsplit(':').next()?.trim_end_matches('/').parse().ok());
+    match crate::auth::check(expected, req.method(), req.uri(), req.headers(), port.unwrap_or(0)) {
+        crate::auth::Access::Granted => next.run(req).await,
+        crate::auth::Access::GrantAndSetCookie { location, cookie } => (
+            StatusCode::SEE_OTHER,
+            [(header::LOCATION, location), (header::SET_COOKIE, cookie), (header::CACHE_CONTROL, "no-store".into())],
+        )
+            .into_response(),
+        crate::auth::Access::Denied if req.method() == axum::http::Method::POST => {
+            let mut r = rpc_error(
+                StatusCode::UNAUTHORIZED,
+                RequestId::Null,
+                ErrorCode::InvalidRequest.with(
+                    "missing or wrong bearer token: every call needs Authorization: Bearer <token>, as the card's securitySchemes says; \
+                     fix: swarm members get it from `ratchet up` as RATCHET_TOKEN, a local client reads it from worktrees/.swarm/token",
+                ),
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        crate::auth::Access::Denied => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer"), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "this page needs the swarm token: open the address `ratchet up` printed (.../ui?token=...), \
+             or send Authorization: Bearer <the token in worktrees/.swarm/token>\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn card(State(s): State<Arc<Server>>, headers: HeaderMap) -> Response {
@@ -326,20 +374,6 @@ async fn rpc(
             return rpc_error(status, RequestId::Null, ErrorCode::InvalidRequest.with(msg));
         }
     };
-    if let Some(token) = &s.token {
-        let ok = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t == token);
-        if !ok {
-            return rpc_error(
-                StatusCode::UNAUTHORIZED,
-                RequestId::Null,
-                ErrorCode::InvalidRequest.with("missing or wrong bearer token; send Authorization: Bearer <token> as the card's securitySchemes says"),
-            );
-        }
-    }
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" {

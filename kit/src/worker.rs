@@ -5,13 +5,21 @@
 //! Work arrives two ways and both go through the same lease: the agent watches
 //! `worktrees/*/tasks/` (notify, with a slow rescan as a safety net), and the coordinator may hand
 //! it a task over A2A (`message/send` with `{"skill": ..., "branch": ..., "task_id": ...}`).
+//! That A2A face takes nothing else: what the task runs is in the task file the coordinator
+//! wrote, and before running it the worker checks ([`verify_task`]) that the file's governance
+//! hashes are approved versions and that the commands and sandbox settings in its input are
+//! those of the approved texts at those hashes (defense in depth: a forged task file runs
+//! nothing).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::events::EventKind;
+use protocol::governance::Governance;
 use protocol::lease::{Outcome, TaskFile, TaskFileState};
+use protocol::work::SandboxSettings;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
@@ -155,6 +163,23 @@ impl Worker {
         };
         let token = lease.token();
         let attempt = lease.attempt();
+        // Nothing runs unless the task's settings are those of approved governance.
+        let (root, t2) = (self.home_root.clone(), task.clone());
+        let verdict = tokio::task::spawn_blocking(move || verify_task(&root, &t2)).await?;
+        if let Err(reason) = verdict {
+            tracing::warn!("{branch}/{task_id}: refused: {reason}");
+            let kind = EventKind::TaskRefused { holder: self.agent_id.clone(), token, reason: reason.clone() };
+            if let Err(e) = bd.emit(&bd.event(Some(task_id), kind)) {
+                tracing::warn!("{branch}/{task_id}: recording the refusal: {e}");
+            }
+            let result = WorkResult::infra_failure(
+                format!("refused to run: {reason}"),
+                json!({"refused": true, "reason": reason}),
+            );
+            let r2 = result.clone();
+            tokio::task::spawn_blocking(move || lease.finish(r2.outcome, &r2.summary, r2.data)).await??;
+            return Ok(Attempt::Ran { token, result });
+        }
         let artifacts = lease.artifact_dir()?;
         let lease = Arc::new(lease);
         let (lost_tx, lost_rx) = watch::channel(false);
@@ -275,6 +300,74 @@ impl Worker {
             }
         })
     }
+}
+
+/// Check a leased task before running it: its `governance` hashes must be approved versions
+/// (present in the history of `refs/ratchet/governance`), and the commands and sandbox settings
+/// in its input (`gates`, `gate_timeout_s`, `test_command`, `benchmark`, `ethos`,
+/// `constitution`, `sandbox`, wherever present) must equal those of the approved texts at
+/// those hashes. The error says what differs and what to do.
+pub fn verify_task(home_root: &Path, task: &TaskFile) -> Result<(), String> {
+    if task.governance.is_empty() {
+        return Err(format!(
+            "task {} on {} carries no governance hashes, so nothing shows its settings were approved; \
+             fix: tasks are written by the coordinator under approved governance, do not write task files by hand",
+            task.id, task.branch
+        ));
+    }
+    let gov = crate::governance::Approved::at(home_root).load_at(&task.governance).map_err(|e| e.to_string())?;
+    verify_input(&task.input, &gov)
+        .map_err(|e| format!("task {} on {}: {e}", task.id, task.branch))
+}
+
+/// The settings of a task input that must equal approved governance's.
+pub fn verify_input(input: &Value, gov: &Governance) -> Result<(), String> {
+    let Some(obj) = input.as_object() else { return Ok(()) };
+    let approved = [
+        ("gates", "ethos.md", json!(gov.ethos.gates)),
+        ("gate_timeout_s", "ethos.md", json!(gov.ethos.gate_timeout_s)),
+        ("test_command", "ethos.md", json!(gov.ethos.test_command)),
+        ("benchmark", "ethos.md", json!(gov.ethos.benchmark)),
+        ("ethos", "ethos.md", json!(gov.ethos)),
+        ("constitution", "constitution.md", json!(gov.constitution)),
+        ("sandbox", "constitution.md", json!(SandboxSettings::from(&gov.constitution))),
+    ];
+    for (key, doc, want) in approved {
+        if let Some(got) = obj.get(key)
+            && !same(got, &want)
+        {
+            let hash = gov.hashes.get(doc).map(|h| &h[..12.min(h.len())]).unwrap_or("?");
+            return Err(format!(
+                "`{key}` is not what approved {doc} ({hash}) says: the task has {}, approved is {}; \
+                 what runs comes only from approved governance; fix: change it in {doc} and run `ratchet approve {doc}` \
+                 (task files are written by the coordinator; never edit them by hand)",
+                clip(got),
+                clip(&want)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// JSON equality, numbers compared as numbers (a float that went through a file may differ in
+/// its last bit).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn clip(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 200 { format!("{}...", s.chars().take(200).collect::<String>()) } else { s }
 }
 
 /// What a leased agent (executor, critic, evaluator) is: one role, one leased skill.

@@ -6,6 +6,8 @@
 //! role = "critic"            # proposer | executor | critic | evaluator | coordinator | any custom role
 //! command = ["critic"]       # argv; a bare name is looked up beside the `ratchet` binary first
 //! # url = "http://host:port/" # instead of command: an agent running elsewhere
+//! # token_env = "VAR"        # a url agent's bearer token: from this environment variable,
+//! # token_file = "path"      # or from this file (never inline: the file is committed)
 //! env = { RUST_LOG = "info" }
 //! skills = ["rails"]
 //! required = true            # default: true for the five built-in roles
@@ -40,7 +42,18 @@ pub struct AgentEntry {
     pub skills: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
+    /// A `url` member's bearer token, by reference: the environment variable (of `ratchet up`)
+    /// that holds it. Members started by `command` get the swarm's own token instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// A `url` member's bearer token, by reference: a file holding it (relative to the home;
+    /// keep it outside the repository, mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
 }
+
+/// Variables `ratchet up` sets itself: an `env` table may not set them.
+pub const RESERVED_ENV: &[&str] = &["RATCHET_TOKEN", "RATCHET_OPEN"];
 
 impl AgentEntry {
     /// Whether `ratchet up` must fail when this agent cannot run.
@@ -88,8 +101,10 @@ impl AgentsFile {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             let msg = e.message().to_string();
             let field = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("agent").to_string();
-            let fix = if msg.contains("unknown field") {
-                "remove it; known keys are name, role, command, url, env, skills, required"
+            let fix = if msg.contains("unknown field `token`") {
+                "never put a token inline (this file is committed): put it in an environment variable and set token_env = \"VAR\", or in a file outside the repository and set token_file = \"path\""
+            } else if msg.contains("unknown field") {
+                "remove it; known keys are name, role, command, url, env, skills, required, token_env, token_file"
             } else if msg.contains("missing field") {
                 "add it to this [[agent]] table"
             } else {
@@ -154,6 +169,38 @@ impl AgentsFile {
                 }
                 _ => {}
             }
+            if let Some(k) = a.env.keys().find(|k| RESERVED_ENV.contains(&k.as_str())) {
+                return Err(err(
+                    line,
+                    &format!("env.{k}"),
+                    format!("{k} is set by `ratchet up` (the swarm's token and mode), never in agents.toml"),
+                    "remove it from the env table",
+                ));
+            }
+            if a.token_env.is_some() || a.token_file.is_some() {
+                let field = if a.token_env.is_some() { "token_env" } else { "token_file" };
+                if a.url.is_none() {
+                    return Err(err(
+                        line,
+                        field,
+                        format!("agent {:?} is started by command: it gets the swarm's own token", a.name),
+                        "remove token_env/token_file (they are for agents listed by url)",
+                    ));
+                }
+                if a.token_env.is_some() && a.token_file.is_some() {
+                    return Err(err(
+                        line,
+                        "token_file",
+                        format!("agent {:?} has both token_env and token_file", a.name),
+                        "keep one of them",
+                    ));
+                }
+                if a.token_env.as_deref().is_some_and(|v| v.trim().is_empty())
+                    || a.token_file.as_deref().is_some_and(|v| v.trim().is_empty())
+                {
+                    return Err(err(line, field, "empty".into(), "name the variable or the file"));
+                }
+            }
         }
         Ok(parsed)
     }
@@ -197,5 +244,21 @@ mod tests {
         assert!(e.starts_with("agents.toml:1: agent:"), "{e}");
         let e = parse("[[agent]]\nname='../x'\nrole='critic'\ncommand=['c']\n").unwrap_err();
         assert!(e.contains("name: invalid agent name"), "{e}");
+    }
+
+    #[test]
+    fn tokens_only_by_reference_and_only_for_url_members() {
+        let url = "[[agent]]\nname='x'\nrole='security'\nurl='http://127.0.0.1:9/'\n";
+        let f = parse(&format!("{url}token_env='X_TOKEN'\n")).unwrap();
+        assert_eq!(f.agents[0].token_env.as_deref(), Some("X_TOKEN"));
+        parse(&format!("{url}token_file='/run/x.token'\n")).unwrap();
+        let e = parse(&format!("{url}token='s3cret'\n")).unwrap_err();
+        assert!(e.starts_with("agents.toml:5: token: unknown field") && e.contains("token_env"), "{e}");
+        let e = parse(&format!("{url}token_env='A'\ntoken_file='b'\n")).unwrap_err();
+        assert!(e.contains("both token_env and token_file"), "{e}");
+        let e = parse("[[agent]]\nname='c'\nrole='critic'\ncommand=['c']\ntoken_env='A'\n").unwrap_err();
+        assert!(e.contains("token_env") && e.contains("swarm's own token"), "{e}");
+        let e = parse("[[agent]]\nname='c'\nrole='critic'\ncommand=['c']\nenv={RATCHET_TOKEN='x'}\n").unwrap_err();
+        assert!(e.contains("env.RATCHET_TOKEN") && e.contains("set by `ratchet up`"), "{e}");
     }
 }

@@ -133,6 +133,14 @@ pub enum EventKind {
         reason: String,
         infra: bool,
     },
+    /// A holder refused to run a leased task whose settings are not those of approved
+    /// governance (a forged or hand-edited task file); the task ends as an infrastructure
+    /// failure, never counted against the candidate.
+    TaskRefused {
+        holder: String,
+        token: u64,
+        reason: String,
+    },
     FileQuarantined {
         path: String,
         problem: String,

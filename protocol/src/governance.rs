@@ -287,8 +287,9 @@ pub struct Cadence {
     pub max_wall_s: u64,
 }
 
-/// How the proposer proposes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// How the proposer proposes. The proposer reads these from the approved cadence.md itself;
+/// no message can choose them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProposerSettings {
     /// sweep | command | openai
@@ -313,10 +314,42 @@ pub struct ProposerSettings {
     /// for sub-agents with small context windows).
     #[serde(default = "default_context")]
     pub context: String,
+    /// command: whether the program may use the network (default false). A coding-agent CLI
+    /// that reaches its model over the network needs `true`; say so in the prose beside it.
+    #[serde(default)]
+    pub allow_network: bool,
+    /// command: seconds the program may run for one candidate; openai: seconds one answer may
+    /// take.
+    #[serde(default = "default_proposer_timeout")]
+    pub timeout_s: u64,
+    /// command: memory limit of the program, in MiB (0 = no limit).
+    #[serde(default)]
+    pub memory_mb: u64,
 }
 
 fn default_context() -> String {
     "full".into()
+}
+
+impl Default for ProposerSettings {
+    fn default() -> ProposerSettings {
+        ProposerSettings {
+            strategy: default_strategy(),
+            file: None,
+            space: BTreeMap::new(),
+            command: None,
+            endpoint: None,
+            model: None,
+            context: default_context(),
+            allow_network: false,
+            timeout_s: default_proposer_timeout(),
+            memory_mb: 0,
+        }
+    }
+}
+
+fn default_proposer_timeout() -> u64 {
+    600
 }
 
 fn default_strategy() -> String {
@@ -424,6 +457,9 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
         );
     }
     let p = &f.proposer;
+    if p.timeout_s == 0 {
+        return bad("proposer.timeout_s", "a timeout of 0".into(), "set timeout_s to at least 1 (seconds)");
+    }
     if !["", "full", "minimal"].contains(&p.context.as_str()) {
         return bad("proposer.context", format!("unknown context mode {:?}", p.context), "use \"full\" or \"minimal\"");
     }

@@ -1,12 +1,16 @@
 //! The loop's payloads: what the coordinator asks of each role and what each answers. They
 //! travel as the data part of A2A messages (proposer) or as a task file's `input` and a result
-//! file's `data` (executor, critic, evaluator). Settings travel inside the input, so an agent
-//! works under exactly the governance the coordinator had in force (the evidence freeze).
+//! file's `data` (executor, critic, evaluator). Leased tasks carry their settings inside the
+//! input, frozen at the governance hashes the coordinator had in force (the evidence freeze);
+//! the worker checks them against the approved texts at those hashes before running anything.
+//! The proposer takes no settings from its message at all: it loads approved governance itself.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::governance::{Constitution, Ethos, ProposerSettings};
+use crate::governance::{Constitution, Ethos};
 
 /// One candidate change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,28 +84,27 @@ pub struct Tried {
     pub cycle: u64,
 }
 
-/// proposer `propose` skill input.
+/// proposer `propose` skill input: only what the loop chooses per call. What runs (strategy,
+/// command, endpoint, model, goal, context, limits) the proposer takes from the approved
+/// governance it loads itself, never from the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProposeInput {
     /// The baseline commit (current `main`).
     pub baseline: String,
     /// How many candidates to propose.
     pub n: u32,
-    pub goal: String,
-    pub settings: ProposerSettings,
     pub history: Vec<Tried>,
     /// Approach keys that already failed: never propose these again.
     pub banned: Vec<String>,
-    /// The governance context prefix (stable, for model prompts).
-    #[serde(default)]
-    pub context: String,
-    /// Seconds the `command` strategy may run.
-    #[serde(default = "default_propose_timeout")]
-    pub timeout_s: u64,
+    /// The governance hashes the coordinator has in force (doc -> sha256); the proposer refuses
+    /// to work when they are not the approved ones it loaded.
+    pub governance: BTreeMap<String, String>,
 }
 
-fn default_propose_timeout() -> u64 {
-    600
+impl ProposeInput {
+    /// The keys a propose request may carry (besides `skill`, which names the skill).
+    pub const KEYS: [&'static str; 5] = ["baseline", "n", "history", "banned", "governance"];
 }
 
 /// proposer `propose` skill output.
@@ -121,6 +124,12 @@ pub struct SandboxSettings {
     pub sandbox: String,
     pub allow_network: bool,
     pub memory_mb: u64,
+}
+
+impl From<&Constitution> for SandboxSettings {
+    fn from(c: &Constitution) -> SandboxSettings {
+        SandboxSettings { sandbox: c.sandbox.clone(), allow_network: c.allow_network, memory_mb: c.command_memory_mb }
+    }
 }
 
 /// executor `execute` task input.

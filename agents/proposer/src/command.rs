@@ -35,8 +35,8 @@ const MAX_SUMMARY: usize = 200;
 pub struct CommandLimits {
     pub timeout: Duration,
     pub sandbox: SandboxMode,
-    /// Defaults to true: the program is configured by a person in cadence.md, and coding-agent
-    /// CLIs reach their model over the network.
+    /// cadence.md `[proposer] allow_network` (default false): a coding-agent CLI that reaches
+    /// its model over the network needs it, and the approved document says so.
     pub allow_network: bool,
     pub memory_limit_bytes: Option<u64>,
     /// Added to the program's (otherwise cleared) environment, e.g. the API key its CLI needs.
@@ -48,7 +48,7 @@ impl From<Duration> for CommandLimits {
         CommandLimits {
             timeout,
             sandbox: SandboxMode::Auto,
-            allow_network: true,
+            allow_network: false,
             memory_limit_bytes: None,
             env: vec![],
         }

@@ -1,14 +1,100 @@
 //! The proposer's A2A `propose` skill: N candidates against the current baseline, under the
 //! hard-banned list, by the strategy cadence.md names.
+//!
+//! What runs comes only from approved governance: the skill loads the approved documents from
+//! `refs/ratchet/governance` in its home repository (`kit::governance`) and takes the strategy,
+//! command, endpoint, model, goal, context and limits from them. A request carries only what
+//! the loop chooses per call ([`ProposeInput`]: baseline, n, history, banned, and the governance
+//! hashes the coordinator has in force, which must be the approved ones); a request that tries
+//! to choose a setting is refused, naming the key and the fix. The `openai` strategy's API key
+//! (`OPENAI_API_KEY` in the proposer's environment, i.e. `ratchet up`'s or the proposer's `env`
+//! table in agents.toml) therefore goes only to the endpoint named in approved cadence.md.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kit::exec::SandboxMode;
 use kit::git::Git;
 use kit::server::{Skill, TaskEnd};
+use protocol::governance::{DOCS, Governance};
 use protocol::work::{ProposeInput, ProposeOutput};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+/// Request keys that would choose what runs, and the approved document each comes from.
+const SETTING_KEYS: [(&str, &str); 16] = [
+    ("settings", "cadence.md"),
+    ("strategy", "cadence.md"),
+    ("command", "cadence.md"),
+    ("endpoint", "cadence.md"),
+    ("model", "cadence.md"),
+    ("file", "cadence.md"),
+    ("space", "cadence.md"),
+    ("context", "cadence.md"),
+    ("timeout_s", "cadence.md"),
+    ("allow_network", "cadence.md"),
+    ("memory_mb", "cadence.md"),
+    ("env", "cadence.md"),
+    ("api_key", "cadence.md"),
+    ("goal", "ethos.md"),
+    ("sandbox", "constitution.md"),
+    ("limits", "constitution.md"),
+];
+
+/// Refuse a request that carries anything but [`ProposeInput::KEYS`] (and `skill`).
+fn check_keys(input: &Map<String, Value>) -> Result<(), String> {
+    for key in input.keys() {
+        if key == "skill" || ProposeInput::KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if let Some((_, doc)) = SETTING_KEYS.iter().find(|(k, _)| k == key) {
+            return Err(format!(
+                "the propose request carries `{key}`, but an A2A caller cannot choose what the proposer runs: \
+                 settings come from approved {doc}; fix: edit {doc} and run `ratchet approve {doc}`, then send only {}",
+                ProposeInput::KEYS.join(", ")
+            ));
+        }
+        return Err(format!(
+            "the propose request carries an unknown key `{key}`; fix: send only {} (settings come from approved cadence.md; run `ratchet approve cadence.md`)",
+            ProposeInput::KEYS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The request's governance hashes must be the approved ones in force.
+fn check_hashes(asked: &BTreeMap<String, String>, gov: &Governance) -> Result<(), String> {
+    let short = |h: Option<&String>| h.map(|h| h[..12.min(h.len())].to_string()).unwrap_or_else(|| "none".into());
+    let differ: Vec<String> = DOCS
+        .iter()
+        .filter(|d| asked.get(**d) != gov.hashes.get(**d))
+        .map(|d| format!("{d} {} (approved: {})", short(asked.get(*d)), short(gov.hashes.get(*d))))
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the request's governance is not the approved governance in force ({}); the proposer works only under approved \
+         governance; fix: the coordinator reloads governance at each cycle (retry), or approve the documents with `ratchet approve`",
+        differ.join(", ")
+    ))
+}
+
+/// What one call works under: the request and the approved governance.
+struct Call {
+    input: ProposeInput,
+    gov: Governance,
+}
+
+impl Call {
+    fn context(&self) -> String {
+        if self.gov.proposer.context == "minimal" { self.gov.minimal_prefix() } else { self.gov.context_prefix() }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.gov.proposer.timeout_s)
+    }
+}
 
 use crate::{CommandLimits, ProposalError, Tried, TriedOutcome, propose_command, propose_sweep};
 
@@ -31,13 +117,14 @@ fn history(input: &ProposeInput) -> Vec<Tried> {
         .collect()
 }
 
-fn sweep(home: &Path, input: &ProposeInput) -> Result<ProposeOutput, String> {
-    let file = input.settings.file.clone().ok_or("cadence.md [proposer] has no file for the sweep")?;
+fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
+    let (input, settings) = (&call.input, &call.gov.proposer);
+    let file = settings.file.clone().ok_or("cadence.md [proposer] has no file for the sweep")?;
     let text = Git::new(home).run(["show", &format!("{}:{file}", input.baseline)]).map_err(|e| {
         format!("reading {file} at the baseline {}: {e}", &input.baseline[..12.min(input.baseline.len())])
     })?;
     let proposals =
-        propose_sweep(&text, &file, &input.settings.space, &history(input), &input.banned, input.n as usize)
+        propose_sweep(&text, &file, &settings.space, &history(input), &input.banned, input.n as usize)
             .map_err(|e| e.to_string())?;
     let exhausted = proposals.is_empty();
     Ok(ProposeOutput { proposals, exhausted, command_ms: 0 })
@@ -60,8 +147,13 @@ fn scratch(home: &Path, state_dir: &Path, baseline: &str) -> Result<PathBuf, Str
     Ok(dir)
 }
 
-async fn command(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Result<ProposeOutput, String> {
-    let cmd = input.settings.command.clone().ok_or("cadence.md [proposer] has no command")?;
+async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<ProposeOutput, String> {
+    let (input, settings) = (&call.input, &call.gov.proposer);
+    let cmd = settings.command.clone().ok_or("cadence.md [proposer] has no command")?;
+    // Every limit from approved governance: the sandbox mode from the constitution, network,
+    // timeout and memory from cadence.md's [proposer].
+    let sandbox: SandboxMode = call.gov.constitution.sandbox.parse().map_err(|e| format!("constitution.md sandbox: {e}"))?;
+    let context = call.context();
     let mut proposals = vec![];
     let mut banned = input.banned.clone();
     banned.extend(input.history.iter().map(|t| t.key.clone()));
@@ -71,13 +163,13 @@ async fn command(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Res
         let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
         let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
         let limits = CommandLimits {
-            timeout: Duration::from_secs(input.timeout_s),
-            sandbox: SandboxMode::Auto,
-            allow_network: true,
-            memory_limit_bytes: None,
+            timeout: call.timeout(),
+            sandbox,
+            allow_network: settings.allow_network,
+            memory_limit_bytes: (settings.memory_mb > 0).then(|| settings.memory_mb * 1024 * 1024),
             env: forwarded_env(),
         };
-        match propose_command(&cmd, &dir, &input.goal, &input.context, &banned, limits).await {
+        match propose_command(&cmd, &dir, &call.gov.ethos.goal, &context, &banned, limits).await {
             Ok(p) => {
                 let key = p.approach_key();
                 if banned.contains(&key) || proposals.iter().any(|q: &protocol::work::Proposal| q.approach_key() == key)
@@ -112,9 +204,13 @@ fn forwarded_env() -> Vec<(String, String)> {
 }
 
 /// The `openai` strategy: N answers from the model, each checked to apply to the baseline.
-async fn openai(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Result<ProposeOutput, String> {
-    let endpoint = input.settings.endpoint.clone().ok_or("cadence.md [proposer] has no endpoint")?;
-    let model = input.settings.model.clone().ok_or("cadence.md [proposer] has no model")?;
+async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<ProposeOutput, String> {
+    let (input, settings) = (&call.input, &call.gov.proposer);
+    // The endpoint and model come from approved cadence.md only, so the key below can go
+    // nowhere else.
+    let endpoint = settings.endpoint.clone().ok_or("cadence.md [proposer] has no endpoint")?;
+    let model = settings.model.clone().ok_or("cadence.md [proposer] has no model")?;
+    let context = call.context();
     let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
     let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
     // An API key, when the server wants one, comes from the proposer's environment (agents.toml env).
@@ -125,13 +221,13 @@ async fn openai(home: PathBuf, state_dir: PathBuf, input: &ProposeInput) -> Resu
     let mut last_err = None;
     let started = std::time::Instant::now();
     for _ in 0..input.n {
-        let timeout = Duration::from_secs(input.timeout_s);
+        let timeout = call.timeout();
         match crate::openai::propose_openai(
             &endpoint,
             &model,
             &dir,
-            &input.goal,
-            &input.context,
+            &call.gov.ethos.goal,
+            &context,
             &banned,
             timeout,
             key.clone(),
@@ -170,25 +266,40 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
         move |ctx| {
             let (home, state_dir) = (home.clone(), state_dir.clone());
             async move {
-                let input: ProposeInput = match serde_json::from_value(Value::Object(ctx.input())) {
+                let raw = ctx.input();
+                if let Err(why) = check_keys(&raw) {
+                    return TaskEnd::Rejected(why);
+                }
+                let input: ProposeInput = match serde_json::from_value(Value::Object(raw)) {
                     Ok(i) => i,
                     Err(e) => {
                         return TaskEnd::Rejected(format!(
-                            "input is not a propose request: {e}; see protocol::work::ProposeInput"
+                            "input is not a propose request: {e}; send {}; see protocol::work::ProposeInput",
+                            ProposeInput::KEYS.join(", ")
                         ));
                     }
                 };
                 if protocol::names::check_component("commit", &input.baseline).is_err() {
                     return TaskEnd::Rejected(format!("baseline {:?} is not a commit id", input.baseline));
                 }
-                let out = match input.settings.strategy.as_str() {
+                // Reloaded per call (one `git rev-parse` when the ref has not moved).
+                let h = home.clone();
+                let gov = match tokio::task::spawn_blocking(move || kit::governance::load(&h)).await {
+                    Ok(Ok(g)) => g,
+                    Ok(Err(e)) => return TaskEnd::Failed(format!("loading approved governance: {e}")),
+                    Err(e) => return TaskEnd::Failed(format!("loading approved governance: {e}")),
+                };
+                if let Err(why) = check_hashes(&input.governance, &gov) {
+                    return TaskEnd::Rejected(why);
+                }
+                let call = Call { input, gov };
+                let out = match call.gov.proposer.strategy.as_str() {
                     "sweep" => {
                         let h = home.clone();
-                        let i = input.clone();
-                        tokio::task::spawn_blocking(move || sweep(&h, &i)).await.unwrap_or_else(|e| Err(e.to_string()))
+                        tokio::task::spawn_blocking(move || sweep(&h, &call)).await.unwrap_or_else(|e| Err(e.to_string()))
                     }
-                    "command" => command(home, state_dir, &input).await,
-                    "openai" => openai(home, state_dir, &input).await,
+                    "command" => command(home, state_dir, &call).await,
+                    "openai" => openai(home, state_dir, &call).await,
                     other => Err(format!(
                         "strategy {other:?} is not available in this proposer; use sweep, command or openai"
                     )),

@@ -19,58 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 
-/// The ref whose commits hold the approved state.
-pub const GOVERNANCE_REF: &str = "refs/ratchet/governance";
-pub const LOCK_JSON: &str = "lock.json";
-pub const HISTORY_JSONL: &str = "history.jsonl";
-pub const LOCK_VERSION: u32 = 1;
+pub use kit::governance::{Approval, GOVERNANCE_REF, HISTORY_JSONL, HistoryEntry, LOCK_JSON, LOCK_VERSION, Lock, Snapshot};
 
 /// Variables that would point git at another repository, index or object store.
 const REDIRECTING_ENV: [&str; 6] =
     ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
-
-/// One document's approved version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approval {
-    /// sha256 hex of the approved text (the hash every event and promotion carries).
-    pub sha256: String,
-    /// git object id of the approved text (a blob on the governance ref).
-    pub blob: String,
-    /// `--by`, or the git identity (`Name <email>`) of whoever approved it.
-    pub approved_by: String,
-    /// RFC 3339.
-    pub approved_at: String,
-    /// The hash this approval replaced (none for a first approval).
-    #[serde(default)]
-    pub previous_sha256: Option<String>,
-    /// The agent proposal this approval applied, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proposal: Option<String>,
-}
-
-/// `lock.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lock {
-    pub v: u32,
-    pub docs: BTreeMap<String, Approval>,
-}
-
-/// One line of `history.jsonl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub doc: String,
-    #[serde(flatten)]
-    pub approval: Approval,
-}
-
-/// The approved state at one commit of the governance ref.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub commit: String,
-    pub lock: Lock,
-}
 
 /// Git plumbing on one repository.
 #[derive(Debug, Clone)]
@@ -135,81 +89,40 @@ impl Store {
         self.git(&["rev-parse", "--is-inside-work-tree"], None, &[]).is_ok_and(|o| o.starts_with(b"true"))
     }
 
+    /// The read side, shared with every agent: `kit::governance`.
+    pub fn reader(&self) -> kit::governance::Approved {
+        let git = self.envs.iter().fold(kit::git::Git::new(&self.home), |g, (k, v)| g.env(k, v));
+        kit::governance::Approved::new(git)
+    }
+
     /// The commit the governance ref points at, if it exists.
     pub fn head(&self) -> anyhow::Result<Option<String>> {
-        let spec = format!("{GOVERNANCE_REF}^{{commit}}");
-        match self.git(&["rev-parse", "--verify", "--quiet", spec.as_str()], None, &[]) {
-            Ok(out) => {
-                let id = String::from_utf8_lossy(&out).trim().to_string();
-                Ok((!id.is_empty()).then_some(id))
-            }
-            Err(_) if self.is_repository() => Ok(None),
-            Err(e) => Err(e.context(format!(
-                "{} is not a git repository; fix: run ratchet in the repository root (or pass --repo PATH)",
-                self.home.display()
-            ))),
-        }
+        Ok(self.reader().head()?)
     }
 
     /// The bytes of a blob (`oid`, or `commit:path`).
     pub fn blob(&self, spec: &str) -> anyhow::Result<Vec<u8>> {
-        self.git(&["cat-file", "blob", spec], None, &[])
+        Ok(self.reader().blob(spec)?)
     }
 
     /// The approved state at `commit`.
     pub fn snapshot_at(&self, commit: &str) -> anyhow::Result<Snapshot> {
-        let raw = self.blob(&format!("{commit}:{LOCK_JSON}"))?;
-        let lock: Lock = serde_json::from_slice(&raw).with_context(|| {
-            format!(
-                "{GOVERNANCE_REF}:{LOCK_JSON} at {commit} is not a governance lock file; fix: reset the ref to a good commit \
-                 (git log {GOVERNANCE_REF}; git update-ref {GOVERNANCE_REF} <commit>)"
-            )
-        })?;
-        if lock.v != LOCK_VERSION {
-            bail!(
-                "{GOVERNANCE_REF}:{LOCK_JSON} has version {}, this ratchet reads version {LOCK_VERSION}; fix: use the ratchet that wrote it",
-                lock.v
-            );
-        }
-        Ok(Snapshot { commit: commit.to_string(), lock })
+        Ok(self.reader().snapshot_at(commit)?)
     }
 
     /// The approved state now (None: nothing was ever approved here).
     pub fn snapshot(&self) -> anyhow::Result<Option<Snapshot>> {
-        match self.head()? {
-            Some(c) => Ok(Some(self.snapshot_at(&c)?)),
-            None => Ok(None),
-        }
+        Ok(self.reader().snapshot()?)
     }
 
     /// The approved text of `doc` in `snap`.
     pub fn approved_text(&self, snap: &Snapshot, doc: &str) -> anyhow::Result<Option<String>> {
-        let Some(a) = snap.lock.docs.get(doc) else { return Ok(None) };
-        let bytes = self.blob(&a.blob)?;
-        let text =
-            String::from_utf8(bytes).with_context(|| format!("approved {doc} (blob {}) is not UTF-8", a.blob))?;
-        let got = protocol::governance::hash(&text);
-        if got != a.sha256 {
-            bail!(
-                "approved {doc}: blob {} hashes to {got}, {LOCK_JSON} says {}; the governance ref is damaged; fix: reset it to a good commit (git log {GOVERNANCE_REF})",
-                a.blob,
-                a.sha256
-            );
-        }
-        Ok(Some(text))
+        Ok(self.reader().approved_text(snap, doc)?)
     }
 
     /// Every approval ever recorded, oldest first.
     pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
-        let Some(head) = self.head()? else { return Ok(vec![]) };
-        let raw = self.blob(&format!("{head}:{HISTORY_JSONL}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).with_context(|| format!("{GOVERNANCE_REF}:{HISTORY_JSONL}: a bad line: {l}"))
-            })
-            .collect()
+        Ok(self.reader().history()?)
     }
 
     /// The object id `bytes` would have as a blob (nothing is written).

@@ -112,6 +112,7 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnE
         .env("RATCHET_STATE_DIR", &state_dir)
         .env("RATCHET_SWARM_STATE", paths.state_file())
         .envs(&entry.env);
+    swarm_token_env(&mut cmd, paths)?;
     let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
         agent: entry.name.clone(),
         program: program.clone(),
@@ -125,6 +126,15 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnE
     tokio::spawn(forward(stdout, log, Some(tx)));
     tokio::spawn(forward(stderr, log2, None));
     Ok(Spawned { child, pid, listening })
+}
+
+/// Hand the child the swarm's token (through its environment: never on a command line, never in
+/// a log), and never the open mode.
+fn swarm_token_env(cmd: &mut Command, paths: &Layout) -> Result<(), SpawnError> {
+    let path = paths.swarm_token();
+    let token = kit::auth::read_token(&path).map_err(|source| SpawnError::Prepare { path, source })?;
+    cmd.env(kit::auth::TOKEN_ENV, token).env_remove(kit::auth::OPEN_ENV);
+    Ok(())
 }
 
 /// Copy lines from a child's pipe to its log; the first `RATCHET_LISTENING` line (stdout only)

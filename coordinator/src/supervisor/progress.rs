@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use super::LoopRequest;
 use super::ui::say;
 
-pub(super) async fn follow_loop(url: &str, request: &LoopRequest) -> Result<Value, String> {
-    let client = A2aClient::new(url);
+pub(super) async fn follow_loop(url: &str, token: Option<String>, request: &LoopRequest) -> Result<Value, String> {
+    let client = A2aClient::new(url).with_token(token);
     let msg = skill_message("loop", json!({"max_cycles": request.max_cycles, "fresh": request.fresh}));
     let params = json!({"message": msg});
     let stream = client.stream("message/stream", params, None).await.map_err(|e| e.to_string())?;

@@ -82,13 +82,23 @@ pub fn on_swarm_ready(
         let _ = done.send(Err("no coordinator is ready".into()));
         return;
     };
+    let token = kit::auth::read_token(&swarm.paths.swarm_token()).ok();
     let mut shutdown = swarm.shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
-            r = super::progress::follow_loop(&url, &request) => { let _ = done.send(r); }
+            r = super::progress::follow_loop(&url, token, &request) => { let _ = done.send(r); }
             _ = shutdown.wait_for(|s| *s) => {}
         }
     });
+}
+
+/// A fresh bearer token for this swarm, in `worktrees/.swarm/token` (mode 0600); every member
+/// `ratchet up` starts gets it as `RATCHET_TOKEN` (see `kit::auth`).
+fn make_swarm_token(paths: &Layout) -> Result<(), SupervisorError> {
+    let path = paths.swarm_token();
+    kit::auth::new_token()
+        .and_then(|t| kit::auth::write_token(&path, &t))
+        .map_err(|source| SupervisorError::Io { path, source })
 }
 
 /// Run the swarm in the foreground until SIGINT/SIGTERM (`Ok`) or until a required agent gives
@@ -124,6 +134,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
         std::process::id()
     );
+    make_swarm_token(&paths)?;
     let events = EventLog::open(&paths.events_file(), &run_id).map_err(io(paths.events_file()))?;
     if let Err(e) = super::child::become_subreaper() {
         eprintln!("warning: cannot become the reaper of orphaned agent processes: {e}");
@@ -440,6 +451,12 @@ impl Supervisor {
             agents.len(),
             self.paths.display(&self.paths.state_file())
         ));
+        if let (Some(url), Ok(token)) = (
+            agents.iter().find(|a| a.role == "coordinator" && a.state == AgentState::Ready).and_then(|a| a.url.as_ref()),
+            kit::auth::read_token(&self.paths.swarm_token()),
+        ) {
+            ui::say(&format!("ratchet: web pages at {url}ui?token={token}"));
+        }
         on_swarm_ready(
             &ReadySwarm {
                 paths: (*self.paths).clone(),
