@@ -594,6 +594,13 @@ pub struct UpRun {
 }
 
 impl UpRun {
+    /// Start a `ratchet up` command the test built itself (e.g. with extra environment) in
+    /// the target at `root`.
+    pub fn spawn_cmd(mut cmd: Command, root: &Path) -> UpRun {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        UpRun::spawn(cmd, root.to_path_buf())
+    }
+
     fn spawn(cmd: Command, root: PathBuf) -> UpRun {
         let mut proc = ProcGuard::spawn(cmd);
         let mut out = proc.child.stdout.take().expect("stdout is piped");

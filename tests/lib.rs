@@ -132,17 +132,31 @@ impl Drop for ProcGuard {
     }
 }
 
+/// The bearer token [`spawn_agent`] gives an agent unless the test sets `RATCHET_TOKEN` or
+/// `RATCHET_OPEN` itself (every endpoint but the card requires one).
+pub const TEST_TOKEN: &str = "ratchet-integration-test-token";
+
 /// A running agent binary and the address it reported.
 pub struct Agent {
     pub proc: ProcGuard,
     pub url: String,
     pub state_dir: PathBuf,
+    /// The token it requires (None in the open mode).
+    pub token: Option<String>,
     /// stdout lines after the listening line, forwarded by a thread.
     pub stdout: std::sync::mpsc::Receiver<String>,
 }
 
-/// Start agent binary `name` with its home at `home` and extra environment; waits (with a
-/// deadline, reading its stdout, no sleeping) for the `RATCHET_LISTENING <url>` line.
+impl Agent {
+    /// An A2A client of this agent that sends its token.
+    pub fn client(&self) -> kit::client::A2aClient {
+        kit::client::A2aClient::new(&self.url).with_token(self.token.clone())
+    }
+}
+
+/// Start agent binary `name` with its home at `home` and extra environment (with
+/// `RATCHET_TOKEN=`[`TEST_TOKEN`] unless `env` sets `RATCHET_TOKEN` or `RATCHET_OPEN`); waits
+/// (with a deadline, reading its stdout, no sleeping) for the `RATCHET_LISTENING <url>` line.
 pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
     let state_dir = kit::layout::Layout::new(home).agent_state_dir(name);
     let mut cmd = Command::new(bin(name));
@@ -153,6 +167,12 @@ pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
         .env("RATCHET_STATE_DIR", &state_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    let mut token = Some(TEST_TOKEN.to_string());
+    if env.iter().any(|(k, _)| *k == "RATCHET_TOKEN" || *k == "RATCHET_OPEN") {
+        token = env.iter().find(|(k, _)| *k == "RATCHET_TOKEN").map(|(_, v)| v.to_string());
+    } else {
+        cmd.env("RATCHET_TOKEN", TEST_TOKEN);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -173,7 +193,7 @@ pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
-                    return Agent { proc, url: url.trim().to_string(), state_dir, stdout: rx };
+                    return Agent { proc, url: url.trim().to_string(), state_dir, token, stdout: rx };
                 }
             }
             Err(_) => panic!("agent {name} did not print RATCHET_LISTENING within 20 s"),

@@ -119,6 +119,9 @@ fn bare_server() -> anyhow::Result<()> {
     })
 }
 
+/// The bearer token the Ratchet agents under test require (as `ratchet up` would hand them one).
+const BENCH_TOKEN: &str = "ratchet-wire-bench-token";
+
 /// How to start one server.
 #[derive(Clone)]
 struct Spec {
@@ -146,8 +149,9 @@ async fn start(spec: &Spec, http: &reqwest::Client) -> anyhow::Result<(Proc, Dur
     let t0 = Instant::now();
     let mut child = Command::new(&spec.program)
         .args(&spec.args)
-        .envs(spec.env.iter().cloned())
         .env_remove("RATCHET_TOKEN")
+        .env_remove("RATCHET_OPEN")
+        .envs(spec.env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -198,7 +202,9 @@ async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Res
     for i in 0..n {
         let body = send_body(i);
         let t = Instant::now();
-        let resp = http.post(url).header("content-type", "application/json").body(body).send().await?;
+        // Every server gets the token; only Ratchet's checks it (the others ignore the header).
+        let resp =
+            http.post(url).header("content-type", "application/json").bearer_auth(BENCH_TOKEN).body(body).send().await?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
         times.push(t.elapsed());
@@ -398,6 +404,7 @@ fn ratchet_spec(bins: &Path, name: &str, home: &Path, state: &str) -> Spec {
         env: vec![
             ("RATCHET_HOME".into(), home.into()),
             ("RATCHET_LISTEN".into(), "127.0.0.1:0".into()),
+            ("RATCHET_TOKEN".into(), BENCH_TOKEN.into()),
             ("RATCHET_STATE_DIR".into(), home.join("state").join(state).into()),
             ("RATCHET_AGENT_NAME".into(), name.into()),
         ],

@@ -35,7 +35,12 @@ fn venv_python(var: &str) -> Option<PathBuf> {
 fn run_client(python: &Path, home: &Path, urls: &[String]) -> Vec<Value> {
     let mut cmd = Command::new(python);
     hermetic(&mut cmd, home);
-    let out = cmd.arg(script()).args(urls).output().expect("running the interop client");
+    let out = cmd
+        .arg(script())
+        .args(["--token", ratchet_tests::TEST_TOKEN])
+        .args(urls)
+        .output()
+        .expect("running the interop client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -92,7 +97,12 @@ fn a_third_party_agent_is_a_swarm_member() {
     let scratch = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(&python);
     hermetic(&mut cmd, scratch.path());
+    // The third-party agent has its own token; agents.toml names it by reference (token_env),
+    // and the coordinator sends it (never the swarm's own token).
+    let echo_token = "echo-agent-own-token";
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join("echo_agent.py"))
+        .args(["--token-env", "ECHO_TOKEN"])
+        .env("ECHO_TOKEN", echo_token)
         .stdout(std::process::Stdio::piped());
     let mut echo = ratchet_tests::ProcGuard::spawn(cmd);
     let mut lines = BufReader::new(echo.child.stdout.take().unwrap()).lines();
@@ -104,8 +114,16 @@ fn a_third_party_agent_is_a_swarm_member() {
         }
         assert!(Instant::now() < deadline, "the echo agent did not start");
     };
+    let (auth_tx, auth_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.starts_with("A2A_AUTH") && auth_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let agents = format!(
-        "{}\n[[agent]]\nname = \"echo-reviewer\"\nrole = \"security\"\nurl = \"{url}\"\nrequired = false\n",
+        "{}\n[[agent]]\nname = \"echo-reviewer\"\nrole = \"security\"\nurl = \"{url}\"\nrequired = false\ntoken_env = \"ECHO_TOKEN\"\n",
         builtin_agents_toml()
     );
     let t = Target::new(Spec {
@@ -115,7 +133,13 @@ fn a_third_party_agent_is_a_swarm_member() {
         agents_toml: Some(agents),
         ..Spec::default()
     });
-    let run = t.up_once(&["--max-cycles", "1"], Duration::from_secs(180));
+    let mut up = t.command(&ratchet_tests::bin("ratchet"));
+    up.args(["up", "--once", "--json", "--max-cycles", "1", "--repo"]).arg(t.path()).env("ECHO_TOKEN", echo_token);
+    let run = ratchet_tests::fixture::UpRun::spawn_cmd(up, t.path()).finish(Duration::from_secs(180));
+    assert!(run.status.success(), "ratchet up --once: {}\n{}", run.stderr, t.agent_logs());
+    let mut auth: Vec<String> = auth_rx.recv_timeout(Duration::from_secs(10)).into_iter().collect();
+    auth.extend(auth_rx.try_iter());
+    assert!(!auth.is_empty() && auth.iter().all(|l| l == "A2A_AUTH ok"), "the member's own token arrived: {auth:?}");
     let events = t.events();
     let reviews = of_type(&events, "advisory_review");
     assert_eq!(reviews.len(), 1, "one review by the third-party agent: {reviews:#?}");

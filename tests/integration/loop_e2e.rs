@@ -133,12 +133,32 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
 
     // The same evidence as web pages, served by the coordinator.
     let coordinator = ratchet_tests::spawn_agent("coordinator", t.path(), &[]);
-    let get = |path: &str| {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let fetch = |path: &str, headers: &[(&str, &str)]| {
         ratchet_tests::rt().block_on(async {
-            let r = reqwest::get(format!("{}{path}", coordinator.url)).await.expect("GET reaches the coordinator");
-            (r.status().as_u16(), r.text().await.unwrap_or_default())
+            let mut req = http.get(format!("{}{path}", coordinator.url));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let r = req.send().await.expect("GET reaches the coordinator");
+            let cookie = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), cookie, r.text().await.unwrap_or_default())
         })
     };
+    // The pages need the swarm token: as a header, or `?token=` once, which sets a cookie.
+    let bearer = format!("Bearer {}", ratchet_tests::TEST_TOKEN);
+    let get = |path: &str| {
+        let (status, _, text) = fetch(path, &[("authorization", &bearer)]);
+        (status, text)
+    };
+    assert_eq!(fetch("ui", &[]).0, 401, "the web pages are not public");
+    assert_eq!(fetch("ui?token=wrong", &[]).0, 401);
+    let (status, cookie, _) = fetch(&format!("ui?token={}", ratchet_tests::TEST_TOKEN), &[]);
+    let cookie = cookie.expect("?token= sets a cookie");
+    assert_eq!(status, 303);
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert_eq!(fetch("ui", &[("cookie", &pair)]).0, 200, "the cookie opens the pages");
     let branch = p["branch"].as_str().expect("branch");
     let (status, index) = get("ui");
     assert_eq!(status, 200);

@@ -5,18 +5,21 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kit::client::{A2aClient, skill_message};
 use protocol::{Message, Part, Role, StreamEvent, TaskState};
-use ratchet_tests::{TestHome, rt, spawn_agent};
+use ratchet_tests::{TEST_TOKEN, TestHome, rt, spawn_agent};
 use serde_json::{Value, json};
 
+/// POST with the test token (see `ratchet_tests::spawn_agent`).
 fn post_raw(url: &str, ctype: &str, body: Vec<u8>) -> (u16, Value) {
+    post_with_token(url, ctype, body, Some(TEST_TOKEN))
+}
+
+fn post_with_token(url: &str, ctype: &str, body: Vec<u8>, token: Option<&str>) -> (u16, Value) {
     rt().block_on(async {
-        let resp = reqwest::Client::new()
-            .post(url)
-            .header("content-type", ctype)
-            .body(body)
-            .send()
-            .await
-            .expect("POST reaches the agent");
+        let mut req = reqwest::Client::new().post(url).header("content-type", ctype).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("POST reaches the agent");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -86,7 +89,7 @@ fn card_is_served_on_both_paths_with_cache_headers() {
 fn send_blocking_and_non_blocking_and_missing_skill() {
     let home = TestHome::new();
     let agent = spawn_agent("critic", home.path(), &[]);
-    let client = A2aClient::new(&agent.url);
+    let client = agent.client();
     rt().block_on(async {
         let done = client.send(Message::new(Role::User, "m1", vec![Part::text("hello")]), true).await.unwrap();
         assert_eq!(done.status.state, TaskState::Completed);
@@ -215,7 +218,7 @@ fn history_length_trims_history() {
 fn stream_then_resubscribe_replays_what_was_missed_even_after_restart() {
     let home = TestHome::new();
     let agent = spawn_agent("executor", home.path(), &[]);
-    let client = A2aClient::new(&agent.url);
+    let client = agent.client();
     let params = json!({"message": text_message("hi")});
     let (task_id, all) = rt().block_on(async {
         let stream = client.stream("message/stream", params, None).await.unwrap();
@@ -247,7 +250,7 @@ fn stream_then_resubscribe_replays_what_was_missed_even_after_restart() {
     let state_dir = agent.state_dir.clone();
     drop(agent);
     let agent = spawn_agent("executor", home.path(), &[("RATCHET_STATE_DIR", state_dir.to_str().unwrap())]);
-    let client = A2aClient::new(&agent.url);
+    let client = agent.client();
     let t = rt()
         .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams {
             id: task_id.clone(),
@@ -349,8 +352,12 @@ fn bearer_token_is_declared_and_enforced() {
     assert_eq!(card["securitySchemes"]["bearer"]["scheme"], "bearer");
     let body =
         serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}})).unwrap();
-    let (s, _) = post_raw(&agent.url, "application/json", body);
-    assert_eq!(s, 401);
+    for token in [None, Some("wrong"), Some(TEST_TOKEN)] {
+        let (s, v) = post_with_token(&agent.url, "application/json", body.clone(), token);
+        assert_eq!(s, 401, "{token:?}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("Authorization: Bearer") && msg.contains("fix:"), "{v}");
+    }
     let client = A2aClient::new(&agent.url).with_token(Some("s3cret".into()));
     let err = rt()
         .block_on(client.call::<protocol::GetTask>(&protocol::TaskQueryParams {
@@ -360,6 +367,39 @@ fn bearer_token_is_declared_and_enforced() {
         }))
         .unwrap_err();
     assert!(err.to_string().contains("-32001"), "authorized call reaches the method: {err}");
+}
+
+/// No token, no agent: even on loopback an agent refuses to start without one, unless the open
+/// mode is asked for explicitly (loopback only; its card then declares no scheme).
+#[test]
+fn no_token_means_no_agent_unless_the_open_mode_is_asked_for() {
+    let home = TestHome::new();
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(ratchet_tests::bin("critic"));
+        ratchet_tests::hermetic(&mut cmd, home.path());
+        cmd.env("RATCHET_LISTEN", "127.0.0.1:0").env("RATCHET_HOME", home.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[]);
+    assert!(err.contains("RATCHET_TOKEN is unset") && err.contains("RATCHET_OPEN=1"), "{err}");
+    let err = run(&[("RATCHET_OPEN", "1"), ("RATCHET_LISTEN", "0.0.0.0:0")]);
+    assert!(err.contains("loopback only"), "{err}");
+    let err = run(&[("RATCHET_OPEN", "1"), ("RATCHET_TOKEN", "x")]);
+    assert!(err.contains("both RATCHET_TOKEN and RATCHET_OPEN=1"), "{err}");
+
+    let open = spawn_agent("critic", home.path(), &[("RATCHET_OPEN", "1")]);
+    let card: Value = rt().block_on(async {
+        reqwest::get(format!("{}.well-known/agent.json", open.url)).await.unwrap().json().await.unwrap()
+    });
+    assert!(card.get("securitySchemes").is_none() && card.get("security").is_none(), "{card}");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"id": "x"}});
+    let (s, v) = post_with_token(&open.url, "application/json", serde_json::to_vec(&body).unwrap(), None);
+    assert_eq!((s, err_code(&v)), (200, -32001), "the open mode serves without a token");
 }
 
 #[test]
@@ -378,6 +418,10 @@ fn queue_execute(home: &TestHome, gate: &str) {
     use kit::substrate::{Home, add_worktree, queue_task};
     use protocol::lease::{TaskFile, TaskFileState};
     use protocol::work::{ExecuteInput, FileEdit, Proposal, SandboxSettings};
+    // The executor runs a task only under approved governance: approve documents whose one
+    // gate is `gate`, and write the task as the coordinator would (see security_wire.rs for a
+    // forged one).
+    let gov = approve_gates(home, &[gate]);
     let base = home.git(&["rev-parse", "HEAD"]);
     let h = Home::open(home.path()).unwrap();
     let bd = add_worktree(&h, "c1", &base).unwrap();
@@ -392,9 +436,9 @@ fn queue_execute(home: &TestHome, gate: &str) {
             edits: vec![FileEdit { path: "a.txt".into(), content: "a\n".into() }],
         },
         base,
-        gates: vec![gate.to_string()],
-        gate_timeout_s: 120,
-        sandbox: SandboxSettings { sandbox: "plain".into(), allow_network: false, memory_mb: 0 },
+        gates: gov.ethos.gates.clone(),
+        gate_timeout_s: gov.ethos.gate_timeout_s,
+        sandbox: SandboxSettings::from(&gov.constitution),
     };
     let task = TaskFile {
         version: protocol::lease::TASK_FILE_VERSION,
@@ -409,10 +453,31 @@ fn queue_execute(home: &TestHome, gate: &str) {
         created_at: protocol::timestamp(std::time::SystemTime::now()),
         ttl_ms: 30_000,
         input: json!(input),
-        governance: Default::default(),
+        governance: gov.hashes.clone(),
         history: vec![],
     };
     queue_task(&bd, &task).unwrap();
+}
+
+/// Write and approve governance documents (the fixture's, plain sandbox) whose gates are
+/// `gates`; returns what is now in force.
+pub(crate) fn approve_gates(home: &TestHome, gates: &[&str]) -> protocol::governance::Governance {
+    let spec = ratchet_tests::fixture::Spec {
+        gates: gates.iter().map(|g| g.to_string()).collect(),
+        sandbox: "plain".into(),
+        gate_timeout_s: 120,
+        ..Default::default()
+    };
+    for (doc, text) in [("constitution.md", spec.constitution_md()), ("ethos.md", spec.ethos_md()), ("cadence.md", spec.cadence_md())] {
+        std::fs::write(home.path().join(doc), text).unwrap();
+    }
+    home.git(&["add", "-A"]);
+    home.git(&["commit", "-q", "-m", "governance"]);
+    let out = ratchet_tests::ratchet_cmd(home.path(), &["approve", "constitution.md", "ethos.md", "cadence.md", "--by", "test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ratchet approve: {}", String::from_utf8_lossy(&out.stderr));
+    kit::governance::load(home.path()).expect("approved governance loads")
 }
 
 fn execute_message() -> Value {
@@ -481,7 +546,7 @@ fn a_client_disconnect_never_cancels_a_task() {
     let started = scratch.path().join("started");
     queue_execute(&home, &format!("touch {}; sleep 2", started.display()));
     let agent = spawn_agent("executor", home.path(), &[("RATCHET_WATCH", "0")]);
-    let client = A2aClient::new(&agent.url);
+    let client = agent.client();
     let task_id = rt().block_on(async {
         let stream = client.stream("message/stream", json!({"message": execute_message()}), None).await.unwrap();
         let mut stream = std::pin::pin!(stream);

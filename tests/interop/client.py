@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Talk to A2A agents with the official Python a2a-sdk client, whichever version is installed.
 
-Usage: client.py [--mode both|send|stream] URL [URL ...]
+Usage: client.py [--mode both|send|stream] [--token TOKEN] URL [URL ...]
 
 For each agent base URL: resolve its Agent Card with the SDK's A2ACardResolver, build a client
 with the SDK's ClientFactory, send one message (message/send, blocking) and/or one streaming
@@ -14,6 +14,10 @@ States are normalized to the A2A 0.3 spellings ("completed", "rejected", ...), s
 read the same for both SDK generations. With a2a-sdk 1.x the client must pick its 0.3
 compatibility transport for our 0.3 cards (ClientFactory does so from the card's
 protocolVersion); the transport's class name is printed so a test can check that it did.
+
+With --token, every request (the card's too, harmlessly) carries `Authorization: Bearer TOKEN`,
+set on the httpx client the SDK is given: the way an SDK user sends the credential the card's
+securitySchemes asks for.
 
 Exit status: 0 when every agent answered every call, 1 otherwise (the failing line carries
 "error"). Only the SDK speaks HTTP here: nothing is hand-rolled.
@@ -110,11 +114,12 @@ async def probe_v1(http: httpx.AsyncClient, url: str, mode: str, out: dict) -> N
         out["stream_events"] = n
 
 
-async def probe(url: str, mode: str) -> dict:
+async def probe(url: str, mode: str, token: str | None) -> dict:
     out: dict = {"url": url, "sdk": SDK_VERSION, "api": API, "name": None, "transport": None,
                  "send_state": None, "stream_state": None, "stream_events": 0, "error": None}
     try:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(timeout=TIMEOUT, headers=headers) as http:
             if API == "0.3":
                 await probe_v03(http, url, mode, out)
             else:
@@ -128,11 +133,12 @@ async def probe(url: str, mode: str) -> dict:
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", choices=["both", "send", "stream"], default="both")
+    ap.add_argument("--token", default=None, help="bearer token sent with every request")
     ap.add_argument("urls", nargs="+", help="agent base URLs, e.g. http://127.0.0.1:4242/")
     args = ap.parse_args()
     ok = True
     for url in args.urls:
-        line = await probe(url, args.mode)
+        line = await probe(url, args.mode, args.token)
         if line["error"]:
             ok = False
             print(line.pop("traceback"), file=sys.stderr)

@@ -10,6 +10,10 @@ blocking message/send does the same protocol work as a Ratchet agent's `status` 
 (create a task, complete it with an agent message), minus the persistence.
 
 Once uvicorn serves, it prints `A2A_LISTENING http://127.0.0.1:PORT/` on stdout.
+
+With --token-env VAR, every request but the Agent Card must carry `Authorization: Bearer <$VAR>`
+(401 otherwise), the way a third-party agent with its own credential behaves; each request's
+verdict is printed as `A2A_AUTH ok|refused` so a test can see what arrived.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 
@@ -63,13 +68,32 @@ def card(url: str) -> AgentCard:
     )
 
 
-async def serve(port: int, http: str) -> None:
+def require_bearer(app, token: str):
+    """ASGI middleware: the card is public, everything else needs the bearer token."""
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and not scope["path"].startswith("/.well-known/"):
+            headers = dict(scope.get("headers") or [])
+            ok = headers.get(b"authorization", b"") == f"Bearer {token}".encode()
+            print(f"A2A_AUTH {'ok' if ok else 'refused'}", flush=True)
+            if not ok:
+                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"bearer token required"})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+async def serve(port: int, http: str, token: str | None) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     handler = DefaultRequestHandler(agent_executor=EchoExecutor(), task_store=InMemoryTaskStore())
     app = A2AStarletteApplication(agent_card=card(url), http_handler=handler).build()
+    if token:
+        app = require_bearer(app, token)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=http)
     server = uvicorn.Server(config)
     run = asyncio.create_task(server.serve(sockets=[sock]))
@@ -85,6 +109,7 @@ async def serve(port: int, http: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--token-env", default=None, help="require the bearer token held in this environment variable")
     ap.add_argument("--loop", default="auto", help="uvicorn event loop: auto (uvloop when installed), asyncio, uvloop")
     ap.add_argument("--http", default="auto", help="uvicorn HTTP/1.1 parser: auto (httptools when installed), h11, httptools")
     args = ap.parse_args()
@@ -98,7 +123,10 @@ def main() -> None:
         except ImportError:
             if args.loop == "uvloop":
                 raise
-    run(serve(args.port, args.http))
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and not token:
+        sys.exit(f"echo_agent: {args.token_env} is unset")
+    run(serve(args.port, args.http, token))
 
 
 if __name__ == "__main__":
