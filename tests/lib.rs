@@ -328,7 +328,11 @@ pub struct Swarm {
 impl Swarm {
     /// Start `ratchet up` in `home` (which must hold an agents.toml).
     pub fn up(home: &Path) -> Swarm {
-        let mut cmd = ratchet_cmd(home, &["up"]);
+        Swarm::start(ratchet_cmd(home, &["up"]))
+    }
+
+    /// Start a `ratchet up` command the test built (extra arguments or environment).
+    pub fn start(mut cmd: Command) -> Swarm {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut proc = ProcGuard::spawn(cmd);
         let pgids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

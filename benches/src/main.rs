@@ -203,8 +203,13 @@ async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Res
         let body = send_body(i);
         let t = Instant::now();
         // Every server gets the token; only Ratchet's checks it (the others ignore the header).
-        let resp =
-            http.post(url).header("content-type", "application/json").bearer_auth(BENCH_TOKEN).body(body).send().await?;
+        let resp = http
+            .post(url)
+            .header("content-type", "application/json")
+            .bearer_auth(BENCH_TOKEN)
+            .body(body)
+            .send()
+            .await?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
         times.push(t.elapsed());

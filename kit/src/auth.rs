@@ -84,7 +84,10 @@ pub enum Access {
     Granted,
     /// A web page opened with the right `?token=`: set the cookie and send the browser to
     /// this location (the same page without the token in its address).
-    GrantAndSetCookie { location: String, cookie: String },
+    GrantAndSetCookie {
+        location: String,
+        cookie: String,
+    },
     Denied,
 }
 

@@ -276,6 +276,13 @@ impl Worker {
             let me = me.clone();
             async move {
                 let input = ctx.input();
+                // Only which task: what it runs is in the task file the coordinator wrote.
+                if let Some(k) = input.keys().find(|k| !["skill", "branch", "task_id"].contains(&k.as_str())) {
+                    return TaskEnd::Rejected(format!(
+                        "this skill takes only {{\"branch\", \"task_id\"}}, not `{k}`: what a leased task runs comes from \
+                         the task file the coordinator wrote under approved governance; fix: send only branch and task_id"
+                    ));
+                }
                 let (Some(branch), Some(task)) =
                     (input.get("branch").and_then(Value::as_str), input.get("task_id").and_then(Value::as_str))
                 else {
@@ -316,8 +323,7 @@ pub fn verify_task(home_root: &Path, task: &TaskFile) -> Result<(), String> {
         ));
     }
     let gov = crate::governance::Approved::at(home_root).load_at(&task.governance).map_err(|e| e.to_string())?;
-    verify_input(&task.input, &gov)
-        .map_err(|e| format!("task {} on {}: {e}", task.id, task.branch))
+    verify_input(&task.input, &gov).map_err(|e| format!("task {} on {}: {e}", task.id, task.branch))
 }
 
 /// The settings of a task input that must equal approved governance's.
@@ -400,5 +406,19 @@ impl LeasedAgent<'_> {
             push_notifications: true,
             routes: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_compare_as_numbers_and_everything_else_exactly() {
+        assert!(same(&json!({"a": [0.95, 1]}), &json!({"a": [0.95, 1.0]})));
+        assert!(same(&json!(0.1 + 0.2), &json!(0.30000000000000004)));
+        assert!(!same(&json!(["sh check.sh"]), &json!(["sh check.sh", "id"])));
+        assert!(!same(&json!({"a": 1}), &json!({"a": 1, "b": 2})));
+        assert!(!same(&json!(0.95), &json!(0.96)));
     }
 }

@@ -468,14 +468,19 @@ pub(crate) fn approve_gates(home: &TestHome, gates: &[&str]) -> protocol::govern
         gate_timeout_s: 120,
         ..Default::default()
     };
-    for (doc, text) in [("constitution.md", spec.constitution_md()), ("ethos.md", spec.ethos_md()), ("cadence.md", spec.cadence_md())] {
+    for (doc, text) in
+        [("constitution.md", spec.constitution_md()), ("ethos.md", spec.ethos_md()), ("cadence.md", spec.cadence_md())]
+    {
         std::fs::write(home.path().join(doc), text).unwrap();
     }
     home.git(&["add", "-A"]);
     home.git(&["commit", "-q", "-m", "governance"]);
-    let out = ratchet_tests::ratchet_cmd(home.path(), &["approve", "constitution.md", "ethos.md", "cadence.md", "--by", "test"])
-        .output()
-        .unwrap();
+    let out = ratchet_tests::ratchet_cmd(
+        home.path(),
+        &["approve", "constitution.md", "ethos.md", "cadence.md", "--by", "test"],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "ratchet approve: {}", String::from_utf8_lossy(&out.stderr));
     kit::governance::load(home.path()).expect("approved governance loads")
 }

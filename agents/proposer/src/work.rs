@@ -21,45 +21,24 @@ use protocol::governance::{DOCS, Governance};
 use protocol::work::{ProposeInput, ProposeOutput};
 use serde_json::{Map, Value, json};
 
-/// Request keys that would choose what runs, and the approved document each comes from.
-const SETTING_KEYS: [(&str, &str); 16] = [
-    ("settings", "cadence.md"),
-    ("strategy", "cadence.md"),
-    ("command", "cadence.md"),
-    ("endpoint", "cadence.md"),
-    ("model", "cadence.md"),
-    ("file", "cadence.md"),
-    ("space", "cadence.md"),
-    ("context", "cadence.md"),
-    ("timeout_s", "cadence.md"),
-    ("allow_network", "cadence.md"),
-    ("memory_mb", "cadence.md"),
-    ("env", "cadence.md"),
-    ("api_key", "cadence.md"),
-    ("goal", "ethos.md"),
-    ("sandbox", "constitution.md"),
-    ("limits", "constitution.md"),
-];
-
-/// Refuse a request that carries anything but [`ProposeInput::KEYS`] (and `skill`).
+/// Refuse a request that carries anything but [`ProposeInput::KEYS`] (and `skill`): whatever
+/// else it names (`settings`, `command`, `endpoint`, `goal`, ...) would choose what runs.
 fn check_keys(input: &Map<String, Value>) -> Result<(), String> {
-    for key in input.keys() {
-        if key == "skill" || ProposeInput::KEYS.contains(&key.as_str()) {
-            continue;
-        }
-        if let Some((_, doc)) = SETTING_KEYS.iter().find(|(k, _)| k == key) {
-            return Err(format!(
-                "the propose request carries `{key}`, but an A2A caller cannot choose what the proposer runs: \
-                 settings come from approved {doc}; fix: edit {doc} and run `ratchet approve {doc}`, then send only {}",
-                ProposeInput::KEYS.join(", ")
-            ));
-        }
-        return Err(format!(
-            "the propose request carries an unknown key `{key}`; fix: send only {} (settings come from approved cadence.md; run `ratchet approve cadence.md`)",
-            ProposeInput::KEYS.join(", ")
-        ));
+    let extra: Vec<String> = input
+        .keys()
+        .filter(|k| *k != "skill" && !ProposeInput::KEYS.contains(&k.as_str()))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(format!(
+        "the propose request carries {}: an A2A caller can ask for proposals but cannot choose what the proposer runs; \
+         settings come from approved cadence.md; run `ratchet approve cadence.md` after editing it (the goal comes from \
+         ethos.md and the sandbox from constitution.md, approved the same way); fix: send only {}",
+        extra.join(", "),
+        ProposeInput::KEYS.join(", ")
+    ))
 }
 
 /// The request's governance hashes must be the approved ones in force.
@@ -123,9 +102,8 @@ fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
     let text = Git::new(home).run(["show", &format!("{}:{file}", input.baseline)]).map_err(|e| {
         format!("reading {file} at the baseline {}: {e}", &input.baseline[..12.min(input.baseline.len())])
     })?;
-    let proposals =
-        propose_sweep(&text, &file, &settings.space, &history(input), &input.banned, input.n as usize)
-            .map_err(|e| e.to_string())?;
+    let proposals = propose_sweep(&text, &file, &settings.space, &history(input), &input.banned, input.n as usize)
+        .map_err(|e| e.to_string())?;
     let exhausted = proposals.is_empty();
     Ok(ProposeOutput { proposals, exhausted, command_ms: 0 })
 }
@@ -152,7 +130,8 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
     let cmd = settings.command.clone().ok_or("cadence.md [proposer] has no command")?;
     // Every limit from approved governance: the sandbox mode from the constitution, network,
     // timeout and memory from cadence.md's [proposer].
-    let sandbox: SandboxMode = call.gov.constitution.sandbox.parse().map_err(|e| format!("constitution.md sandbox: {e}"))?;
+    let sandbox: SandboxMode =
+        call.gov.constitution.sandbox.parse().map_err(|e| format!("constitution.md sandbox: {e}"))?;
     let context = call.context();
     let mut proposals = vec![];
     let mut banned = input.banned.clone();
@@ -270,6 +249,8 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                 if let Err(why) = check_keys(&raw) {
                     return TaskEnd::Rejected(why);
                 }
+                let mut raw = raw;
+                raw.remove("skill");
                 let input: ProposeInput = match serde_json::from_value(Value::Object(raw)) {
                     Ok(i) => i,
                     Err(e) => {
@@ -296,7 +277,9 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                 let out = match call.gov.proposer.strategy.as_str() {
                     "sweep" => {
                         let h = home.clone();
-                        tokio::task::spawn_blocking(move || sweep(&h, &call)).await.unwrap_or_else(|e| Err(e.to_string()))
+                        tokio::task::spawn_blocking(move || sweep(&h, &call))
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()))
                     }
                     "command" => command(home, state_dir, &call).await,
                     "openai" => openai(home, state_dir, &call).await,
@@ -320,4 +303,26 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_request_cannot_carry_settings() {
+        let ok = json!({"skill": "propose", "baseline": "abc", "n": 1, "history": [], "banned": [], "governance": {}});
+        check_keys(&obj(ok.clone())).unwrap();
+        for key in ["settings", "command", "endpoint", "goal", "colour"] {
+            let mut m = obj(ok.clone());
+            m.insert(key.into(), json!("x"));
+            let e = check_keys(&m).unwrap_err();
+            assert!(e.contains(&format!("carries `{key}`")) && e.contains("run `ratchet approve cadence.md`"), "{e}");
+            assert!(e.contains("send only baseline, n, history, banned, governance"), "{e}");
+        }
+    }
 }

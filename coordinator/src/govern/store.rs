@@ -20,7 +20,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-pub use kit::governance::{Approval, GOVERNANCE_REF, HISTORY_JSONL, HistoryEntry, LOCK_JSON, LOCK_VERSION, Lock, Snapshot};
+pub use kit::governance::{
+    Approval, GOVERNANCE_REF, HISTORY_JSONL, HistoryEntry, LOCK_JSON, LOCK_VERSION, Lock, Snapshot,
+};
 
 /// Variables that would point git at another repository, index or object store.
 const REDIRECTING_ENV: [&str; 6] =

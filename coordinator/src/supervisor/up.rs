@@ -452,7 +452,10 @@ impl Supervisor {
             self.paths.display(&self.paths.state_file())
         ));
         if let (Some(url), Ok(token)) = (
-            agents.iter().find(|a| a.role == "coordinator" && a.state == AgentState::Ready).and_then(|a| a.url.as_ref()),
+            agents
+                .iter()
+                .find(|a| a.role == "coordinator" && a.state == AgentState::Ready)
+                .and_then(|a| a.url.as_ref()),
             kit::auth::read_token(&self.paths.swarm_token()),
         ) {
             ui::say(&format!("ratchet: web pages at {url}ui?token={token}"));
