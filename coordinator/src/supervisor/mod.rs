@@ -8,7 +8,9 @@
 //! - Environment: `RATCHET_AGENT_NAME`, `RATCHET_ROLE`, `RATCHET_SKILLS` (comma-separated, may be
 //!   empty), `RATCHET_HOME` (absolute), `RATCHET_LISTEN=127.0.0.1:0`,
 //!   `RATCHET_STATE_DIR=<home>/worktrees/.swarm/agents/<name>`,
-//!   `RATCHET_SWARM_STATE=<home>/worktrees/.swarm/state.json`, plus the entry's `env`.
+//!   `RATCHET_SWARM_STATE=<home>/worktrees/.swarm/state.json`, plus the entry's `env`, and
+//!   `RATCHET_TOKEN` (the swarm's bearer token, made fresh by each `ratchet up` in
+//!   `worktrees/.swarm/token`, mode 0600; `RATCHET_OPEN` is never passed on).
 //! - The child binds, then prints exactly one `RATCHET_LISTENING <url>` line on stdout. Every
 //!   other stdout/stderr line is a log line, appended to `worktrees/.swarm/logs/<name>.log`.
 //! - Ready = `GET <url>.well-known/agent.json` answers 200 with an Agent Card.
@@ -16,7 +18,7 @@
 //! - A `url` entry is not spawned: its card is probed and it is listed.
 //!
 //! # Files (under `<home>/worktrees/.swarm/`)
-//! `state.json` ([`state::SwarmState`], temp + rename on every change), `events.jsonl` (typed
+//! `token` (0600), `state.json` ([`state::SwarmState`], temp + rename on every change), `events.jsonl` (typed
 //! [`protocol::events::Event`]s, appended), `logs/<name>.log`, `agents/<name>/`, and
 //! `supervisor.lock` (held by the running `ratchet up`).
 
