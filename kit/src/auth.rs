@@ -179,6 +179,25 @@ mod tests {
     }
 
     #[test]
+    fn a_url_member_gets_its_own_token_by_reference_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = |extra: &str| {
+            let text = format!("[[agent]]\nname='x'\nrole='security'\nurl='http://127.0.0.1:9/'\n{extra}");
+            protocol::config::AgentsFile::parse(&text, "agents.toml").unwrap().agents.remove(0)
+        };
+        assert_eq!(member_token(&toml(""), dir.path()).unwrap(), None, "no reference: no token, never the swarm's");
+        std::fs::write(dir.path().join("x.token"), "member-secret\n").unwrap();
+        assert_eq!(
+            member_token(&toml("token_file='x.token'\n"), dir.path()).unwrap().as_deref(),
+            Some("member-secret")
+        );
+        let e = member_token(&toml("token_file='missing.token'\n"), dir.path()).unwrap_err();
+        assert!(e.contains("token_file") && e.contains("fix:"), "{e}");
+        let e = member_token(&toml("token_env='RATCHET_AUTH_TEST_SURELY_UNSET'\n"), dir.path()).unwrap_err();
+        assert!(e.contains("RATCHET_AUTH_TEST_SURELY_UNSET is unset") && e.contains("export"), "{e}");
+    }
+
+    #[test]
     fn checks_header_cookie_and_query() {
         let t = "abc123";
         let h = |k: header::HeaderName, v: &str| {
