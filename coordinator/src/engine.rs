@@ -239,7 +239,7 @@ impl Engine {
     }
 
     /// The stop condition, if any, before starting another cycle.
-    fn should_stop(&self, wall_started: Instant) -> Option<(String, String)> {
+    fn should_stop(&self) -> Option<(String, String)> {
         let c = &self.gov.cadence;
         if self.st.stalls >= c.stall_limit {
             return Some((
@@ -267,9 +267,17 @@ impl Engine {
         if max_cycles > 0 && self.st.cycles_done >= max_cycles as u64 {
             return Some(("budget-cycles".into(), format!("ran the budget of {max_cycles} cycles")));
         }
-        let spent = self.st.wall_ms + wall_started.elapsed().as_millis() as u64;
+        // `wall_ms` is the time spent in cycles, across restarts, added once per cycle when it
+        // ends (`finish_cycle`); this is checked between cycles, so nothing else is running.
+        let spent = self.st.wall_ms;
         if c.max_wall_s > 0 && spent >= c.max_wall_s * 1000 {
-            return Some(("budget-wall".into(), format!("spent the wall-clock budget of {} s", c.max_wall_s)));
+            return Some((
+                "budget-wall".into(),
+                format!(
+                    "spent {spent} ms in {} cycles, the wall-clock budget is {} s (max_wall_s in cadence.md)",
+                    self.st.cycles_done, c.max_wall_s
+                ),
+            ));
         }
         None
     }
@@ -604,13 +612,8 @@ impl Engine {
         let cycle = self.st.current.clone().expect("a cycle is running");
         let mut c = cycle.candidates[i].clone();
         let bd = self.home.branch_dir(&c.branch)?;
-        if !bd.exists() {
-            let (home, branch, base) = (self.home.clone(), c.branch.clone(), cycle.baseline.clone());
-            tokio::task::spawn_blocking(move || substrate::add_worktree(&home, &branch, &base)).await??;
-            let proposal = serde_json::to_vec_pretty(&c.proposal)?;
-            std::fs::create_dir_all(bd.artifacts_dir())?;
-            std::fs::write(bd.artifacts_dir().join("proposal.json"), proposal)?;
-        }
+        // Made when proposed; here only for a loop state written before that was so.
+        self.make_branch(&c.branch, &cycle.baseline, &c.proposal).await?;
         if c.stage == "executing" {
             let ok = self.execute(&bd, &mut c, &cycle.baseline).await?;
             c.stage = if ok { "critiquing" } else { "decided" }.into();
@@ -647,6 +650,21 @@ impl Engine {
             ),
         };
         self.say(&line);
+        Ok(())
+    }
+
+    /// Create the branch's directory, event log and checkout at `base` (unless a run before a
+    /// crash already did) and record the proposal in its artefacts.
+    async fn make_branch(&self, branch: &str, base: &str, proposal: &Proposal) -> anyhow::Result<()> {
+        let bd = self.home.branch_dir(branch)?;
+        if bd.exists() {
+            return Ok(());
+        }
+        let (home, b, base) = (self.home.clone(), branch.to_string(), base.to_string());
+        tokio::task::spawn_blocking(move || substrate::add_worktree(&home, &b, &base)).await??;
+        let proposal = serde_json::to_vec_pretty(proposal)?;
+        std::fs::create_dir_all(bd.artifacts_dir())?;
+        std::fs::write(bd.artifacts_dir().join("proposal.json"), proposal)?;
         Ok(())
     }
 
@@ -834,6 +852,9 @@ impl Engine {
                     for (i, p) in out.proposals.into_iter().enumerate() {
                         let branch = format!("r{short}-c{}-{}", cur.cycle, i + 1);
                         protocol::names::check_branch(&branch)?;
+                        // The branch (its directory, event log and checkout) is made when it is
+                        // named, so its log starts with the `proposed` event.
+                        self.make_branch(&branch, &cur.baseline, &p).await?;
                         self.emit_by(
                             Some(&proposer),
                             Some(&branch),
@@ -1176,7 +1197,6 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     let mut eng =
         Engine { results_changed, _results_watcher: watcher, adjusted_this_cycle: false, ctx, home, st, gov, peers };
     eng.save()?;
-    let wall_started = Instant::now();
     loop {
         // Governance may change between cycles (an approval): reload it each time.
         match crate::govern::load(&eng.ctx.home) {
@@ -1191,7 +1211,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             Err(e) => tracing::warn!("keeping the governance in force: {e:#}"),
         }
         if eng.st.current.is_none() {
-            if let Some((reason, detail)) = eng.should_stop(wall_started) {
+            if let Some((reason, detail)) = eng.should_stop() {
                 eng.stop(&reason, &detail)?;
                 break;
             }

@@ -534,3 +534,42 @@ fn gc_after_a_run_leaves_no_worktree_no_orphan_and_loses_no_commit() {
     assert_eq!(again["removed_checkouts"], serde_json::json!([]), "{again:#}");
     assert_eq!(again["deleted_branches"], serde_json::json!([]), "{again:#}");
 }
+
+#[test]
+fn the_wall_budget_is_counted_once_and_each_branch_log_starts_with_its_proposal() {
+    // Each cycle sleeps at least 5 rounds x 2 sides x 100 ms in the benchmark: over a 1 s budget.
+    let t = Target::new(Spec {
+        delay_ms: 100,
+        candidates: 2,
+        max_wall_s: 1,
+        proposer: Proposer::sweep("label", &["\"baseline\"", "\"a\"", "\"b\"", "\"c\"", "\"d\""]),
+        ..Spec::default()
+    });
+    let run = t.up_once(&[], RUN);
+    let s = &run.summary;
+    assert_eq!(run.stop_reason(), "budget-wall", "{s:#}");
+    assert_eq!(s["cycles"], 1, "{s:#}");
+    // The time spent is the cycles' time, counted once (not also the time since the start).
+    let state = t.loop_state();
+    let cycles: u64 =
+        state["finished"].as_array().expect("finished").iter().map(|c| c["wall_ms"].as_u64().expect("wall_ms")).sum();
+    assert_eq!(state["wall_ms"].as_u64(), Some(cycles), "{state:#}");
+    let detail = s["stop_detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with(&format!("spent {cycles} ms in 1 cycles")), "{detail}");
+    assert!(cycles >= 1000, "{detail}");
+
+    // Every proposed branch's own log holds its proposal, right after the branch was made.
+    let candidates = state["finished"][0]["candidates"].as_array().expect("candidates");
+    assert_eq!(candidates.len(), 2, "{state:#}");
+    for c in candidates {
+        let branch = c["branch"].as_str().expect("branch");
+        let log = t.branch_events(branch);
+        let types: Vec<&str> = log.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
+        assert_eq!(types[..2], ["worktree_added", "proposed"], "{branch}: {log:#?}");
+        assert_eq!(log[1]["candidate"], c["proposal"]["id"], "{branch}: {log:#?}");
+        assert_eq!(types.iter().filter(|t| **t == "proposed").count(), 1, "{branch}: {log:#?}");
+    }
+    let coordinator_log =
+        std::fs::read_to_string(t.path().join("worktrees/.swarm/logs/coordinator.log")).expect("the coordinator's log");
+    assert!(!coordinator_log.contains("opening event log"), "{coordinator_log}");
+}
