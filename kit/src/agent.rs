@@ -7,7 +7,9 @@
 //! `RATCHET_TOKEN` (the swarm token every call must carry; required unless `RATCHET_OPEN=1`
 //! asks for the open mode, loopback only), `RATCHET_MAX_BODY`,
 //! `RATCHET_PUSH=0` (turn push notifications off), `RATCHET_WATCH=0` (take leased work only over
-//! A2A, not by watching the tasks directories).
+//! A2A, not by watching the tasks directories), and the connection limits of [`HttpLimits`]:
+//! `RATCHET_HEADER_TIMEOUT_MS` (30000: headers, request body chunks, idle keep-alive),
+//! `RATCHET_WRITE_STALL_MS` (60000), `RATCHET_MAX_CONNECTIONS` (256).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
+use crate::http::HttpLimits;
 use crate::server::{AgentSpec, DEFAULT_MAX_BODY, Server, app};
 
 /// The line a child prints on stdout once it is bound; the supervisor reads it.
@@ -36,6 +39,7 @@ pub struct AgentEnv {
     /// Watch `worktrees/*/tasks/` for leased work (`RATCHET_WATCH=0` turns it off: the agent
     /// then takes work only over A2A).
     pub watch: bool,
+    pub limits: HttpLimits,
 }
 
 impl AgentEnv {
@@ -80,22 +84,39 @@ impl AgentEnv {
         };
         let push = var("RATCHET_PUSH").as_deref() != Some("0");
         let watch = var("RATCHET_WATCH").as_deref() != Some("0");
-        Ok(AgentEnv { name, home, listen, state_dir, token, max_body, push, watch })
+        let mut limits = HttpLimits::default();
+        let number = |k: &str| -> anyhow::Result<Option<u64>> {
+            var(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| format!("{k} must be a positive whole number, got {v:?}"))
+                })
+                .transpose()
+        };
+        if let Some(ms) = number("RATCHET_HEADER_TIMEOUT_MS")? {
+            limits.header_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = number("RATCHET_WRITE_STALL_MS")? {
+            limits.write_stall = Duration::from_millis(ms);
+        }
+        if let Some(n) = number("RATCHET_MAX_CONNECTIONS")? {
+            limits.max_connections = n as usize;
+        }
+        Ok(AgentEnv { name, home, listen, state_dir, token, max_body, push, watch, limits })
     }
 }
 
-/// Serve `app(server)` on `listener` until `shutdown` resolves; in-flight streams get a short
-/// grace period, then the server stops regardless.
-pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = axum::serve(listener, app(server)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        r = graceful => { if let Err(e) = r { tracing::error!("server error: {e}"); } }
-        _ = async { let _ = rx.await; tokio::time::sleep(Duration::from_millis(500)).await; } => {}
-    }
+/// Serve `app(server)` on `listener` with `limits` until `shutdown` resolves; in-flight streams
+/// get a short grace period, then the server stops regardless.
+pub async fn run(
+    listener: TcpListener,
+    server: Arc<Server>,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    crate::http::serve(listener, app(server), limits, shutdown).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -123,7 +144,11 @@ pub async fn serve(env: AgentEnv, mut spec: AgentSpec) -> anyhow::Result<()> {
     let listener = TcpListener::bind(env.listen).await.with_context(|| format!("binding {}", env.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let url = format!("http://{addr}/");
-    let server = Server::new(spec, env.state_dir.clone(), url.clone(), env.token.clone(), env.max_body)
+    // Opening the task store reads its log: off the executor.
+    let (state_dir, token, max_body, u) = (env.state_dir.clone(), env.token.clone(), env.max_body, url.clone());
+    let server = tokio::task::spawn_blocking(move || Server::new(spec, state_dir, u, token, max_body))
+        .await
+        .context("opening the task store")?
         .with_context(|| format!("opening the task store under {}", env.state_dir.display()))?;
     {
         use std::io::Write;
@@ -131,7 +156,7 @@ pub async fn serve(env: AgentEnv, mut spec: AgentSpec) -> anyhow::Result<()> {
         writeln!(out, "{LISTENING_PREFIX}{url}").context("writing the listening line to stdout")?;
         out.flush().ok();
     }
-    run(listener, server, shutdown_signal()).await;
+    run(listener, server, env.limits, shutdown_signal()).await;
     Ok(())
 }
 

@@ -33,8 +33,13 @@ impl A2aClient {
     /// `url` is the agent's base URL (the card's `url`), with or without a trailing slash.
     pub fn new(url: &str) -> A2aClient {
         let url = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
-        let http =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("reqwest client builds");
+        // Idle pooled connections are dropped before an agent's server would close them (30 s
+        // header timeout, see `kit::http`), so a request never races the server's close.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(15))
+            .build()
+            .expect("reqwest client builds");
         A2aClient { url, http, token: None }
     }
 

@@ -1,5 +1,5 @@
 //! Scaffolding shared by every Ratchet process, so each agent binary stays thin:
-//! the A2A server ([`server`], [`store`], [`agent`]) and client ([`client`]), the coordination
+//! the A2A server ([`server`], [`store`], [`agent`], [`http`]) and client ([`client`]), the coordination
 //! substrate ([`substrate`], [`git`]) and sandboxed command execution ([`exec`]).
 //!
 //! Architecture invariant: agents never import each other; what they share is here or in
@@ -13,6 +13,7 @@ pub mod client;
 pub mod exec;
 pub mod git;
 pub mod governance;
+pub mod http;
 pub mod layout;
 pub mod server;
 pub mod store;

@@ -354,24 +354,42 @@ fn rpc_ok(id: RequestId, result: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
+fn too_large(s: &Server) -> Response {
+    let msg = format!(
+        "request body is over the {} byte limit; send a smaller request or raise RATCHET_MAX_BODY on the agent",
+        s.max_body
+    );
+    rpc_error(StatusCode::PAYLOAD_TOO_LARGE, RequestId::Null, ErrorCode::InvalidRequest.with(msg))
+}
+
+/// Refuses a request whose `Content-Length` is over the body limit before a byte of the body is
+/// read (a body without a length is cut at the limit as it is read).
+struct DeclaredLengthFits;
+
+impl axum::extract::FromRequestParts<Arc<Server>> for DeclaredLengthFits {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, s: &Arc<Server>) -> Result<Self, Response> {
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+        match declared.map(|v| v.trim().parse::<u64>()) {
+            Some(Ok(n)) if n > s.max_body as u64 => Err(too_large(s)),
+            _ => Ok(DeclaredLengthFits),
+        }
+    }
+}
+
 async fn rpc(
     State(s): State<Arc<Server>>,
+    _fits: DeclaredLengthFits,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
         Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(&s),
         Err(rej) => {
-            let status = rej.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "request body is over the {} byte limit; send a smaller request or raise RATCHET_MAX_BODY on the agent",
-                    s.max_body
-                )
-            } else {
-                format!("could not read the request body: {rej}")
-            };
-            return rpc_error(status, RequestId::Null, ErrorCode::InvalidRequest.with(msg));
+            let msg = format!("could not read the request body: {rej}");
+            return rpc_error(rej.status(), RequestId::Null, ErrorCode::InvalidRequest.with(msg));
         }
     };
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -384,19 +402,11 @@ async fn rpc(
                 .with(format!("Content-Type {ctype:?} is not supported; send Content-Type: application/json")),
         );
     }
-    // Fast path: a well-formed request decodes in one pass, its params kept as raw text that the
-    // method decodes straight into its own type (no `Value` tree in between).
-    let req: WireRequest<'_> = match serde_json::from_slice(&body) {
+    let req = match decode_request(&body) {
         Ok(r) => r,
-        Err(_) => return classify_bad_request(&body),
+        Err((id, e)) => return rpc_error(StatusCode::OK, id, e),
     };
     let id = req.id.clone();
-    if req.jsonrpc != "2.0" {
-        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("jsonrpc must be \"2.0\""));
-    }
-    if matches!(req.id, RequestId::Null) {
-        return rpc_error(StatusCode::OK, id, ErrorCode::InvalidRequest.with("id is required (a string or a number)"));
-    }
     match dispatch(&s, &req.method, req.params, id.clone(), &headers).await {
         Ok(Reply::Json(v)) => rpc_ok(id, v),
         Ok(Reply::Stream(stream)) => stream,
@@ -404,14 +414,31 @@ async fn rpc(
     }
 }
 
+/// Decode a request body into its envelope, or the precise JSON-RPC error for it (-32700 when
+/// it is not JSON, -32600 when it is not a request), with the request id when one can be read.
+pub(crate) fn decode_request(body: &[u8]) -> Result<WireRequest<'_>, (RequestId, ErrorObject)> {
+    // Fast path: a well-formed request decodes in one pass, its params kept as raw text that the
+    // method decodes straight into its own type (no `Value` tree in between).
+    let req: WireRequest<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(_) => return Err(classify_bad_request(body)),
+    };
+    if req.jsonrpc != "2.0" {
+        return Err((req.id, ErrorCode::InvalidRequest.with("jsonrpc must be \"2.0\"")));
+    }
+    if matches!(req.id, RequestId::Null) {
+        return Err((req.id, ErrorCode::InvalidRequest.with("id is required (a string or a number)")));
+    }
+    Ok(req)
+}
+
 /// A body that is not a valid request: the precise error (-32700 or -32600), with the request id
 /// echoed when one can be read.
-fn classify_bad_request(body: &[u8]) -> Response {
+fn classify_bad_request(body: &[u8]) -> (RequestId, ErrorObject) {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            return rpc_error(
-                StatusCode::OK,
+            return (
                 RequestId::Null,
                 ErrorCode::ParseError
                     .with(format!("the body is not valid JSON ({e}); send one JSON-RPC 2.0 request object")),
@@ -428,8 +455,7 @@ fn classify_bad_request(body: &[u8]) -> Response {
         Err(e) => e.to_string(),
         Ok(_) => "unreadable request".to_string(),
     };
-    rpc_error(
-        StatusCode::OK,
+    (
         id,
         ErrorCode::InvalidRequest.with(format!(
             "not a JSON-RPC 2.0 request: {what}; send {{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\",\"params\":{{...}}}}"
@@ -444,13 +470,13 @@ enum Reply {
 }
 
 /// The JSON-RPC envelope as it arrives: params stay raw text until the method is known.
-#[derive(serde::Deserialize)]
-struct WireRequest<'a> {
-    jsonrpc: std::borrow::Cow<'a, str>,
-    id: RequestId,
-    method: std::borrow::Cow<'a, str>,
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct WireRequest<'a> {
+    pub(crate) jsonrpc: std::borrow::Cow<'a, str>,
+    pub(crate) id: RequestId,
+    pub(crate) method: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
-    params: Option<&'a serde_json::value::RawValue>,
+    pub(crate) params: Option<&'a serde_json::value::RawValue>,
 }
 
 fn params<M: Method>(raw: Option<&serde_json::value::RawValue>) -> Result<M::Params, ErrorObject> {
@@ -467,8 +493,8 @@ fn not_found(id: &str) -> ErrorObject {
     ErrorCode::TaskNotFound.with(format!("task {id:?} not found; use an id returned by message/send"))
 }
 
-fn lookup(s: &Server, id: &str) -> Result<Arc<Entry>, ErrorObject> {
-    s.store.get(id).map_err(|e| match e {
+async fn lookup(s: &Server, id: &str) -> Result<Arc<Entry>, ErrorObject> {
+    s.store.get(id).await.map_err(|e| match e {
         StoreError::NotFound(_) => not_found(id),
         other => ErrorCode::InternalError.with(other.to_string()),
     })
@@ -510,7 +536,7 @@ async fn dispatch(
             let p = params::<SendMessage>(raw)?;
             let cfg = p.configuration.clone().unwrap_or_default();
             check_history_length(cfg.history_length)?;
-            let entry = start_task(s, p)?;
+            let entry = start_task(s, p).await?;
             if cfg.blocking == Some(true) {
                 let mut rx = entry.subscribe();
                 loop {
@@ -527,18 +553,18 @@ async fn dispatch(
         SendStreamingMessage::METHOD => {
             let p = params::<SendStreamingMessage>(raw)?;
             check_history_length(p.configuration.as_ref().and_then(|c| c.history_length))?;
-            let entry = start_task(s, p)?;
+            let entry = start_task(s, p).await?;
             Ok(Reply::Stream(sse(id, entry, 0)))
         }
         GetTask::METHOD => {
             let p: TaskQueryParams = params::<GetTask>(raw)?;
             check_history_length(p.history_length)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             Ok(Reply::Json(to_json(trim_history(entry.task(), p.history_length))))
         }
         CancelTask::METHOD => {
             let p: TaskIdParams = params::<CancelTask>(raw)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             let msg = agent_text("canceled at the client's request");
             let changed = entry.status(TaskState::Canceled, Some(msg), true).map_err(internal)?;
             if !changed {
@@ -551,7 +577,7 @@ async fn dispatch(
         }
         Resubscribe::METHOD => {
             let p: TaskIdParams = params::<Resubscribe>(raw)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             // Last-Event-ID: the index of the last event the client saw; replay what follows.
             let from = headers
                 .get("last-event-id")
@@ -566,7 +592,7 @@ async fn dispatch(
                 return Err(push_unsupported());
             }
             let mut p: TaskPushNotificationConfig = params::<SetPushConfig>(raw)?;
-            let entry = lookup(s, &p.task_id)?;
+            let entry = lookup(s, &p.task_id).await?;
             if !(p.push_notification_config.url.starts_with("http://")
                 || p.push_notification_config.url.starts_with("https://"))
             {
@@ -583,7 +609,7 @@ async fn dispatch(
                 return Err(push_unsupported());
             }
             let p: GetTaskPushNotificationConfigParams = params::<GetPushConfig>(raw)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             let want = p.push_notification_config_id.clone().unwrap_or_else(|| p.id.clone());
             let cfg =
                 entry.push_configs().into_iter().find(|c| c.id.as_deref() == Some(want.as_str())).ok_or_else(|| {
@@ -597,7 +623,7 @@ async fn dispatch(
                 return Err(push_unsupported());
             }
             let p: TaskIdParams = params::<ListPushConfig>(raw)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             let list: Vec<TaskPushNotificationConfig> = entry
                 .push_configs()
                 .into_iter()
@@ -610,7 +636,7 @@ async fn dispatch(
                 return Err(push_unsupported());
             }
             let p = params::<DeletePushConfig>(raw)?;
-            let entry = lookup(s, &p.id)?;
+            let entry = lookup(s, &p.id).await?;
             if !entry.delete_push(&p.push_notification_config_id) {
                 return Err(ErrorCode::InvalidParams.with(format!(
                     "task {:?} has no push notification config {:?}",
@@ -635,7 +661,7 @@ fn requested_skill(m: &Message) -> Option<String> {
     from_data.or(from_meta).map(String::from)
 }
 
-fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, ErrorObject> {
+async fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, ErrorObject> {
     let msg = p.message;
     if msg.parts.is_empty() {
         return Err(ErrorCode::InvalidParams.with("message.parts is empty; send at least one text or data part"));
@@ -644,7 +670,7 @@ fn start_task(s: &Arc<Server>, p: MessageSendParams) -> Result<Arc<Entry>, Error
         return Err(ErrorCode::InvalidParams.with("message.role must be \"user\" for a request"));
     }
     if let Some(tid) = &msg.task_id {
-        let entry = lookup(s, tid)?;
+        let entry = lookup(s, tid).await?;
         let state = entry.task().status.state;
         return Err(ErrorCode::UnsupportedOperation.with(format!(
             "task {tid:?} is {state:?}; this agent does not take follow-up messages on a task: omit taskId to start a new one"

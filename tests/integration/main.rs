@@ -1,8 +1,10 @@
 mod governance;
 mod interop;
+mod limits;
 mod loop_e2e;
 mod resume;
 mod security_wire;
+mod soak;
 mod substrate;
 mod supervisor;
 mod wire;

@@ -414,7 +414,7 @@ fn non_loopback_without_token_is_refused_at_start() {
 }
 
 /// A candidate branch `c1` with a queued `execute` task whose one gate is `gate`.
-fn queue_execute(home: &TestHome, gate: &str) {
+pub(crate) fn queue_execute(home: &TestHome, gate: &str) {
     use kit::substrate::{Home, add_worktree, queue_task};
     use protocol::lease::{TaskFile, TaskFileState};
     use protocol::work::{ExecuteInput, FileEdit, Proposal, SandboxSettings};
@@ -485,7 +485,7 @@ pub(crate) fn approve_gates(home: &TestHome, gates: &[&str]) -> protocol::govern
     kit::governance::load(home.path()).expect("approved governance loads")
 }
 
-fn execute_message() -> Value {
+pub(crate) fn execute_message() -> Value {
     json!({"role": "user", "messageId": "m", "kind": "message",
            "parts": [{"kind": "data", "data": {"skill": "execute", "branch": "c1", "task_id": "execute"}}]})
 }
