@@ -19,3 +19,6 @@ pub mod server;
 pub mod store;
 pub mod substrate;
 pub mod worker;
+
+#[cfg(test)]
+mod proptests;

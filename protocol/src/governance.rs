@@ -98,7 +98,13 @@ fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
     toml::from_str(body).map_err(|e| {
         let line = e.span().map(|s| body[..s.start].matches('\n').count()).unwrap_or(0) + first_line;
         let msg = e.message().to_string();
-        let field = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("settings").to_string();
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.contains("field"))
+            .map(String::from)
+            .or_else(|| e.span().and_then(|s| toml_key_at(body, s.start)))
+            .unwrap_or_else(|| "settings".into());
         let fix = if msg.contains("unknown field") {
             "remove or rename it (see the comments in the template for the known keys)"
         } else if msg.contains("missing field") {
@@ -108,6 +114,17 @@ fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
         };
         GovernanceError { file: file.into(), line, field, problem: msg, fix: fix.into() }
     })
+}
+
+/// The key of the `key = value` line of TOML `text` that holds byte `offset` (for an error about
+/// a value, which the toml crate locates but does not name).
+pub(crate) fn toml_key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    bare.then(|| key.to_string())
 }
 
 fn invalid(file: &str, field: &str, problem: String, fix: &str) -> GovernanceError {

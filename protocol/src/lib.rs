@@ -13,4 +13,7 @@ pub mod lease;
 pub mod names;
 pub mod work;
 
+#[cfg(test)]
+mod proptests;
+
 pub use a2a::*;

@@ -75,8 +75,21 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) ->
     serde_json::from_slice(&bytes).map(Some).map_err(|source| SubstrateError::Corrupt {
         what,
         path: path.to_path_buf(),
-        source,
+        source: with_field::<T>(&bytes, source),
     })
+}
+
+/// `e` with the field it is about (`field `state`: expected value at line 1 column 9`): serde's
+/// own message does not always say (an enum given a number reads "expected value"). The bytes
+/// are parsed again, only on this error path.
+fn with_field<T: DeserializeOwned>(bytes: &[u8], e: serde_json::Error) -> serde_json::Error {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(located) if !located.path().to_string().is_empty() && located.path().to_string() != "." => {
+            <serde_json::Error as serde::de::Error>::custom(format!("field `{}`: {e}", located.path()))
+        }
+        _ => e,
+    }
 }
 
 /// Reads a whole file in as few system calls as possible (open, read, close for a file under
