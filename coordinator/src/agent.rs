@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use kit::agent::AgentEnv;
 use kit::server::{AgentSpec, Skill, TaskEnd};
 use kit::substrate::{self, Home};
+use protocol::Part;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
@@ -15,6 +16,8 @@ use crate::engine::{LoopCtx, read_state, run_loop};
 /// The running loop, if any: progress lines and the final outcome.
 #[derive(Clone)]
 struct Running {
+    /// The run it is (loop.json's `run_id`).
+    run_id: String,
     lines: broadcast::Sender<String>,
     done: watch::Receiver<Option<Result<Value, String>>>,
 }
@@ -39,13 +42,18 @@ impl Hub {
         {
             return r.clone();
         }
+        // The run this will be: the unfinished one in loop.json (resumed), else a new one.
+        let run_id = match read_state(&self.home) {
+            Ok(Some(st)) if st.stopped.is_none() && !fresh => st.run_id,
+            _ => kit::server::new_id(),
+        };
         let (lines, _) = broadcast::channel(1024);
         let (done_tx, done) = watch::channel(None);
-        let r = Running { lines: lines.clone(), done };
+        let r = Running { run_id: run_id.clone(), lines: lines.clone(), done };
         *slot = Some(r.clone());
         let ctx = LoopCtx {
             home: self.home.clone(),
-            run_id: kit::server::new_id(),
+            run_id,
             me: self.me.clone(),
             progress: Box::new(move |l: &str| {
                 tracing::info!("{l}");
@@ -65,18 +73,74 @@ impl Hub {
     }
 }
 
+/// What attaching to a run found.
+enum Attached {
+    /// Running (or just finished) in this process: follow it.
+    Running(Running),
+    /// It finished before this process could say so (the coordinator restarted): its summary.
+    Finished(Value),
+    /// Not this repository's run (any more).
+    Unknown(String),
+}
+
+impl Hub {
+    /// Attach to run `run_id`, the one a client was following before this coordinator restarted:
+    /// the loop running here if it is that run, else that run resumed from loop.json, or its
+    /// summary when it already stopped. Never starts another run.
+    fn attach(self: &Arc<Self>, run_id: &str, max_cycles: u32) -> Attached {
+        let current = self.running.lock().expect("hub lock").clone();
+        if let Some(r) = current.filter(|r| r.run_id == run_id) {
+            *self.resumed_unclaimed.lock().expect("hub lock") = false;
+            return Attached::Running(r);
+        }
+        match read_state(&self.home) {
+            Ok(Some(st)) if st.run_id == run_id && st.stopped.is_some() => match crate::govern::load(&self.home) {
+                Ok(gov) => Attached::Finished(json!(crate::engine::summarize(&self.home, &st, &gov))),
+                Err(e) => Attached::Unknown(format!("run {run_id} stopped, but its summary cannot be made: {e:#}")),
+            },
+            Ok(Some(st)) if st.run_id == run_id => {
+                let r = self.start(max_cycles, false);
+                if r.run_id == run_id {
+                    Attached::Running(r)
+                } else {
+                    Attached::Unknown(format!("run {run_id} is not the one running here ({})", r.run_id))
+                }
+            }
+            Ok(Some(st)) => Attached::Unknown(format!(
+                "run {run_id} is not this repository's run any more (loop.json holds run {}); start a new one with `ratchet up`",
+                st.run_id
+            )),
+            Ok(None) => Attached::Unknown(format!("run {run_id} is unknown: there is no loop state")),
+            Err(e) => Attached::Unknown(format!("run {run_id}: cannot read the loop state: {e:#}")),
+        }
+    }
+}
+
+fn stopped_text(summary: &Value) -> String {
+    let why = summary.get("stop_reason").and_then(Value::as_str).unwrap_or("done");
+    format!("loop stopped: {why}")
+}
+
 fn loop_skill(hub: Arc<Hub>) -> Skill {
     Skill::new(
         "loop",
         "Run the improvement loop",
-        "Run (or resume, or attach to) the improvement loop until it stops: propose, execute, critique, evaluate, promote. Input: {\"max_cycles\": n, \"fresh\": bool}. Streams progress; ends with the run summary.",
+        "Run (or resume, or attach to) the improvement loop until it stops: propose, execute, critique, evaluate, promote. Input: {\"max_cycles\": n, \"fresh\": bool} or {\"attach\": run_id} (the run a client followed before this coordinator restarted). Streams progress (first a `run` artefact {\"run_id\": ...}); ends with the run summary.",
         move |ctx| {
             let hub = hub.clone();
             async move {
                 let input = ctx.input();
                 let max_cycles = input.get("max_cycles").and_then(Value::as_u64).unwrap_or(0) as u32;
                 let fresh = input.get("fresh").and_then(Value::as_bool).unwrap_or(false);
-                let running = hub.start(max_cycles, fresh);
+                let running = match input.get("attach").and_then(Value::as_str) {
+                    Some(run_id) => match hub.attach(run_id, max_cycles) {
+                        Attached::Running(r) => r,
+                        Attached::Finished(summary) => return TaskEnd::done(stopped_text(&summary), summary),
+                        Attached::Unknown(why) => return TaskEnd::Rejected(why),
+                    },
+                    None => hub.start(max_cycles, fresh),
+                };
+                ctx.artifact("run", vec![Part::data(json!({"run_id": running.run_id}))]);
                 let mut lines = running.lines.subscribe();
                 let mut done = running.done.clone();
                 loop {
@@ -91,10 +155,7 @@ fn loop_skill(hub: Arc<Hub>) -> Skill {
                             while let Ok(l) = lines.try_recv() { ctx.progress(&l); }
                             let out = done.borrow().clone();
                             return match out {
-                                Some(Ok(summary)) => {
-                                    let why = summary.get("stop_reason").and_then(Value::as_str).unwrap_or("done").to_string();
-                                    TaskEnd::done(format!("loop stopped: {why}"), summary)
-                                }
+                                Some(Ok(summary)) => TaskEnd::done(stopped_text(&summary), summary),
                                 Some(Err(e)) => TaskEnd::Failed(e),
                                 None => continue,
                             };
@@ -118,12 +179,22 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
     let home = env.home.clone();
     tokio::spawn(async move {
         let host = substrate::hostname();
+        let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
-            let (h, host2) = (home.clone(), host.clone());
+            let (h, host2, warned) = (home.clone(), host.clone(), warned.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(home) = Home::open(&h)
-                    && let Err(e) = substrate::reap_all(&home, &host2)
-                {
+                let Ok(home) = Home::open(&h) else { return };
+                // A coordinator left over from a replaced swarm must not judge the new one's leases.
+                if let Some(other) = home.superseded_by() {
+                    if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            "reaper: swarm instance {other} replaced this one ({}); not reaping",
+                            home.swarm().unwrap_or_default()
+                        );
+                    }
+                    return;
+                }
+                if let Err(e) = substrate::reap_all(&home, &host2) {
                     tracing::warn!("reaper: {e}");
                 }
             })

@@ -7,9 +7,10 @@
 //! `RATCHET_TOKEN` (the swarm token every call must carry; required unless `RATCHET_OPEN=1`
 //! asks for the open mode, loopback only), `RATCHET_MAX_BODY`,
 //! `RATCHET_PUSH=0` (turn push notifications off), `RATCHET_WATCH=0` (take leased work only over
-//! A2A, not by watching the tasks directories), and the connection limits of [`HttpLimits`]:
-//! `RATCHET_HEADER_TIMEOUT_MS` (30000: headers, request body chunks, idle keep-alive),
-//! `RATCHET_WRITE_STALL_MS` (60000), `RATCHET_MAX_CONNECTIONS` (256).
+//! A2A, not by watching the tasks directories), `RATCHET_SWARM_ID` (the swarm instance, see
+//! `substrate::Home::swarm`), `RATCHET_LIFELINE=stdin` (see [`lifeline`]), and the connection
+//! limits of [`HttpLimits`]: `RATCHET_HEADER_TIMEOUT_MS` (30000: headers, request body chunks,
+//! idle keep-alive), `RATCHET_WRITE_STALL_MS` (60000), `RATCHET_MAX_CONNECTIONS` (256).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -119,6 +120,76 @@ pub async fn run(
     crate::http::serve(listener, app(server), limits, shutdown).await;
 }
 
+/// `RATCHET_LIFELINE=stdin`: stdin is the agent's lifeline to its supervisor (see [`lifeline`]).
+pub const LIFELINE_ENV: &str = "RATCHET_LIFELINE";
+
+/// After the lifeline broke, the agent gets this long to shut down cleanly before it exits hard.
+pub const LIFELINE_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves when the agent's supervisor is gone; never for an agent without a lifeline.
+///
+/// `ratchet up` starts each member with `RATCHET_LIFELINE=stdin` and its stdin the read end of a
+/// pipe whose write end only the supervisor holds (close-on-exec: no other process inherits it).
+/// However the supervisor ends, `kill -9` included, the kernel closes that end and a read of
+/// stdin returns end-of-file: the agent then shuts down as on SIGTERM, and exits hard if that
+/// takes longer than [`LIFELINE_GRACE`]. Unlike `PR_SET_PDEATHSIG`, which fires when the
+/// *thread* that forked the child ends (tokio retires idle threads), this cannot misfire.
+///
+/// Without the variable (an agent started by hand or by a test), or when stdin is not a pipe (a
+/// terminal, `/dev/null`: a wrapper that redirected it), there is no lifeline and the agent
+/// runs until it is stopped; `ratchet up` still finds such a leftover of a dead swarm through
+/// `state.json` and stops it before starting its own members.
+pub fn lifeline() -> impl Future<Output = ()> + Send + 'static {
+    let broken = if std::env::var(LIFELINE_ENV).as_deref() == Ok("stdin") { watch_stdin() } else { None };
+    async move {
+        match broken {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// A thread that reads stdin until end-of-file (or an error), then fires the returned channel
+/// and, after [`LIFELINE_GRACE`], ends the process. `None` when stdin is not a pipe.
+fn watch_stdin() -> Option<tokio::sync::oneshot::Receiver<()>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd().try_clone_to_owned().ok()?;
+    let is_pipe = std::fs::File::from(fd).metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    if !is_pipe {
+        tracing::warn!("{LIFELINE_ENV}=stdin but stdin is not a pipe: running without a lifeline");
+        return None;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("lifeline".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = stdin.lock();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            tracing::warn!("the lifeline to the supervisor broke (it is gone): shutting down");
+            let _ = tx.send(());
+            std::thread::sleep(LIFELINE_GRACE);
+            tracing::error!("still running {LIFELINE_GRACE:?} after the supervisor went away: exiting");
+            std::process::exit(1);
+        })
+        .ok()?;
+    Some(rx)
+}
+
+/// Resolves on SIGINT or SIGTERM, or when the lifeline to the supervisor breaks.
+pub async fn shutdown_or_orphaned() {
+    let orphaned = lifeline();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = orphaned => {}
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -156,7 +227,7 @@ pub async fn serve(env: AgentEnv, mut spec: AgentSpec) -> anyhow::Result<()> {
         writeln!(out, "{LISTENING_PREFIX}{url}").context("writing the listening line to stdout")?;
         out.flush().ok();
     }
-    run(listener, server, env.limits, shutdown_signal()).await;
+    run(listener, server, env.limits, shutdown_or_orphaned()).await;
     Ok(())
 }
 

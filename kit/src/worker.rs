@@ -133,6 +133,12 @@ impl Worker {
         let claimed = tokio::task::spawn_blocking(
             move || -> anyhow::Result<Result<(Home, BranchDir, TaskFile, Lease), String>> {
                 let home = me.home()?;
+                if let Some(other) = home.superseded_by() {
+                    return Ok(Err(format!(
+                        "this agent belongs to swarm instance {}, which swarm {other} replaced: it takes no more work",
+                        home.swarm().unwrap_or_default()
+                    )));
+                }
                 let bd = home.open_branch(&branch_s)?;
                 let task = substrate::read_task(&bd, &task_s)?;
                 if task.state != TaskFileState::Queued {

@@ -214,6 +214,12 @@ impl AgentsFile {
     pub fn get(&self, name: &str) -> Option<&AgentEntry> {
         self.agents.iter().find(|a| a.name == name)
     }
+
+    /// The line of agent `name`'s `[[agent]]` header in `text` (the text this was parsed from),
+    /// for errors about that entry; 1 when there is no such agent.
+    pub fn line_of(&self, text: &str, name: &str) -> usize {
+        self.agents.iter().position(|a| a.name == name).map(|i| entry_line(text, i)).unwrap_or(1)
+    }
 }
 
 #[cfg(test)]

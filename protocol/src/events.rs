@@ -102,6 +102,16 @@ pub enum EventKind {
     ConfigRefused {
         error: String,
     },
+    /// `ratchet up` found a member of a dead swarm instance still running (checked by pid, start
+    /// time and executable) and stopped its process group before starting its own members.
+    LeftoverStopped {
+        name: String,
+        pid: u32,
+        /// The dead swarm instance it belonged to.
+        swarm: String,
+        /// "SIGTERM" or "SIGKILL": what it took.
+        signal: String,
+    },
 
     // Substrate
     TaskQueued {

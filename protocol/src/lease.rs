@@ -6,6 +6,10 @@
 //! `artifacts/<task>/...`, `events/events.jsonl`.
 //!
 //! Every format carries `version`; changing a field's meaning or default is a breaking change.
+//! Readers go through [`parse_lease`], [`parse_result`] and [`parse_task`], which refuse a file
+//! of a newer version than this build knows (rather than misreading it) with a message that
+//! says so. Version history: leases and results 1 -> 2 added `swarm` (absent in version 1 files,
+//! which still read).
 
 use std::collections::BTreeMap;
 
@@ -13,8 +17,58 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub const TASK_FILE_VERSION: u32 = 1;
-pub const LEASE_FILE_VERSION: u32 = 1;
-pub const RESULT_FILE_VERSION: u32 = 1;
+pub const LEASE_FILE_VERSION: u32 = 2;
+pub const RESULT_FILE_VERSION: u32 = 2;
+
+/// A substrate file this build cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error(
+        "{what} version {found} is newer than this build of Ratchet reads (up to {supported}); fix: run one Ratchet build for every member of the swarm (upgrade the older binaries)"
+    )]
+    Newer { what: &'static str, found: u32, supported: u32 },
+    #[error("not a valid {what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Parse a file of format `what` whose newest known version is `supported`: the `version` field
+/// is checked first, so a newer file is refused as such instead of failing on a field it added
+/// (or, worse, parsing while meaning something else).
+fn parse_versioned<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    supported: u32,
+) -> Result<T, FormatError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    if let Ok(v) = serde_json::from_slice::<Version>(bytes)
+        && v.version > supported
+    {
+        return Err(FormatError::Newer { what, found: v.version, supported });
+    }
+    serde_json::from_slice(bytes).map_err(|source| FormatError::Json { what, source })
+}
+
+/// Read a `leases/<task>.lock` record.
+pub fn parse_lease(bytes: &[u8]) -> Result<LeaseFile, FormatError> {
+    parse_versioned(bytes, "lease file", LEASE_FILE_VERSION)
+}
+
+/// Read a `results/<task>.<token>.json` file.
+pub fn parse_result(bytes: &[u8]) -> Result<ResultFile, FormatError> {
+    parse_versioned(bytes, "result file", RESULT_FILE_VERSION)
+}
+
+/// Read a `tasks/<task>.json` file.
+pub fn parse_task(bytes: &[u8]) -> Result<TaskFile, FormatError> {
+    parse_versioned(bytes, "task file", TASK_FILE_VERSION)
+}
 
 /// Where a task is in its life, as the coordinator records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,6 +147,11 @@ pub struct LeaseFile {
     pub heartbeat_at: String,
     pub ttl_ms: u64,
     pub token: u64,
+    /// The swarm instance of the holder (`RATCHET_SWARM_ID`, set by `ratchet up` for its
+    /// members); absent for a process started without one (by hand, by a test). The reaper
+    /// expires at once a lease of another swarm instance (since version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
 }
 
 /// How a holder's work ended.
@@ -120,6 +179,10 @@ pub struct ResultFile {
     #[serde(default)]
     pub data: Value,
     pub finished_at: String,
+    /// The swarm instance of the writer, as in [`LeaseFile::swarm`]: a result of another swarm
+    /// instance is refused (since version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
 }
 
 #[cfg(test)]
@@ -139,9 +202,28 @@ mod tests {
             heartbeat_at: "2026-01-01T00:00:00.000Z".into(),
             ttl_ms: 30000,
             token: 3,
+            swarm: Some("up-1-2".into()),
         };
-        expect![[r#"{"version":1,"task_id":"t1","agent_id":"executor","pid":42,"host":"h","claimed_at":"2026-01-01T00:00:00.000Z","heartbeat_at":"2026-01-01T00:00:00.000Z","ttl_ms":30000,"token":3}"#]]
+        expect![[r#"{"version":2,"task_id":"t1","agent_id":"executor","pid":42,"host":"h","claimed_at":"2026-01-01T00:00:00.000Z","heartbeat_at":"2026-01-01T00:00:00.000Z","ttl_ms":30000,"token":3,"swarm":"up-1-2"}"#]]
             .assert_eq(&serde_json::to_string(&l).unwrap());
         expect![[r#""infra-failure""#]].assert_eq(&serde_json::to_string(&Outcome::InfraFailure).unwrap());
+        assert_eq!(parse_lease(serde_json::to_string(&l).unwrap().as_bytes()).unwrap(), l);
+    }
+
+    #[test]
+    fn version_1_files_still_read_and_newer_ones_are_refused() {
+        let v1 = br#"{"version":1,"task_id":"t1","agent_id":"executor","pid":42,"host":"h","claimed_at":"a","heartbeat_at":"a","ttl_ms":30000,"token":3}"#;
+        let l = parse_lease(v1).unwrap();
+        assert_eq!((l.token, l.swarm), (3, None));
+        let v9 = br#"{"version":9,"task_id":"t1","whatever":"a field of the future"}"#;
+        let e = parse_lease(v9).unwrap_err().to_string();
+        assert!(e.starts_with("lease file version 9 is newer than this build of Ratchet reads (up to 2)"), "{e}");
+        assert!(e.contains("fix: run one Ratchet build"), "{e}");
+        let e = parse_result(br#"{"version":3}"#).unwrap_err().to_string();
+        assert!(e.starts_with("result file version 3 is newer"), "{e}");
+        let e = parse_task(br#"{"version":2}"#).unwrap_err().to_string();
+        assert!(e.starts_with("task file version 2 is newer"), "{e}");
+        let e = parse_result(b"{\"version\":2,").unwrap_err().to_string();
+        assert!(e.starts_with("not a valid result file:"), "{e}");
     }
 }

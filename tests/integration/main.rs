@@ -1,3 +1,4 @@
+mod chaos;
 mod governance;
 mod interop;
 mod limits;

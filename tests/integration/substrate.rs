@@ -619,3 +619,116 @@ fn gc_leaves_no_registration_no_orphan_and_loses_no_commit() {
     let again = substrate::gc(&home).expect("gc again");
     assert!(again.removed_checkouts.is_empty() && again.deleted_branches.is_empty(), "{again:?}");
 }
+
+/// A worker process of swarm instance `swarm` (`RATCHET_SWARM_ID`; `None`: started by hand).
+fn spawn_swarm_worker(home: &Home, swarm: Option<&str>, args: &[&str]) -> Worker {
+    let mut cmd = worker_cmd(home, args);
+    if let Some(s) = swarm {
+        cmd.env(substrate::SWARM_ID_ENV, s);
+    }
+    let mut proc = ProcGuard::spawn(cmd);
+    let lines = Lines::capture(&mut proc.child, |_| {});
+    Worker { proc, lines }
+}
+
+/// One swarm per repository: a holder of another swarm instance (a leftover of a swarm whose
+/// supervisor died) loses its lease at once, like a holder of an old fencing token, without
+/// using up an attempt, and its late result is refused; holders of this instance, and holders
+/// started by hand (no swarm id), are judged by the usual rules. A lease or result in a newer
+/// file format is refused too, with a message that says so.
+#[test]
+fn leases_and_results_of_another_swarm_instance_are_refused() {
+    let t = TestHome::new();
+    let home = open_home(&t);
+    let bd = add_worktree(&home, "split", &head(t.path())).expect("adding a worktree");
+    for id in ["old", "ours", "byhand", "future"] {
+        queue_task(&bd, &task(&bd, id, 60_000, 3)).expect("queueing");
+    }
+    let mut old = spawn_swarm_worker(&home, Some("swarm-a"), &["orphan", "hold", "split", "old"]);
+    let mut ours = spawn_swarm_worker(&home, Some("swarm-b"), &["member", "hold", "split", "ours"]);
+    let mut byhand = spawn_swarm_worker(&home, None, &["byhand", "hold", "split", "byhand"]);
+    for w in [&mut old, &mut ours, &mut byhand] {
+        w.lines.wait_for("claimed 0", Duration::from_secs(30));
+    }
+    let lease_of = |id: &str| -> LeaseFile {
+        protocol::lease::parse_lease(&fs::read(bd.lease_path(id).expect("path")).expect("lease")).expect("parses")
+    };
+    assert_eq!(lease_of("old").swarm.as_deref(), Some("swarm-a"));
+    assert_eq!(lease_of("byhand").swarm, None);
+    // A holder written by a newer build (a format this one cannot read), alive and locked.
+    let future = bd.lease_path("future").expect("path");
+    fs::write(&future, br#"{"version":3,"task_id":"future","holder":{"swarm":"swarm-b"}}"#).expect("writing");
+    let lock = fs::File::open(&future).expect("open");
+    lock.lock().expect("locking as its holder would");
+
+    // The coordinator of swarm B reaps: everything held is alive, heartbeating, within its ttl.
+    let b = home.clone().with_swarm(Some("swarm-b".into()));
+    let evs = reap_all(&b, &substrate::hostname()).expect("reaping");
+    let expired: BTreeMap<String, String> = evs
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::LeaseExpired { reason, .. } => Some((e.task.clone().unwrap_or_default(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired.keys().collect::<Vec<_>>(), ["future", "old"], "{evs:#?}");
+    assert!(
+        expired["old"].contains("held by orphan")
+            && expired["old"].contains("of swarm instance swarm-a, not of this swarm (swarm-b)"),
+        "{}",
+        expired["old"]
+    );
+    assert!(expired["future"].contains("lease file version 3 is newer than this build"), "{}", expired["future"]);
+    for id in ["old", "future"] {
+        let t = substrate::read_task(&bd, id).expect("task");
+        assert_eq!(
+            (t.state, t.token, t.attempt),
+            (TaskFileState::Queued, 1, 1),
+            "{id}: the token moved on, no attempt used"
+        );
+    }
+    for id in ["ours", "byhand"] {
+        assert!(bd.lease_path(id).expect("path").exists(), "{id} is still held");
+        assert_eq!(substrate::read_task(&bd, id).expect("task").token, 0);
+    }
+
+    // Every holder finishes; the orphan's result is refused (and never applied), the others accepted.
+    for w in [&mut old, &mut ours, &mut byhand] {
+        w.proc.child.stdin.as_mut().expect("stdin").write_all(b"go\n").expect("waking the worker");
+        w.lines.wait_for("finished", Duration::from_secs(30));
+    }
+    assert!(old.lines.all().contains("lost"), "the orphan learns it lost the lease: {}", old.lines.all());
+    let evs = reap_all(&b, &substrate::hostname()).expect("reaping");
+    let refused: Vec<(String, String)> = evs
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ResultRefused { reason, .. } => Some((e.task.clone().unwrap_or_default(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{evs:#?}");
+    assert_eq!(refused[0].0, "old");
+    assert!(refused[0].1.contains("written by orphan of swarm instance swarm-a"), "{}", refused[0].1);
+    assert!(accepted_result(&bd, "old", 0).is_none());
+    for id in ["ours", "byhand"] {
+        assert_eq!(substrate::read_task(&bd, id).expect("task").state, TaskFileState::Done, "{id}");
+        assert!(accepted_result(&bd, id, 0).is_some(), "{id}");
+    }
+
+    // A result file of a newer format is refused as such, not quarantined as corrupt.
+    let lease = try_claim(&bd, "future", "w").expect("claiming").expect("claimable again under token 1");
+    drop(lock);
+    fs::write(bd.result_path("future", 1).expect("path"), br#"{"version":7,"task_id":"future","token":1}"#)
+        .expect("writing");
+    let evs = reap_all(&b, &substrate::hostname()).expect("reaping");
+    let reason = evs
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ResultRefused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("the newer result is refused");
+    assert!(reason.contains("result file version 7 is newer than this build of Ratchet reads (up to 2)"), "{reason}");
+    assert!(bd.results_dir().join("refused").join("future.1.json").exists());
+    drop(lease);
+}

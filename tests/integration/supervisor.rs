@@ -288,7 +288,8 @@ fn a_broken_agents_toml_starts_nothing() {
 fn live_edits_add_change_remove_and_refuse() {
     let home = TestHome::new();
     let critic = agent("critic", "critic", "");
-    let evaluator = agent("evaluator", "evaluator", "");
+    // Not required: a required member's role may not be left without an agent by an edit.
+    let evaluator = agent("evaluator", "evaluator", "required = false");
     std::fs::write(home.path().join("agents.toml"), &critic).unwrap();
     let mut swarm = Swarm::up(home.path());
     swarm.wait_for("swarm up (1 agents)", LONG);
@@ -324,15 +325,108 @@ fn live_edits_add_change_remove_and_refuse() {
     assert_eq!(agents.len(), 1, "{agents:?}");
     assert_eq!(pid_of(&agents, "critic"), critic_pid);
 
-    // Changed (any field): it restarts with the new entry.
+    // Changed (any field): the new member starts and answers its card before the old one stops,
+    // so the role is never without an agent.
     write_config(home.path(), &agent("critic", "critic", "env = { RUST_LOG = \"debug\" }"));
     swarm.wait_for("agents.toml: reloaded (added: -; removed: -; changed: critic)", LONG);
-    swarm.wait_for("critic: stopped", LONG);
-    swarm.wait_for("critic: ready at", LONG);
+    let ready = swarm.wait_for("critic: ready at", LONG);
+    assert!(ready.contains(&format!("stopping the member it replaces (pid {critic_pid})")), "{ready}");
+    swarm.wait_for(&format!("critic: stopped the replaced member (pid {critic_pid})"), LONG);
     let agents = status(home.path());
+    assert_eq!(agents.len(), 1, "{agents:?}");
     assert_ne!(pid_of(&agents, "critic"), critic_pid);
     assert!(!group_alive(critic_pid));
     assert_eq!(find(&agents, "critic")["state"], "ready");
+    let events = event_types(home.path());
+    let last = |ty: &str| events.iter().rposition(|(t, n)| t == ty && n == "critic").expect("critic events");
+    assert!(
+        last("agent_started") < last("agent_stopped"),
+        "the new critic served before the old one stopped: {events:?}"
+    );
+    stop_swarm(&mut swarm);
+}
+
+/// The README's promise: an edit that cannot work is refused before anything is stopped, with
+/// the line and the fix, and the members keep running as they were. The cases are the ones that
+/// used to take the swarm down.
+#[test]
+fn live_edits_are_checked_before_anything_stops() {
+    let home = TestHome::new();
+    let (critic, executor) = (agent("critic", "critic", ""), agent("executor", "executor", ""));
+    let good = format!("{critic}\n{executor}");
+    std::fs::write(home.path().join("agents.toml"), &good).unwrap();
+    let mut swarm = Swarm::up(home.path());
+    swarm.wait_for("swarm up (2 agents)", LONG);
+    let before = status(home.path());
+    let pids = (pid_of(&before, "critic"), pid_of(&before, "executor"));
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let header = good.matches('\n').count() + 2;
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            format!(
+                "{good}\n[[agent]]\nname = \"linter\"\nrole = \"security\"\ncommand = [\"no-such-ratchet-linter\"]\n"
+            ),
+            format!("agents.toml:{header}: command: agent \"linter\": command: \"no-such-ratchet-linter\" not found"),
+            "fix: correct the program name",
+        ),
+        (
+            format!(
+                "{good}\n[[agent]]\nname = \"remote\"\nrole = \"security\"\nurl = \"http://127.0.0.1:{closed_port}/\"\nrequired = false\n"
+            ),
+            format!("agents.toml:{header}: url: agent \"remote\": no Agent Card within 5s"),
+            "fix: start the agent at http://127.0.0.1:",
+        ),
+        (
+            format!(
+                "[[agent]]\nname = \"critic\"\nrole = \"critic\"\ncommand = [{:?}]\n\n{executor}",
+                format!("{}x", bin("critic").display())
+            ),
+            "agents.toml:1: command: agent \"critic\": command: ".to_string(),
+            "fix: correct the path",
+        ),
+        (
+            executor.clone(),
+            "role: the edit leaves role \"critic\" without an agent (\"critic\", a required member, is gone)"
+                .to_string(),
+            "fix: keep an [[agent]] with role = \"critic\", or first set required = false on \"critic\"",
+        ),
+    ];
+    for (i, (text, error, fix)) in cases.iter().enumerate() {
+        write_config(home.path(), text);
+        let refused = swarm.wait_for("agents.toml: refused:", LONG);
+        assert!(refused.contains(error.as_str()), "case {i}: want {error:?} in {refused:?}");
+        assert!(refused.contains(fix), "case {i}: want {fix:?} in {refused:?}");
+        let agents = status(home.path());
+        assert_eq!(agents.len(), 2, "case {i}: {agents:?}");
+        assert_eq!((pid_of(&agents, "critic"), pid_of(&agents, "executor")), pids, "case {i}: members untouched");
+        assert!(agents.iter().all(|a| a["state"] == "ready" && a["card"] == true), "case {i}: {agents:?}");
+        // Back to the file in force (itself a no-op edit).
+        write_config(home.path(), &good);
+    }
+    let out = swarm.lines.all();
+    assert!(!out.contains("critic: stopped") && !out.contains("gave up"), "nothing was stopped:\n{out}");
+    assert_eq!(count(&event_types(home.path()), "config_refused", ""), cases.len());
+    assert!(swarm.proc.child.try_wait().unwrap().is_none(), "the swarm runs on");
+
+    // An edit that passes the checks but whose new member never comes up (it exits at once): the
+    // member in force keeps serving throughout, and the previous entry is back in force.
+    let crashing = "[[agent]]\nname = \"critic\"\nrole = \"critic\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\n";
+    write_config(home.path(), &format!("{crashing}\n{executor}"));
+    swarm.wait_for("changed: critic)", LONG);
+    let gave_up = swarm.wait_for("critic: gave up", LONG);
+    assert!(gave_up.contains("exit code 3"), "{gave_up}");
+    swarm.wait_for("critic: the edited entry did not come up", LONG);
+    let agents = status(home.path());
+    assert_eq!(pid_of(&agents, "critic"), pids.0, "the old critic never stopped: {agents:?}");
+    assert_eq!(find(&agents, "critic")["state"], "ready");
+    assert!(swarm.proc.child.try_wait().unwrap().is_none(), "a required member's failed edit does not stop the swarm");
+    // The entry in force is the old one again: restoring the file is no change at all.
+    write_config(home.path(), &good);
+    let agents = status(home.path());
+    assert_eq!(pid_of(&agents, "critic"), pids.0);
     stop_swarm(&mut swarm);
 }
 

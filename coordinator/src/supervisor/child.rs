@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use protocol::config::AgentEntry;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 
 use kit::layout::Layout;
@@ -75,10 +75,15 @@ pub struct Spawned {
     pub pid: u32,
     /// Receives the URL of the `RATCHET_LISTENING` line; dropped (an error) if stdout closes first.
     pub listening: oneshot::Receiver<String>,
+    /// The write end of the child's lifeline (its stdin): keep it while the child runs. Only this
+    /// process holds it (close-on-exec), so when this process dies, however, the child reads
+    /// end-of-file and shuts down (`kit::agent::lifeline`).
+    pub lifeline: Option<ChildStdin>,
 }
 
-/// Start `entry`'s command in a new process group with the contract's environment.
-pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnError> {
+/// Start `entry`'s command in a new process group with the contract's environment; `swarm` is
+/// this swarm instance's id (`RATCHET_SWARM_ID`).
+pub fn spawn_agent(entry: &AgentEntry, paths: &Layout, swarm: &str) -> Result<Spawned, SpawnError> {
     let argv = entry.command.as_deref().expect("spawn_agent is only called for command entries");
     let program = resolve_program(&entry.name, &argv[0], paths.home())?;
     let prepare = |path: PathBuf| move |source| SpawnError::Prepare { path, source };
@@ -99,7 +104,7 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnE
     cmd.args(&argv[1..])
         .current_dir(paths.home())
         .process_group(0)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Last resort if the supervisor itself unwinds; the normal path stops the whole group.
@@ -111,7 +116,10 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnE
         .env("RATCHET_LISTEN", "127.0.0.1:0")
         .env("RATCHET_STATE_DIR", &state_dir)
         .env("RATCHET_SWARM_STATE", paths.state_file())
-        .envs(&entry.env);
+        .envs(&entry.env)
+        // After the entry's env: these two are the swarm's, not the member's to change.
+        .env(kit::substrate::SWARM_ID_ENV, swarm)
+        .env(kit::agent::LIFELINE_ENV, "stdin");
     swarm_token_env(&mut cmd, paths)?;
     let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
         agent: entry.name.clone(),
@@ -122,10 +130,11 @@ pub fn spawn_agent(entry: &AgentEntry, paths: &Layout) -> Result<Spawned, SpawnE
     let (tx, listening) = oneshot::channel();
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
+    let lifeline = child.stdin.take();
     let log2 = log.try_clone().map_err(prepare(log_path))?;
     tokio::spawn(forward(stdout, log, Some(tx)));
     tokio::spawn(forward(stderr, log2, None));
-    Ok(Spawned { child, pid, listening })
+    Ok(Spawned { child, pid, listening, lifeline })
 }
 
 /// Hand the child the swarm's token (through its environment: never on a command line, never in

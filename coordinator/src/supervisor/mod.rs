@@ -10,12 +10,22 @@
 //!   `RATCHET_STATE_DIR=<home>/worktrees/.swarm/agents/<name>`,
 //!   `RATCHET_SWARM_STATE=<home>/worktrees/.swarm/state.json`, plus the entry's `env`, and
 //!   `RATCHET_TOKEN` (the swarm's bearer token, made fresh by each `ratchet up` in
-//!   `worktrees/.swarm/token`, mode 0600; `RATCHET_OPEN` is never passed on).
+//!   `worktrees/.swarm/token`, mode 0600; `RATCHET_OPEN` is never passed on); then
+//!   `RATCHET_SWARM_ID` (this swarm instance, `state.json`'s `run_id`: leases and results carry
+//!   it) and `RATCHET_LIFELINE=stdin`, which the entry cannot override.
+//! - stdin is the child's lifeline: a pipe whose write end only the supervisor holds. End-of-file
+//!   on it means the supervisor is gone; a Ratchet agent then shuts down (`kit::agent::lifeline`).
+//!   A child that cannot see it (a wrapper that redirected stdin) is stopped by the next
+//!   `ratchet up` instead (`leftovers.rs`), after its identity ([`identity`]) is checked.
 //! - The child binds, then prints exactly one `RATCHET_LISTENING <url>` line on stdout. Every
 //!   other stdout/stderr line is a log line, appended to `worktrees/.swarm/logs/<name>.log`.
 //! - Ready = `GET <url>.well-known/agent.json` answers 200 with an Agent Card.
 //! - SIGTERM to the process group asks it to stop; SIGKILL follows after a grace period.
 //! - A `url` entry is not spawned: its card is probed and it is listed.
+//! - A live edit of agents.toml is checked before anything stops (commands resolve, new urls
+//!   answer their card, the roles of required members keep an agent) and refused otherwise; a
+//!   changed member's successor is started and ready before the old one stops (not for
+//!   coordinators); a successor that never comes up hands the slot back to the old entry.
 //!
 //! # Files (under `<home>/worktrees/.swarm/`)
 //! `token` (0600), `state.json` ([`state::SwarmState`], temp + rename on every change), `events.jsonl` (typed
@@ -24,6 +34,8 @@
 
 mod child;
 mod eventlog;
+pub mod identity;
+mod leftovers;
 
 pub mod probe;
 mod progress;
@@ -41,7 +53,7 @@ pub use kit::layout::Layout;
 pub use runner::RestartPolicy;
 pub use status::{AgentStatus, StatusReport, status};
 pub use ui::{human_output_to_stderr, say};
-pub use up::{LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
+pub use up::{CoordinatorView, LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {

@@ -9,8 +9,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("GET {url}: {source}")]
-    Http { url: String, source: reqwest::Error },
+    #[error("GET {url}: {reason}")]
+    Http { url: String, reason: String },
     #[error("GET {url}: HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("GET {url}: no answer before the deadline")]
@@ -46,13 +46,27 @@ pub fn card_urls(base: &str) -> Vec<String> {
     urls
 }
 
+/// An HTTP error with its causes ("error sending request" alone does not say "connection refused").
+fn http_error(url: &str, e: reqwest::Error) -> ProbeError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(&format!(": {text}"));
+        }
+        source = s.source();
+    }
+    ProbeError::Http { url: url.to_string(), reason }
+}
+
 /// Fetch one card URL.
 pub async fn fetch_card_at(client: &reqwest::Client, url: &str) -> Result<AgentCard, ProbeError> {
-    let resp = client.get(url).send().await.map_err(|source| ProbeError::Http { url: url.to_string(), source })?;
+    let resp = client.get(url).send().await.map_err(|e| http_error(url, e))?;
     if !resp.status().is_success() {
         return Err(ProbeError::Status { url: url.to_string(), status: resp.status().as_u16() });
     }
-    let bytes = resp.bytes().await.map_err(|source| ProbeError::Http { url: url.to_string(), source })?;
+    let bytes = resp.bytes().await.map_err(|e| http_error(url, e))?;
     serde_json::from_slice(&bytes).map_err(|source| ProbeError::NotACard { url: url.to_string(), source })
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::child::{Spawned, clear_group, describe_exit, spawn_agent, stop_child};
+use super::identity::{ProcessIdentity, identify};
 use super::probe;
 use kit::layout::Layout;
 
@@ -56,10 +57,14 @@ impl RestartPolicy {
 pub(crate) enum Update {
     Spawned {
         pid: u32,
+        identity: Option<ProcessIdentity>,
     },
     Ready {
         url: String,
         skills: Vec<String>,
+        /// A local member's identity, read again now that it is serving (a wrapper that
+        /// `exec`s the agent has become the agent).
+        identity: Option<ProcessIdentity>,
     },
     Exited {
         status: String,
@@ -91,6 +96,8 @@ pub(crate) struct Runner {
     pub client: reqwest::Client,
     pub notices: mpsc::UnboundedSender<Notice>,
     pub stop: watch::Receiver<bool>,
+    /// This swarm instance's id, handed to the member as `RATCHET_SWARM_ID`.
+    pub swarm: Arc<str>,
 }
 
 impl Runner {
@@ -112,17 +119,20 @@ impl Runner {
         let mut crashes: VecDeque<Instant> = VecDeque::new();
         let mut restarts = 0u32;
         loop {
-            let Spawned { mut child, pid, listening } = match spawn_agent(&self.entry, &self.paths) {
-                Ok(s) => s,
-                Err(e) => return self.send(Update::GaveUp { reason: e.to_string() }),
-            };
-            self.send(Update::Spawned { pid });
+            let Spawned { mut child, pid, listening, lifeline } =
+                match spawn_agent(&self.entry, &self.paths, &self.swarm) {
+                    Ok(s) => s,
+                    Err(e) => return self.send(Update::GaveUp { reason: e.to_string() }),
+                };
+            // Held until this iteration ends: the child's lifeline to this process.
+            let _lifeline = lifeline;
+            self.send(Update::Spawned { pid, identity: identify(pid) });
             let deadline = Instant::now() + self.policy.ready_timeout;
             let ended = tokio::select! {
                 ready = wait_ready(&self.client, listening, deadline, &self.policy) => match ready {
                     Ok((url, card)) => {
                         let skills = card.skills.iter().map(|s| s.id.clone()).collect();
-                        self.send(Update::Ready { url, skills });
+                        self.send(Update::Ready { url, skills, identity: identify(pid) });
                         tokio::select! {
                             status = child.wait() => {
                                 clear_group(pid, Instant::now() + grace).await;
@@ -195,7 +205,7 @@ impl Runner {
             card = poll_card(&self.client, &url, deadline) => match card {
                 Ok(card) => {
                     let skills = card.skills.iter().map(|s| s.id.clone()).collect();
-                    self.send(Update::Ready { url, skills });
+                    self.send(Update::Ready { url, skills, identity: None });
                 }
                 Err(e) => {
                     let reason = format!("{e}; fix: start the agent at {url} or correct its url in agents.toml");
@@ -241,7 +251,11 @@ async fn wait_ready(
 }
 
 /// Poll an agent's card with a short interval until it answers or `deadline` passes.
-async fn poll_card(client: &reqwest::Client, base: &str, deadline: Instant) -> Result<AgentCard, probe::ProbeError> {
+pub(super) async fn poll_card(
+    client: &reqwest::Client,
+    base: &str,
+    deadline: Instant,
+) -> Result<AgentCard, probe::ProbeError> {
     loop {
         let last = match tokio::time::timeout_at(deadline, probe::fetch_card(client, base)).await {
             Ok(Ok(card)) => return Ok(card),

@@ -15,7 +15,8 @@ pub const STATE_VERSION: u32 = 1;
 pub struct SwarmState {
     pub v: u32,
     pub supervisor_pid: u32,
-    /// Fresh per `ratchet up`; every event of that run carries it.
+    /// Fresh per `ratchet up`: the swarm instance id. Every event of that run carries it, and
+    /// every member gets it as `RATCHET_SWARM_ID` (its leases and results carry it).
     pub run_id: String,
     /// RFC 3339.
     pub started_at: String,
@@ -52,6 +53,10 @@ pub struct AgentRecord {
     pub url: Option<String>,
     /// The child's pid, which is also its process group id; `None` for remote agents.
     pub pid: Option<u32>,
+    /// Who `pid` is (start time, boot, session, executable), so a later `ratchet up` that finds
+    /// this swarm dead stops this very process and never a stranger that got the pid since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::ProcessIdentity>,
     pub state: AgentState,
     pub restarts: u32,
     /// Skill ids from the agent's card once it answered, before that the ones agents.toml asks for.
@@ -149,6 +154,7 @@ mod tests {
                 role: "critic".into(),
                 url: Some("http://127.0.0.1:1/".into()),
                 pid: Some(7),
+                identity: None,
                 state: AgentState::GaveUp,
                 restarts: 3,
                 skills: vec![],

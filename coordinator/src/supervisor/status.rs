@@ -107,7 +107,7 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
     }
     if !alive(state.supervisor_pid) {
         return Err(not_running(format!(
-            "its supervisor, pid {}, is gone without stopping it; agents it started may still run",
+            "its supervisor, pid {}, is gone without stopping it; its agents exit when they notice (their lifeline), and the next `ratchet up` stops any that did not",
             state.supervisor_pid
         )));
     }

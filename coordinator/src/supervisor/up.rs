@@ -9,15 +9,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::config::{AgentEntry, AgentsFile};
+use protocol::config::{AgentEntry, AgentsFile, ConfigError};
 use protocol::events::EventKind;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use super::child::signal_group;
+use super::child::{resolve_program, signal_group};
 use super::eventlog::EventLog;
 use super::runner::{Notice, RestartPolicy, Runner, Update};
-use super::state::{AgentRecord, AgentState, STATE_VERSION, SwarmPhase, SwarmState, write_state};
+use super::state::{AgentRecord, AgentState, STATE_VERSION, SwarmPhase, SwarmState, read_state, write_state};
 use super::{SupervisorError, ui};
 use kit::layout::Layout;
 
@@ -58,6 +58,18 @@ pub struct ReadySwarm {
     pub agents: Vec<AgentRecord>,
     /// Becomes `true` when `ratchet up` begins to stop; anything started from the hook should end then.
     pub shutdown: watch::Receiver<bool>,
+    /// The coordinator the loop is followed on, as it comes and goes (restarts give it a new
+    /// address): the progress stream reconnects through this.
+    pub coordinator: watch::Receiver<CoordinatorView>,
+}
+
+/// Where the followed coordinator serves now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoordinatorView {
+    /// Its URL while it is ready; `None` while it is down or restarting.
+    pub url: Option<String>,
+    /// Bumped every time it becomes ready: a new value is a new process.
+    pub incarnation: u64,
 }
 
 /// Called once, when every agent of the first configuration answered its card (or gave up
@@ -72,21 +84,17 @@ pub fn on_swarm_ready(
     done: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
 ) {
     let Some(request) = request else { return };
-    let coordinator = swarm
-        .agents
-        .iter()
-        .find(|a| a.role == "coordinator" && a.state == AgentState::Ready)
-        .and_then(|a| a.url.clone());
-    let Some(url) = coordinator else {
+    if swarm.coordinator.borrow().url.is_none() {
         ui::say("ratchet: no coordinator is ready; the loop does not run (add one to agents.toml)");
         let _ = done.send(Err("no coordinator is ready".into()));
         return;
-    };
+    }
     let token = kit::auth::read_token(&swarm.paths.swarm_token()).ok();
     let mut shutdown = swarm.shutdown.clone();
+    let coordinator = swarm.coordinator.clone();
     tokio::spawn(async move {
         tokio::select! {
-            r = super::progress::follow_loop(&url, token, &request) => { let _ = done.send(r); }
+            r = super::progress::follow_loop(coordinator, token, &request) => { let _ = done.send(r); }
             _ = shutdown.wait_for(|s| *s) => {}
         }
     });
@@ -100,6 +108,9 @@ fn make_swarm_token(paths: &Layout) -> Result<(), SupervisorError> {
         .and_then(|t| kit::auth::write_token(&path, &t))
         .map_err(|source| SupervisorError::Io { path, source })
 }
+
+/// How long a live edit's new `url` members get to answer their card before the edit is refused.
+const EDIT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run the swarm in the foreground until SIGINT/SIGTERM (`Ok`) or until a required agent gives
 /// up (`Err`). A broken agents.toml is refused before anything starts.
@@ -129,6 +140,14 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
             .unwrap_or_else(|| "unknown".into());
         return Err(SupervisorError::AlreadyRunning { home: paths.home().to_path_buf(), pid });
     }
+    // We hold the lock: whatever state.json says was running has no supervisor any more.
+    let previous = match read_state(&paths.state_file()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: {e}; leftovers of an earlier swarm (if any) are not looked for");
+            None
+        }
+    };
     let run_id = format!(
         "up-{}-{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
@@ -141,14 +160,19 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SupervisorError::Signal { source })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SupervisorError::Signal { source })?;
+    if let Some(previous) = &previous {
+        super::leftovers::stop_leftovers(previous, &events, opts.policy.stop_grace).await;
+    }
 
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let (shutdown_tx, _) = watch::channel(false);
     let (loop_tx, mut loop_rx) = mpsc::unbounded_channel();
+    let (checked_tx, mut checked_rx) = mpsc::unbounded_channel();
     let mut summary = None;
     let mut sup = Supervisor {
         loop_request: opts.run_loop.clone(),
         loop_tx,
+        swarm: Arc::from(run_id.as_str()),
         state: SwarmState {
             v: STATE_VERSION,
             supervisor_pid: std::process::id(),
@@ -170,10 +194,14 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
         notices_tx,
         notices_rx,
         shutdown_tx,
+        coordinator: watch::channel(CoordinatorView::default()).0,
+        followed: None,
         announced: false,
         stopping: false,
         config: AgentsFile { agents: Vec::new() },
         last_text: text,
+        edits: 0,
+        checked_tx,
     };
     sup.write_state();
 
@@ -188,7 +216,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
 
     sup.order = config.agents.iter().map(|a| a.name.clone()).collect();
     for entry in &config.agents {
-        sup.start_slot(entry.clone());
+        sup.start_slot(entry.clone(), None);
     }
     sup.config = config;
     sup.check_ready();
@@ -209,6 +237,7 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
                 }
             }
             Some(()) = changes.recv() => sup.reload(),
+            Some(checked) = checked_rx.recv() => sup.edit_checked(checked),
             Some(result) = loop_rx.recv() => {
                 let exit = sup.loop_request.as_ref().is_some_and(|r| r.exit_when_done);
                 match result {
@@ -235,22 +264,46 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
     outcome.map(|()| UpOutcome { loop_summary: summary })
 }
 
-struct Slot {
-    entry: AgentEntry,
+/// One runner of a slot (the process it keeps running, or the remote agent it probes).
+struct Member {
     generation: u64,
     stop: watch::Sender<bool>,
     record: AgentRecord,
     /// Its runner task is still going (it ends after `Stopped` or `GaveUp`).
     running: bool,
-    /// A changed entry waiting for the old process to stop.
+}
+
+/// One agents.toml entry and its runner(s).
+struct Slot {
+    entry: AgentEntry,
+    current: Member,
+    /// The member `current` replaces (a changed entry), serving until `current` is ready: start
+    /// before stop, so a role is never left without an agent by a valid edit.
+    retiring: Option<(AgentEntry, Member)>,
+    /// The entry that was in force before a live edit, while `current` (started for that edit)
+    /// has not been ready yet: if it gives up, the slot goes back to this one.
+    fallback: Option<AgentEntry>,
+    /// Started by a live edit and not ready yet: giving up then does not stop the swarm.
+    trial: bool,
+    /// A changed entry waiting for the old process to stop (roles that cannot run twice).
     next: Option<AgentEntry>,
     /// Removed from agents.toml: drop the slot once stopped.
     removing: bool,
 }
 
+/// The outcome of checking a live edit that needed card probes.
+struct EditChecked {
+    edit: u64,
+    text: String,
+    config: AgentsFile,
+    result: Result<(), ConfigError>,
+}
+
 struct Supervisor {
     loop_request: Option<LoopRequest>,
     loop_tx: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
+    /// This swarm instance's id (= `state.run_id`), every member's `RATCHET_SWARM_ID`.
+    swarm: Arc<str>,
     paths: Arc<Layout>,
     policy: Arc<RestartPolicy>,
     client: reqwest::Client,
@@ -263,16 +316,28 @@ struct Supervisor {
     notices_tx: mpsc::UnboundedSender<Notice>,
     notices_rx: mpsc::UnboundedReceiver<Notice>,
     shutdown_tx: watch::Sender<bool>,
+    /// Where the followed coordinator serves (see [`ReadySwarm::coordinator`]).
+    coordinator: watch::Sender<CoordinatorView>,
+    /// The name of the coordinator the loop is followed on, once chosen.
+    followed: Option<String>,
     announced: bool,
     stopping: bool,
     /// The configuration in force (the last valid agents.toml).
     config: AgentsFile,
     /// The last agents.toml text looked at, valid or not.
     last_text: String,
+    /// Counts edits; an edit whose card probes finish after a newer edit is dropped.
+    edits: u64,
+    checked_tx: mpsc::UnboundedSender<EditChecked>,
+}
+
+/// Coordinators run the loop and judge leases: never two of one name at once.
+fn may_overlap(entry: &AgentEntry) -> bool {
+    entry.role != "coordinator"
 }
 
 impl Supervisor {
-    fn start_slot(&mut self, entry: AgentEntry) {
+    fn new_member(&mut self, entry: &AgentEntry) -> Member {
         self.generation += 1;
         let (stop_tx, stop_rx) = watch::channel(false);
         let record = AgentRecord {
@@ -280,6 +345,7 @@ impl Supervisor {
             role: entry.role.clone(),
             url: entry.url.clone(),
             pid: None,
+            identity: None,
             state: AgentState::Starting,
             restarts: 0,
             skills: entry.skills.clone(),
@@ -295,52 +361,64 @@ impl Supervisor {
             client: self.client.clone(),
             notices: self.notices_tx.clone(),
             stop: stop_rx,
+            swarm: self.swarm.clone(),
         }
         .spawn();
-        let slot = Slot {
-            entry,
-            generation: self.generation,
-            stop: stop_tx,
-            record,
-            running: true,
-            next: None,
-            removing: false,
-        };
+        Member { generation: self.generation, stop: stop_tx, record, running: true }
+    }
+
+    /// Start `entry` in a new slot. `live`: started by a live edit (a trial, see [`Slot::trial`]),
+    /// with the entry it replaces, if any.
+    fn start_slot(&mut self, entry: AgentEntry, live: Option<Option<AgentEntry>>) {
+        let current = self.new_member(&entry);
+        let trial = live.is_some();
+        let fallback = live.flatten();
+        let slot = Slot { entry, current, retiring: None, fallback, trial, next: None, removing: false };
         self.slots.insert(slot.entry.name.clone(), slot);
     }
 
-    /// Ask a slot's runner to stop; returns whether a `Stopped` notice will follow.
-    fn request_stop(slot: &mut Slot) -> bool {
-        if !slot.running {
+    /// Ask a member's runner to stop; returns whether a `Stopped` notice will follow.
+    fn request_stop(member: &mut Member) -> bool {
+        if !member.running {
             return false;
         }
-        let _ = slot.stop.send(true);
-        slot.record.state = AgentState::Stopping;
+        let _ = member.stop.send(true);
+        member.record.state = AgentState::Stopping;
         true
     }
 
     fn apply(&mut self, notice: Notice) -> Result<(), SupervisorError> {
         let Some(slot) = self.slots.get_mut(&notice.name) else { return Ok(()) };
-        if slot.generation != notice.generation {
+        if slot.current.generation != notice.generation {
+            if slot.retiring.as_ref().is_some_and(|(_, m)| m.generation == notice.generation) {
+                self.apply_retiring(notice);
+            }
             return Ok(());
         }
         let name = notice.name;
-        let rec = &mut slot.record;
+        let rec = &mut slot.current.record;
         let mut failure = None;
-        let line;
+        let mut line;
+        let mut coordinator_url = None;
+        let mut roll_back = None;
         match notice.update {
-            Update::Spawned { pid } => {
+            Update::Spawned { pid, identity } => {
                 rec.pid = Some(pid);
+                rec.identity = identity;
                 if rec.state != AgentState::Stopping {
                     rec.state = AgentState::Starting;
                 }
                 line = format!("{name}: started (pid {pid})");
             }
-            Update::Ready { url, skills } => {
+            Update::Ready { url, skills, identity } => {
                 rec.url = Some(url.clone());
                 rec.skills = skills;
+                if identity.is_some() {
+                    rec.identity = identity;
+                }
                 if rec.state != AgentState::Stopping {
                     rec.state = AgentState::Ready;
+                    coordinator_url = Some(Some(url.clone()));
                 }
                 line = match rec.pid {
                     Some(pid) => format!("{name}: ready at {url} (pid {pid})"),
@@ -348,11 +426,22 @@ impl Supervisor {
                 };
                 let kind = EventKind::AgentStarted { name: name.clone(), role: rec.role.clone(), url, pid: rec.pid };
                 self.events.emit(Some(&name), kind);
+                slot.trial = false;
+                slot.fallback = None;
+                // Start before stop: the replaced member goes now that its successor serves.
+                if let Some((_, old)) = &mut slot.retiring {
+                    let old_pid = old.record.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    if Self::request_stop(old) {
+                        line.push_str(&format!("; stopping the member it replaces{old_pid}"));
+                    }
+                }
             }
             Update::Exited { status } => {
                 line = format!("{name}: exited ({status})");
                 rec.pid = None;
+                rec.identity = None;
                 rec.url = slot.entry.url.clone();
+                coordinator_url = Some(None);
                 self.events.emit(Some(&name), EventKind::AgentExited { name: name.clone(), status });
             }
             Update::Restarting { restarts, backoff } => {
@@ -365,39 +454,134 @@ impl Supervisor {
                 self.events.emit(Some(&name), EventKind::AgentRestarted { name: name.clone(), restarts, backoff_ms });
             }
             Update::GaveUp { reason } => {
-                slot.running = false;
+                slot.current.running = false;
                 rec.state = AgentState::GaveUp;
                 rec.pid = None;
+                rec.identity = None;
                 rec.reason = Some(reason.clone());
+                coordinator_url = Some(None);
                 line = format!("{name}: gave up: {reason}");
                 self.events.emit(Some(&name), EventKind::AgentGaveUp { name: name.clone(), reason: reason.clone() });
-                if rec.required && !self.stopping && slot.next.is_none() && !slot.removing {
+                if rec.required && !self.stopping && slot.next.is_none() && !slot.removing && !slot.trial {
                     failure = Some(SupervisorError::RequiredGaveUp {
                         name: name.clone(),
                         role: rec.role.clone(),
-                        reason,
+                        reason: reason.clone(),
                         log: self.paths.log_file(&name),
                     });
                 }
-                self.after_runner_ended(&name);
+                if slot.trial && !self.stopping {
+                    roll_back = Some(reason);
+                } else {
+                    self.after_runner_ended(&name);
+                }
             }
             Update::Stopped => {
-                slot.running = false;
+                slot.current.running = false;
                 rec.state = AgentState::Stopped;
                 rec.pid = None;
+                rec.identity = None;
+                coordinator_url = Some(None);
                 line = format!("{name}: stopped");
                 self.events.emit(Some(&name), EventKind::AgentStopped { name: name.clone() });
                 self.after_runner_ended(&name);
             }
         }
+        if let Some(url) = coordinator_url {
+            self.publish_coordinator(&name, url);
+        }
         // State first, then the line: whoever reads the line and then the state file sees the change.
         self.write_state();
         ui::say(&line);
+        if let Some(reason) = roll_back {
+            self.roll_back(&name, &reason);
+            self.write_state();
+        }
         if let Some(e) = failure {
             return Err(e);
         }
         self.check_ready();
         Ok(())
+    }
+
+    /// A notice from a member being replaced: it only ever ends.
+    fn apply_retiring(&mut self, notice: Notice) {
+        let name = notice.name;
+        let Some(slot) = self.slots.get_mut(&name) else { return };
+        let Some((_, old)) = &mut slot.retiring else { return };
+        let line = match notice.update {
+            Update::Stopped | Update::GaveUp { .. } => {
+                let pid = old.record.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                slot.retiring = None;
+                self.events.emit(Some(&name), EventKind::AgentStopped { name: name.clone() });
+                format!("{name}: stopped the replaced member{pid}")
+            }
+            Update::Exited { status } => {
+                old.record.pid = None;
+                old.record.identity = None;
+                format!("{name}: the replaced member exited ({status})")
+            }
+            Update::Spawned { pid, identity } => {
+                old.record.pid = Some(pid);
+                old.record.identity = identity;
+                format!("{name}: restarted the replaced member (pid {pid})")
+            }
+            Update::Ready { .. } | Update::Restarting { .. } => return,
+        };
+        let ended = slot.retiring.is_none() && !slot.current.running;
+        self.write_state();
+        ui::say(&line);
+        if ended {
+            // The slot was waiting for this one too (removed, or changed again meanwhile).
+            self.after_runner_ended(&name);
+            self.write_state();
+        }
+        self.check_ready();
+    }
+
+    /// A member started by a live edit gave up before it was ever ready: the edit did not work
+    /// out for this agent. Go back to the entry it replaced (its member may still be serving),
+    /// or, for an added agent, leave it given up; either way the swarm goes on.
+    fn roll_back(&mut self, name: &str, reason: &str) {
+        let Some(slot) = self.slots.get_mut(name) else { return };
+        let fallback = slot.fallback.take();
+        let error = format!(
+            "{}: agent {name:?}: the edited entry did not come up ({reason}); {}; fix: correct it in agents.toml",
+            self.paths.agents_toml().display(),
+            if fallback.is_some() { "the previous entry is back in force" } else { "the swarm goes on without it" }
+        );
+        if let Some((entry, member)) = slot.retiring.take() {
+            // Still serving: it simply stays.
+            slot.entry = entry;
+            slot.current = member;
+            slot.trial = false;
+        } else if let Some(entry) = fallback {
+            let current = self.new_member(&entry);
+            let slot = self.slots.get_mut(name).expect("looked up above");
+            slot.entry = entry;
+            slot.current = current;
+            slot.trial = false;
+        }
+        let in_force = self.slots.get(name).map(|s| s.entry.clone());
+        if let (Some(entry), Some(pos)) = (in_force, self.config.agents.iter().position(|a| a.name == name)) {
+            self.config.agents[pos] = entry;
+        }
+        eprintln!("{error}");
+        ui::say(&format!("agents.toml: {name}: the edited entry did not come up; see the reason above"));
+        self.events.emit(None, EventKind::ConfigRefused { error });
+    }
+
+    /// Tell the loop follower where the coordinator it follows serves now.
+    fn publish_coordinator(&mut self, name: &str, url: Option<String>) {
+        if self.followed.as_deref() != Some(name) {
+            return;
+        }
+        self.coordinator.send_modify(|v| {
+            if url.is_some() {
+                v.incarnation += 1;
+            }
+            v.url = url;
+        });
     }
 
     /// A runner ended: start the changed entry waiting for it, or drop a removed slot.
@@ -406,8 +590,12 @@ impl Supervisor {
         if self.stopping {
             return;
         }
+        if slot.current.running || slot.retiring.is_some() {
+            return;
+        }
         if let Some(next) = slot.next.take() {
-            self.start_slot(next);
+            let fallback = Some(slot.entry.clone());
+            self.start_slot(next, Some(fallback));
         } else if slot.removing {
             self.slots.remove(name);
             self.order.retain(|n| n != name);
@@ -419,10 +607,11 @@ impl Supervisor {
         if self.announced || self.stopping {
             return;
         }
-        let settled = self
-            .slots
-            .values()
-            .all(|s| s.next.is_none() && matches!(s.record.state, AgentState::Ready | AgentState::GaveUp));
+        let settled = self.slots.values().all(|s| {
+            s.next.is_none()
+                && s.retiring.is_none()
+                && matches!(s.current.record.state, AgentState::Ready | AgentState::GaveUp)
+        });
         if !settled {
             return;
         }
@@ -460,19 +649,26 @@ impl Supervisor {
         ) {
             ui::say(&format!("ratchet: web pages at {url}ui?token={token}"));
         }
+        // The loop is followed on the first ready coordinator.
+        if let Some(c) = agents.iter().find(|a| a.role == "coordinator" && a.state == AgentState::Ready) {
+            self.followed = Some(c.name.clone());
+            self.publish_coordinator(&c.name.clone(), c.url.clone());
+        }
         on_swarm_ready(
             &ReadySwarm {
                 paths: (*self.paths).clone(),
                 run_id: self.state.run_id.clone(),
                 agents,
                 shutdown: self.shutdown_tx.subscribe(),
+                coordinator: self.coordinator.subscribe(),
             },
             self.loop_request.clone(),
             self.loop_tx.clone(),
         );
     }
 
-    /// agents.toml may have changed: re-parse it and apply the difference, or refuse it.
+    /// agents.toml may have changed: re-parse and check it; apply the difference, or refuse it.
+    /// Nothing running is touched before the edit passed every check ([`Self::check_edit`]).
     fn reload(&mut self) {
         if self.stopping {
             return;
@@ -490,10 +686,107 @@ impl Supervisor {
             return;
         }
         self.last_text = text.clone();
+        self.edits += 1;
         let new = match AgentsFile::parse(&text, &path.display().to_string()) {
             Ok(c) => c,
             Err(e) => return self.refuse(e.to_string()),
         };
+        let probes = match self.check_edit(&new, &text) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(e.to_string()),
+        };
+        if probes.is_empty() {
+            return self.apply_config(new);
+        }
+        // Cards are probed off the event loop; the answer comes back as an `EditChecked`.
+        let (edit, client, tx, file) =
+            (self.edits, self.client.clone(), self.checked_tx.clone(), path.display().to_string());
+        ui::say(&format!(
+            "agents.toml: checking the card of {} before applying the edit",
+            ui::list(&probes_names(&probes))
+        ));
+        tokio::spawn(async move {
+            let mut result = Ok(());
+            for (name, url, line) in probes {
+                let deadline = tokio::time::Instant::now() + EDIT_PROBE_TIMEOUT;
+                if let Err(e) = super::runner::poll_card(&client, &url, deadline).await {
+                    result = Err(ConfigError {
+                        file: file.clone(),
+                        line,
+                        field: "url".into(),
+                        problem: format!("agent {name:?}: no Agent Card within {}s: {e}", EDIT_PROBE_TIMEOUT.as_secs()),
+                        fix: format!("start the agent at {url} first, or correct its url"),
+                    });
+                    break;
+                }
+            }
+            let _ = tx.send(EditChecked { edit, text, config: new, result });
+        });
+    }
+
+    /// The card probes of an edit are done: apply it unless a newer edit came meanwhile.
+    fn edit_checked(&mut self, checked: EditChecked) {
+        if self.stopping || checked.edit != self.edits || checked.text != self.last_text {
+            return;
+        }
+        match checked.result {
+            Ok(()) => self.apply_config(checked.config),
+            Err(e) => self.refuse(e.to_string()),
+        }
+    }
+
+    /// What must hold before an edit may touch a running member: every added or changed
+    /// `command` resolves to an executable file, every role a required member covers now keeps
+    /// an agent, and (checked after this, off the event loop) every added or changed `url`
+    /// answers its card. Returns those card probes: (name, url, line).
+    fn check_edit(&self, new: &AgentsFile, text: &str) -> Result<Vec<(String, String, usize)>, ConfigError> {
+        let file = self.paths.agents_toml().display().to_string();
+        let mut probes = Vec::new();
+        for entry in &new.agents {
+            if self.config.get(&entry.name) == Some(entry) {
+                continue;
+            }
+            let line = new.line_of(text, &entry.name);
+            if let Some(argv) = &entry.command
+                && let Err(e) = resolve_program(&entry.name, &argv[0], self.paths.home())
+            {
+                let fix = if argv[0].contains('/') {
+                    "correct the path (it must name an executable file)".to_string()
+                } else {
+                    "correct the program name, build it (`cargo build --workspace --bins`), or give its absolute path"
+                        .to_string()
+                };
+                let problem = e.to_string();
+                let problem = problem.split("; fix:").next().unwrap_or(&problem).trim_start_matches("agents.toml: ");
+                return Err(ConfigError { file, line, field: "command".into(), problem: problem.to_string(), fix });
+            }
+            if let Some(url) = &entry.url {
+                probes.push((entry.name.clone(), url.clone(), line));
+            }
+        }
+        for old in self.config.agents.iter().filter(|a| a.is_required()) {
+            if !new.agents.iter().any(|a| a.role == old.role) {
+                return Err(ConfigError {
+                    file,
+                    line: 1,
+                    field: "role".into(),
+                    problem: format!(
+                        "the edit leaves role {:?} without an agent ({:?}, a required member, is gone)",
+                        old.role, old.name
+                    ),
+                    fix: format!(
+                        "keep an [[agent]] with role = {:?}, or first set required = false on {:?}, then remove it",
+                        old.role, old.name
+                    ),
+                });
+            }
+        }
+        Ok(probes)
+    }
+
+    /// Apply a checked configuration: start added members, stop removed ones, replace changed
+    /// ones (the new one first, where the role allows two at once).
+    fn apply_config(&mut self, new: AgentsFile) {
         let old = std::mem::replace(&mut self.config, new.clone());
         let added: Vec<AgentEntry> = new.agents.iter().filter(|a| old.get(&a.name).is_none()).cloned().collect();
         let removed: Vec<String> =
@@ -505,20 +798,42 @@ impl Supervisor {
             if let Some(slot) = self.slots.get_mut(name) {
                 slot.removing = true;
                 slot.next = None;
-                if !Self::request_stop(slot) {
+                if let Some((_, old)) = &mut slot.retiring {
+                    Self::request_stop(old);
+                }
+                if !Self::request_stop(&mut slot.current) && slot.retiring.is_none() {
                     self.slots.remove(name);
                 }
             }
         }
         for entry in changed.iter().chain(&added) {
-            match self.slots.get_mut(&entry.name) {
-                // Still stopping (removed a moment ago, or changed twice): start when it has stopped.
-                Some(slot) if slot.running => {
-                    slot.removing = false;
-                    slot.next = Some(entry.clone());
-                    Self::request_stop(slot);
+            let overlap = may_overlap(entry);
+            let Some(slot) = self.slots.get_mut(&entry.name) else {
+                let fallback = old.get(&entry.name).cloned();
+                self.start_slot(entry.clone(), Some(fallback));
+                continue;
+            };
+            let serving = slot.current.running && slot.current.record.state == AgentState::Ready;
+            if overlap && serving && !slot.removing && slot.retiring.is_none() && slot.next.is_none() {
+                // Start before stop: the member in force keeps serving until the new one is ready.
+                let member = self.new_member(entry);
+                let slot = self.slots.get_mut(&entry.name).expect("looked up above");
+                let previous = std::mem::replace(&mut slot.current, member);
+                let previous_entry = std::mem::replace(&mut slot.entry, entry.clone());
+                slot.fallback = Some(previous_entry.clone());
+                slot.retiring = Some((previous_entry, previous));
+                slot.trial = true;
+            } else if slot.current.running || slot.retiring.is_some() {
+                // Still stopping, starting, or a role that never runs twice: start when it has stopped.
+                slot.removing = false;
+                slot.next = Some(entry.clone());
+                Self::request_stop(&mut slot.current);
+                if let Some((_, old)) = &mut slot.retiring {
+                    Self::request_stop(old);
                 }
-                _ => self.start_slot(entry.clone()),
+            } else {
+                let fallback = Some(slot.entry.clone());
+                self.start_slot(entry.clone(), Some(fallback));
             }
         }
         let mut order: Vec<String> = new.agents.iter().map(|a| a.name.clone()).collect();
@@ -552,12 +867,18 @@ impl Supervisor {
         self.state.state = SwarmPhase::Stopping;
         for slot in self.slots.values_mut() {
             slot.next = None;
-            Self::request_stop(slot);
+            Self::request_stop(&mut slot.current);
+            if let Some((_, old)) = &mut slot.retiring {
+                Self::request_stop(old);
+            }
         }
         self.write_state();
         // Runners SIGKILL their group after `stop_grace`; this bound only guards against a stuck runner.
         let deadline = tokio::time::Instant::now() + self.policy.stop_grace + Duration::from_millis(1500);
-        while self.slots.values().any(|s| s.running) {
+        let running = |slots: &BTreeMap<String, Slot>| {
+            slots.values().any(|s| s.current.running || s.retiring.as_ref().is_some_and(|(_, m)| m.running))
+        };
+        while running(&self.slots) {
             match tokio::time::timeout_at(deadline, self.notices_rx.recv()).await {
                 Ok(Some(notice)) => {
                     let _ = self.apply(notice);
@@ -565,10 +886,13 @@ impl Supervisor {
                 Ok(None) | Err(_) => break,
             }
         }
-        for slot in self.slots.values().filter(|s| s.running) {
-            if let Some(pid) = slot.record.pid {
-                eprintln!("warning: {}: did not stop in time, killing its process group {pid}", slot.entry.name);
-                signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        for slot in self.slots.values() {
+            let members = std::iter::once(&slot.current).chain(slot.retiring.as_ref().map(|(_, m)| m));
+            for m in members.filter(|m| m.running) {
+                if let Some(pid) = m.record.pid {
+                    eprintln!("warning: {}: did not stop in time, killing its process group {pid}", slot.entry.name);
+                    signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                }
             }
         }
         self.slots.clear();
@@ -579,9 +903,19 @@ impl Supervisor {
     }
 
     fn write_state(&mut self) {
-        self.state.agents = self.order.iter().filter_map(|n| self.slots.get(n)).map(|s| s.record.clone()).collect();
+        self.state.agents = self
+            .order
+            .iter()
+            .filter_map(|n| self.slots.get(n))
+            .flat_map(|s| std::iter::once(&s.current).chain(s.retiring.as_ref().map(|(_, m)| m)))
+            .map(|m| m.record.clone())
+            .collect();
         if let Err(e) = write_state(&self.paths.state_file(), &self.state) {
             eprintln!("warning: {e}");
         }
     }
+}
+
+fn probes_names(probes: &[(String, String, usize)]) -> Vec<String> {
+    probes.iter().map(|(n, _, _)| n.clone()).collect()
 }

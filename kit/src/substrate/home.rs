@@ -21,7 +21,17 @@ pub struct Home {
     root: PathBuf,
     worktrees: PathBuf,
     run_id: String,
+    /// The swarm instance this process belongs to (see [`Home::swarm`]).
+    swarm: Option<String>,
     git: Git,
+}
+
+/// The environment variable naming the swarm instance of a member (set by `ratchet up`).
+pub const SWARM_ID_ENV: &str = "RATCHET_SWARM_ID";
+
+/// The swarm instance named by `RATCHET_SWARM_ID`, if set and not empty.
+pub fn swarm_id_from_env() -> Option<String> {
+    std::env::var(SWARM_ID_ENV).ok().filter(|s| !s.is_empty())
 }
 
 impl Home {
@@ -34,7 +44,36 @@ impl Home {
             return Err(SubstrateError::NotARepo { path: root });
         }
         let worktrees = crate::layout::Layout::new(&root).worktrees();
-        Ok(Home { git: Git::new(&root), root, worktrees, run_id: "substrate".to_string() })
+        Ok(Home { git: Git::new(&root), root, worktrees, run_id: "substrate".to_string(), swarm: swarm_id_from_env() })
+    }
+
+    /// The swarm instance this handle works for: by default `RATCHET_SWARM_ID` of this process
+    /// (a member of a `ratchet up` swarm), `None` for a process started by hand. Leases and
+    /// results written through this handle carry it; the reaper refuses those of another
+    /// instance.
+    pub fn swarm(&self) -> Option<&str> {
+        self.swarm.as_deref()
+    }
+
+    /// Work for swarm instance `swarm` (`None`: no swarm) instead of the environment's.
+    pub fn with_swarm(mut self, swarm: Option<String>) -> Home {
+        self.swarm = swarm;
+        self
+    }
+
+    /// The swarm instance that replaced this handle's own, if any: `ratchet up` records the
+    /// running instance in `worktrees/.swarm/state.json` (`run_id`), and a member whose own id
+    /// differs is a leftover of a dead swarm. It should take no more work, and a coordinator
+    /// should not reap. `None` for a process without a swarm id, and when no state is recorded.
+    pub fn superseded_by(&self) -> Option<String> {
+        let me = self.swarm.as_deref()?;
+        #[derive(Deserialize)]
+        struct Running {
+            run_id: String,
+        }
+        let bytes = super::fsutil::read_small(&crate::layout::Layout::new(&self.root).state_file()).ok()?;
+        let running: Running = serde_json::from_slice(&bytes).ok()?;
+        (running.run_id != me).then_some(running.run_id)
     }
 
     /// The run id written into the events this handle appends.

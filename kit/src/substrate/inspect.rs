@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::Result;
 use super::events::{CorruptLine, read_events};
-use super::fsutil::{age, list_files, read_json};
+use super::fsutil::{age, list_files};
 use super::home::{BranchMeta, Home};
 use super::tasks::scan_tasks;
 
@@ -91,7 +91,7 @@ fn lease_info(path: &Path, lease: LeaseFile) -> LeaseInfo {
 }
 
 fn read_lease(path: &Path) -> Option<LeaseFile> {
-    fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    fs::read(path).ok().and_then(|b| protocol::lease::parse_lease(&b).ok())
 }
 
 /// Reports on `branch`: tasks (state, attempts, token, history, holder or last holder and why
@@ -122,7 +122,7 @@ pub fn inspect(home: &Home, branch: &str) -> Result<InspectReport> {
             });
         let result = t.history.iter().rev().find(|h| !h.outcome.starts_with("expired")).and_then(|h| {
             let p = bd.results_dir().join("accepted").join(format!("{}.{}.json", t.id, h.token));
-            read_json::<ResultFile>(&p, "result file").ok().flatten()
+            fs::read(&p).ok().and_then(|b| protocol::lease::parse_result(&b).ok())
         });
         tasks.push(TaskInfo {
             id: t.id,

@@ -92,6 +92,7 @@ pub fn try_claim(bd: &BranchDir, task_id: &str, agent_id: &str) -> Result<Option
         heartbeat_at: claimed_at,
         ttl_ms: task.ttl_ms,
         token,
+        swarm: bd.home.swarm().map(String::from),
     };
     let bytes = serde_json::to_vec(&record).expect("lease records always serialize");
     (&file).write_all(&bytes).map_err(SubstrateError::io("writing lease", &path))?;
@@ -196,6 +197,7 @@ impl Lease {
             summary: summary.to_string(),
             data,
             finished_at: now(),
+            swarm: self.bd.home.swarm().map(String::from),
         };
         let path = self.bd.result_path(&self.task, self.token)?;
         write_json_atomic(&path, &result)?;

@@ -46,7 +46,7 @@ use std::path::PathBuf;
 pub use events::{CorruptLine, EventLog, append_event, read_events};
 pub use fsutil::hostname;
 pub use gc::{GcReport, ORPHAN_GRACE, gc, remove_checkout};
-pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, add_worktree};
+pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, SWARM_ID_ENV, add_worktree, swarm_id_from_env};
 pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, render_text};
 pub use lease::{Lease, try_claim};
 pub use promote::{PromoteOutcome, promote};
@@ -76,6 +76,12 @@ pub enum SubstrateError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: protocol::lease::FormatError,
     },
     #[error(transparent)]
     Git(#[from] GitError),

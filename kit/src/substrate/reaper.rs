@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use protocol::events::{Event, EventKind};
-use protocol::lease::{AttemptRecord, LeaseFile, Outcome, ResultFile, TaskFile, TaskFileState};
+use protocol::lease::{
+    AttemptRecord, FormatError, LeaseFile, Outcome, ResultFile, TaskFile, TaskFileState, parse_lease, parse_result,
+};
 use protocol::names;
 
-use super::fsutil::{age, create_dir_all, list_files, now, pid_alive, quarantine, read_all, read_json, unique_suffix};
+use super::fsutil::{age, create_dir_all, list_files, now, pid_alive, quarantine, read_all, read_small, unique_suffix};
 use super::home::{BranchDir, Home};
 use super::lease::same_file;
 use super::tasks::{scan_tasks, write_task_locked};
@@ -48,7 +50,7 @@ pub fn reap_all(home: &Home, host: &str) -> Result<Vec<Event>> {
 /// Returns the events it recorded (they are also appended to the branch's event log).
 pub fn reap(bd: &BranchDir, host: &str) -> Result<Vec<Event>> {
     let _guard = bd.lock_coord()?;
-    let mut r = Reaper { bd, host, events: Vec::new(), tasks: BTreeMap::new() };
+    let mut r = Reaper { bd, host, swarm: bd.home.swarm(), events: Vec::new(), tasks: BTreeMap::new() };
     r.load_tasks()?;
     r.finish_interrupted_expiries()?;
     r.judge_results()?;
@@ -59,6 +61,8 @@ pub fn reap(bd: &BranchDir, host: &str) -> Result<Vec<Event>> {
 struct Reaper<'a> {
     bd: &'a BranchDir,
     host: &'a str,
+    /// This coordinator's swarm instance: leases and results of another one are refused.
+    swarm: Option<&'a str>,
     events: Vec<Event>,
     tasks: BTreeMap<String, TaskFile>,
 }
@@ -89,6 +93,16 @@ struct Seen {
 }
 
 impl<'a> Reaper<'a> {
+    /// The other swarm instance a lease or result comes from, when both it and this reaper
+    /// belong to one and they differ. A writer without a swarm id (started by hand) is judged
+    /// by the other rules only, and so is everything when this reaper has no swarm id.
+    fn foreign<'b>(&self, writer: Option<&'b str>) -> Option<&'b str> {
+        match (self.swarm, writer) {
+            (Some(me), Some(it)) if me != it => Some(it),
+            _ => None,
+        }
+    }
+
     fn emit(&mut self, task: Option<&str>, kind: EventKind) -> Result<()> {
         let e = self.bd.event(task, kind);
         self.bd.emit(&e)?;
@@ -165,10 +179,8 @@ impl<'a> Reaper<'a> {
                 continue;
             }
             let token = task.token;
-            let lease: Option<LeaseFile> = fs::read(&marker)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .filter(|l: &LeaseFile| l.token == token);
+            let lease: Option<LeaseFile> =
+                fs::read(&marker).ok().and_then(|b| parse_lease(&b).ok()).filter(|l: &LeaseFile| l.token == token);
             let holder = lease.as_ref().map(|l| l.agent_id.clone());
             let counts = lease.is_some();
             let follow =
@@ -195,9 +207,20 @@ impl<'a> Reaper<'a> {
         let Some((id, token)) = parsed_name else {
             return self.quarantine(path, None, "unexpected file name: results are <task>.<token>.json".into());
         };
-        let result = match read_json::<ResultFile>(path, "result file") {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(()),
+        let bytes = match read_small(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
+        };
+        let result = match parse_result(&bytes) {
+            Ok(r) => r,
+            Err(e @ FormatError::Newer { .. }) => {
+                // Not corrupt, just not ours to read: refused (kept under results/refused/), never applied.
+                let current = self.tasks.get(&id).map(|t| t.token).unwrap_or(0);
+                self.move_into(path, "refused", name)?;
+                let kind = EventKind::ResultRefused { token, current_token: current, reason: e.to_string() };
+                return self.emit(Some(&id), kind);
+            }
             Err(e) => return self.quarantine(path, Some(&id), e.to_string()),
         };
         if result.task_id != id || result.token != token {
@@ -215,6 +238,14 @@ impl<'a> Reaper<'a> {
             return self.move_into(path, "accepted", name).map(|_| ());
         }
         let current = task.token;
+        if let Some(other) = self.foreign(result.swarm.as_deref()) {
+            let reason = format!(
+                "written by {} of swarm instance {other}, not of this swarm ({}): a leftover of a replaced swarm",
+                result.agent_id,
+                self.swarm.unwrap_or_default()
+            );
+            return self.refuse(path, name, &result, current, reason);
+        }
         if token == current && task.state == TaskFileState::Queued {
             return self.accept(path, name, result);
         }
@@ -252,7 +283,7 @@ impl<'a> Reaper<'a> {
         let lease_path = self.bd.lease_path(&id)?;
         let finished_lease = fs::read(&lease_path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<LeaseFile>(&b).ok())
+            .and_then(|b| parse_lease(&b).ok())
             .filter(|l| l.token == r.token)
             .and_then(|_| fs::symlink_metadata(&lease_path).ok())
             .map(|m| (m.dev(), m.ino()));
@@ -344,8 +375,15 @@ impl<'a> Reaper<'a> {
 
     fn check_lease(&mut self, id: &str, path: &Path, seen: Seen) -> Result<()> {
         let task = self.tasks[id].clone();
-        let lease: Option<LeaseFile> =
-            serde_json::from_slice(&seen.content).ok().filter(|l: &LeaseFile| l.task_id == id);
+        let lease = match parse_lease(&seen.content) {
+            Ok(l) => Some(l).filter(|l: &LeaseFile| l.task_id == id),
+            Err(e @ FormatError::Newer { .. }) if !task.state.is_final() => {
+                // A holder this coordinator cannot judge: its token dies now (the task re-runs
+                // under a holder that writes a format this build reads).
+                return self.expire(id, path, &seen, None, e.to_string(), false);
+            }
+            Err(_) => None,
+        };
         let idle = age(seen.mtime);
         let ttl = Duration::from_millis(lease.as_ref().map(|l| l.ttl_ms).unwrap_or(task.ttl_ms));
         let hung = idle > ttl;
@@ -384,6 +422,18 @@ impl<'a> Reaper<'a> {
             return Ok(());
         }
 
+        if let Some(other) = self.foreign(lease.swarm.as_deref()) {
+            // Like an old fencing token: whatever that holder does from now on is refused. Not
+            // counted as an attempt (the task itself did nothing wrong).
+            let reason = format!(
+                "held by {} (pid {} on {}) of swarm instance {other}, not of this swarm ({}): a leftover of a replaced swarm",
+                lease.agent_id,
+                lease.pid,
+                lease.host,
+                self.swarm.unwrap_or_default()
+            );
+            return self.expire(id, path, &seen, Some(lease), reason, false);
+        }
         let reason = if seen.we_hold {
             "the holder process is gone (its lock was released)".to_string()
         } else if lease.host == self.host && !pid_alive(lease.pid) {

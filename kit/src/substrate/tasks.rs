@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use protocol::events::EventKind;
-use protocol::lease::{TaskFile, TaskFileState};
+use protocol::lease::{FormatError, TaskFile, TaskFileState, parse_task};
 use protocol::names;
 
-use super::fsutil::{list_files, read_json, write_json_atomic};
+use super::fsutil::{list_files, read_small, write_json_atomic};
 use super::home::BranchDir;
 use super::{Result, SubstrateError};
 
@@ -54,7 +54,20 @@ pub(crate) fn write_task_locked(bd: &BranchDir, task: &TaskFile) -> Result<()> {
 /// Reads `tasks/<task>.json`.
 pub fn read_task(bd: &BranchDir, task: &str) -> Result<TaskFile> {
     let path = bd.task_path(task)?;
-    read_json(&path, "task file")?.ok_or_else(|| SubstrateError::NoSuchTask { task: task.to_string(), path })
+    read_task_file(&path)?.ok_or_else(|| SubstrateError::NoSuchTask { task: task.to_string(), path })
+}
+
+/// Reads a task file (`None` when it does not exist), refusing a newer format version.
+fn read_task_file(path: &std::path::Path) -> Result<Option<TaskFile>> {
+    let bytes = match read_small(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
+    };
+    parse_task(&bytes).map(Some).map_err(|source| match source {
+        FormatError::Json { what, source } => SubstrateError::Corrupt { what, path: path.to_path_buf(), source },
+        newer => SubstrateError::Format { path: path.to_path_buf(), source: newer },
+    })
 }
 
 /// Every readable task of the branch, by id; corrupt files are skipped (the reaper quarantines
@@ -77,7 +90,7 @@ pub(crate) fn scan_tasks(bd: &BranchDir) -> Result<(Vec<TaskFile>, Vec<Unreadabl
             continue;
         }
         let path = dir.join(&name);
-        match read_json::<TaskFile>(&path, "task file") {
+        match read_task_file(&path) {
             Ok(Some(t)) if t.id == id => ok.push(t),
             Ok(Some(t)) => {
                 let problem = format!("file {name} holds task id {:?}", t.id);
@@ -91,6 +104,8 @@ pub(crate) fn scan_tasks(bd: &BranchDir) -> Result<(Vec<TaskFile>, Vec<Unreadabl
                 ))
             }
             Ok(None) => {}
+            // Written by a newer build: not corrupt, so not quarantined; this build leaves it alone.
+            Err(e @ SubstrateError::Format { .. }) => tracing::warn!("{e}"),
             Err(e) => bad.push((path, e)),
         }
     }
