@@ -422,17 +422,20 @@ impl<'a> Reaper<'a> {
             return Ok(());
         }
 
+        let dead = seen.we_hold || (lease.host == self.host && !pid_alive(lease.pid));
         if let Some(other) = self.foreign(lease.swarm.as_deref()) {
-            // Like an old fencing token: whatever that holder does from now on is refused. Not
-            // counted as an attempt (the task itself did nothing wrong).
+            // Like an old fencing token: whatever that holder does from now on is refused. A live
+            // holder (an orphan of the replaced swarm) does not use up an attempt, the task did
+            // nothing wrong; a dead one counts like any holder that died on its task.
             let reason = format!(
-                "held by {} (pid {} on {}) of swarm instance {other}, not of this swarm ({}): a leftover of a replaced swarm",
+                "held by {} (pid {} on {}) of swarm instance {other}, not of this swarm ({}): a leftover of a replaced swarm{}",
                 lease.agent_id,
                 lease.pid,
                 lease.host,
-                self.swarm.unwrap_or_default()
+                self.swarm.unwrap_or_default(),
+                if dead { ", and gone" } else { "" }
             );
-            return self.expire(id, path, &seen, Some(lease), reason, false);
+            return self.expire(id, path, &seen, Some(lease), reason, dead);
         }
         let reason = if seen.we_hold {
             "the holder process is gone (its lock was released)".to_string()
