@@ -167,6 +167,28 @@ fn loop_skill(hub: Arc<Hub>) -> Skill {
     )
 }
 
+/// How long a restarted coordinator waits for the rest of its swarm before it resumes the loop
+/// anyway.
+const SWARM_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Resolves when `ratchet up` no longer reports the swarm as starting (every member answered
+/// its card, or gave up), or at once when no supervisor started this swarm; bounded by
+/// [`SWARM_START_WAIT`].
+async fn swarm_started(home: &std::path::Path) {
+    let state_file = kit::layout::Layout::new(home).state_file();
+    let deadline = tokio::time::Instant::now() + SWARM_START_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let starting = crate::supervisor::state::read_state(&state_file)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.state == crate::supervisor::state::SwarmPhase::Starting);
+        if !starting {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Build the coordinator's spec and start its background work (reaper, loop resume).
 pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
     let hub = Arc::new(Hub {
@@ -202,13 +224,21 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
             tokio::time::sleep(substrate::DEFAULT_REAP_INTERVAL).await;
         }
     });
-    // A loop that was running when the swarm died resumes by itself.
+    // A loop that was running when the swarm died resumes by itself, once the rest of the
+    // swarm answers (a loop resumed before its proposer is up would waste its cycle).
     if let Ok(Some(st)) = read_state(&env.home)
         && st.stopped.is_none()
     {
-        tracing::info!("resuming the loop of run {}", st.run_id);
-        hub.start(0, false);
-        *hub.resumed_unclaimed.lock().expect("hub lock") = true;
+        let (hub, home) = (hub.clone(), env.home.clone());
+        tokio::spawn(async move {
+            swarm_started(&home).await;
+            if hub.running.lock().expect("hub lock").is_some() {
+                return; // a client started or attached to it meanwhile
+            }
+            tracing::info!("resuming the loop of run {}", st.run_id);
+            hub.start(0, false);
+            *hub.resumed_unclaimed.lock().expect("hub lock") = true;
+        });
     }
     Ok(AgentSpec {
         name: env.name.clone(),

@@ -220,7 +220,9 @@ fn kill_9_of_supervisor_coordinator_and_agents_then_up_again_leaves_one_swarm_an
     let swarm_a = state(&root)["run_id"].as_str().expect("swarm id").to_string();
     let supervisor = supervisor_of(&a);
     kill(Pid::from_raw(supervisor), Signal::SIGKILL).expect("kill -9 ratchet up");
-    wait_for("the first supervisor to be gone", SHORT, || (!alive(supervisor)).then_some(()));
+    wait_for("the first supervisor to be gone", SHORT, || {
+        (!Path::new(&format!("/proc/{supervisor}")).exists()).then_some(())
+    });
 
     // Members that see their lifeline exit by themselves; the deaf one cannot and stays.
     let deaf: Vec<Proc> = first.iter().filter(|p| p.name == DEAF && p.alive()).cloned().collect();
@@ -345,7 +347,9 @@ fn after_kill_9_of_the_supervisor_a_second_up_is_the_only_swarm_and_refuses_the_
 
     let supervisor = supervisor_of(&a);
     kill(Pid::from_raw(supervisor), Signal::SIGKILL).expect("kill -9 ratchet up");
-    wait_for("the first supervisor to be gone", SHORT, || (!alive(supervisor)).then_some(()));
+    wait_for("the first supervisor to be gone", SHORT, || {
+        (!Path::new(&format!("/proc/{supervisor}")).exists()).then_some(())
+    });
     let mut b = up_under_subreaper(&t, &["up", "--no-loop", "--json"]);
     wait_progress(&mut b, "swarm up (5 agents)", SHORT);
     let swarm_b = state(&root)["run_id"].as_str().expect("swarm id").to_string();

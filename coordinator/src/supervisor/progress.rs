@@ -85,7 +85,7 @@ pub(super) async fn follow_loop(
                 let view = coordinator.borrow().clone();
                 let url = view.url.ok_or("no coordinator is ready")?;
                 followed.incarnation = view.incarnation;
-                open_loop(&url, &followed, request, None).await.map_err(|e| e.to_string())?
+                open_loop(&url, &followed, request, Ask::AsGiven).await.map_err(|e| e.to_string())?
             }
             Some(why) => reconnect(&mut coordinator, request, &mut followed, &why).await?,
         };
@@ -96,16 +96,23 @@ pub(super) async fn follow_loop(
     }
 }
 
-/// `message/stream` to the coordinator's `loop` skill: the request as given, or an attachment to
-/// run `attach`.
-async fn open_loop(
-    url: &str,
-    followed: &Followed,
-    request: &LoopRequest,
-    attach: Option<&str>,
-) -> Result<Events, ClientError> {
-    let mut input = json!({"max_cycles": request.max_cycles, "fresh": request.fresh});
-    if let Some(run) = attach {
+/// How to ask the coordinator for the loop.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// The request as given (the first time).
+    AsGiven,
+    /// The run this follower was following.
+    Attach(&'a str),
+    /// Again, without knowing which run it had started: never `fresh` (that would throw away
+    /// the run the first request may have started).
+    Again,
+}
+
+/// `message/stream` to the coordinator's `loop` skill.
+async fn open_loop(url: &str, followed: &Followed, request: &LoopRequest, ask: Ask<'_>) -> Result<Events, ClientError> {
+    let fresh = request.fresh && matches!(ask, Ask::AsGiven);
+    let mut input = json!({"max_cycles": request.max_cycles, "fresh": fresh});
+    if let Ask::Attach(run) = ask {
         input["attach"] = json!(run);
     }
     let params = json!({"message": skill_message("loop", input)});
@@ -228,11 +235,12 @@ async fn reconnect(
                         let params = json!({"id": task});
                         open(url, followed, "tasks/resubscribe", params, followed.last_event).await
                     }
-                    None => open_loop(url, followed, request, None).await,
+                    None => open_loop(url, followed, request, Ask::Again).await,
                 }
             } else {
                 // A new coordinator process: its loop resumed the run by itself; attach to it.
-                open_loop(url, followed, request, followed.run_id.as_deref()).await
+                let ask = followed.run_id.as_deref().map_or(Ask::Again, Ask::Attach);
+                open_loop(url, followed, request, ask).await
             };
             match attempt {
                 Ok(stream) => {

@@ -133,12 +133,21 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
         .open(&lock_path)
         .map_err(io(lock_path.clone()))?;
     if lock.try_lock().is_err() {
-        let pid = super::state::read_state(&paths.state_file())
-            .ok()
-            .flatten()
-            .map(|s| s.supervisor_pid.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        return Err(SupervisorError::AlreadyRunning { home: paths.home().to_path_buf(), pid });
+        let recorded = super::state::read_state(&paths.state_file()).ok().flatten().map(|s| s.supervisor_pid);
+        // A supervisor that was just killed holds the lock until its last thread has exited:
+        // give a dying one (gone, or a zombie) a moment rather than refusing.
+        let dying = recorded
+            .is_some_and(|pid| i32::try_from(pid).ok().and_then(super::identity::stat).is_none_or(|st| st.is_zombie()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut locked = false;
+        while dying && !locked && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            locked = lock.try_lock().is_ok();
+        }
+        if !locked {
+            let pid = recorded.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
+            return Err(SupervisorError::AlreadyRunning { home: paths.home().to_path_buf(), pid });
+        }
     }
     // We hold the lock: whatever state.json says was running has no supervisor any more.
     let previous = match read_state(&paths.state_file()) {
@@ -495,7 +504,6 @@ impl Supervisor {
         ui::say(&line);
         if let Some(reason) = roll_back {
             self.roll_back(&name, &reason);
-            self.write_state();
         }
         if let Some(e) = failure {
             return Err(e);
@@ -566,9 +574,10 @@ impl Supervisor {
         if let (Some(entry), Some(pos)) = (in_force, self.config.agents.iter().position(|a| a.name == name)) {
             self.config.agents[pos] = entry;
         }
+        self.events.emit(None, EventKind::ConfigRefused { error: error.clone() });
+        self.write_state();
         eprintln!("{error}");
         ui::say(&format!("agents.toml: {name}: the edited entry did not come up; see the reason above"));
-        self.events.emit(None, EventKind::ConfigRefused { error });
     }
 
     /// Tell the loop follower where the coordinator it follows serves now.
