@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use protocol::lease::FormatError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -76,6 +77,26 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) ->
         what,
         path: path.to_path_buf(),
         source: with_field::<T>(&bytes, source),
+    })
+}
+
+/// Reads a versioned substrate file with `parse` (one of `protocol::lease::parse_*`, which
+/// refuse a newer version). `Ok(None)` when it does not exist; `Corrupt` (naming the field) when
+/// it does not parse; `Format` when it is of a newer version than this build reads.
+pub(crate) fn read_versioned<T: DeserializeOwned>(
+    path: &Path,
+    parse: fn(&[u8]) -> std::result::Result<T, FormatError>,
+) -> Result<Option<T>> {
+    let bytes = match read_small(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
+    };
+    parse(&bytes).map(Some).map_err(|e| match e {
+        FormatError::Json { what, source } => {
+            SubstrateError::Corrupt { what, path: path.to_path_buf(), source: with_field::<T>(&bytes, source) }
+        }
+        newer => SubstrateError::Format { path: path.to_path_buf(), source: newer },
     })
 }
 

@@ -15,7 +15,9 @@ use protocol::lease::{
 };
 use protocol::names;
 
-use super::fsutil::{age, create_dir_all, list_files, now, pid_alive, quarantine, read_all, read_small, unique_suffix};
+use super::fsutil::{
+    age, create_dir_all, list_files, now, pid_alive, quarantine, read_all, read_versioned, unique_suffix,
+};
 use super::home::{BranchDir, Home};
 use super::lease::same_file;
 use super::tasks::{scan_tasks, write_task_locked};
@@ -207,21 +209,18 @@ impl<'a> Reaper<'a> {
         let Some((id, token)) = parsed_name else {
             return self.quarantine(path, None, "unexpected file name: results are <task>.<token>.json".into());
         };
-        let bytes = match read_small(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
-        };
-        let result = match parse_result(&bytes) {
-            Ok(r) => r,
-            Err(e @ FormatError::Newer { .. }) => {
+        let result = match read_versioned(path, parse_result) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(SubstrateError::Format { source, .. }) => {
                 // Not corrupt, just not ours to read: refused (kept under results/refused/), never applied.
                 let current = self.tasks.get(&id).map(|t| t.token).unwrap_or(0);
                 self.move_into(path, "refused", name)?;
-                let kind = EventKind::ResultRefused { token, current_token: current, reason: e.to_string() };
+                let kind = EventKind::ResultRefused { token, current_token: current, reason: source.to_string() };
                 return self.emit(Some(&id), kind);
             }
-            Err(e) => return self.quarantine(path, Some(&id), e.to_string()),
+            Err(e @ SubstrateError::Corrupt { .. }) => return self.quarantine(path, Some(&id), e.to_string()),
+            Err(e) => return Err(e),
         };
         if result.task_id != id || result.token != token {
             let problem = format!(

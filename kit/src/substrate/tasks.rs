@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use protocol::events::EventKind;
-use protocol::lease::{FormatError, TaskFile, TaskFileState, parse_task};
+use protocol::lease::{TaskFile, TaskFileState, parse_task};
 use protocol::names;
 
-use super::fsutil::{list_files, read_small, write_json_atomic};
+use super::fsutil::{list_files, read_versioned, write_json_atomic};
 use super::home::BranchDir;
 use super::{Result, SubstrateError};
 
@@ -59,15 +59,7 @@ pub fn read_task(bd: &BranchDir, task: &str) -> Result<TaskFile> {
 
 /// Reads a task file (`None` when it does not exist), refusing a newer format version.
 fn read_task_file(path: &std::path::Path) -> Result<Option<TaskFile>> {
-    let bytes = match read_small(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
-    };
-    parse_task(&bytes).map(Some).map_err(|source| match source {
-        FormatError::Json { what, source } => SubstrateError::Corrupt { what, path: path.to_path_buf(), source },
-        newer => SubstrateError::Format { path: path.to_path_buf(), source: newer },
-    })
+    read_versioned(path, parse_task)
 }
 
 /// Every readable task of the branch, by id; corrupt files are skipped (the reaper quarantines
