@@ -28,6 +28,10 @@ use serde_json::{Value, json};
 
 use crate::peers::Peers;
 
+mod models;
+pub use models::{ModelSummary, StageSummary, model_summary};
+use models::stage_usage;
+
 pub const LOOP_STATE_VERSION: u32 = 1;
 
 /// Why the loop stopped.
@@ -61,6 +65,9 @@ pub struct Candidate {
     /// Milliseconds the target's own commands took for this candidate.
     #[serde(default)]
     pub command_ms: u64,
+    /// The models behind it: `producer`, `reviewer` (`name: model @ url`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +92,9 @@ pub struct PromotionRecord {
     pub before: Option<f64>,
     pub after: Option<f64>,
     pub governance: BTreeMap<String, String>,
+    /// The models that produced and reviewed it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
 }
 
 /// Operational settings the loop changed on itself (never governance texts).
@@ -113,6 +123,12 @@ pub struct LoopState {
     pub promotions: Vec<PromotionRecord>,
     pub baseline_metric: Option<f64>,
     pub stopped: Option<StopRecord>,
+    /// Model tokens and time per loop stage (propose, critique, ...), summed over the run.
+    #[serde(default)]
+    pub usage: BTreeMap<String, protocol::models::Usage>,
+    /// Wall-clock milliseconds per loop stage, summed over the run.
+    #[serde(default)]
+    pub stage_ms: BTreeMap<String, u64>,
 }
 
 /// A line of progress for people (terminal or stream).
@@ -175,6 +191,8 @@ struct Engine {
     st: LoopState,
     gov: Governance,
     peers: Peers,
+    /// Model usage the next emitted event carries (a stage's calls, set just before it).
+    pending_usage: std::sync::Mutex<Option<protocol::models::Usage>>,
 }
 
 impl Engine {
@@ -199,13 +217,20 @@ impl Engine {
         }
         e.branch = branch.map(String::from);
         e.task = task.map(String::from);
+        e.models = self.candidate_models(branch);
+        e.usage = self.pending_usage.lock().expect("usage lock").take();
+        self.append(branch, &e);
+    }
+
+    /// Append an event to the swarm log, and to the branch's log when it concerns one.
+    fn append(&self, branch: Option<&str>, e: &Event) {
         let _ = std::fs::create_dir_all(kit::layout::Layout::new(&self.ctx.home).swarm());
-        if let Err(err) = substrate::append_event(&swarm_events(&self.ctx.home), &e) {
+        if let Err(err) = substrate::append_event(&swarm_events(&self.ctx.home), e) {
             tracing::warn!("appending an event: {err}");
         }
         if let Some(b) = branch
             && let Ok(bd) = self.home.branch_dir(b)
-            && let Err(err) = substrate::append_event(&bd.events_file(), &e)
+            && let Err(err) = substrate::append_event(&bd.events_file(), e)
         {
             tracing::warn!("appending an event for {b}: {err}");
         }
@@ -278,6 +303,9 @@ impl Engine {
                     self.st.cycles_done, c.max_wall_s
                 ),
             ));
+        }
+        if let Some(stop) = self.token_budget_spent() {
+            return Some(stop);
         }
         None
     }
@@ -410,7 +438,7 @@ impl Engine {
         }
     }
 
-    async fn critique(&self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<bool> {
+    async fn critique(&mut self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<bool> {
         let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
         let input = CritiqueInput {
             proposal: c.proposal.clone(),
@@ -424,6 +452,8 @@ impl Engine {
         let out: Option<CritiqueOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
         if let Some(o) = &out {
             c.command_ms += o.command_ms;
+            self.note_review(bd.branch(), c, o);
+            *self.pending_usage.lock().expect("usage lock") = stage_usage(&o.calls);
         }
         let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
         self.emit_by(
@@ -615,20 +645,26 @@ impl Engine {
         // Made when proposed; here only for a loop state written before that was so.
         self.make_branch(&c.branch, &cycle.baseline, &c.proposal).await?;
         if c.stage == "executing" {
+            let t = Instant::now();
             let ok = self.execute(&bd, &mut c, &cycle.baseline).await?;
+            self.add_stage_ms("execute", t.elapsed().as_millis() as u64);
             c.stage = if ok { "critiquing" } else { "decided" }.into();
             self.update_candidate(i, &c)?;
         }
         if c.stage == "critiquing" {
+            let t = Instant::now();
             let mut ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
             if ok {
                 ok = self.reviewers(&bd, &mut c, &cycle.baseline).await;
             }
+            self.add_stage_ms("critique", t.elapsed().as_millis() as u64);
             c.stage = if ok { "evaluating" } else { "decided" }.into();
             self.update_candidate(i, &c)?;
         }
         if c.stage == "evaluating" {
+            let t = Instant::now();
             self.evaluate(&bd, &mut c, &cycle.baseline).await?;
+            self.add_stage_ms("evaluate", t.elapsed().as_millis() as u64);
             c.stage = "decided".into();
             self.update_candidate(i, &c)?;
         }
@@ -717,6 +753,7 @@ impl Engine {
                             before: e.and_then(|e| e.baseline_median),
                             after: e.and_then(|e| e.candidate_median),
                             governance: self.gov.hashes.clone(),
+                            models: w.models.clone(),
                         };
                         // A promotion repeated after a crash (main already there, the event
                         // written, loop.json not yet saved) is recorded, not announced twice.
@@ -835,26 +872,50 @@ impl Engine {
         self.adjusted_this_cycle = false;
         let cur = self.st.current.clone().expect("set above");
         if cur.phase == "proposing" {
-            match self.propose(&cur.baseline).await {
+            let tp = Instant::now();
+            let answer = self.propose(&cur.baseline).await;
+            self.add_stage_ms("propose", tp.elapsed().as_millis() as u64);
+            if let Ok((out, _)) = &answer {
+                self.record_calls(None, &out.calls.clone());
+                if out.proposals.is_empty() {
+                    // The failure's event carries what the failed calls cost.
+                    *self.pending_usage.lock().expect("usage lock") = stage_usage(&out.calls);
+                }
+            }
+            match answer {
                 Ok((out, _)) if out.proposals.is_empty() && out.exhausted => {
                     self.finish_cycle(t0, None)?;
                     self.stop("exhausted", "the proposer has nothing left to try in its search space")?;
                     return Ok(());
                 }
                 Ok((out, _)) if out.proposals.is_empty() => {
-                    self.proposal_failed("the proposer returned no candidates", t0)?;
+                    let why = out.failure.unwrap_or_else(|| "the proposer returned no candidates".into());
+                    self.proposal_failed(&why, t0)?;
                     return Ok(());
                 }
                 Ok((out, proposer)) => {
                     self.st.proposal_failures = 0;
                     let short: String = self.st.run_id.chars().take(6).collect();
-                    let mut cands = vec![];
+                    self.st.current.as_mut().expect("cycle").candidates.clear();
                     for (i, p) in out.proposals.into_iter().enumerate() {
                         let branch = format!("r{short}-c{}-{}", cur.cycle, i + 1);
                         protocol::names::check_branch(&branch)?;
                         // The branch (its directory, event log and checkout) is made when it is
                         // named, so its log starts with the `proposed` event.
                         self.make_branch(&branch, &cur.baseline, &p).await?;
+                        let models = self.models_of(&p);
+                        self.st.current.as_mut().expect("cycle").candidates.push(Candidate {
+                            branch: branch.clone(),
+                            proposal: p.clone(),
+                            stage: "executing".into(),
+                            exec: None,
+                            critique: None,
+                            eval: None,
+                            verdict: None,
+                            reasons: vec![],
+                            command_ms: out.command_ms,
+                            models,
+                        });
                         self.emit_by(
                             Some(&proposer),
                             Some(&branch),
@@ -868,20 +929,8 @@ impl Engine {
                             },
                         );
                         self.say(&format!("  proposed {branch}: {}", p.summary));
-                        cands.push(Candidate {
-                            branch,
-                            proposal: p,
-                            stage: "executing".into(),
-                            exec: None,
-                            critique: None,
-                            eval: None,
-                            verdict: None,
-                            reasons: vec![],
-                            command_ms: out.command_ms,
-                        });
                     }
                     let c = self.st.current.as_mut().expect("cycle");
-                    c.candidates = cands;
                     c.phase = "running".into();
                     self.save()?;
                 }
@@ -947,6 +996,8 @@ impl Engine {
 
     fn stop(&mut self, reason: &str, detail: &str) -> anyhow::Result<()> {
         self.st.stopped = Some(StopRecord { reason: reason.into(), detail: detail.into(), at: now() });
+        let total = model_summary(&self.st, &self.gov).tokens;
+        *self.pending_usage.lock().expect("usage lock") = (!total.is_empty()).then_some(total);
         self.emit(None, None, EventKind::LoopStopped { reason: reason.into(), detail: detail.into() });
         self.say(&format!("stopped: {reason}: {detail}"));
         self.save()
@@ -1059,6 +1110,7 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
                 before: e.and_then(|e| e.baseline_median),
                 after: e.and_then(|e| e.candidate_median),
                 governance: gov.hashes.clone(),
+                models: cand.models.clone(),
             };
             let mut ev = Event::new(
                 st.run_id.clone(),
@@ -1074,6 +1126,7 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
             ev.cycle = Some(cycle.cycle);
             ev.agent = Some(format!("human:{by}"));
             ev.governance = gov.hashes.clone();
+            ev.models = cand.models.clone();
             let _ = substrate::append_event(&swarm_events(home_path), &ev);
             if let Ok(bd) = home.branch_dir(branch) {
                 let _ = substrate::append_event(&bd.events_file(), &ev);
@@ -1110,6 +1163,9 @@ pub struct Summary {
     pub wall_ms: u64,
     pub command_ms: u64,
     pub overrides: Overrides,
+    /// The models in force, tokens and time per stage, the prefix-cache share.
+    #[serde(flatten)]
+    pub model: ModelSummary,
 }
 
 pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
@@ -1121,7 +1177,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
             command_ms += c.command_ms;
             let v = c.verdict.clone().unwrap_or_default();
             let item = json!({"cycle": cy.cycle, "branch": c.branch, "approach": c.proposal.approach_key(), "verdict": v, "reasons": c.reasons,
-                              "effect": c.eval.as_ref().and_then(|e| e.effect)});
+                              "effect": c.eval.as_ref().and_then(|e| e.effect), "models": c.models});
             match v.as_str() {
                 "REJECT" | "FAILED" => rejected.push(item),
                 "HOLD" | "INFRA" => held.push(item),
@@ -1138,7 +1194,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
     let promoted: Vec<Value> = promotions
         .iter()
         .map(
-            |p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after}),
+            |p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after, "models": p.models}),
         )
         .collect();
     let final_metric = promotions.last().and_then(|p| p.after).or(st.baseline_metric);
@@ -1158,6 +1214,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
         wall_ms: st.wall_ms,
         command_ms,
         overrides: st.overrides.clone(),
+        model: model_summary(st, gov),
     }
 }
 
@@ -1165,6 +1222,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
 pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     let home = Home::open(&ctx.home)?.with_run_id(ctx.run_id.clone());
     let gov = crate::govern::load(&ctx.home)?;
+    models::guard(&gov)?;
     let previous = read_state(&ctx.home)?;
     let st = match previous {
         Some(st) if st.stopped.is_none() && !ctx.fresh => st,
@@ -1184,6 +1242,8 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             promotions: vec![],
             baseline_metric: None,
             stopped: None,
+            usage: BTreeMap::new(),
+            stage_ms: BTreeMap::new(),
         },
     };
     let layout = kit::layout::Layout::new(&ctx.home);
@@ -1195,11 +1255,21 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             .map_err(|e| tracing::warn!("watching results failed ({e}); polling instead"))
             .ok();
     let mut eng =
-        Engine { results_changed, _results_watcher: watcher, adjusted_this_cycle: false, ctx, home, st, gov, peers };
+        Engine {
+            results_changed,
+            _results_watcher: watcher,
+            adjusted_this_cycle: false,
+            ctx,
+            home,
+            st,
+            gov,
+            peers,
+            pending_usage: Default::default(),
+        };
     eng.save()?;
     loop {
         // Governance may change between cycles (an approval): reload it each time.
-        match crate::govern::load(&eng.ctx.home) {
+        match crate::govern::load(&eng.ctx.home).and_then(|g| models::guard(&g).map(|()| g)) {
             Ok(g) => {
                 let switched = crate::govern::switched(&eng.gov, &g);
                 eng.gov = g;

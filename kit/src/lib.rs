@@ -15,6 +15,7 @@ pub mod git;
 pub mod governance;
 pub mod http;
 pub mod layout;
+pub mod model;
 pub mod server;
 pub mod store;
 pub mod substrate;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::models::{ModelCall, Usage};
+
 pub const EVENT_VERSION: u32 = 1;
 
 /// One line of an `events.jsonl` file.
@@ -34,11 +36,38 @@ pub struct Event {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+    /// The models behind this event's candidate, by part: `producer` (proposed it) and
+    /// `reviewer` (reviewed it), each `name: model @ url`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
+    /// Model tokens and time behind this event (a model call, or a stage's calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     #[serde(flatten)]
     pub kind: EventKind,
 }
 
 impl Event {
+    /// The event recording one model call.
+    pub fn model_call(run_id: impl Into<String>, call: &ModelCall) -> Event {
+        let mut e = Event::new(
+            run_id,
+            EventKind::ModelCalled {
+                stage: call.stage.clone(),
+                started_at: call.started_at.clone(),
+                outcome: call.outcome.clone(),
+                response_id: call.response_id.clone(),
+                detail: call.detail.clone(),
+                answer: call.answer.clone(),
+            },
+        );
+        e.model = Some(call.model.to_string());
+        e.tokens = Some(call.usage.total_tokens());
+        e.duration_ms = Some(call.usage.latency_ms);
+        e.usage = Some(call.usage);
+        e
+    }
+
     pub fn new(run_id: impl Into<String>, kind: EventKind) -> Event {
         Event {
             v: EVENT_VERSION,
@@ -53,6 +82,8 @@ impl Event {
             governance: BTreeMap::new(),
             duration_ms: None,
             tokens: None,
+            models: BTreeMap::new(),
+            usage: None,
             kind,
         }
     }
@@ -230,6 +261,26 @@ pub enum EventKind {
     LoopStopped {
         reason: String,
         detail: String,
+    },
+    /// One call to a model (stage `propose`, `review` or `compare`), usable or not; its tokens
+    /// and latency are in the event's `usage`, its model in `model`.
+    ModelCalled {
+        stage: String,
+        started_at: String,
+        /// ok | malformed | error
+        outcome: String,
+        response_id: Option<String>,
+        detail: Option<String>,
+        answer: Option<String>,
+    },
+    /// `ratchet models compare`: a candidate model endpoint benchmarked against the current one
+    /// on the same proposal tasks; `decision` is PROMOTE, HOLD or REJECT with every figure.
+    ModelCompared {
+        current: String,
+        candidate: String,
+        decision: String,
+        reasons: Vec<String>,
+        evidence: Value,
     },
 
     // Governance

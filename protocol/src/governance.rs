@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::models::{ModelEndpoint, ModelId, ReviewMode, ReviewSettings};
+
 pub const CONSTITUTION: &str = "constitution.md";
 pub const ETHOS: &str = "ethos.md";
 pub const CADENCE: &str = "cadence.md";
@@ -105,7 +107,10 @@ fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
             .map(String::from)
             .or_else(|| e.span().and_then(|s| toml_key_at(body, s.start)))
             .unwrap_or_else(|| "settings".into());
-        let fix = if msg.contains("unknown field") {
+        let fix = if msg.contains("unknown field `endpoint`") {
+            "model endpoints are declared once, in constitution.md [constitution.models.<name>] (url, model, api_key_env); \
+             refer to one by name here: [proposer] model = \"<name>\""
+        } else if msg.contains("unknown field") {
             "remove or rename it (see the comments in the template for the known keys)"
         } else if msg.contains("missing field") {
             "add it to the settings block"
@@ -162,6 +167,14 @@ pub struct Constitution {
     /// Rules distilled from evidence and approved by a human: `{ id, text, forbid_paths }`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// The model endpoints the swarm may call, by name (`[constitution.models.<name>]`): the
+    /// only places code and API keys may go.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelEndpoint>,
+    /// Whether a model reviews candidates after the rails: off | advisory | blocking (the
+    /// reviewer and its rubric are in ethos.md `[ethos.review]`).
+    #[serde(default, skip_serializing_if = "ReviewMode::is_off")]
+    pub model_review: ReviewMode,
 }
 
 fn default_sandbox() -> String {
@@ -248,6 +261,9 @@ pub struct Ethos {
     /// Other metrics that must not regress by more than their tolerance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guard: Vec<Guard>,
+    /// The model review: which declared model reviews candidates, against what rubric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +318,9 @@ pub struct Cadence {
     pub max_cycles: u32,
     /// Budget: most wall-clock seconds per run (0 = unlimited).
     pub max_wall_s: u64,
+    /// Budget: most model tokens (prompt + completion, every stage) per run (0 = unlimited).
+    #[serde(default)]
+    pub max_tokens: u64,
 }
 
 /// How the proposer proposes. The proposer reads these from the approved cadence.md itself;
@@ -321,9 +340,7 @@ pub struct ProposerSettings {
     /// command: the program run in the candidate's worktree (shell command).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// openai: base URL of an OpenAI-compatible server and the model name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
+    /// openai: the model that proposes, by its name in constitution.md `[constitution.models]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// What governance context the proposer's program gets: "full" (all three approved
@@ -355,7 +372,6 @@ impl Default for ProposerSettings {
             file: None,
             space: BTreeMap::new(),
             command: None,
-            endpoint: None,
             model: None,
             context: default_context(),
             allow_network: false,
@@ -410,7 +426,47 @@ pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
             "set max_diff_lines and max_files_changed to at least 1",
         ));
     }
+    for (name, m) in &c.models {
+        check_model(name, m)?;
+    }
     Ok(c)
+}
+
+/// A declared model endpoint: a valid name, an http(s) URL, a model id, a variable name (not a
+/// key), sane sampling settings.
+fn check_model(name: &str, m: &ModelEndpoint) -> Result<(), GovernanceError> {
+    let field = |k: &str| format!("models.{name}.{k}");
+    let bad = |k: &str, problem: String, fix: &str| Err(invalid(CONSTITUTION, &field(k), problem, fix));
+    if crate::names::check_component("model name", name).is_err() {
+        return Err(invalid(
+            CONSTITUTION,
+            &format!("models.{name}"),
+            format!("{name:?} is not a valid model name"),
+            "use letters, digits, '-', '_' and '.'",
+        ));
+    }
+    if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+        return bad("url", format!("{:?} is not an http(s) URL", m.url), "use the API's base URL, e.g. \"http://127.0.0.1:8089/v1\"");
+    }
+    if m.model.trim().is_empty() {
+        return bad("model", "the model id is empty".into(), "give the model id the server serves (GET <url>/models lists them)");
+    }
+    if let Some(v) = &m.api_key_env
+        && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || v.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return bad(
+            "api_key_env",
+            format!("{v:?} is not an environment variable name"),
+            "name the variable that holds the key (e.g. \"RATCHET_MODEL_KEY\"); never put the key itself here",
+        );
+    }
+    if !(0.0..=2.0).contains(&m.temperature) {
+        return bad("temperature", format!("{} is outside [0, 2]", m.temperature), "use 0 for deterministic answers");
+    }
+    if m.max_tokens == 0 {
+        return bad("max_tokens", "0 tokens per answer".into(), "use at least 1 (e.g. 512)");
+    }
+    Ok(())
 }
 
 pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
@@ -449,6 +505,18 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
     }
     if e.gate_timeout_s == 0 || e.bench_timeout_s == 0 {
         return bad("gate_timeout_s", "a timeout of 0".into(), "set gate_timeout_s and bench_timeout_s to at least 1");
+    }
+    if let Some(r) = &e.review {
+        if r.rubric.iter().all(|c| c.trim().is_empty()) {
+            return bad("review.rubric", "the rubric is empty".into(), "list what the reviewer checks, one criterion per entry");
+        }
+        if r.max_findings == 0 || r.max_diff_bytes < 256 {
+            return bad(
+                "review.max_findings",
+                "max_findings of 0 or max_diff_bytes under 256".into(),
+                "use e.g. max_findings = 5 and max_diff_bytes = 16384",
+            );
+        }
     }
     Ok(e)
 }
@@ -503,11 +571,11 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
             }
         }
         "openai" => {
-            if p.endpoint.is_none() || p.model.is_none() {
+            if p.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
                 return bad(
-                    "proposer.endpoint",
-                    "strategy openai needs endpoint and model".into(),
-                    "set [proposer] endpoint = \"http://127.0.0.1:8080/v1\" and model = \"...\"",
+                    "proposer.model",
+                    "strategy openai needs a model".into(),
+                    "declare the endpoint in constitution.md [constitution.models.<name>] and set [proposer] model = \"<name>\"",
                 );
             }
         }
@@ -534,7 +602,73 @@ impl Governance {
         let ethos = parse_ethos(get(ETHOS)?)?;
         let (cadence, proposer) = parse_cadence(get(CADENCE)?)?;
         let hashes = texts.iter().map(|(k, v)| (k.clone(), hash(v))).collect();
-        Ok(Governance { constitution, ethos, cadence, proposer, hashes, texts })
+        let g = Governance { constitution, ethos, cadence, proposer, hashes, texts };
+        g.check_model_references()?;
+        Ok(g)
+    }
+
+    /// Every model named in cadence.md and ethos.md is declared in constitution.md, and a model
+    /// review that is on has a reviewer.
+    fn check_model_references(&self) -> Result<(), GovernanceError> {
+        let declared = || {
+            let names: Vec<&str> = self.constitution.models.keys().map(String::as_str).collect();
+            if names.is_empty() { "none is declared".to_string() } else { format!("declared: {}", names.join(", ")) }
+        };
+        let fix = "declare it in constitution.md as [constitution.models.<name>] (url, model, api_key_env), or use a declared name";
+        if self.proposer.strategy == "openai"
+            && let Some(m) = &self.proposer.model
+            && !self.constitution.models.contains_key(m)
+        {
+            return Err(invalid(CADENCE, "proposer.model", format!("model {m:?} is not declared in constitution.md ({})", declared()), fix));
+        }
+        if let Some(r) = &self.ethos.review
+            && !self.constitution.models.contains_key(&r.model)
+        {
+            return Err(invalid(ETHOS, "review.model", format!("model {:?} is not declared in constitution.md ({})", r.model, declared()), fix));
+        }
+        if !self.constitution.model_review.is_off() && self.ethos.review.is_none() {
+            return Err(invalid(
+                CONSTITUTION,
+                "model_review",
+                format!("model_review = {:?} but ethos.md has no [ethos.review]", self.constitution.model_review),
+                "add [ethos.review] with model = \"<name>\" and a rubric to ethos.md, or set model_review = \"off\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A declared model with its identity.
+    pub fn model(&self, name: &str) -> Option<(ModelId, &ModelEndpoint)> {
+        self.constitution.models.get(name).map(|e| (ModelId::of(name, e), e))
+    }
+
+    /// The model that proposes (strategy openai), if any.
+    pub fn proposer_model(&self) -> Option<(ModelId, &ModelEndpoint)> {
+        (self.proposer.strategy == "openai").then(|| self.proposer.model.as_deref().and_then(|m| self.model(m))).flatten()
+    }
+
+    /// The model that reviews candidates, when the constitution turns the review on.
+    pub fn reviewer_model(&self) -> Option<(ModelId, &ModelEndpoint)> {
+        if self.constitution.model_review.is_off() {
+            return None;
+        }
+        self.ethos.review.as_ref().and_then(|r| self.model(&r.model))
+    }
+
+    /// The reviewing model must differ from the producing one: refuses a configuration whose
+    /// reviewer is the same endpoint and model as the proposer, naming the files and keys.
+    pub fn check_reviewer_differs(&self) -> Result<(), String> {
+        let (Some((p, pe)), Some((r, re))) = (self.proposer_model(), self.reviewer_model()) else { return Ok(()) };
+        if !pe.same_model_as(re) {
+            return Ok(());
+        }
+        Err(format!(
+            "the reviewer is the producer: cadence.md [proposer] model = {:?} and ethos.md [ethos.review] model = {:?} are the same \
+             endpoint and model ({} at {}; constitution.md [constitution.models.{}] and [constitution.models.{}]); a model must not \
+             review its own candidates; fix: declare a different model (or another server) for the reviewer in constitution.md and \
+             name it in ethos.md [ethos.review] model, or set constitution.md model_review = \"off\", then `ratchet approve` the documents",
+            p.name, r.name, pe.model, p.url, p.name, r.name
+        ))
     }
 
     /// The stable context prefix injected first into every agent's context: the approved texts in

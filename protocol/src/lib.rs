@@ -10,6 +10,7 @@ pub mod events;
 pub mod governance;
 pub mod jsonrpc;
 pub mod lease;
+pub mod models;
 pub mod names;
 pub mod work;
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::governance::{Constitution, Ethos};
+use crate::models::ModelCall;
 
 /// One candidate change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct Proposal {
     /// Full new contents of files (sweep strategy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edits: Vec<FileEdit>,
+    /// The model that produced it (`name: model @ url`), when a model did (openai strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The full new contents of one file.
@@ -116,6 +120,13 @@ pub struct ProposeOutput {
     /// Milliseconds spent in external commands (the `command` strategy's program).
     #[serde(default)]
     pub command_ms: u64,
+    /// Every model call made for this answer (openai strategy), usable or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<ModelCall>,
+    /// Why there are no proposals, when the strategy tried and failed (e.g. every model answer
+    /// was malformed): a proposal failure, counted by the circuit breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// How executed commands are confined (from the constitution).
@@ -183,6 +194,16 @@ pub struct CritiqueOutput {
     /// Findings: `[{rail, severity, file, line, message, evidence}]`.
     pub findings: Value,
     pub command_ms: u64,
+    /// The model that reviewed it (`name: model @ url`), when the constitution turns the model
+    /// review on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
+    /// The reviewer's validated answer (`{verdict, findings}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_verdict: Option<Value>,
+    /// Every call to the reviewing model, usable or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<ModelCall>,
 }
 
 /// evaluator `evaluate` task input.

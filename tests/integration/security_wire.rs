@@ -201,6 +201,7 @@ fn a_forged_task_file_runs_nothing() {
                 params: json!({}),
                 patch: None,
                 edits: vec![FileEdit { path: "params.toml".into(), content: "delay_ms = 300\n".into() }],
+                model: None,
             },
             base,
             gates,

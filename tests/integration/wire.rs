@@ -434,6 +434,7 @@ pub(crate) fn queue_execute(home: &TestHome, gate: &str) {
             params: json!({}),
             patch: None,
             edits: vec![FileEdit { path: "a.txt".into(), content: "a\n".into() }],
+            model: None,
         },
         base,
         gates: gov.ethos.gates.clone(),

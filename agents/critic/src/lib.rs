@@ -15,6 +15,7 @@
 pub mod bite;
 pub mod diff;
 mod git;
+pub mod model_review;
 pub mod rails;
 pub mod work;
 

@@ -87,6 +87,8 @@ fn constitution() -> Constitution {
         allow_network: false,
         command_memory_mb: 0,
         rules: Vec::new(),
+        models: Default::default(),
+        model_review: Default::default(),
     }
 }
 
@@ -108,6 +110,7 @@ fn ethos() -> Ethos {
         gate_timeout_s: 60,
         bench_timeout_s: 60,
         guard: Vec::new(),
+        review: None,
     }
 }
 

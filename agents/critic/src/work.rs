@@ -7,7 +7,7 @@ use kit::worker::{WorkCtx, WorkResult};
 use protocol::work::{CritiqueInput, CritiqueOutput};
 use serde_json::json;
 
-use crate::{TestRunner, review};
+use crate::{TestRunner, model_review, review};
 
 /// Runs the bite check's test commands through the sandbox, logging each run as an artefact and
 /// adding up the time they take (the target's time, not the harness's).
@@ -35,14 +35,71 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     constitution.sandbox = input.sandbox.sandbox.clone();
     let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0) };
     let repo = ctx.home.root().to_path_buf();
-    let r =
+    let mut r =
         review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;
-    let out = CritiqueOutput {
+    let mut out = CritiqueOutput {
         pass: r.pass,
-        summary: r.summary.clone(),
-        findings: json!(r.findings),
+        summary: String::new(),
+        findings: json!([]),
         command_ms: runner.ms.load(Ordering::Relaxed),
+        reviewer: None,
+        model_verdict: None,
+        calls: vec![],
     };
+    // The model review runs only on what the rails let through (a rejected candidate costs no
+    // tokens), and only when the constitution turns it on.
+    let rails_clean = r.infra_error.is_none() && r.blocking().next().is_none();
+    let mode = input.constitution.model_review;
+    if let (true, false, Some(settings)) = (rails_clean, mode.is_off(), &input.ethos.review) {
+        match input.constitution.models.get(&settings.model) {
+            Some(endpoint) => {
+                let id = protocol::models::ModelId::of(&settings.model, endpoint);
+                out.reviewer = Some(id.to_string());
+                let (repo2, base, commit) = (repo.clone(), input.base.clone(), input.commit.clone());
+                let diff = crate::blocking(move || model_review::diff_of(&repo2, &base, &commit)).await;
+                match diff {
+                    Ok((diff, files)) => {
+                        let (verdict, calls) = model_review::ask(
+                            id.clone(),
+                            endpoint,
+                            settings,
+                            &input.ethos.goal,
+                            &input.proposal.summary,
+                            &diff,
+                            &files,
+                        )
+                        .await;
+                        out.calls = calls;
+                        match verdict {
+                            Ok(v) => {
+                                model_review::merge(&mut r, &v, mode, &id);
+                                out.model_verdict = Some(json!(v));
+                            }
+                            Err(e) => {
+                                r.pass = false;
+                                r.infra_error = Some(format!("model review by {id}: {e}"));
+                                r.summary = format!("inconclusive: the model review failed: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        r.pass = false;
+                        r.infra_error = Some(format!("model review: reading the diff: {e}"));
+                    }
+                }
+            }
+            None => {
+                r.pass = false;
+                r.infra_error = Some(format!(
+                    "ethos.md [ethos.review] model {:?} is not declared in the task's constitution.md [constitution.models]",
+                    settings.model
+                ));
+            }
+        }
+    }
+    out.pass = r.pass;
+    out.summary = r.summary.clone();
+    out.findings = json!(r.findings);
     if let Err(e) = ctx.write_artifact("review.json", &serde_json::to_vec_pretty(&r).unwrap_or_default()) {
         tracing::warn!("writing review.json: {e:#}");
     }

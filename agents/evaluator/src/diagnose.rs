@@ -223,6 +223,7 @@ mod tests {
             promotion: PromotionMode::Auto,
             max_cycles: 0,
             max_wall_s: 0,
+            max_tokens: 0,
         }
     }
 

@@ -523,6 +523,7 @@ pub(crate) mod tests {
             gate_timeout_s: 60,
             bench_timeout_s: 60,
             guard: vec![],
+            review: None,
         }
     }
 

@@ -20,9 +20,20 @@ pub fn candidate_trailer(id: &str) -> String {
     format!("Ratchet-Candidate: {id}")
 }
 
-/// The commit message: the proposal, its strategy and the governance hashes in force.
-pub fn commit_message(p: &Proposal, governance: &std::collections::BTreeMap<String, String>) -> String {
+/// The commit message: the proposal, its strategy, the models that produced it and will review
+/// it (`name: model @ url`), and the governance hashes in force.
+pub fn commit_message(
+    p: &Proposal,
+    governance: &std::collections::BTreeMap<String, String>,
+    reviewer: Option<&str>,
+) -> String {
     let mut msg = format!("ratchet: {}\n\n{}\nRatchet-Strategy: {}\n", p.summary, candidate_trailer(&p.id), p.strategy);
+    if let Some(m) = &p.model {
+        msg.push_str(&format!("Ratchet-Producer-Model: {m}\n"));
+    }
+    if let Some(r) = reviewer {
+        msg.push_str(&format!("Ratchet-Reviewer-Model: {r}\n"));
+    }
     for (doc, hash) in governance {
         msg.push_str(&format!("Ratchet-Governance: {doc} {hash}\n"));
     }
@@ -77,6 +88,7 @@ fn apply_and_commit(
     governance: &std::collections::BTreeMap<String, String>,
     input: &ExecuteInput,
     attempt: u32,
+    reviewer: Option<&str>,
 ) -> Result<String, String> {
     let git = Git::new(tree);
     let head = git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
@@ -116,7 +128,7 @@ fn apply_and_commit(
     if staged.trim().is_empty() {
         return Err("the candidate changes nothing".into());
     }
-    let msg = commit_message(p, governance);
+    let msg = commit_message(p, governance, reviewer);
     git.clone()
         .env("GIT_AUTHOR_NAME", "Ratchet executor")
         .env("GIT_AUTHOR_EMAIL", "executor@ratchet.invalid")
@@ -139,7 +151,15 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     let (tree, artifacts, governance, inp) =
         (ctx.bd.tree(), ctx.artifacts.clone(), ctx.task.governance.clone(), input.clone());
     let attempt = ctx.attempt;
-    let applied = tokio::task::spawn_blocking(move || apply_and_commit(&tree, &artifacts, &governance, &inp, attempt))
+    let home = ctx.home.root().to_path_buf();
+    let applied = tokio::task::spawn_blocking(move || {
+        // The reviewer named by the approved governance the task was written under.
+        let reviewer = kit::governance::Approved::at(&home)
+            .load_at(&governance)
+            .ok()
+            .and_then(|g| g.reviewer_model().map(|(id, _)| id.to_string()));
+        apply_and_commit(&tree, &artifacts, &governance, &inp, attempt, reviewer.as_deref())
+    })
         .await
         .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
     let commit = match applied {

@@ -150,6 +150,7 @@ pub async fn propose_command(
         params: json!({}),
         patch: Some(patch),
         edits: vec![],
+        model: None,
     })
 }
 

@@ -138,6 +138,7 @@ mod tests {
             params,
             patch: None,
             edits: vec![],
+            model: None,
         };
         for (param, value) in [("algorithm", "\"merge\""), ("cutoff", "32"), ("gaps", "[1, 4]"), ("f", "0.5")] {
             let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();

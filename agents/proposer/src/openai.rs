@@ -1,5 +1,5 @@
-//! The `openai` strategy: ask any OpenAI-compatible chat endpoint (llama.cpp server, vLLM,
-//! Ollama, ...) for one change as a unified diff.
+//! The `openai` strategy: ask a declared model (any OpenAI-compatible chat endpoint: llama.cpp
+//! server, vLLM, Ollama, the local model route) for one change as a unified diff.
 //!
 //! The governance context goes first as the system message, byte-identical between calls, so a
 //! model server's prefix cache can reuse it; the user message carries the goal, the files of the
@@ -8,9 +8,10 @@
 //! scratch checkout) to become a proposal.
 
 use std::path::Path;
-use std::time::Duration;
 
-use serde_json::{Value, json};
+use kit::model::ModelClient;
+use protocol::models::ModelCall;
+use serde_json::json;
 
 use crate::{Proposal, ProposalError, slug};
 
@@ -58,54 +59,76 @@ pub fn extract_diff(answer: &str) -> Option<String> {
     })
 }
 
-/// Ask the endpoint for one candidate against the checkout at `worktree` (the baseline).
-#[allow(clippy::too_many_arguments)]
-pub async fn propose_openai(
-    endpoint: &str,
-    model: &str,
-    worktree: &Path,
-    goal: &str,
-    context: &str,
-    banned: &[String],
-    timeout: Duration,
-    api_key: Option<String>,
-) -> Result<Proposal, ProposalError> {
-    let files = {
-        let w = worktree.to_path_buf();
-        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None))
-            .await
-            .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })??
-    };
-    let files: Vec<&str> = files.lines().take(300).collect();
-    let user = format!(
+/// What the proposer asks the model: the goal, the baseline's files and the hard-banned
+/// approaches (the governance context goes separately, first, as the system message).
+pub fn user_prompt(goal: &str, files: &[&str], banned: &[String]) -> String {
+    format!(
         "Goal: {goal}\n\nFiles in the repository:\n{}\n\nApproaches already tried and failed (do not propose these again):\n{}\n\n\
          Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
          (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block.",
         files.join("\n"),
         if banned.is_empty() { "(none)".to_string() } else { banned.join("\n") }
-    );
-    let body = json!({
-        "model": model,
-        "messages": [{"role": "system", "content": context}, {"role": "user", "content": user}],
-        "temperature": 0.2,
-    });
-    let url = format!("{}/chat/completions", endpoint.trim_end_matches('/'));
-    let infra =
-        |what: String| ProposalError::CommandInfra { command: url.clone(), status: what, stderr_tail: String::new() };
-    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| infra(e.to_string()))?;
-    let mut req = client.post(&url).json(&body);
-    if let Some(k) = api_key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.send().await.map_err(|e| infra(format!("could not reach the model server: {e}")))?;
-    let status = resp.status();
-    let v: Value = resp.json().await.map_err(|e| infra(format!("answered HTTP {status} with no JSON: {e}")))?;
-    if !status.is_success() {
-        return Err(infra(format!("answered HTTP {status}: {v}")));
-    }
-    let answer = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
+    )
+}
+
+/// Ask the model for one candidate against the checkout at `worktree` (the baseline). Returns
+/// the proposal, or why there is none, and the call's evidence either way: an answer with no
+/// diff, or with a diff that does not apply to the baseline, is `malformed` (a proposal failure,
+/// never a worktree); no answer at all is an infrastructure failure.
+pub async fn propose_openai(
+    client: &ModelClient,
+    worktree: &Path,
+    goal: &str,
+    context: &str,
+    banned: &[String],
+) -> (Result<Proposal, ProposalError>, ModelCall) {
+    let files = {
+        let w = worktree.to_path_buf();
+        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None)).await.map_err(|e| ProposalError::Io {
+            path: worktree.into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    let files = match files {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) | Err(e) => {
+            let call = ModelCall {
+                stage: "propose".into(),
+                model: client.id.clone(),
+                started_at: protocol::timestamp(std::time::SystemTime::now()),
+                outcome: "error".into(),
+                response_id: None,
+                usage: Default::default(),
+                detail: Some(format!("the model was not asked: {e}")),
+                answer: None,
+            };
+            return (Err(e), call);
+        }
+    };
+    let files: Vec<&str> = files.lines().take(300).collect();
+    let user = user_prompt(goal, &files, banned);
+    let who = client.id.to_string();
+    let (answer, mut call) = client.chat("propose", context, &user, None).await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                Err(ProposalError::CommandInfra { command: who, status: e.to_string(), stderr_tail: String::new() }),
+                call,
+            );
+        }
+    };
+    let mut malformed = |detail: String, e: ProposalError| {
+        call.outcome = "malformed".into();
+        call.detail = Some(detail);
+        Err(e)
+    };
     let Some(diff) = extract_diff(&answer) else {
-        return Err(ProposalError::EmptyDiff { command: format!("{url} ({model})"), worktree: worktree.into() });
+        let r = malformed(
+            "the answer holds no diff (no ```diff block, and it does not start like one)".into(),
+            ProposalError::EmptyDiff { command: who, worktree: worktree.into() },
+        );
+        return (r, call);
     };
     let w = worktree.to_path_buf();
     let d2 = diff.clone();
@@ -114,12 +137,21 @@ pub async fn propose_openai(
         git_blocking(&w, &["apply", "--numstat", "-"], Some(&d2))
     })
     .await
-    .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })?
-    .map_err(|e| ProposalError::CommandFailed {
-        command: format!("{url} ({model})"),
-        status: "proposed a patch that does not apply to the baseline".into(),
-        stderr_tail: e.to_string(),
-    })?;
+    .unwrap_or_else(|e| Err(ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) }));
+    let numstat = match numstat {
+        Ok(n) => n,
+        Err(e) => {
+            let r = malformed(
+                format!("its diff does not apply to the baseline: {e}"),
+                ProposalError::CommandFailed {
+                    command: who,
+                    status: "proposed a patch that does not apply to the baseline".into(),
+                    stderr_tail: e.to_string(),
+                },
+            );
+            return (r, call);
+        }
+    };
     let files: Vec<String> = numstat.lines().filter_map(|l| l.split('\t').nth(2).map(String::from)).collect();
     let summary = answer
         .lines()
@@ -130,7 +162,7 @@ pub async fn propose_openai(
         .take(120)
         .collect::<String>();
     let hash = protocol::governance::hash(&diff);
-    Ok(Proposal {
+    let proposal = Proposal {
         id: format!("openai-{}-{}", slug(&summary, 40), &hash[..8]),
         strategy: "openai".into(),
         summary,
@@ -138,7 +170,9 @@ pub async fn propose_openai(
         params: json!({}),
         patch: Some(diff),
         edits: vec![],
-    })
+        model: Some(who),
+    };
+    (Ok(proposal), call)
 }
 
 #[cfg(test)]
@@ -181,7 +215,9 @@ mod tests {
         let answer = "Switch to the standard sort.\n```diff\n--- a/params.toml\n+++ b/params.toml\n@@ -1 +1 @@\n-algorithm = \"heap\"\n+algorithm = \"std\"\n```\n";
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
-        let reply = json!({"choices": [{"message": {"role": "assistant", "content": answer}}]}).to_string();
+        let reply = json!({"id": "c1", "choices": [{"message": {"role": "assistant", "content": answer}}],
+                           "usage": {"prompt_tokens": 40, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 30}}})
+        .to_string();
         let server = tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 65536];
@@ -209,18 +245,25 @@ mod tests {
             sock.write_all(resp.as_bytes()).await.unwrap();
             String::from_utf8_lossy(&got).to_string()
         });
-        let p = propose_openai(
-            &endpoint,
-            "local",
-            repo,
-            "sort faster",
-            "<governance/>",
-            &["algorithm=shell".into()],
-            Duration::from_secs(10),
-            None,
+        let endpoint_decl = protocol::models::ModelEndpoint {
+            url: endpoint.clone(),
+            model: "local".into(),
+            api_key_env: None,
+            temperature: 0.0,
+            max_tokens: 64,
+            structured: true,
+        };
+        let client = ModelClient::new(
+            protocol::models::ModelId::of("canned", &endpoint_decl),
+            &endpoint_decl,
+            std::time::Duration::from_secs(10),
         )
-        .await
         .unwrap();
+        let (p, call) = propose_openai(&client, repo, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
+        let p = p.unwrap();
+        assert_eq!(call.outcome, "ok");
+        assert_eq!((call.usage.prompt_tokens, call.usage.cached_prompt_tokens, call.usage.completion_tokens), (40, 30, 9));
+        assert_eq!(p.model.as_deref(), Some(format!("canned: local @ {endpoint}").as_str()));
         let request = server.await.unwrap();
         assert!(request.contains("POST /v1/chat/completions"), "{request}");
         assert!(

@@ -170,6 +170,7 @@ pub fn propose_sweep(
                 params: nested(param, to),
                 patch: None,
                 edits: vec![FileEdit { path: file.to_string(), content }],
+                model: None,
             })
         })
         .collect()

@@ -6,9 +6,11 @@
 //! command, endpoint, model, goal, context and limits from them. A request carries only what
 //! the loop chooses per call ([`ProposeInput`]: baseline, n, history, banned, and the governance
 //! hashes the coordinator has in force, which must be the approved ones); a request that tries
-//! to choose a setting is refused, naming the key and the fix. The `openai` strategy's API key
-//! (`OPENAI_API_KEY` in the proposer's environment, i.e. `ratchet up`'s or the proposer's `env`
-//! table in agents.toml) therefore goes only to the endpoint named in approved cadence.md.
+//! to choose a setting is refused, naming the key and the fix. The `openai` strategy's model is
+//! declared in approved constitution.md (`[constitution.models.<name>]`: url, model, the
+//! variable holding its key) and named by approved cadence.md, so its API key (read from that
+//! variable in the proposer's environment: `ratchet up`'s, or its `env` table in agents.toml)
+//! goes only to an endpoint a person approved.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,7 +107,7 @@ fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
     let proposals = propose_sweep(&text, &file, &settings.space, &history(input), &input.banned, input.n as usize)
         .map_err(|e| e.to_string())?;
     let exhausted = proposals.is_empty();
-    Ok(ProposeOutput { proposals, exhausted, command_ms: 0 })
+    Ok(ProposeOutput { proposals, exhausted, command_ms: 0, calls: vec![], failure: None })
 }
 
 /// A scratch checkout of the baseline for the command strategy (the proposer's own, under its
@@ -167,7 +169,7 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
     {
         return Err(describe(&e));
     }
-    Ok(ProposeOutput { proposals, exhausted: false, command_ms })
+    Ok(ProposeOutput { proposals, exhausted: false, command_ms, calls: vec![], failure: None })
 }
 
 /// The environment the `command` strategy's program gets on top of the sandbox's minimal one:
@@ -182,54 +184,48 @@ fn forwarded_env() -> Vec<(String, String)> {
     names.into_iter().filter_map(|k| std::env::var(&k).ok().map(|v| (k, v))).collect()
 }
 
-/// The `openai` strategy: N answers from the model, each checked to apply to the baseline.
+/// The `openai` strategy: N answers from the declared model, each checked to apply to the
+/// baseline. Every call is reported (tokens, latency, outcome), usable or not; when no answer
+/// gave a proposal, the output says why (a proposal failure for the loop's circuit breaker).
 async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<ProposeOutput, String> {
-    let (input, settings) = (&call.input, &call.gov.proposer);
-    // The endpoint and model come from approved cadence.md only, so the key below can go
-    // nowhere else.
-    let endpoint = settings.endpoint.clone().ok_or("cadence.md [proposer] has no endpoint")?;
-    let model = settings.model.clone().ok_or("cadence.md [proposer] has no model")?;
+    let input = &call.input;
+    // The endpoint comes from approved governance only (constitution.md declares it, cadence.md
+    // names it), so its key below can go nowhere else.
+    let (id, endpoint) = call
+        .gov
+        .proposer_model()
+        .ok_or("cadence.md [proposer] model names no model declared in constitution.md [constitution.models]")?;
+    let client = kit::model::ModelClient::new(id, endpoint, call.timeout()).map_err(|e| format!("infrastructure: {e}"))?;
     let context = call.context();
     let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
     let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
-    // An API key, when the server wants one, comes from the proposer's environment (agents.toml env).
-    let key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
     let mut banned = input.banned.clone();
     banned.extend(input.history.iter().map(|t| t.key.clone()));
     let mut proposals: Vec<protocol::work::Proposal> = vec![];
+    let mut calls = vec![];
     let mut last_err = None;
     let started = std::time::Instant::now();
     for _ in 0..input.n {
-        let timeout = call.timeout();
-        match crate::openai::propose_openai(
-            &endpoint,
-            &model,
-            &dir,
-            &call.gov.ethos.goal,
-            &context,
-            &banned,
-            timeout,
-            key.clone(),
-        )
-        .await
-        {
-            Ok(p)
-                if !banned.contains(&p.approach_key())
-                    && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) =>
-            {
+        let (result, mut record) =
+            crate::openai::propose_openai(&client, &dir, &call.gov.ethos.goal, &context, &banned).await;
+        match result {
+            Ok(p) if !banned.contains(&p.approach_key()) && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) => {
                 banned.push(p.approach_key());
                 proposals.push(p);
             }
-            Ok(_) => {}
+            Ok(p) => {
+                record.detail = Some(format!("repeats an approach already tried or banned ({})", p.approach_key()));
+            }
             Err(e) => last_err = Some(e),
         }
+        calls.push(record);
     }
-    if proposals.is_empty()
-        && let Some(e) = last_err
-    {
-        return Err(describe(&e));
-    }
-    Ok(ProposeOutput { proposals, exhausted: false, command_ms: started.elapsed().as_millis() as u64 })
+    let failure = match (&last_err, proposals.is_empty()) {
+        (Some(e), true) => Some(describe(e)),
+        (None, true) => Some("every answer repeated an approach already tried or banned".into()),
+        _ => None,
+    };
+    Ok(ProposeOutput { proposals, exhausted: false, command_ms: started.elapsed().as_millis() as u64, calls, failure })
 }
 
 fn describe(e: &ProposalError) -> String {
