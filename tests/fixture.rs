@@ -56,6 +56,9 @@ pub enum Proposer {
     /// scratch checkout; every later call exits 1 (a proposal failure). A snippet's last output
     /// line is the candidate's summary.
     Calls(Vec<String>),
+    /// `strategy = "openai"`: the model declared as `name` in [`Spec::models`] proposes, with the
+    /// minimal governance context (the constitution) as its system prefix.
+    Model(String),
 }
 
 /// `scratch/propose.sh` for [`Proposer::Calls`].
@@ -123,6 +126,17 @@ pub struct Spec {
     pub agents_toml: Option<String>,
     /// Record the three governance documents as approved (`ratchet approve`) after the commit.
     pub approve: bool,
+    /// constitution.md `[constitution.models.<name>]` tables: (name, the table's body, e.g.
+    /// `url = "..."\nmodel = "..."`).
+    pub models: Vec<(String, String)>,
+    /// constitution.md `model_review`: "off", "advisory" or "blocking".
+    pub model_review: String,
+    /// ethos.md `[ethos.review]` table body, when a model reviews.
+    pub review: Option<String>,
+    /// cadence.md `max_tokens` (the token budget; 0: none).
+    pub max_tokens: u64,
+    /// Extra environment of every process the fixture starts (e.g. a model server's key).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -168,6 +182,11 @@ impl Default for Spec {
             files: vec![],
             agents_toml: None,
             approve: true,
+            models: vec![],
+            model_review: "off".into(),
+            review: None,
+            max_tokens: 0,
+            env: vec![],
         }
     }
 }
@@ -253,12 +272,19 @@ max_files_changed = {files}
 sandbox = "{sandbox}"
 allow_network = false
 command_memory_mb = 0
-```
+model_review = "{model_review}"
+{models}```
 "#,
             protected = toml_list(&self.protected_paths),
             lines = self.max_diff_lines,
             files = self.max_files_changed,
             sandbox = self.sandbox,
+            model_review = self.model_review,
+            models = self
+                .models
+                .iter()
+                .map(|(name, body)| format!("\n[constitution.models.{name}]\n{}\n", body.trim_end()))
+                .collect::<String>(),
         )
     }
 
@@ -285,7 +311,7 @@ min_samples = {min_samples}
 max_cv = {max_cv}
 gate_timeout_s = {gate_timeout}
 bench_timeout_s = {bench_timeout}
-```
+{review}```
 "#,
             effect_pct = self.min_effect * 100.0,
             conf_pct = self.confidence * 100.0,
@@ -299,6 +325,7 @@ bench_timeout_s = {bench_timeout}
             max_cv = self.max_cv,
             gate_timeout = self.gate_timeout_s,
             bench_timeout = self.bench_timeout_s,
+            review = self.review.as_ref().map(|r| format!("\n[ethos.review]\n{}\n", r.trim_end())).unwrap_or_default(),
         )
     }
 
@@ -315,6 +342,9 @@ bench_timeout_s = {bench_timeout}
             Proposer::Command(cmd) => format!("[proposer]\nstrategy = \"command\"\ncommand = {cmd:?}\n"),
             Proposer::Calls(_) => {
                 format!("[proposer]\nstrategy = \"command\"\ncommand = \"sh {SCRATCH}/propose.sh\"\n")
+            }
+            Proposer::Model(name) => {
+                format!("[proposer]\nstrategy = \"openai\"\nmodel = {name:?}\ncontext = \"minimal\"\ntimeout_s = 120\n")
             }
         };
         format!(
@@ -334,6 +364,7 @@ max_attempts = {attempts}
 promotion = "{promotion}"
 max_cycles = {max_cycles}
 max_wall_s = {max_wall}
+max_tokens = {max_tokens}
 
 {proposer}```
 "#,
@@ -347,6 +378,7 @@ max_wall_s = {max_wall}
             promotion = self.promotion,
             max_cycles = self.max_cycles,
             max_wall = self.max_wall_s,
+            max_tokens = self.max_tokens,
         )
     }
 
@@ -454,6 +486,9 @@ impl Target {
         let mut cmd = Command::new(program);
         hermetic(&mut cmd, &self.home);
         cmd.current_dir(&self.root);
+        for (k, v) in &self.spec.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 

@@ -379,3 +379,4 @@ pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String)
     (out.status.code().unwrap_or(-1), agents, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 pub mod fixture;
+pub mod model;

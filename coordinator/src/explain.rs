@@ -24,6 +24,11 @@ pub struct Explanation {
     pub critique: Value,
     pub evaluation: Value,
     pub promotion: Value,
+    /// The models behind it: `producer`, `reviewer` (`name: model @ url`).
+    pub models: std::collections::BTreeMap<String, String>,
+    /// Model tokens and time per loop stage behind it: `propose` (its cycle's proposer calls)
+    /// and `critique` (its review).
+    pub tokens: std::collections::BTreeMap<String, protocol::models::Usage>,
     /// Every event of the branch, in order.
     pub events: Vec<Event>,
 }
@@ -85,6 +90,26 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         }
         _ => unreachable!("matched above"),
     };
+    let mut models = p.models.clone();
+    if models.is_empty()
+        && let Some(e) = mine.iter().rev().find(|e| !e.models.is_empty())
+    {
+        models = e.models.clone();
+    }
+    let mut tokens: std::collections::BTreeMap<String, protocol::models::Usage> = Default::default();
+    for e in &events {
+        let EventKind::ModelCalled { stage, .. } = &e.kind else { continue };
+        let (Some(u), true) = (&e.usage, e.run_id == p.run_id) else { continue };
+        let mine_call = match stage.as_str() {
+            // The proposer's calls of the cycle that proposed it (no branch existed yet).
+            "propose" => e.branch.is_none() && e.cycle.is_some() && e.cycle == mine.first().and_then(|f| f.cycle),
+            _ => e.branch.as_deref() == Some(branch.as_str()),
+        };
+        if mine_call {
+            let loop_stage = if stage == "review" { "critique" } else { stage.as_str() };
+            tokens.entry(loop_stage.to_string()).or_default().add(u);
+        }
+    }
     Ok(Explanation {
         commit: commit.clone(),
         on_main,
@@ -99,6 +124,8 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         critique: find("critiqued"),
         evaluation: find("evaluated"),
         promotion,
+        models,
+        tokens,
         events: mine,
     })
 }
@@ -140,6 +167,21 @@ pub fn render(x: &Explanation) -> String {
         s(get(&x.proposal, &["params"]))
     ));
     o.push_str(&format!("  by agent {}\n", s(get(&x.proposal, &["agent"]))));
+    o.push_str("\nmodels\n");
+    match x.models.get("producer") {
+        Some(m) => o.push_str(&format!("  produced by {m}\n")),
+        None => o.push_str("  produced by no model\n"),
+    }
+    match x.models.get("reviewer") {
+        Some(m) => o.push_str(&format!("  reviewed by {m}\n")),
+        None => o.push_str("  no model review\n"),
+    }
+    for (stage, u) in &x.tokens {
+        o.push_str(&format!(
+            "  {stage}: {} call(s), {} prompt tokens ({} from the prefix cache), {} completion tokens, {} ms\n",
+            u.calls, u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.latency_ms
+        ));
+    }
     o.push_str("\ngates (executor)\n");
     if let Some(gates) = get(&x.execution, &["gates"]).as_array() {
         for g in gates {

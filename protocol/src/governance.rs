@@ -445,7 +445,8 @@ fn check_model(name: &str, m: &ModelEndpoint) -> Result<(), GovernanceError> {
             "use letters, digits, '-', '_' and '.'",
         ));
     }
-    if !(m.url.starts_with("http://") || m.url.starts_with("https://")) {
+    let scheme = m.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("http" | "https")) {
         return bad("url", format!("{:?} is not an http(s) URL", m.url), "use the API's base URL, e.g. \"http://127.0.0.1:8089/v1\"");
     }
     if m.model.trim().is_empty() {

@@ -3,6 +3,7 @@ mod governance;
 mod interop;
 mod limits;
 mod loop_e2e;
+mod models;
 mod resume;
 mod security_wire;
 mod soak;

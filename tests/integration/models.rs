@@ -1,0 +1,244 @@
+//! Models in the loop, for real: the local model route (a real server process serving
+//! SmolLM2-135M-Instruct through llama.cpp) as the proposer and as the reviewer of the real swarm
+//! (`ratchet up --once --json`) on the fixture's targets. The checks are about shapes and
+//! plumbing, never the model's wisdom: a 135M model rarely writes a useful diff.
+
+use std::time::Duration;
+
+use ratchet_tests::fixture::{Proposer, Spec, Target, of_type};
+use ratchet_tests::model::{KEY_ENV, MODEL_ID, ModelServer};
+use serde_json::Value;
+
+const RUN: Duration = Duration::from_secs(300);
+
+/// A proposer with no model that makes a real improvement: delay_ms 300 -> 100.
+fn faster() -> Proposer {
+    Proposer::sweep("delay_ms", &["100"])
+}
+
+fn key_env(server: &ModelServer) -> Vec<(String, String)> {
+    vec![(KEY_ENV.to_string(), server.key.clone())]
+}
+
+fn id_of(server: &ModelServer, name: &str) -> String {
+    format!("{name}: {} @ {}", server.model, server.url)
+}
+
+/// The `model_called` events, in order.
+fn calls(events: &[Value]) -> Vec<&Value> {
+    of_type(events, "model_called")
+}
+
+fn usage(e: &Value, key: &str) -> u64 {
+    e["usage"][key].as_u64().unwrap_or_else(|| panic!("no usage.{key} in {e:#}"))
+}
+
+#[test]
+fn a_real_model_proposes_and_its_malformed_answers_trip_the_circuit_breaker() {
+    let server = ModelServer::start(MODEL_ID);
+    let t = Target::new(Spec {
+        proposer: Proposer::Model("local".into()),
+        // 48 tokens cannot hold a summary and a whole diff: every answer is malformed.
+        models: vec![("local".into(), server.declaration("max_tokens = 48"))],
+        breaker_limit: 2,
+        stall_limit: 5,
+        max_cycles: 4,
+        env: key_env(&server),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&[], RUN);
+    let s = &run.summary;
+    assert_eq!(run.stop_reason(), "circuit-breaker", "{s:#}\n{}", run.stderr);
+
+    let events = t.events();
+    let calls = calls(&events);
+    assert_eq!(calls.len(), 2, "one model call per cycle, two cycles: {calls:#?}");
+    for c in &calls {
+        // A real answer of the real server: its completion id, tokens counted by the runtime,
+        // text, and the model that gave it.
+        assert_eq!(c["stage"], "propose", "{c:#}");
+        assert_eq!(c["model"], id_of(&server, "local"), "{c:#}");
+        assert_eq!(c["outcome"], "malformed", "{c:#}");
+        assert!(c["response_id"].as_str().is_some_and(|i| i.starts_with("chatcmpl-")), "{c:#}");
+        assert!(usage(c, "prompt_tokens") > 0 && usage(c, "completion_tokens") > 0, "{c:#}");
+        assert!(usage(c, "completion_tokens") <= 48, "max_tokens from the declaration: {c:#}");
+        assert!(c["answer"].as_str().is_some_and(|a| !a.trim().is_empty()), "{c:#}");
+        assert!(c["detail"].as_str().is_some_and(|d| d.contains("diff")), "{c:#}");
+    }
+    // The same prompt twice: the second call reuses the first one's prefix from the server's cache.
+    assert_eq!(usage(calls[0], "cached_prompt_tokens"), 0, "{:#}", calls[0]);
+    assert!(usage(calls[1], "cached_prompt_tokens") > 0, "{:#}", calls[1]);
+
+    // Each malformed answer is a proposal failure counted by the breaker, with its cost.
+    let failures = of_type(&events, "proposal_failed");
+    assert_eq!(failures.len(), 2, "{failures:#?}");
+    for f in &failures {
+        assert!(f["usage"]["calls"] == 1 && usage(f, "completion_tokens") > 0, "{f:#}");
+    }
+    // Nothing malformed reached a worktree: no candidate, no branch, main untouched.
+    assert!(of_type(&events, "proposed").is_empty() && of_type(&events, "worktree_added").is_empty(), "{events:#?}");
+    assert_eq!(t.git(&["branch", "--format=%(refname:short)"]), "main");
+    assert_eq!(t.main(), old_main);
+
+    // The summary: the proposer named, tokens and time per stage, the prefix-cache share.
+    assert_eq!(s["models"]["proposer"], id_of(&server, "local"), "{s:#}");
+    let propose = &s["stages"]["propose"];
+    assert_eq!(propose["usage"]["calls"], 2, "{s:#}");
+    let total = usage(calls[0], "prompt_tokens") + usage(calls[1], "prompt_tokens");
+    assert_eq!(propose["usage"]["prompt_tokens"].as_u64(), Some(total), "{s:#}");
+    assert!(propose["wall_ms"].as_u64().is_some_and(|ms| ms > 0), "{s:#}");
+    assert_eq!(propose["token_share"], 1.0, "{s:#}");
+    assert!(s["prefix_cache_share"].as_f64().is_some_and(|x| x > 0.0 && x < 1.0), "{s:#}");
+    assert_eq!(s["tokens"]["calls"], 2, "{s:#}");
+}
+
+const RUBRIC: &str = "rubric = [\"the change keeps params.toml valid TOML\", \"tests are not weakened\"]\nmax_findings = 2";
+
+#[test]
+fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
+    let server = ModelServer::start(MODEL_ID);
+    let t = Target::new(Spec {
+        proposer: faster(),
+        models: vec![("reviewer".into(), server.declaration("max_tokens = 200"))],
+        model_review: "advisory".into(),
+        review: Some(format!("model = \"reviewer\"\n{RUBRIC}")),
+        env: key_env(&server),
+        ..Spec::default()
+    });
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let s = &run.summary;
+    let reviewer = id_of(&server, "reviewer");
+    // Advisory: whatever the model said, the candidate went on to the evaluator and was promoted.
+    let promoted = run.list("promoted");
+    assert_eq!(promoted.len(), 1, "{s:#}\n{}", run.stderr);
+    let p = &promoted[0];
+    assert_eq!(p["models"]["reviewer"], reviewer.as_str(), "{p:#}");
+    let (branch, commit) = (p["branch"].as_str().expect("branch"), p["commit"].as_str().expect("commit"));
+
+    // The review: real calls to the real server, and a finding set of the fixed shape.
+    let events = t.events();
+    let review_calls: Vec<&Value> = calls(&events).into_iter().filter(|c| c["stage"] == "review").collect();
+    assert!(!review_calls.is_empty(), "{events:#?}");
+    let last = review_calls.last().expect("a call");
+    assert_eq!(last["outcome"], "ok", "{last:#}");
+    assert_eq!(last["model"], reviewer.as_str(), "{last:#}");
+    assert_eq!(last["branch"], branch, "{last:#}");
+    assert!(usage(last, "prompt_tokens") > 0 && usage(last, "completion_tokens") > 0, "{last:#}");
+    let st = t.loop_state();
+    let cand = &st["finished"][0]["candidates"][0];
+    let verdict = &cand["critique"]["model_verdict"];
+    assert!(verdict["verdict"] == "pass" || verdict["verdict"] == "block", "{verdict:#}");
+    let findings = verdict["findings"].as_array().expect("findings");
+    assert!(findings.len() <= 2, "{verdict:#}");
+    for f in findings {
+        assert!(f["severity"] == "block" || f["severity"] == "warn", "{f:#}");
+        assert_eq!(f["file"], "params.toml", "only a file the diff changes: {f:#}");
+        let m = f["message"].as_str().expect("message");
+        assert!(!m.trim().is_empty() && m.chars().count() <= 160, "{f:#}");
+    }
+    // In the critic's findings they are advisory: warnings, never blocking.
+    let critiqued = of_type(&events, "critiqued");
+    assert_eq!(critiqued.len(), 1, "{critiqued:#?}");
+    assert_eq!(critiqued[0]["pass"], true, "{:#}", critiqued[0]);
+    let model_findings: Vec<&Value> =
+        critiqued[0]["findings"].as_array().expect("findings").iter().filter(|f| f["rail"] == "model-review").collect();
+    assert_eq!(model_findings.len(), findings.len(), "{:#}", critiqued[0]);
+    assert!(model_findings.iter().all(|f| f["severity"] == "warn"), "{model_findings:#?}");
+    assert_eq!(critiqued[0]["models"]["reviewer"], reviewer.as_str(), "{:#}", critiqued[0]);
+    assert_eq!(critiqued[0]["usage"]["calls"].as_u64(), Some(review_calls.len() as u64), "{:#}", critiqued[0]);
+
+    // The commit trailer, the promotion event, the summary and `ratchet explain` name the reviewer.
+    let message = t.git(&["log", "-1", "--format=%B", commit]);
+    assert!(message.contains(&format!("Ratchet-Reviewer-Model: {reviewer}")), "{message}");
+    assert!(!message.contains("Ratchet-Producer-Model"), "a script produced it, no model: {message}");
+    let promo = of_type(&events, "promoted");
+    assert_eq!(promo[0]["models"]["reviewer"], reviewer.as_str(), "{:#}", promo[0]);
+    assert_eq!(s["models"]["reviewer"], reviewer.as_str(), "{s:#}");
+    let critique = &s["stages"]["critique"];
+    assert_eq!(critique["usage"]["calls"].as_u64(), Some(review_calls.len() as u64), "{s:#}");
+    assert!(critique["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{s:#}");
+    for stage in ["execute", "critique", "evaluate"] {
+        assert!(s["stages"][stage]["wall_ms"].as_u64().is_some_and(|ms| ms > 0), "{stage}: {s:#}");
+    }
+    let x = t.ratchet_json(&["explain", commit]);
+    assert_eq!(x["models"]["reviewer"], reviewer.as_str(), "{:#}", x["models"]);
+    assert!(x["tokens"]["critique"]["calls"].as_u64().is_some_and(|n| n >= 1), "{:#}", x["tokens"]);
+    let out = t.ratchet(&["explain", commit]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("reviewed by {reviewer}")), "{text}");
+}
+
+#[test]
+fn an_unparseable_review_is_an_infrastructure_failure_never_a_pass() {
+    let server = ModelServer::start(MODEL_ID);
+    let t = Target::new(Spec {
+        proposer: faster(),
+        // No schema constraint and a short answer: the model's prose is not the review's JSON.
+        models: vec![("reviewer".into(), server.declaration("max_tokens = 24\nstructured = false"))],
+        model_review: "blocking".into(),
+        review: Some(format!("model = \"reviewer\"\n{RUBRIC}")),
+        max_attempts: 1,
+        env: key_env(&server),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let s = &run.summary;
+    assert!(run.list("promoted").is_empty(), "{s:#}");
+    assert_eq!(t.main(), old_main, "never a pass: nothing promoted");
+    let held = run.list("held");
+    assert_eq!(held.len(), 1, "{s:#}");
+    assert_eq!(held[0]["verdict"], "INFRA", "an infrastructure failure, not held against the candidate: {s:#}");
+    assert!(held[0]["reasons"].to_string().contains("model review"), "{s:#}");
+    let events = t.events();
+    let review_calls: Vec<&Value> = calls(&events).into_iter().filter(|c| c["stage"] == "review").collect();
+    assert_eq!(review_calls.len(), 2, "asked twice before giving up: {review_calls:#?}");
+    for c in review_calls {
+        assert_eq!(c["outcome"], "malformed", "{c:#}");
+        assert!(usage(c, "completion_tokens") > 0, "a real answer: {c:#}");
+        assert!(c["detail"].as_str().is_some_and(|d| d.contains("JSON shape") || d.contains("findings")), "{c:#}");
+    }
+    // The evaluator never ran: a review that did not succeed never lets a candidate through.
+    assert!(of_type(&events, "evaluated").is_empty(), "{events:#?}");
+}
+
+#[test]
+fn the_coordinator_refuses_a_reviewer_that_is_the_producer() {
+    // Two names, one endpoint and model (spelled differently): the guard looks through names.
+    let decl = |url: &str, model: &str| format!("url = {url:?}\nmodel = {model:?}\n");
+    let spec = |reviewer_model: &str| Spec {
+        proposer: Proposer::Model("writer".into()),
+        models: vec![
+            ("writer".into(), decl("http://127.0.0.1:9/v1", "m")),
+            ("judge".into(), decl("HTTP://127.0.0.1:9/v1/", reviewer_model)),
+        ],
+        model_review: "blocking".into(),
+        review: Some(format!("model = \"judge\"\n{RUBRIC}")),
+        breaker_limit: 1,
+        ..Spec::default()
+    };
+    let t = Target::new(spec("m"));
+    let mut up = t.spawn_up(&[]);
+    let run = up.finish(Duration::from_secs(60));
+    assert!(!run.status.success(), "the swarm ran with a reviewer that is its producer: {:#}", run.summary);
+    for needle in [
+        "cadence.md [proposer] model = \"writer\"",
+        "ethos.md [ethos.review] model = \"judge\"",
+        "same endpoint and model",
+        "constitution.md [constitution.models.writer]",
+        "fix:",
+    ] {
+        assert!(run.stderr.contains(needle), "the refusal lacks {needle:?}:\n{}", run.stderr);
+    }
+    assert!(of_type(&t.events(), "cycle_started").is_empty(), "no cycle may start");
+
+    // Another model on the same server is a different reviewer: the loop runs (and its proposer,
+    // whose server is not there, trips the breaker).
+    let t = Target::new(spec("m2"));
+    let run = t.up_once(&[], RUN);
+    assert_eq!(run.stop_reason(), "circuit-breaker", "{:#}", run.summary);
+    let events = t.events();
+    let failed = of_type(&events, "model_called");
+    assert_eq!(failed[0]["outcome"], "error", "{:#}", failed[0]);
+}
