@@ -60,7 +60,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         format!("{rev:?} is not a commit in {}; fix: pass a commit id from `git log main`", home.display())
     })?;
     let on_main = git.is_ancestor(&commit, "refs/heads/main").unwrap_or(false);
-    let events = all_events(home);
+    let events = crate::export::dedup(all_events(home));
     let promoted = events.iter().find(|e| matches!(&e.kind, EventKind::Promoted { commit: c, .. } if *c == commit));
     let Some(p) = promoted else {
         if on_main {

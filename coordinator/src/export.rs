@@ -31,8 +31,15 @@ pub fn all_events(home: &Path) -> Vec<Event> {
         }
     }
     out.sort_by(|a, b| a.at.cmp(&b.at));
-    out.dedup_by(|a, b| a.at == b.at && a.type_name() == b.type_name() && a.task == b.task && a.branch == b.branch);
-    out
+    dedup(out)
+}
+
+/// The events without the copies: an event about a branch is written to the swarm's log and to
+/// the branch's, byte for byte the same (copies need not be adjacent once sorted: other events
+/// may share their millisecond).
+pub fn dedup(events: Vec<Event>) -> Vec<Event> {
+    let mut seen = std::collections::HashSet::new();
+    events.into_iter().filter(|e| seen.insert(serde_json::to_string(e).unwrap_or_default())).collect()
 }
 
 /// Chrome trace event format (also read by Perfetto): one track per agent; a span per leased
@@ -78,6 +85,17 @@ pub fn chrome_trace(home: &Path) -> Value {
                 out.push(json!({"name": format!("{verdict} {candidate}"), "cat": "verdict", "ph": "i", "s": "t",
                     "ts": ts, "pid": 1, "tid": tid("coordinator")}));
             }
+            EventKind::ModelCalled { stage, started_at, outcome, .. } => {
+                // A span per model call, on the model's own track, from when it was asked.
+                let u = e.usage.unwrap_or_default();
+                let start = micros(started_at).unwrap_or(ts);
+                let model = e.model.clone().unwrap_or_default();
+                let track = format!("model {}", model.split(':').next().unwrap_or("?"));
+                out.push(json!({"name": format!("{stage} {outcome}"), "cat": "model", "ph": "X", "ts": start,
+                    "dur": (u.latency_ms as i64 * 1000).max(1), "pid": 1, "tid": tid(&track),
+                    "args": {"model": model, "branch": branch, "prompt_tokens": u.prompt_tokens,
+                             "cached_prompt_tokens": u.cached_prompt_tokens, "completion_tokens": u.completion_tokens}}));
+            }
             EventKind::Promoted { commit, .. } => {
                 out.push(json!({"name": format!("promoted {}", &commit[..12.min(commit.len())]), "cat": "promotion",
                     "ph": "i", "s": "g", "ts": ts, "pid": 1, "tid": tid("coordinator")}));
@@ -92,7 +110,9 @@ pub fn chrome_trace(home: &Path) -> Value {
 }
 
 /// Preference pairs: within each cycle (same goal, same baseline), the promoted candidate is
-/// preferred over each rejected one. One JSON object per pair, with both diffs.
+/// preferred over each rejected one. One JSON object per pair, with both diffs, the models that
+/// produced and reviewed each side, and the governance hashes in force (so a fine-tune can be
+/// traced back to the rules and the models that made its data).
 pub fn preference_pairs(home: &Path) -> anyhow::Result<Vec<Value>> {
     let Some(st): Option<LoopState> = read_state(home)? else { return Ok(vec![]) };
     let gov = crate::govern::load(home).ok();
@@ -109,10 +129,14 @@ pub fn preference_pairs(home: &Path) -> anyhow::Result<Vec<Value>> {
                 "goal": goal,
                 "baseline": cy.baseline,
                 "cycle": cy.cycle,
+                "run_id": st.run_id,
+                "governance": win.governance,
                 "chosen": {"branch": chosen.branch, "summary": chosen.proposal.summary, "commit": win.commit,
-                           "diff": diff(&cy.baseline, &win.commit), "effect": chosen.eval.as_ref().and_then(|e| e.effect)},
+                           "diff": diff(&cy.baseline, &win.commit), "effect": chosen.eval.as_ref().and_then(|e| e.effect),
+                           "strategy": chosen.proposal.strategy, "models": chosen.models},
                 "rejected": {"branch": lost.branch, "summary": lost.proposal.summary, "commit": lc,
-                             "diff": diff(&cy.baseline, &lc), "reasons": lost.reasons},
+                             "diff": diff(&cy.baseline, &lc), "reasons": lost.reasons,
+                             "strategy": lost.proposal.strategy, "models": lost.models},
             }));
         }
     }

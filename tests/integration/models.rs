@@ -99,7 +99,9 @@ const RUBRIC: &str = "rubric = [\"the change keeps params.toml valid TOML\", \"t
 fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
     let server = ModelServer::start(MODEL_ID);
     let t = Target::new(Spec {
-        proposer: faster(),
+        // Two candidates of one cycle: 100 ms is promoted, 600 ms rejected (a preference pair).
+        proposer: Proposer::sweep("delay_ms", &["100", "600"]),
+        candidates: 2,
         models: vec![("reviewer".into(), server.declaration("max_tokens = 200"))],
         model_review: "advisory".into(),
         review: Some(format!("model = \"reviewer\"\n{RUBRIC}")),
@@ -118,7 +120,8 @@ fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
 
     // The review: real calls to the real server, and a finding set of the fixed shape.
     let events = t.events();
-    let review_calls: Vec<&Value> = calls(&events).into_iter().filter(|c| c["stage"] == "review").collect();
+    let review_calls: Vec<&Value> =
+        calls(&events).into_iter().filter(|c| c["stage"] == "review" && c["branch"] == branch).collect();
     assert!(!review_calls.is_empty(), "{events:#?}");
     let last = review_calls.last().expect("a call");
     assert_eq!(last["outcome"], "ok", "{last:#}");
@@ -126,7 +129,12 @@ fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
     assert_eq!(last["branch"], branch, "{last:#}");
     assert!(usage(last, "prompt_tokens") > 0 && usage(last, "completion_tokens") > 0, "{last:#}");
     let st = t.loop_state();
-    let cand = &st["finished"][0]["candidates"][0];
+    let cand = st["finished"][0]["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .find(|c| c["branch"] == branch)
+        .expect("the promoted candidate");
     let verdict = &cand["critique"]["model_verdict"];
     assert!(verdict["verdict"] == "pass" || verdict["verdict"] == "block", "{verdict:#}");
     let findings = verdict["findings"].as_array().expect("findings");
@@ -138,7 +146,7 @@ fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
         assert!(!m.trim().is_empty() && m.chars().count() <= 160, "{f:#}");
     }
     // In the critic's findings they are advisory: warnings, never blocking.
-    let critiqued = of_type(&events, "critiqued");
+    let critiqued: Vec<&Value> = of_type(&events, "critiqued").into_iter().filter(|e| e["branch"] == branch).collect();
     assert_eq!(critiqued.len(), 1, "{critiqued:#?}");
     assert_eq!(critiqued[0]["pass"], true, "{:#}", critiqued[0]);
     let model_findings: Vec<&Value> =
@@ -156,17 +164,37 @@ fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
     assert_eq!(promo[0]["models"]["reviewer"], reviewer.as_str(), "{:#}", promo[0]);
     assert_eq!(s["models"]["reviewer"], reviewer.as_str(), "{s:#}");
     let critique = &s["stages"]["critique"];
-    assert_eq!(critique["usage"]["calls"].as_u64(), Some(review_calls.len() as u64), "{s:#}");
+    let all_reviews = calls(&events).into_iter().filter(|c| c["stage"] == "review").count() as u64;
+    assert!(all_reviews > review_calls.len() as u64, "both candidates were reviewed: {events:#?}");
+    assert_eq!(critique["usage"]["calls"].as_u64(), Some(all_reviews), "{s:#}");
     assert!(critique["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{s:#}");
     for stage in ["execute", "critique", "evaluate"] {
         assert!(s["stages"][stage]["wall_ms"].as_u64().is_some_and(|ms| ms > 0), "{stage}: {s:#}");
     }
     let x = t.ratchet_json(&["explain", commit]);
     assert_eq!(x["models"]["reviewer"], reviewer.as_str(), "{:#}", x["models"]);
-    assert!(x["tokens"]["critique"]["calls"].as_u64().is_some_and(|n| n >= 1), "{:#}", x["tokens"]);
+    assert_eq!(x["tokens"]["critique"]["calls"].as_u64(), Some(review_calls.len() as u64), "{:#}", x["tokens"]);
     let out = t.ratchet(&["explain", commit]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("reviewed by {reviewer}")), "{text}");
+
+    // Preference pairs carry the models and the governance hashes; the trace has the model calls.
+    let out = t.ratchet(&["export", "pairs"]);
+    let pairs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(pairs.len(), 1, "{pairs:#?}\n{s:#}");
+    assert_eq!(pairs[0]["chosen"]["models"]["reviewer"], reviewer.as_str(), "{:#}", pairs[0]);
+    assert_eq!(pairs[0]["rejected"]["models"]["reviewer"], reviewer.as_str(), "{:#}", pairs[0]);
+    assert_eq!(pairs[0]["governance"], x["governance"], "{:#}", pairs[0]);
+    assert_eq!(pairs[0]["governance"].as_object().map(|m| m.len()), Some(3), "{:#}", pairs[0]);
+    let out = t.ratchet(&["export", "trace"]);
+    let trace: Value = serde_json::from_slice(&out.stdout).expect("a JSON trace");
+    let spans: Vec<&Value> =
+        trace["traceEvents"].as_array().expect("events").iter().filter(|e| e["cat"] == "model").collect();
+    assert_eq!(spans.len() as u64, all_reviews, "{spans:#?}");
+    assert!(spans.iter().all(|e| e["args"]["completion_tokens"].as_u64().is_some_and(|n| n > 0)), "{spans:#?}");
 }
 
 #[test]
