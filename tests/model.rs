@@ -21,7 +21,8 @@ pub fn workspace() -> PathBuf {
 
 /// Where `scripts/model/install` put the route (`RATCHET_MODEL_DIR`, else `target/model`).
 pub fn model_dir() -> PathBuf {
-    let dir = std::env::var_os("RATCHET_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/model"));
+    let dir =
+        std::env::var_os("RATCHET_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/model"));
     assert!(
         dir.join("installed").is_file(),
         "the local model route is not installed in {}: run scripts/model/install (tests/run does)",
@@ -30,7 +31,11 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// A running model server.
+/// One model server at a time in this test binary: inference is CPU-bound, and the other tests
+/// measure benchmarks on the same two cores.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A running model server (and this test's turn to run one: held until it drops).
 pub struct ModelServer {
     pub proc: ProcGuard,
     /// Base URL, `http://127.0.0.1:<port>/v1`.
@@ -39,11 +44,13 @@ pub struct ModelServer {
     pub model: String,
     /// Its bearer key (in [`KEY_ENV`] for the agents).
     pub key: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl ModelServer {
     /// Start the route serving the model as `model` (the id requests must name), with a key.
     pub fn start(model: &str) -> ModelServer {
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = model_dir();
         let key = format!("test-model-key-{}", std::process::id());
         let home = std::env::temp_dir();
@@ -71,7 +78,8 @@ impl ModelServer {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
                     if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
-                        return ModelServer { proc, url: url.trim().to_string(), model: model.to_string(), key };
+                        let url = url.trim().to_string();
+                        return ModelServer { proc, url, model: model.to_string(), key, _turn: turn };
                     }
                 }
                 Err(_) => panic!("the model server did not print RATCHET_LISTENING within 90 s"),

@@ -29,8 +29,8 @@ use serde_json::{Value, json};
 use crate::peers::Peers;
 
 mod models;
-pub use models::{ModelSummary, StageSummary, model_summary};
 use models::stage_usage;
+pub use models::{ModelSummary, StageSummary, model_summary};
 
 pub const LOOP_STATE_VERSION: u32 = 1;
 
@@ -1254,18 +1254,17 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
         substrate::TaskWatcher::for_dirs(home.worktrees_dir(), &["results", "leases"], move || wake.notify_one())
             .map_err(|e| tracing::warn!("watching results failed ({e}); polling instead"))
             .ok();
-    let mut eng =
-        Engine {
-            results_changed,
-            _results_watcher: watcher,
-            adjusted_this_cycle: false,
-            ctx,
-            home,
-            st,
-            gov,
-            peers,
-            pending_usage: Default::default(),
-        };
+    let mut eng = Engine {
+        results_changed,
+        _results_watcher: watcher,
+        adjusted_this_cycle: false,
+        ctx,
+        home,
+        st,
+        gov,
+        peers,
+        pending_usage: Default::default(),
+    };
     eng.save()?;
     loop {
         // Governance may change between cycles (an approval): reload it each time.

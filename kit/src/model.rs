@@ -76,7 +76,8 @@ impl ModelClient {
             "stream": false,
         });
         if let (Some(s), true) = (schema, self.endpoint.structured) {
-            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "strict": true, "schema": s}});
+            body["response_format"] =
+                json!({"type": "json_schema", "json_schema": {"name": "answer", "strict": true, "schema": s}});
         }
         let mut call = ModelCall {
             stage: stage.to_string(),

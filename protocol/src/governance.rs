@@ -447,13 +447,23 @@ fn check_model(name: &str, m: &ModelEndpoint) -> Result<(), GovernanceError> {
     }
     let scheme = m.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     if !matches!(scheme.as_deref(), Some("http" | "https")) {
-        return bad("url", format!("{:?} is not an http(s) URL", m.url), "use the API's base URL, e.g. \"http://127.0.0.1:8089/v1\"");
+        return bad(
+            "url",
+            format!("{:?} is not an http(s) URL", m.url),
+            "use the API's base URL, e.g. \"http://127.0.0.1:8089/v1\"",
+        );
     }
     if m.model.trim().is_empty() {
-        return bad("model", "the model id is empty".into(), "give the model id the server serves (GET <url>/models lists them)");
+        return bad(
+            "model",
+            "the model id is empty".into(),
+            "give the model id the server serves (GET <url>/models lists them)",
+        );
     }
     if let Some(v) = &m.api_key_env
-        && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || v.starts_with(|c: char| c.is_ascii_digit()))
+        && (v.is_empty()
+            || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || v.starts_with(|c: char| c.is_ascii_digit()))
     {
         return bad(
             "api_key_env",
@@ -509,7 +519,11 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
     }
     if let Some(r) = &e.review {
         if r.rubric.iter().all(|c| c.trim().is_empty()) {
-            return bad("review.rubric", "the rubric is empty".into(), "list what the reviewer checks, one criterion per entry");
+            return bad(
+                "review.rubric",
+                "the rubric is empty".into(),
+                "list what the reviewer checks, one criterion per entry",
+            );
         }
         if r.max_findings == 0 || r.max_diff_bytes < 256 {
             return bad(
@@ -620,12 +634,22 @@ impl Governance {
             && let Some(m) = &self.proposer.model
             && !self.constitution.models.contains_key(m)
         {
-            return Err(invalid(CADENCE, "proposer.model", format!("model {m:?} is not declared in constitution.md ({})", declared()), fix));
+            return Err(invalid(
+                CADENCE,
+                "proposer.model",
+                format!("model {m:?} is not declared in constitution.md ({})", declared()),
+                fix,
+            ));
         }
         if let Some(r) = &self.ethos.review
             && !self.constitution.models.contains_key(&r.model)
         {
-            return Err(invalid(ETHOS, "review.model", format!("model {:?} is not declared in constitution.md ({})", r.model, declared()), fix));
+            return Err(invalid(
+                ETHOS,
+                "review.model",
+                format!("model {:?} is not declared in constitution.md ({})", r.model, declared()),
+                fix,
+            ));
         }
         if !self.constitution.model_review.is_off() && self.ethos.review.is_none() {
             return Err(invalid(
@@ -645,7 +669,9 @@ impl Governance {
 
     /// The model that proposes (strategy openai), if any.
     pub fn proposer_model(&self) -> Option<(ModelId, &ModelEndpoint)> {
-        (self.proposer.strategy == "openai").then(|| self.proposer.model.as_deref().and_then(|m| self.model(m))).flatten()
+        (self.proposer.strategy == "openai")
+            .then(|| self.proposer.model.as_deref().and_then(|m| self.model(m)))
+            .flatten()
     }
 
     /// The model that reviews candidates, when the constitution turns the review on.

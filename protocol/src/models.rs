@@ -248,7 +248,8 @@ mod tests {
 
     #[test]
     fn usage_adds_and_shares() {
-        let mut u = Usage { calls: 1, prompt_tokens: 100, cached_prompt_tokens: 0, completion_tokens: 10, latency_ms: 5 };
+        let mut u =
+            Usage { calls: 1, prompt_tokens: 100, cached_prompt_tokens: 0, completion_tokens: 10, latency_ms: 5 };
         u.add(&Usage { calls: 1, prompt_tokens: 100, cached_prompt_tokens: 90, completion_tokens: 5, latency_ms: 3 });
         assert_eq!(u.total_tokens(), 215);
         assert_eq!(u.cache_share(), Some(0.45));

@@ -93,7 +93,8 @@ fn a_real_model_proposes_and_its_malformed_answers_trip_the_circuit_breaker() {
     assert_eq!(s["tokens"]["calls"], 2, "{s:#}");
 }
 
-const RUBRIC: &str = "rubric = [\"the change keeps params.toml valid TOML\", \"tests are not weakened\"]\nmax_findings = 2";
+const RUBRIC: &str =
+    "rubric = [\"the change keeps params.toml valid TOML\", \"tests are not weakened\"]\nmax_findings = 2";
 
 #[test]
 fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
@@ -180,10 +181,8 @@ fn a_model_reviews_a_real_diff_and_every_piece_of_evidence_names_it() {
 
     // Preference pairs carry the models and the governance hashes; the trace has the model calls.
     let out = t.ratchet(&["export", "pairs"]);
-    let pairs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let pairs: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert_eq!(pairs.len(), 1, "{pairs:#?}\n{s:#}");
     assert_eq!(pairs[0]["chosen"]["models"]["reviewer"], reviewer.as_str(), "{:#}", pairs[0]);
     assert_eq!(pairs[0]["rejected"]["models"]["reviewer"], reviewer.as_str(), "{:#}", pairs[0]);

@@ -243,7 +243,10 @@ mod tests {
             (r#"{"verdict":"pass"}"#, "missing field `findings`"),
             (r#"{"verdict":"pass","findings":[],"extra":1}"#, "unknown field `extra`"),
             (r#"{"verdict":"pass","findings":[{"severity":"low","file":"src/a.rs","message":"x"}]}"#, "severity"),
-            (r#"{"verdict":"pass","findings":[{"severity":"warn","file":"src/b.rs","message":"x"}]}"#, "not a file the diff changes"),
+            (
+                r#"{"verdict":"pass","findings":[{"severity":"warn","file":"src/b.rs","message":"x"}]}"#,
+                "not a file the diff changes",
+            ),
             (r#"{"verdict":"pass","findings":[{"severity":"warn","file":"src/a.rs","message":" "}]}"#, "empty"),
             (
                 r#"{"verdict":"pass","findings":[{"severity":"warn","file":"src/a.rs","message":"a"},{"severity":"warn","file":"src/a.rs","message":"b"}]}"#,

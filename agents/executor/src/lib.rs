@@ -160,8 +160,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
             .and_then(|g| g.reviewer_model().map(|(id, _)| id.to_string()));
         apply_and_commit(&tree, &artifacts, &governance, &inp, attempt, reviewer.as_deref())
     })
-        .await
-        .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
+    .await
+    .unwrap_or_else(|e| Err(format!("infra: apply task crashed: {e}")));
     let commit = match applied {
         Ok(c) => c,
         Err(e) if e.starts_with("infra: ") => return WorkResult::infra_failure(e, json!({})),

@@ -84,10 +84,9 @@ pub async fn propose_openai(
 ) -> (Result<Proposal, ProposalError>, ModelCall) {
     let files = {
         let w = worktree.to_path_buf();
-        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None)).await.map_err(|e| ProposalError::Io {
-            path: worktree.into(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None))
+            .await
+            .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })
     };
     let files = match files {
         Ok(Ok(f)) => f,
@@ -259,10 +258,14 @@ mod tests {
             std::time::Duration::from_secs(10),
         )
         .unwrap();
-        let (p, call) = propose_openai(&client, repo, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
+        let (p, call) =
+            propose_openai(&client, repo, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
         let p = p.unwrap();
         assert_eq!(call.outcome, "ok");
-        assert_eq!((call.usage.prompt_tokens, call.usage.cached_prompt_tokens, call.usage.completion_tokens), (40, 30, 9));
+        assert_eq!(
+            (call.usage.prompt_tokens, call.usage.cached_prompt_tokens, call.usage.completion_tokens),
+            (40, 30, 9)
+        );
         assert_eq!(p.model.as_deref(), Some(format!("canned: local @ {endpoint}").as_str()));
         let request = server.await.unwrap();
         assert!(request.contains("POST /v1/chat/completions"), "{request}");

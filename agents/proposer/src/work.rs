@@ -195,7 +195,8 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
         .gov
         .proposer_model()
         .ok_or("cadence.md [proposer] model names no model declared in constitution.md [constitution.models]")?;
-    let client = kit::model::ModelClient::new(id, endpoint, call.timeout()).map_err(|e| format!("infrastructure: {e}"))?;
+    let client =
+        kit::model::ModelClient::new(id, endpoint, call.timeout()).map_err(|e| format!("infrastructure: {e}"))?;
     let context = call.context();
     let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
     let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
@@ -209,7 +210,10 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
         let (result, mut record) =
             crate::openai::propose_openai(&client, &dir, &call.gov.ethos.goal, &context, &banned).await;
         match result {
-            Ok(p) if !banned.contains(&p.approach_key()) && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) => {
+            Ok(p)
+                if !banned.contains(&p.approach_key())
+                    && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) =>
+            {
                 banned.push(p.approach_key());
                 proposals.push(p);
             }
