@@ -3,7 +3,7 @@ mod governance;
 mod interop;
 mod limits;
 mod loop_e2e;
-mod models;
+mod real_model;
 mod resume;
 mod security_wire;
 mod soak;
