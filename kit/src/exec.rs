@@ -9,16 +9,22 @@
 //!   grandchildren die too) and when the future is dropped;
 //! - runs with RLIMIT_CORE = 0 and, when `memory_limit_bytes` is set, RLIMIT_AS, both set with `setrlimit`
 //!   in the child between fork and exec (`pre_exec`, see [`set_rlimits_before_exec`]);
-//! - is confined by a [`SandboxMode`]:
-//!   - `Bwrap` (bubblewrap): the whole file system read-only except the worktree (`cwd`) and a fresh `/tmp`,
-//!     private pids, no network unless allowed (loopback still works), dies with its parent.
-//!   - `Namespaces` (`unshare --user --map-root-user --net`): confines the network (a private network
-//!     namespace whose loopback is brought up when `ip` is available) and nothing else. It does **not**
-//!     confine the file system: the command can write wherever the user can. Its processes are killed with
-//!     the group, as in `Plain`.
-//!   - `Plain`: rlimits, timeout and the group kill only. Weaker: no file-system or network confinement, and a
-//!     process that leaves the group with `setsid` survives.
-//!   - `Auto` picks the first of these that works on this machine, probed once per process.
+//! - is confined by a [`SandboxMode`] (what the confining modes apply is [`crate::sandbox::Plan`]):
+//!   - `Bwrap` (bubblewrap) and `Namespaces` (Ratchet's own launcher, `ratchet-sandbox`, built on
+//!     user, mount, pid, ipc, uts and network namespaces) confine alike: the file system read-only
+//!     except the checkout (its `.git` read-only too unless [`RunSpec::with_writable_git`]) and a
+//!     private empty `/tmp` (`TMPDIR`); the host's `/tmp`, `/var/tmp` and `/run` hidden; the swarm's
+//!     `worktrees/` and the repository's git directory hidden except what the checkout needs, read-only
+//!     ([`RunSpec::with_repository`]); own pid namespace (nothing outlives the run, nothing outside can
+//!     be seen or signalled), mount, ipc and uts namespaces; no network unless allowed (loopback
+//!     works); no capabilities, `no_new_privs`, a new session;
+//!   - `Plain`: rlimits, timeout and the group kill only. **Weak**: no file-system, process or network
+//!     confinement, and a process that leaves the group with `setsid` survives. A run in a weak mode
+//!     is refused unless the spec allows it ([`RunSpec::with_weak_sandbox_allowed`], from the
+//!     constitution's `weak_sandbox = "allow"`);
+//!   - `Auto` picks the first of `Bwrap` and `Namespaces` that the probe
+//!     ([`crate::sandbox::probe::probe_sandbox`]) finds confining on this machine, else `Plain`
+//!     (weak, so refused unless allowed). Never silently "network only".
 //!
 //! A [`RunOutcome`] separates candidate failures (the command ran and exited non-zero) from infrastructure
 //! failures (timeout, spawn error, signal, out of memory), which callers retry and never count against a
@@ -26,11 +32,11 @@
 
 use std::ffi::OsString;
 use std::io::Write as _;
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::sys::resource::{Resource, setrlimit};
@@ -40,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 use tokio::time::Instant;
+
+use crate::sandbox::{Confinement, Plan, Report};
 
 /// The parent's environment variables a command sees; everything else is cleared.
 pub const PASSED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "TMPDIR", "CARGO_HOME", "RUSTUP_HOME"];
@@ -95,31 +103,19 @@ impl SandboxMode {
         }
     }
 
-    /// The mode a run uses: `Auto` becomes the strongest mode that works here (probed once per process, a
-    /// blocking call of a few milliseconds the first time); the other modes are returned unchanged.
+    /// The mode a run uses: `Auto` becomes the strongest mode that confines on this machine (probed
+    /// once per process, a blocking call of a few tens of milliseconds the first time); the other
+    /// modes are returned unchanged.
     pub fn resolve(self) -> SandboxMode {
-        static DETECTED: OnceLock<SandboxMode> = OnceLock::new();
         match self {
-            Self::Auto => *DETECTED.get_or_init(|| {
-                let probes: [(SandboxMode, &[&str]); 2] = [
-                    (Self::Bwrap, &["bwrap", "--die-with-parent", "--unshare-net", "--ro-bind", "/", "/", "true"]),
-                    (Self::Namespaces, &["unshare", "--user", "--map-root-user", "--net", "true"]),
-                ];
-                probes
-                    .into_iter()
-                    .find(|(_, argv)| {
-                        std::process::Command::new(argv[0])
-                            .args(&argv[1..])
-                            .stdin(Stdio::null())
-                            .stdout(Stdio::null())
-                            .stderr(Stdio::null())
-                            .status()
-                            .is_ok_and(|status| status.success())
-                    })
-                    .map_or(Self::Plain, |(mode, _)| mode)
-            }),
+            Self::Auto => crate::sandbox::probe::cached().auto,
             other => other,
         }
+    }
+
+    /// A mode that does not confine the command (today: `Plain`).
+    pub fn is_weak(self) -> bool {
+        self == Self::Plain
     }
 }
 
@@ -136,6 +132,17 @@ pub struct RunSpec {
     pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
     pub allow_network: bool,
+    /// The swarm's repository (its home): its `worktrees/` and git directory are hidden from the
+    /// command, except what the checkout needs (read-only).
+    pub repository: Option<PathBuf>,
+    /// More directories the command may write (each must exist), e.g. the proposer program's home.
+    pub writable: Vec<PathBuf>,
+    /// The checkout's `.git` stays writable (the proposer's program may commit in its scratch
+    /// checkout, whose `.git` the proposer never trusts afterwards); read-only otherwise.
+    pub git_writable: bool,
+    /// A weak sandbox (one that does not confine, see [`SandboxMode::is_weak`]) may be used; when
+    /// false such a run is refused before it starts.
+    pub allow_weak: bool,
     /// RLIMIT_AS (virtual address space) of every process of the command.
     pub memory_limit_bytes: Option<u64>,
     pub sandbox: SandboxMode,
@@ -147,7 +154,8 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// Defaults: no env, no stdin, 10 minutes, no network, no memory limit, `Auto` sandbox, no log, 1 MiB.
+    /// Defaults: no env, no stdin, 10 minutes, no network, no memory limit, `Auto` sandbox (never weak),
+    /// no repository to hide, no log, 1 MiB.
     pub fn new(command: impl Into<String>, cwd: impl Into<PathBuf>) -> Self {
         Self {
             command: command.into(),
@@ -156,6 +164,10 @@ impl RunSpec {
             stdin: None,
             timeout: Duration::from_secs(600),
             allow_network: false,
+            repository: None,
+            writable: Vec::new(),
+            git_writable: false,
+            allow_weak: false,
             memory_limit_bytes: None,
             sandbox: SandboxMode::Auto,
             log_path: None,
@@ -180,6 +192,26 @@ impl RunSpec {
 
     pub fn with_network(mut self, allow: bool) -> Self {
         self.allow_network = allow;
+        self
+    }
+
+    pub fn with_repository(mut self, home: impl Into<PathBuf>) -> Self {
+        self.repository = Some(home.into());
+        self
+    }
+
+    pub fn with_writable(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.writable.push(dir.into());
+        self
+    }
+
+    pub fn with_writable_git(mut self) -> Self {
+        self.git_writable = true;
+        self
+    }
+
+    pub fn with_weak_sandbox_allowed(mut self, allow: bool) -> Self {
+        self.allow_weak = allow;
         self
     }
 
@@ -265,9 +297,11 @@ impl RunOutcome {
         self.status.is_candidate_failure()
     }
 
-    /// One line for logs, e.g. `exited with status 1 after 2.31s (sandbox namespaces)`.
+    /// One line for logs, e.g. `exited with status 1 after 2.31s (sandbox namespaces)`; a weak
+    /// sandbox says so: `(sandbox plain, weak)`.
     pub fn describe(&self) -> String {
-        let after = format!("after {:.2}s (sandbox {})", self.duration.as_secs_f64(), self.sandbox);
+        let weak = if self.sandbox.is_weak() { ", weak" } else { "" };
+        let after = format!("after {:.2}s (sandbox {}{weak})", self.duration.as_secs_f64(), self.sandbox);
         match &self.status {
             RunStatus::Exited(0) => format!("succeeded {after}"),
             RunStatus::Exited(code) => format!("exited with status {code} {after}"),
@@ -288,6 +322,7 @@ impl RunOutcome {
             "description": self.describe(),
             "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
             "sandbox": self.sandbox,
+            "weak_sandbox": self.sandbox.is_weak(),
             "infra_failure": self.is_infra_failure(),
             "stdout_bytes": self.stdout.len(),
             "stderr_bytes": self.stderr.len(),
@@ -320,19 +355,50 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         },
     };
 
-    let argv = sandbox_argv(sandbox, &spec.command, &cwd, spec.allow_network);
+    if sandbox.is_weak() && !spec.allow_weak {
+        return fail(weak_refusal(spec.sandbox));
+    }
+    let confinement = Confinement {
+        cwd: &cwd,
+        repository: spec.repository.as_deref(),
+        writable: &spec.writable,
+        git_writable: spec.git_writable,
+        allow_network: spec.allow_network,
+    };
+    // A confining sandbox reports how the command ended on a pipe the command never holds.
+    let report_pipe = if sandbox.is_weak() {
+        None
+    } else {
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => return fail(format!("cannot create the sandbox's report pipe: {e}")),
+        }
+    };
+    let report_fd = report_pipe.as_ref().map(|(_, write)| write.as_raw_fd());
+    let argv = match Plan::build(&confinement)
+        .map_err(|e| e.to_string())
+        .and_then(|plan| sandbox_argv(sandbox, &plan, report_fd, &spec.command))
+    {
+        Ok(argv) => argv,
+        Err(why) => return fail(why),
+    };
+    // Confined commands get the sandbox's private, empty /tmp as TMPDIR.
+    let env = child_env(std::env::vars_os(), !sandbox.is_weak(), &spec.env);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&cwd)
         .env_clear()
-        .envs(child_env(std::env::vars_os(), &spec.env))
+        .envs(env)
         .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    set_rlimits_before_exec(&mut cmd, spec.memory_limit_bytes);
-    let mut child = match cmd.spawn() {
+    prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd);
+    let spawned = cmd.spawn();
+    // Our copy of the report pipe's write end: only the sandbox holds it from here on.
+    let report = report_pipe.map(|(read, _write)| read);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let program = argv[0].to_string_lossy();
@@ -397,69 +463,113 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
     group.armed = false;
 
     let stderr = err.into_string();
-    let status = classify(exit, timed_out, spec.memory_limit_bytes.is_some(), &stderr);
+    let report = report.map(|read| Report::parse(&read_available(read)));
+    let exit = match (&report, exit) {
+        // The command's own end, as the sandbox saw it (bubblewrap alone reports a signal as 128 + n).
+        (Some(Some(Report::Exited(code))), Some(Ok(_))) => Some(Ok(ExitStatus::from_raw(code << 8))),
+        (Some(Some(Report::Signaled(signal))), Some(Ok(_))) => Some(Ok(ExitStatus::from_raw(*signal))),
+        (_, exit) => exit,
+    };
+    let mut status = classify(exit, timed_out, spec.memory_limit_bytes.is_some(), &stderr);
+    match (&report, &status) {
+        (_, RunStatus::TimedOut) => {}
+        (Some(Some(Report::SetupFailed(why))), _) => {
+            status = RunStatus::SpawnFailed(format!("the sandbox could not start the command: {why}"));
+        }
+        // The sandbox ended without running the command (bubblewrap's own errors).
+        (Some(None), RunStatus::Exited(code)) => {
+            let why = stderr.lines().next().unwrap_or("no message");
+            status = RunStatus::SpawnFailed(format!("the sandbox could not start the command (exit {code}): {why}"));
+        }
+        _ => {}
+    }
     let outcome = RunOutcome { status, stdout: out.into_string(), stderr, duration: start.elapsed(), sandbox };
     append_log(&mut log, format!("\n==> {}\n", outcome.describe()).as_bytes());
     outcome
 }
 
-/// The argument vector that runs `sh -c command` under `mode` (which must be resolved: `Auto` runs plain).
-fn sandbox_argv(mode: SandboxMode, command: &str, cwd: &Path, allow_network: bool) -> Vec<OsString> {
-    let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
-    let cwd = cwd.as_os_str().to_owned();
-    let mut argv = Vec::new();
+/// The argument vector that runs `sh -c command` under `mode` (resolved: `Auto` is an error) applying
+/// `plan` and reporting on `report_fd` (both ignored by `Plain`).
+pub(crate) fn sandbox_argv(
+    mode: SandboxMode,
+    plan: &Plan,
+    report_fd: Option<RawFd>,
+    command: &str,
+) -> Result<Vec<OsString>, String> {
     match mode {
-        SandboxMode::Bwrap => {
-            argv.extend(os(&["bwrap", "--die-with-parent", "--unshare-pid"]));
-            if !allow_network {
-                argv.extend(os(&["--unshare-net"]));
-            }
-            argv.extend(os(&["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]));
-            argv.extend([OsString::from("--bind"), cwd.clone(), cwd.clone(), OsString::from("--chdir"), cwd]);
-            argv.extend(os(&["--", "sh", "-c", command]));
-        }
-        SandboxMode::Namespaces => {
-            argv.extend(os(&["unshare", "--user", "--map-root-user"]));
-            if allow_network {
-                argv.extend(os(&["--", "sh", "-c", command]));
-            } else {
-                // A new network namespace has its loopback down; bring it up so local servers in tests work,
-                // then exec the command so its exit status and signals reach us unchanged.
-                let lo_up = "(PATH=\"$PATH:/usr/sbin:/sbin\"; ip link set lo up) >/dev/null 2>&1; exec sh -c \"$1\"";
-                argv.extend(os(&["--net", "--", "sh", "-c", lo_up, "ratchet-sandbox", command]));
-            }
-        }
-        SandboxMode::Auto | SandboxMode::Plain => argv.extend(os(&["sh", "-c", command])),
+        SandboxMode::Bwrap => Ok(plan.bwrap_argv(&crate::sandbox::launcher_path()?, report_fd, command)),
+        SandboxMode::Namespaces => Ok(plan.launcher_argv(&crate::sandbox::launcher_path()?, report_fd, command)),
+        SandboxMode::Plain => Ok(["sh", "-c", command].iter().map(OsString::from).collect()),
+        SandboxMode::Auto => Err("the sandbox mode `auto` must be resolved before a run".into()),
     }
-    argv
 }
 
-/// The child's environment: the allowed variables of `parent`, then `extra` (which wins).
+/// Why a run in a weak sandbox was refused, with the fixes.
+fn weak_refusal(asked: SandboxMode) -> String {
+    let why = if asked == SandboxMode::Auto {
+        format!("no confining sandbox works on this machine ({})", crate::sandbox::probe::cached().why_not_confined())
+    } else {
+        format!("sandbox `{asked}` does not confine commands")
+    };
+    format!(
+        "refused to run unconfined: {why}, and constitution.md has weak_sandbox = \"refuse\"; fix: install bubblewrap \
+         (apt-get install bubblewrap) or enable unprivileged user namespaces, or set weak_sandbox = \"allow\" in \
+         constitution.md to accept commands that can write outside their checkout, see the swarm's files and outlive their run"
+    )
+}
+
+/// The child's environment: the allowed variables of `parent` (with `TMPDIR=/tmp` instead of the
+/// parent's when the sandbox gives a private /tmp), then `extra` (which wins).
 fn child_env(
     parent: impl IntoIterator<Item = (OsString, OsString)>,
+    private_tmp: bool,
     extra: &[(String, String)],
 ) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> =
-        parent.into_iter().filter(|(key, _)| PASSED_ENV.iter().any(|allowed| key == allowed)).collect();
+    let mut env: Vec<(OsString, OsString)> = parent
+        .into_iter()
+        .filter(|(key, _)| PASSED_ENV.iter().any(|allowed| key == allowed))
+        .filter(|(key, _)| !(private_tmp && key == "TMPDIR"))
+        .collect();
+    if private_tmp {
+        env.push(("TMPDIR".into(), "/tmp".into()));
+    }
     env.extend(extra.iter().map(|(key, value)| (key.into(), value.into())));
     env
 }
 
-/// Sets RLIMIT_CORE to 0 and, when given, RLIMIT_AS, in the child between fork and exec.
+/// In the child between fork and exec: RLIMIT_CORE to 0, RLIMIT_AS when given, and the sandbox's
+/// report pipe kept open across exec (it is close-on-exec everywhere else).
 #[allow(unsafe_code)]
-fn set_rlimits_before_exec(cmd: &mut Command, memory_limit_bytes: Option<u64>) {
+fn prepare_child(cmd: &mut Command, memory_limit_bytes: Option<u64>, report_fd: Option<RawFd>) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are allowed.
-    // It calls setrlimit(2) only (async-signal-safe), captures a plain Option<u64>, and allocates nothing:
-    // converting an errno into io::Error is a plain value.
+    // It calls setrlimit(2) and fcntl(2) only (both async-signal-safe), captures plain integers, and allocates
+    // nothing: converting an errno into io::Error is a plain value. The fd is the write end of a pipe this
+    // process created just before spawning and keeps open until the spawn returned.
     unsafe {
         cmd.pre_exec(move || {
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             if let Some(bytes) = memory_limit_bytes {
                 setrlimit(Resource::RLIMIT_AS, bytes, bytes)?;
             }
+            if let Some(fd) = report_fd {
+                let fd = BorrowedFd::borrow_raw(fd);
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+            }
             Ok(())
         });
     }
+}
+
+/// What the sandbox wrote on its report pipe, without waiting: every writer has ended once the
+/// sandbox's first process has (its init dies with it), so what is there is all there is.
+fn read_available(read: OwnedFd) -> String {
+    use std::io::Read as _;
+    let flags = nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+    let nonblocking = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    let _ = nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(nonblocking));
+    let mut text = Vec::new();
+    let _ = std::fs::File::from(read).take(4096).read_to_end(&mut text);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn classify(
@@ -563,59 +673,108 @@ mod tests {
     use super::*;
 
     fn plain(command: &str, dir: &Path) -> RunSpec {
-        RunSpec::new(command, dir).with_sandbox(SandboxMode::Plain).with_timeout(Duration::from_secs(60))
+        RunSpec::new(command, dir)
+            .with_sandbox(SandboxMode::Plain)
+            .with_weak_sandbox_allowed(true)
+            .with_timeout(Duration::from_secs(60))
     }
 
-    fn namespaces_available() -> bool {
-        let works = std::process::Command::new("unshare")
-            .args(["--user", "--map-root-user", "--net", "true"])
-            .status()
-            .is_ok_and(|status| status.success());
-        if !works {
-            println!("note: skipped, `unshare --user --map-root-user --net true` does not work on this machine");
+    /// Every mode a behaviour must hold in: plain (weak, allowed here), bubblewrap and the
+    /// namespaces launcher. Bubblewrap is required (`tests/run` installs it) unless
+    /// `RATCHET_TEST_SKIP_BWRAP=1` says this machine cannot have it.
+    fn modes() -> Vec<SandboxMode> {
+        let mut modes = vec![SandboxMode::Plain, SandboxMode::Namespaces];
+        if crate::sandbox::probe::cached().mode(SandboxMode::Bwrap).is_some_and(|m| m.works) {
+            modes.push(SandboxMode::Bwrap);
+        } else if std::env::var("RATCHET_TEST_SKIP_BWRAP").as_deref() == Ok("1") {
+            println!("note: bubblewrap is not installed; its leg is skipped (RATCHET_TEST_SKIP_BWRAP=1)");
+        } else {
+            panic!(
+                "bubblewrap is not installed: tests/run installs it (apt-get install bubblewrap), or set RATCHET_TEST_SKIP_BWRAP=1"
+            );
         }
-        works
+        modes
     }
 
-    /// Waits (up to 10 s) until `pid` is gone or a zombie; false if it is still running then.
-    async fn gone(pid: i32) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                Err(_) => return true,
-                Ok(stat) if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) => return true,
-                Ok(_) if Instant::now() > deadline => return false,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+    fn spec(mode: SandboxMode, command: &str, dir: &Path) -> RunSpec {
+        plain(command, dir).with_sandbox(mode)
+    }
+
+    /// A marker unique to this test run, for finding the test's processes on the host by their
+    /// arguments (pids printed inside a pid namespace mean nothing outside it).
+    fn marker() -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!("{}{:04}", std::process::id() % 100_000, N.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Host pids of live processes whose command line contains `needle`.
+    fn running_with(needle: &str) -> Vec<i32> {
+        let mut found = vec![];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+            if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) && pid != std::process::id() as i32 {
+                found.push(pid);
             }
         }
+        found
     }
 
-    fn first_pid(stdout: &str) -> i32 {
-        stdout.trim().lines().next().and_then(|line| line.trim().parse().ok()).expect("the command printed a pid")
+    /// Waits (up to 10 s) until no process has `needle` in its arguments.
+    async fn all_gone(needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = running_with(needle);
+            if left.is_empty() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
-    async fn exit_codes_and_signals_are_classified() {
+    async fn exit_codes_and_signals_are_classified_in_every_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let ok = plain("exit 0", dir.path()).run().await;
-        assert_eq!(ok.status, RunStatus::Exited(0));
-        assert!(ok.success() && !ok.is_infra_failure() && !ok.is_candidate_failure());
-        assert_eq!(ok.sandbox, SandboxMode::Plain);
+        for mode in modes() {
+            let ok = spec(mode, "exit 0", dir.path()).run().await;
+            assert_eq!(ok.status, RunStatus::Exited(0), "{ok:?}");
+            assert!(ok.success() && !ok.is_infra_failure() && !ok.is_candidate_failure());
+            assert_eq!(ok.sandbox, mode);
 
-        let no = plain("echo failing >&2; exit 3", dir.path()).run().await;
-        assert_eq!(no.status, RunStatus::Exited(3));
-        assert!(no.is_candidate_failure() && !no.is_infra_failure() && !no.success());
-        assert_eq!(no.stderr, "failing\n");
-        assert!(no.describe().contains("exited with status 3"), "{}", no.describe());
+            let no = spec(mode, "echo failing >&2; exit 3", dir.path()).run().await;
+            assert_eq!(no.status, RunStatus::Exited(3), "{no:?}");
+            assert!(no.is_candidate_failure() && !no.is_infra_failure() && !no.success());
+            assert_eq!(no.stderr, "failing\n");
+            assert!(no.describe().contains("exited with status 3"), "{}", no.describe());
+            assert_eq!(spec(mode, "exit 125", dir.path()).run().await.status, RunStatus::Exited(125), "{mode}");
 
-        let crashed = plain("kill -SEGV $$", dir.path()).run().await;
-        assert_eq!(crashed.status, RunStatus::Signaled(11));
-        assert!(crashed.is_infra_failure() && !crashed.is_candidate_failure());
-        assert!(crashed.describe().contains("SIGSEGV"), "{}", crashed.describe());
+            let crashed = spec(mode, "kill -SEGV $$", dir.path()).run().await;
+            assert_eq!(crashed.status, RunStatus::Signaled(11), "{mode}: {crashed:?}");
+            assert!(crashed.is_infra_failure() && !crashed.is_candidate_failure());
+            assert!(crashed.describe().contains("SIGSEGV"), "{}", crashed.describe());
 
-        let nowhere = plain("true", &dir.path().join("missing")).run().await;
-        assert!(matches!(&nowhere.status, RunStatus::SpawnFailed(why) if why.contains("missing")), "{nowhere:?}");
-        assert!(nowhere.is_infra_failure());
+            let nowhere = spec(mode, "true", &dir.path().join("missing")).run().await;
+            assert!(matches!(&nowhere.status, RunStatus::SpawnFailed(why) if why.contains("missing")), "{nowhere:?}");
+            assert!(nowhere.is_infra_failure());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_cannot_start_is_an_infrastructure_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        // A writable directory that does not exist: the plan cannot be built.
+        let spec = spec(SandboxMode::Namespaces, "true", dir.path()).with_writable(dir.path().join("gone"));
+        let outcome = spec.run().await;
+        assert!(matches!(&outcome.status, RunStatus::SpawnFailed(why) if why.contains("gone")), "{outcome:?}");
     }
 
     #[test]
@@ -636,13 +795,14 @@ mod tests {
     async fn memory_limit_is_applied_and_exhaustion_is_out_of_memory() {
         let dir = tempfile::tempdir().unwrap();
         let limit = 256 * 1024 * 1024;
-        let shown = plain("ulimit -v", dir.path()).with_memory_limit(limit).run().await;
-        assert_eq!(shown.stdout.trim(), (limit / 1024).to_string(), "{shown:?}");
-
         let hungry = "perl -e '$x = \"a\" x 500_000_000; print length $x'";
-        let starved = plain(hungry, dir.path()).with_memory_limit(64 * 1024 * 1024).run().await;
-        assert_eq!(starved.status, RunStatus::OutOfMemory, "{starved:?}");
-        assert!(starved.is_infra_failure());
+        for mode in modes() {
+            let shown = spec(mode, "ulimit -v", dir.path()).with_memory_limit(limit).run().await;
+            assert_eq!(shown.stdout.trim(), (limit / 1024).to_string(), "{mode}: {shown:?}");
+            let starved = spec(mode, hungry, dir.path()).with_memory_limit(64 * 1024 * 1024).run().await;
+            assert_eq!(starved.status, RunStatus::OutOfMemory, "{mode}: {starved:?}");
+            assert!(starved.is_infra_failure());
+        }
         let fed = plain(hungry, dir.path()).run().await;
         assert_eq!(fed.stdout, "500000000", "{fed:?}");
     }
@@ -650,57 +810,85 @@ mod tests {
     #[tokio::test]
     async fn timeout_kills_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = plain("sleep 100 & echo $!; wait", dir.path()).with_timeout(Duration::from_secs(3));
-        let outcome = spec.run().await;
-        assert_eq!(outcome.status, RunStatus::TimedOut, "{outcome:?}");
-        assert!(outcome.is_infra_failure() && outcome.describe().contains("timed out"));
-        assert!(gone(first_pid(&outcome.stdout)).await, "the background sleep survived the timeout");
+        for mode in modes() {
+            let m = marker();
+            let command = format!("sleep 100.{m} & echo started; wait");
+            let outcome = spec(mode, &command, dir.path()).with_timeout(Duration::from_secs(3)).run().await;
+            assert_eq!(outcome.status, RunStatus::TimedOut, "{mode}: {outcome:?}");
+            assert_eq!(outcome.stdout, "started\n");
+            assert!(outcome.is_infra_failure() && outcome.describe().contains("timed out"));
+            assert!(all_gone(&format!("100.{m}")).await, "{mode}: the background sleep survived the timeout");
+        }
     }
 
     #[tokio::test]
-    async fn the_end_of_a_run_kills_background_processes() {
+    async fn the_end_of_a_run_kills_background_processes_and_confined_ones_even_after_setsid() {
         let dir = tempfile::tempdir().unwrap();
-        let outcome = plain("sleep 100 >/dev/null 2>&1 & echo $!", dir.path()).run().await;
-        assert_eq!(outcome.status, RunStatus::Exited(0));
-        assert!(gone(first_pid(&outcome.stdout)).await, "the background sleep outlived its run");
+        for mode in modes() {
+            let m = marker();
+            // Waits until the setsid sleeper runs (the pattern does not match grep's own arguments).
+            let command = format!(
+                "sleep 100.{m}1 >/dev/null 2>&1 & (setsid sleep 100.{m}2 >/dev/null 2>&1 &); \
+                 until grep -qs '100[.]{m}2' /proc/[0-9]*/cmdline; do sleep 0.01; done; echo ok"
+            );
+            let outcome = spec(mode, &command, dir.path()).run().await;
+            assert_eq!(outcome.status, RunStatus::Exited(0), "{outcome:?}");
+            assert!(all_gone(&format!("100.{m}1")).await, "{mode}: the background sleep outlived its run");
+            let setsid_gone = all_gone(&format!("100.{m}2")).await;
+            // Plain is weak: a process that leaves the group survives (all_gone killed it).
+            assert_eq!(setsid_gone, mode != SandboxMode::Plain, "{mode}");
+        }
     }
 
     #[tokio::test]
     async fn dropping_the_run_kills_the_group() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("pid.fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let reader = fifo.clone();
-        // A plain thread: if the command never writes, it blocks forever without holding up the test's end.
-        std::thread::spawn(move || tx.send(std::fs::read_to_string(reader)));
-        let spec = plain(&format!("sleep 100 & echo $! > {}; wait", fifo.display()), dir.path());
-        let pid = tokio::select! {
-            outcome = spec.run() => panic!("the run ended on its own: {outcome:?}"),
-            text = rx => first_pid(&text.unwrap().unwrap()),
-        };
-        assert!(gone(pid).await, "the background sleep survived dropping the run");
+        for mode in modes() {
+            let m = marker();
+            let spec = spec(mode, &format!("sleep 100.{m} & echo started; wait"), dir.path());
+            let mut run = Box::pin(spec.run());
+            let needle = format!("100.{m}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Poll the run until its sleeper exists, then drop it.
+            while running_with(&needle).is_empty() {
+                assert!(Instant::now() < deadline, "{mode}: the sleeper never started");
+                tokio::select! {
+                    outcome = &mut run => panic!("the run ended on its own: {outcome:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            drop(run);
+            assert!(all_gone(&needle).await, "{mode}: the background sleep survived dropping the run");
+        }
     }
 
     #[tokio::test]
     async fn stdin_is_delivered_and_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let echoed = plain("cat", dir.path()).with_stdin("goal: faster\n").run().await;
-        assert_eq!(echoed.stdout, "goal: faster\n");
-        // More than a pipe buffer, while the command also writes: no deadlock.
-        let big = plain("tee /dev/stderr | wc -c", dir.path()).with_stdin(vec![b'x'; 1 << 20]).run().await;
-        assert_eq!(big.stdout.trim(), "1048576");
-        let nothing = plain("cat", dir.path()).run().await;
-        assert_eq!((nothing.status, nothing.stdout.as_str()), (RunStatus::Exited(0), ""));
+        for mode in modes() {
+            let echoed = spec(mode, "cat", dir.path()).with_stdin("goal: faster\n").run().await;
+            assert_eq!(echoed.stdout, "goal: faster\n", "{mode}");
+            // More than a pipe buffer, while the command also writes: no deadlock.
+            let big = spec(mode, "tee /dev/stderr | wc -c", dir.path()).with_stdin(vec![b'x'; 1 << 20]).run().await;
+            assert_eq!(big.stdout.trim(), "1048576", "{mode}: {big:?}");
+            let nothing = spec(mode, "cat", dir.path()).run().await;
+            assert_eq!((nothing.status, nothing.stdout.as_str()), (RunStatus::Exited(0), ""));
+        }
     }
 
     #[test]
     fn child_env_keeps_only_the_allowed_variables_and_the_specs() {
-        let parent = [("PATH", "/bin"), ("GITHUB_TOKEN", "t"), ("AWS_SECRET_ACCESS_KEY", "k"), ("HOME", "/h")]
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let env = child_env(parent, &[("RATCHET_GOAL".into(), "speed".into()), ("HOME".into(), "/w".into())]);
-        let names: Vec<_> = env.iter().map(|(k, v)| format!("{}={}", k.display(), v.display())).collect();
-        assert_eq!(names, ["PATH=/bin", "HOME=/h", "RATCHET_GOAL=speed", "HOME=/w"]);
+        let parent =
+            [("PATH", "/bin"), ("GITHUB_TOKEN", "t"), ("AWS_SECRET_ACCESS_KEY", "k"), ("HOME", "/h"), ("TMPDIR", "/t")]
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let extra = [("RATCHET_GOAL".into(), "speed".into()), ("HOME".into(), "/w".into())];
+        let shown = |env: Vec<(OsString, OsString)>| {
+            env.iter().map(|(k, v)| format!("{}={}", k.display(), v.display())).collect::<Vec<_>>()
+        };
+        let env = child_env(parent.clone(), false, &extra);
+        assert_eq!(shown(env), ["PATH=/bin", "HOME=/h", "TMPDIR=/t", "RATCHET_GOAL=speed", "HOME=/w"]);
+        let confined = child_env(parent, true, &extra);
+        assert_eq!(shown(confined), ["PATH=/bin", "HOME=/h", "TMPDIR=/tmp", "RATCHET_GOAL=speed", "HOME=/w"]);
     }
 
     #[tokio::test]
@@ -708,9 +896,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // cargo sets CARGO_PKG_NAME for the test process; it stands for any secret the parent holds.
         assert!(std::env::var_os("CARGO_PKG_NAME").is_some(), "run this test under cargo");
-        let outcome = plain("env", dir.path()).with_env("RATCHET_GOAL", "speed").run().await;
-        assert!(!outcome.stdout.contains("CARGO_PKG_NAME="), "{}", outcome.stdout);
-        assert!(outcome.stdout.contains("RATCHET_GOAL=speed\n") && outcome.stdout.contains("PATH="));
+        for mode in modes() {
+            let outcome = spec(mode, "env", dir.path()).with_env("RATCHET_GOAL", "speed").run().await;
+            assert!(!outcome.stdout.contains("CARGO_PKG_NAME="), "{}", outcome.stdout);
+            assert!(outcome.stdout.contains("RATCHET_GOAL=speed\n") && outcome.stdout.contains("PATH="));
+            if mode != SandboxMode::Plain {
+                assert!(outcome.stdout.contains("TMPDIR=/tmp\n"), "{mode}: {}", outcome.stdout);
+            }
+        }
     }
 
     #[tokio::test]
@@ -731,57 +924,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn namespaces_block_the_network_unless_allowed() {
-        if !namespaces_available() {
-            return;
-        }
+    async fn confined_modes_block_the_network_unless_allowed_and_keep_loopback() {
         let dir = tempfile::tempdir().unwrap();
         let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let spec = RunSpec::new("readlink /proc/self/ns/net", dir.path()).with_sandbox(SandboxMode::Namespaces);
-        let confined = spec.clone().run().await;
-        assert_eq!(confined.sandbox, SandboxMode::Namespaces);
-        assert_ne!(confined.stdout.trim(), ours.to_str().unwrap(), "{confined:?}");
-        let open = spec.with_network(true).run().await;
-        assert_eq!(open.stdout.trim(), ours.to_str().unwrap(), "{open:?}");
-    }
-
-    #[tokio::test]
-    async fn namespaces_keep_loopback_and_signals() {
-        if !namespaces_available() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ns = |command: &str| RunSpec::new(command, dir.path()).with_sandbox(SandboxMode::Namespaces);
         let local = "perl -MIO::Socket::INET -e '$l = IO::Socket::INET->new(Listen => 1, LocalAddr => \"127.0.0.1\") \
                      or die $!; IO::Socket::INET->new(PeerAddr => \"127.0.0.1\", PeerPort => $l->sockport) or die $!'";
-        let outcome = ns(local).run().await;
-        assert_eq!(outcome.status, RunStatus::Exited(0), "{outcome:?}");
-        assert_eq!(ns("kill -SEGV $$").run().await.status, RunStatus::Signaled(11));
-        assert_eq!(ns("exit 4").run().await.status, RunStatus::Exited(4));
+        for mode in modes().into_iter().filter(|m| *m != SandboxMode::Plain) {
+            let ns = spec(mode, "readlink /proc/self/ns/net", dir.path());
+            let confined = ns.clone().run().await;
+            assert_eq!(confined.sandbox, mode);
+            assert_ne!(confined.stdout.trim(), ours.to_str().unwrap(), "{confined:?}");
+            let open = ns.with_network(true).run().await;
+            assert_eq!(open.stdout.trim(), ours.to_str().unwrap(), "{open:?}");
+            let outcome = spec(mode, local, dir.path()).run().await;
+            assert_eq!(outcome.status, RunStatus::Exited(0), "{mode}: {outcome:?}");
+        }
     }
 
     #[tokio::test]
-    async fn auto_chooses_a_working_mode() {
+    async fn auto_chooses_a_confining_mode_and_a_weak_one_is_refused_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
+        let report = crate::sandbox::probe::cached();
         let chosen = SandboxMode::Auto.resolve();
-        assert_ne!(chosen, SandboxMode::Auto);
-        if namespaces_available() {
-            assert_ne!(chosen, SandboxMode::Plain, "unshare works here, Auto must confine");
-        }
+        assert_eq!(chosen, report.auto);
+        assert!(report.mode(SandboxMode::Namespaces).is_some_and(|m| m.confines()), "{report:#?}");
+        assert_ne!(chosen, SandboxMode::Plain, "a confining mode works here, so auto must confine: {report:#?}");
         let outcome = RunSpec::new("echo hi", dir.path()).run().await;
         assert_eq!((outcome.status, outcome.stdout.as_str(), outcome.sandbox), (RunStatus::Exited(0), "hi\n", chosen));
+
+        let refused = RunSpec::new("echo hi", dir.path()).with_sandbox(SandboxMode::Plain).run().await;
+        let RunStatus::SpawnFailed(why) = &refused.status else { panic!("{refused:?}") };
+        assert!(why.contains("weak_sandbox") && why.contains("constitution.md") && why.contains("bubblewrap"), "{why}");
+        assert!(refused.is_infra_failure() && refused.stdout.is_empty());
+        let allowed =
+            RunSpec::new("echo hi", dir.path()).with_sandbox(SandboxMode::Plain).with_weak_sandbox_allowed(true);
+        assert_eq!(allowed.run().await.stdout, "hi\n");
     }
 
     #[test]
-    fn bwrap_confines_the_file_system_to_the_worktree() {
-        let argv = |net| {
-            let argv = sandbox_argv(SandboxMode::Bwrap, "make test", Path::new("/w/t"), net);
-            argv.iter().map(|a| a.to_str().unwrap().to_owned()).collect::<Vec<_>>().join(" ")
-        };
-        let confined = argv(false);
-        assert!(confined.starts_with("bwrap --die-with-parent --unshare-pid --unshare-net --ro-bind / / "));
-        assert!(confined.contains("--tmpfs /tmp --bind /w/t /w/t --chdir /w/t -- sh -c make test"), "{confined}");
-        assert!(!argv(true).contains("--unshare-net"));
+    fn the_probe_tells_what_each_mode_confines() {
+        let report = crate::sandbox::probe::cached();
+        let plain = report.mode(SandboxMode::Plain).unwrap();
+        assert!(plain.works && plain.properties.iter().all(|p| !p.holds), "{plain:#?}");
+        assert!(SandboxMode::Plain.is_weak() && !SandboxMode::Namespaces.is_weak() && !SandboxMode::Bwrap.is_weak());
+        for mode in [SandboxMode::Bwrap, SandboxMode::Namespaces] {
+            let m = report.mode(mode).unwrap();
+            assert!(!m.works || m.properties.len() == crate::sandbox::probe::PROPERTIES.len(), "{m:#?}");
+        }
     }
 
     #[test]
@@ -801,6 +990,7 @@ mod tests {
         let summary = outcome.summary_json();
         assert_eq!(summary["status"]["kind"], "out_of_memory");
         assert_eq!((summary["duration_ms"].as_u64(), summary["sandbox"].as_str()), (Some(1500), Some("plain")));
+        assert_eq!(summary["weak_sandbox"], true);
         assert!(!summary.to_string().contains("secret output"));
     }
 }
