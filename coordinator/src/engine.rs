@@ -464,6 +464,7 @@ impl Engine {
                 candidate: c.proposal.id.clone(),
                 pass: out.as_ref().is_some_and(|o| o.pass),
                 findings: out.as_ref().map(|o| o.findings.clone()).unwrap_or(Value::Null),
+                sandbox: out.as_ref().and_then(|o| o.sandbox.clone()),
             },
         );
         let pass = out.as_ref().is_some_and(|o| o.pass);

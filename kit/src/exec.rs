@@ -315,6 +315,11 @@ impl RunOutcome {
         }
     }
 
+    /// The sandbox this run used, as evidence.
+    pub fn sandbox_used(&self) -> protocol::work::SandboxUsed {
+        protocol::work::SandboxUsed { mode: self.sandbox.to_string(), weak: self.sandbox.is_weak() }
+    }
+
     /// Everything but the outputs, for events and result files.
     pub fn summary_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -24,6 +24,13 @@ pub enum GitError {
     Failed { command: String, status: String, stderr: String },
     #[error("`{command}` printed something that is not UTF-8")]
     NotUtf8 { command: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl GitError {
@@ -167,6 +174,54 @@ impl Git {
         self.succeeds(["merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant])
     }
 
+    /// Makes `dir/.git` a fresh git directory borrowing this repository's objects read-only (git
+    /// alternates), with `HEAD` detached at `commit` and the index at `commit`; the files in `dir`
+    /// stay as they are. Whatever `.git` was there is removed first: it may have been written by a
+    /// program we do not trust (a configuration that runs commands, a `gitdir:` pointing at this
+    /// repository), and git calls in `dir` afterwards must run under our own files only.
+    ///
+    /// Such a self-contained checkout is what sandboxed programs get instead of a linked worktree
+    /// (whose git metadata would live in this repository's `.git`): the sandbox shows them the
+    /// borrowed object directory, read-only, and nothing else of this repository.
+    pub fn fresh_git_dir(&self, dir: &Path, commit: &str) -> Result<Git, GitError> {
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| GitError::Io { what, path, source }
+        };
+        let dotgit = dir.join(".git");
+        match std::fs::symlink_metadata(&dotgit) {
+            // remove_dir_all does not follow symlinks, and a symlink itself is a file to remove.
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&dotgit).map_err(io("removing", &dotgit))?,
+            Ok(_) => std::fs::remove_file(&dotgit).map_err(io("removing", &dotgit))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("inspecting", &dotgit)(e)),
+        }
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let common = self.run(["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        let objects = Path::new(&common).join("objects");
+        let objects = objects.canonicalize().map_err(io("resolving", &objects))?;
+        let format = self.run(["rev-parse", "--show-object-format"])?;
+        let git = self.at(dir);
+        git.run(["init", "-q", &format!("--object-format={format}")])?;
+        let alternates = dotgit.join("objects").join("info").join("alternates");
+        let mut line = objects.into_os_string().into_encoded_bytes();
+        line.push(b'\n');
+        std::fs::write(&alternates, line).map_err(io("writing", &alternates))?;
+        git.run(["update-ref", "--no-deref", "HEAD", commit])?;
+        git.run(["read-tree", commit])?;
+        Ok(git)
+    }
+
+    /// A self-contained checkout of `commit` at `dir` (created, or reused with its files reset):
+    /// [`Git::fresh_git_dir`], then every tracked file as at `commit` and everything else removed,
+    /// ignored files and nested repositories included.
+    pub fn scratch_checkout(&self, dir: &Path, commit: &str) -> Result<Git, GitError> {
+        let git = self.fresh_git_dir(dir, commit)?;
+        git.run(["reset", "-q", "--hard", commit])?;
+        git.run(["clean", "-q", "-ffdx"])?;
+        Ok(git)
+    }
+
     /// `git worktree list --porcelain`, parsed.
     pub fn worktrees(&self) -> Result<Vec<WorktreeEntry>, GitError> {
         let out = self.run_bytes(["worktree", "list", "--porcelain", "-z"])?;
@@ -307,5 +362,63 @@ mod tests {
         assert_eq!(list[1].branch, None);
         assert_eq!(list[1].head.as_deref(), Some("def"));
         assert!(list[2].prunable);
+    }
+
+    fn hermetic(dir: &Path) -> Git {
+        Git::new(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+    }
+
+    #[test]
+    fn a_scratch_checkout_borrows_objects_and_distrusts_what_a_program_left_in_its_git_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (repo_dir, scratch) = (tmp.path().join("repo"), tmp.path().join("scratch"));
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        let repo = hermetic(&repo_dir);
+        repo.run(["init", "-q", "-b", "main"]).unwrap();
+        std::fs::write(repo_dir.join("f"), "one\n").unwrap();
+        repo.run(["add", "f"]).unwrap();
+        repo.run(["commit", "-qm", "one"]).unwrap();
+        let first = repo.run(["rev-parse", "HEAD"]).unwrap();
+        std::fs::write(repo_dir.join("f"), "two\n").unwrap();
+        repo.run(["commit", "-qam", "two"]).unwrap();
+
+        let git = repo.scratch_checkout(&scratch, &first).unwrap();
+        assert_eq!(std::fs::read_to_string(scratch.join("f")).unwrap(), "one\n");
+        assert_eq!(git.run(["rev-parse", "HEAD"]).unwrap(), first);
+        assert!(scratch.join(".git").is_dir(), "the git directory lives inside the checkout");
+        let alternates = std::fs::read_to_string(scratch.join(".git/objects/info/alternates")).unwrap();
+        assert_eq!(alternates.trim(), repo_dir.join(".git/objects").canonicalize().unwrap().to_str().unwrap());
+        assert!(repo.worktrees().unwrap().len() == 1, "no worktree registered in the repository");
+        assert_eq!(git.run(["for-each-ref"]).unwrap(), "", "none of the repository's refs");
+
+        // A program edits, commits, plants a config that would run a command, then replaces .git by a
+        // pointer to the repository itself.
+        std::fs::write(scratch.join("f"), "edited\n").unwrap();
+        std::fs::write(scratch.join("junk"), "x").unwrap();
+        git.run(["commit", "-qam", "edit"]).unwrap();
+        let marker = tmp.path().join("fsmonitor-ran");
+        let hostile = format!("[core]\n\tfsmonitor = touch {}\n", marker.display());
+        std::fs::write(scratch.join(".git/config"), hostile).unwrap();
+        std::fs::remove_dir_all(scratch.join(".git")).unwrap();
+        std::fs::write(scratch.join(".git"), format!("gitdir: {}\n", repo_dir.join(".git").display())).unwrap();
+
+        let git = repo.fresh_git_dir(&scratch, &first).unwrap();
+        git.run(["add", "-A"]).unwrap();
+        let diff = git.run(["diff", "--cached", "--name-only", &first]).unwrap();
+        assert_eq!(diff, "f\njunk", "the work tree against the base, whatever the program did to .git");
+        assert!(!marker.exists(), "a planted configuration ran");
+        assert_eq!(repo.run(["rev-parse", "main"]).unwrap(), repo.run(["rev-parse", "HEAD"]).unwrap());
+        assert_eq!(std::fs::read_to_string(repo_dir.join("f")).unwrap(), "two\n", "the repository is untouched");
+
+        // Reused: back to the commit, untracked and ignored files gone.
+        repo.scratch_checkout(&scratch, &first).unwrap();
+        assert_eq!(std::fs::read_to_string(scratch.join("f")).unwrap(), "one\n");
+        assert!(!scratch.join("junk").exists());
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::models::{ModelCall, Usage};
+use crate::work::SandboxUsed;
 
 pub const EVENT_VERSION: u32 = 1;
 
@@ -217,11 +218,15 @@ pub enum EventKind {
         candidate: String,
         pass: bool,
         findings: Value,
+        /// The sandbox the bite check ran in, when it ran a command.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<SandboxUsed>,
     },
     Evaluated {
         candidate: String,
         verdict: String,
         reasons: Vec<String>,
+        /// Statistics, and every run with the sandbox it ran in (`runs[].sandbox`).
         stats: Value,
     },
     Promoted {

@@ -158,6 +158,10 @@ pub struct Constitution {
     /// Sandbox for executed commands: auto | bwrap | namespaces | plain.
     #[serde(default = "default_sandbox")]
     pub sandbox: String,
+    /// Whether commands may run in a sandbox that does not confine them (plain, or auto on a
+    /// machine where neither bubblewrap nor the namespaces sandbox works): refuse | allow.
+    #[serde(default = "default_weak_sandbox")]
+    pub weak_sandbox: String,
     /// Whether executed commands may use the network.
     #[serde(default)]
     pub allow_network: bool,
@@ -179,6 +183,17 @@ pub struct Constitution {
 
 fn default_sandbox() -> String {
     "auto".into()
+}
+
+fn default_weak_sandbox() -> String {
+    "refuse".into()
+}
+
+impl Constitution {
+    /// `weak_sandbox = "allow"`.
+    pub fn allows_weak_sandbox(&self) -> bool {
+        self.weak_sandbox == "allow"
+    }
 }
 
 /// An approved rule; `forbid_paths` (globs) are enforced by the critic like protected paths.
@@ -416,6 +431,22 @@ pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
             "sandbox",
             format!("unknown sandbox {:?}", c.sandbox),
             "use auto, bwrap, namespaces or plain",
+        ));
+    }
+    if !["refuse", "allow"].contains(&c.weak_sandbox.as_str()) {
+        return Err(invalid(
+            CONSTITUTION,
+            "weak_sandbox",
+            format!("unknown weak_sandbox {:?}", c.weak_sandbox),
+            "use \"refuse\" (commands never run unconfined) or \"allow\"",
+        ));
+    }
+    if c.sandbox == "plain" && !c.allows_weak_sandbox() {
+        return Err(invalid(
+            CONSTITUTION,
+            "sandbox",
+            "sandbox = \"plain\" does not confine commands (they can write outside their checkout, see the swarm's files and outlive their run), and weak_sandbox refuses that".into(),
+            "use sandbox = \"auto\", or set weak_sandbox = \"allow\" to accept unconfined commands",
         ));
     }
     if c.max_diff_lines == 0 || c.max_files_changed == 0 {

@@ -135,11 +135,28 @@ pub struct SandboxSettings {
     pub sandbox: String,
     pub allow_network: bool,
     pub memory_mb: u64,
+    /// constitution.md `weak_sandbox = "allow"`: a sandbox that does not confine may be used.
+    #[serde(default)]
+    pub allow_weak: bool,
+}
+
+/// The sandbox a command actually ran in, as evidence: `{"mode": "bwrap", "weak": false}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxUsed {
+    /// bwrap, namespaces or plain (never auto).
+    pub mode: String,
+    /// The mode does not confine the command (plain).
+    pub weak: bool,
 }
 
 impl From<&Constitution> for SandboxSettings {
     fn from(c: &Constitution) -> SandboxSettings {
-        SandboxSettings { sandbox: c.sandbox.clone(), allow_network: c.allow_network, memory_mb: c.command_memory_mb }
+        SandboxSettings {
+            sandbox: c.sandbox.clone(),
+            allow_network: c.allow_network,
+            memory_mb: c.command_memory_mb,
+            allow_weak: c.allows_weak_sandbox(),
+        }
     }
 }
 
@@ -164,6 +181,9 @@ pub struct CommandRun {
     /// Artefact file holding the full output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The sandbox it ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxUsed>,
 }
 
 /// executor `execute` result data.
@@ -204,6 +224,9 @@ pub struct CritiqueOutput {
     /// Every call to the reviewing model, usable or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<ModelCall>,
+    /// The sandbox the bite check's test command ran in (none when no command ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxUsed>,
 }
 
 /// evaluator `evaluate` task input.

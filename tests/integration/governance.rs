@@ -279,7 +279,7 @@ const AGENTS: &str = "[[agent]]\nname = \"coordinator\"\nrole = \"coordinator\"\
 [[agent]]\nname = \"evaluator\"\nrole = \"evaluator\"\ncommand = [\"evaluator\"]\n";
 
 const CONSTITUTION: &str = "# Constitution\n\nThe benchmark is off limits.\n\n```toml ratchet\n[constitution]\n\
-protected_paths = [\"bench.sh\"]\nmax_diff_lines = 20\nmax_files_changed = 2\nsandbox = \"plain\"\n```\n";
+protected_paths = [\"bench.sh\"]\nmax_diff_lines = 20\nmax_files_changed = 2\nsandbox = \"auto\"\n```\n";
 
 const ETHOS: &str = "# Ethos\n\nLower ms.\n\n```toml ratchet\n[ethos]\ngoal = \"lower ms\"\ngates = [\"true\"]\n\
 test_command = \"true\"\nbenchmark = \"sh bench.sh\"\nbenchmark_paths = [\"bench.sh\"]\nmetric = \"ms\"\n\

@@ -14,9 +14,10 @@
 //! test: it gets a warning, and if nothing else changed in the tests, no run. A pure rename of a test file
 //! is ignored.
 //!
-//! **The check**: a scratch worktree of the parent commit (`git worktree add --detach`, in a temporary
-//! directory, removed afterwards whatever happens), the test changes applied there, and `ethos.test_command`
-//! run there under the constitution's sandbox with `ethos.gate_timeout_s`. It must fail. If it passes, the
+//! **The check**: a scratch checkout of the parent commit (self-contained: its git directory inside it,
+//! borrowing the repository's objects read-only; in a temporary directory, removed afterwards whatever
+//! happens), the test changes applied there, and `ethos.test_command` run there under the constitution's
+//! sandbox (the repository's files hidden, only the scratch writable) with `ethos.gate_timeout_s`. It must fail. If it passes, the
 //! tests pass without the change: "non-biting", a blocking finding. A timeout, spawn error, signal or memory
 //! exhaustion proves nothing either way and is reported as an infrastructure error, never held against the
 //! candidate. All tests are applied and run together, so one biting test lets a non-biting one through.
@@ -29,7 +30,7 @@ use protocol::governance::{Constitution, Ethos, glob_match};
 use serde::Serialize;
 
 use crate::diff::{ChangeStatus, FileChange, Hunk, apply_hunks};
-use crate::git::{ScratchWorktree, git, show_file};
+use crate::git::{ScratchCheckout, git, show_file};
 use crate::{CriticError, Finding, Severity, TestRunner, blocking};
 
 pub const BITE: &str = "bite";
@@ -171,20 +172,21 @@ fn apply_test_changes(
         let io = |what: String| move |source| CriticError::Io { what, source };
         if let Some(old) = &change.old_path {
             std::fs::remove_file(dir.join(old))
-                .map_err(io(format!("removing {old} (renamed) in the bite check's worktree")))?;
+                .map_err(io(format!("removing {old} (renamed) in the bite check's checkout")))?;
         }
         let target = dir.join(&change.path);
         if let Some(parent_dir) = target.parent() {
             std::fs::create_dir_all(parent_dir)
-                .map_err(io(format!("creating the directory of {} in the bite check's worktree", change.path)))?;
+                .map_err(io(format!("creating the directory of {} in the bite check's checkout", change.path)))?;
         }
-        std::fs::write(&target, text).map_err(io(format!("writing {} in the bite check's worktree", change.path)))?;
+        std::fs::write(&target, text).map_err(io(format!("writing {} in the bite check's checkout", change.path)))?;
     }
     Ok(())
 }
 
-/// The run of `ethos.test_command` in `cwd` under the constitution's limits.
-pub fn test_spec(ethos: &Ethos, constitution: &Constitution, cwd: &Path) -> Result<RunSpec, CriticError> {
+/// The run of `ethos.test_command` in `cwd` (a scratch checkout of `repo`) under the constitution's
+/// limits, with `repo`'s files hidden from it.
+pub fn test_spec(ethos: &Ethos, constitution: &Constitution, cwd: &Path, repo: &Path) -> Result<RunSpec, CriticError> {
     let sandbox: SandboxMode = constitution.sandbox.parse().map_err(|e| CriticError::Settings {
         file: protocol::governance::CONSTITUTION,
         field: "sandbox",
@@ -193,7 +195,9 @@ pub fn test_spec(ethos: &Ethos, constitution: &Constitution, cwd: &Path) -> Resu
     let mut spec = RunSpec::new(ethos.test_command.clone(), cwd)
         .with_timeout(Duration::from_secs(ethos.gate_timeout_s))
         .with_network(constitution.allow_network)
-        .with_sandbox(sandbox);
+        .with_sandbox(sandbox)
+        .with_repository(repo)
+        .with_weak_sandbox_allowed(constitution.allows_weak_sandbox());
     if constitution.command_memory_mb > 0 {
         spec = spec.with_memory_limit(constitution.command_memory_mb.saturating_mul(1024 * 1024));
     }
@@ -266,24 +270,24 @@ pub async fn check<R: TestRunner>(
     let scratch = {
         let (repo, parent, commit, tc) = (repo.to_path_buf(), parent.to_string(), commit.to_string(), tc.clone());
         blocking(move || {
-            let scratch = ScratchWorktree::create(&repo, &parent)?;
+            let scratch = ScratchCheckout::create(&repo, &parent)?;
             apply_test_changes(&repo, &parent, &commit, scratch.path(), &tc)?;
             Ok(scratch)
         })
         .await?
     };
-    let spec = test_spec(ethos, constitution, scratch.path());
+    let spec = test_spec(ethos, constitution, scratch.path(), repo);
     let outcome = match spec {
         Ok(spec) => Ok(runner.run(spec).await),
         Err(e) => Err(e),
     };
-    // Removing a worktree deletes files: keep it off the async threads.
+    // Removing a checkout deletes files: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
     let outcome = outcome?;
 
     let short = &parent[..parent.len().min(12)];
     let ran = format!(
-        "ran `{}` in a scratch worktree of the parent {short} with only the test changes applied ({sites}): {}",
+        "ran `{}` in a scratch checkout of the parent {short} with only the test changes applied ({sites}): {}",
         ethos.test_command,
         outcome.describe()
     );

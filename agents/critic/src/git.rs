@@ -1,4 +1,4 @@
-//! The few git CLI calls the critic makes (`git -C <dir> ...`), read-only except for the scratch worktree.
+//! The few git CLI calls the critic makes (`git -C <dir> ...`), read-only except for the scratch checkout.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -60,54 +60,31 @@ pub(crate) fn show_file(repo: &Path, commit: &str, path: &str) -> Result<Option<
     git(repo, ["show".to_string(), format!("{commit}:{path}")]).map(Some)
 }
 
-/// A detached worktree of `repo` at a commit, in a fresh temporary directory, removed (worktree and
-/// directory) when dropped, whatever happened in between.
-pub(crate) struct ScratchWorktree {
-    repo: PathBuf,
+/// A self-contained checkout of `repo` at a commit (its git directory inside it, borrowing the
+/// repository's objects read-only: `kit::git::Git::scratch_checkout`), in a fresh temporary
+/// directory removed when dropped, whatever happened in between. Nothing is registered in the
+/// repository, and the sandboxed test command sees none of the repository's git metadata.
+pub(crate) struct ScratchCheckout {
     path: PathBuf,
-    // Dropped after `drop` below has unregistered the worktree: removes whatever is left on disk.
     _dir: tempfile::TempDir,
 }
 
-impl ScratchWorktree {
-    pub(crate) fn create(repo: &Path, commit: &str) -> Result<ScratchWorktree, CriticError> {
+impl ScratchCheckout {
+    pub(crate) fn create(repo: &Path, commit: &str) -> Result<ScratchCheckout, CriticError> {
         let dir = tempfile::Builder::new()
             .prefix("ratchet-bite-")
             .tempdir()
             .map_err(|e| CriticError::Io { what: "creating the bite check's scratch directory".into(), source: e })?;
-        let path = dir.path().join("worktree");
-        let scratch = ScratchWorktree { repo: repo.to_path_buf(), path, _dir: dir };
-        git(
-            repo,
-            [OsStr::new("worktree"), "add".as_ref(), "--detach".as_ref(), "--quiet".as_ref()]
-                .into_iter()
-                .chain([scratch.path.as_os_str(), OsStr::new(commit)]),
-        )?;
-        Ok(scratch)
+        let path = dir.path().join("checkout");
+        kit::git::Git::new(repo).scratch_checkout(&path, commit).map_err(|e| CriticError::Git {
+            command: format!("a scratch checkout of {commit} from {}", repo.display()),
+            status: "failed".into(),
+            stderr: e.to_string(),
+        })?;
+        Ok(ScratchCheckout { path, _dir: dir })
     }
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for ScratchWorktree {
-    fn drop(&mut self) {
-        let removed = git(
-            &self.repo,
-            [OsStr::new("worktree"), "remove".as_ref(), "--force".as_ref(), "--force".as_ref()]
-                .into_iter()
-                .chain([self.path.as_os_str()]),
-        );
-        if let Err(e) = removed {
-            tracing::warn!(
-                "removing the bite check's scratch worktree {} failed, pruning it: {e}",
-                self.path.display()
-            );
-            let _ = std::fs::remove_dir_all(&self.path);
-            if let Err(e) = git(&self.repo, ["worktree", "prune"]) {
-                tracing::warn!("`git worktree prune` in {} failed: {e}", self.repo.display());
-            }
-        }
     }
 }

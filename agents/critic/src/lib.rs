@@ -4,7 +4,7 @@
 //! [`review`] runs, in order:
 //! 1. the static rails over the diff ([`rails`]): `protected-path`, `rule`, `size`, `scope`;
 //! 2. if none of them blocked, the `bite` rail ([`bite`]): the candidate's new or changed tests, applied
-//!    alone to the parent in a scratch worktree, must fail there.
+//!    alone to the parent in a scratch checkout, must fail there.
 //!
 //! Every finding names its rail, its severity, and where a file is involved the file and the line (in the
 //! candidate's version of the file; for a deletion, in the parent's), with the evidence quoted. A review

@@ -84,6 +84,7 @@ fn constitution() -> Constitution {
         max_diff_lines: 50,
         max_files_changed: 5,
         sandbox: "auto".into(),
+        weak_sandbox: "refuse".into(),
         allow_network: false,
         command_memory_mb: 0,
         rules: Vec::new(),
@@ -120,8 +121,8 @@ fn all_files() -> Vec<String> {
 
 async fn review_with(repo: &Repo, parent: &str, declared: &[String], c: &Constitution, e: &Ethos) -> Review {
     let r = review(repo.path(), parent, "HEAD", declared, c, e, &ExecRunner).await;
-    // Whatever happened, the bite check's scratch worktree is gone.
-    assert_eq!(repo.worktrees(), 1, "a scratch worktree was left behind: {r:#?}");
+    // Whatever happened, the bite check registered nothing in the repository.
+    assert_eq!(repo.worktrees(), 1, "a worktree was registered: {r:#?}");
     r
 }
 

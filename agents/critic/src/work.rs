@@ -1,10 +1,11 @@
 //! The critic's leased `critique` skill: review a candidate commit with the rails, as evidence.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kit::exec::{RunOutcome, RunSpec};
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::work::{CritiqueInput, CritiqueOutput};
+use protocol::work::{CritiqueInput, CritiqueOutput, SandboxUsed};
 use serde_json::json;
 
 use crate::{TestRunner, model_review, review};
@@ -14,12 +15,15 @@ use crate::{TestRunner, model_review, review};
 struct LoggedRunner {
     log: std::path::PathBuf,
     ms: AtomicU64,
+    /// The sandbox the last run used, as evidence.
+    sandbox: Mutex<Option<SandboxUsed>>,
 }
 
 impl TestRunner for LoggedRunner {
     async fn run(&self, spec: RunSpec) -> RunOutcome {
         let out = kit::exec::run(&spec.with_log(self.log.clone())).await;
         self.ms.fetch_add(out.duration.as_millis() as u64, Ordering::Relaxed);
+        *self.sandbox.lock().expect("the sandbox record is never poisoned") = Some(out.sandbox_used());
         out
     }
 }
@@ -33,7 +37,9 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     };
     let mut constitution = input.constitution.clone();
     constitution.sandbox = input.sandbox.sandbox.clone();
-    let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0) };
+    constitution.weak_sandbox = if input.sandbox.allow_weak { "allow" } else { "refuse" }.into();
+    let runner =
+        LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0), sandbox: Mutex::new(None) };
     let repo = ctx.home.root().to_path_buf();
     let mut r =
         review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;
@@ -45,6 +51,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
         reviewer: None,
         model_verdict: None,
         calls: vec![],
+        sandbox: runner.sandbox.lock().expect("the sandbox record is never poisoned").clone(),
     };
     // The model review runs only on what the rails let through (a rejected candidate costs no
     // tokens), and only when the constitution turns it on.

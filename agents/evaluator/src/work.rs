@@ -156,6 +156,8 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
             .with_timeout(Duration::from_secs(input.ethos.bench_timeout_s))
             .with_sandbox(mode)
             .with_network(input.sandbox.allow_network)
+            .with_repository(&root)
+            .with_weak_sandbox_allowed(input.sandbox.allow_weak)
             .with_log(log.clone());
         if input.sandbox.memory_mb > 0 {
             spec = spec.with_memory_limit(input.sandbox.memory_mb * 1024 * 1024);
@@ -190,6 +192,7 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
             },
             duration_ms: out.duration.as_millis() as u64,
             log: Some("bench.log".into()),
+            sandbox: Some(out.sandbox_used()),
         });
         match parsed {
             Ok(metrics) => {

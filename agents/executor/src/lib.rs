@@ -40,11 +40,16 @@ pub fn commit_message(
     msg
 }
 
-/// Resolve the sandbox mode named in the constitution.
-pub fn spec_for(command: &str, cwd: &Path, timeout: Duration, sandbox: &SandboxSettings) -> RunSpec {
+/// A gate's run in the candidate's checkout `cwd`, confined as the constitution says, with the
+/// swarm's repository `home` hidden from it (but what the checkout needs).
+pub fn spec_for(command: &str, cwd: &Path, home: &Path, timeout: Duration, sandbox: &SandboxSettings) -> RunSpec {
     let mode: SandboxMode = sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
-    let mut spec =
-        RunSpec::new(command, cwd).with_timeout(timeout).with_sandbox(mode).with_network(sandbox.allow_network);
+    let mut spec = RunSpec::new(command, cwd)
+        .with_timeout(timeout)
+        .with_sandbox(mode)
+        .with_network(sandbox.allow_network)
+        .with_repository(home)
+        .with_weak_sandbox_allowed(sandbox.allow_weak);
     if sandbox.memory_mb > 0 {
         spec = spec.with_memory_limit(sandbox.memory_mb * 1024 * 1024);
     }
@@ -69,6 +74,7 @@ pub async fn run_logged(ctx: &WorkCtx, name: &str, spec: RunSpec) -> (CommandRun
         detail: out.describe(),
         duration_ms: out.duration.as_millis() as u64,
         log: Some(log_name),
+        sandbox: Some(out.sandbox_used()),
     };
     (run, out)
 }
@@ -173,7 +179,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         if ctx.lease_lost() {
             return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
         }
-        let spec = spec_for(cmd, &ctx.bd.tree(), Duration::from_secs(input.gate_timeout_s), &input.sandbox);
+        let spec =
+            spec_for(cmd, &ctx.bd.tree(), ctx.home.root(), Duration::from_secs(input.gate_timeout_s), &input.sandbox);
         let (run, out) = run_logged(&ctx, &format!("gate-{}", i + 1), spec).await;
         command_ms += run.duration_ms;
         gates.push(run);

@@ -9,12 +9,19 @@
 //!   sandbox mode can read it, and removed before the diff is taken.
 //!
 //! The program runs through [`kit::exec`]: `sh -c`, its own process group killed at the end, a
-//! cleared environment, the sandbox and limits of [`CommandLimits`].
+//! cleared environment, the sandbox and limits of [`CommandLimits`]: it may write its checkout
+//! (`.git` included: it may commit) and its own home directory (`HOME`, kept from one run to the
+//! next, for a CLI's configuration and caches), nothing else; the swarm's repository is hidden
+//! from it except the objects the checkout borrows.
 //!
-//! Afterwards every change (including new files, and commits the program made) is staged with
-//! `git add -A` and diffed against the commit the checkout started from; the checkout is then
-//! reset to that commit (`git reset --hard`, `git clean -fd`: ignored files such as build
-//! outputs are kept).
+//! The checkout is self-contained (`kit::git::Git::scratch_checkout`: its git directory inside it,
+//! borrowing the repository's objects read-only). Whatever the program leaves in that git
+//! directory is not trusted: before the proposer runs git there again it replaces the git
+//! directory with a fresh one at the base commit (`kit::git::Git::fresh_git_dir`), so a planted
+//! configuration or a `gitdir:` pointing elsewhere never reaches a git call outside the sandbox.
+//! Then every change (including new files, and what commits the program made) is staged with
+//! `git add -A` and diffed against the base commit; the checkout is then reset to it
+//! (`git reset --hard`, `git clean -fd`: ignored files such as build outputs are kept).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +42,14 @@ const MAX_SUMMARY: usize = 200;
 pub struct CommandLimits {
     pub timeout: Duration,
     pub sandbox: SandboxMode,
+    /// constitution.md `weak_sandbox = "allow"`: the program may run in a sandbox that does not
+    /// confine it.
+    pub allow_weak: bool,
+    /// The swarm's repository, hidden from the program (but the objects the checkout borrows).
+    pub repository: Option<PathBuf>,
+    /// The program's own home directory (`HOME`, writable, kept between runs); created when
+    /// missing. Without one, `HOME` is the proposer's own, read-only to a confined program.
+    pub home: Option<PathBuf>,
     /// cadence.md `[proposer] allow_network` (default false): a coding-agent CLI that reaches
     /// its model over the network needs it, and the approved document says so.
     pub allow_network: bool,
@@ -48,6 +63,9 @@ impl From<Duration> for CommandLimits {
         CommandLimits {
             timeout,
             sandbox: SandboxMode::Auto,
+            allow_weak: false,
+            repository: None,
+            home: None,
             allow_network: false,
             memory_limit_bytes: None,
             env: vec![],
@@ -70,8 +88,9 @@ fn stdin_text(goal: &str, context: &str, banned: &[String]) -> String {
     s
 }
 
-/// Run `cmd` in `worktree` (a scratch checkout of the baseline, reset before and after) and
-/// return the diff it leaves as a proposal.
+/// Run `cmd` in `worktree` (a scratch checkout of the baseline made by
+/// `kit::git::Git::scratch_checkout`, reset before and after) and return the diff it leaves as a
+/// proposal.
 ///
 /// Errors: [`ProposalError::CommandFailed`] for a non-zero exit, [`ProposalError::EmptyDiff`]
 /// when it exits 0 having changed nothing, [`ProposalError::CommandInfra`] for a timeout, a
@@ -89,6 +108,8 @@ pub async fn propose_command(
         std::path::absolute(worktree).map_err(|source| ProposalError::Io { path: worktree.into(), source })?;
     let base = git(&worktree, &["rev-parse", "--verify", "HEAD^{commit}"]).await?.trim().to_string();
     reset(&worktree, &base).await?;
+    // What the checkout borrows, read while its git directory is still ours.
+    let objects = borrowed_objects(&worktree)?;
 
     let context_path = worktree.join(CONTEXT_FILE);
     std::fs::write(&context_path, context)
@@ -100,15 +121,34 @@ pub async fn propose_command(
         .with_env("RATCHET_CONTEXT_FILE", context_path.to_string_lossy())
         .with_timeout(limits.timeout)
         .with_sandbox(limits.sandbox)
-        .with_network(limits.allow_network);
+        .with_weak_sandbox_allowed(limits.allow_weak)
+        .with_network(limits.allow_network)
+        .with_writable_git();
     if let Some(bytes) = limits.memory_limit_bytes {
         spec = spec.with_memory_limit(bytes);
+    }
+    if let Some(repository) = &limits.repository {
+        spec = spec.with_repository(repository);
+    }
+    if let Some(home) = &limits.home {
+        std::fs::create_dir_all(home).map_err(|source| ProposalError::Io { path: home.clone(), source })?;
+        spec = spec.with_writable(home).with_env("HOME", home.to_string_lossy());
     }
     for (k, v) in &limits.env {
         spec = spec.with_env(k, v);
     }
     let outcome = kit::exec::run(&spec).await;
     let _ = std::fs::remove_file(&context_path);
+    // The program may have written anything into .git: from here on git runs under our own.
+    let (dir, b) = (worktree.clone(), base.clone());
+    tokio::task::spawn_blocking(move || kit::git::Git::new(objects).fresh_git_dir(&dir, &b))
+        .await
+        .map_err(|e| ProposalError::Git { args: "init".into(), dir: worktree.clone(), stderr: e.to_string() })?
+        .map_err(|e| ProposalError::Git {
+            args: "init (a fresh git directory)".into(),
+            dir: worktree.clone(),
+            stderr: e.to_string(),
+        })?;
 
     let taken = if outcome.success() { take_diff(&worktree, &base).await.map(Some) } else { Ok(None) };
     let reset_result = reset(&worktree, &base).await;
@@ -151,6 +191,19 @@ pub async fn propose_command(
         patch: Some(patch),
         edits: vec![],
         model: None,
+    })
+}
+
+/// The git directory whose objects the scratch checkout `dir` borrows (its alternates' first entry's
+/// parent), as a place to run git for [`kit::git::Git::fresh_git_dir`].
+fn borrowed_objects(dir: &Path) -> Result<PathBuf, ProposalError> {
+    let file = dir.join(".git/objects/info/alternates");
+    let text = std::fs::read_to_string(&file).map_err(|source| ProposalError::Io { path: file.clone(), source })?;
+    let objects = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(PathBuf::from);
+    objects.and_then(|o| o.parent().map(Path::to_path_buf)).ok_or_else(|| ProposalError::Git {
+        args: "(alternates)".into(),
+        dir: dir.to_path_buf(),
+        stderr: format!("{} names no object directory: {dir:?} is not a scratch checkout", file.display()),
     })
 }
 
@@ -211,13 +264,34 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// A temporary repository with one commit holding params.toml.
-    fn repo() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("params.toml"), "cutoff = 16\n").unwrap();
-        std::fs::write(dir.path().join(".gitignore"), "/build\n").unwrap();
-        sh(dir.path(), "git init -q -b main && git add -A && git commit -q -m base");
-        dir
+    /// A temporary repository with one commit holding params.toml, and a scratch checkout of it.
+    struct Scratch {
+        tmp: tempfile::TempDir,
+        repo: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Scratch {
+        fn path(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    fn repo() -> Scratch {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let (repo, path) = (base.join("repo"), base.join("scratch"));
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("params.toml"), "cutoff = 16\n").unwrap();
+        std::fs::write(repo.join(".gitignore"), "/build\n").unwrap();
+        sh(&repo, "git init -q -b main && git add -A && git commit -q -m base");
+        let head = sh(&repo, "git rev-parse HEAD");
+        kit::git::Git::new(&repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .scratch_checkout(&path, head.trim())
+            .unwrap();
+        Scratch { tmp, repo, path }
     }
 
     fn sh(dir: &Path, script: &str) -> String {
@@ -239,6 +313,7 @@ mod tests {
     fn limits() -> CommandLimits {
         let mut l = CommandLimits::from(Duration::from_secs(60));
         l.sandbox = SandboxMode::Plain;
+        l.allow_weak = true;
         l.env = vec![("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()), ("GIT_CONFIG_NOSYSTEM".into(), "1".into())];
         l
     }
@@ -326,6 +401,40 @@ mod tests {
         assert!(matches!(e, ProposalError::CommandInfra { .. }) && e.is_infra(), "{e:?}");
         assert!(!dir.join("new.txt").exists());
         pristine(dir);
+    }
+
+    /// The program confined as in the swarm (both sandboxes): it commits in its checkout, keeps state
+    /// in its home across runs, cannot touch the repository, and what it plants in its `.git` never
+    /// runs outside the sandbox.
+    #[tokio::test]
+    async fn a_confined_program_commits_keeps_its_home_and_cannot_reach_the_repository() {
+        for mode in [SandboxMode::Namespaces, SandboxMode::Bwrap] {
+            let s = repo();
+            let dir = s.path();
+            let marker = s.tmp.path().join("fsmonitor-ran");
+            let mut l = limits();
+            (l.sandbox, l.allow_weak, l.allow_network) = (mode, false, false);
+            l.repository = Some(s.repo.clone());
+            l.home = Some(s.tmp.path().join("home"));
+            let repo_head = sh(&s.repo, "git rev-parse HEAD");
+            let script = format!(
+                "n=$(cat \"$HOME/count\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$HOME/count\"; \
+                 echo \"cutoff = $((n + 40))\" > params.toml && git -c user.name=a -c user.email=a@b commit -qam tuned; \
+                 echo x > {repo}/pwned; git -C {repo} update-ref refs/heads/main HEAD; \
+                 printf '[core]\\n\\tfsmonitor = touch {marker}\\n' >> .git/config; echo tuned $n",
+                repo = s.repo.display(),
+                marker = marker.display(),
+            );
+            let p = propose_command(&script, dir, "g", "c", &[], l.clone()).await.unwrap();
+            assert_eq!(p.summary, "tuned 0", "{mode}");
+            assert!(p.patch.unwrap().contains("+cutoff = 40"), "{mode}: the committed change is the proposal");
+            let p = propose_command(&script, dir, "g", "c", &[], l).await.unwrap();
+            assert_eq!(p.summary, "tuned 1", "{mode}: the home directory keeps the program's state");
+            assert!(!s.repo.join("pwned").exists(), "{mode}: the program wrote the repository");
+            assert_eq!(sh(&s.repo, "git rev-parse HEAD"), repo_head, "{mode}: the program moved main");
+            assert!(!marker.exists(), "{mode}: the configuration the program planted in .git ran outside the sandbox");
+            pristine(dir);
+        }
     }
 
     #[test]

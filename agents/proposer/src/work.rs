@@ -110,20 +110,20 @@ fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
     Ok(ProposeOutput { proposals, exhausted, command_ms: 0, calls: vec![], failure: None })
 }
 
-/// A scratch checkout of the baseline for the command strategy (the proposer's own, under its
-/// state directory; never the user's checkout).
+/// A scratch checkout of the baseline for the command and openai strategies (the proposer's own,
+/// under its state directory; never the user's checkout): self-contained, its git directory inside
+/// it borrowing the repository's objects (`kit::git::Git::scratch_checkout`), so that a sandboxed
+/// program sees nothing of the repository's `.git` but objects, and can commit without touching it.
 fn scratch(home: &Path, state_dir: &Path, baseline: &str) -> Result<PathBuf, String> {
     let dir = state_dir.join("scratch");
     let repo = Git::new(home);
-    let d = dir.to_string_lossy().to_string();
-    if dir.join(".git").exists() {
-        let g = Git::new(&dir);
-        g.run(["checkout", "-q", "--detach", "--force", baseline]).map_err(|e| e.to_string())?;
-        g.run(["clean", "-q", "-fdx"]).map_err(|e| e.to_string())?;
-    } else {
+    if dir.join(".git").is_file() {
+        // A linked worktree from an earlier version: unregister it; its files are reset below.
+        let d = dir.to_string_lossy().to_string();
+        let _ = repo.run(["worktree", "remove", "--force", &d]);
         let _ = repo.run(["worktree", "prune"]);
-        repo.run(["worktree", "add", "-q", "--detach", "--force", &d, baseline]).map_err(|e| e.to_string())?;
     }
+    repo.scratch_checkout(&dir, baseline).map_err(|e| e.to_string())?;
     Ok(dir)
 }
 
@@ -146,6 +146,9 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
         let limits = CommandLimits {
             timeout: call.timeout(),
             sandbox,
+            allow_weak: call.gov.constitution.allows_weak_sandbox(),
+            repository: Some(home.clone()),
+            home: Some(state_dir.join("home")),
             allow_network: settings.allow_network,
             memory_limit_bytes: (settings.memory_mb > 0).then(|| settings.memory_mb * 1024 * 1024),
             env: forwarded_env(),
