@@ -11,7 +11,8 @@
 //!   tests/run.sh         test_command: runs every tests/test_*.sh
 //!   tests/test_params.sh
 //!   constitution.md ethos.md cadence.md agents.toml .gitignore
-//! <tmp>/scratch/         outside the repository: scripts, counters and markers a test owns
+//! <tmp>/scratch/         outside the repository: scripts and markers a test owns (hidden from
+//!                        sandboxed commands)
 //! <tmp>/home/            HOME of every process the fixture starts
 //! ```
 //!
@@ -38,8 +39,8 @@ use serde_json::Value;
 use crate::{ProcGuard, bin, git_in, hermetic};
 
 /// Written anywhere in a file of the target (a script, a gate, the proposer command), this is
-/// replaced by the absolute path of [`Target::scratch`]: a place for markers and counters that
-/// candidates' checkouts do not see as changes.
+/// replaced by the absolute path of [`Target::scratch`]: a directory outside the repository (in
+/// the host's temporary directory), which sandboxed commands can neither see nor write.
 pub const SCRATCH: &str = "@SCRATCH@";
 
 /// How the proposer proposes.
@@ -51,20 +52,21 @@ pub enum Proposer {
     /// baseline; its diff is the candidate. `@SCRATCH@` in it is the fixture's scratch directory;
     /// see [`Proposer::Calls`] for a proposer that answers differently on each call.
     Command(String),
-    /// `strategy = "command"` running `scratch/propose.sh`, whose k-th call in the whole run
-    /// (counted from 1 in `scratch/propose.count`) runs the shell snippet `calls[k - 1]` in the
-    /// scratch checkout; every later call exits 1 (a proposal failure). A snippet's last output
-    /// line is the candidate's summary.
+    /// `strategy = "command"` whose k-th call in the whole run (counted from 1 in
+    /// `$HOME/propose.count`, the program's own home, kept between calls) runs the shell snippet
+    /// `calls[k - 1]` in the scratch checkout; every later call exits 1 (a proposal failure). A
+    /// snippet's last output line is the candidate's summary. The script is cadence.md's `command`
+    /// itself: a confined program sees nothing of the fixture's scratch directory.
     Calls(Vec<String>),
     /// `strategy = "openai"`: the model declared as `name` in [`Spec::models`] proposes, with the
     /// minimal governance context (the constitution) as its system prefix.
     Model(String),
 }
 
-/// `scratch/propose.sh` for [`Proposer::Calls`].
+/// The proposer program for [`Proposer::Calls`].
 pub fn calls_script(calls: &[String]) -> String {
-    let mut s = format!(
-        "#!/bin/sh\n# The fixture's proposer: call k runs snippet k.\nn=$(cat \"{SCRATCH}/propose.count\" 2>/dev/null || echo 0)\nn=$((n + 1))\necho \"$n\" > \"{SCRATCH}/propose.count\"\ncase \"$n\" in\n"
+    let mut s = String::from(
+        "# The fixture's proposer: call k runs snippet k.\nn=$(cat \"$HOME/propose.count\" 2>/dev/null || echo 0)\nn=$((n + 1))\necho \"$n\" > \"$HOME/propose.count\"\ncase \"$n\" in\n",
     );
     for (i, c) in calls.iter().enumerate() {
         assert!(!c.contains(";;"), "a proposer snippet may not contain ;;");
@@ -340,8 +342,8 @@ bench_timeout_s = {bench_timeout}
                 s
             }
             Proposer::Command(cmd) => format!("[proposer]\nstrategy = \"command\"\ncommand = {cmd:?}\n"),
-            Proposer::Calls(_) => {
-                format!("[proposer]\nstrategy = \"command\"\ncommand = \"sh {SCRATCH}/propose.sh\"\n")
+            Proposer::Calls(calls) => {
+                format!("[proposer]\nstrategy = \"command\"\ncommand = {:?}\n", calls_script(calls))
             }
             Proposer::Model(name) => {
                 format!("[proposer]\nstrategy = \"openai\"\nmodel = {name:?}\ncontext = \"minimal\"\ntimeout_s = 120\n")
@@ -430,9 +432,6 @@ impl Target {
         for (path, text) in &files {
             t.write(path, &text.replace(SCRATCH, &scratch_path));
         }
-        if let Proposer::Calls(calls) = &s.proposer {
-            t.script("propose.sh", &calls_script(calls).replace(SCRATCH, &scratch_path));
-        }
         t.git(&["init", "-q", "-b", "main"]);
         t.git(&["add", "-A"]);
         t.git(&["commit", "-q", "-m", "the test target's baseline"]);
@@ -448,7 +447,8 @@ impl Target {
         &self.root
     }
 
-    /// A directory outside the repository for a test's scripts, counters and markers.
+    /// A directory outside the repository for a test's scripts and markers (not visible to
+    /// sandboxed commands).
     pub fn scratch(&self) -> &Path {
         &self.scratch
     }

@@ -325,27 +325,29 @@ fn a_non_biting_test_is_rejected_and_a_biting_one_passes_the_critic() {
 
 #[test]
 fn a_gate_timeout_is_retried_as_infrastructure_and_not_counted_against_the_candidate() {
-    // The gate hangs past gate_timeout_s on its first run only (a marker outside the repository
-    // remembers it), then passes.
+    // The gate hangs past gate_timeout_s on its first run only, then passes: a marker in its own
+    // checkout (the only place a sandboxed gate can write; ignored, and kept by the retry, which
+    // finds the candidate already committed) remembers it.
     let check = "#!/bin/sh\n\
-        if [ ! -e '@SCRATCH@/hung-once' ]; then touch '@SCRATCH@/hung-once'; sleep 120; fi\n\
+        if [ ! -e .hung-once ]; then touch .hung-once; sleep 120; fi\n\
         grep -Eq '^delay_ms = [0-9]+$' params.toml\n";
     let t = Target::new(Spec {
         gate_timeout_s: 3,
         proposer: Proposer::sweep("delay_ms", &["300", "100"]),
-        files: vec![("check.sh".into(), check.into())],
+        files: vec![("check.sh".into(), check.into()), (".gitignore".into(), "worktrees/\n.hung-once\n".into())],
         ..Spec::default()
     });
     let old_main = t.main();
     let run = t.up_once(&["--max-cycles", "1"], RUN);
     let s = &run.summary;
-    assert!(t.scratch().join("hung-once").exists(), "the gate never hung: the test did not test anything");
 
     // The candidate was still evaluated and promoted.
     let promoted = run.list("promoted");
     assert_eq!(promoted.len(), 1, "the timeout is not held against the candidate: {s:#}");
     assert_ne!(t.main(), old_main);
     let branch = promoted[0]["branch"].as_str().expect("branch").to_string();
+    let marker = t.path().join("worktrees").join(&branch).join("tree/.hung-once");
+    assert!(marker.exists(), "the gate never hung: the test did not test anything");
     let state = t.loop_state();
     let c = candidate(&state, "");
     assert_eq!(c["verdict"], "PROMOTE", "{c:#}");
