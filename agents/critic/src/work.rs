@@ -38,8 +38,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     let mut constitution = input.constitution.clone();
     constitution.sandbox = input.sandbox.sandbox.clone();
     constitution.weak_sandbox = if input.sandbox.allow_weak { "allow" } else { "refuse" }.into();
-    let runner =
-        LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0), sandbox: Mutex::new(None) };
+    let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0), sandbox: Mutex::new(None) };
     let repo = ctx.home.root().to_path_buf();
     let mut r =
         review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;

@@ -115,6 +115,15 @@ enum Command {
         #[command(flatten)]
         repo: RepoArgs,
     },
+    /// Which sandbox modes work on this machine, what each one confines (measured by a probe),
+    /// and where this repository's approved constitution makes commands run. Exits 1 when its
+    /// commands would be refused.
+    Sandbox {
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make this git repository a swarm home: agents.toml and the three governance documents from
     /// templates, worktrees/ in .gitignore, and the documents recorded as first approved versions.
     Init {
@@ -174,6 +183,7 @@ fn main() -> ExitCode {
         }
         Command::Reject { target, by, repo } => return report(reject(&repo.repo, &target, by.as_deref())),
         Command::Init { force, by, repo, json } => return report(init(&repo.repo, force, by.as_deref(), json)),
+        Command::Sandbox { repo, json } => return sandbox(&repo.repo, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +206,81 @@ async fn status(repo: PathBuf, json: bool) -> Result<(), SupervisorError> {
         }
     }
     Ok(())
+}
+
+/// `ratchet sandbox`: the probe's report and this repository's decision.
+fn sandbox(repo: &std::path::Path, json: bool) -> ExitCode {
+    use kit::exec::SandboxMode;
+    let report = kit::sandbox::probe::probe_sandbox();
+    // The approved constitution, when this is a swarm home with one.
+    let constitution = coordinator::govern::load(repo).ok().map(|g| g.constitution);
+    let decision = constitution.as_ref().map(|c| {
+        let asked: SandboxMode = c.sandbox.parse().unwrap_or(SandboxMode::Auto);
+        report.decide(asked, c.allows_weak_sandbox())
+    });
+    if json {
+        let out = serde_json::json!({"modes": report.modes, "auto": report.auto, "constitution": decision});
+        println!("{}", serde_json::to_string_pretty(&out).expect("a report serializes"));
+    } else {
+        print!("{}", render_sandbox(&report, decision.as_ref()));
+    }
+    if decision.as_ref().is_some_and(|d| d.refused.is_some()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn render_sandbox(
+    report: &kit::sandbox::probe::SandboxReport,
+    decision: Option<&kit::sandbox::probe::Decision>,
+) -> String {
+    let mut out = String::from("sandbox modes on this machine (probed now):\n");
+    for m in &report.modes {
+        let state = if m.confines() {
+            "confines".to_string()
+        } else if m.works && m.mode.is_weak() {
+            "weak: rlimits, the timeout and the group kill only".to_string()
+        } else if m.works {
+            format!("weak: {}", m.problem.as_deref().unwrap_or("does not confine"))
+        } else {
+            format!("does not work: {}", m.problem.as_deref().unwrap_or("unknown"))
+        };
+        out.push_str(&format!("  {:<11} {state}\n", m.mode.as_str()));
+    }
+    out.push_str(&format!("\n{:<32}", "what each confines"));
+    for m in &report.modes {
+        out.push_str(&format!(" {:>10}", m.mode.as_str()));
+    }
+    out.push('\n');
+    for (i, name) in kit::sandbox::probe::PROPERTIES.iter().enumerate() {
+        out.push_str(&format!("  {name:<30}"));
+        for m in &report.modes {
+            let cell = match m.properties.get(i) {
+                _ if !m.works => "-",
+                Some(p) if p.holds => "yes",
+                _ => "NO",
+            };
+            out.push_str(&format!(" {cell:>10}"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "\nsandbox = \"auto\" picks: {}{}\n",
+        report.auto,
+        if report.auto_is_weak() { " (weak)" } else { "" }
+    ));
+    match decision {
+        None => {
+            out.push_str("no approved constitution.md here: run `ratchet init` to make this repository a swarm home\n")
+        }
+        Some(d) => match &d.refused {
+            Some(why) => out.push_str(&format!("this repository's commands would be REFUSED: {why}\n")),
+            None => out.push_str(&format!(
+                "this repository's approved constitution.md (sandbox = \"{}\"): commands run in {}{}\n",
+                d.asked,
+                d.mode,
+                if d.weak { ", which does not confine them (weak_sandbox = \"allow\")" } else { "" }
+            )),
+        },
+    }
+    out
 }
 
 /// Exit status for the commands that return `anyhow` errors.

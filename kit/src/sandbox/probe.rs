@@ -76,6 +76,49 @@ impl SandboxReport {
     }
 }
 
+/// What a constitution's `sandbox` and `weak_sandbox` mean on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What the constitution asks (`auto`, `bwrap`, `namespaces` or `plain`).
+    pub asked: SandboxMode,
+    /// The mode commands run in here.
+    pub mode: SandboxMode,
+    /// That mode does not confine.
+    pub weak: bool,
+    /// Why commands would not run at all (a weak mode refused, or the mode asked for does not work
+    /// here), with the fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl SandboxReport {
+    /// Where commands run under `asked` (constitution.md `sandbox`) when a weak sandbox is allowed
+    /// or not (`weak_sandbox`).
+    pub fn decide(&self, asked: SandboxMode, allow_weak: bool) -> Decision {
+        let mode = if asked == SandboxMode::Auto { self.auto } else { asked };
+        let refused = if mode.is_weak() && !allow_weak {
+            Some(format!(
+                "{} does not confine commands and constitution.md has weak_sandbox = \"refuse\" ({}); fix: install bubblewrap (apt-get install bubblewrap) or enable unprivileged user namespaces, or set weak_sandbox = \"allow\" in constitution.md",
+                if asked == SandboxMode::Auto { "auto falls back to plain here, which" } else { "plain" },
+                if self.why_not_confined().is_empty() {
+                    "chosen explicitly".to_string()
+                } else {
+                    self.why_not_confined()
+                }
+            ))
+        } else {
+            match self.mode(mode) {
+                Some(m) if !m.works => Some(format!(
+                    "constitution.md asks for sandbox = \"{mode}\", which does not work here ({}); fix: use sandbox = \"auto\" or install what it needs",
+                    m.problem.as_deref().unwrap_or("unknown reason")
+                )),
+                _ => None,
+            }
+        };
+        Decision { asked, mode, weak: mode.is_weak(), refused }
+    }
+}
+
 /// The report for this process, probed once (a few tens of milliseconds the first time).
 pub fn cached() -> &'static SandboxReport {
     static REPORT: OnceLock<SandboxReport> = OnceLock::new();
