@@ -121,6 +121,8 @@ pub struct Spec {
     pub max_diff_lines: u64,
     pub max_files_changed: u64,
     pub sandbox: String,
+    /// constitution.md `weak_sandbox`: "refuse" (default) or "allow" (needed by `sandbox = "plain"`).
+    pub weak_sandbox: String,
     /// Extra files (or replacements of the fixture's own), relative to the repository root,
     /// committed with the baseline.
     pub files: Vec<(String, String)>,
@@ -181,6 +183,7 @@ impl Default for Spec {
             max_diff_lines: 200,
             max_files_changed: 5,
             sandbox: "auto".into(),
+            weak_sandbox: "refuse".into(),
             files: vec![],
             agents_toml: None,
             approve: true,
@@ -272,6 +275,7 @@ protected_paths = {protected}
 max_diff_lines = {lines}
 max_files_changed = {files}
 sandbox = "{sandbox}"
+weak_sandbox = "{weak_sandbox}"
 allow_network = false
 command_memory_mb = 0
 model_review = "{model_review}"
@@ -287,6 +291,7 @@ model_review = "{model_review}"
                 .iter()
                 .map(|(name, body)| format!("\n[constitution.models.{name}]\n{}\n", body.trim_end()))
                 .collect::<String>(),
+            weak_sandbox = self.weak_sandbox,
         )
     }
 

@@ -831,10 +831,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for mode in modes() {
             let m = marker();
-            // Waits until the setsid sleeper runs (the pattern does not match grep's own arguments).
+            // Waits until the setsid sleeper has its own session (it says so once setsid is done).
             let command = format!(
-                "sleep 100.{m}1 >/dev/null 2>&1 & (setsid sleep 100.{m}2 >/dev/null 2>&1 &); \
-                 until grep -qs '100[.]{m}2' /proc/[0-9]*/cmdline; do sleep 0.01; done; echo ok"
+                "sleep 100.{m}1 >/dev/null 2>&1 & (setsid sh -c 'touch .ready-{m}; exec sleep 100.{m}2' >/dev/null 2>&1 &); \
+                 until [ -e .ready-{m} ]; do sleep 0.01; done; echo ok"
             );
             let outcome = spec(mode, &command, dir.path()).run().await;
             assert_eq!(outcome.status, RunStatus::Exited(0), "{outcome:?}");
@@ -850,12 +850,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for mode in modes() {
             let m = marker();
-            let spec = spec(mode, &format!("sleep 100.{m} & echo started; wait"), dir.path());
+            let spec = spec(mode, &format!("sleep 100.{m} & touch .started-{m}; wait"), dir.path());
             let mut run = Box::pin(spec.run());
             let needle = format!("100.{m}");
             let deadline = Instant::now() + Duration::from_secs(10);
-            // Poll the run until its sleeper exists, then drop it.
-            while running_with(&needle).is_empty() {
+            // Poll the run until its sleeper runs, then drop it.
+            while !dir.path().join(format!(".started-{m}")).exists() {
                 assert!(Instant::now() < deadline, "{mode}: the sleeper never started");
                 tokio::select! {
                     outcome = &mut run => panic!("the run ended on its own: {outcome:?}"),

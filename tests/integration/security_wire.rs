@@ -26,6 +26,7 @@ fn target() -> Target {
     Target::new(Spec {
         proposer: Proposer::sweep("delay_ms", &["300", "100"]),
         sandbox: "plain".into(),
+        weak_sandbox: "allow".into(),
         ..Spec::default()
     })
 }

@@ -466,6 +466,7 @@ pub(crate) fn approve_gates(home: &TestHome, gates: &[&str]) -> protocol::govern
     let spec = ratchet_tests::fixture::Spec {
         gates: gates.iter().map(|g| g.to_string()).collect(),
         sandbox: "plain".into(),
+        weak_sandbox: "allow".into(),
         gate_timeout_s: 120,
         ..Default::default()
     };
