@@ -5,6 +5,7 @@ mod limits;
 mod loop_e2e;
 mod real_model;
 mod resume;
+mod security_sandbox;
 mod security_wire;
 mod soak;
 mod substrate;

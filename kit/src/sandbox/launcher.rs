@@ -426,6 +426,13 @@ fn apply(m: &Mount) -> Result<(), String> {
                 .map_err(|e| mount_err("binding", &target, e))?;
             restrict(&target, matches!(m, Mount::RoBind(_)))
         }
+        Mount::Dir(path) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            let target = new(path);
+            std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o555))
+                .map_err(|e| format!("chmod {}: {e}", target.display()))
+        }
         Mount::RemountRo(path) => {
             let target = new(path);
             let flags = mount_table()?

@@ -14,7 +14,9 @@
 //!   directories, and only what the command's checkout needs comes back, read-only (see
 //!   [`Plan::build`]);
 //! - the checkout itself writable (its `.git` read-only unless the caller asks otherwise), and any
-//!   extra writable directory the caller names (the proposer's program home);
+//!   extra writable directory the caller names (the proposer's program home); when these lie under
+//!   the host's `/tmp`, the directories leading to them in the private `/tmp` are read-only (the
+//!   command cannot create files that look like the host's there);
 //! - own pid, mount, ipc and uts namespaces, and a network namespace with only a loopback unless the
 //!   network is allowed; no capabilities, `no_new_privs`, a new session (no controlling terminal to
 //!   inject input into); when the sandbox's first process ends, every process it started ends.
@@ -107,6 +109,9 @@ pub enum Mount {
     Bind(PathBuf),
     /// The mount at this path (an earlier [`Mount::Tmpfs`]) made read-only.
     RemountRo(PathBuf),
+    /// A directory (mode 0555: not writable by the command) on the way to a mount point inside the
+    /// private writable `/tmp`: the command cannot create files that look like the host's there.
+    Dir(PathBuf),
 }
 
 /// Everything a sandbox applies to one command.
@@ -279,6 +284,31 @@ impl Plan {
             mounts.push(Mount::RoBind(resolv));
         }
         mounts.extend(read_only.into_iter().map(Mount::RemountRo));
+        // The directories leading to what is mounted inside a writable temporary directory (a
+        // checkout under the host's /tmp, say) are made read-only, right after that directory's tmpfs.
+        let targets: Vec<PathBuf> = mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Tmpfs(p) | Mount::RoBind(p) | Mount::Bind(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let temps: Vec<PathBuf> =
+            HOST_TEMP.iter().filter_map(|d| Path::new(d).canonicalize().ok()).filter(|d| targets.contains(d)).collect();
+        let mut dirs: Vec<PathBuf> = vec![];
+        for target in &targets {
+            for temp in temps.iter().filter(|t| target.starts_with(t) && target != *t) {
+                let ancestors = target.ancestors().skip(1).take_while(|a| a != temp);
+                dirs.extend(ancestors.filter(|a| !targets.iter().any(|t| t == a)).map(Path::to_path_buf));
+            }
+        }
+        dirs.sort_by_key(|d| d.components().count());
+        dirs.dedup();
+        let after_temps = mounts
+            .iter()
+            .rposition(|m| matches!(m, Mount::Tmpfs(p) if temps.contains(p)))
+            .map_or(mounts.len(), |i| i + 1);
+        mounts.splice(after_temps..after_temps, dirs.into_iter().map(Mount::Dir));
         Ok(Plan { mounts, share_network: c.allow_network, cwd })
     }
 
@@ -306,6 +336,9 @@ impl Plan {
             self.mounts.iter().position(|m| matches!(m, Mount::RemountRo(_))).unwrap_or(self.mounts.len());
         let mounts = self.mounts[..first_remount].iter().chain([&shim_bind]).chain(&self.mounts[first_remount..]);
         for m in mounts {
+            if matches!(m, Mount::Dir(_)) {
+                argv.extend(os(&["--perms", "0555"]));
+            }
             let (flag, path, twice) = match m {
                 Mount::RoRoot => ("--ro-bind", Path::new("/"), true),
                 Mount::Dev => ("--dev", Path::new("/dev"), false),
@@ -314,6 +347,7 @@ impl Plan {
                 Mount::RoBind(p) => ("--ro-bind", p.as_path(), true),
                 Mount::Bind(p) => ("--bind", p.as_path(), true),
                 Mount::RemountRo(p) => ("--remount-ro", p.as_path(), false),
+                Mount::Dir(p) => ("--dir", p.as_path(), false),
             };
             argv.push(flag.into());
             if twice {
@@ -350,6 +384,7 @@ impl Plan {
                 Mount::RoBind(p) => argv.extend(["--ro-bind".into(), p.clone().into()]),
                 Mount::Bind(p) => argv.extend(["--bind".into(), p.clone().into()]),
                 Mount::RemountRo(p) => argv.extend(["--remount-ro".into(), p.clone().into()]),
+                Mount::Dir(p) => argv.extend(["--dir".into(), p.clone().into()]),
             }
         }
         argv.extend([OsString::from("--chdir"), self.cwd.clone().into()]);
@@ -384,6 +419,7 @@ impl LaunchArgs {
                 Some(flag @ "--ro-bind") => plan.mounts.push(Mount::RoBind(path(flag, it.next())?)),
                 Some(flag @ "--bind") => plan.mounts.push(Mount::Bind(path(flag, it.next())?)),
                 Some(flag @ "--remount-ro") => plan.mounts.push(Mount::RemountRo(path(flag, it.next())?)),
+                Some(flag @ "--dir") => plan.mounts.push(Mount::Dir(path(flag, it.next())?)),
                 Some(flag @ "--chdir") => plan.cwd = path(flag, it.next())?,
                 Some("--") => {
                     let command: Vec<OsString> = it.cloned().collect();
@@ -474,7 +510,16 @@ mod tests {
         // The host's temporary and runtime directories first (those this machine has), then:
         let system = |m: &Mount| matches!(m, Mount::Tmpfs(p) | Mount::RemountRo(p) if HOST_TEMP.iter().chain(&HOST_RUNTIME).any(|d| p == Path::new(d)));
         assert!(plan.mounts.contains(&Mount::Tmpfs("/tmp".into())), "{:?}", plan.mounts);
-        let rest: Vec<Mount> = plan.mounts.iter().filter(|m| !system(m)).cloned().collect();
+        // The test's home is under /tmp: the directories leading to it come read-only, parents first.
+        let dirs: Vec<&Mount> = plan.mounts.iter().filter(|m| matches!(m, Mount::Dir(_))).collect();
+        let expected: Vec<PathBuf> = {
+            let mut a: Vec<PathBuf> =
+                home.ancestors().take_while(|a| *a != Path::new("/tmp")).map(Path::to_path_buf).collect();
+            a.reverse();
+            a
+        };
+        assert_eq!(dirs, expected.iter().map(|d| Mount::Dir(d.clone())).collect::<Vec<_>>().iter().collect::<Vec<_>>());
+        let rest: Vec<Mount> = plan.mounts.iter().filter(|m| !system(m) && !matches!(m, Mount::Dir(_))).cloned().collect();
         assert_eq!(
             rest,
             [
