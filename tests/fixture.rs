@@ -141,6 +141,8 @@ pub struct Spec {
     pub max_tokens: u64,
     /// Extra environment of every process the fixture starts (e.g. a model server's key).
     pub env: Vec<(String, String)>,
+    /// Where the target's temporary directory is made (default: the system's, usually /tmp).
+    pub tmp_in: Option<PathBuf>,
 }
 
 impl Default for Spec {
@@ -192,6 +194,7 @@ impl Default for Spec {
             review: None,
             max_tokens: 0,
             env: vec![],
+            tmp_in: None,
         }
     }
 }
@@ -406,7 +409,13 @@ pub struct Target {
 impl Target {
     /// Write the target, commit it on main, and approve its governance documents.
     pub fn new(spec: Spec) -> Target {
-        let tmp = tempfile::Builder::new().prefix("ratchet-target-").tempdir().expect("temp dir");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("ratchet-target-");
+        let tmp = match &spec.tmp_in {
+            Some(dir) => builder.tempdir_in(dir),
+            None => builder.tempdir(),
+        }
+        .expect("temp dir");
         // Canonical: git and the agents report real paths.
         let base = std::fs::canonicalize(tmp.path()).expect("canonical temp dir");
         let (root, scratch, home) = (base.join("repo"), base.join("scratch"), base.join("home"));

@@ -37,9 +37,11 @@ fn confined() -> Vec<SandboxMode> {
     modes
 }
 
-/// A swarm home laid out as while a swarm runs, in the host's temporary directory.
+/// A swarm home laid out as while a swarm runs, outside the host's temporary directory (which the
+/// sandbox hides whole): under the build's `target/tmp`.
 struct Home {
     _tmp: tempfile::TempDir,
+    _outside_tmp: tempfile::TempDir,
     /// The repository (on `main`).
     root: PathBuf,
     /// The command's checkout: `worktrees/c1/tree`, a linked worktree on branch `c1`.
@@ -54,10 +56,12 @@ struct Home {
 
 impl Home {
     fn new() -> Home {
-        let tmp = tempfile::Builder::new().prefix("ratchet-sbx-").tempdir().expect("temp dir");
+        let tmp =
+            tempfile::Builder::new().prefix("ratchet-sbx-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let base = tmp.path().canonicalize().expect("canonical temp dir");
+        let host_tmp = tempfile::Builder::new().prefix("ratchet-sbx-").tempdir().expect("temp dir");
         let root = base.join("repo");
-        let (outside, user_home) = (base.join("outside"), base.join("user-home"));
+        let (outside, user_home) = (host_tmp.path().canonicalize().unwrap().join("outside"), base.join("user-home"));
         for d in [&root, &outside, &user_home] {
             std::fs::create_dir_all(d).expect("create dirs");
         }
@@ -80,6 +84,7 @@ impl Home {
             outside,
             user_home,
             _tmp: tmp,
+            _outside_tmp: host_tmp,
         }
     }
 
@@ -136,11 +141,7 @@ fn check(attacks: impl Fn(&Home) -> Vec<Attack>) {
         for a in attacks(&home) {
             let out = home.run(mode, &a.script);
             assert_eq!(out.sandbox, mode);
-            assert!(
-                !out.success() && !(a.worked)(&out),
-                "{mode}: `{}` worked inside the sandbox: {out:?}",
-                a.name
-            );
+            assert!(!out.success() && !(a.worked)(&out), "{mode}: `{}` worked inside the sandbox: {out:?}", a.name);
             assert!(!out.is_infra_failure(), "{mode}: `{}` did not run as a command: {out:?}", a.name);
         }
     }
@@ -195,13 +196,21 @@ fn refs_of_the_parent_repository_cannot_move() {
             }
         };
         vec![
-            Attack::new("git update-ref main from the checkout", format!("git update-ref refs/heads/main {two}"), moved(h)),
+            Attack::new(
+                "git update-ref main from the checkout",
+                format!("git update-ref refs/heads/main {two}"),
+                moved(h),
+            ),
             Attack::new(
                 "git update-ref in the parent",
                 format!("git -C {} update-ref refs/heads/main {two}", q(&h.root)),
                 moved(h),
             ),
-            Attack::new("writing .git/refs directly", format!("echo {two} > {}/.git/refs/heads/main", q(&h.root)), moved(h)),
+            Attack::new(
+                "writing .git/refs directly",
+                format!("echo {two} > {}/.git/refs/heads/main", q(&h.root)),
+                moved(h),
+            ),
             Attack::new("a new ref in the parent", format!("git -C {} tag planted {two}", q(&h.root)), moved(h)),
         ]
     });
@@ -212,9 +221,21 @@ fn the_swarms_files_and_the_other_candidates_are_invisible() {
     check(|h| {
         let shows = |needle: &'static str| move |out: &RunOutcome| out.stdout.contains(needle);
         vec![
-            Attack::new("read state.json", format!("cat {}", q(&h.root.join("worktrees/.swarm/state.json"))), shows("state-9d2f")),
-            Attack::new("read the swarm's secret", format!("cat {}", q(&h.root.join("worktrees/.swarm/token"))), shows("swarm-secret-5b7e")),
-            Attack::new("read the host's /tmp", format!("cat {}", q(&h.outside.join("marker"))), shows("host-tmp-4c1a")),
+            Attack::new(
+                "read state.json",
+                format!("cat {}", q(&h.root.join("worktrees/.swarm/state.json"))),
+                shows("state-9d2f"),
+            ),
+            Attack::new(
+                "read the swarm's secret",
+                format!("cat {}", q(&h.root.join("worktrees/.swarm/token"))),
+                shows("swarm-secret-5b7e"),
+            ),
+            Attack::new(
+                "read the host's /tmp",
+                format!("cat {}", q(&h.outside.join("marker"))),
+                shows("host-tmp-4c1a"),
+            ),
             Attack::new("list another candidate", format!("ls {}", q(&h.other)), shows("f")),
         ]
     });
@@ -232,7 +253,10 @@ fn what_is_hidden_cannot_be_unhidden() {
             Attack::new("umount /tmp", format!("umount -l /tmp 2>/dev/null; cat {marker}"), shows("host-tmp-4c1a")),
             Attack::new(
                 "umount in an own user namespace",
-                format!("unshare -Urm sh -c 'umount -l /tmp; umount -l {}; cat {marker} {secret}'", q(&h.root.join("worktrees"))),
+                format!(
+                    "unshare -Urm sh -c 'umount -l /tmp; umount -l {}; cat {marker} {secret}'",
+                    q(&h.root.join("worktrees"))
+                ),
                 shows("swarm-secret-5b7e"),
             ),
             Attack::new(
@@ -243,7 +267,9 @@ fn what_is_hidden_cannot_be_unhidden() {
                     move |_| p.exists()
                 },
             ),
-            Attack::new("keep capabilities", "grep -q 'CapEff:.*[1-9a-f]' /proc/self/status".into(), |out| out.success()),
+            Attack::new("keep capabilities", "grep -q 'CapEff:.*[1-9a-f]' /proc/self/status".into(), |out| {
+                out.success()
+            }),
         ]
     });
 }
@@ -256,7 +282,9 @@ fn proc_sysrq_trigger_is_read_only() {
         println!("note: skipped: no /proc/sysrq-trigger on this kernel, or not root");
         return;
     }
-    check(|_| vec![Attack::new("open /proc/sysrq-trigger for writing", ": > /proc/sysrq-trigger".into(), |out| out.success())]);
+    check(|_| {
+        vec![Attack::new("open /proc/sysrq-trigger for writing", ": > /proc/sysrq-trigger".into(), |out| out.success())]
+    });
 }
 
 /// A sleeping process the attacks aim at, killed on drop.
@@ -287,12 +315,16 @@ impl Drop for Sleeper {
 fn swarm_processes_can_be_neither_seen_nor_signalled() {
     let me = std::process::id();
     let control = Sleeper::start();
-    let out = Home::new().run(SandboxMode::Plain, &format!("kill -0 {me} && kill -0 {} && ls /proc/{me}", control.pid()));
+    let out =
+        Home::new().run(SandboxMode::Plain, &format!("kill -0 {me} && kill -0 {} && ls /proc/{me}", control.pid()));
     assert!(out.success(), "control: plain can see and signal the swarm: {out:?}");
     for mode in confined() {
         let mut sleeper = Sleeper::start();
         let home = Home::new();
-        let out = home.run(mode, &format!("kill -0 {me} || kill -0 {pid} || kill -KILL {pid} || [ -e /proc/{me} ]", pid = sleeper.pid()));
+        let out = home.run(
+            mode,
+            &format!("kill -0 {me} || kill -0 {pid} || kill -KILL {pid} || [ -e /proc/{me} ]", pid = sleeper.pid()),
+        );
         assert!(!out.success(), "{mode}: a swarm process was visible or signalled: {out:?}");
         assert!(sleeper.alive(), "{mode}: the command killed a process outside its sandbox");
         // Its own view: only itself and its descendants.
@@ -432,19 +464,22 @@ fn attack_script(t: &Target, me: u32, sleeper: u32, tag: &str) -> String {
     s
 }
 
-fn swarm_attack(sandbox: &str) {
+/// `tmp_in`: where the swarm's home lives (the host's /tmp is hidden whole, so a home elsewhere
+/// tests the hiding of `worktrees/` and `.git` themselves).
+fn swarm_attack(sandbox: &str, tmp_in: Option<PathBuf>) {
     let sleeper = Sleeper::start();
     let tag = format!("{}{}", std::process::id(), sandbox.len());
     // The target first, then its proposer: the attacks name the target's own paths.
-    let mut t = Target::new(Spec { sandbox: sandbox.into(), ..Spec::default() });
+    let mut t = Target::new(Spec { sandbox: sandbox.into(), tmp_in, ..Spec::default() });
     let script = attack_script(&t, std::process::id(), sleeper.pid(), &tag);
     let proposer_attacks = format!(
         "cat {root}/worktrees/.swarm/state.json > proposer-saw.txt 2>&1 || echo blocked > proposer-saw.txt\n\
          echo x > {root}/pwned-by-proposer 2>/dev/null; git -C {root} update-ref refs/heads/main HEAD 2>/dev/null\n",
         root = t.path().display()
     );
-    let snippet =
-        format!("{proposer_attacks}cat > tests/test_attack.sh <<'ATTACK'\n{script}ATTACK\necho 'add an attacking test'");
+    let snippet = format!(
+        "{proposer_attacks}cat > tests/test_attack.sh <<'ATTACK'\n{script}ATTACK\necho 'add an attacking test'"
+    );
     t.spec.proposer = Proposer::Calls(vec![snippet]);
     t.write("cadence.md", &t.spec.cadence_md());
     t.git(&["commit", "-qam", "the attacking proposer"]);
@@ -459,8 +494,9 @@ fn swarm_attack(sandbox: &str) {
     let state = t.loop_state();
     let c = &state["finished"][0]["candidates"][0];
     let branch = c["branch"].as_str().unwrap_or_else(|| panic!("no candidate: {s:#}"));
-    let gate_log = std::fs::read_to_string(t.path().join("worktrees").join(branch).join("artifacts/execute/gate-2.log"))
-        .unwrap_or_else(|e| panic!("the gate's log: {e}: {c:#}"));
+    let gate_log =
+        std::fs::read_to_string(t.path().join("worktrees").join(branch).join("artifacts/execute/gate-2.log"))
+            .unwrap_or_else(|e| panic!("the gate's log: {e}: {c:#}"));
     let bite_log = std::fs::read_to_string(t.path().join("worktrees").join(branch).join("artifacts/critique/bite.log"))
         .unwrap_or_else(|e| panic!("the bite check's log: {e}: {c:#}"));
     for (who, log) in [("gate", &gate_log), ("bite check", &bite_log)] {
@@ -493,16 +529,18 @@ fn swarm_attack(sandbox: &str) {
     assert!(left.is_empty(), "processes a candidate started outlived the swarm's runs: {left:?}");
 }
 
+/// (The swarm's home in the host's /tmp.)
 #[test]
 fn a_candidate_attacking_from_its_tests_changes_nothing_under_bwrap() {
     if confined().contains(&SandboxMode::Bwrap) {
-        swarm_attack("bwrap");
+        swarm_attack("bwrap", None);
     }
 }
 
+/// (The swarm's home outside the host's /tmp.)
 #[test]
 fn a_candidate_attacking_from_its_tests_changes_nothing_under_namespaces() {
-    swarm_attack("namespaces");
+    swarm_attack("namespaces", Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR"))));
 }
 
 /// `ratchet sandbox --json` reports the modes and this repository's decision.
@@ -522,7 +560,8 @@ fn ratchet_sandbox_reports_the_modes_and_the_decision() {
     assert!(report["constitution"]["refused"].is_null());
     let mut text = String::new();
     let mut child = t.command(&ratchet_tests::bin("ratchet"));
-    let mut child = child.args(["sandbox", "--repo"]).arg(t.path()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        child.args(["sandbox", "--repo"]).arg(t.path()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(text.contains("own pid namespace") && text.contains("commands run in"), "{text}");

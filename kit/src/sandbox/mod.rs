@@ -519,7 +519,8 @@ mod tests {
             a
         };
         assert_eq!(dirs, expected.iter().map(|d| Mount::Dir(d.clone())).collect::<Vec<_>>().iter().collect::<Vec<_>>());
-        let rest: Vec<Mount> = plan.mounts.iter().filter(|m| !system(m) && !matches!(m, Mount::Dir(_))).cloned().collect();
+        let rest: Vec<Mount> =
+            plan.mounts.iter().filter(|m| !system(m) && !matches!(m, Mount::Dir(_))).cloned().collect();
         assert_eq!(
             rest,
             [
