@@ -298,8 +298,10 @@ impl Plan {
         let mut dirs: Vec<PathBuf> = vec![];
         for target in &targets {
             for temp in temps.iter().filter(|t| target.starts_with(t) && target != *t) {
+                // Only those in the temporary tmpfs itself, not below another mount.
                 let ancestors = target.ancestors().skip(1).take_while(|a| a != temp);
-                dirs.extend(ancestors.filter(|a| !targets.iter().any(|t| t == a)).map(Path::to_path_buf));
+                let in_temp = |a: &Path| !targets.iter().any(|t| t != temp && a.starts_with(t));
+                dirs.extend(ancestors.filter(|a| in_temp(a)).map(Path::to_path_buf));
             }
         }
         dirs.sort_by_key(|d| d.components().count());
