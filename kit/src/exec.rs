@@ -49,6 +49,10 @@ use tokio::time::Instant;
 
 use crate::sandbox::{Confinement, Plan, Report};
 
+/// Which sandbox modes work on this machine and what each confines (for `ratchet sandbox` and a
+/// future `ratchet check`); see [`crate::sandbox::probe`].
+pub use crate::sandbox::probe::probe_sandbox;
+
 /// The parent's environment variables a command sees; everything else is cleared.
 pub const PASSED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "TMPDIR", "CARGO_HOME", "RUSTUP_HOME"];
 
