@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::demo_target::FILES;
@@ -40,19 +40,7 @@ command = ["evaluator"]
 "#;
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ratchet demo")
-        .env("GIT_AUTHOR_EMAIL", "demo@ratchet.invalid")
-        .env("GIT_COMMITTER_NAME", "Ratchet demo")
-        .env("GIT_COMMITTER_EMAIL", "demo@ratchet.invalid")
-        .output()
-        .context("running git; fix: install git")?;
-    if !out.status.success() {
-        bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
-    }
+    kit::git::Git::new(dir).with_identity("Ratchet demo", "demo@ratchet.invalid").run_bytes(args)?;
     Ok(())
 }
 

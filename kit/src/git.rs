@@ -1,5 +1,9 @@
 //! The git CLI, wrapped: every call is `git -C <dir> ...` with hooks off and the variables that
 //! would redirect git to another repository removed; a non-zero exit is an error carrying stderr.
+//! This is the one way Ratchet runs git (the coordinator, the substrate, governance and every
+//! agent): blocking ([`Git::run`], [`Git::run_bytes`], [`Git::run_input`], [`Git::succeeds`]),
+//! started and collected later ([`Git::start`]), or async on tokio ([`Git::run_async`],
+//! [`Git::run_bytes_async`], killed when dropped), each with the same environment scrubbing.
 //!
 //! The substrate uses the CLI rather than a library so that what it does to a repository is
 //! exactly what a user would do by hand (and can be replayed from the error message).
@@ -66,6 +70,14 @@ impl Git {
         self
     }
 
+    /// The same, committing as `name <email>` (author and committer).
+    pub fn with_identity(self, name: &str, email: &str) -> Git {
+        self.env("GIT_AUTHOR_NAME", name)
+            .env("GIT_AUTHOR_EMAIL", email)
+            .env("GIT_COMMITTER_NAME", name)
+            .env("GIT_COMMITTER_EMAIL", email)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -119,14 +131,57 @@ impl Git {
             .stderr(Stdio::piped())
             .output()
             .map_err(|source| GitError::Spawn { command: command.clone(), source })?;
-        if !out.status.success() {
-            return Err(GitError::Failed {
-                command,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(out.stdout)
+        finish(command, out)
+    }
+
+    /// Runs git with `input` on its stdin (written while its output is read, so neither side
+    /// can block the other) and returns its raw stdout.
+    pub fn run_input<I, S>(&self, args: I, input: &[u8]) -> Result<Vec<u8>, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::Write;
+        let (mut cmd, command) = self.command(args);
+        let spawn_error = |source| GitError::Spawn { command: command.clone(), source };
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_error)?;
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let out = std::thread::scope(|s| {
+            // A git that exits without reading all of it closes the pipe: its exit status says why.
+            s.spawn(move || pipe.write_all(input));
+            child.wait_with_output()
+        })
+        .map_err(spawn_error)?;
+        finish(command, out)
+    }
+
+    /// [`Git::run_bytes`] on tokio: the process is killed if the future is dropped.
+    pub async fn run_bytes_async<I, S>(&self, args: I) -> Result<Vec<u8>, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (mut cmd, command) = self.command(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| GitError::Spawn { command: command.clone(), source })?;
+        finish(command, out)
+    }
+
+    /// [`Git::run`] on tokio: stdout as UTF-8, trimmed at the end.
+    pub async fn run_async<I, S>(&self, args: I) -> Result<String, GitError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let (_, command) = self.command(std::iter::empty::<&str>());
+        let bytes = self.run_bytes_async(args).await?;
+        let text = String::from_utf8(bytes).map_err(|_| GitError::NotUtf8 { command })?;
+        Ok(text.trim_end().to_string())
     }
 
     /// Runs git and returns its stdout, trimmed.
@@ -258,15 +313,20 @@ impl Running {
         let command = self.command;
         let out =
             self.child.wait_with_output().map_err(|source| GitError::Spawn { command: command.clone(), source })?;
-        if !out.status.success() {
-            return Err(GitError::Failed {
-                command,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(out.stdout)
+        finish(command, out)
     }
+}
+
+/// A finished git's stdout, or the error carrying its stderr.
+fn finish(command: String, out: std::process::Output) -> Result<Vec<u8>, GitError> {
+    if !out.status.success() {
+        return Err(GitError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 /// One registered worktree.
@@ -365,13 +425,7 @@ mod tests {
     }
 
     fn hermetic(dir: &Path) -> Git {
-        Git::new(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
+        Git::new(dir).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1").with_identity("t", "t@t")
     }
 
     #[test]
@@ -420,5 +474,26 @@ mod tests {
         repo.scratch_checkout(&scratch, &first).unwrap();
         assert_eq!(std::fs::read_to_string(scratch.join("f")).unwrap(), "one\n");
         assert!(!scratch.join("junk").exists());
+    }
+
+    /// stdin (sync, larger than a pipe's buffer) and async runs go through the same wrapper and
+    /// report failures the same way.
+    #[test]
+    fn input_and_async_runs() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let git = Git::new(tmp.path()).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1");
+        git.run(["init", "-q"]).expect("git init");
+        let big = vec![b'x'; 1 << 20];
+        let id = git.run_input(["hash-object", "-w", "--stdin"], &big).expect("hash-object");
+        let id = String::from_utf8(id).expect("utf-8").trim().to_string();
+        assert_eq!(git.run_bytes(["cat-file", "blob", id.as_str()]).expect("cat-file"), big);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let kind = rt.block_on(git.run_async(["cat-file", "-t", id.as_str()])).expect("cat-file -t");
+        assert_eq!(kind, "blob");
+        let e = rt.block_on(git.run_async(["cat-file", "-t", "0000000000000000000000000000000000000001"]));
+        let e = e.expect_err("no such object");
+        assert!(matches!(e, GitError::Failed { .. }) && !e.stderr().is_empty(), "{e}");
+        let e = git.run_input(["hash-object", "--no-such-option", "--stdin"], b"x").expect_err("bad option");
+        assert!(e.to_string().contains("--no-such-option"), "{e}");
     }
 }

@@ -2,41 +2,28 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use kit::git::{Git, GitError};
 
 use crate::CriticError;
 
-/// Variables that would redirect `git -C` to another repository or index.
-const REDIRECTING_ENV: [&str; 5] = ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_PREFIX"];
+impl From<GitError> for CriticError {
+    fn from(e: GitError) -> CriticError {
+        match e {
+            GitError::Failed { command, status, stderr } => CriticError::Git { command, status, stderr },
+            other => CriticError::GitRun(other.to_string()),
+        }
+    }
+}
 
-/// Runs `git -C dir <args>` and returns its stdout; a non-zero exit is an error carrying stderr.
+/// Runs `git -C dir <args>` (`kit::git`: hooks off, redirecting variables removed) and returns its
+/// stdout; a non-zero exit is an error carrying stderr.
 pub(crate) fn git<I, S>(dir: &Path, args: I) -> Result<Vec<u8>, CriticError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let mut cmd = Command::new("git");
-    cmd.arg("-C").arg(dir).args(["-c", "core.quotePath=false", "-c", "core.hooksPath=/dev/null"]).args(&args);
-    for var in REDIRECTING_ENV {
-        cmd.env_remove(var);
-    }
-    let shown = || {
-        let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        format!("git -C {} {}", dir.display(), words.join(" "))
-    };
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| CriticError::GitSpawn { command: shown(), reason: e.to_string() })?;
-    if !out.status.success() {
-        return Err(CriticError::Git {
-            command: shown(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(out.stdout)
+    Ok(Git::new(dir).run_bytes(args)?)
 }
 
 /// Resolves `rev` to a full commit id; refuses anything that is not a commit (and any option-like text).

@@ -89,8 +89,9 @@ impl Review {
 /// Why the critic could not read the candidate (never a verdict about it).
 #[derive(Debug, thiserror::Error)]
 pub enum CriticError {
-    #[error("cannot run `{command}`: {reason}; install git and check that it is on PATH")]
-    GitSpawn { command: String, reason: String },
+    /// git could not be run, or printed what is not text (`kit::git` says which and the fix).
+    #[error("{0}")]
+    GitRun(String),
     #[error("`{command}` failed ({status}): {stderr}")]
     Git { command: String, status: String, stderr: String },
     #[error("{rev:?} is not a commit in {repo}; pass a commit id or branch that exists there")]

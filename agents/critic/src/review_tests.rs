@@ -2,7 +2,6 @@
 //! projects, so the tests need nothing but `sh` and `git`.
 
 use std::path::Path;
-use std::process::Command;
 
 use protocol::governance::{Constitution, Direction, Ethos, Rule, StatTest};
 
@@ -35,20 +34,8 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "Test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-            .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let git = kit::git::Git::new(self.path()).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1");
+        git.with_identity("Test", "test@example.invalid").run(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn write(&self, path: &str, text: &str) {

@@ -238,25 +238,15 @@ async fn reset(dir: &Path, base: &str) -> Result<(), ProposalError> {
     Ok(())
 }
 
-/// Variables that would point git at another repository, index or object store.
-const REDIRECTING_ENV: [&str; 6] =
-    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
-
-/// `git -C dir args`, hooks off; stdout as UTF-8.
+/// `git -C dir args` through `kit::git` (hooks off, redirecting variables removed, killed when
+/// dropped); stdout as UTF-8, untrimmed (a patch keeps its last newline).
 async fn git(dir: &Path, args: &[&str]) -> Result<String, ProposalError> {
-    let err = |stderr: String| ProposalError::Git { args: args.join(" "), dir: PathBuf::from(dir), stderr };
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("-C").arg(dir).args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotePath=false"]).args(args);
-    for var in REDIRECTING_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = cmd.output().await.map_err(|e| err(format!("could not run git: {e}; install git and put it on PATH")))?;
-    if !out.status.success() {
-        return Err(err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
-    }
-    String::from_utf8(out.stdout)
-        .map_err(|_| err("the output is not UTF-8 (a text file with another encoding?)".into()))
+    let out = kit::git::Git::new(dir).run_bytes_async(args).await.map_err(|e| ProposalError::git(dir, args, e))?;
+    String::from_utf8(out).map_err(|_| ProposalError::Git {
+        args: args.join(" "),
+        dir: dir.into(),
+        stderr: "the output is not UTF-8 (a text file with another encoding?)".into(),
+    })
 }
 
 #[cfg(test)]

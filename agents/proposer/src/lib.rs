@@ -101,6 +101,15 @@ pub enum ProposalError {
 }
 
 impl ProposalError {
+    /// A failed `git args` in `dir` (run through `kit::git`).
+    pub(crate) fn git(dir: &std::path::Path, args: &[&str], e: kit::git::GitError) -> ProposalError {
+        let stderr = match e {
+            kit::git::GitError::Failed { status, stderr, .. } => format!("{status}: {stderr}"),
+            other => other.to_string(),
+        };
+        ProposalError::Git { args: args.join(" "), dir: dir.into(), stderr }
+    }
+
     /// Not the proposal's fault: retry rather than count it toward the circuit breaker.
     pub fn is_infra(&self) -> bool {
         matches!(self, ProposalError::CommandInfra { .. } | ProposalError::Git { .. } | ProposalError::Io { .. })

@@ -15,26 +15,15 @@ use serde_json::json;
 
 use crate::{Proposal, ProposalError, slug};
 
+/// `git -C dir args` through `kit::git`, with `stdin` fed to it when given; stdout as text.
 fn git_blocking(dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, ProposalError> {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new("git");
-    cmd.arg("-C").arg(dir).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(std::process::Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|source| ProposalError::Io { path: dir.into(), source })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|source| ProposalError::Io { path: dir.into(), source })?;
-    if !out.status.success() {
-        return Err(ProposalError::Git {
-            args: args.join(" "),
-            dir: dir.into(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let git = kit::git::Git::new(dir);
+    let out = match stdin {
+        Some(text) => git.run_input(args, text.as_bytes()),
+        None => git.run_bytes(args),
+    };
+    let out = out.map_err(|e| ProposalError::git(dir, args, e))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The diff in a model's answer: the first ```diff (or ```patch) block, else the answer itself
@@ -194,18 +183,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path();
         let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(repo)
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let git = kit::git::Git::new(repo).env("GIT_CONFIG_GLOBAL", "/dev/null");
+            git.with_identity("t", "t@t").run(args).unwrap_or_else(|e| panic!("{e}"));
         };
         git(&["init", "-q", "-b", "main"]);
         std::fs::write(repo.join("params.toml"), "algorithm = \"heap\"\n").unwrap();

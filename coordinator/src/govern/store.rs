@@ -14,71 +14,45 @@
 //! fetch refs outside `refs/heads` and `refs/tags`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use kit::git::Git;
 
 pub use kit::governance::{
     Approval, GOVERNANCE_REF, HISTORY_JSONL, HistoryEntry, LOCK_JSON, LOCK_VERSION, Lock, Snapshot,
 };
 
-/// Variables that would point git at another repository, index or object store.
-const REDIRECTING_ENV: [&str; 6] =
-    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR", "GIT_PREFIX"];
-
-/// Git plumbing on one repository.
+/// Git plumbing on one repository (through `kit::git`).
 #[derive(Debug, Clone)]
 pub struct Store {
-    home: PathBuf,
-    envs: Vec<(String, String)>,
+    git: Git,
 }
 
 impl Store {
     pub fn new(home: &Path) -> Store {
-        Store { home: home.to_path_buf(), envs: vec![] }
+        Store { git: Git::new(home) }
     }
 
     /// The same store with an extra environment variable for every git call (tests use it for
     /// a hermetic configuration).
     pub fn with_env(mut self, key: &str, value: &str) -> Store {
-        self.envs.push((key.into(), value.into()));
+        self.git = self.git.env(key, value);
         self
     }
 
     pub fn home(&self) -> &Path {
-        &self.home
+        self.git.dir()
     }
 
-    /// `git -C <home> <args>` with hooks off; stdin fed when given; stdout returned.
+    /// `git -C <home> <args>` with hooks off; stdin fed when given; extra variables for this
+    /// call; stdout returned.
     pub fn git(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
-        let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(&self.home).args(["-c", "core.hooksPath=/dev/null"]).args(args);
-        for var in REDIRECTING_ENV {
-            cmd.env_remove(var);
-        }
-        for (k, v) in &self.envs {
-            cmd.env(k, v);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let shown = format!("git -C {} {}", self.home.display(), args.join(" "));
-        let mut child =
-            cmd.spawn().with_context(|| format!("running `{shown}`; fix: install git and put it on PATH"))?;
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin is piped");
-            pipe.write_all(input).with_context(|| format!("writing to `{shown}`"))?;
-        }
-        let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
-        if !out.status.success() {
-            bail!("`{shown}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(out.stdout)
+        let git = env.iter().fold(self.git.clone(), |g, (k, v)| g.env(k, v));
+        Ok(match stdin {
+            Some(input) => git.run_input(args, input)?,
+            None => git.run_bytes(args)?,
+        })
     }
 
     fn git_text(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> anyhow::Result<String> {
@@ -93,8 +67,7 @@ impl Store {
 
     /// The read side, shared with every agent: `kit::governance`.
     pub fn reader(&self) -> kit::governance::Approved {
-        let git = self.envs.iter().fold(kit::git::Git::new(&self.home), |g, (k, v)| g.env(k, v));
-        kit::governance::Approved::new(git)
+        kit::governance::Approved::new(self.git.clone())
     }
 
     /// The commit the governance ref points at, if it exists.
