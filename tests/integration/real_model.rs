@@ -38,8 +38,9 @@ fn a_real_model_proposes_and_its_malformed_answers_trip_the_circuit_breaker() {
     let server = ModelServer::start(MODEL_ID);
     let t = Target::new(Spec {
         proposer: Proposer::Model("local".into()),
-        // 48 tokens cannot hold a summary and a whole diff: every answer is malformed.
-        models: vec![("local".into(), server.declaration("max_tokens = 48"))],
+        // Asked for a unified diff (no schema), 48 tokens cannot hold a summary and a whole diff:
+        // every answer is malformed.
+        models: vec![("local".into(), server.declaration("max_tokens = 48\nstructured = false"))],
         breaker_limit: 2,
         stall_limit: 5,
         max_cycles: 4,

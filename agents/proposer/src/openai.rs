@@ -11,7 +11,7 @@ use std::path::Path;
 
 use kit::model::ModelClient;
 use protocol::models::ModelCall;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{Proposal, ProposalError, slug};
 
@@ -48,55 +48,120 @@ pub fn extract_diff(answer: &str) -> Option<String> {
     })
 }
 
-/// What the proposer asks the model: the goal, the baseline's files and the hard-banned
-/// approaches (the governance context goes separately, first, as the system message).
-pub fn user_prompt(goal: &str, files: &[&str], banned: &[String]) -> String {
+/// The files a candidate may change, with their contents, shown to the model: tracked text
+/// files outside the protected paths, each at most [`SHOWN_FILE_MAX`] bytes, in all at most
+/// [`SHOWN_TOTAL_MAX`].
+pub type Editable = Vec<(String, String)>;
+pub const SHOWN_FILE_MAX: usize = 4096;
+pub const SHOWN_TOTAL_MAX: usize = 12 * 1024;
+
+/// [`Editable`] of the checkout at `worktree`: `protected` are glob patterns no candidate may touch.
+pub fn editable_files(worktree: &Path, protected: &[String]) -> Result<Editable, ProposalError> {
+    let listed = git_blocking(worktree, &["ls-files"], None)?;
+    let mut out = vec![];
+    let mut total = 0;
+    for path in listed.lines().take(2000) {
+        if protected.iter().any(|p| p == path || protocol::governance::glob_match(p, path)) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(worktree.join(path)) else { continue };
+        let Ok(text) = String::from_utf8(bytes) else { continue };
+        if text.len() > SHOWN_FILE_MAX || total + text.len() > SHOWN_TOTAL_MAX {
+            continue;
+        }
+        total += text.len();
+        out.push((path.to_string(), text));
+    }
+    Ok(out)
+}
+
+/// What the proposer asks the model: the goal, the files it may change with their contents and
+/// the hard-banned approaches (the governance context goes separately, first, as the system
+/// message). `edit`: the answer is a JSON edit ([`edit_schema`]); otherwise a unified diff.
+pub fn user_prompt(goal: &str, editable: &[(String, String)], banned: &[String], edit: bool) -> String {
+    let shown: String = editable.iter().map(|(p, t)| format!("--- {p}\n{t}\n")).collect();
+    let ask = if edit {
+        "Propose ONE small change toward the goal as an edit of one file: a one-line summary, the file, an exact \
+         piece of its text to find (it must occur once), and the text to put in its place."
+    } else {
+        "Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
+         (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block."
+    };
     format!(
-        "Goal: {goal}\n\nFiles in the repository:\n{}\n\nApproaches already tried and failed (do not propose these again):\n{}\n\n\
-         Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
-         (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block.",
-        files.join("\n"),
+        "Goal: {goal}\n\nThe files you may change, with their contents:\n{shown}\n\
+         Approaches already tried and failed (do not propose these again):\n{}\n\n{ask}",
         if banned.is_empty() { "(none)".to_string() } else { banned.join("\n") }
     )
 }
 
-/// Ask the model for one candidate against the checkout at `worktree` (the baseline). Returns
-/// the proposal, or why there is none, and the call's evidence either way: an answer with no
-/// diff, or with a diff that does not apply to the baseline, is `malformed` (a proposal failure,
-/// never a worktree); no answer at all is an infrastructure failure.
+/// The JSON schema of an edit answer, its file limited to those shown.
+pub fn edit_schema(editable: &[(String, String)]) -> Value {
+    let files: Vec<&str> = editable.iter().map(|(p, _)| p.as_str()).collect();
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["summary", "file", "find", "replace"],
+        "properties": {
+            "summary": {"type": "string", "minLength": 1, "maxLength": 120},
+            "file": {"enum": files},
+            "find": {"type": "string", "minLength": 1, "maxLength": 400},
+            "replace": {"type": "string", "maxLength": 400},
+        },
+    })
+}
+
+/// An edit answer.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Edit {
+    summary: String,
+    file: String,
+    find: String,
+    replace: String,
+}
+
+/// Turn an edit answer into (summary, unified diff against the checkout), or say why it is
+/// malformed. The checkout is left as it was.
+fn edit_to_diff(worktree: &Path, editable: &[(String, String)], answer: &str) -> Result<(String, String), String> {
+    let e: Edit = serde_json::from_str(answer.trim()).map_err(|e| format!("the answer is not an edit: {e}"))?;
+    let Some((_, text)) = editable.iter().find(|(p, _)| *p == e.file) else {
+        return Err(format!("file {:?} is not one the candidate may change", e.file));
+    };
+    let n = if e.find.is_empty() { 0 } else { text.matches(&e.find).count() };
+    if n != 1 {
+        return Err(format!("the text to find occurs {n} times in {} (it must occur once): {:?}", e.file, e.find));
+    }
+    let new = text.replacen(&e.find, &e.replace, 1);
+    if new == *text {
+        return Err("the edit changes nothing".into());
+    }
+    let path = worktree.join(&e.file);
+    std::fs::write(&path, &new).map_err(|err| format!("writing {}: {err}", path.display()))?;
+    let diff = git_blocking(worktree, &["diff", "--no-color", "--", &e.file], None);
+    std::fs::write(&path, text).map_err(|err| format!("restoring {}: {err}", path.display()))?;
+    let diff = diff.map_err(|err| err.to_string())?;
+    Ok((e.summary.trim().to_string(), diff))
+}
+
+/// Ask the model for one candidate against the checkout at `worktree` (the baseline), showing it
+/// `editable`. An endpoint that constrains output to a schema (`structured`) is asked for an
+/// edit (file, text to find, replacement), others for a unified diff. Returns the proposal, or
+/// why there is none, and the call's evidence either way: an answer that is not an edit or a
+/// diff, or does not apply to the baseline, is `malformed` (a proposal failure, never a
+/// worktree); no answer at all is an infrastructure failure.
 pub async fn propose_openai(
     client: &ModelClient,
     worktree: &Path,
+    editable: &[(String, String)],
     goal: &str,
     context: &str,
     banned: &[String],
 ) -> (Result<Proposal, ProposalError>, ModelCall) {
-    let files = {
-        let w = worktree.to_path_buf();
-        tokio::task::spawn_blocking(move || git_blocking(&w, &["ls-files"], None))
-            .await
-            .map_err(|e| ProposalError::Io { path: worktree.into(), source: std::io::Error::other(e.to_string()) })
-    };
-    let files = match files {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) | Err(e) => {
-            let call = ModelCall {
-                stage: "propose".into(),
-                model: client.id.clone(),
-                started_at: protocol::timestamp(std::time::SystemTime::now()),
-                outcome: "error".into(),
-                response_id: None,
-                usage: Default::default(),
-                detail: Some(format!("the model was not asked: {e}")),
-                answer: None,
-            };
-            return (Err(e), call);
-        }
-    };
-    let files: Vec<&str> = files.lines().take(300).collect();
-    let user = user_prompt(goal, &files, banned);
+    let edit = client.endpoint().structured && !editable.is_empty();
+    let user = user_prompt(goal, editable, banned, edit);
+    let schema = edit.then(|| edit_schema(editable));
     let who = client.id.to_string();
-    let (answer, mut call) = client.chat("propose", context, &user, None).await;
+    let (answer, mut call) = client.chat("propose", context, &user, schema.as_ref()).await;
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
@@ -111,12 +176,38 @@ pub async fn propose_openai(
         call.detail = Some(detail);
         Err(e)
     };
-    let Some(diff) = extract_diff(&answer) else {
-        let r = malformed(
-            "the answer holds no diff (no ```diff block, and it does not start like one)".into(),
-            ProposalError::EmptyDiff { command: who, worktree: worktree.into() },
-        );
-        return (r, call);
+    let (summary, diff) = if edit {
+        let (w, shown, a) = (worktree.to_path_buf(), editable.to_vec(), answer.clone());
+        let applied = tokio::task::spawn_blocking(move || edit_to_diff(&w, &shown, &a))
+            .await
+            .unwrap_or_else(|e| Err(format!("the edit could not be tried: {e}")));
+        match applied {
+            Ok(sd) => sd,
+            Err(why) => {
+                let r = malformed(
+                    why.clone(),
+                    ProposalError::CommandFailed { command: who, status: "answered no usable edit".into(), stderr_tail: why },
+                );
+                return (r, call);
+            }
+        }
+    } else {
+        let Some(diff) = extract_diff(&answer) else {
+            let r = malformed(
+                "the answer holds no diff (no ```diff block, and it does not start like one)".into(),
+                ProposalError::EmptyDiff { command: who, worktree: worktree.into() },
+            );
+            return (r, call);
+        };
+        let summary = answer
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("```"))
+            .unwrap_or("a change proposed by the model")
+            .chars()
+            .take(120)
+            .collect::<String>();
+        (summary, diff)
     };
     let w = worktree.to_path_buf();
     let d2 = diff.clone();
@@ -141,14 +232,7 @@ pub async fn propose_openai(
         }
     };
     let files: Vec<String> = numstat.lines().filter_map(|l| l.split('\t').nth(2).map(String::from)).collect();
-    let summary = answer
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("```"))
-        .unwrap_or("a change proposed by the model")
-        .chars()
-        .take(120)
-        .collect::<String>();
+    let summary = if summary.is_empty() { "a change proposed by the model".to_string() } else { summary };
     let hash = protocol::governance::hash(&diff);
     let proposal = Proposal {
         id: format!("openai-{}-{}", slug(&summary, 40), &hash[..8]),
@@ -173,6 +257,47 @@ mod tests {
         assert_eq!(extract_diff(a).unwrap(), "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n");
         assert!(extract_diff("no diff here").is_none());
         assert!(extract_diff("diff --git a/x b/x\n--- a/x\n+++ b/x\n").unwrap().starts_with("diff --git"));
+    }
+
+    #[test]
+    fn an_edit_becomes_a_diff_only_when_its_text_occurs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("params.toml"), "a = 1\nb = 1\n").unwrap();
+        std::fs::write(repo.join("bench.sh"), "echo 1\n").unwrap();
+        run(&["add", "-A"]);
+        run(&["commit", "-q", "-m", "base"]);
+        let shown = editable_files(repo, &["bench.sh".into()]).unwrap();
+        assert_eq!(shown.len(), 1, "protected files are not shown: {shown:?}");
+        let edit = |find: &str, file: &str| {
+            json!({"summary": "s", "file": file, "find": find, "replace": "a = 2"}).to_string()
+        };
+        let (summary, diff) = edit_to_diff(repo, &shown, &edit("a = 1", "params.toml")).unwrap();
+        assert_eq!(summary, "s");
+        assert!(diff.contains("-a = 1\n+a = 2"), "{diff}");
+        assert_eq!(std::fs::read_to_string(repo.join("params.toml")).unwrap(), "a = 1\nb = 1\n", "the checkout is restored");
+        let e = edit_to_diff(repo, &shown, &edit(" = 1", "params.toml")).unwrap_err();
+        assert!(e.contains("occurs 2 times"), "{e}");
+        let e = edit_to_diff(repo, &shown, &edit("c = 1", "params.toml")).unwrap_err();
+        assert!(e.contains("occurs 0 times"), "{e}");
+        let e = edit_to_diff(repo, &shown, &edit("echo 1", "bench.sh")).unwrap_err();
+        assert!(e.contains("not one the candidate may change"), "{e}");
+        assert!(edit_to_diff(repo, &shown, "a = 1").unwrap_err().contains("not an edit"));
     }
 
     /// A real HTTP round trip to an OpenAI-compatible server (a canned one on loopback) and a
@@ -229,7 +354,7 @@ mod tests {
             api_key_env: None,
             temperature: 0.0,
             max_tokens: 64,
-            structured: true,
+            structured: false,
         };
         let client = ModelClient::new(
             protocol::models::ModelId::of("canned", &endpoint_decl),
@@ -237,8 +362,10 @@ mod tests {
             std::time::Duration::from_secs(10),
         )
         .unwrap();
+        let editable = editable_files(repo, &[]).unwrap();
+        assert_eq!(editable, vec![("params.toml".to_string(), "algorithm = \"heap\"\n".to_string())]);
         let (p, call) =
-            propose_openai(&client, repo, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
+            propose_openai(&client, repo, &editable, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
         let p = p.unwrap();
         assert_eq!(call.outcome, "ok");
         assert_eq!(
@@ -249,7 +376,7 @@ mod tests {
         let request = server.await.unwrap();
         assert!(request.contains("POST /v1/chat/completions"), "{request}");
         assert!(
-            request.contains("<governance/>") && request.contains("algorithm=shell"),
+            request.contains("<governance/>") && request.contains("algorithm=shell") && request.contains("--- params.toml"),
             "context and banned list are sent: {request}"
         );
         assert_eq!(p.strategy, "openai");

@@ -203,6 +203,15 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
     let context = call.context();
     let (h, s, b) = (home.clone(), state_dir.clone(), input.baseline.clone());
     let dir = tokio::task::spawn_blocking(move || scratch(&h, &s, &b)).await.map_err(|e| e.to_string())??;
+    // What the model may change: what the critic would not reject as protected.
+    let mut protected: Vec<String> = DOCS.iter().map(|d| d.to_string()).collect();
+    protected.extend(call.gov.constitution.protected_paths.iter().cloned());
+    protected.extend(call.gov.ethos.benchmark_paths.iter().cloned());
+    let d = dir.clone();
+    let editable = tokio::task::spawn_blocking(move || crate::openai::editable_files(&d, &protected))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("infrastructure: listing the baseline's files: {e}"))?;
     let mut banned = input.banned.clone();
     banned.extend(input.history.iter().map(|t| t.key.clone()));
     let mut proposals: Vec<protocol::work::Proposal> = vec![];
@@ -211,7 +220,7 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
     let started = std::time::Instant::now();
     for _ in 0..input.n {
         let (result, mut record) =
-            crate::openai::propose_openai(&client, &dir, &call.gov.ethos.goal, &context, &banned).await;
+            crate::openai::propose_openai(&client, &dir, &editable, &call.gov.ethos.goal, &context, &banned).await;
         match result {
             Ok(p)
                 if !banned.contains(&p.approach_key())
