@@ -121,6 +121,65 @@ fn stopped_text(summary: &Value) -> String {
     format!("loop stopped: {why}")
 }
 
+/// `ratchet models compare`: benchmark a candidate model endpoint against the current one on the
+/// same proposal tasks (`crate::engine::compare_run`). Refused while the loop runs (both would
+/// use the same agents and the same benchmark lock).
+fn compare_skill(hub: Arc<Hub>) -> Skill {
+    Skill::new(
+        "compare",
+        "Compare two model endpoints",
+        "Benchmark a candidate model endpoint against the current one on the same proposal tasks, through the rails and the evaluator; never promotes. Input: {\"current\": name, \"candidate\": name, \"tasks\": n} (models declared in approved constitution.md). Streams progress; ends with the report (decision PROMOTE, HOLD or REJECT with every figure).",
+        move |ctx| {
+            let hub = hub.clone();
+            async move {
+                let mut input = ctx.input();
+                input.remove("skill");
+                let req: crate::engine::CompareRequest = match serde_json::from_value(Value::Object(input)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return TaskEnd::Rejected(format!(
+                            "not a compare request: {e}; send {{\"current\": name, \"candidate\": name, \"tasks\": n}}"
+                        ));
+                    }
+                };
+                let busy = hub.running.lock().expect("hub lock").as_ref().is_some_and(|r| r.done.borrow().is_none());
+                if busy {
+                    return TaskEnd::Rejected(
+                        "the improvement loop is running on this swarm; compare when it has stopped (`ratchet up --no-loop` starts a swarm without it)"
+                            .into(),
+                    );
+                }
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let loop_ctx = LoopCtx {
+                    home: hub.home.clone(),
+                    run_id: kit::server::new_id(),
+                    me: hub.me.clone(),
+                    progress: Box::new(move |l: &str| {
+                        tracing::info!("{l}");
+                        let _ = tx.send(l.to_string());
+                    }),
+                    max_cycles: 0,
+                    fresh: true,
+                };
+                let run = crate::engine::compare_run(loop_ctx, req);
+                tokio::pin!(run);
+                loop {
+                    tokio::select! {
+                        Some(l) = rx.recv() => ctx.progress(&l),
+                        out = &mut run => {
+                            while let Ok(l) = rx.try_recv() { ctx.progress(&l); }
+                            return match out {
+                                Ok(report) => TaskEnd::done(format!("compare: {} for {}", report.decision, report.candidate.model), serde_json::json!(report)),
+                                Err(e) => TaskEnd::Failed(format!("{e:#}")),
+                            };
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
 fn loop_skill(hub: Arc<Hub>) -> Skill {
     Skill::new(
         "loop",
@@ -244,7 +303,7 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         name: env.name.clone(),
         role: "coordinator".into(),
         description: "Runs the improvement loop: routes tasks by role and skill, expires stale leases, promotes winners onto main by fast-forward".into(),
-        skills: vec![loop_skill(hub)],
+        skills: vec![loop_skill(hub.clone()), compare_skill(hub)],
         push_notifications: true,
         routes: Some(crate::web::routes(env.home.clone())),
     })

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 
 use crate::peers::Peers;
 
+mod compare;
 mod models;
+pub use compare::{CompareReport, CompareRequest, SideReport, compare_run};
 use models::stage_usage;
 pub use models::{ModelSummary, StageSummary, model_summary};
 
@@ -193,6 +195,8 @@ struct Engine {
     peers: Peers,
     /// Model usage the next emitted event carries (a stage's calls, set just before it).
     pending_usage: std::sync::Mutex<Option<protocol::models::Usage>>,
+    /// Whether the state is the loop's (`loop.json`); a compare run keeps its own in memory.
+    persist: bool,
 }
 
 impl Engine {
@@ -237,6 +241,9 @@ impl Engine {
     }
 
     fn save(&self) -> anyhow::Result<()> {
+        if !self.persist {
+            return Ok(());
+        }
         write_state(&self.ctx.home, &self.st)
     }
 
@@ -311,14 +318,25 @@ impl Engine {
     }
 
     async fn propose(&mut self, baseline: &str) -> anyhow::Result<(ProposeOutput, String)> {
+        self.propose_with(baseline, self.gov.cadence.candidates, None).await
+    }
+
+    /// [`Engine::propose`] for `n` candidates, from the declared model `model` when given.
+    async fn propose_with(
+        &mut self,
+        baseline: &str,
+        n: u32,
+        model: Option<String>,
+    ) -> anyhow::Result<(ProposeOutput, String)> {
         // Only what the loop chooses per call: the proposer takes its settings (strategy,
         // command, endpoint, goal, context, limits) from the approved governance it loads.
         let input = ProposeInput {
             baseline: baseline.to_string(),
-            n: self.gov.cadence.candidates,
+            n,
             history: self.st.tried.clone(),
             banned: self.st.banned.clone(),
             governance: self.gov.hashes.clone(),
+            model,
         };
         let peer = self
             .peers
@@ -1265,6 +1283,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
         gov,
         peers,
         pending_usage: Default::default(),
+        persist: true,
     };
     eng.save()?;
     loop {

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod export;
 pub mod govern;
 pub mod housekeeping;
+pub mod models;
 pub mod peers;
 pub mod supervisor;
 pub mod web;

@@ -221,6 +221,92 @@ pub fn usage_by_stage(calls: &[ModelCall]) -> BTreeMap<String, Usage> {
     out
 }
 
+/// Paired acceptance of two endpoints on the same proposal tasks, and what it shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareStats {
+    pub tasks: u32,
+    pub current_accepted: u32,
+    pub candidate_accepted: u32,
+    /// Tasks only the candidate's answer was accepted on, and only the current's.
+    pub candidate_only: u32,
+    pub current_only: u32,
+    /// Exact one-sided sign-test p-values on those discordant tasks: that the candidate is
+    /// better, and that it is worse.
+    pub p_better: f64,
+    pub p_worse: f64,
+    /// The significance level: 1 - ethos.md `confidence`.
+    pub alpha: f64,
+}
+
+/// P(X >= k) for X ~ Binomial(n, 1/2), exactly.
+fn binomial_tail(k: u32, n: u32) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    let mut term = 0.5f64.powi(n as i32); // C(n, 0) / 2^n
+    let mut below = 0.0;
+    for i in 0..k.min(n + 1) {
+        below += term;
+        term = term * f64::from(n - i) / f64::from(i + 1);
+    }
+    (1.0 - below).clamp(0.0, 1.0)
+}
+
+/// The one decision rule of `ratchet models compare`: PROMOTE the candidate endpoint when, on
+/// the same tasks, its answers were accepted (by the rails and the evaluator) significantly more
+/// often than the current endpoint's (exact sign test on the tasks where exactly one was
+/// accepted, at 1 - `confidence`); REJECT when significantly less often; HOLD otherwise, saying
+/// why. Tokens and latency are evidence beside it, never a reason to switch on their own.
+pub fn compare_decision(current: &[bool], candidate: &[bool], confidence: f64) -> (String, Vec<String>, CompareStats) {
+    let tasks = current.len().min(candidate.len());
+    let (mut cand_only, mut cur_only) = (0u32, 0u32);
+    for i in 0..tasks {
+        match (current[i], candidate[i]) {
+            (false, true) => cand_only += 1,
+            (true, false) => cur_only += 1,
+            _ => {}
+        }
+    }
+    let n = cand_only + cur_only;
+    let alpha = 1.0 - confidence;
+    let stats = CompareStats {
+        tasks: tasks as u32,
+        current_accepted: current[..tasks].iter().filter(|a| **a).count() as u32,
+        candidate_accepted: candidate[..tasks].iter().filter(|a| **a).count() as u32,
+        candidate_only: cand_only,
+        current_only: cur_only,
+        p_better: binomial_tail(cand_only, n),
+        p_worse: binomial_tail(cur_only, n),
+        alpha,
+    };
+    let counts = format!(
+        "accepted on {} of {tasks} tasks (candidate) vs {} (current); the candidate alone on {cand_only}, the current alone on {cur_only}",
+        stats.candidate_accepted, stats.current_accepted
+    );
+    let (decision, why) = if stats.p_better < alpha {
+        (
+            "PROMOTE",
+            format!("the candidate's answers are accepted more often: sign test p={:.4} < {alpha:.2}", stats.p_better),
+        )
+    } else if stats.p_worse < alpha {
+        (
+            "REJECT",
+            format!("the candidate's answers are accepted less often: sign test p={:.4} < {alpha:.2}", stats.p_worse),
+        )
+    } else if n == 0 {
+        ("HOLD", "no task tells them apart (every task went the same way for both)".to_string())
+    } else {
+        (
+            "HOLD",
+            format!(
+                "no significant difference: sign test p={:.4} (better), p={:.4} (worse), both >= {alpha:.2}; more tasks may tell",
+                stats.p_better, stats.p_worse
+            ),
+        )
+    };
+    (decision.to_string(), vec![format!("{decision}: {why}"), counts], stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +342,24 @@ mod tests {
         assert_eq!(Usage::default().cache_share(), None);
         let id = ModelId::of("local", &ep("http://127.0.0.1:1/v1/", "m"));
         assert_eq!(id.to_string(), "local: m @ http://127.0.0.1:1/v1");
+    }
+
+    #[test]
+    fn the_compare_rule_needs_significance_both_ways() {
+        assert!((binomial_tail(5, 5) - 1.0 / 32.0).abs() < 1e-12);
+        assert!((binomial_tail(0, 3) - 1.0).abs() < 1e-12);
+        assert!((binomial_tail(2, 3) - 0.5).abs() < 1e-12);
+        let (d, r, s) = compare_decision(&[false; 6], &[true; 6], 0.95);
+        assert_eq!(d, "PROMOTE", "{r:?}");
+        assert!((s.p_better - 1.0 / 64.0).abs() < 1e-12, "{s:?}");
+        let (d, _, _) = compare_decision(&[true; 6], &[false; 6], 0.95);
+        assert_eq!(d, "REJECT");
+        // 4 of 4 discordant tasks: p = 1/16 > 0.05: not enough tasks to tell.
+        let (d, r, _) = compare_decision(&[false; 4], &[true; 4], 0.95);
+        assert_eq!(d, "HOLD");
+        assert!(r[0].contains("more tasks may tell"), "{r:?}");
+        let (d, r, s) = compare_decision(&[false; 3], &[false; 3], 0.95);
+        assert_eq!((d.as_str(), s.candidate_accepted, s.current_accepted), ("HOLD", 0, 0));
+        assert!(r[0].contains("no task tells them apart"), "{r:?}");
     }
 }

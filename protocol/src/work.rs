@@ -104,11 +104,15 @@ pub struct ProposeInput {
     /// The governance hashes the coordinator has in force (doc -> sha256); the proposer refuses
     /// to work when they are not the approved ones it loaded.
     pub governance: BTreeMap<String, String>,
+    /// Ask this model instead of cadence.md's (`ratchet models compare`): a *name* declared in
+    /// approved constitution.md `[constitution.models]`, never a URL; anything else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl ProposeInput {
     /// The keys a propose request may carry (besides `skill`, which names the skill).
-    pub const KEYS: [&'static str; 5] = ["baseline", "n", "history", "banned", "governance"];
+    pub const KEYS: [&'static str; 6] = ["baseline", "n", "history", "banned", "governance", "model"];
 }
 
 /// proposer `propose` skill output.

@@ -270,3 +270,59 @@ fn the_coordinator_refuses_a_reviewer_that_is_the_producer() {
     let failed = of_type(&events, "model_called");
     assert_eq!(failed[0]["outcome"], "error", "{:#}", failed[0]);
 }
+
+#[test]
+fn a_compare_run_between_two_endpoints_records_a_decision_and_promotes_nothing() {
+    let server = ModelServer::start(MODEL_ID);
+    // The same model at two temperatures, each asked for a schema-constrained edit.
+    let t = Target::new(Spec {
+        proposer: Proposer::Model("cold".into()),
+        models: vec![
+            ("cold".into(), server.declaration("max_tokens = 160")),
+            ("warm".into(), server.declaration("max_tokens = 160\ntemperature = 1.0")),
+        ],
+        env: key_env(&server),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let mut cmd = t.command(&ratchet_tests::bin("ratchet"));
+    cmd.args(["up", "--no-loop", "--repo"]).arg(t.path());
+    let mut swarm = ratchet_tests::Swarm::start(cmd);
+    swarm.wait_for("swarm up", Duration::from_secs(60));
+
+    // Only declared models can be compared.
+    let out = t.ratchet(&["models", "compare", "cold", "nosuch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("\"nosuch\" is not declared") && err.contains("fix:"), "{err}");
+
+    let r = t.ratchet_json(&["models", "compare", "cold", "warm", "--tasks", "2"]);
+    let decision = r["decision"].as_str().expect("a decision");
+    assert!(["PROMOTE", "HOLD", "REJECT"].contains(&decision), "{r:#}");
+    assert_eq!(r["current"]["model"], id_of(&server, "cold"), "{r:#}");
+    assert_eq!(r["candidate"]["model"], id_of(&server, "warm"), "{r:#}");
+    assert_eq!(r["stats"]["tasks"], 2, "{r:#}");
+    for side in ["current", "candidate"] {
+        let outcomes = r[side]["outcomes"].as_array().expect("outcomes");
+        assert_eq!(outcomes.len(), 2, "{r:#}");
+        assert!(r[side]["usage"]["calls"].as_u64().is_some_and(|n| n >= 2), "every task asked each model: {r:#}");
+        assert!(r[side]["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{r:#}");
+    }
+    assert!(r["reasons"].as_array().is_some_and(|v| v.len() >= 3), "{r:#}");
+
+    // Recorded as an event with its evidence; nothing promoted, every compare branch rejected.
+    let events = t.events();
+    let compared = of_type(&events, "model_compared");
+    assert_eq!(compared.len(), 1, "{compared:#?}");
+    assert_eq!(compared[0]["decision"], decision);
+    assert_eq!(compared[0]["evidence"]["stats"], r["stats"]);
+    assert!(of_type(&events, "promoted").is_empty(), "{events:#?}");
+    assert_eq!(t.main(), old_main);
+    let asked: Vec<&Value> = calls(&events).into_iter().filter(|c| c["stage"] == "propose").collect();
+    assert!(asked.iter().any(|c| c["model"] == id_of(&server, "warm").as_str()), "{asked:#?}");
+    for b in of_type(&events, "proposed").iter().filter_map(|e| e["branch"].as_str()) {
+        let meta = std::fs::read_to_string(t.path().join(format!("worktrees/{b}/meta.json"))).expect("meta.json");
+        assert!(meta.contains("\"rejected\"") && meta.contains("never promoted"), "{b}: {meta}");
+    }
+    // The improvement loop's own state is untouched by a compare.
+    assert!(!t.path().join("worktrees/.swarm/loop.json").exists(), "a compare writes no loop.json");
+}

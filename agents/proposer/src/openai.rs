@@ -186,7 +186,11 @@ pub async fn propose_openai(
             Err(why) => {
                 let r = malformed(
                     why.clone(),
-                    ProposalError::CommandFailed { command: who, status: "answered no usable edit".into(), stderr_tail: why },
+                    ProposalError::CommandFailed {
+                        command: who,
+                        status: "answered no usable edit".into(),
+                        stderr_tail: why,
+                    },
                 );
                 return (r, call);
             }
@@ -290,7 +294,11 @@ mod tests {
         let (summary, diff) = edit_to_diff(repo, &shown, &edit("a = 1", "params.toml")).unwrap();
         assert_eq!(summary, "s");
         assert!(diff.contains("-a = 1\n+a = 2"), "{diff}");
-        assert_eq!(std::fs::read_to_string(repo.join("params.toml")).unwrap(), "a = 1\nb = 1\n", "the checkout is restored");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("params.toml")).unwrap(),
+            "a = 1\nb = 1\n",
+            "the checkout is restored"
+        );
         let e = edit_to_diff(repo, &shown, &edit(" = 1", "params.toml")).unwrap_err();
         assert!(e.contains("occurs 2 times"), "{e}");
         let e = edit_to_diff(repo, &shown, &edit("c = 1", "params.toml")).unwrap_err();
@@ -376,7 +384,9 @@ mod tests {
         let request = server.await.unwrap();
         assert!(request.contains("POST /v1/chat/completions"), "{request}");
         assert!(
-            request.contains("<governance/>") && request.contains("algorithm=shell") && request.contains("--- params.toml"),
+            request.contains("<governance/>")
+                && request.contains("algorithm=shell")
+                && request.contains("--- params.toml"),
             "context and banned list are sent: {request}"
         );
         assert_eq!(p.strategy, "openai");

@@ -194,10 +194,16 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
     let input = &call.input;
     // The endpoint comes from approved governance only (constitution.md declares it, cadence.md
     // names it), so its key below can go nowhere else.
-    let (id, endpoint) = call
-        .gov
-        .proposer_model()
-        .ok_or("cadence.md [proposer] model names no model declared in constitution.md [constitution.models]")?;
+    let (id, endpoint) = match &input.model {
+        // A benchmark of another approved endpoint (`ratchet models compare`): only a declared name.
+        Some(name) => call.gov.model(name).ok_or_else(|| {
+            format!("model {name:?} is not declared in approved constitution.md [constitution.models]; only a declared model can be asked")
+        })?,
+        None => call
+            .gov
+            .proposer_model()
+            .ok_or("cadence.md [proposer] model names no model declared in constitution.md [constitution.models]")?,
+    };
     let client =
         kit::model::ModelClient::new(id, endpoint, call.timeout()).map_err(|e| format!("infrastructure: {e}"))?;
     let context = call.context();
@@ -286,7 +292,9 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                     return TaskEnd::Rejected(why);
                 }
                 let call = Call { input, gov };
-                let out = match call.gov.proposer.strategy.as_str() {
+                let strategy =
+                    if call.input.model.is_some() { "openai".to_string() } else { call.gov.proposer.strategy.clone() };
+                let out = match strategy.as_str() {
                     "sweep" => {
                         let h = home.clone();
                         tokio::task::spawn_blocking(move || sweep(&h, &call))
@@ -334,7 +342,7 @@ mod tests {
             m.insert(key.into(), json!("x"));
             let e = check_keys(&m).unwrap_err();
             assert!(e.contains(&format!("carries `{key}`")) && e.contains("run `ratchet approve cadence.md`"), "{e}");
-            assert!(e.contains("send only baseline, n, history, banned, governance"), "{e}");
+            assert!(e.contains("send only baseline, n, history, banned, governance, model"), "{e}");
         }
     }
 }

@@ -124,6 +124,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Model endpoints: `compare <current> <candidate>` benchmarks a candidate endpoint against
+    /// the current one on the same proposal tasks, through the rails and the evaluator of the
+    /// running swarm (`ratchet up --no-loop`), and records PROMOTE, HOLD or REJECT.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Make this git repository a swarm home: agents.toml and the three governance documents from
     /// templates, worktrees/ in .gitignore, and the documents recorded as first approved versions.
     Init {
@@ -133,6 +140,24 @@ enum Command {
         /// Who approves the first versions (default: the git identity).
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
+        #[command(flatten)]
+        repo: RepoArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Compare two models declared in constitution.md on the same proposal tasks.
+    Compare {
+        /// The current model's name (e.g. cadence.md's `[proposer] model`).
+        current: String,
+        /// The candidate model's name.
+        candidate: String,
+        /// Proposal tasks each model answers.
+        #[arg(long, default_value_t = 3)]
+        tasks: u32,
         #[command(flatten)]
         repo: RepoArgs,
         #[arg(long)]
@@ -184,6 +209,17 @@ fn main() -> ExitCode {
         Command::Reject { target, by, repo } => return report(reject(&repo.repo, &target, by.as_deref())),
         Command::Init { force, by, repo, json } => return report(init(&repo.repo, force, by.as_deref(), json)),
         Command::Sandbox { repo, json } => return sandbox(&repo.repo, json),
+        Command::Models { command: ModelsCommand::Compare { current, candidate, tasks, repo, json } } => {
+            return report(runtime.block_on(async {
+                let r = coordinator::models::compare(&repo.repo, &current, &candidate, tasks).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print!("{}", coordinator::models::render(&r));
+                }
+                Ok(())
+            }));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
