@@ -35,6 +35,12 @@ pub fn model_dir() -> PathBuf {
 /// measure benchmarks on the same two cores.
 static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// This test's turn to run model servers (for a test that starts them another way, e.g. through
+/// `ratchet demo --model`); held until it drops.
+pub fn model_turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A running model server (and this test's turn to run one: held until it drops).
 pub struct ModelServer {
     pub proc: ProcGuard,
@@ -50,7 +56,7 @@ pub struct ModelServer {
 impl ModelServer {
     /// Start the route serving the model as `model` (the id requests must name), with a key.
     pub fn start(model: &str) -> ModelServer {
-        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = model_turn();
         let dir = model_dir();
         let key = format!("test-model-key-{}", std::process::id());
         let home = std::env::temp_dir();

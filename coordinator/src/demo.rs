@@ -46,6 +46,18 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Write the demo target into a new repository under `<repo>/worktrees/` and return its path.
 pub fn create_target(repo: &Path) -> anyhow::Result<PathBuf> {
+    create_target_with(repo, None)
+}
+
+/// The model servers of `ratchet demo --model`: the proposer's and the reviewer's base URLs.
+#[derive(Debug, Clone)]
+pub struct DemoModels {
+    pub writer: String,
+    pub reviewer: String,
+}
+
+/// [`create_target`], with governance that puts models in the loop when `models` is given.
+pub fn create_target_with(repo: &Path, models: Option<&DemoModels>) -> anyhow::Result<PathBuf> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let dir = kit::layout::Layout::new(repo).worktrees().join(format!("demo-{stamp}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -54,6 +66,10 @@ pub fn create_target(repo: &Path) -> anyhow::Result<PathBuf> {
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let text = match models {
+            Some(m) => crate::models::demo_governance(path, text, &m.writer, &m.reviewer),
+            None => text.to_string(),
+        };
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
     }
     std::fs::write(dir.join("agents.toml"), DEMO_AGENTS)?;
@@ -139,8 +155,55 @@ fn fmt_num(v: &Value) -> String {
 
 /// Run the demo; prints the history (or the JSON summary) and returns the summary.
 pub async fn demo(repo: &Path, json_out: bool) -> anyhow::Result<Value> {
+    demo_with(repo, json_out, None).await
+}
+
+/// `ratchet demo --model`: start the local model route (two servers of it: the proposer's and
+/// the reviewer's, so the reviewer is not the producer's endpoint), then run the demo with them
+/// in a child `ratchet` whose environment alone holds the servers' key (never a file).
+pub async fn demo_model(repo: &Path, json_out: bool) -> anyhow::Result<Value> {
     supervisor::human_output_to_stderr(json_out);
-    let target = create_target(repo)?;
+    let serve = crate::models::find_route()?;
+    let key = kit::auth::new_token().context("making a key for the model servers")?;
+    say("ratchet demo --model: starting the local model route (SmolLM2-135M-Instruct, twice: proposer and reviewer)");
+    let (s, k) = (serve.clone(), key.clone());
+    let writer = tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
+    let (s, k) = (serve.clone(), key.clone());
+    let reviewer = tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
+    let writer = writer.await??;
+    let reviewer = reviewer.await??;
+    say(&format!(
+        "proposer model at {}, reviewer model at {} (the same weights on two servers: the package registries hold one small instruct model; declare a different reviewer for real use)",
+        writer.url, reviewer.url
+    ));
+    let exe = std::env::current_exe().context("locating the ratchet binary")?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["demo", "--repo"])
+        .arg(repo)
+        .args(["--with-models", &format!("{},{}", writer.url, reviewer.url)])
+        .env(crate::models::DEMO_KEY_ENV, &key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    if json_out {
+        cmd.arg("--json");
+    }
+    let out = cmd.spawn().context("starting the demo")?.wait_with_output().await.context("running the demo")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    drop((writer, reviewer));
+    if !out.status.success() {
+        anyhow::bail!("the demo with models failed ({})", out.status);
+    }
+    Ok(if json_out { serde_json::from_str(&stdout).unwrap_or(Value::Null) } else { Value::Null })
+}
+
+/// The demo, with models when `models` is given (the servers already run; their key is in this
+/// process's environment).
+pub async fn demo_with(repo: &Path, json_out: bool, models: Option<DemoModels>) -> anyhow::Result<Value> {
+    supervisor::human_output_to_stderr(json_out);
+    let target = create_target_with(repo, models.as_ref())?;
     say(&format!("ratchet demo: target repository {}", target.display()));
     let outcome = supervisor::up(UpOptions {
         repo: target.clone(),

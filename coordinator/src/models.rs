@@ -72,3 +72,141 @@ pub fn render(r: &CompareReport) -> String {
     o.push_str(&format!("recorded as a model_compared event of run {} (baseline {})\n", r.run_id, &r.baseline[..12]));
     o
 }
+
+/// The key variable the demo's model servers and agents share.
+pub const DEMO_KEY_ENV: &str = "RATCHET_MODEL_KEY";
+/// The model id the local model route serves in the demo.
+pub const DEMO_MODEL_ID: &str = "smollm2-135m-instruct";
+
+/// `scripts/model/serve`: `RATCHET_MODEL_ROUTE`, else found above the running binary (a build
+/// inside Ratchet's source tree: `target/<profile>/ratchet`).
+pub fn find_route() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("RATCHET_MODEL_ROUTE") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("locating the ratchet binary")?;
+    exe.ancestors()
+        .map(|d| d.join("scripts/model/serve"))
+        .find(|p| p.is_file())
+        .context(
+            "`ratchet demo --model` starts the local model route, scripts/model/serve in Ratchet's source tree, and found none above \
+             this binary; fix: run a ratchet built in the source tree, or set RATCHET_MODEL_ROUTE=/path/to/scripts/model/serve",
+        )
+}
+
+/// A model server of the local model route, started by `ratchet demo --model`; its whole
+/// process group is killed when this drops.
+pub struct RouteServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>/v1`.
+    pub url: String,
+}
+
+impl RouteServer {
+    /// Start `serve` on a free loopback port, serving the model as `model`, with `key`; waits
+    /// (installing the route first if needed) for its `RATCHET_LISTENING` line.
+    pub fn start(serve: &Path, model: &str, key: &str) -> anyhow::Result<RouteServer> {
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(serve)
+            .args(["--port", "0", "--name", model])
+            .env(DEMO_KEY_ENV, key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", serve.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = RouteServer { child, url: String::new() };
+        // The first start installs the route (npm and pip downloads): give it time.
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
+                        server.url = url.trim().to_string();
+                        return Ok(server);
+                    }
+                }
+                Err(_) => bail!("{} did not report its address (RATCHET_LISTENING) within 900 s", serve.display()),
+            }
+        }
+    }
+}
+
+impl Drop for RouteServer {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo target's governance with models: the writer proposes (a schema-constrained edit),
+/// the reviewer reviews in advisory mode; `writer` and `reviewer` are their servers' base URLs.
+pub fn demo_governance(doc: &str, text: &str, writer: &str, reviewer: &str) -> String {
+    let close = |text: &str, add: &str| match text.rfind("\n```") {
+        Some(i) => format!("{}\n{}{}", &text[..i], add, &text[i..]),
+        None => text.to_string(),
+    };
+    let endpoint = |url: &str, tokens: u32, temperature: f64| {
+        format!(
+            "url = {url:?}\nmodel = {DEMO_MODEL_ID:?}\napi_key_env = {DEMO_KEY_ENV:?}\nmax_tokens = {tokens}\ntemperature = {temperature:?}\n"
+        )
+    };
+    match doc {
+        "constitution.md" => close(
+            text,
+            &format!(
+                "model_review = \"advisory\"\n\n[constitution.models.writer]\n{}\n[constitution.models.reviewer]\n{}",
+                // The proposer samples (each cycle's answers differ); the reviewer is deterministic.
+                endpoint(writer, 160, 0.7),
+                endpoint(reviewer, 200, 0.0)
+            ),
+        ),
+        "ethos.md" => close(
+            text,
+            "\n[ethos.review]\nmodel = \"reviewer\"\nrubric = [\"the change keeps params.toml valid\", \"tests are not weakened\"]\nmax_findings = 2\n",
+        ),
+        "cadence.md" => {
+            let mut out = String::new();
+            let mut in_proposer = false;
+            for line in text.lines() {
+                let t = line.trim();
+                if t.starts_with("[proposer") {
+                    in_proposer = true;
+                    continue;
+                }
+                if in_proposer && !t.starts_with("```") {
+                    continue;
+                }
+                if t.starts_with("```") && in_proposer {
+                    out.push_str("[proposer]\nstrategy = \"openai\"\nmodel = \"writer\"\ncontext = \"minimal\"\ntimeout_s = 300\n");
+                    in_proposer = false;
+                }
+                let line = match t.split_once('=').map(|(k, _)| k.trim()) {
+                    Some("candidates") => "candidates = 3".to_string(),
+                    Some("stall_limit") => "stall_limit = 2".to_string(),
+                    Some("breaker_limit") => "breaker_limit = 3".to_string(),
+                    Some("max_cycles") => "max_cycles = 3".to_string(),
+                    Some("max_wall_s") => "max_wall_s = 900".to_string(),
+                    _ => line.to_string(),
+                };
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out
+        }
+        _ => text.to_string(),
+    }
+}

@@ -326,3 +326,42 @@ fn a_compare_run_between_two_endpoints_records_a_decision_and_promotes_nothing()
     // The improvement loop's own state is untouched by a compare.
     assert!(!t.path().join("worktrees/.swarm/loop.json").exists(), "a compare writes no loop.json");
 }
+
+#[test]
+fn ratchet_demo_model_runs_the_loop_with_the_real_model_as_proposer_and_reviewer() {
+    let _turn = ratchet_tests::model::model_turn();
+    let home = ratchet_tests::TestHome::new();
+    let mut cmd = ratchet_tests::ratchet_cmd(home.path(), &["demo", "--model", "--json", "--repo"]);
+    cmd.arg(home.path()).env("RATCHET_MODEL_DIR", ratchet_tests::model::model_dir());
+    let mut up = ratchet_tests::fixture::UpRun::spawn_cmd(cmd, home.path());
+    let run = up.finish(Duration::from_secs(600));
+    assert!(run.status.success(), "ratchet demo --model failed:\n{}", run.stderr);
+    let s = &run.summary;
+    // Both models named, on two servers of the local route it started itself.
+    let (p, r) = (s["models"]["proposer"].as_str().expect("proposer"), s["models"]["reviewer"].as_str().expect("reviewer"));
+    assert!(p.starts_with(&format!("writer: {MODEL_ID} @ http://127.0.0.1:")), "{s:#}");
+    assert!(r.starts_with(&format!("reviewer: {MODEL_ID} @ http://127.0.0.1:")), "{s:#}");
+    assert_ne!(p.split('@').nth(1), r.split('@').nth(1), "two endpoints: {s:#}");
+    // Tokens and time per stage; the proposer asked several times, reusing the governance prefix.
+    let propose = &s["stages"]["propose"];
+    assert!(propose["usage"]["calls"].as_u64().is_some_and(|n| n >= 2), "{s:#}");
+    assert!(propose["usage"]["prompt_tokens"].as_u64().is_some_and(|n| n > 0), "{s:#}");
+    assert!(propose["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{s:#}");
+    assert!(propose["wall_ms"].as_u64().is_some_and(|ms| ms > 0), "{s:#}");
+    for stage in ["propose", "execute", "critique", "evaluate"] {
+        assert!(s["stages"][stage]["time_share"].is_number() && s["stages"][stage]["token_share"].is_number(), "{s:#}");
+    }
+    assert!(s["prefix_cache_share"].as_f64().is_some_and(|x| x > 0.0), "{s:#}");
+    assert!(s["tokens"]["calls"].as_u64() >= propose["usage"]["calls"].as_u64(), "{s:#}");
+    // Whatever the model proposed, every candidate its rails let through was reviewed by the model.
+    let repo = std::path::PathBuf::from(s["repo"].as_str().expect("the demo target"));
+    let events = ratchet_tests::fixture::read_jsonl(&repo.join("worktrees/.swarm/events.jsonl"));
+    for c in of_type(&events, "critiqued") {
+        let clean = c["findings"].as_array().is_some_and(|f| f.iter().all(|f| f["rail"] == "model-review"));
+        if clean {
+            let reviewed =
+                calls(&events).iter().any(|m| m["stage"] == "review" && m["branch"] == c["branch"] && m["model"] == r);
+            assert!(reviewed, "{c:#}");
+        }
+    }
+}

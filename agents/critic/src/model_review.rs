@@ -181,7 +181,7 @@ pub fn merge(review: &mut Review, verdict: &ModelVerdict, mode: ReviewMode, revi
             file: Some(f.file.clone()),
             line: None,
             message: f.message.trim().to_string(),
-            evidence: format!("reviewer {reviewer}: verdict {} ({mode:?} review)", verdict.verdict),
+            evidence: format!("reviewer {reviewer}: verdict {} ({} review)", verdict.verdict, mode_name(mode)),
         });
         added += 1;
     }
@@ -202,8 +202,16 @@ pub fn merge(review: &mut Review, verdict: &ModelVerdict, mode: ReviewMode, revi
         "; model review by {}: {} ({added} findings, {})",
         reviewer.name,
         verdict.verdict,
-        if mode == ReviewMode::Blocking { "blocking" } else { "advisory" }
+        mode_name(mode)
     ));
+}
+
+fn mode_name(mode: ReviewMode) -> &'static str {
+    match mode {
+        ReviewMode::Off => "off",
+        ReviewMode::Advisory => "advisory",
+        ReviewMode::Blocking => "blocking",
+    }
 }
 
 /// The diff between `parent` and `commit`, and the files it changes.

@@ -95,6 +95,10 @@ pub enum ProposalError {
         #[source]
         source: std::io::Error,
     },
+    /// A model answered, but not with a usable candidate (no diff, a diff or edit that does not
+    /// apply): the proposal failed (counts toward the circuit breaker); nothing reaches a worktree.
+    #[error("model {model} answered no usable candidate: {problem}")]
+    Malformed { model: String, problem: String },
     /// The swept config file (or the search space) cannot be read or edited.
     #[error("{file}: {problem}; fix: {fix}")]
     Config { file: String, problem: String, fix: String },

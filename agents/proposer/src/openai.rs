@@ -184,23 +184,14 @@ pub async fn propose_openai(
         match applied {
             Ok(sd) => sd,
             Err(why) => {
-                let r = malformed(
-                    why.clone(),
-                    ProposalError::CommandFailed {
-                        command: who,
-                        status: "answered no usable edit".into(),
-                        stderr_tail: why,
-                    },
-                );
+                let r = malformed(why.clone(), ProposalError::Malformed { model: who, problem: why });
                 return (r, call);
             }
         }
     } else {
         let Some(diff) = extract_diff(&answer) else {
-            let r = malformed(
-                "the answer holds no diff (no ```diff block, and it does not start like one)".into(),
-                ProposalError::EmptyDiff { command: who, worktree: worktree.into() },
-            );
+            let why = "the answer holds no diff (no ```diff block, and it does not start like one)".to_string();
+            let r = malformed(why.clone(), ProposalError::Malformed { model: who, problem: why });
             return (r, call);
         };
         let summary = answer
@@ -224,14 +215,8 @@ pub async fn propose_openai(
     let numstat = match numstat {
         Ok(n) => n,
         Err(e) => {
-            let r = malformed(
-                format!("its diff does not apply to the baseline: {e}"),
-                ProposalError::CommandFailed {
-                    command: who,
-                    status: "proposed a patch that does not apply to the baseline".into(),
-                    stderr_tail: e.to_string(),
-                },
-            );
+            let why = format!("its diff does not apply to the baseline: {e}");
+            let r = malformed(why.clone(), ProposalError::Malformed { model: who, problem: why });
             return (r, call);
         }
     };

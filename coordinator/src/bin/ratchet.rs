@@ -43,6 +43,13 @@ enum Command {
         /// Print the run summary as JSON (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Put a real model in the loop: start the local model route (scripts/model/serve) and
+        /// run the demo with it as the proposer and as the (advisory) reviewer.
+        #[arg(long)]
+        model: bool,
+        /// Internal: the proposer's and reviewer's server URLs (`writer,reviewer`), already running.
+        #[arg(long, hide = true, conflicts_with = "model")]
+        with_models: Option<String>,
     },
     /// Why is this commit on main? The proposal, gates, critic findings, samples, statistics,
     /// verdict and governance hashes behind it, from the events alone.
@@ -195,8 +202,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { repo, json } => runtime.block_on(status(repo.repo, json)),
-        Command::Demo { repo, json } => {
-            return report(runtime.block_on(coordinator::demo::demo(&repo.repo, json)).map(|_| ()));
+        Command::Demo { repo, json, model, with_models } => {
+            let run = async {
+                if model {
+                    return coordinator::demo::demo_model(&repo.repo, json).await;
+                }
+                let models = match with_models.as_deref().map(|m| m.split_once(',')) {
+                    Some(Some((w, r))) => {
+                        Some(coordinator::demo::DemoModels { writer: w.to_string(), reviewer: r.to_string() })
+                    }
+                    Some(None) => anyhow::bail!("--with-models takes `writer_url,reviewer_url`"),
+                    None => None,
+                };
+                coordinator::demo::demo_with(&repo.repo, json, models).await
+            };
+            return report(runtime.block_on(run).map(|_| ()));
         }
         Command::Explain { commit, repo, json } => return report(explain(&repo.repo, &commit, json)),
         Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
