@@ -167,9 +167,11 @@ pub async fn demo_model(repo: &Path, json_out: bool) -> anyhow::Result<Value> {
     let key = kit::auth::new_token().context("making a key for the model servers")?;
     say("ratchet demo --model: starting the local model route (SmolLM2-135M-Instruct, twice: proposer and reviewer)");
     let (s, k) = (serve.clone(), key.clone());
-    let writer = tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
+    let writer =
+        tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
     let (s, k) = (serve.clone(), key.clone());
-    let reviewer = tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
+    let reviewer =
+        tokio::task::spawn_blocking(move || crate::models::RouteServer::start(&s, crate::models::DEMO_MODEL_ID, &k));
     let writer = writer.await??;
     let reviewer = reviewer.await??;
     say(&format!(

@@ -29,6 +29,9 @@ pub struct Explanation {
     /// Model tokens and time per loop stage behind it: `propose` (its cycle's proposer calls)
     /// and `critique` (its review).
     pub tokens: std::collections::BTreeMap<String, protocol::models::Usage>,
+    /// The `ratchet models compare` that chose the producing model (decision PROMOTE), if any:
+    /// the evidence behind the governance edit that switched the proposer to it.
+    pub model_choice: Value,
     /// Every event of the branch, in order.
     pub events: Vec<Event>,
 }
@@ -110,6 +113,16 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
             tokens.entry(loop_stage.to_string()).or_default().add(u);
         }
     }
+    let model_choice = models
+        .get("producer")
+        .and_then(|producer| {
+            events.iter().rev().find(|e| {
+                matches!(&e.kind, EventKind::ModelCompared { candidate, decision, .. }
+                    if candidate == producer && decision == "PROMOTE")
+            })
+        })
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
     Ok(Explanation {
         commit: commit.clone(),
         on_main,
@@ -126,6 +139,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         promotion,
         models,
         tokens,
+        model_choice,
         events: mine,
     })
 }
@@ -175,6 +189,14 @@ pub fn render(x: &Explanation) -> String {
     match x.models.get("reviewer") {
         Some(m) => o.push_str(&format!("  reviewed by {m}\n")),
         None => o.push_str("  no model review\n"),
+    }
+    if !x.model_choice.is_null() {
+        o.push_str(&format!(
+            "  chosen by `ratchet models compare` (run {}) over {}: {}\n",
+            s(get(&x.model_choice, &["run_id"])),
+            s(get(&x.model_choice, &["current"])),
+            s(get(&x.model_choice, &["reasons"]))
+        ));
     }
     for (stage, u) in &x.tokens {
         o.push_str(&format!(

@@ -338,7 +338,8 @@ fn ratchet_demo_model_runs_the_loop_with_the_real_model_as_proposer_and_reviewer
     assert!(run.status.success(), "ratchet demo --model failed:\n{}", run.stderr);
     let s = &run.summary;
     // Both models named, on two servers of the local route it started itself.
-    let (p, r) = (s["models"]["proposer"].as_str().expect("proposer"), s["models"]["reviewer"].as_str().expect("reviewer"));
+    let (p, r) =
+        (s["models"]["proposer"].as_str().expect("proposer"), s["models"]["reviewer"].as_str().expect("reviewer"));
     assert!(p.starts_with(&format!("writer: {MODEL_ID} @ http://127.0.0.1:")), "{s:#}");
     assert!(r.starts_with(&format!("reviewer: {MODEL_ID} @ http://127.0.0.1:")), "{s:#}");
     assert_ne!(p.split('@').nth(1), r.split('@').nth(1), "two endpoints: {s:#}");
@@ -364,4 +365,29 @@ fn ratchet_demo_model_runs_the_loop_with_the_real_model_as_proposer_and_reviewer
             assert!(reviewed, "{c:#}");
         }
     }
+}
+
+#[test]
+fn a_token_budget_in_cadence_stops_the_loop() {
+    let server = ModelServer::start(MODEL_ID);
+    let t = Target::new(Spec {
+        proposer: Proposer::Model("local".into()),
+        models: vec![("local".into(), server.declaration("max_tokens = 32\nstructured = false"))],
+        // One answer costs a few hundred tokens: the budget is spent after the first cycle.
+        max_tokens: 100,
+        breaker_limit: 5,
+        stall_limit: 5,
+        max_cycles: 5,
+        env: key_env(&server),
+        ..Spec::default()
+    });
+    let run = t.up_once(&[], RUN);
+    let s = &run.summary;
+    assert_eq!(run.stop_reason(), "budget-tokens", "{s:#}");
+    assert_eq!(s["cycles"], 1, "{s:#}");
+    let detail = s["stop_detail"].as_str().expect("detail");
+    let used = s["tokens"]["prompt_tokens"].as_u64().unwrap() + s["tokens"]["completion_tokens"].as_u64().unwrap();
+    assert!(detail.contains(&format!("used {used} model tokens")) && detail.contains("max_tokens"), "{detail}");
+    let stopped = of_type(&t.events(), "loop_stopped").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(stopped[0]["usage"]["calls"], 1, "the stop carries the run's usage: {:#}", stopped[0]);
 }
