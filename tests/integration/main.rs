@@ -3,6 +3,7 @@ mod governance;
 mod interop;
 mod limits;
 mod loop_e2e;
+mod model_switch;
 mod real_model;
 mod resume;
 mod security_sandbox;

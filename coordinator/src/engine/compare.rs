@@ -61,7 +61,8 @@ pub struct CompareReport {
     pub decision: String,
     pub reasons: Vec<String>,
     pub stats: CompareStats,
-    /// On PROMOTE: the governance edit that would switch the proposer to the candidate.
+    /// On PROMOTE: the governance proposal that switches the proposer to the candidate (applied
+    /// only by `ratchet approve <id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<String>,
     pub wall_ms: u64,
@@ -231,12 +232,23 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
             side.usage.completion_tokens
         ));
     }
-    let switch = (decision == "PROMOTE").then(|| {
-        format!(
-            "set [proposer] strategy = \"openai\" and model = {:?} in cadence.md, then `ratchet approve cadence.md`",
-            req.candidate
-        )
-    });
+    // A switch is a governance edit a person approves: proposed here, applied by `ratchet approve`.
+    let switch = if decision == "PROMOTE" {
+        let evidence = json!({"run_id": eng.st.run_id, "baseline": baseline, "reasons": reasons,
+                              "current": sides[0], "candidate": sides[1], "stats": stats});
+        match crate::govern::proposals::propose_model_switch(&eng.ctx.home, &eng.gov, &req.candidate, evidence) {
+            Ok(p) => Some(format!(
+                "proposed as {}: `ratchet approve {}` switches cadence.md's proposer to {:?}",
+                p.id, p.id, req.candidate
+            )),
+            Err(e) => Some(format!(
+                "could not write the switch proposal ({e:#}); edit cadence.md [proposer] model = {:?} and `ratchet approve cadence.md`",
+                req.candidate
+            )),
+        }
+    } else {
+        None
+    };
     let candidate = sides.pop().expect("two sides");
     let current = sides.pop().expect("two sides");
     let report = CompareReport {

@@ -279,8 +279,12 @@ fn approve_proposal_locked(
     let new_text = if hash(&approved) == p.base_sha256 {
         p.new_text.clone()
     } else {
-        proposals::with_rule(&approved, &p.rule, &p.id)
-            .with_context(|| format!("proposal {id} no longer applies to the approved {}", p.doc))?
+        match (&p.rule, &p.model) {
+            (Some(rule), _) => proposals::with_rule(&approved, rule, &p.id),
+            (None, Some(model)) => proposals::with_model(&approved, model),
+            (None, None) => Err(anyhow::anyhow!("it names neither a rule nor a model")),
+        }
+        .with_context(|| format!("proposal {id} no longer applies to the approved {}", p.doc))?
     };
     validate(&p.doc, &new_text).map_err(|e| anyhow::anyhow!("cannot approve proposal {id}: {e}"))?;
     write_atomic(&home.join(&p.doc), new_text.as_bytes())?;

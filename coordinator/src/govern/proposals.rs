@@ -63,11 +63,20 @@ pub struct Evidence {
 pub struct Proposal {
     pub v: u32,
     pub id: String,
-    /// Always constitution.md for now.
+    /// constitution.md (a rule) or cadence.md (a model switch).
     pub doc: String,
     pub summary: String,
-    pub pattern: Pattern,
-    pub rule: Rule,
+    /// A distilled rule: the repeated finding and the rule forbidding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Pattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    /// A model switch (`ratchet models compare` decided PROMOTE): the declared model cadence.md's
+    /// `[proposer]` would use, and the compare's evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Value>,
     /// sha256 of the approved text `new_text` was made from.
     pub base_sha256: String,
     /// The whole document with the rule added.
@@ -266,11 +275,83 @@ fn propose(
             evidence.len(),
             pattern.rail
         ),
-        pattern: pattern.clone(),
-        rule,
+        pattern: Some(pattern.clone()),
+        rule: Some(rule),
+        model: None,
+        compare: None,
         base_sha256: hash(base),
         new_text,
         evidence,
+        created_at: protocol::timestamp(std::time::SystemTime::now()),
+        status: ProposalStatus::Pending,
+        decided_at: None,
+        decided_by: None,
+    };
+    write(home, &p)?;
+    Ok(p)
+}
+
+/// cadence.md with `[proposer] strategy = "openai"` and `model = "<model>"` (the rest of the
+/// `[proposer]` table and of the document as they were).
+pub fn with_model(cadence: &str, model: &str) -> anyhow::Result<String> {
+    let (first_line, body) = settings_block(protocol::governance::CADENCE, cadence)?;
+    let mut out: Vec<String> = vec![];
+    let mut in_proposer = false;
+    let mut seen_proposer = false;
+    let set = |out: &mut Vec<String>| {
+        out.push("strategy = \"openai\"".into());
+        out.push(format!("model = {model:?}"));
+    };
+    for line in body.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if in_proposer {
+                in_proposer = false;
+            }
+            if t == "[proposer]" {
+                in_proposer = true;
+                seen_proposer = true;
+                out.push(line.to_string());
+                set(&mut out);
+                continue;
+            }
+        }
+        let key = t.split_once('=').map(|(k, _)| k.trim());
+        if in_proposer && matches!(key, Some("strategy" | "model")) {
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if !seen_proposer {
+        out.push(String::new());
+        out.push("[proposer]".into());
+        set(&mut out);
+    }
+    let mut new_body = out.join("\n");
+    new_body.push('\n');
+    let start: usize = cadence.split_inclusive('\n').take(first_line - 1).map(str::len).sum();
+    Ok(format!("{}{new_body}{}", &cadence[..start], &cadence[start + body.len()..]))
+}
+
+/// Propose switching the proposer to the declared model `model`, with the compare's evidence
+/// (`ratchet models compare` decided PROMOTE). Nothing changes until `ratchet approve <id>`.
+pub fn propose_model_switch(home: &Path, gov: &Governance, model: &str, compare: Value) -> anyhow::Result<Proposal> {
+    let cadence = protocol::governance::CADENCE;
+    let base = gov.texts.get(cadence).context("the governance in force has no cadence text")?;
+    let new_text = with_model(base, model)?;
+    let id = format!("p-{}", &hash(&format!("model\0{model}\0{}", hash(base)))[..12]);
+    let p = Proposal {
+        v: PROPOSAL_VERSION,
+        id: id.clone(),
+        doc: cadence.into(),
+        summary: format!("switch the proposer to model {model}: `ratchet models compare` decided PROMOTE"),
+        pattern: None,
+        rule: None,
+        model: Some(model.to_string()),
+        compare: Some(compare),
+        base_sha256: hash(base),
+        new_text,
+        evidence: vec![],
         created_at: protocol::timestamp(std::time::SystemTime::now()),
         status: ProposalStatus::Pending,
         decided_at: None,
@@ -286,6 +367,29 @@ mod tests {
 
     const DOC: &str = "# Constitution\n\nProse.\n\n```toml ratchet\n[constitution]\nprotected_paths = [\"bench/**\"]\n\
                        max_diff_lines = 10\nmax_files_changed = 2\n```\n\nMore prose.\n";
+
+    #[test]
+    fn a_model_switch_edits_only_the_proposer_table() {
+        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 1\nrepeats = 3\nwarmup = 0\nstall_limit = 1\n\
+                   breaker_limit = 1\nlease_ttl_s = 1\nmax_attempts = 1\npromotion = \"auto\"\nmax_cycles = 0\nmax_wall_s = 0\n\n\
+                   [proposer]\nstrategy = \"openai\"\nmodel = \"old\"\ntimeout_s = 30\n```\n\nProse after.\n";
+        let out = with_model(doc, "new").unwrap();
+        assert!(out.ends_with("```\n\nProse after.\n") && out.starts_with("# Cadence\n"), "{out}");
+        let (c, p) = protocol::governance::parse_cadence(&out).unwrap();
+        assert_eq!(
+            (p.strategy.as_str(), p.model.as_deref(), p.timeout_s, c.candidates),
+            ("openai", Some("new"), 30, 1)
+        );
+        assert_eq!(out.matches("model =").count(), 1, "{out}");
+        // From another strategy, and with no [proposer] table at all.
+        let sweep =
+            doc.replace("strategy = \"openai\"\nmodel = \"old\"\n", "strategy = \"command\"\ncommand = \"x\"\n");
+        let (_, p) = protocol::governance::parse_cadence(&with_model(&sweep, "m").unwrap()).unwrap();
+        assert_eq!((p.strategy.as_str(), p.model.as_deref(), p.command.as_deref()), ("openai", Some("m"), Some("x")));
+        let bare = doc.replace("\n[proposer]\nstrategy = \"openai\"\nmodel = \"old\"\ntimeout_s = 30\n", "");
+        let (_, p) = protocol::governance::parse_cadence(&with_model(&bare, "m").unwrap()).unwrap();
+        assert_eq!(p.model.as_deref(), Some("m"));
+    }
 
     #[test]
     fn a_rule_lands_inside_the_settings_block() {
