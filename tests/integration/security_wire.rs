@@ -135,6 +135,12 @@ fn injected_commands_and_endpoints_never_run_with_or_without_the_token() {
             "the answer says why and what to do: {why}"
         );
     }
+    // A request may name a model only by a name approved constitution.md declares, never a URL.
+    for model in [endpoint.as_str(), "undeclared"] {
+        let (_, v) = send(&proposer, Some(&token), &with(json!({ "model": model })));
+        assert_eq!(v["result"]["status"]["state"], "rejected", "{v}");
+        assert!(task_text(&v).contains("does not declare") && task_text(&v).contains("fix:"), "{v}");
+    }
     // The right token and no settings: the hashes must be the approved ones...
     let (_, v) = send(&proposer, Some(&token), &with(json!({"governance": {"cadence.md": "0".repeat(64)}})));
     assert_eq!(v["result"]["status"]["state"], "rejected", "{v}");

@@ -291,6 +291,16 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                 if let Err(why) = check_hashes(&input.governance, &gov) {
                     return TaskEnd::Rejected(why);
                 }
+                // A request may pick a model only by a name approved constitution.md declares.
+                if let Some(m) = &input.model
+                    && gov.model(m).is_none()
+                {
+                    return TaskEnd::Rejected(format!(
+                        "the propose request names model {m:?}, which approved constitution.md does not declare; a request can \
+                         pick among the declared models by name, never name an endpoint; fix: declare it in \
+                         [constitution.models] and `ratchet approve constitution.md`, or name a declared model"
+                    ));
+                }
                 let call = Call { input, gov };
                 let strategy =
                     if call.input.model.is_some() { "openai".to_string() } else { call.gov.proposer.strategy.clone() };
