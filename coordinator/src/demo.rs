@@ -141,7 +141,7 @@ pub fn render_summary(summary: &Value) -> String {
         fmt_num(&summary["metric"]["final"])
     ));
     o.push_str(&format!(
-        "harness share of the loop's wall time: {:.1}% (everything but the target's gates and benchmarks)\n",
+        "harness share of the loop's wall time: {:.1}% (everything but the target's gates and benchmarks and the models' answers)\n",
         summary["harness_share"].as_f64().unwrap_or(0.0) * 100.0
     ));
     o.push_str(&format!("repository: {}\n", summary["repo"].as_str().unwrap_or("-")));

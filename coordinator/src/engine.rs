@@ -1217,8 +1217,10 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
         )
         .collect();
     let final_metric = promotions.last().and_then(|p| p.after).or(st.baseline_metric);
+    // The harness is everything but the target's own commands and the models' answers.
+    let model_ms: u64 = st.usage.values().map(|u| u.latency_ms).sum();
     let harness_share =
-        if st.wall_ms > 0 { (1.0 - command_ms as f64 / st.wall_ms as f64).clamp(0.0, 1.0) } else { 0.0 };
+        if st.wall_ms > 0 { (1.0 - (command_ms + model_ms) as f64 / st.wall_ms as f64).clamp(0.0, 1.0) } else { 0.0 };
     Summary {
         repo: home.display().to_string(),
         run_id: st.run_id.clone(),

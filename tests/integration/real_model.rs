@@ -92,6 +92,8 @@ fn a_real_model_proposes_and_its_malformed_answers_trip_the_circuit_breaker() {
     assert_eq!(propose["token_share"], 1.0, "{s:#}");
     assert!(s["prefix_cache_share"].as_f64().is_some_and(|x| x > 0.0 && x < 1.0), "{s:#}");
     assert_eq!(s["tokens"]["calls"], 2, "{s:#}");
+    // The models' answers are not the harness: nearly all this run's time was the model's.
+    assert!(s["harness_share"].as_f64().is_some_and(|h| h < 0.9), "{s:#}");
 }
 
 const RUBRIC: &str =
