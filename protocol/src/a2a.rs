@@ -1,4 +1,5 @@
-//! A2A 0.3.0 wire types (specification: a2aproject/A2A, tag v0.3.0, docs/specification.md).
+//! A2A 0.3.0 wire types (specification: a2aproject/A2A, tag v0.3.0, docs/specification.md), which
+//! are also the model the agents run on; the 1.0 forms and the conversions are in [`crate::a2a_v1`].
 //!
 //! Field names follow the specification's camelCase JSON exactly; the snapshot tests at the
 //! bottom pin the shapes so a changed field shows up as a reviewed diff.

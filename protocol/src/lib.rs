@@ -1,10 +1,11 @@
-//! Everything the Ratchet processes share: wire types (A2A 0.3 over JSON-RPC 2.0), file formats
+//! Everything the Ratchet processes share: wire types (A2A 0.3 and 1.0 over JSON-RPC 2.0 and HTTP+JSON), file formats
 //! (agents.toml, task, lease and result files, events) and governance settings.
 //!
 //! Architecture invariant: this crate knows nothing about tokio, axum, HTTP or git. It is types,
 //! parsing and pure functions, so every process reads the same bytes the same way.
 
 pub mod a2a;
+pub mod a2a_v1;
 pub mod config;
 pub mod events;
 pub mod governance;
