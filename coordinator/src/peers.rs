@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kit::client::A2aClient;
 use kit::layout::Layout;
-use protocol::AgentCard;
+use protocol::a2a_v1::AgentCard;
 use protocol::config::AgentsFile;
 
 use crate::supervisor::state::{AgentState, SwarmState};
 
-/// A peer that answered its card.
+/// A peer that answered its card, with a client speaking the A2A version its card prefers
+/// (1.0 or 0.3, see [`A2aClient::for_card`]).
 #[derive(Clone)]
 pub struct Peer {
     pub name: String,
@@ -22,7 +23,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn has_skill(&self, skill: &str) -> bool {
-        self.card.skills.iter().any(|s| s.id == skill)
+        self.card.has_skill(skill)
     }
 }
 
@@ -60,11 +61,17 @@ impl Peers {
             } else {
                 swarm_token.clone()
             };
-            let client = A2aClient::new(url).with_token(token);
-            if let Ok(card) = client.card().await {
-                let role = card.ratchet_role().unwrap_or_else(|| a.role.clone());
-                peers.push(Peer { name: a.name.clone(), role, card, client });
-            }
+            let base = A2aClient::new(url).with_token(token);
+            let Ok(card) = base.card().await else { continue };
+            let client = match base.for_card(&card) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("{}: {e}", a.name);
+                    continue;
+                }
+            };
+            let role = card.ratchet_role().unwrap_or_else(|| a.role.clone());
+            peers.push(Peer { name: a.name.clone(), role, card, client });
         }
         Peers { peers, next: AtomicUsize::new(0) }
     }

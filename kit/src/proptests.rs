@@ -67,10 +67,9 @@ enum Broken {
 
 fn broken() -> impl Strategy<Value = Broken> {
     prop_oneof![
-        prop_oneof![Just("jsonrpc"), Just("id"), Just("method")].prop_map(Broken::Drop),
+        prop_oneof![Just("jsonrpc"), Just("method")].prop_map(Broken::Drop),
         "\\PC{0,5}".prop_filter("not 2.0", |v| v != "2.0").prop_map(Broken::Version),
-        prop_oneof![Just(Value::Null), Just(json!(true)), Just(json!([1])), Just(json!({"a": 1})), Just(json!(1.5))]
-            .prop_map(Broken::Id),
+        prop_oneof![Just(json!(true)), Just(json!([1])), Just(json!({"a": 1})), Just(json!(1.5))].prop_map(Broken::Id),
         prop_oneof![Just(Value::Null), Just(json!(5)), Just(json!(["message/send"])), Just(json!({}))]
             .prop_map(Broken::Method),
         Just(Broken::Batch),
@@ -81,7 +80,7 @@ fn broken() -> impl Strategy<Value = Broken> {
 fn expect_error(body: &[u8]) -> (RequestId, protocol::jsonrpc::ErrorObject) {
     match decode_request(body) {
         Ok(r) => panic!("accepted {:?} as {r:?}", String::from_utf8_lossy(body)),
-        Err(e) => e,
+        Err((id, f)) => (id, f.to_jsonrpc(false)),
     }
 }
 
@@ -91,7 +90,7 @@ proptest! {
     #[test]
     fn any_body_decodes_or_gets_a_parse_or_invalid_request_error(bytes in proptest::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,200}") {
         for body in [bytes.as_slice(), text.as_bytes()] {
-            if let Err((id, e)) = decode_request(body) {
+            if let Err((id, e)) = decode_request(body).map_err(|(id, f)| (id, f.to_jsonrpc(false))) {
                 prop_assert!(e.code == -32700 || e.code == -32600, "{e:?}");
                 prop_assert!(e.message.contains("send") || e.message.contains("required") || e.message.contains("jsonrpc"), "{}", e.message);
                 if e.code == -32700 {
@@ -134,12 +133,21 @@ proptest! {
         let want = if matches!(b, Broken::Truncate(_)) { -32700 } else { -32600 };
         prop_assert_eq!(e.code, want, "{:?}", e);
         // The id is echoed whenever the request still carries a readable one.
-        let readable = matches!(b, Broken::Version(_) | Broken::Method(_)) || matches!(b, Broken::Drop(k) if k != "id");
+        let readable = matches!(b, Broken::Version(_) | Broken::Method(_) | Broken::Drop(_));
         if readable {
             prop_assert_eq!(got_id, id);
-        } else if !matches!(b, Broken::Id(Value::Null)) {
+        } else {
             prop_assert!(got_id == RequestId::Null || got_id == id, "{:?}", got_id);
         }
+    }
+
+    #[test]
+    fn a_request_without_an_id_is_answered_with_a_null_id(method in method(), params in json_value()) {
+        // The official A2A TCK (0.3.x) sends requests without an id and expects the method's
+        // answer (-32601, -32602, ...), not -32600.
+        let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "method": method, "params": params})).expect("json");
+        let got = decode_request(&body).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        prop_assert_eq!(got.id, RequestId::Null);
     }
 }
 

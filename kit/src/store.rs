@@ -48,7 +48,7 @@ use protocol::{
     TaskArtifactUpdateEvent, TaskState, TaskStatus, TaskStatusUpdateEvent,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +56,8 @@ pub enum StoreError {
     NotFound(String),
     #[error("{op} task log {path}: {source}; check that the state directory is writable")]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("page token {0:?} is not one this agent issued; use the nextPageToken of the previous page, or none")]
+    BadCursor(String),
 }
 
 /// How much of the log is kept.
@@ -110,6 +112,68 @@ struct Segment {
     file: Arc<File>,
 }
 
+/// What the index knows of one task: where its lines are, and enough to list it.
+#[derive(Debug, Default)]
+struct Indexed {
+    locs: Vec<Loc>,
+    /// The highest `seq` seen of this task, and where its line is: the task's place in the
+    /// "most recently updated" order of ListTasks (a line copied by rotation repeats an old
+    /// `seq`, so it does not move the task).
+    max_seq: Option<u64>,
+    order: (u64, u64),
+    /// From the task's first line (the task as submitted).
+    context: Option<String>,
+    /// State and status timestamp after its last line, when known (every append sets it; a task
+    /// only scanned at open gets it when it is first read).
+    status: Option<(TaskState, Option<String>)>,
+}
+
+/// What a fresh line tells the index about its task.
+struct Fresh<'a> {
+    seq: u64,
+    context: &'a str,
+    state: TaskState,
+    timestamp: Option<&'a str>,
+}
+
+/// A task as ListTasks sees it before reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub id: String,
+    pub context: String,
+    pub state: TaskState,
+    pub timestamp: Option<String>,
+    order: (u64, u64),
+}
+
+impl Listed {
+    /// The opaque cursor of this position in the listing (`pageToken`).
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.order.0, self.order.1)
+    }
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub context: Option<String>,
+    pub state: Option<TaskState>,
+    /// Only tasks whose status timestamp is at or after this time.
+    pub updated_since: Option<std::time::SystemTime>,
+    /// Only tasks after this cursor (a previous page's `nextPageToken`).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of a listing: the tasks (most recently updated first), how many match in all, and
+/// the cursor of the next page (none on the last).
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub tasks: Vec<Listed>,
+    pub total: usize,
+    pub next: Option<String>,
+}
+
 /// The segments and the index, under one lock.
 struct LogState {
     /// Oldest first; the last is the active one.
@@ -119,7 +183,7 @@ struct LogState {
     /// Bytes of new lines (not copies made by rotation) in the active segment.
     fresh: u64,
     rotating: bool,
-    index: HashMap<String, Vec<Loc>>,
+    index: HashMap<String, Indexed>,
 }
 
 impl LogState {
@@ -151,9 +215,17 @@ impl Shared {
     }
 
     /// Append `lines` (whole lines of task `id`, each ending in `\n`) with one `write`; index them.
-    /// Returns whether the active segment is due to rotate (the caller starts it once it holds no
-    /// task lock).
-    fn append(&self, id: &str, lines: &[u8], starts: &[usize], carried: bool) -> Result<bool, StoreError> {
+    /// A fresh line (not `carried` by a rotation) carries the task's `seq` and its status after
+    /// it, for listing. Returns whether the active segment is due to rotate (the caller starts it
+    /// once it holds no task lock).
+    fn append(
+        &self,
+        id: &str,
+        lines: &[u8],
+        starts: &[usize],
+        carried: bool,
+        fresh: Option<Fresh<'_>>,
+    ) -> Result<bool, StoreError> {
         let mut st = self.log.lock().expect("log lock");
         let generation = st.active().generation;
         let base = st.pos;
@@ -170,13 +242,23 @@ impl Shared {
             st.fresh += lines.len() as u64;
             self.cached_bytes.fetch_add(lines.len() as u64, Ordering::Relaxed);
         }
-        let locs = match st.index.get_mut(id) {
-            Some(locs) => locs,
+        let entry = match st.index.get_mut(id) {
+            Some(e) => e,
             None => st.index.entry(id.to_string()).or_default(),
         };
         for (i, start) in starts.iter().enumerate() {
             let end = starts.get(i + 1).copied().unwrap_or(lines.len());
-            locs.push(Loc { generation, offset: base + *start as u64, len: (end - start) as u64 });
+            entry.locs.push(Loc { generation, offset: base + *start as u64, len: (end - start) as u64 });
+        }
+        if let Some(f) = fresh {
+            if entry.max_seq.is_none_or(|m| f.seq > m) {
+                entry.max_seq = Some(f.seq);
+                entry.order = (generation, base);
+            }
+            if entry.context.is_none() {
+                entry.context = Some(f.context.to_string());
+            }
+            entry.status = Some((f.state, f.timestamp.map(String::from)));
         }
         let due = st.fresh >= self.retention.segment_bytes && !st.rotating;
         if due {
@@ -216,9 +298,9 @@ impl Shared {
                 st.segments.pop_front();
             }
             let oldest = st.segments.front().expect("the active segment").generation;
-            st.index.retain(|_, locs| {
-                locs.retain(|l| l.generation >= oldest);
-                !locs.is_empty()
+            st.index.retain(|_, e| {
+                e.locs.retain(|l| l.generation >= oldest);
+                !e.locs.is_empty()
             });
         }
         // Unlinking a large file can take a while: outside the lock. Already gone is fine.
@@ -241,10 +323,19 @@ impl Shared {
                 serialize_line(&mut lines, &rec.task.id, seq as u64, event);
             }
             if !lines.is_empty() {
-                self.append(&rec.task.id, &lines, &starts, true)?;
+                self.append(&rec.task.id, &lines, &starts, true, None)?;
             }
         }
         Ok(())
+    }
+
+    /// Record what a replay found of task `id` (its context and status), for listing.
+    fn note(&self, id: &str, task: &Task) {
+        let mut st = self.log.lock().expect("log lock");
+        if let Some(e) = st.index.get_mut(id) {
+            e.context.get_or_insert_with(|| task.context_id.clone());
+            e.status = Some((task.status.state, task.status.timestamp.clone()));
+        }
     }
 
     /// Start a rotation off the async executor (or on a thread of its own outside a runtime).
@@ -297,6 +388,11 @@ impl Shared {
     }
 }
 
+fn parse_cursor(c: &str) -> Option<(u64, u64)> {
+    let (g, o) = c.split_once('.')?;
+    Some((g.parse().ok()?, o.parse().ok()?))
+}
+
 fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
     std::fs::rename(from, to).map_err(|source| StoreError::Io { op: "rotating", path: from.to_path_buf(), source })
 }
@@ -314,21 +410,45 @@ fn serialize_line(out: &mut Vec<u8>, id: &str, seq: u64, event: &StreamEvent) {
     out.push(b'\n');
 }
 
-/// The task id of a log line: read from the prefix the store writes (`{"task":"<id>",`),
-/// else by parsing the line.
-fn line_task(line: &[u8]) -> Option<String> {
-    const PREFIX: &[u8] = b"{\"task\":\"";
-    if let Some(rest) = line.strip_prefix(PREFIX)
-        && let Some(end) = rest.iter().position(|b| *b == b'"' || *b == b'\\')
-        && rest[end] == b'"'
+/// What the index reads of a log line: its task id, its `seq`, and for a task's first line its
+/// context id.
+#[derive(Debug, PartialEq, Eq)]
+struct LineHead {
+    task: String,
+    seq: Option<u64>,
+    context: Option<String>,
+}
+
+/// Read a line's head from the prefix the store writes
+/// (`{"task":"<id>","seq":<n>,"event":{"id":"<id>","contextId":"<ctx>"` for the first line of a
+/// task), else by parsing the line.
+fn line_head(line: &[u8]) -> Option<LineHead> {
+    /// The string after `prefix` at the start of `rest`, up to its closing quote (no escapes).
+    fn string_after<'a>(rest: &'a [u8], prefix: &[u8]) -> Option<(&'a str, &'a [u8])> {
+        let rest = rest.strip_prefix(prefix)?;
+        let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+        (rest[end] == b'"').then_some(())?;
+        Some((std::str::from_utf8(&rest[..end]).ok()?, &rest[end + 1..]))
+    }
+    if let Some((task, rest)) = string_after(line, b"{\"task\":\"")
+        && let Some(rest) = rest.strip_prefix(b",\"seq\":")
     {
-        return std::str::from_utf8(&rest[..end]).ok().map(String::from);
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let seq = std::str::from_utf8(&rest[..digits]).ok().and_then(|d| d.parse().ok());
+        let context = (seq == Some(0))
+            .then(|| {
+                let (_, rest) = string_after(&rest[digits..], b",\"event\":{\"id\":\"")?;
+                string_after(rest, b",\"contextId\":\"").map(|(c, _)| c.to_string())
+            })
+            .flatten();
+        return Some(LineHead { task: task.to_string(), seq, context });
     }
     #[derive(Deserialize)]
     struct Head {
         task: String,
+        seq: Option<u64>,
     }
-    serde_json::from_slice::<Head>(line).ok().map(|h| h.task)
+    serde_json::from_slice::<Head>(line).ok().map(|h| LineHead { task: h.task, seq: h.seq, context: None })
 }
 
 /// Index one segment: every complete line's location under its task id. Returns the offset past
@@ -337,7 +457,7 @@ fn scan_segment(
     file: &File,
     path: &Path,
     generation: u64,
-    index: &mut HashMap<String, Vec<Loc>>,
+    index: &mut HashMap<String, Indexed>,
 ) -> Result<u64, StoreError> {
     let io = |source| StoreError::Io { op: "reading", path: path.to_path_buf(), source };
     let mut reader = BufReader::with_capacity(256 << 10, file);
@@ -349,8 +469,19 @@ fn scan_segment(
         if n == 0 || line.last() != Some(&b'\n') {
             return Ok(offset); // end, or a torn last line
         }
-        if let Some(task) = line_task(&line) {
-            index.entry(task).or_default().push(Loc { generation, offset, len: n as u64 });
+        if let Some(head) = line_head(&line) {
+            let e = index.entry(head.task).or_default();
+            e.locs.push(Loc { generation, offset, len: n as u64 });
+            if let Some(seq) = head.seq
+                && e.max_seq.is_none_or(|m| seq > m)
+            {
+                e.max_seq = Some(seq);
+                e.order = (generation, offset);
+                e.status = None;
+            }
+            if e.context.is_none() {
+                e.context = head.context;
+            }
         }
         offset += n as u64;
     }
@@ -362,9 +493,52 @@ struct Record {
     /// Whether more events may be written (false once terminal).
     open: bool,
     cancel: Option<watch::Sender<bool>>,
-    push: Vec<PushNotificationConfig>,
+    push: Vec<PushTarget>,
     /// Bytes of this task's log lines.
     bytes: u64,
+    /// Who waits for the client's next message while the task is `input-required`.
+    awaiting: Option<Awaiting>,
+    /// Follow-up messages taken so far.
+    turns: u32,
+}
+
+/// A push notification config, and the protocol generation whose payloads it gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushTarget {
+    pub config: PushNotificationConfig,
+    pub v1: bool,
+}
+
+/// Who waits for the next message of an `input-required` task.
+#[derive(Debug)]
+enum Awaiting {
+    /// A running skill (`TaskCtx::ask`).
+    Skill(oneshot::Sender<Message>),
+    /// The agent itself, asking which skill to run.
+    Intake,
+}
+
+/// Follow-up messages a task takes at most (each adds lines to its log record, which
+/// rotation carries while the task runs).
+pub const MAX_TURNS: u32 = 64;
+
+/// What a follow-up message did.
+#[derive(Debug)]
+pub enum FollowUp {
+    /// Handed to the skill that asked for it.
+    Delivered,
+    /// The task waits on the agent's question which skill to run: the caller decides.
+    Intake(Message),
+}
+
+/// Why a follow-up message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The task is over (A2A 1.0 §3.1.1: messages to terminal tasks are refused).
+    Terminal(TaskState),
+    /// The task runs and asked for nothing.
+    NotWaiting(TaskState),
+    TooManyTurns,
 }
 
 /// A live task: its record plus a counter that wakes subscribers.
@@ -485,6 +659,8 @@ impl TaskStore {
                 cancel: Some(cancel_tx),
                 push: vec![],
                 bytes: 0,
+                awaiting: None,
+                turns: 0,
             }),
             seq: watch::channel(0).0,
             shared: self.shared.clone(),
@@ -532,10 +708,12 @@ impl TaskStore {
         }
         let locs: Vec<(Loc, Arc<File>)> = {
             let st = self.shared.log.lock().expect("log lock");
-            let Some(locs) = st.index.get(id) else {
+            let Some(indexed) = st.index.get(id) else {
                 return Err(StoreError::NotFound(id.to_string()));
             };
-            locs.iter()
+            indexed
+                .locs
+                .iter()
                 .filter_map(|l| st.segments.iter().find(|s| s.generation == l.generation).map(|s| (*l, s.file.clone())))
                 .collect()
         };
@@ -557,8 +735,11 @@ impl TaskStore {
             apply(&mut task, ev);
         }
         let open = !task.status.state.is_terminal();
+        if !open {
+            self.shared.note(id, &task);
+        }
         let entry = Arc::new(Entry {
-            rec: Mutex::new(Record { task, events, open, cancel: None, push: vec![], bytes }),
+            rec: Mutex::new(Record { task, events, open, cancel: None, push: vec![], bytes, awaiting: None, turns: 0 }),
             seq: watch::channel(0).0,
             shared: self.shared.clone(),
         });
@@ -569,6 +750,64 @@ impl TaskStore {
             entry.status(TaskState::Failed, Some(msg), true)?;
         }
         Ok(self.cache(id, &entry, bytes))
+    }
+
+    /// List tasks, most recently updated first (A2A 1.0 §3.1.4: "sorted by last update time in
+    /// descending order", cursor-based pagination). A task the index has only scanned (from
+    /// before a restart) is read once to learn its state; every later append keeps the index
+    /// current. Blocking file reads run off the executor.
+    pub async fn list(&self, filter: &ListFilter) -> Result<ListPage, StoreError> {
+        let after = match &filter.after {
+            None => None,
+            Some(c) => Some(parse_cursor(c).ok_or_else(|| StoreError::BadCursor(c.clone()))?),
+        };
+        // What the index knows; tasks with an unknown status or context are read first.
+        let unknown: Vec<String> = {
+            let st = self.shared.log.lock().expect("log lock");
+            st.index
+                .iter()
+                .filter(|(_, e)| match (&e.context, &filter.context) {
+                    (None, _) => true,
+                    (Some(c), Some(want)) => c == want && e.status.is_none(),
+                    (Some(_), None) => e.status.is_none(),
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in unknown {
+            // Reading marks a task of a previous run that never finished as failed, as a
+            // lookup does; one whose lines rotated away is simply not listed.
+            if let Ok(entry) = self.get(&id).await {
+                self.shared.note(&id, &entry.task());
+            }
+        }
+        let mut all: Vec<Listed> = {
+            let st = self.shared.log.lock().expect("log lock");
+            st.index
+                .iter()
+                .filter_map(|(id, e)| {
+                    let (state, timestamp) = e.status.clone()?;
+                    Some(Listed { id: id.clone(), context: e.context.clone()?, state, timestamp, order: e.order })
+                })
+                .filter(|t| filter.context.as_ref().is_none_or(|c| &t.context == c))
+                .filter(|t| filter.state.is_none_or(|s| t.state == s))
+                .filter(|t| {
+                    filter.updated_since.is_none_or(|since| {
+                        t.timestamp
+                            .as_deref()
+                            .and_then(|ts| humantime::parse_rfc3339_weak(ts).ok())
+                            .is_some_and(|ts| ts >= since)
+                    })
+                })
+                .collect()
+        };
+        all.sort_by(|a, b| b.order.cmp(&a.order));
+        let total = all.len();
+        let start = after.map_or(0, |cursor| all.partition_point(|t| t.order >= cursor));
+        let limit = filter.limit.max(1);
+        let tasks: Vec<Listed> = all.into_iter().skip(start).take(limit).collect();
+        let next = (start + tasks.len() < total).then(|| tasks.last().map(Listed::cursor)).flatten();
+        Ok(ListPage { tasks, total, next })
     }
 
     /// The active log file, for messages.
@@ -650,7 +889,18 @@ impl Entry {
         if rec.open {
             let mut line = Vec::new();
             serialize_line(&mut line, &rec.task.id, seq, &event);
-            rotate = self.shared.append(&rec.task.id, &line, &[0], false)?;
+            let status = match &event {
+                StreamEvent::Status(s) => &s.status,
+                StreamEvent::Task(t) => &t.status,
+                _ => &rec.task.status,
+            };
+            let fresh = Fresh {
+                seq,
+                context: &rec.task.context_id,
+                state: status.state,
+                timestamp: status.timestamp.as_deref(),
+            };
+            rotate = self.shared.append(&rec.task.id, &line, &[0], false, Some(fresh))?;
             rec.bytes += line.len() as u64;
         }
         if seq > 0 {
@@ -670,8 +920,84 @@ impl Entry {
     /// Record a status change. Returns false (and writes nothing) if the task is already terminal.
     pub fn status(&self, state: TaskState, message: Option<Message>, is_final: bool) -> Result<bool, StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
+        let (changed, rotate) = self.status_locked(&mut rec, state, message, is_final)?;
+        drop(rec);
+        self.after_append(rotate);
+        Ok(changed)
+    }
+
+    /// Record `input-required` with `question` (a final event: the exchange waits for the
+    /// client) and return where the client's next message will arrive. None if the task is
+    /// already over.
+    pub fn ask(&self, question: Message) -> Result<Option<oneshot::Receiver<Message>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        Ok(self.wait_for_input(question, Awaiting::Skill(tx))?.then_some(rx))
+    }
+
+    /// Record `input-required` with the agent's question which skill to run; the next message
+    /// comes back to the caller of [`Entry::follow_up`] as [`FollowUp::Intake`].
+    pub fn ask_intake(&self, question: Message) -> Result<bool, StoreError> {
+        self.wait_for_input(question, Awaiting::Intake)
+    }
+
+    fn wait_for_input(&self, question: Message, awaiting: Awaiting) -> Result<bool, StoreError> {
+        let mut rec = self.rec.lock().expect("task lock");
+        let (changed, rotate) = self.status_locked(&mut rec, TaskState::InputRequired, Some(question), true)?;
+        if changed {
+            rec.awaiting = Some(awaiting);
+        }
+        drop(rec);
+        self.after_append(rotate);
+        Ok(changed)
+    }
+
+    /// A follow-up message from the client (A2A 1.0 §3.4.3): taken when the task is
+    /// `input-required`, recorded in the task (a `working` status carrying the message, so it is
+    /// in the history and every stream sees the task resume) and handed to whoever asked.
+    pub fn follow_up(&self, message: Message) -> Result<Result<FollowUp, Refused>, StoreError> {
+        let mut rec = self.rec.lock().expect("task lock");
+        let state = rec.task.status.state;
+        if state.is_terminal() {
+            return Ok(Err(Refused::Terminal(state)));
+        }
+        if state != TaskState::InputRequired || rec.awaiting.is_none() {
+            return Ok(Err(Refused::NotWaiting(state)));
+        }
+        if rec.turns >= MAX_TURNS {
+            return Ok(Err(Refused::TooManyTurns));
+        }
+        rec.turns += 1;
+        let awaiting = rec.awaiting.take();
+        let (_, rotate) = self.status_locked(&mut rec, TaskState::Working, Some(message.clone()), false)?;
+        drop(rec);
+        self.after_append(rotate);
+        // The stored copy carries the task's ids; so does the one the skill gets.
+        let mut message = message;
+        let rec = self.rec.lock().expect("task lock");
+        message.task_id = Some(rec.task.id.clone());
+        message.context_id = Some(rec.task.context_id.clone());
+        drop(rec);
+        Ok(Ok(match awaiting {
+            Some(Awaiting::Skill(tx)) => {
+                // A skill that stopped waiting has ended, and with it the task.
+                let _ = tx.send(message);
+                FollowUp::Delivered
+            }
+            Some(Awaiting::Intake) | None => FollowUp::Intake(message),
+        }))
+    }
+
+    /// Under the task lock: write the status event unless the task is terminal. Returns
+    /// whether it changed anything and whether the log is due to rotate.
+    fn status_locked(
+        &self,
+        rec: &mut Record,
+        state: TaskState,
+        message: Option<Message>,
+        is_final: bool,
+    ) -> Result<(bool, bool), StoreError> {
         if rec.task.status.state.is_terminal() {
-            return Ok(false);
+            return Ok((false, false));
         }
         let mut message = message;
         if let Some(m) = message.as_mut() {
@@ -686,16 +1012,17 @@ impl Entry {
             is_final,
             metadata: None,
         });
-        let rotate = self.append_locked(&mut rec, ev)?;
+        let rotate = self.append_locked(rec, ev)?;
+        if state != TaskState::InputRequired {
+            rec.awaiting = None;
+        }
         if state.is_terminal() {
             rec.open = false;
             if let Some(c) = rec.cancel.take() {
                 c.send_replace(true);
             }
         }
-        drop(rec);
-        self.after_append(rotate);
-        Ok(true)
+        Ok((true, rotate))
     }
 
     pub fn artifact(&self, artifact: Artifact) -> Result<(), StoreError> {
@@ -718,21 +1045,31 @@ impl Entry {
         Ok(())
     }
 
-    pub fn push_configs(&self) -> Vec<PushNotificationConfig> {
+    pub fn push_configs(&self) -> Vec<PushTarget> {
         self.rec.lock().expect("task lock").push.clone()
     }
 
-    pub fn set_push(&self, cfg: PushNotificationConfig) {
+    /// Add (or replace, by id) a push config; returns whether the task had none before.
+    pub fn set_push(&self, target: PushTarget) -> bool {
         let mut rec = self.rec.lock().expect("task lock");
-        rec.push.retain(|c| c.id != cfg.id);
-        rec.push.push(cfg);
+        let first = rec.push.is_empty();
+        rec.push.retain(|c| c.config.id != target.config.id);
+        rec.push.push(target);
+        first
     }
 
     pub fn delete_push(&self, id: &str) -> bool {
         let mut rec = self.rec.lock().expect("task lock");
         let before = rec.push.len();
-        rec.push.retain(|c| c.id.as_deref() != Some(id));
+        rec.push.retain(|c| c.config.id.as_deref() != Some(id));
         before != rec.push.len()
+    }
+
+    /// The task as it is, and the number of its events so far (taken together, so a stream
+    /// that starts with this snapshot continues at exactly the next event).
+    pub fn snapshot(&self) -> (Task, usize) {
+        let rec = self.rec.lock().expect("task lock");
+        (rec.task.clone(), rec.events.len())
     }
 }
 

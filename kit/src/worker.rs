@@ -281,21 +281,31 @@ impl Worker {
         Skill::new(id, name, description, move |mut ctx| {
             let me = me.clone();
             async move {
-                let input = ctx.input();
-                // Only which task: what it runs is in the task file the coordinator wrote.
-                if let Some(k) = input.keys().find(|k| !["skill", "branch", "task_id"].contains(&k.as_str())) {
-                    return TaskEnd::Rejected(format!(
-                        "this skill takes only {{\"branch\", \"task_id\"}}, not `{k}`: what a leased task runs comes from \
-                         the task file the coordinator wrote under approved governance; fix: send only branch and task_id"
-                    ));
-                }
-                let (Some(branch), Some(task)) =
-                    (input.get("branch").and_then(Value::as_str), input.get("task_id").and_then(Value::as_str))
-                else {
-                    return TaskEnd::Rejected(
-                        "this skill runs a leased task: send a data part {\"branch\": ..., \"task_id\": ...}".into(),
-                    );
+                // Which task: asked for (input-required) while the message does not say, up to
+                // a few times; what the task runs is in the task file the coordinator wrote.
+                let mut asked = 0;
+                let (branch, task) = loop {
+                    let input = ctx.input();
+                    if let Some(k) = input.keys().find(|k| !["skill", "branch", "task_id"].contains(&k.as_str())) {
+                        return TaskEnd::Rejected(format!(
+                            "this skill takes only {{\"branch\", \"task_id\"}}, not `{k}`: what a leased task runs comes from \
+                             the task file the coordinator wrote under approved governance; fix: send only branch and task_id"
+                        ));
+                    }
+                    let field = |k: &str| input.get(k).and_then(Value::as_str).map(String::from);
+                    if let (Some(b), Some(t)) = (field("branch"), field("task_id")) {
+                        break (b, t);
+                    }
+                    const ASK: &str = "this skill runs a leased task: which one? Reply on this task with a data part \
+                                       {\"branch\": \"<candidate branch>\", \"task_id\": \"<task id>\"}";
+                    asked += 1;
+                    if asked > MAX_ASKS || ctx.ask(ASK).await.is_none() {
+                        return TaskEnd::Rejected(format!(
+                            "no leased task named after {MAX_ASKS} questions; send a data part {{\"branch\": ..., \"task_id\": ...}}"
+                        ));
+                    }
                 };
+                let (branch, task) = (branch.as_str(), task.as_str());
                 // A client's tasks/cancel drops the work: its commands' process groups are killed
                 // and, the lease abandoned, the coordinator re-queues the task under a new token.
                 let attempt = tokio::select! {
@@ -381,6 +391,9 @@ fn clip(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 200 { format!("{}...", s.chars().take(200).collect::<String>()) } else { s }
 }
+
+/// How many times the A2A face of a leased skill asks which task before it gives up.
+const MAX_ASKS: u32 = 3;
 
 /// What a leased agent (executor, critic, evaluator) is: one role, one leased skill.
 pub struct LeasedAgent<'a> {

@@ -12,3 +12,4 @@ mod soak;
 mod substrate;
 mod supervisor;
 mod wire;
+mod wire_v1;

@@ -75,7 +75,8 @@ fn soak_large_sends_oversized_bodies_unknown_ids_and_slow_headers_stay_bounded()
     let ids: Vec<String> = rt().block_on(async {
         let mut ids = vec![];
         for i in 0..SENDS {
-            let m = Message::new(Role::User, format!("m{i}"), vec![Part::text(part.clone())]);
+            let mut m = Message::new(Role::User, format!("m{i}"), vec![Part::text(part.clone())]);
+            m.metadata = Some(serde_json::Map::from_iter([("skill".to_string(), json!("status"))]));
             let t = client.send(m, true).await.expect("a large send");
             assert_eq!(t.status.state, TaskState::Completed);
             ids.push(t.id);

@@ -1,4 +1,5 @@
-//! The A2A 0.3 wire, against the real agent binaries over real loopback HTTP.
+//! The A2A 0.3 wire, against the real agent binaries over real loopback HTTP (the 1.0 wire and
+//! the HTTP+JSON binding are in `wire_v1.rs`).
 
 use std::time::Duration;
 
@@ -38,6 +39,11 @@ fn err_code(v: &Value) -> i64 {
 
 fn text_message(text: &str) -> Value {
     json!({"role": "user", "parts": [{"kind": "text", "text": text}], "messageId": "m-1", "kind": "message"})
+}
+
+/// A message that names the built-in `status` skill (a message naming none gets asked which).
+fn status_message() -> Value {
+    text_message("status")
 }
 
 #[test]
@@ -91,11 +97,11 @@ fn send_blocking_and_non_blocking_and_missing_skill() {
     let agent = spawn_agent("critic", home.path(), &[]);
     let client = agent.client();
     rt().block_on(async {
-        let done = client.send(Message::new(Role::User, "m1", vec![Part::text("hello")]), true).await.unwrap();
+        let done = client.send(Message::new(Role::User, "m1", vec![Part::text("status")]), true).await.unwrap();
         assert_eq!(done.status.state, TaskState::Completed);
         assert!(done.status.message.unwrap().text().contains("critic (critic) is up"));
 
-        let early = client.send(Message::new(Role::User, "m2", vec![Part::text("hello")]), false).await.unwrap();
+        let early = client.send(skill_message("status", json!({})), false).await.unwrap();
         assert!(matches!(early.status.state, TaskState::Submitted | TaskState::Working | TaskState::Completed));
         let id = early.id.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -118,6 +124,104 @@ fn send_blocking_and_non_blocking_and_missing_skill() {
     });
 }
 
+/// A message that names no skill: the task waits for input, asking which skill; follow-ups on
+/// the task (its taskId) continue it until one names a skill, which then runs in the same task.
+/// A terminal task takes no more messages; a wrong contextId or an unknown task is refused.
+#[test]
+fn a_task_asks_which_skill_and_follow_ups_continue_it() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[]);
+    let url = agent.url.as_str();
+    let send = |msg: Value| {
+        rpc(
+            url,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+                        "params": {"message": msg, "configuration": {"blocking": true}}}),
+        )
+    };
+    let first = send(text_message("hello"));
+    let task = &first["result"];
+    assert_eq!(task["status"]["state"], "input-required", "{first}");
+    let question = task["status"]["message"]["parts"][0]["text"].as_str().unwrap();
+    assert!(
+        question.contains("Which one?") && question.contains("status") && question.contains("critique"),
+        "{question}"
+    );
+    let (id, ctx) = (task["id"].as_str().unwrap().to_string(), task["contextId"].as_str().unwrap().to_string());
+    // A follow-up that names no skill: asked again, the task still open.
+    let mut again = text_message("what can you do?");
+    again["taskId"] = json!(id);
+    assert_eq!(send(again)["result"]["status"]["state"], "input-required");
+    // A follow-up naming an unknown skill: asked again, naming it.
+    let mut unknown = text_message("x");
+    unknown["taskId"] = json!(id);
+    unknown["parts"] = json!([{"kind": "data", "data": {"skill": "teleport"}}]);
+    let v = send(unknown);
+    assert_eq!(v["result"]["status"]["state"], "input-required");
+    assert!(v["result"]["status"]["message"]["parts"][0]["text"].as_str().unwrap().contains("\"teleport\""), "{v}");
+    // A wrong contextId on the task: refused.
+    let mut wrong = text_message("status");
+    wrong["taskId"] = json!(id);
+    wrong["contextId"] = json!("another-context");
+    assert_eq!(err_code(&send(wrong)), -32602);
+    // Naming a skill runs it in this task, with the conversation in its history.
+    let mut pick = text_message("status");
+    pick["taskId"] = json!(id);
+    pick["contextId"] = json!(ctx);
+    let done = send(pick)["result"].clone();
+    assert_eq!(done["status"]["state"], "completed", "{done}");
+    assert_eq!(done["id"], id.as_str());
+    let history: Vec<(String, String)> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_string(), m["parts"][0]["text"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let roles: Vec<&str> = history.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["user", "agent", "user", "agent", "user", "agent", "user", "agent"], "{history:?}");
+    assert!(history[7].1.contains("is up"), "{history:?}");
+    // Done: no more messages (-32004), and an unknown task is not found (-32001).
+    let mut late = text_message("status");
+    late["taskId"] = json!(id);
+    let v = send(late);
+    assert_eq!(err_code(&v), -32004);
+    assert!(v["error"]["message"].as_str().unwrap().contains("completed"), "{v}");
+    let mut nowhere = text_message("status");
+    nowhere["taskId"] = json!("no-such-task");
+    assert_eq!(err_code(&send(nowhere)), -32001);
+    // Canceling a task that waits for input works (it is not terminal).
+    let waiting = send(text_message("hello"))["result"]["id"].clone();
+    let v = rpc(url, json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/cancel", "params": {"id": waiting}}));
+    assert_eq!(v["result"]["status"]["state"], "canceled", "{v}");
+}
+
+/// The A2A face of a leased skill asks for the task to run when the message does not name one
+/// (input-required), and runs it once a follow-up does.
+#[test]
+fn a_leased_skill_asks_for_its_task() {
+    let home = TestHome::new();
+    queue_execute(&home, "true");
+    let agent = spawn_agent("executor", home.path(), &[("RATCHET_WATCH", "0")]);
+    let url = agent.url.as_str();
+    let send = |msg: Value| {
+        rpc(
+            url,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
+                        "params": {"message": msg, "configuration": {"blocking": true}}}),
+        )
+    };
+    let asked = send(json!({"role": "user", "messageId": "m", "kind": "message",
+                            "parts": [{"kind": "data", "data": {"skill": "execute"}}]}));
+    assert_eq!(asked["result"]["status"]["state"], "input-required", "{asked}");
+    assert!(asked["result"]["status"]["message"]["parts"][0]["text"].as_str().unwrap().contains("task_id"), "{asked}");
+    let mut answer = execute_message();
+    answer["taskId"] = asked["result"]["id"].clone();
+    answer["parts"] = json!([{"kind": "data", "data": {"branch": "c1", "task_id": "execute"}}]);
+    let done = send(answer);
+    assert_eq!(done["result"]["status"]["state"], "completed", "{done}");
+    assert_eq!(done["result"]["status"]["message"]["parts"][1]["data"]["task_id"], "execute", "{done}");
+}
+
 #[test]
 fn every_error_code_the_spec_names() {
     let home = TestHome::new();
@@ -127,17 +231,22 @@ fn every_error_code_the_spec_names() {
     let (s, v) = post_raw(url, "application/json", b"{not json".to_vec());
     assert_eq!((s, err_code(&v)), (200, -32700));
     assert!(v["id"].is_null());
-    // -32600: JSON but not a request (missing jsonrpc, wrong version, batch, no id, non-object).
+    // -32600: JSON but not a request (missing jsonrpc, wrong version, batch, non-object, bad id).
     for body in [
         json!({"id": 1, "method": "tasks/get"}),
         json!({"jsonrpc": "1.0", "id": 1, "method": "tasks/get"}),
         json!([{"jsonrpc": "2.0", "id": 1, "method": "tasks/get"}]),
-        json!({"jsonrpc": "2.0", "method": "tasks/get", "params": {"id": "x"}}),
         json!("hello"),
         json!({"jsonrpc": "2.0", "id": 1, "method": 5}),
+        json!({"jsonrpc": "2.0", "id": [1], "method": "tasks/get"}),
     ] {
         assert_eq!(err_code(&rpc(url, body.clone())), -32600, "{body}");
     }
+    // A request without an id gets its method's answer (as the A2A TCK expects), with id null.
+    let v = rpc(url, json!({"jsonrpc": "2.0", "method": "tasks/teleport", "params": {}}));
+    assert_eq!((err_code(&v), v["id"].clone()), (-32601, Value::Null));
+    let v = rpc(url, json!({"jsonrpc": "2.0", "method": "tasks/get", "params": {"nope": 1}}));
+    assert_eq!(err_code(&v), -32602);
     // The id is echoed when it can be read.
     let v = rpc(url, json!({"jsonrpc": "1.0", "id": "abc", "method": "tasks/get"}));
     assert_eq!(v["id"], "abc");
@@ -163,6 +272,11 @@ fn every_error_code_the_spec_names() {
     for id in ["nope", "../../etc/passwd", "/etc/passwd", "a\u{0}b"] {
         for method in ["tasks/get", "tasks/cancel", "tasks/resubscribe"] {
             let v = rpc(url, json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": {"id": id}}));
+            // tasks/resubscribe answers on its event stream (0.3 §7.2): one error event.
+            let v = match v.as_str().and_then(|sse| sse.strip_prefix("data: ")) {
+                Some(data) => serde_json::from_str(data.trim()).unwrap(),
+                None => v,
+            };
             assert_eq!(err_code(&v), -32001, "{method} {id:?}: {v}");
         }
     }
@@ -170,7 +284,7 @@ fn every_error_code_the_spec_names() {
     let done = rpc(
         url,
         json!({"jsonrpc": "2.0", "id": 4, "method": "message/send",
-               "params": {"message": text_message("hi"), "configuration": {"blocking": true}}}),
+               "params": {"message": status_message(), "configuration": {"blocking": true}}}),
     );
     let id = done["result"]["id"].as_str().unwrap().to_string();
     assert_eq!(done["result"]["status"]["state"], "completed");
@@ -200,7 +314,7 @@ fn history_length_trims_history() {
     let done = rpc(
         &agent.url,
         json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
-               "params": {"message": text_message("hi"), "configuration": {"blocking": true, "historyLength": 1}}}),
+               "params": {"message": status_message(), "configuration": {"blocking": true, "historyLength": 1}}}),
     );
     assert_eq!(done["result"]["history"].as_array().unwrap().len(), 1);
     let id = done["result"]["id"].clone();
@@ -219,7 +333,7 @@ fn stream_then_resubscribe_replays_what_was_missed_even_after_restart() {
     let home = TestHome::new();
     let agent = spawn_agent("executor", home.path(), &[]);
     let client = agent.client();
-    let params = json!({"message": text_message("hi")});
+    let params = json!({"message": status_message()});
     let (task_id, all) = rt().block_on(async {
         let stream = client.stream("message/stream", params, None).await.unwrap();
         let events: Vec<(Option<u64>, StreamEvent)> = stream.map(|r| r.unwrap()).collect().await;
@@ -289,7 +403,7 @@ fn push_notification_config_and_delivery() {
     let v = rpc(
         url,
         json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
-               "params": {"message": text_message("hi"),
+               "params": {"message": status_message(),
                           "configuration": {"blocking": true, "pushNotificationConfig": {"url": hook, "token": "tok-1"}}}}),
     );
     let id = v["result"]["id"].as_str().unwrap().to_string();
@@ -309,6 +423,18 @@ fn push_notification_config_and_delivery() {
                "params": {"id": id, "pushNotificationConfigId": "second"}}),
     );
     assert_eq!(got["result"]["pushNotificationConfig"]["url"], "http://127.0.0.1:9/x");
+    // Without a config id: the task's first config (0.3 makes pushNotificationConfigId optional).
+    let first = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/pushNotificationConfig/get", "params": {"id": id}}),
+    );
+    assert_eq!(first["result"]["pushNotificationConfig"]["url"], hook.as_str(), "{first}");
+    let missing = rpc(
+        url,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/pushNotificationConfig/get",
+               "params": {"id": id, "pushNotificationConfigId": "nope"}}),
+    );
+    assert_eq!(err_code(&missing), -32001, "a config that does not exist (1.0 §3.1.8)");
     let list = rpc(
         url,
         json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/pushNotificationConfig/list", "params": {"id": id}}),

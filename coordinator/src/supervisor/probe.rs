@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use protocol::a2a::AgentCard;
+use protocol::a2a_v1::{self as v1, AgentCard};
 
 /// How often readiness polls a card that does not answer yet.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -15,8 +15,8 @@ pub enum ProbeError {
     Status { url: String, status: u16 },
     #[error("GET {url}: no answer before the deadline")]
     Timeout { url: String },
-    #[error("GET {url}: not an Agent Card: {source}")]
-    NotACard { url: String, source: serde_json::Error },
+    #[error("GET {url}: {source}")]
+    NotACard { url: String, source: v1::CardError },
 }
 
 /// A client for loopback and remote probes: never through a proxy, short timeouts.
@@ -67,7 +67,8 @@ pub async fn fetch_card_at(client: &reqwest::Client, url: &str) -> Result<AgentC
         return Err(ProbeError::Status { url: url.to_string(), status: resp.status().as_u16() });
     }
     let bytes = resp.bytes().await.map_err(|e| http_error(url, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| ProbeError::NotACard { url: url.to_string(), source })
+    // A card of either A2A generation, read into its 1.0 form.
+    v1::parse_card(&bytes).map_err(|source| ProbeError::NotACard { url: url.to_string(), source })
 }
 
 /// Fetch the card of the agent at `base`, trying each of [`card_urls`]; the first error is

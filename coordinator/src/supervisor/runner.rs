@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol::a2a::AgentCard;
+use protocol::a2a_v1::AgentCard;
 use protocol::config::AgentEntry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
