@@ -801,7 +801,7 @@ impl TaskStore {
                 })
                 .collect()
         };
-        all.sort_by(|a, b| b.order.cmp(&a.order));
+        all.sort_by_key(|t| std::cmp::Reverse(t.order));
         let total = all.len();
         let start = after.map_or(0, |cursor| all.partition_point(|t| t.order >= cursor));
         let limit = filter.limit.max(1);

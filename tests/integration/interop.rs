@@ -1,6 +1,6 @@
-//! Interop: the official Python `a2a-sdk` clients (0.3.26, and the current 1.x through its 0.3
-//! compatibility transport) discover every real agent and complete one message/send and one
-//! message/stream against each. `tests/run` builds the virtualenvs and sets
+//! Interop: the official Python `a2a-sdk` clients (0.3.26 over A2A 0.3, and the current 1.x over
+//! A2A 1.0, each picking its protocol from the same card) discover every real agent, hold a
+//! two-turn conversation on one task and stream a message against each. `tests/run` builds the virtualenvs and sets
 //! `RATCHET_A2A_PY03` / `RATCHET_A2A_PY1` to their pythons; without them the test says so and
 //! returns (a developer running plain `cargo test`).
 
@@ -66,7 +66,9 @@ fn check(sdk_var: &str, want_api: &str, want_transport: &str) {
         assert!(line["error"].is_null(), "{name}: {line}");
         assert_eq!(line["name"], *name, "{name}: the SDK discovered the card: {line}");
         assert_eq!(line["transport"], want_transport, "{name}: {line}");
-        assert_eq!(line["send_state"], "completed", "{name}: message/send: {line}");
+        assert_eq!(line["asked_state"], "input-required", "{name}: a message naming no skill is asked which: {line}");
+        assert_eq!(line["send_state"], "completed", "{name}: the follow-up saying `status`: {line}");
+        assert_eq!(line["same_task"], true, "{name}: the follow-up continued the task: {line}");
         assert_eq!(line["stream_state"], "completed", "{name}: message/stream: {line}");
         let events = line["stream_events"].as_u64().unwrap_or(0);
         assert!(events >= 2, "{name}: the stream carries the task then its final status: {line}");
@@ -79,33 +81,30 @@ fn python_a2a_sdk_0_3_discovers_and_talks_to_every_agent() {
 }
 
 #[test]
-fn python_a2a_sdk_1_falls_back_to_0_3_for_every_agent() {
-    // The 1.x client must pick its 0.3 compatibility transport from our cards' protocolVersion.
-    check("RATCHET_A2A_PY1", "1", "CompatJsonRpcTransport");
+fn python_a2a_sdk_1_speaks_1_0_to_every_agent() {
+    // The 1.x client picks the 1.0 JSON-RPC interface our cards list first.
+    check("RATCHET_A2A_PY1", "1", "JsonRpcTransport");
 }
 
-/// A third-party A2A agent (the official Python SDK's echo agent, listed by URL in agents.toml
-/// with a custom role) is a swarm member: it reviews each candidate's diff over plain A2A and its
-/// answer is recorded as evidence.
-#[test]
-fn a_third_party_agent_is_a_swarm_member() {
+/// A running Python echo agent (tests/interop/echo_agent.py on a2a-sdk 0.3, or
+/// echo_agent_v1.py on a2a-sdk 1.x, A2A 1.0 only), its URL, and the auth verdicts it prints.
+struct Echo {
+    _proc: ratchet_tests::ProcGuard,
+    url: String,
+    auth: std::sync::mpsc::Receiver<String>,
+}
+
+fn start_echo(python: &Path, script: &str, scratch: &Path, token: Option<&str>) -> Echo {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
-
-    use ratchet_tests::fixture::{Proposer, Spec, Target, builtin_agents_toml, of_type};
-    let Some(python) = venv_python("RATCHET_A2A_PY03") else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(&python);
-    hermetic(&mut cmd, scratch.path());
-    // The third-party agent has its own token; agents.toml names it by reference (token_env),
-    // and the coordinator sends it (never the swarm's own token).
-    let echo_token = "echo-agent-own-token";
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join("echo_agent.py"))
-        .args(["--token-env", "ECHO_TOKEN"])
-        .env("ECHO_TOKEN", echo_token)
-        .stdout(std::process::Stdio::piped());
-    let mut echo = ratchet_tests::ProcGuard::spawn(cmd);
-    let mut lines = BufReader::new(echo.child.stdout.take().unwrap()).lines();
+    let mut cmd = Command::new(python);
+    hermetic(&mut cmd, scratch);
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interop").join(script)).stdout(std::process::Stdio::piped());
+    if let Some(t) = token {
+        cmd.args(["--token-env", "ECHO_TOKEN"]).env("ECHO_TOKEN", t);
+    }
+    let mut proc = ratchet_tests::ProcGuard::spawn(cmd);
+    let mut lines = BufReader::new(proc.child.stdout.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let url = loop {
         let line = lines.next().expect("the echo agent printed its URL").unwrap();
@@ -114,7 +113,7 @@ fn a_third_party_agent_is_a_swarm_member() {
         }
         assert!(Instant::now() < deadline, "the echo agent did not start");
     };
-    let (auth_tx, auth_rx) = std::sync::mpsc::channel();
+    let (auth_tx, auth) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             if line.starts_with("A2A_AUTH") && auth_tx.send(line).is_err() {
@@ -122,6 +121,23 @@ fn a_third_party_agent_is_a_swarm_member() {
             }
         }
     });
+    Echo { _proc: proc, url, auth }
+}
+
+/// A third-party A2A agent (an official Python SDK echo agent, listed by URL in agents.toml with a
+/// custom role) is a swarm member: it reviews each candidate's diff over plain A2A, in the
+/// protocol version its card declares, and its answer is recorded as evidence.
+fn third_party_member(sdk_var: &str, script: &str) {
+    use std::time::Duration;
+
+    use ratchet_tests::fixture::{Proposer, Spec, Target, builtin_agents_toml, of_type};
+    let Some(python) = venv_python(sdk_var) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    // The third-party agent has its own token; agents.toml names it by reference (token_env),
+    // and the coordinator sends it (never the swarm's own token).
+    let echo_token = "echo-agent-own-token";
+    let echo = start_echo(&python, script, scratch.path(), Some(echo_token));
+    let url = echo.url.clone();
     let agents = format!(
         "{}\n[[agent]]\nname = \"echo-reviewer\"\nrole = \"security\"\nurl = \"{url}\"\nrequired = false\ntoken_env = \"ECHO_TOKEN\"\n",
         builtin_agents_toml()
@@ -137,8 +153,8 @@ fn a_third_party_agent_is_a_swarm_member() {
     up.args(["up", "--once", "--json", "--max-cycles", "1", "--repo"]).arg(t.path()).env("ECHO_TOKEN", echo_token);
     let run = ratchet_tests::fixture::UpRun::spawn_cmd(up, t.path()).finish(Duration::from_secs(180));
     assert!(run.status.success(), "ratchet up --once: {}\n{}", run.stderr, t.agent_logs());
-    let mut auth: Vec<String> = auth_rx.recv_timeout(Duration::from_secs(10)).into_iter().collect();
-    auth.extend(auth_rx.try_iter());
+    let mut auth: Vec<String> = echo.auth.recv_timeout(Duration::from_secs(10)).into_iter().collect();
+    auth.extend(echo.auth.try_iter());
     assert!(!auth.is_empty() && auth.iter().all(|l| l == "A2A_AUTH ok"), "the member's own token arrived: {auth:?}");
     let events = t.events();
     let reviews = of_type(&events, "advisory_review");
@@ -150,4 +166,59 @@ fn a_third_party_agent_is_a_swarm_member() {
     assert_eq!(r["blocks"], false);
     assert!(r["text"].as_str().unwrap_or_default().contains("delay_ms"), "the reviewer saw the diff: {r}");
     assert_eq!(run.list("promoted").len(), 1, "an advisory review does not block: {:#}", run.summary);
+}
+
+#[test]
+fn a_third_party_0_3_agent_is_a_swarm_member() {
+    third_party_member("RATCHET_A2A_PY03", "echo_agent.py");
+}
+
+/// An agent on a2a-sdk 1.x that speaks only A2A 1.0 (its card declares no 0.3 interface, and it
+/// refuses 0.3 requests) reviews candidates in a real loop like any member.
+#[test]
+fn a_third_party_1_0_only_agent_is_a_swarm_member() {
+    third_party_member("RATCHET_A2A_PY1", "echo_agent_v1.py");
+}
+
+/// Ratchet's client against the official Python servers (sse-starlette, `\r\n` line ends): it
+/// reads each card, picks the version the card declares, sends, and streams every event.
+#[test]
+fn our_client_streams_from_python_agents_of_both_versions() {
+    use futures_util::StreamExt;
+    use kit::client::A2aClient;
+    use protocol::a2a_v1::Version;
+    use protocol::{Message, Part, Role, StreamEvent, TaskState};
+    for (var, script, want) in
+        [("RATCHET_A2A_PY03", "echo_agent.py", Version::V0_3), ("RATCHET_A2A_PY1", "echo_agent_v1.py", Version::V1_0)]
+    {
+        let Some(python) = venv_python(var) else { return };
+        let scratch = tempfile::tempdir().unwrap();
+        let echo = start_echo(&python, script, scratch.path(), None);
+        ratchet_tests::rt().block_on(async {
+            let base = A2aClient::new(&echo.url);
+            let card = base.card().await.unwrap_or_else(|e| panic!("{script}: {e}"));
+            let client = base.for_card(&card).unwrap();
+            assert_eq!(client.version(), want, "{script}: the version its card declares");
+            let t = client.send(Message::new(Role::User, "m1", vec![Part::text("ping pong")]), true).await.unwrap();
+            assert_eq!(t.status.state, TaskState::Completed, "{script}: {t:?}");
+            assert!(t.status.message.map(|m| m.text()).unwrap_or_default().contains("ping pong"), "{script}");
+            let got = client.get_task(&t.id).await.unwrap();
+            assert_eq!(got.id, t.id);
+            let events: Vec<StreamEvent> = client
+                .send_streaming(Message::new(Role::User, "m2", vec![Part::text("stream me")]))
+                .await
+                .unwrap()
+                .map(|r| r.unwrap_or_else(|e| panic!("{script}: {e}")).1)
+                .collect()
+                .await;
+            assert!(events.len() >= 2, "{script}: every event arrives: {events:?}");
+            assert!(
+                matches!(events.last(), Some(StreamEvent::Status(s)) if s.status.state == TaskState::Completed),
+                "{script}: the stream ends completed: {events:?}"
+            );
+            if want == Version::V1_0 {
+                assert!(events.iter().any(|e| matches!(e, StreamEvent::Artifact(_))), "{script}: {events:?}");
+            }
+        });
+    }
 }

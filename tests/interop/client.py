@@ -4,16 +4,20 @@
 Usage: client.py [--mode both|send|stream] [--token TOKEN] URL [URL ...]
 
 For each agent base URL: resolve its Agent Card with the SDK's A2ACardResolver, build a client
-with the SDK's ClientFactory, send one message (message/send, blocking) and/or one streaming
-message (message/stream), and print one JSON line:
+with the SDK's ClientFactory, and
+- send: a message naming no skill (the agent asks which one: input-required), then a follow-up
+  on that task (its taskId) saying `status`, which completes it (blocking sends);
+- stream: one streaming message saying `status`;
+and print one JSON line:
 
     {"url": ..., "sdk": "0.3.26", "api": "0.3", "name": <card name>, "transport": <class>,
-     "send_state": "completed", "stream_state": "completed", "stream_events": 3, "error": null}
+     "asked_state": "input-required", "send_state": "completed", "stream_state": "completed",
+     "stream_events": 2, "error": null}
 
-States are normalized to the A2A 0.3 spellings ("completed", "rejected", ...), so the lines
-read the same for both SDK generations. With a2a-sdk 1.x the client must pick its 0.3
-compatibility transport for our 0.3 cards (ClientFactory does so from the card's
-protocolVersion); the transport's class name is printed so a test can check that it did.
+States are normalized to the A2A 0.3 spellings ("completed", "input-required", ...), so the lines
+read the same for both SDK generations. The transport's class name is printed so a test can
+check which protocol the SDK picked from the card (1.x: the 1.0 JSON-RPC transport; 0.3: its
+JSON-RPC transport).
 
 With --token, every request (the card's too, harmlessly) carries `Authorization: Bearer TOKEN`,
 set on the httpx client the SDK is given: the way an SDK user sends the credential the card's
@@ -58,17 +62,26 @@ async def probe_v03(http: httpx.AsyncClient, url: str, mode: str, out: dict) -> 
     if mode in ("both", "send"):
         client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card)
         out["transport"] = type(client._transport).__name__
+        task_id = None
         async for event in client.send_message(create_text_message_object(Role.user, TEXT)):
+            if not isinstance(event, Message):
+                task, _update = event
+                task_id = task.id
+                out["asked_state"] = norm_state(task.status.state.value)
+        follow = create_text_message_object(Role.user, "status")
+        follow.task_id = task_id
+        async for event in client.send_message(follow):
             if isinstance(event, Message):
                 out["send_state"] = "message"
             else:
                 task, _update = event
                 out["send_state"] = norm_state(task.status.state.value)
+                out["same_task"] = task.id == task_id
     if mode in ("both", "stream"):
         client = ClientFactory(ClientConfig(streaming=True, httpx_client=http)).create(card)
         out["transport"] = type(client._transport).__name__
         n = 0
-        async for event in client.send_message(create_text_message_object(Role.user, TEXT)):
+        async for event in client.send_message(create_text_message_object(Role.user, "status")):
             n += 1
             if isinstance(event, Message):
                 out["stream_state"] = "message"
@@ -87,8 +100,11 @@ async def probe_v1(http: httpx.AsyncClient, url: str, mode: str, out: dict) -> N
     out["name"] = card.name
     out["protocol_version"] = ",".join(i.protocol_version for i in card.supported_interfaces)
 
-    def request() -> SendMessageRequest:
-        return SendMessageRequest(message=new_text_message(TEXT, role=Role.ROLE_USER))
+    def request(text: str, task_id: str | None = None) -> SendMessageRequest:
+        message = new_text_message(text, role=Role.ROLE_USER)
+        if task_id:
+            message.task_id = task_id
+        return SendMessageRequest(message=message)
 
     def state_of(resp) -> str | None:
         if resp.HasField("task"):
@@ -102,13 +118,20 @@ async def probe_v1(http: httpx.AsyncClient, url: str, mode: str, out: dict) -> N
     if mode in ("both", "send"):
         client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card)
         out["transport"] = type(client._transport).__name__
-        async for resp in client.send_message(request()):
+        task_id = None
+        async for resp in client.send_message(request(TEXT)):
+            out["asked_state"] = state_of(resp) or out.get("asked_state")
+            if resp.HasField("task"):
+                task_id = resp.task.id
+        async for resp in client.send_message(request("status", task_id)):
             out["send_state"] = state_of(resp) or out.get("send_state")
+            if resp.HasField("task"):
+                out["same_task"] = resp.task.id == task_id
     if mode in ("both", "stream"):
         client = ClientFactory(ClientConfig(streaming=True, httpx_client=http)).create(card)
         out["transport"] = type(client._transport).__name__
         n = 0
-        async for resp in client.send_message(request()):
+        async for resp in client.send_message(request("status")):
             n += 1
             out["stream_state"] = state_of(resp) or out.get("stream_state")
         out["stream_events"] = n
@@ -116,7 +139,8 @@ async def probe_v1(http: httpx.AsyncClient, url: str, mode: str, out: dict) -> N
 
 async def probe(url: str, mode: str, token: str | None) -> dict:
     out: dict = {"url": url, "sdk": SDK_VERSION, "api": API, "name": None, "transport": None,
-                 "send_state": None, "stream_state": None, "stream_events": 0, "error": None}
+                 "asked_state": None, "send_state": None, "same_task": None, "stream_state": None,
+                 "stream_events": 0, "error": None}
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(timeout=TIMEOUT, headers=headers) as http:
