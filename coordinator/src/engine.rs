@@ -402,7 +402,7 @@ impl Engine {
             })
             .await??;
             if t.state.is_final() {
-                let result = accepted_result(bd, &t);
+                let result = substrate::accepted_result(bd, &t);
                 return Ok((t, result));
             }
             // A result file wakes us at once; the timeout is the safety net (and the pace at
@@ -434,7 +434,7 @@ impl Engine {
                 candidate: c.proposal.id.clone(),
                 commit: out.as_ref().map(|o| o.commit.clone()).unwrap_or_default(),
                 outcome: outcome.clone(),
-                gates: json!(out.as_ref().map(|o| o.gates.clone()).unwrap_or_default()),
+                gates: out.as_ref().map(|o| o.gates.clone()).unwrap_or_default(),
             },
         );
         c.exec = out;
@@ -481,7 +481,7 @@ impl Engine {
             EventKind::Critiqued {
                 candidate: c.proposal.id.clone(),
                 pass: out.as_ref().is_some_and(|o| o.pass),
-                findings: out.as_ref().map(|o| o.findings.clone()).unwrap_or(Value::Null),
+                findings: out.as_ref().map(|o| o.findings.clone()).unwrap_or_default(),
                 sandbox: out.as_ref().and_then(|o| o.sandbox.clone()),
             },
         );
@@ -491,7 +491,11 @@ impl Engine {
             TaskFileState::Done if pass => Ok(true),
             TaskFileState::Done | TaskFileState::Failed => {
                 c.verdict = Some("REJECT".into());
-                let findings = c.critique.as_ref().map(|o| findings_lines(&o.findings)).unwrap_or_default();
+                let findings: Vec<String> = c
+                    .critique
+                    .iter()
+                    .flat_map(|o| o.findings.iter().filter(|f| f.blocks()).map(|f| f.line_for_people()))
+                    .collect();
                 if findings.is_empty() {
                     c.reasons.push(format!("critic: {summary}"));
                 }
@@ -1032,42 +1036,6 @@ fn task_outcome(t: &TaskFile) -> String {
         TaskFileState::Queued => "queued",
     }
     .into()
-}
-
-/// The result accepted for a finished task (results/accepted/<task>.<token>.json).
-pub fn accepted_result(bd: &BranchDir, t: &TaskFile) -> Option<ResultFile> {
-    let token = t
-        .history
-        .iter()
-        .rev()
-        .find(|h| matches!(h.outcome.as_str(), "success" | "candidate-failure" | "infra-failure"))
-        .map(|h| h.token)
-        .unwrap_or(t.token);
-    let path = bd.results_dir().join("accepted").join(format!("{}.{token}.json", t.id));
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn findings_lines(findings: &Value) -> Vec<String> {
-    findings
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|f| f.get("severity").and_then(Value::as_str).is_none_or(|s| s.eq_ignore_ascii_case("block")))
-                .map(|f| {
-                    let rail = f.get("rail").and_then(Value::as_str).unwrap_or("rail");
-                    let file = f.get("file").and_then(Value::as_str);
-                    let line = f.get("line").and_then(Value::as_u64);
-                    let msg = f.get("message").and_then(Value::as_str).unwrap_or("");
-                    match (file, line) {
-                        (Some(fl), Some(l)) => format!("[{rail}] {fl}:{l}: {msg}"),
-                        (Some(fl), None) => format!("[{rail}] {fl}: {msg}"),
-                        _ => format!("[{rail}] {msg}"),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> String {

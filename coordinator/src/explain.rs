@@ -4,7 +4,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use kit::git::Git;
-use kit::substrate::read_events;
 use protocol::events::{Event, EventKind};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -36,34 +35,13 @@ pub struct Explanation {
     pub events: Vec<Event>,
 }
 
-/// All events of the swarm and of every branch directory.
-fn all_events(home: &Path) -> Vec<Event> {
-    let layout = kit::layout::Layout::new(home);
-    let wt = layout.worktrees();
-    let mut out = vec![];
-    if let Ok(log) = read_events(&layout.events_file()) {
-        out.extend(log.events);
-    }
-    if let Ok(rd) = std::fs::read_dir(&wt) {
-        for e in rd.flatten() {
-            let p = e.path().join("events").join("events.jsonl");
-            if p.is_file()
-                && let Ok(log) = read_events(&p)
-            {
-                out.extend(log.events);
-            }
-        }
-    }
-    out
-}
-
 pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
     let git = Git::new(home);
     let commit = git.resolve_commit(rev)?.with_context(|| {
         format!("{rev:?} is not a commit in {}; fix: pass a commit id from `git log main`", home.display())
     })?;
     let on_main = git.is_ancestor(&commit, "refs/heads/main").unwrap_or(false);
-    let events = crate::export::dedup(all_events(home));
+    let events = kit::substrate::all_events(&kit::substrate::Home::open(home)?);
     let promoted = events.iter().find(|e| matches!(&e.kind, EventKind::Promoted { commit: c, .. } if *c == commit));
     let Some(p) = promoted else {
         if on_main {
@@ -76,10 +54,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         bail!("{} is not on main and was never promoted by Ratchet", &commit[..12]);
     };
     let branch = p.branch.clone().unwrap_or_default();
-    let mut mine: Vec<Event> =
-        events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
-    mine.sort_by(|a, b| a.at.cmp(&b.at));
-    mine.dedup_by(|a, b| a.at == b.at && a.type_name() == b.type_name() && a.task == b.task);
+    let mine: Vec<Event> = events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
     let find = |name: &str| -> Value {
         mine.iter()
             .rev()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use protocol::events::{Event, EventKind};
+use protocol::events::EventKind;
 use serde_json::{Value, json};
 
 use crate::engine::{LoopState, read_state};
@@ -14,39 +14,11 @@ fn micros(at: &str) -> Option<i64> {
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros() as i64)
 }
 
-/// Every event of the swarm and its branches, oldest first, without duplicates.
-pub fn all_events(home: &Path) -> Vec<Event> {
-    let layout = kit::layout::Layout::new(home);
-    let wt = layout.worktrees();
-    let mut out = vec![];
-    let mut add = |p: &Path| {
-        if let Ok(log) = kit::substrate::read_events(p) {
-            out.extend(log.events);
-        }
-    };
-    add(&layout.events_file());
-    if let Ok(rd) = std::fs::read_dir(&wt) {
-        for e in rd.flatten() {
-            add(&e.path().join("events").join("events.jsonl"));
-        }
-    }
-    out.sort_by(|a, b| a.at.cmp(&b.at));
-    dedup(out)
-}
-
-/// The events without the copies: an event about a branch is written to the swarm's log and to
-/// the branch's, byte for byte the same (copies need not be adjacent once sorted: other events
-/// may share their millisecond).
-pub fn dedup(events: Vec<Event>) -> Vec<Event> {
-    let mut seen = std::collections::HashSet::new();
-    events.into_iter().filter(|e| seen.insert(serde_json::to_string(e).unwrap_or_default())).collect()
-}
-
 /// Chrome trace event format (also read by Perfetto): one track per agent; a span per leased
 /// task from claim to accepted result, a span per cycle on the coordinator's track, and instant
 /// events for verdicts and promotions.
-pub fn chrome_trace(home: &Path) -> Value {
-    let events = all_events(home);
+pub fn chrome_trace(home: &Path) -> anyhow::Result<Value> {
+    let events = kit::substrate::all_events(&kit::substrate::Home::open(home)?);
     let mut tids: BTreeMap<String, usize> = BTreeMap::new();
     let mut tid = |name: &str| {
         let n = tids.len() + 1;
@@ -106,7 +78,7 @@ pub fn chrome_trace(home: &Path) -> Value {
     for (name, id) in &tids {
         out.push(json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": id, "args": {"name": name}}));
     }
-    json!({"traceEvents": out, "displayTimeUnit": "ms"})
+    Ok(json!({"traceEvents": out, "displayTimeUnit": "ms"}))
 }
 
 /// Preference pairs: within each cycle (same goal, same baseline), the promoted candidate is

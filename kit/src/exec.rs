@@ -36,7 +36,6 @@ use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::str::FromStr;
 use std::time::Duration;
 
 use nix::sys::resource::{Resource, setrlimit};
@@ -63,63 +62,17 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Markers in stderr that mean an allocation failed (Rust's alloc error, ENOMEM, perl, many C programs).
 const ALLOC_FAILURE_MARKERS: [&str; 3] = ["memory allocation of", "cannot allocate memory", "out of memory"];
 
-/// How a command is confined; see the module documentation for what each mode does and does not protect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    Auto,
-    Bwrap,
-    Namespaces,
-    Plain,
-}
+/// How a command is confined (a constitution setting, so defined in `protocol`); see the module
+/// documentation for what each mode does and does not protect.
+pub use protocol::governance::{ParseSandboxModeError, SandboxMode};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown sandbox mode `{0}`: use one of auto, bwrap, namespaces, plain")]
-pub struct ParseSandboxModeError(pub String);
-
-impl FromStr for SandboxMode {
-    type Err = ParseSandboxModeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "bwrap" => Ok(Self::Bwrap),
-            "namespaces" => Ok(Self::Namespaces),
-            "plain" => Ok(Self::Plain),
-            other => Err(ParseSandboxModeError(other.to_owned())),
-        }
-    }
-}
-
-impl std::fmt::Display for SandboxMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Bwrap => "bwrap",
-            Self::Namespaces => "namespaces",
-            Self::Plain => "plain",
-        }
-    }
-
-    /// The mode a run uses: `Auto` becomes the strongest mode that confines on this machine (probed
-    /// once per process, a blocking call of a few tens of milliseconds the first time); the other
-    /// modes are returned unchanged.
-    pub fn resolve(self) -> SandboxMode {
-        match self {
-            Self::Auto => crate::sandbox::probe::cached().auto,
-            other => other,
-        }
-    }
-
-    /// A mode that does not confine the command (today: `Plain`).
-    pub fn is_weak(self) -> bool {
-        self == Self::Plain
+/// The mode a run uses: `Auto` becomes the strongest mode that confines on this machine (probed
+/// once per process, a blocking call of a few tens of milliseconds the first time); the other
+/// modes are returned unchanged.
+pub fn resolve(mode: SandboxMode) -> SandboxMode {
+    match mode {
+        SandboxMode::Auto => crate::sandbox::probe::cached().auto,
+        other => other,
     }
 }
 
@@ -321,21 +274,18 @@ impl RunOutcome {
 
     /// The sandbox this run used, as evidence.
     pub fn sandbox_used(&self) -> protocol::work::SandboxUsed {
-        protocol::work::SandboxUsed { mode: self.sandbox.to_string(), weak: self.sandbox.is_weak() }
+        protocol::work::SandboxUsed { mode: self.sandbox, weak: self.sandbox.is_weak() }
     }
 
-    /// Everything but the outputs, for events and result files.
-    pub fn summary_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "status": self.status,
-            "description": self.describe(),
-            "duration_ms": u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
-            "sandbox": self.sandbox,
-            "weak_sandbox": self.sandbox.is_weak(),
-            "infra_failure": self.is_infra_failure(),
-            "stdout_bytes": self.stdout.len(),
-            "stderr_bytes": self.stderr.len(),
-        })
+    /// The result class of this run, as evidence.
+    pub fn result(&self) -> protocol::work::CommandResult {
+        if self.success() {
+            protocol::work::CommandResult::Ok
+        } else if self.is_infra_failure() {
+            protocol::work::CommandResult::Infra
+        } else {
+            protocol::work::CommandResult::Failed
+        }
     }
 }
 
@@ -343,7 +293,7 @@ impl RunOutcome {
 /// command's behalf: every failure is a [`RunStatus`].
 pub async fn run(spec: &RunSpec) -> RunOutcome {
     let start = Instant::now();
-    let sandbox = spec.sandbox.resolve();
+    let sandbox = resolve(spec.sandbox);
     let fail = |why: String| RunOutcome {
         status: RunStatus::SpawnFailed(why),
         stdout: String::new(),
@@ -962,7 +912,7 @@ mod tests {
     async fn auto_chooses_a_confining_mode_and_a_weak_one_is_refused_unless_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let report = crate::sandbox::probe::cached();
-        let chosen = SandboxMode::Auto.resolve();
+        let chosen = resolve(SandboxMode::Auto);
         assert_eq!(chosen, report.auto);
         assert!(report.mode(SandboxMode::Namespaces).is_some_and(|m| m.confines()), "{report:#?}");
         assert_ne!(chosen, SandboxMode::Plain, "a confining mode works here, so auto must confine: {report:#?}");
@@ -1004,10 +954,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             sandbox: SandboxMode::Plain,
         };
-        let summary = outcome.summary_json();
-        assert_eq!(summary["status"]["kind"], "out_of_memory");
-        assert_eq!((summary["duration_ms"].as_u64(), summary["sandbox"].as_str()), (Some(1500), Some("plain")));
-        assert_eq!(summary["weak_sandbox"], true);
-        assert!(!summary.to_string().contains("secret output"));
+        assert_eq!(outcome.result(), protocol::work::CommandResult::Infra);
+        assert_eq!(outcome.sandbox_used(), protocol::work::SandboxUsed { mode: SandboxMode::Plain, weak: true });
     }
 }

@@ -98,8 +98,9 @@ impl Event {
     }
 }
 
-/// What happened. Large evidence (samples, findings, gate results) travels as JSON values whose
-/// shapes are documented where they are produced.
+/// What happened. Evidence is typed (gate runs, findings, the sandbox used); what is still a
+/// JSON value (an evaluation's statistics, a governance proposal's evidence) is documented where
+/// it is produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
@@ -163,7 +164,7 @@ pub enum EventKind {
     },
     ResultAccepted {
         token: u64,
-        outcome: String,
+        outcome: crate::lease::Outcome,
         summary: String,
     },
     ResultRefused {
@@ -211,13 +212,16 @@ pub enum EventKind {
     Executed {
         candidate: String,
         commit: String,
+        /// How the execute task ended: success, candidate-failure, infra-failure, canceled.
         outcome: String,
-        gates: Value,
+        gates: Vec<crate::work::CommandRun>,
     },
     Critiqued {
         candidate: String,
         pass: bool,
-        findings: Value,
+        /// Empty when the critic gave no answer (written as `null` before it was typed).
+        #[serde(default, deserialize_with = "null_as_empty")]
+        findings: Vec<crate::work::Finding>,
         /// The sandbox the bite check ran in, when it ran a command.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sandbox: Option<SandboxUsed>,
@@ -304,6 +308,15 @@ pub enum EventKind {
         doc: String,
         restored: String,
     },
+}
+
+/// A list that older writers wrote as `null` when there was nothing.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]

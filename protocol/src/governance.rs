@@ -156,12 +156,12 @@ pub struct Constitution {
     /// Most files a candidate may change.
     pub max_files_changed: u64,
     /// Sandbox for executed commands: auto | bwrap | namespaces | plain.
-    #[serde(default = "default_sandbox")]
-    pub sandbox: String,
+    #[serde(default)]
+    pub sandbox: SandboxMode,
     /// Whether commands may run in a sandbox that does not confine them (plain, or auto on a
     /// machine where neither bubblewrap nor the namespaces sandbox works): refuse | allow.
-    #[serde(default = "default_weak_sandbox")]
-    pub weak_sandbox: String,
+    #[serde(default)]
+    pub weak_sandbox: WeakSandbox,
     /// Whether executed commands may use the network.
     #[serde(default)]
     pub allow_network: bool,
@@ -181,19 +181,75 @@ pub struct Constitution {
     pub model_review: ReviewMode,
 }
 
-fn default_sandbox() -> String {
-    "auto".into()
-}
-
-fn default_weak_sandbox() -> String {
-    "refuse".into()
-}
-
 impl Constitution {
     /// `weak_sandbox = "allow"`.
     pub fn allows_weak_sandbox(&self) -> bool {
-        self.weak_sandbox == "allow"
+        self.weak_sandbox == WeakSandbox::Allow
     }
+}
+
+/// How executed commands are confined (constitution.md `sandbox`); what each mode does and does
+/// not protect is in `kit::exec`, which applies it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// The strongest mode that confines on this machine (bwrap, else namespaces).
+    #[default]
+    Auto,
+    Bwrap,
+    Namespaces,
+    /// No confinement: resource limits and a process group only (weak).
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sandbox mode `{0}`: use one of auto, bwrap, namespaces, plain")]
+pub struct ParseSandboxModeError(pub String);
+
+impl std::str::FromStr for SandboxMode {
+    type Err = ParseSandboxModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "bwrap" => Ok(Self::Bwrap),
+            "namespaces" => Ok(Self::Namespaces),
+            "plain" => Ok(Self::Plain),
+            other => Err(ParseSandboxModeError(other.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for SandboxMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Bwrap => "bwrap",
+            Self::Namespaces => "namespaces",
+            Self::Plain => "plain",
+        }
+    }
+
+    /// A mode that does not confine the command (today: `Plain`).
+    pub fn is_weak(self) -> bool {
+        self == Self::Plain
+    }
+}
+
+/// constitution.md `weak_sandbox`: whether a sandbox that does not confine may be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeakSandbox {
+    /// Commands never run unconfined.
+    #[default]
+    Refuse,
+    Allow,
 }
 
 /// An approved rule; `forbid_paths` (globs) are enforced by the critic like protected paths.
@@ -425,23 +481,7 @@ pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
     if c.protected_paths.iter().any(|p| p.trim().is_empty()) {
         return Err(invalid(CONSTITUTION, "protected_paths", "an empty pattern".into(), "remove the empty string"));
     }
-    if !["auto", "bwrap", "namespaces", "plain"].contains(&c.sandbox.as_str()) {
-        return Err(invalid(
-            CONSTITUTION,
-            "sandbox",
-            format!("unknown sandbox {:?}", c.sandbox),
-            "use auto, bwrap, namespaces or plain",
-        ));
-    }
-    if !["refuse", "allow"].contains(&c.weak_sandbox.as_str()) {
-        return Err(invalid(
-            CONSTITUTION,
-            "weak_sandbox",
-            format!("unknown weak_sandbox {:?}", c.weak_sandbox),
-            "use \"refuse\" (commands never run unconfined) or \"allow\"",
-        ));
-    }
-    if c.sandbox == "plain" && !c.allows_weak_sandbox() {
+    if c.sandbox == SandboxMode::Plain && !c.allows_weak_sandbox() {
         return Err(invalid(
             CONSTITUTION,
             "sandbox",
@@ -805,5 +845,28 @@ mod tests {
         assert!(e.contains("proposer.context") && e.contains("\"full\" or \"minimal\""), "{e}");
         let e = parse_cadence(doc).unwrap_err().to_string();
         assert!(e.starts_with("cadence.md:6: repeets: unknown field"), "{e}");
+    }
+
+    /// The sandbox is typed where it is read: an unknown mode is refused at the line that names
+    /// it (never silently `auto`), and a known one reaches every task as the same bytes.
+    #[test]
+    fn sandbox_settings_are_typed() {
+        let doc = |sandbox: &str, weak: &str| {
+            format!(
+                "# C\n\n```toml ratchet\n[constitution]\nprotected_paths = []\nmax_diff_lines = 10\nmax_files_changed = 1\n{sandbox}{weak}```\n"
+            )
+        };
+        let c = parse_constitution(&doc("", "")).unwrap();
+        assert_eq!((c.sandbox, c.weak_sandbox), (SandboxMode::Auto, WeakSandbox::Refuse));
+        let c = parse_constitution(&doc("sandbox = \"plain\"\n", "weak_sandbox = \"allow\"\n")).unwrap();
+        assert_eq!((c.sandbox, c.allows_weak_sandbox()), (SandboxMode::Plain, true));
+        let e = parse_constitution(&doc("sandbox = \"docker\"\n", "")).unwrap_err().to_string();
+        assert!(e.starts_with("constitution.md:8: sandbox: unknown variant `docker`"), "{e}");
+        let e = parse_constitution(&doc("", "weak_sandbox = \"sometimes\"\n")).unwrap_err().to_string();
+        assert!(e.starts_with("constitution.md:8: weak_sandbox: unknown variant `sometimes`"), "{e}");
+        let e = parse_constitution(&doc("sandbox = \"plain\"\n", "")).unwrap_err().to_string();
+        assert!(e.contains("weak_sandbox refuses that"), "{e}");
+        assert_eq!("bwrap".parse::<SandboxMode>(), Ok(SandboxMode::Bwrap));
+        assert_eq!(serde_json::to_string(&SandboxMode::Namespaces).unwrap(), "\"namespaces\"");
     }
 }

@@ -129,8 +129,60 @@ pub struct AttemptRecord {
     pub token: u64,
     #[serde(default)]
     pub holder: Option<String>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub at: String,
+}
+
+/// How an attempt ended: a result was accepted under its token (`"success"`,
+/// `"candidate-failure"`, `"infra-failure"`), or the reaper expired its lease
+/// (`"expired: <why>"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum AttemptOutcome {
+    Result(Outcome),
+    Expired(String),
+}
+
+impl AttemptOutcome {
+    /// The result accepted for this attempt, if one was.
+    pub fn result(&self) -> Option<Outcome> {
+        match self {
+            AttemptOutcome::Result(o) => Some(*o),
+            AttemptOutcome::Expired(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptOutcome::Result(o) => f.write_str(o.as_str()),
+            AttemptOutcome::Expired(why) => write!(f, "expired: {why}"),
+        }
+    }
+}
+
+impl From<AttemptOutcome> for String {
+    fn from(o: AttemptOutcome) -> String {
+        o.to_string()
+    }
+}
+
+impl TryFrom<String> for AttemptOutcome {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<AttemptOutcome, String> {
+        if let Some(why) = s.strip_prefix("expired") {
+            return Ok(AttemptOutcome::Expired(why.trim_start_matches(':').trim_start().to_string()));
+        }
+        [Outcome::Success, Outcome::CandidateFailure, Outcome::InfraFailure]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .map(AttemptOutcome::Result)
+            .ok_or_else(|| {
+                format!("unknown attempt outcome {s:?}: expected success, candidate-failure, infra-failure or expired: <why>")
+            })
+    }
 }
 
 /// `leases/<task>.lock`. While the holder lives on this host it also holds an exclusive
@@ -165,6 +217,16 @@ pub enum Outcome {
     /// The harness is at fault (timeout, spawn error, signal, OOM): retried, never counted
     /// against the candidate.
     InfraFailure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::CandidateFailure => "candidate-failure",
+            Outcome::InfraFailure => "infra-failure",
+        }
+    }
 }
 
 /// `results/<task>.<token>.json`, written by the holder with write-temp-then-rename.
@@ -208,6 +270,31 @@ mod tests {
             .assert_eq(&serde_json::to_string(&l).unwrap());
         expect![[r#""infra-failure""#]].assert_eq(&serde_json::to_string(&Outcome::InfraFailure).unwrap());
         assert_eq!(parse_lease(serde_json::to_string(&l).unwrap().as_bytes()).unwrap(), l);
+    }
+
+    #[test]
+    fn attempt_outcomes_keep_their_strings() {
+        let expired = AttemptRecord {
+            attempt: 1,
+            token: 1,
+            holder: Some("w1".into()),
+            outcome: AttemptOutcome::Expired("holder died".into()),
+            at: "a".into(),
+        };
+        expect![[r#"{"attempt":1,"token":1,"holder":"w1","outcome":"expired: holder died","at":"a"}"#]]
+            .assert_eq(&serde_json::to_string(&expired).unwrap());
+        for (text, outcome) in [
+            ("\"expired: holder died\"", AttemptOutcome::Expired("holder died".into())),
+            ("\"candidate-failure\"", AttemptOutcome::Result(Outcome::CandidateFailure)),
+            ("\"success\"", AttemptOutcome::Result(Outcome::Success)),
+        ] {
+            assert_eq!(serde_json::from_str::<AttemptOutcome>(text).unwrap(), outcome);
+            assert_eq!(serde_json::to_string(&outcome).unwrap(), text);
+        }
+        assert_eq!(AttemptOutcome::Result(Outcome::InfraFailure).result(), Some(Outcome::InfraFailure));
+        assert_eq!(AttemptOutcome::Expired(String::new()).result(), None);
+        let e = serde_json::from_str::<AttemptOutcome>("\"lost\"").unwrap_err().to_string();
+        assert!(e.starts_with("unknown attempt outcome \"lost\""), "{e}");
     }
 
     #[test]

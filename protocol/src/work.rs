@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::governance::{Constitution, Ethos};
+use crate::governance::{Constitution, Ethos, SandboxMode};
 use crate::models::ModelCall;
 
 /// One candidate change.
@@ -136,7 +136,7 @@ pub struct ProposeOutput {
 /// How executed commands are confined (from the constitution).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSettings {
-    pub sandbox: String,
+    pub sandbox: SandboxMode,
     pub allow_network: bool,
     pub memory_mb: u64,
     /// constitution.md `weak_sandbox = "allow"`: a sandbox that does not confine may be used.
@@ -148,7 +148,7 @@ pub struct SandboxSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxUsed {
     /// bwrap, namespaces or plain (never auto).
-    pub mode: String,
+    pub mode: SandboxMode,
     /// The mode does not confine the command (plain).
     pub weak: bool,
 }
@@ -156,7 +156,7 @@ pub struct SandboxUsed {
 impl From<&Constitution> for SandboxSettings {
     fn from(c: &Constitution) -> SandboxSettings {
         SandboxSettings {
-            sandbox: c.sandbox.clone(),
+            sandbox: c.sandbox,
             allow_network: c.allow_network,
             memory_mb: c.command_memory_mb,
             allow_weak: c.allows_weak_sandbox(),
@@ -174,12 +174,38 @@ pub struct ExecuteInput {
     pub sandbox: SandboxSettings,
 }
 
+/// How a command an agent ran ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandResult {
+    Ok,
+    /// The candidate's fault (a gate failed, the benchmark's output has no metric).
+    Failed,
+    /// The harness's fault (timeout, spawn error, signal, out of memory).
+    Infra,
+}
+
+impl CommandResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandResult::Ok => "ok",
+            CommandResult::Failed => "failed",
+            CommandResult::Infra => "infra",
+        }
+    }
+}
+
+impl std::fmt::Display for CommandResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One command run by an agent, as evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRun {
     pub command: String,
-    /// `ok`, `failed` (the candidate's fault) or `infra` (the harness's fault).
-    pub result: String,
+    pub result: CommandResult,
     pub detail: String,
     pub duration_ms: u64,
     /// Artefact file holding the full output.
@@ -210,13 +236,62 @@ pub struct CritiqueInput {
     pub sandbox: SandboxSettings,
 }
 
+/// How much a finding weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The candidate is rejected.
+    Block,
+    /// Worth a look; does not reject.
+    Warn,
+}
+
+/// One rail's observation about a candidate (the critic's rails, the bite check, a model review).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `protected-path`, `size`, `scope`, `bite`, `rule`, `model-review`, ...
+    pub rail: String,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based; absent when the file has no lines to cite (binary, pure rename) or no single
+    /// file is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    pub message: String,
+    pub evidence: String,
+}
+
+impl Finding {
+    /// `file:line`, `file`, or the rail name when no file is involved.
+    pub fn location(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) => format!("{f}:{l}"),
+            (Some(f), None) => f.clone(),
+            (None, _) => format!("({})", self.rail),
+        }
+    }
+
+    /// One line for people: `[rail] file:line: message`.
+    pub fn line_for_people(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) => format!("[{}] {f}:{l}: {}", self.rail, self.message),
+            (Some(f), None) => format!("[{}] {f}: {}", self.rail, self.message),
+            _ => format!("[{}] {}", self.rail, self.message),
+        }
+    }
+
+    pub fn blocks(&self) -> bool {
+        self.severity == Severity::Block
+    }
+}
+
 /// critic `critique` result data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CritiqueOutput {
     pub pass: bool,
     pub summary: String,
-    /// Findings: `[{rail, severity, file, line, message, evidence}]`.
-    pub findings: Value,
+    pub findings: Vec<Finding>,
     pub command_ms: u64,
     /// The model that reviewed it (`name: model @ url`), when the constitution turns the model
     /// review on.
@@ -272,4 +347,48 @@ pub struct EvaluateOutput {
     pub recommendation: Option<Recommendation>,
     pub runs: Vec<CommandRun>,
     pub command_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    /// The loop's vocabulary keeps the bytes it had as strings.
+    #[test]
+    fn vocabulary_shapes() {
+        let run = CommandRun {
+            command: "cargo test".into(),
+            result: CommandResult::Infra,
+            detail: "timed out after 60s".into(),
+            duration_ms: 60000,
+            log: Some("gate-1.log".into()),
+            sandbox: Some(SandboxUsed { mode: SandboxMode::Namespaces, weak: false }),
+        };
+        expect![[r#"{"command":"cargo test","result":"infra","detail":"timed out after 60s","duration_ms":60000,"log":"gate-1.log","sandbox":{"mode":"namespaces","weak":false}}"#]]
+            .assert_eq(&serde_json::to_string(&run).unwrap());
+        let f = Finding {
+            rail: "scope".into(),
+            severity: Severity::Block,
+            file: Some("src/a.rs".into()),
+            line: Some(3),
+            message: "not declared".into(),
+            evidence: "+x".into(),
+        };
+        expect![[
+            r#"{"rail":"scope","severity":"block","file":"src/a.rs","line":3,"message":"not declared","evidence":"+x"}"#
+        ]]
+        .assert_eq(&serde_json::to_string(&f).unwrap());
+        assert_eq!(f.line_for_people(), "[scope] src/a.rs:3: not declared");
+        let s = SandboxSettings { sandbox: SandboxMode::Auto, allow_network: false, memory_mb: 0, allow_weak: false };
+        expect![[r#"{"sandbox":"auto","allow_network":false,"memory_mb":0,"allow_weak":false}"#]]
+            .assert_eq(&serde_json::to_string(&s).unwrap());
+        // An unknown sandbox or result is refused, never read as another.
+        assert!(
+            serde_json::from_str::<SandboxSettings>(r#"{"sandbox":"docker","allow_network":false,"memory_mb":0}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<CommandResult>(r#""maybe""#).is_err());
+        assert!(serde_json::from_str::<Severity>(r#""Block""#).is_err());
+    }
 }

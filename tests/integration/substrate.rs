@@ -229,7 +229,7 @@ fn a_killed_holder_is_detected_and_its_task_rerun_without_its_partial_work() {
     assert_eq!(done.state, TaskFileState::Done);
     assert_eq!(done.history.len(), 2);
     assert_eq!(done.history[0].holder.as_deref(), Some("w1"));
-    assert!(done.history[0].outcome.starts_with("expired"), "{:?}", done.history[0]);
+    assert!(matches!(done.history[0].outcome, protocol::lease::AttemptOutcome::Expired(_)), "{:?}", done.history[0]);
     let result = accepted_result(&bd, "job", 1).expect("w2's result accepted under token 1");
     assert_eq!(result.agent_id, "w2");
     assert!(accepted_result(&bd, "job", 0).is_none(), "nothing of the dead holder is applied");

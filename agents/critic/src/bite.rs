@@ -25,7 +25,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kit::exec::{RunOutcome, RunSpec, SandboxMode};
+use kit::exec::{RunOutcome, RunSpec};
 use protocol::governance::{Constitution, Ethos, glob_match};
 use serde::Serialize;
 
@@ -187,15 +187,10 @@ fn apply_test_changes(
 /// The run of `ethos.test_command` in `cwd` (a scratch checkout of `repo`) under the constitution's
 /// limits, with `repo`'s files hidden from it.
 pub fn test_spec(ethos: &Ethos, constitution: &Constitution, cwd: &Path, repo: &Path) -> Result<RunSpec, CriticError> {
-    let sandbox: SandboxMode = constitution.sandbox.parse().map_err(|e| CriticError::Settings {
-        file: protocol::governance::CONSTITUTION,
-        field: "sandbox",
-        problem: format!("{e}"),
-    })?;
     let mut spec = RunSpec::new(ethos.test_command.clone(), cwd)
         .with_timeout(Duration::from_secs(ethos.gate_timeout_s))
         .with_network(constitution.allow_network)
-        .with_sandbox(sandbox)
+        .with_sandbox(constitution.sandbox)
         .with_repository(repo)
         .with_weak_sandbox_allowed(constitution.allows_weak_sandbox());
     if constitution.command_memory_mb > 0 {

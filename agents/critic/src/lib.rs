@@ -31,40 +31,9 @@ use serde::Serialize;
 
 pub use diff::{ChangeStatus, FileChange, Hunk, diff_files};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The candidate is rejected.
-    Block,
-    /// Worth a look; does not reject.
-    Warn,
-}
-
-/// One rail's observation about a candidate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// `protected-path`, `size`, `scope`, `bite` or `rule`.
-    pub rail: String,
-    pub severity: Severity,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// 1-based; absent when the file has no lines to cite (binary, pure rename) or no single file is involved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    pub message: String,
-    pub evidence: String,
-}
-
-impl Finding {
-    /// `file:line`, `file`, or the rail name when no file is involved.
-    pub fn location(&self) -> String {
-        match (&self.file, self.line) {
-            (Some(f), Some(l)) => format!("{f}:{l}"),
-            (Some(f), None) => f.clone(),
-            (None, _) => format!("({})", self.rail),
-        }
-    }
-}
+/// A rail's observation and its weight are wire types: they travel in the critique result and
+/// the `critiqued` event.
+pub use protocol::work::{Finding, Severity};
 
 /// The critic's verdict on one candidate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

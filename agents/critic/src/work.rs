@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kit::exec::{RunOutcome, RunSpec};
 use kit::worker::{WorkCtx, WorkResult};
+use protocol::governance::WeakSandbox;
 use protocol::work::{CritiqueInput, CritiqueOutput, SandboxUsed};
 use serde_json::json;
 
@@ -36,8 +37,8 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
         }
     };
     let mut constitution = input.constitution.clone();
-    constitution.sandbox = input.sandbox.sandbox.clone();
-    constitution.weak_sandbox = if input.sandbox.allow_weak { "allow" } else { "refuse" }.into();
+    constitution.sandbox = input.sandbox.sandbox;
+    constitution.weak_sandbox = if input.sandbox.allow_weak { WeakSandbox::Allow } else { WeakSandbox::Refuse };
     let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0), sandbox: Mutex::new(None) };
     let repo = ctx.home.root().to_path_buf();
     let mut r =
@@ -45,7 +46,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     let mut out = CritiqueOutput {
         pass: r.pass,
         summary: String::new(),
-        findings: json!([]),
+        findings: vec![],
         command_ms: runner.ms.load(Ordering::Relaxed),
         reviewer: None,
         model_verdict: None,
@@ -105,7 +106,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     }
     out.pass = r.pass;
     out.summary = r.summary.clone();
-    out.findings = json!(r.findings);
+    out.findings = r.findings.clone();
     if let Err(e) = ctx.write_artifact("review.json", &serde_json::to_vec_pretty(&r).unwrap_or_default()) {
         tracing::warn!("writing review.json: {e:#}");
     }

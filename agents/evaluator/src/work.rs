@@ -14,10 +14,10 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use kit::exec::{RunSpec, SandboxMode};
+use kit::exec::RunSpec;
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::work::{CommandRun, EvaluateInput, EvaluateOutput, Recommendation};
+use protocol::work::{CommandResult, CommandRun, EvaluateInput, EvaluateOutput, Recommendation};
 use serde_json::json;
 
 use crate::{EvalInput, Failure, Side, evaluate, parse_metrics, schedule};
@@ -139,7 +139,7 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
         Ok(r) => r,
         Err(e) => return WorkResult::infra_failure(format!("preparing the benchmark checkouts: {e}"), json!({})),
     };
-    let mode: SandboxMode = input.sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
+    let mode = input.sandbox.sandbox;
     let mut runs = EvalInput::default();
     let mut evidence: Vec<CommandRun> = vec![];
     let mut command_ms = 0u64;
@@ -182,9 +182,9 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
         evidence.push(CommandRun {
             command: label,
             result: match &parsed {
-                Ok(_) => "ok".into(),
-                Err(_) if out.is_infra_failure() => "infra".into(),
-                Err(_) => "failed".into(),
+                Ok(_) => CommandResult::Ok,
+                Err(_) if out.is_infra_failure() => CommandResult::Infra,
+                Err(_) => CommandResult::Failed,
             },
             detail: match &parsed {
                 Ok(m) => json!(m).to_string(),

@@ -9,7 +9,7 @@
 use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
-use kit::exec::{RunSpec, SandboxMode};
+use kit::exec::RunSpec;
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
 use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings};
@@ -43,10 +43,9 @@ pub fn commit_message(
 /// A gate's run in the candidate's checkout `cwd`, confined as the constitution says, with the
 /// swarm's repository `home` hidden from it (but what the checkout needs).
 pub fn spec_for(command: &str, cwd: &Path, home: &Path, timeout: Duration, sandbox: &SandboxSettings) -> RunSpec {
-    let mode: SandboxMode = sandbox.sandbox.parse().unwrap_or(SandboxMode::Auto);
     let mut spec = RunSpec::new(command, cwd)
         .with_timeout(timeout)
-        .with_sandbox(mode)
+        .with_sandbox(sandbox.sandbox)
         .with_network(sandbox.allow_network)
         .with_repository(home)
         .with_weak_sandbox_allowed(sandbox.allow_weak);
@@ -61,16 +60,9 @@ pub async fn run_logged(ctx: &WorkCtx, name: &str, spec: RunSpec) -> (CommandRun
     let log_name = format!("{name}.log");
     let spec = spec.with_log(ctx.artifacts.join(&log_name));
     let out = kit::exec::run(&spec).await;
-    let result = if out.success() {
-        "ok"
-    } else if out.is_infra_failure() {
-        "infra"
-    } else {
-        "failed"
-    };
     let run = CommandRun {
         command: spec.command.clone(),
-        result: result.into(),
+        result: out.result(),
         detail: out.describe(),
         duration_ms: out.duration.as_millis() as u64,
         log: Some(log_name),

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kit::exec::SandboxMode;
 use kit::git::Git;
 use kit::server::{Skill, TaskEnd};
 use protocol::governance::{DOCS, Governance};
@@ -132,8 +131,7 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
     let cmd = settings.command.clone().ok_or("cadence.md [proposer] has no command")?;
     // Every limit from approved governance: the sandbox mode from the constitution, network,
     // timeout and memory from cadence.md's [proposer].
-    let sandbox: SandboxMode =
-        call.gov.constitution.sandbox.parse().map_err(|e| format!("constitution.md sandbox: {e}"))?;
+    let sandbox = call.gov.constitution.sandbox;
     let context = call.context();
     let mut proposals = vec![];
     let mut banned = input.banned.clone();

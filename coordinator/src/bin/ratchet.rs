@@ -266,14 +266,10 @@ async fn status(repo: PathBuf, json: bool) -> Result<(), SupervisorError> {
 
 /// `ratchet sandbox`: the probe's report and this repository's decision.
 fn sandbox(repo: &std::path::Path, json: bool) -> ExitCode {
-    use kit::exec::SandboxMode;
     let report = kit::sandbox::probe::probe_sandbox();
     // The approved constitution, when this is a swarm home with one.
     let constitution = coordinator::govern::load(repo).ok().map(|g| g.constitution);
-    let decision = constitution.as_ref().map(|c| {
-        let asked: SandboxMode = c.sandbox.parse().unwrap_or(SandboxMode::Auto);
-        report.decide(asked, c.allows_weak_sandbox())
-    });
+    let decision = constitution.as_ref().map(|c| report.decide(c.sandbox, c.allows_weak_sandbox()));
     if json {
         let out = serde_json::json!({"modes": report.modes, "auto": report.auto, "constitution": decision});
         println!("{}", serde_json::to_string_pretty(&out).expect("a report serializes"));
@@ -454,7 +450,7 @@ fn init(repo: &std::path::Path, force: bool, by: Option<&str>, json: bool) -> an
 
 fn export(repo: &std::path::Path, what: &str) -> anyhow::Result<()> {
     match what {
-        "trace" => println!("{}", serde_json::to_string(&coordinator::export::chrome_trace(repo))?),
+        "trace" => println!("{}", serde_json::to_string(&coordinator::export::chrome_trace(repo)?)?),
         _ => {
             for pair in coordinator::export::preference_pairs(repo)? {
                 println!("{}", serde_json::to_string(&pair)?);

@@ -181,23 +181,6 @@ pub fn with_rule(constitution: &str, rule: &Rule, proposal: &str) -> anyhow::Res
     Ok(out)
 }
 
-/// Findings of a candidate's critique that block: (rail, file, rendered line).
-fn blocking_findings(findings: &Value) -> Vec<(String, String, String)> {
-    let Some(items) = findings.as_array() else { return vec![] };
-    items
-        .iter()
-        .filter(|f| f.get("severity").and_then(Value::as_str).is_none_or(|s| s.eq_ignore_ascii_case("block")))
-        .filter_map(|f| {
-            let rail = f.get("rail").and_then(Value::as_str)?.to_string();
-            let file = f.get("file").and_then(Value::as_str)?.to_string();
-            let msg = f.get("message").and_then(Value::as_str).unwrap_or("");
-            let line = f.get("line").and_then(Value::as_u64).map(|l| format!(":{l}")).unwrap_or_default();
-            let shown = format!("[{rail}] {file}{line}: {msg}");
-            Some((rail, file, shown))
-        })
-        .collect()
-}
-
 /// Look at the finished cycles for a finding repeated across [`THRESHOLD`] candidates and write
 /// a proposal for each new pattern. Returns the proposals written now (the caller emits a
 /// `governance_proposed` event for each). Errors are logged, never fatal to the loop.
@@ -206,8 +189,10 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
     for cy in finished {
         for c in &cy.candidates {
             let Some(crit) = &c.critique else { continue };
-            for (rail, file, finding) in blocking_findings(&crit.findings) {
-                let ev = seen.entry(Pattern { rail, file }).or_default();
+            for f in crit.findings.iter().filter(|f| f.blocks()) {
+                let Some(file) = f.file.clone() else { continue };
+                let finding = f.line_for_people();
+                let ev = seen.entry(Pattern { rail: f.rail.clone(), file }).or_default();
                 if !ev.iter().any(|e| e.branch == c.branch) {
                     ev.push(Evidence {
                         branch: c.branch.clone(),

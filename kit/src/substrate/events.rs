@@ -34,6 +34,28 @@ pub fn append_event(path: &Path, event: &Event) -> Result<()> {
     f.write_all(&line).map_err(SubstrateError::io("appending to event log", path))
 }
 
+/// Every event of the swarm's log and of every branch's, oldest first (a stable sort by time),
+/// each once: an event about a branch is written to both logs byte for byte the same, and the
+/// copies need not be adjacent once sorted (other events may share their millisecond). Logs
+/// that cannot be read are skipped, as are their corrupt lines.
+pub fn all_events(home: &super::Home) -> Vec<Event> {
+    let mut out = vec![];
+    let mut add = |p: &Path| {
+        if let Ok(log) = read_events(p) {
+            out.extend(log.events);
+        }
+    };
+    add(&crate::layout::Layout::new(home.root()).events_file());
+    for b in home.branches().unwrap_or_default() {
+        if let Ok(bd) = home.branch_dir(&b) {
+            add(&bd.events_file());
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at));
+    let mut seen = std::collections::HashSet::new();
+    out.into_iter().filter(|e| seen.insert(serde_json::to_string(e).expect("events always serialize"))).collect()
+}
+
 /// A line of an event log that did not parse.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CorruptLine {

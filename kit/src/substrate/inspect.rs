@@ -117,13 +117,10 @@ pub fn inspect(home: &Home, branch: &str) -> Result<InspectReport> {
                 let token = l.token;
                 let mut info = lease_info(&p, l);
                 info.heartbeat_age_ms = None;
-                info.reason = t.history.iter().rev().find(|h| h.token == token).map(|h| h.outcome.clone());
+                info.reason = t.history.iter().rev().find(|h| h.token == token).map(|h| h.outcome.to_string());
                 info
             });
-        let result = t.history.iter().rev().find(|h| !h.outcome.starts_with("expired")).and_then(|h| {
-            let p = bd.results_dir().join("accepted").join(format!("{}.{}.json", t.id, h.token));
-            fs::read(&p).ok().and_then(|b| protocol::lease::parse_result(&b).ok())
-        });
+        let result = super::tasks::accepted_result(&bd, &t);
         tasks.push(TaskInfo {
             id: t.id,
             role: t.role,

@@ -43,7 +43,7 @@ mod watch;
 
 use std::path::PathBuf;
 
-pub use events::{CorruptLine, EventLog, append_event, read_events};
+pub use events::{CorruptLine, EventLog, all_events, append_event, read_events};
 pub use fsutil::hostname;
 pub use gc::{GcReport, ORPHAN_GRACE, gc, remove_checkout};
 pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, SWARM_ID_ENV, add_worktree, swarm_id_from_env};
@@ -51,7 +51,7 @@ pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, ren
 pub use lease::{Lease, try_claim};
 pub use promote::{PromoteOutcome, promote};
 pub use reaper::{DEFAULT_REAP_INTERVAL, EMPTY_LEASE_GRACE, reap, reap_all};
-pub use tasks::{list_tasks, queue_task, read_task, write_task};
+pub use tasks::{accepted_result, list_tasks, queue_task, read_task, write_task};
 pub use watch::{RESCAN_INTERVAL, TaskWatcher, Wakeup, Wakeups, find_claimable};
 
 use crate::git::GitError;

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use protocol::events::{Event, EventKind};
 use protocol::lease::{
-    AttemptRecord, FormatError, LeaseFile, Outcome, ResultFile, TaskFile, TaskFileState, parse_lease, parse_result,
+    AttemptOutcome, AttemptRecord, FormatError, LeaseFile, Outcome, ResultFile, TaskFile, TaskFileState, parse_lease,
+    parse_result,
 };
 use protocol::names;
 
@@ -69,17 +70,9 @@ struct Reaper<'a> {
     tasks: BTreeMap<String, TaskFile>,
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Success => "success",
-        Outcome::CandidateFailure => "candidate-failure",
-        Outcome::InfraFailure => "infra-failure",
-    }
-}
-
 /// Whether a history record is an accepted result (rather than an expiry).
 fn is_accepted_record(h: &AttemptRecord) -> bool {
-    matches!(h.outcome.as_str(), "success" | "candidate-failure" | "infra-failure")
+    h.outcome.result().is_some()
 }
 
 /// A lease file as the reaper found it.
@@ -136,7 +129,13 @@ impl<'a> Reaper<'a> {
     /// and attempt, or fails as an infrastructure failure when attempts are exhausted.
     /// `counts` is false for a claim that died before it recorded anything (token only).
     /// Returns the event to record after the caller's own (`TaskQueued` or `TaskFailed`).
-    fn retire_attempt(&mut self, id: &str, holder: Option<String>, outcome: String, counts: bool) -> Result<EventKind> {
+    fn retire_attempt(
+        &mut self,
+        id: &str,
+        holder: Option<String>,
+        outcome: AttemptOutcome,
+        counts: bool,
+    ) -> Result<EventKind> {
         let task = self.tasks.get_mut(id).expect("retire_attempt is called for loaded tasks");
         task.history.push(AttemptRecord {
             attempt: task.attempt,
@@ -185,8 +184,12 @@ impl<'a> Reaper<'a> {
                 fs::read(&marker).ok().and_then(|b| parse_lease(&b).ok()).filter(|l: &LeaseFile| l.token == token);
             let holder = lease.as_ref().map(|l| l.agent_id.clone());
             let counts = lease.is_some();
-            let follow =
-                self.retire_attempt(&id, holder, "expired: expiry finished after an interruption".into(), counts)?;
+            let follow = self.retire_attempt(
+                &id,
+                holder,
+                AttemptOutcome::Expired("expiry finished after an interruption".into()),
+                counts,
+            )?;
             self.emit(Some(&id), follow)?;
         }
         Ok(())
@@ -287,14 +290,13 @@ impl<'a> Reaper<'a> {
             .and_then(|_| fs::symlink_metadata(&lease_path).ok())
             .map(|m| (m.dev(), m.ino()));
 
-        let outcome = outcome_name(r.outcome);
-        let kind =
-            EventKind::ResultAccepted { token: r.token, outcome: outcome.to_string(), summary: r.summary.clone() };
+        let outcome = AttemptOutcome::Result(r.outcome);
+        let kind = EventKind::ResultAccepted { token: r.token, outcome: r.outcome, summary: r.summary.clone() };
         let mut follow = None;
         match r.outcome {
             Outcome::InfraFailure => {
                 // Recorded and retried like an expiry (the token moves on).
-                follow = Some(self.retire_attempt(&id, Some(r.agent_id.clone()), outcome.to_string(), true)?);
+                follow = Some(self.retire_attempt(&id, Some(r.agent_id.clone()), outcome, true)?);
             }
             Outcome::Success | Outcome::CandidateFailure => {
                 let task = self.tasks.get_mut(&id).expect("accept is called for loaded tasks");
@@ -302,7 +304,7 @@ impl<'a> Reaper<'a> {
                     attempt: task.attempt,
                     token: task.token,
                     holder: Some(r.agent_id.clone()),
-                    outcome: outcome.to_string(),
+                    outcome,
                     at: now(),
                 });
                 task.state = if r.outcome == Outcome::Success { TaskFileState::Done } else { TaskFileState::Failed };
@@ -486,7 +488,7 @@ impl<'a> Reaper<'a> {
         }
         let problem = "truncated or invalid JSON in a lease file".to_string();
         self.quarantine(path, Some(id), problem.clone())?;
-        let follow = self.retire_attempt(id, None, "expired: corrupt lease file".into(), false)?;
+        let follow = self.retire_attempt(id, None, AttemptOutcome::Expired("corrupt lease file".into()), false)?;
         self.emit(Some(id), EventKind::LeaseExpired { holder: String::new(), token: task.token, reason: problem })?;
         self.emit(Some(id), follow)
     }
@@ -515,7 +517,7 @@ impl<'a> Reaper<'a> {
         let holder = lease.as_ref().map(|l| l.agent_id.clone());
         let kind =
             EventKind::LeaseExpired { holder: holder.clone().unwrap_or_default(), token, reason: reason.clone() };
-        let follow = self.retire_attempt(id, holder, format!("expired: {reason}"), counts)?;
+        let follow = self.retire_attempt(id, holder, AttemptOutcome::Expired(reason.to_string()), counts)?;
         // Events after the state they describe: a reader that sees them sees the new task file.
         self.emit(Some(id), kind)?;
         self.emit(Some(id), follow)

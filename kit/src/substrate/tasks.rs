@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use protocol::events::EventKind;
-use protocol::lease::{TaskFile, TaskFileState, parse_task};
+use protocol::lease::{ResultFile, TaskFile, TaskFileState, parse_result, parse_task};
 use protocol::names;
 
 use super::fsutil::{list_files, read_versioned, write_json_atomic};
@@ -60,6 +60,14 @@ pub fn read_task(bd: &BranchDir, task: &str) -> Result<TaskFile> {
 /// Reads a task file (`None` when it does not exist), refusing a newer format version.
 fn read_task_file(path: &std::path::Path) -> Result<Option<TaskFile>> {
     read_versioned(path, parse_task)
+}
+
+/// The result accepted for `task` (`results/accepted/<task>.<token>.json`, the token of its
+/// last accepted attempt), if there is one and it reads (a newer format version does not).
+pub fn accepted_result(bd: &BranchDir, task: &TaskFile) -> Option<ResultFile> {
+    let token = task.history.iter().rev().find(|h| h.outcome.result().is_some()).map(|h| h.token)?;
+    let path = bd.results_dir().join("accepted").join(format!("{}.{token}.json", task.id));
+    read_versioned(&path, parse_result).ok().flatten()
 }
 
 /// Every readable task of the branch, by id; corrupt files are skipped (the reaper quarantines
