@@ -78,10 +78,15 @@ pub struct CycleState {
     pub baseline: String,
     pub started_at: String,
     pub candidates: Vec<Candidate>,
-    /// proposing | running | promoting | done
+    /// proposing | running | promoting | done, or dropped (main moved while it ran: its
+    /// candidates are stale and it promoted nothing)
     pub phase: String,
     #[serde(default)]
     pub wall_ms: u64,
+    /// Milliseconds the proposer spent in external commands for this cycle's proposals (counted
+    /// once per cycle, not per candidate).
+    #[serde(default)]
+    pub propose_ms: u64,
 }
 
 /// One promotion, for the summary and `ratchet explain`.
@@ -131,6 +136,51 @@ pub struct LoopState {
     /// Wall-clock milliseconds per loop stage, summed over the run.
     #[serde(default)]
     pub stage_ms: BTreeMap<String, u64>,
+    /// The run's own budget of cycles (`ratchet up --max-cycles`), kept so that a resumed run
+    /// keeps it; 0 = none (cadence.md's max_cycles still applies).
+    #[serde(default)]
+    pub max_cycles: u32,
+}
+
+impl LoopState {
+    /// A new run, nothing done yet.
+    pub fn new(run_id: String) -> LoopState {
+        LoopState {
+            v: LOOP_STATE_VERSION,
+            run_id,
+            started_at: now(),
+            wall_ms: 0,
+            cycles_done: 0,
+            stalls: 0,
+            proposal_failures: 0,
+            overrides: Overrides::default(),
+            tried: vec![],
+            banned: vec![],
+            current: None,
+            finished: vec![],
+            promotions: vec![],
+            baseline_metric: None,
+            stopped: None,
+            usage: BTreeMap::new(),
+            stage_ms: BTreeMap::new(),
+            max_cycles: 0,
+        }
+    }
+}
+
+impl CycleState {
+    /// Cycle `cycle` on `baseline`, starting now in `phase`.
+    pub fn new(cycle: u64, baseline: String, phase: &str) -> CycleState {
+        CycleState {
+            cycle,
+            baseline,
+            started_at: now(),
+            candidates: vec![],
+            phase: phase.into(),
+            wall_ms: 0,
+            propose_ms: 0,
+        }
+    }
 }
 
 /// A line of progress for people (terminal or stream).
@@ -143,7 +193,8 @@ pub struct LoopCtx {
     /// The coordinator's own name (excluded from routing).
     pub me: String,
     pub progress: Progress,
-    /// Upper bound on cycles for this run in addition to cadence.max_cycles (0 = none).
+    /// Upper bound on cycles for this run in addition to cadence.max_cycles (0 = the budget the
+    /// run was started with, saved in loop.json, if any).
     pub max_cycles: u32,
     /// Start afresh even if loop.json holds a finished run.
     pub fresh: bool,
@@ -215,6 +266,12 @@ impl Engine {
 
     /// Like `emit`, naming the agent that did the work (default: the coordinator itself).
     fn emit_by(&self, agent: Option<&str>, branch: Option<&str>, task: Option<&str>, kind: EventKind) {
+        let e = self.event_about(agent, branch, task, kind);
+        self.append(branch, &e);
+    }
+
+    /// The event `emit_by` would record, not yet recorded.
+    fn event_about(&self, agent: Option<&str>, branch: Option<&str>, task: Option<&str>, kind: EventKind) -> Event {
         let mut e = self.event(kind);
         if let Some(a) = agent {
             e.agent = Some(a.to_string());
@@ -223,7 +280,7 @@ impl Engine {
         e.task = task.map(String::from);
         e.models = self.candidate_models(branch);
         e.usage = self.pending_usage.lock().expect("usage lock").take();
-        self.append(branch, &e);
+        e
     }
 
     /// Append an event to the swarm log, and to the branch's log when it concerns one.
@@ -291,7 +348,7 @@ impl Engine {
                 ),
             ));
         }
-        let max_cycles = match (c.max_cycles, self.ctx.max_cycles) {
+        let max_cycles = match (c.max_cycles, self.st.max_cycles) {
             (0, 0) => 0,
             (0, x) | (x, 0) => x,
             (a, b) => a.min(b),
@@ -746,7 +803,7 @@ impl Engine {
         });
         let mut promoted = None;
         if let Some(w) = winners.first() {
-            let commit = w.exec.as_ref().map(|e| e.commit.clone()).context("a PROMOTE candidate without a commit")?;
+            w.exec.as_ref().context("a PROMOTE candidate without a commit")?;
             if self.gov.cadence.promotion == PromotionMode::Approval {
                 self.say(&format!(
                     "  {} waits for a human: promotion = \"approval\" in cadence.md; run `ratchet approve {}`",
@@ -761,48 +818,18 @@ impl Engine {
                     },
                 );
             } else {
-                let (home, branch, c2, base) =
-                    (self.home.clone(), w.branch.clone(), commit.clone(), cycle.baseline.clone());
-                let outcome =
-                    tokio::task::spawn_blocking(move || substrate::promote(&home, &branch, &c2, &base)).await??;
+                let announce = self.event_about(None, Some(&w.branch), None, placeholder());
+                let (home, cy, cand) = (self.home.clone(), cycle.clone(), (*w).clone());
+                let (outcome, rec) =
+                    tokio::task::spawn_blocking(move || record_promotion(&home, &cy, &cand, announce)).await??;
                 match outcome {
-                    PromoteOutcome::Promoted { from, to } => {
-                        let e = w.eval.as_ref();
-                        let rec = PromotionRecord {
-                            cycle: cycle.cycle,
-                            branch: w.branch.clone(),
-                            commit: to.clone(),
-                            from: from.clone(),
-                            before: e.and_then(|e| e.baseline_median),
-                            after: e.and_then(|e| e.candidate_median),
-                            governance: self.gov.hashes.clone(),
-                            models: w.models.clone(),
-                        };
-                        // A promotion repeated after a crash (main already there, the event
-                        // written, loop.json not yet saved) is recorded, not announced twice.
-                        let announced = substrate::read_events(&swarm_events(&self.ctx.home)).is_ok_and(|log| {
-                            log.events
-                                .iter()
-                                .any(|e| matches!(&e.kind, EventKind::Promoted { commit, .. } if *commit == to))
-                        });
-                        if !announced {
-                            self.emit(
-                                Some(&w.branch),
-                                None,
-                                EventKind::Promoted {
-                                    candidate: w.proposal.id.clone(),
-                                    commit: to.clone(),
-                                    from,
-                                    before: rec.before,
-                                    after: rec.after,
-                                },
-                            );
-                        }
+                    PromoteOutcome::Promoted { to, .. } => {
+                        let rec = rec.expect("a promotion has its record");
                         self.say(&format!(
                             "  PROMOTED {} -> main at {} ({})",
                             w.branch,
                             &to[..12],
-                            fmt_effect(rec.before, rec.after, e.and_then(|e| e.effect))
+                            fmt_effect(rec.before, rec.after, w.eval.as_ref().and_then(|e| e.effect))
                         ));
                         promoted = Some(rec);
                     }
@@ -874,19 +901,22 @@ impl Engine {
                         let _ = bd.set_state(BranchState::Stale, Some("main moved during the cycle"));
                     }
                 }
-                self.st.current = None;
+                // The dropped cycle keeps its number: the next one is a new cycle, with new
+                // branches made on the new baseline (never the stale ones' directories).
+                self.emit(None, None, EventKind::CycleEnded { promoted: None, metric: None });
+                let mut dropped = self.st.current.take().expect("checked above");
+                dropped.phase = "dropped".into();
+                for c in dropped.candidates.iter_mut().filter(|c| c.verdict.is_none()) {
+                    c.reasons.push(format!("dropped: main moved to {} during the cycle (stale)", &main[..12]));
+                }
+                self.st.cycles_done = self.st.cycles_done.max(dropped.cycle);
+                self.st.finished.push(dropped);
+                self.save()?;
             }
         }
         if self.st.current.is_none() {
             let cycle = self.st.cycles_done + 1;
-            self.st.current = Some(CycleState {
-                cycle,
-                baseline: main.clone(),
-                started_at: now(),
-                candidates: vec![],
-                phase: "proposing".into(),
-                wall_ms: 0,
-            });
+            self.st.current = Some(CycleState::new(cycle, main.clone(), "proposing"));
             self.emit(None, None, EventKind::CycleStarted { baseline: main.clone() });
             self.say(&format!("cycle {cycle}: baseline {}", &main[..12]));
             self.save()?;
@@ -919,7 +949,9 @@ impl Engine {
                 Ok((out, proposer)) => {
                     self.st.proposal_failures = 0;
                     let short: String = self.st.run_id.chars().take(6).collect();
-                    self.st.current.as_mut().expect("cycle").candidates.clear();
+                    let current = self.st.current.as_mut().expect("cycle");
+                    current.candidates.clear();
+                    current.propose_ms = out.command_ms;
                     for (i, p) in out.proposals.into_iter().enumerate() {
                         let branch = format!("r{short}-c{}-{}", cur.cycle, i + 1);
                         protocol::names::check_branch(&branch)?;
@@ -936,7 +968,7 @@ impl Engine {
                             eval: None,
                             verdict: None,
                             reasons: vec![],
-                            command_ms: out.command_ms,
+                            command_ms: 0,
                             models,
                         });
                         self.emit_by(
@@ -1049,6 +1081,54 @@ fn approvals_dir(home: &Path) -> PathBuf {
     kit::layout::Layout::new(home).approvals_dir()
 }
 
+/// An event whose kind its recorder fills in.
+fn placeholder() -> EventKind {
+    EventKind::Promoted {
+        candidate: String::new(),
+        commit: String::new(),
+        from: String::new(),
+        before: None,
+        after: None,
+    }
+}
+
+/// Promote `cand`, a candidate of `cycle`, the one way both the loop and `ratchet approve
+/// <branch>` do: the substrate's serialized compare-and-swap fast-forward of `main`, announced
+/// once by a `promoted` event made from `announce` (run, agent, cycle, governance, models) with
+/// the promotion's commits and metric. Returns the substrate's outcome and, when main moved (or
+/// had, before a crash), the record of the promotion.
+pub fn record_promotion(
+    home: &Home,
+    cycle: &CycleState,
+    cand: &Candidate,
+    announce: Event,
+) -> anyhow::Result<(PromoteOutcome, Option<PromotionRecord>)> {
+    let commit = cand.exec.as_ref().map(|e| e.commit.clone()).context("the candidate has no commit")?;
+    let e = cand.eval.as_ref();
+    let (before, after) = (e.and_then(|e| e.baseline_median), e.and_then(|e| e.candidate_median));
+    let governance = announce.governance.clone();
+    let candidate = cand.proposal.id.clone();
+    let outcome = substrate::promote(home, &cand.branch, &commit, &cycle.baseline, |from, to| {
+        let mut ev = announce;
+        ev.kind = EventKind::Promoted { candidate, commit: to.into(), from: from.into(), before, after };
+        ev
+    })?;
+    let rec = match &outcome {
+        PromoteOutcome::Promoted { from, to } => Some(PromotionRecord {
+            cycle: cycle.cycle,
+            branch: cand.branch.clone(),
+            commit: to.clone(),
+            from: from.clone(),
+            before,
+            after,
+            governance,
+            models: cand.models.clone(),
+        }),
+        _ => None,
+    };
+    Ok((outcome, rec))
+}
+
 /// Promotions a person approved (`ratchet approve <branch>`, cadence promotion = "approval").
 pub fn approved_promotions(home: &Path) -> Vec<PromotionRecord> {
     let mut out = vec![];
@@ -1083,41 +1163,15 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
             cand.verdict.clone().unwrap_or_default()
         );
     }
-    let commit = cand.exec.as_ref().map(|e| e.commit.clone()).context("the candidate has no commit")?;
     let gov = crate::govern::load(home_path)?;
     let home = Home::open(home_path)?.with_run_id(st.run_id.clone());
-    match substrate::promote(&home, branch, &commit, &cycle.baseline)? {
-        PromoteOutcome::Promoted { from, to } => {
-            let e = cand.eval.as_ref();
-            let rec = PromotionRecord {
-                cycle: cycle.cycle,
-                branch: branch.to_string(),
-                commit: to.clone(),
-                from: from.clone(),
-                before: e.and_then(|e| e.baseline_median),
-                after: e.and_then(|e| e.candidate_median),
-                governance: gov.hashes.clone(),
-                models: cand.models.clone(),
-            };
-            let mut ev = Event::new(
-                st.run_id.clone(),
-                EventKind::Promoted {
-                    candidate: cand.proposal.id.clone(),
-                    commit: to,
-                    from,
-                    before: rec.before,
-                    after: rec.after,
-                },
-            );
-            ev.branch = Some(branch.to_string());
-            ev.cycle = Some(cycle.cycle);
-            ev.agent = Some(format!("human:{by}"));
-            ev.governance = gov.hashes.clone();
-            ev.models = cand.models.clone();
-            let _ = substrate::append_event(&swarm_events(home_path), &ev);
-            if let Ok(bd) = home.branch_dir(branch) {
-                let _ = substrate::append_event(&bd.events_file(), &ev);
-            }
+    let mut announce = Event::new(st.run_id.clone(), placeholder());
+    announce.cycle = Some(cycle.cycle);
+    announce.agent = Some(format!("human:{by}"));
+    announce.governance = gov.hashes.clone();
+    announce.models = cand.models.clone();
+    match record_promotion(&home, cycle, cand, announce)? {
+        (PromoteOutcome::Promoted { .. }, Some(rec)) => {
             let dir = approvals_dir(home_path);
             std::fs::create_dir_all(&dir)?;
             let tmp = dir.join(format!(".{branch}.tmp"));
@@ -1125,12 +1179,13 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
             std::fs::rename(&tmp, dir.join(format!("{branch}.json")))?;
             Ok(rec)
         }
-        PromoteOutcome::Stale { main_now } => bail!(
+        (PromoteOutcome::Promoted { .. }, None) => unreachable!("record_promotion records every promotion"),
+        (PromoteOutcome::Stale { main_now }, _) => bail!(
             "{branch} is stale: main moved to {} since its baseline {}; it must be re-based and re-evaluated",
             &main_now[..12],
             &cycle.baseline[..12]
         ),
-        PromoteOutcome::Held { reason } => bail!("promotion of {branch} held: {reason}"),
+        (PromoteOutcome::Held { reason }, _) => bail!("promotion of {branch} held: {reason}"),
     }
 }
 
@@ -1160,6 +1215,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
     let mut held = vec![];
     let mut command_ms = 0;
     for cy in &st.finished {
+        command_ms += cy.propose_ms;
         for c in &cy.candidates {
             command_ms += c.command_ms;
             let v = c.verdict.clone().unwrap_or_default();
@@ -1213,28 +1269,14 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
     let gov = crate::govern::load(&ctx.home)?;
     models::guard(&gov)?;
     let previous = read_state(&ctx.home)?;
-    let st = match previous {
+    let mut st = match previous {
         Some(st) if st.stopped.is_none() && !ctx.fresh => st,
-        _ => LoopState {
-            v: LOOP_STATE_VERSION,
-            run_id: ctx.run_id.clone(),
-            started_at: now(),
-            wall_ms: 0,
-            cycles_done: 0,
-            stalls: 0,
-            proposal_failures: 0,
-            overrides: Overrides::default(),
-            tried: vec![],
-            banned: vec![],
-            current: None,
-            finished: vec![],
-            promotions: vec![],
-            baseline_metric: None,
-            stopped: None,
-            usage: BTreeMap::new(),
-            stage_ms: BTreeMap::new(),
-        },
+        _ => LoopState::new(ctx.run_id.clone()),
     };
+    // A budget given now applies; a resume without one keeps the run's own.
+    if ctx.max_cycles > 0 {
+        st.max_cycles = ctx.max_cycles;
+    }
     let layout = kit::layout::Layout::new(&ctx.home);
     let peers = Peers::discover(&layout, &ctx.me).await;
     let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());

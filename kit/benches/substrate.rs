@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use protocol::events::EventKind;
+use protocol::events::{Event, EventKind};
 use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
 use ratchet_kit::substrate::{self, BranchDir, Home, PromoteOutcome};
 
@@ -579,7 +579,17 @@ fn promotions(dir: &Path) -> (Duration, Duration) {
             git(&bd.tree(), &["commit", "-q", "-m", "candidate"]);
             let cand = git(&bd.tree(), &["rev-parse", "HEAD"]);
             let t = Instant::now();
-            let o = substrate::promote(&home, &branch, &cand, &base).expect("promote");
+            let o = substrate::promote(&home, &branch, &cand, &base, |from, to| {
+                let kind = EventKind::Promoted {
+                    candidate: branch.clone(),
+                    commit: to.into(),
+                    from: from.into(),
+                    before: None,
+                    after: None,
+                };
+                Event::new("bench", kind)
+            })
+            .expect("promote");
             times.push(t.elapsed());
             assert!(matches!(o, PromoteOutcome::Promoted { .. }), "{o:?}");
         }

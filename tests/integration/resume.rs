@@ -270,3 +270,80 @@ fn a_crash_after_the_last_cycle_finishes_that_run_and_starts_no_other() {
     assert_eq!(of_type(&events, "loop_stopped").len(), 1, "{events:#?}");
     assert_eq!(t.loop_state()["run_id"], st["run_id"]);
 }
+
+/// `ratchet up --max-cycles N` is the run's budget, kept in loop.json: a run resumed by a plain
+/// `ratchet up` (after a crash, or a coordinator restart) still stops at it.
+#[test]
+fn a_resumed_run_keeps_its_max_cycles_budget() {
+    let t = Target::new(Spec { max_cycles: 0, ..Spec::default() });
+    let first = t.up_once(&["--max-cycles", "1"], RUN);
+    assert_eq!(first.stop_reason(), "budget-cycles", "{:#}", first.summary);
+    assert_eq!(t.loop_state()["max_cycles"], 1);
+
+    // As if the swarm died after the cycle was recorded, before the stop was.
+    let root = t.path().to_path_buf();
+    let mut st = t.loop_state();
+    st["stopped"] = Value::Null;
+    rewrite_loop_state(&root, &st);
+    truncate_swarm_log_after(&root, "cycle_ended");
+
+    let second = t.up_once(&[], RUN);
+    let s = &second.summary;
+    assert_eq!(s["run_id"], st["run_id"], "the same run resumed: {s:#}");
+    assert_eq!(second.stop_reason(), "budget-cycles", "the saved budget holds: {s:#}\n{}", second.stderr);
+    assert_eq!(s["cycles"], 1, "{s:#}");
+    assert_eq!(of_type(&t.events(), "cycle_started").len(), 1, "no cycle past the budget");
+}
+
+/// A restarted loop whose cycle went stale (main moved while it was down) drops that cycle and
+/// starts the next under a new number: new branches made on the new main, never the stale
+/// cycle's directories and checkouts.
+#[test]
+fn a_cycle_dropped_because_main_moved_is_followed_by_a_new_one_on_new_branches() {
+    let t = Target::new(Spec {
+        delay_ms: 100,
+        max_cycles: 2,
+        proposer: Proposer::sweep("label", &["\"baseline\"", "\"tuned\""]),
+        ..Spec::default()
+    });
+    let first = t.up_once(&["--max-cycles", "1"], RUN);
+    assert_eq!(first.list("held").len(), 1, "{:#}", first.summary);
+
+    // loop.json as it was while cycle 1 ran; then a person commits to main.
+    let root = t.path().to_path_buf();
+    let mut st = t.loop_state();
+    let mut cycle = st["finished"].as_array_mut().expect("finished").pop().expect("cycle 1");
+    let stale_branch = cycle["candidates"][0]["branch"].as_str().expect("branch").to_string();
+    let stale_commit = cycle["candidates"][0]["exec"]["commit"].as_str().expect("commit").to_string();
+    cycle["phase"] = "running".into();
+    cycle["candidates"][0]["stage"] = "evaluating".into();
+    cycle["candidates"][0]["verdict"] = Value::Null;
+    cycle["candidates"][0]["reasons"] = Value::Array(vec![]);
+    st["current"] = cycle;
+    st["cycles_done"] = 0.into();
+    st["max_cycles"] = 0.into();
+    st["stopped"] = Value::Null;
+    st["tried"] = Value::Array(vec![]);
+    rewrite_loop_state(&root, &st);
+    t.write("NOTES.md", "a person's change\n");
+    t.git(&["add", "NOTES.md"]);
+    t.git(&["commit", "-qm", "a person's commit"]);
+    let moved = t.main();
+
+    let second = t.up_once(&[], RUN);
+    assert_eq!(second.stop_reason(), "budget-cycles", "{:#}\n{}", second.summary, second.stderr);
+    let state = t.loop_state();
+    let cycles = state["finished"].as_array().expect("finished");
+    let shown: Vec<(u64, &str)> =
+        cycles.iter().map(|c| (c["cycle"].as_u64().expect("cycle"), c["phase"].as_str().expect("phase"))).collect();
+    assert_eq!(shown, [(1, "dropped"), (2, "done")], "{state:#}");
+    assert!(cycles[0]["candidates"][0]["reasons"][0].as_str().expect("reason").contains("main moved"), "{state:#}");
+    assert_eq!(cycles[1]["baseline"], moved.as_str());
+    let fresh = &cycles[1]["candidates"][0];
+    let branch = fresh["branch"].as_str().expect("branch");
+    assert_ne!(branch, stale_branch, "the new cycle reused the stale cycle's branch");
+    assert!(branch.ends_with("-c2-1"), "{branch}");
+    let commit = fresh["exec"]["commit"].as_str().expect("the new candidate was executed");
+    assert_ne!(commit, stale_commit);
+    assert_eq!(t.git(&["rev-parse", &format!("{commit}^")]), moved, "the new candidate is built on the new main");
+}

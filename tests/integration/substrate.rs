@@ -24,6 +24,13 @@ use serde_json::json;
 
 const ROLE: &str = "executor";
 
+/// The `promoted` event a caller of `promote` would record.
+fn announce(from: &str, to: &str) -> Event {
+    let kind =
+        EventKind::Promoted { candidate: "c".into(), commit: to.into(), from: from.into(), before: None, after: None };
+    Event::new("test", kind)
+}
+
 fn open_home(t: &TestHome) -> Home {
     Home::open(t.path())
         .expect("test home is a repository")
@@ -304,7 +311,7 @@ fn promotion_is_refused_when_main_moved() {
     let cand = commit_file(&bd.tree(), "a.txt", "candidate\n");
     let moved = commit_file(t.path(), "b.txt", "someone else\n");
 
-    let out = promote(&home, "late", &cand, &base).expect("promote runs");
+    let out = promote(&home, "late", &cand, &base, announce).expect("promote runs");
     assert_eq!(out, PromoteOutcome::Stale { main_now: moved.clone() });
     assert_eq!(git_in(t.path(), &["rev-parse", "refs/heads/main"]), moved, "main did not move");
     assert_eq!(bd.read_meta().expect("meta").expect("meta exists").state, BranchState::Stale);
@@ -337,7 +344,7 @@ fn of_two_concurrent_promotions_exactly_one_wins() {
                 let (home, base, barrier) = (home.clone(), base.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    (b, c.clone(), promote(&home, b, &c, &base).expect("promote runs"))
+                    (b, c.clone(), promote(&home, b, &c, &base, announce).expect("promote runs"))
                 })
             })
             .collect();
@@ -356,10 +363,16 @@ fn of_two_concurrent_promotions_exactly_one_wins() {
             assert!(t.path().join(format!("{win_b}.txt")).exists(), "the checkout of main moved with the ref");
         }
         // Repeating the winning promotion (as after a crash) changes nothing and records nothing twice.
-        let again = promote(&home, win_b, win_c, &base).expect("promote runs");
+        let again = promote(&home, win_b, win_c, &base, announce).expect("promote runs");
         assert!(matches!(again, PromoteOutcome::Promoted { .. }));
         let bd = home.open_branch(win_b).expect("branch");
         assert_eq!(events(&bd).iter().filter(|e| matches!(e.kind, EventKind::Promoted { .. })).count(), 1);
+        // One `promoted` event per promotion, in the branch's log and in the swarm's.
+        let swarm_log = kit::substrate::read_events(&kit::layout::Layout::new(t.path()).events_file()).expect("log");
+        let promoted: Vec<&Event> =
+            swarm_log.events.iter().filter(|e| matches!(e.kind, EventKind::Promoted { .. })).collect();
+        assert_eq!(promoted.len(), 1, "{promoted:?}");
+        assert_eq!(promoted[0].branch.as_deref(), Some(*win_b));
     }
 }
 
@@ -372,7 +385,7 @@ fn a_dirty_checkout_of_main_holds_the_promotion_and_a_clean_one_moves_with_it() 
     let cand = commit_file(&bd.tree(), "feature.txt", "new\n");
 
     fs::write(t.path().join("README.md"), "uncommitted edit\n").expect("editing");
-    let out = promote(&home, "feat", &cand, &base).expect("promote runs");
+    let out = promote(&home, "feat", &cand, &base, announce).expect("promote runs");
     let PromoteOutcome::Held { reason } = out else { panic!("expected Held, got {out:?}") };
     assert!(reason.contains(&t.path().canonicalize().expect("path").display().to_string()), "{reason}");
     assert!(reason.contains("uncommitted"), "{reason}");
@@ -381,7 +394,7 @@ fn a_dirty_checkout_of_main_holds_the_promotion_and_a_clean_one_moves_with_it() 
     assert!(!t.path().join("feature.txt").exists());
 
     git_in(t.path(), &["checkout", "--", "README.md"]);
-    let out = promote(&home, "feat", &cand, &base).expect("promote runs");
+    let out = promote(&home, "feat", &cand, &base, announce).expect("promote runs");
     assert_eq!(out, PromoteOutcome::Promoted { from: base.clone(), to: cand.clone() });
     assert_eq!(head(t.path()), cand);
     assert_eq!(fs::read_to_string(t.path().join("feature.txt")).expect("file moved with main"), "new\n");
@@ -427,7 +440,7 @@ fn names_that_could_escape_are_refused_and_change_nothing() {
         assert!(is_name_error(substrate::write_task(&bd, &task(&bd, name, 1, 1))), "task {name:?}");
         assert!(is_name_error(substrate::read_task(&bd, name).map(|_| ())), "task {name:?}");
         assert!(is_name_error(bd.artifact_path("t1", name).map(|_| ())), "artefact {name:?}");
-        assert!(is_name_error(promote(&home, name, &base, &base).map(|_| ())), "branch {name:?}");
+        assert!(is_name_error(promote(&home, name, &base, &base, announce).map(|_| ())), "branch {name:?}");
     }
     let missing = "0123456789abcdef0123456789abcdef01234567";
     let err = add_worktree(&home, "fine", missing).map(|_| ()).expect_err("no such commit");
@@ -559,7 +572,10 @@ fn gc_leaves_no_registration_no_orphan_and_loses_no_commit() {
     // promoted
     let p = add_worktree(&home, "p", &base).expect("adding a worktree");
     let p_commit = commit_file(&p.tree(), "p.txt", "p");
-    assert!(matches!(promote(&home, "p", &p_commit, &base).expect("promote"), PromoteOutcome::Promoted { .. }));
+    assert!(matches!(
+        promote(&home, "p", &p_commit, &base, announce).expect("promote"),
+        PromoteOutcome::Promoted { .. }
+    ));
     // rejected, with a commit that is not on main
     let r = add_worktree(&home, "r", &base).expect("adding a worktree");
     let r_commit = commit_file(&r.tree(), "r.txt", "r");

@@ -10,7 +10,6 @@
 //! ([`protocol::models::compare_decision`]) is recorded as a `model_compared` event with every
 //! figure; a switch is a governance edit a person approves (cadence.md `[proposer] model`).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -20,7 +19,7 @@ use protocol::models::{CompareStats, Usage, compare_decision};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Candidate, CycleState, Engine, LOOP_STATE_VERSION, LoopCtx, LoopState, Overrides, now, read_state};
+use super::{Candidate, CycleState, Engine, LoopCtx, LoopState, read_state};
 use crate::peers::Peers;
 
 /// What to compare.
@@ -93,25 +92,9 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
     }
     // The tasks start from what the loop knows: its banned approaches.
     let previous = read_state(&ctx.home)?;
-    let st = LoopState {
-        v: LOOP_STATE_VERSION,
-        run_id: ctx.run_id.clone(),
-        started_at: now(),
-        wall_ms: 0,
-        cycles_done: 0,
-        stalls: 0,
-        proposal_failures: 0,
-        overrides: Overrides::default(),
-        tried: previous.as_ref().map(|p| p.tried.clone()).unwrap_or_default(),
-        banned: previous.as_ref().map(|p| p.banned.clone()).unwrap_or_default(),
-        current: None,
-        finished: vec![],
-        promotions: vec![],
-        baseline_metric: None,
-        stopped: None,
-        usage: BTreeMap::new(),
-        stage_ms: BTreeMap::new(),
-    };
+    let mut st = LoopState::new(ctx.run_id.clone());
+    st.tried = previous.as_ref().map(|p| p.tried.clone()).unwrap_or_default();
+    st.banned = previous.as_ref().map(|p| p.banned.clone()).unwrap_or_default();
     let layout = kit::layout::Layout::new(&ctx.home);
     let peers = Peers::discover(&layout, &ctx.me).await;
     let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -154,14 +137,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
     for task in 1..=req.tasks as u64 {
         let mut proposed_keys = vec![];
         for (s, side) in sides.iter_mut().enumerate() {
-            eng.st.current = Some(CycleState {
-                cycle: task,
-                baseline: baseline.clone(),
-                started_at: now(),
-                candidates: vec![],
-                phase: "running".into(),
-                wall_ms: 0,
-            });
+            eng.st.current = Some(CycleState::new(task, baseline.clone(), "running"));
             let answer = eng.propose_with(&baseline, 1, Some(side.name.clone())).await;
             let calls = answer.as_ref().map(|(o, _)| o.calls.clone()).unwrap_or_default();
             eng.record_calls(None, &calls);

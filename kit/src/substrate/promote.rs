@@ -1,12 +1,12 @@
 //! Promotion: `main` moves to a candidate only by fast-forward, as a compare-and-swap, one
 //! promotion at a time. Never a merge commit, never a force, never under uncommitted work.
 
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 
-use protocol::events::EventKind;
+use protocol::events::{Event, EventKind};
 use serde::Serialize;
 
-use super::events::read_events;
+use super::events::{append_event, read_events};
 use super::home::{BranchDir, BranchState, Home};
 use super::{Result, SubstrateError};
 
@@ -28,7 +28,18 @@ pub enum PromoteOutcome {
 
 /// Fast-forwards `main` from `expected_base` to `candidate_commit` (a commit of `branch`).
 /// Serialized by an exclusive lock on `worktrees/.promote.lock`.
-pub fn promote(home: &Home, branch: &str, candidate_commit: &str, expected_base: &str) -> Result<PromoteOutcome> {
+///
+/// A promotion is announced once: `announce(from, to)` makes its `promoted` event (the caller
+/// knows the run, the cycle, the evidence), which goes to the swarm's event log and the branch's,
+/// each unless it already holds a `promoted` event for this commit (a promotion repeated after a
+/// crash completes its records and duplicates none).
+pub fn promote(
+    home: &Home,
+    branch: &str,
+    candidate_commit: &str,
+    expected_base: &str,
+    announce: impl FnOnce(&str, &str) -> Event,
+) -> Result<PromoteOutcome> {
     let bd = home.open_branch(branch)?;
     let git = home.git();
     let resolve = |rev: &str| -> Result<String> {
@@ -52,7 +63,7 @@ pub fn promote(home: &Home, branch: &str, candidate_commit: &str, expected_base:
     let descends = git.is_ancestor(&base, &cand)?;
     if main_now == cand && descends {
         // Already done (a promotion repeated after a crash): make the records complete, once.
-        record_promoted(&bd, &cand, &base)?;
+        record_promoted(home, &bd, &cand, &base, announce)?;
         return Ok(PromoteOutcome::Promoted { from: base, to: cand });
     }
     if main_now != base {
@@ -110,12 +121,18 @@ pub fn promote(home: &Home, branch: &str, candidate_commit: &str, expected_base:
         let reason = format!("main ended at {moved_to}, not at the candidate {cand}");
         return refuse_stale(&bd, moved_to, reason);
     }
-    record_promoted(&bd, &cand, &base)?;
+    record_promoted(home, &bd, &cand, &base, announce)?;
     drop(lock);
     Ok(PromoteOutcome::Promoted { from: base, to: cand })
 }
 
-fn record_promoted(bd: &BranchDir, cand: &str, base: &str) -> Result<()> {
+fn record_promoted(
+    home: &Home,
+    bd: &BranchDir,
+    cand: &str,
+    base: &str,
+    announce: impl FnOnce(&str, &str) -> Event,
+) -> Result<()> {
     {
         let _guard = bd.lock_coord()?;
         bd.update_meta(|m| {
@@ -124,19 +141,20 @@ fn record_promoted(bd: &BranchDir, cand: &str, base: &str) -> Result<()> {
             m.note = Some(format!("main fast-forwarded from {base}"));
         })?;
     }
-    let already = read_events(&bd.events_file())?
-        .events
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::Promoted { commit, .. } if commit == cand));
-    if !already {
-        let kind = EventKind::Promoted {
-            candidate: bd.branch().to_string(),
-            commit: cand.to_string(),
-            from: base.to_string(),
-            before: None,
-            after: None,
-        };
-        bd.emit(&bd.event(None, kind))?;
+    let mut event = announce(base, cand);
+    event.branch = Some(bd.branch().to_string());
+    let swarm_log = crate::layout::Layout::new(home.root()).events_file();
+    for log in [swarm_log, bd.events_file()] {
+        let announced = read_events(&log)?
+            .events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Promoted { commit, .. } if commit == cand));
+        if !announced {
+            if let Some(dir) = log.parent() {
+                fs::create_dir_all(dir).map_err(SubstrateError::io("creating", dir))?;
+            }
+            append_event(&log, &event)?;
+        }
     }
     Ok(())
 }
