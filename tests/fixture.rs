@@ -84,7 +84,8 @@ impl Proposer {
 }
 
 /// Everything a target can be configured with. The defaults make a quick, deterministic loop:
-/// one candidate per cycle, 5 interleaved rounds, no warmup, a 10% minimum effect.
+/// one candidate per cycle, sequential paired rounds (a clear answer at round 5, at most 10), no
+/// warmup, no calibration, a 10% minimum effect.
 #[derive(Debug, Clone)]
 pub struct Spec {
     // params.toml and the benchmark
@@ -94,7 +95,6 @@ pub struct Spec {
     pub quantum_ms: u64,
     // cadence.md
     pub candidates: u32,
-    pub repeats: u32,
     pub warmup: u32,
     pub stall_limit: u32,
     pub breaker_limit: u32,
@@ -110,10 +110,16 @@ pub struct Spec {
     pub test_command: String,
     pub benchmark: String,
     pub benchmark_paths: Vec<String>,
+    /// The metric the benchmark prints and whether "lower" or "higher" is better.
+    pub metric: String,
+    pub direction: String,
     pub min_effect: f64,
     pub confidence: f64,
-    pub min_samples: u32,
-    pub max_cv: f64,
+    /// "sequential" or "duet".
+    pub pairing: String,
+    pub min_rounds: u32,
+    pub max_rounds: u32,
+    pub calibration_rounds: u32,
     pub gate_timeout_s: u64,
     pub bench_timeout_s: u64,
     // constitution.md
@@ -152,7 +158,6 @@ impl Default for Spec {
             label: "baseline".into(),
             quantum_ms: 100,
             candidates: 1,
-            repeats: 5,
             warmup: 0,
             stall_limit: 3,
             breaker_limit: 3,
@@ -169,10 +174,14 @@ impl Default for Spec {
             test_command: "sh tests/run.sh".into(),
             benchmark: "sh bench/bench.sh".into(),
             benchmark_paths: vec!["bench/**".into()],
+            metric: "ms".into(),
+            direction: "lower".into(),
             min_effect: 0.1,
             confidence: 0.95,
-            min_samples: 5,
-            max_cv: 0.25,
+            pairing: "sequential".into(),
+            min_rounds: 5,
+            max_rounds: 10,
+            calibration_rounds: 0,
             gate_timeout_s: 60,
             bench_timeout_s: 30,
             protected_paths: vec![
@@ -302,8 +311,8 @@ model_review = "{model_review}"
         format!(
             r#"# Ethos: what better means here
 
-Lower `ms` is better: the benchmark sleeps for `delay_ms` and reports the measured time. A
-candidate is promoted when its median is at least {effect_pct}% lower with {conf_pct}% confidence.
+The benchmark reports `{metric}` ({direction} is better). A candidate is promoted when it is at
+least {effect_pct}% better with {conf_pct}% confidence, in {pairing} paired rounds.
 
 ```toml ratchet
 [ethos]
@@ -312,13 +321,14 @@ gates = {gates}
 test_command = {test:?}
 benchmark = {bench:?}
 benchmark_paths = {bench_paths}
-metric = "ms"
-direction = "lower"
-test = "mann-whitney"
+metric = "{metric}"
+direction = "{direction}"
 confidence = {confidence}
 min_effect = {min_effect}
-min_samples = {min_samples}
-max_cv = {max_cv}
+pairing = "{pairing}"
+min_rounds = {min_rounds}
+max_rounds = {max_rounds}
+calibration_rounds = {calibration_rounds}
 gate_timeout_s = {gate_timeout}
 bench_timeout_s = {bench_timeout}
 {review}```
@@ -331,8 +341,12 @@ bench_timeout_s = {bench_timeout}
             bench_paths = toml_list(&self.benchmark_paths),
             confidence = self.confidence,
             min_effect = self.min_effect,
-            min_samples = self.min_samples,
-            max_cv = self.max_cv,
+            metric = self.metric,
+            direction = self.direction,
+            pairing = self.pairing,
+            min_rounds = self.min_rounds,
+            max_rounds = self.max_rounds,
+            calibration_rounds = self.calibration_rounds,
             gate_timeout = self.gate_timeout_s,
             bench_timeout = self.bench_timeout_s,
             review = self.review.as_ref().map(|r| format!("\n[ethos.review]\n{}\n", r.trim_end())).unwrap_or_default(),
@@ -360,12 +374,11 @@ bench_timeout_s = {bench_timeout}
         format!(
             r#"# Cadence: how the loop runs here
 
-{candidates} candidate(s) per cycle, {repeats} interleaved rounds after {warmup} warmup run(s).
+{candidates} candidate(s) per cycle, paired rounds after {warmup} warmup round(s).
 
 ```toml ratchet
 [cadence]
 candidates = {candidates}
-repeats = {repeats}
 warmup = {warmup}
 stall_limit = {stall}
 breaker_limit = {breaker}
@@ -379,7 +392,6 @@ max_tokens = {max_tokens}
 {proposer}```
 "#,
             candidates = self.candidates,
-            repeats = self.repeats,
             warmup = self.warmup,
             stall = self.stall_limit,
             breaker = self.breaker_limit,
@@ -513,6 +525,14 @@ impl Target {
         cmd.output().expect("ratchet runs")
     }
 
+    /// [`Target::ratchet`] run by a wrapper command (e.g. `taskset -c 0`).
+    pub fn ratchet_under(&self, wrapper: &[&str], args: &[&str]) -> std::process::Output {
+        let (program, pre) = wrapper.split_first().expect("a wrapper command");
+        let mut cmd = self.command(Path::new(program));
+        cmd.args(pre).arg(bin("ratchet")).args(args).arg("--repo").arg(&self.root).stdin(Stdio::null());
+        cmd.output().expect("ratchet runs")
+    }
+
     /// `ratchet <args> --json --repo <root>`: must exit 0; its stdout as JSON.
     pub fn ratchet_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -531,7 +551,20 @@ impl Target {
     /// Start `ratchet up --once --json --repo <root> <extra>` (its whole process tree is killed
     /// when the guard drops).
     pub fn spawn_up(&self, extra: &[&str]) -> UpRun {
-        let mut cmd = self.command(&bin("ratchet"));
+        self.spawn_up_under(&[], extra)
+    }
+
+    /// [`Target::spawn_up`] run by a wrapper command (e.g. `taskset -c 0`: every agent inherits
+    /// its CPU affinity); no wrapper when `wrapper` is empty.
+    pub fn spawn_up_under(&self, wrapper: &[&str], extra: &[&str]) -> UpRun {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = self.command(Path::new(program));
+                c.args(args).arg(bin("ratchet"));
+                c
+            }
+            None => self.command(&bin("ratchet")),
+        };
         cmd.args(["up", "--once", "--json", "--repo"]).arg(&self.root).args(extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         UpRun::spawn(cmd, self.root.clone())

@@ -101,8 +101,17 @@ pub fn render_history(st: &LoopState, summary: &Value) -> String {
             o.push_str("  no candidates\n");
         }
         for c in &cy.candidates {
+            let rounds = c
+                .eval
+                .as_ref()
+                .and_then(|e| e.sampling.as_ref())
+                .map(|s| {
+                    let again = if c.remeasured && s.resumed > 0 { ", measured twice" } else { "" };
+                    format!("  ({} {} rounds{again})", s.rounds, s.pairing.as_str())
+                })
+                .unwrap_or_default();
             o.push_str(&format!(
-                "  {:<8} {:<28} {}\n",
+                "  {:<8} {:<28} {}{rounds}\n",
                 c.verdict.clone().unwrap_or_default(),
                 c.proposal.approach_key(),
                 c.branch
@@ -140,6 +149,11 @@ pub fn render_summary(summary: &Value) -> String {
         fmt_num(&summary["metric"]["baseline"]),
         fmt_num(&summary["metric"]["final"])
     ));
+    o.push_str(&format!("pairing: {} ({})\n", summary["pairing"].as_str().unwrap_or("-"), decisions(summary)));
+    match serde_json::from_value::<protocol::evaluation::Calibration>(summary["calibration"].clone()) {
+        Ok(c) => o.push_str(&format!("calibrated noise: {}; first look at round {}\n", c.describe(), c.first_look)),
+        Err(_) => o.push_str("calibrated noise: none (ethos.md calibration_rounds = 0, or the calibration failed)\n"),
+    }
     o.push_str(&format!(
         "harness share of the loop's wall time: {:.1}% (everything but the target's gates and benchmarks and the models' answers)\n",
         summary["harness_share"].as_f64().unwrap_or(0.0) * 100.0
@@ -147,6 +161,29 @@ pub fn render_summary(summary: &Value) -> String {
     o.push_str(&format!("repository: {}\n", summary["repo"].as_str().unwrap_or("-")));
     o.push_str("explain a promotion: ratchet explain <commit> --repo <repository>\n");
     o
+}
+
+/// "rounds per decision: PROMOTE 5, REJECT 5, 6, HOLD 12 (no-change)".
+fn decisions(summary: &Value) -> String {
+    let mut parts = vec![];
+    for (key, verdict) in [("promoted", "PROMOTE"), ("rejected", "REJECT"), ("held", "HOLD")] {
+        let rounds: Vec<String> = summary[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let r = i["rounds"].as_u64()?;
+                Some(match i["outcome"].as_str() {
+                    Some(o) if verdict == "HOLD" => format!("{r} ({o})"),
+                    _ => r.to_string(),
+                })
+            })
+            .collect();
+        if !rounds.is_empty() {
+            parts.push(format!("{verdict} {}", rounds.join(", ")));
+        }
+    }
+    if parts.is_empty() { "no decision measured".into() } else { format!("rounds per decision: {}", parts.join("; ")) }
 }
 
 fn fmt_num(v: &Value) -> String {

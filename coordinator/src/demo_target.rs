@@ -75,7 +75,8 @@ mod tests {
         let g = Governance::from_texts(texts).unwrap();
         assert_eq!(g.ethos.benchmark, "cargo run --release --offline --quiet -- bench");
         assert_eq!(g.ethos.metric, "ms");
-        assert_eq!((g.cadence.candidates, g.cadence.repeats, g.cadence.warmup), (3, 7, 1));
+        assert_eq!((g.cadence.candidates, g.cadence.warmup), (3, 1));
+        assert_eq!((g.ethos.pairing, g.ethos.min_rounds, g.ethos.max_rounds), (governance::Pairing::Sequential, 5, 20));
         assert_eq!((g.cadence.stall_limit, g.cadence.breaker_limit), (3, 5));
         assert_eq!(g.proposer.strategy, "sweep");
         assert_eq!(g.proposer.file.as_deref(), Some("params.toml"));

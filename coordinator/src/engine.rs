@@ -16,12 +16,13 @@ use anyhow::{Context, bail};
 use kit::client::skill_message;
 use kit::substrate::{self, BranchDir, BranchState, Home, PromoteOutcome};
 use protocol::TaskState;
+use protocol::evaluation::{Calibration, Outcome, Stopping};
 use protocol::events::{Event, EventKind};
 use protocol::governance::{Governance, PromotionMode};
 use protocol::lease::{ResultFile, TaskFile, TaskFileState};
 use protocol::work::{
-    CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateOutput, ExecuteInput, ExecuteOutput, Proposal, ProposeInput,
-    ProposeOutput, SandboxSettings, Tried,
+    CalibrateOutput, CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateMode, EvaluateOutput, ExecuteInput,
+    ExecuteOutput, Proposal, ProposeInput, ProposeOutput, SandboxSettings, Tried,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -70,6 +71,10 @@ pub struct Candidate {
     /// The models behind it: `producer`, `reviewer` (`name: model @ url`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, String>,
+    /// Undecided at the cap of its first measurement, it was measured once more (or the budget
+    /// did not allow it: see its reasons).
+    #[serde(default)]
+    pub remeasured: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,10 +109,11 @@ pub struct PromotionRecord {
     pub models: BTreeMap<String, String>,
 }
 
-/// Operational settings the loop changed on itself (never governance texts).
+/// Operational settings the loop changed on itself (never governance texts). Only warmup: the
+/// rounds of an evaluation are sequential up to ethos.md's `max_rounds`, which only a person
+/// changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overrides {
-    pub repeats: Option<u32>,
     pub warmup: Option<u32>,
 }
 
@@ -140,6 +146,9 @@ pub struct LoopState {
     /// keeps it; 0 = none (cadence.md's max_cycles still applies).
     #[serde(default)]
     pub max_cycles: u32,
+    /// The machine's noise measured at the start of the run (the baseline against itself).
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
 }
 
 impl LoopState {
@@ -164,6 +173,7 @@ impl LoopState {
             usage: BTreeMap::new(),
             stage_ms: BTreeMap::new(),
             max_cycles: 0,
+            calibration: None,
         }
     }
 }
@@ -312,10 +322,6 @@ impl Engine {
         SandboxSettings::from(&self.gov.constitution)
     }
 
-    fn repeats(&self) -> u32 {
-        self.st.overrides.repeats.unwrap_or(self.gov.cadence.repeats)
-    }
-
     fn warmup(&self) -> u32 {
         self.st.overrides.warmup.unwrap_or(self.gov.cadence.warmup)
     }
@@ -421,6 +427,18 @@ impl Engine {
         role: &str,
         input: Value,
     ) -> anyhow::Result<(TaskFile, Option<ResultFile>)> {
+        self.run_task_as(bd, id, id, role, input).await
+    }
+
+    /// [`Engine::run_task`] for a task whose id is not its skill's name (a second evaluation).
+    async fn run_task_as(
+        &self,
+        bd: &BranchDir,
+        id: &str,
+        skill: &str,
+        role: &str,
+        input: Value,
+    ) -> anyhow::Result<(TaskFile, Option<ResultFile>)> {
         let existing = substrate::read_task(bd, id).ok();
         if existing.is_none() {
             let task = TaskFile {
@@ -428,7 +446,7 @@ impl Engine {
                 id: id.to_string(),
                 branch: bd.branch().to_string(),
                 role: role.to_string(),
-                skill: id.to_string(),
+                skill: skill.to_string(),
                 attempt: 1,
                 max_attempts: self.gov.cadence.max_attempts,
                 token: 1,
@@ -443,8 +461,8 @@ impl Engine {
             tokio::task::spawn_blocking(move || substrate::queue_task(&bd2, &task)).await??;
         }
         // Hand it over A2A too (the watcher would find it anyway; both go through the lease).
-        if let Some(peer) = self.peers.pick(role, id) {
-            let msg = skill_message(id, json!({"branch": bd.branch(), "task_id": id}));
+        if let Some(peer) = self.peers.pick(role, skill) {
+            let msg = skill_message(skill, json!({"branch": bd.branch(), "task_id": id}));
             if let Err(e) = peer.client.send(msg, false).await {
                 tracing::warn!("handing {}/{id} to {}: {e}", bd.branch(), peer.name);
             }
@@ -633,33 +651,64 @@ impl Engine {
         pass
     }
 
-    async fn evaluate(&mut self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<()> {
-        let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
-        let input = EvaluateInput {
+    fn evaluate_input(&self, baseline: &str, commit: String, resume: Vec<protocol::evaluation::Pair>) -> EvaluateInput {
+        // A calibration of another pairing (ethos.md changed since) says nothing about this one.
+        let calibration = self.st.calibration.clone().filter(|c| c.pairing == self.gov.ethos.pairing);
+        EvaluateInput {
             base: baseline.to_string(),
             commit,
             ethos: self.gov.ethos.clone(),
-            repeats: self.repeats(),
             warmup: self.warmup(),
             sandbox: self.sandbox(),
-        };
-        let (task, result) = self.run_task(bd, "evaluate", "evaluator", json!(input)).await?;
+            mode: EvaluateMode::Evaluate,
+            // The calibrated noise sizes the first look (see `evaluator::calibration`).
+            first_look: calibration.as_ref().map(|c| c.first_look),
+            resume,
+            calibration: calibration.map(|c| Calibration { pairs: vec![], ..c }),
+        }
+    }
+
+    /// Evaluate the candidate (task `evaluate`), or measure it once more continuing its earlier
+    /// rounds (task `evaluate-again`, when `resume` holds them).
+    async fn evaluate(
+        &mut self,
+        bd: &BranchDir,
+        c: &mut Candidate,
+        baseline: &str,
+        resume: Vec<protocol::evaluation::Pair>,
+    ) -> anyhow::Result<()> {
+        let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
+        let again = !resume.is_empty();
+        let input = self.evaluate_input(baseline, commit, resume);
+        let id = if again { "evaluate-again" } else { "evaluate" };
+        let (task, result) = self.run_task_as(bd, id, "evaluate", "evaluator", json!(input)).await?;
         let out: Option<EvaluateOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
         let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
+        if again && !(task.state == TaskFileState::Done && out.is_some()) {
+            // The first measurement stands; say why there is no second one.
+            c.reasons.push(format!("the second measurement failed ({:?}): {summary}", task.state));
+            return Ok(());
+        }
+        if again {
+            c.reasons.clear();
+        }
         match (&task.state, out) {
             (TaskFileState::Done, Some(o)) => {
                 c.command_ms += o.command_ms;
+                let rounds = o.sampling.as_ref().map(|s| s.rounds);
                 self.emit_by(
                     result.as_ref().map(|r| r.agent_id.as_str()),
                     Some(bd.branch()),
-                    Some("evaluate"),
+                    Some(id),
                     EventKind::Evaluated {
                         candidate: c.proposal.id.clone(),
                         verdict: o.verdict.clone(),
                         reasons: o.reasons.clone(),
                         stats: json!({"stats": o.stats, "diagnosis": o.diagnosis, "runs": o.runs,
                                       "baseline_median": o.baseline_median, "candidate_median": o.candidate_median,
-                                      "effect": o.effect, "repeats": self.repeats(), "warmup": self.warmup()}),
+                                      "effect": o.effect, "rounds": rounds, "warmup": self.warmup()}),
+                        outcome: o.outcome,
+                        sampling: o.sampling.clone().map(Box::new),
                     },
                 );
                 if self.st.baseline_metric.is_none() {
@@ -690,11 +739,100 @@ impl Engine {
         Ok(())
     }
 
+    /// A candidate undecided at the cap of its first measurement is measured once more before
+    /// the cycle closes (continuing its rounds, up to twice `max_rounds`), when the wall-clock
+    /// budget leaves room for about as long again.
+    async fn remeasure(&mut self, i: usize, cycle_started: Instant) -> anyhow::Result<()> {
+        let cycle = self.st.current.clone().expect("a cycle is running");
+        let mut c = cycle.candidates[i].clone();
+        let undecided = c.eval.as_ref().and_then(|e| e.sampling.as_ref().map(|s| (e.outcome, s)));
+        let Some((Some(Outcome::TooNoisy), sampling)) = undecided else { return Ok(()) };
+        if c.remeasured || sampling.stopping != Stopping::Cap {
+            return Ok(());
+        }
+        let sampling = sampling.clone();
+        let max_wall = self.gov.cadence.max_wall_s * 1000;
+        // Cycles add their time to `wall_ms` when they end: this one's so far is on top.
+        let spent = self.st.wall_ms + cycle_started.elapsed().as_millis() as u64;
+        let took = c.eval.as_ref().map_or(0, |e| e.command_ms);
+        c.remeasured = true;
+        if max_wall > 0 && spent + took > max_wall {
+            let why = format!(
+                "not measured again: the wall-clock budget ({} s in cadence.md) leaves {} s, the first measurement took {} s",
+                self.gov.cadence.max_wall_s,
+                max_wall.saturating_sub(spent) / 1000,
+                took / 1000
+            );
+            self.say(&format!("  {}: {why}", c.branch));
+            c.reasons.push(why);
+            return self.update_candidate(i, &c);
+        }
+        self.say(&format!(
+            "  {}: undecided after {} rounds; measuring it again (up to {} rounds in all)",
+            c.branch, sampling.rounds, sampling.horizon
+        ));
+        let bd = self.home.branch_dir(&c.branch)?;
+        self.evaluate(&bd, &mut c, &cycle.baseline, sampling.pairs).await?;
+        self.update_candidate(i, &c)?;
+        self.say(&self.candidate_line(&c));
+        Ok(())
+    }
+
+    /// Measure the baseline against itself at the start of a run: the calibrated noise, recorded
+    /// as an event, sizes the first look of every evaluation. A calibration the settings cannot
+    /// run (duet pairing on one CPU) stops the loop with the reason; a harness failure leaves the
+    /// run uncalibrated.
+    async fn calibrate(&mut self) -> anyhow::Result<()> {
+        if self.st.calibration.is_some() || self.gov.ethos.calibration_rounds == 0 || self.st.stopped.is_some() {
+            return Ok(());
+        }
+        let main = self.main_commit()?;
+        let short: String = self.st.run_id.chars().take(6).collect();
+        let branch = format!("r{short}-calibrate");
+        let bd = self.home.branch_dir(&branch)?;
+        if !bd.exists() {
+            let (home, b, base) = (self.home.clone(), branch.clone(), main.clone());
+            tokio::task::spawn_blocking(move || substrate::add_worktree(&home, &b, &base)).await??;
+        }
+        self.say(&format!(
+            "calibrating: {} rounds of the baseline {} against itself ({} pairing)",
+            self.gov.ethos.calibration_rounds,
+            &main[..12],
+            self.gov.ethos.pairing.as_str()
+        ));
+        let input = EvaluateInput { mode: EvaluateMode::Calibrate, ..self.evaluate_input(&main, main.clone(), vec![]) };
+        let (task, result) = self.run_task_as(&bd, "calibrate", "evaluate", "evaluator", json!(input)).await?;
+        let out: Option<CalibrateOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
+        let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
+        let _ = bd.set_state(BranchState::Archived, Some("calibration"));
+        match (task.state, out) {
+            (TaskFileState::Done, Some(o)) => {
+                self.say(&format!(
+                    "  calibrated: {}; first look at round {}",
+                    o.calibration.describe(),
+                    o.calibration.first_look
+                ));
+                self.emit_by(
+                    result.as_ref().map(|r| r.agent_id.as_str()),
+                    Some(&branch),
+                    Some("calibrate"),
+                    EventKind::Calibrated { calibration: o.calibration.clone() },
+                );
+                self.st.calibration = Some(o.calibration);
+                self.save()
+            }
+            (TaskFileState::Failed, _) => self.stop("calibration-failed", &summary),
+            _ => {
+                self.say(&format!("  calibration failed ({summary}); evaluating without it"));
+                Ok(())
+            }
+        }
+    }
+
     /// Apply an evaluator recommendation to the loop's own operational settings, with an audit
     /// record. Governance documents are never touched.
     fn apply_recommendation(&mut self, r: &protocol::work::Recommendation) {
         let (current, slot) = match r.setting.as_str() {
-            "cadence.repeats" => (self.repeats(), &mut self.st.overrides.repeats),
             "cadence.warmup" => (self.warmup(), &mut self.st.overrides.warmup),
             _ => return,
         };
@@ -743,19 +881,33 @@ impl Engine {
         }
         if c.stage == "evaluating" {
             let t = Instant::now();
-            self.evaluate(&bd, &mut c, &cycle.baseline).await?;
+            self.evaluate(&bd, &mut c, &cycle.baseline, vec![]).await?;
             self.add_stage_ms("evaluate", t.elapsed().as_millis() as u64);
             c.stage = "decided".into();
             self.update_candidate(i, &c)?;
         }
+        self.say(&self.candidate_line(&c));
+        Ok(())
+    }
+
+    fn candidate_line(&self, c: &Candidate) -> String {
         let verdict = c.verdict.clone().unwrap_or_default();
-        let line = match &c.eval {
+        match &c.eval {
             Some(e) => format!(
-                "  {:<8} {} [{}] {}",
+                "  {:<8} {} [{}] {}{}",
                 verdict,
                 c.branch,
                 c.proposal.approach_key(),
-                fmt_effect(e.baseline_median, e.candidate_median, e.effect)
+                fmt_effect(e.baseline_median, e.candidate_median, e.effect),
+                e.sampling
+                    .as_ref()
+                    .map(|s| format!(
+                        " ({} {} rounds: {})",
+                        s.rounds,
+                        s.pairing.as_str(),
+                        e.outcome.map_or("-", |o| o.as_str())
+                    ))
+                    .unwrap_or_default()
             ),
             None => format!(
                 "  {:<8} {} [{}] {}",
@@ -764,9 +916,7 @@ impl Engine {
                 c.proposal.approach_key(),
                 c.reasons.first().cloned().unwrap_or_default()
             ),
-        };
-        self.say(&line);
-        Ok(())
+        }
     }
 
     /// Create the branch's directory, event log and checkout at `base` (unless a run before a
@@ -970,6 +1120,7 @@ impl Engine {
                             reasons: vec![],
                             command_ms: 0,
                             models,
+                            remeasured: false,
                         });
                         self.emit_by(
                             Some(&proposer),
@@ -998,6 +1149,10 @@ impl Engine {
         let n = self.st.current.as_ref().map_or(0, |c| c.candidates.len());
         for i in 0..n {
             self.run_candidate(i).await?;
+        }
+        // The loop acts on "undecided": measured once more, after the cycle's other candidates.
+        for i in 0..n {
+            self.remeasure(i, t0).await?;
         }
         let promoted = self.decide().await?;
         self.finish_cycle(t0, promoted)?;
@@ -1072,7 +1227,10 @@ fn task_outcome(t: &TaskFile) -> String {
 
 fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> String {
     match (before, after) {
-        (Some(b), Some(a)) => format!("{b:.3} -> {a:.3} ({:+.1}% better)", effect.unwrap_or(0.0) * 100.0),
+        (Some(b), Some(a)) => match effect.unwrap_or(0.0) {
+            e if e < 0.0 => format!("{b:.3} -> {a:.3} ({:.1}% worse)", -e * 100.0),
+            e => format!("{b:.3} -> {a:.3} ({:+.1}% better)", e * 100.0),
+        },
         _ => String::new(),
     }
 }
@@ -1208,6 +1366,22 @@ pub struct Summary {
     /// The models in force, tokens and time per stage, the prefix-cache share.
     #[serde(flatten)]
     pub model: ModelSummary,
+    /// How baseline and candidate runs were paired (ethos.md), and the calibrated noise.
+    #[serde(default)]
+    pub pairing: String,
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+}
+
+/// The rounds an evaluation used and what it concluded, for the summary's items.
+fn evaluation_brief(c: &Candidate) -> Value {
+    let e = c.eval.as_ref();
+    json!({
+        "rounds": e.and_then(|e| e.sampling.as_ref()).map(|s| s.rounds),
+        "pairing": e.and_then(|e| e.sampling.as_ref()).map(|s| s.pairing),
+        "outcome": e.and_then(|e| e.outcome),
+        "remeasured": c.remeasured,
+    })
 }
 
 pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
@@ -1219,8 +1393,11 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
         for c in &cy.candidates {
             command_ms += c.command_ms;
             let v = c.verdict.clone().unwrap_or_default();
-            let item = json!({"cycle": cy.cycle, "branch": c.branch, "approach": c.proposal.approach_key(), "verdict": v, "reasons": c.reasons,
+            let mut item = json!({"cycle": cy.cycle, "branch": c.branch, "approach": c.proposal.approach_key(), "verdict": v, "reasons": c.reasons,
                               "effect": c.eval.as_ref().and_then(|e| e.effect), "models": c.models});
+            if let (Value::Object(m), Value::Object(b)) = (&mut item, evaluation_brief(c)) {
+                m.extend(b);
+            }
             match v.as_str() {
                 "REJECT" | "FAILED" => rejected.push(item),
                 "HOLD" | "INFRA" => held.push(item),
@@ -1234,11 +1411,20 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
             promotions.push(a);
         }
     }
+    let candidate = |branch: &str| st.finished.iter().flat_map(|cy| cy.candidates.iter()).find(|c| c.branch == branch);
     let promoted: Vec<Value> = promotions
         .iter()
-        .map(
-            |p| json!({"cycle": p.cycle, "branch": p.branch, "commit": p.commit, "before": p.before, "after": p.after, "models": p.models}),
-        )
+        .map(|p| {
+            let approach = candidate(&p.branch).map(|c| c.proposal.approach_key());
+            let verdict = candidate(&p.branch).and_then(|c| c.verdict.clone());
+            let mut item = json!({"cycle": p.cycle, "branch": p.branch, "approach": approach, "verdict": verdict,
+                                  "commit": p.commit, "before": p.before, "after": p.after, "models": p.models});
+            if let (Value::Object(m), Some(Value::Object(b))) = (&mut item, candidate(&p.branch).map(evaluation_brief))
+            {
+                m.extend(b);
+            }
+            item
+        })
         .collect();
     let final_metric = promotions.last().and_then(|p| p.after).or(st.baseline_metric);
     // The harness is everything but the target's own commands and the models' answers.
@@ -1260,6 +1446,8 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
         command_ms,
         overrides: st.overrides.clone(),
         model: model_summary(st, gov),
+        pairing: gov.ethos.pairing.as_str().into(),
+        calibration: st.calibration.clone().map(|c| Calibration { pairs: vec![], ..c }),
     }
 }
 
@@ -1298,6 +1486,10 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
         persist: true,
     };
     eng.save()?;
+    eng.calibrate().await?;
+    if eng.st.stopped.is_some() {
+        return Ok(summarize(&eng.ctx.home, &eng.st, &eng.gov));
+    }
     loop {
         // Governance may change between cycles (an approval): reload it each time.
         match crate::govern::load(&eng.ctx.home).and_then(|g| models::guard(&g).map(|()| g)) {

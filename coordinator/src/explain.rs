@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use kit::git::Git;
+use protocol::evaluation::{Sampling, Side};
 use protocol::events::{Event, EventKind};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -206,7 +207,11 @@ pub fn render(x: &Explanation) -> String {
         }
     }
     o.push_str("\nevaluation\n");
-    o.push_str(&format!("  verdict: {}\n", s(get(&x.evaluation, &["verdict"]))));
+    o.push_str(&format!(
+        "  verdict: {} ({})\n",
+        s(get(&x.evaluation, &["verdict"])),
+        s(get(&x.evaluation, &["outcome"]))
+    ));
     if let Some(rs) = get(&x.evaluation, &["reasons"]).as_array() {
         for r in rs {
             o.push_str(&format!("  - {}\n", s(r)));
@@ -219,14 +224,10 @@ pub fn render(x: &Explanation) -> String {
         s(get(stats, &["candidate_median"])),
         s(get(stats, &["effect"]))
     ));
-    let inner = get(stats, &["stats"]);
-    for side in ["baseline", "candidate"] {
-        let samples = get(inner, &[side, "samples"]);
-        if !samples.is_null() {
-            o.push_str(&format!("  {side} samples: {}\n", s(samples)));
-        }
+    if let Ok(sampling) = serde_json::from_value::<Sampling>(get(&x.evaluation, &["sampling"]).clone()) {
+        o.push_str(&render_sampling(&sampling));
     }
-    o.push_str(&format!("  diagnosis: {}\n", s(get(stats, &["diagnosis"]))));
+    o.push_str(&format!("  diagnosis: {}\n", s(get(stats, &["diagnosis", "summary"]))));
     o.push_str("\ngovernance in force\n");
     for (doc, h) in &x.governance {
         o.push_str(&format!("  {doc} sha256 {h}\n"));
@@ -236,5 +237,55 @@ pub fn render(x: &Explanation) -> String {
         s(get(&x.promotion, &["before"])),
         s(get(&x.promotion, &["after"]))
     ));
+    o
+}
+
+/// The evidence of a sequential evaluation: pairing, rounds, the stopping rule, the effect with
+/// its interval, the calibrated noise, and every pair.
+pub fn render_sampling(x: &Sampling) -> String {
+    let pct = |v: Option<f64>| v.map(|v| format!("{:+.1}%", v * 100.0)).unwrap_or_else(|| "unbounded".into());
+    let mut o = String::new();
+    o.push_str(&format!(
+        "  pairing: {}, {} rounds{} (first look {}, cap {}, design horizon {}), stopped: {:?}\n",
+        x.pairing.as_str(),
+        x.rounds,
+        if x.resumed > 0 { format!(", {} of them from the first measurement", x.resumed) } else { String::new() },
+        x.first_look,
+        x.cap,
+        x.horizon,
+        x.stopping
+    ));
+    o.push_str(&format!("  rule: {}\n", x.rule));
+    if let Some(e) = &x.effect {
+        o.push_str(&format!(
+            "  effect: {} with {:.0}% repeated interval [{}, {}] ({} scale)\n",
+            pct(Some(e.estimate)),
+            e.coverage * 100.0,
+            pct(e.lo),
+            pct(e.hi),
+            e.scale
+        ));
+    }
+    match &x.calibration {
+        Some(c) => o.push_str(&format!("  calibrated noise: {}; first look at round {}\n", c.describe(), c.first_look)),
+        None => o.push_str("  calibrated noise: none (no calibration in force)\n"),
+    }
+    o.push_str("  pairs (round, first or CPUs, baseline, candidate, score; * outlier):\n");
+    let num = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "failed".into());
+    for p in &x.pairs {
+        let how = match p.cpus {
+            Some(c) => format!("cpu b{} c{}", c.baseline, c.candidate),
+            None => format!("{} first", if p.first == Side::Baseline { "baseline" } else { "candidate" }),
+        };
+        o.push_str(&format!(
+            "    {:>3} {:<18} {:>14} {:>14} {:>9}{}\n",
+            p.round,
+            how,
+            num(p.baseline),
+            num(p.candidate),
+            p.score.map(|s| format!("{s:+.4}")).unwrap_or_else(|| "-".into()),
+            if p.outlier { " *" } else { "" }
+        ));
+    }
     o
 }

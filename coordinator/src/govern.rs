@@ -179,15 +179,15 @@ mod tests {
     fn load_runs_the_approved_texts_whatever_is_on_disk() {
         let r = repo(true);
         let g0 = load_in(&r.store).unwrap();
-        assert_eq!(g0.cadence.repeats, 7);
-        edit(&r.dir, "cadence.md", "repeats = 7", "repeats = 9");
+        assert_eq!(g0.cadence.warmup, 1);
+        edit(&r.dir, "cadence.md", "warmup = 1", "warmup = 2");
         std::fs::remove_file(r.dir.join("ethos.md")).unwrap();
         std::fs::write(r.dir.join("constitution.md"), "```toml ratchet\nbroken = [\n").unwrap();
         let g1 = load_in(&r.store).unwrap();
         assert_eq!(g1, g0, "edits on disk changed the governance in force before approval");
         approve::approve_in(&r.store, &["cadence.md".into()], Some("alice"), &|| {}).unwrap();
         let g2 = load_in(&r.store).unwrap();
-        assert_eq!(g2.cadence.repeats, 9);
+        assert_eq!(g2.cadence.warmup, 2);
         assert_eq!(g2.hashes["ethos.md"], g0.hashes["ethos.md"]);
         let on_disk = std::fs::read_to_string(r.dir.join("cadence.md")).unwrap();
         assert_eq!(
@@ -205,12 +205,12 @@ mod tests {
     fn an_edit_during_an_approval_refuses_it() {
         let r = repo(true);
         let head = r.store.head().unwrap();
-        edit(&r.dir, "cadence.md", "repeats = 7", "repeats = 9");
-        let meanwhile = || edit(&r.dir, "cadence.md", "repeats = 9", "repeats = 11");
+        edit(&r.dir, "cadence.md", "warmup = 1", "warmup = 2");
+        let meanwhile = || edit(&r.dir, "cadence.md", "warmup = 2", "warmup = 3");
         let e = approve::approve_in(&r.store, &["cadence.md".into()], Some("alice"), &meanwhile).unwrap_err();
         assert!(format!("{e:#}").contains("cadence.md changed while it was being approved"), "{e:#}");
         assert_eq!(r.store.head().unwrap(), head, "a refused approval moved the governance ref");
-        assert_eq!(load_in(&r.store).unwrap().cadence.repeats, 7);
+        assert_eq!(load_in(&r.store).unwrap().cadence.warmup, 1);
     }
 
     #[test]
@@ -228,10 +228,17 @@ mod tests {
     #[test]
     fn value_errors_get_the_line_of_their_field() {
         let doc = "# Ethos\n\n```toml ratchet\n[ethos]\ngoal = \"g\"\ngates = []\ntest_command = \"t\"\nbenchmark = \"b\"\n\
-                   benchmark_paths = []\nmetric = \"ms\"\ndirection = \"lower\"\ntest = \"mann-whitney\"\nconfidence = 0.95\n\
-                   min_effect = 1.5\nmin_samples = 5\nmax_cv = 0.2\ngate_timeout_s = 1\nbench_timeout_s = 1\n```\n";
+                   benchmark_paths = []\nmetric = \"ms\"\ndirection = \"lower\"\nconfidence = 0.95\n\
+                   min_effect = 1.5\nmin_rounds = 5\nmax_rounds = 30\ngate_timeout_s = 1\nbench_timeout_s = 1\n```\n";
         let e = validate("ethos.md", doc).unwrap_err().to_string();
-        assert!(e.starts_with("ethos.md:14: min_effect: 1.5 is outside [0, 1); fix: "), "{e}");
+        assert!(e.starts_with("ethos.md:13: min_effect: 1.5 is outside [0, 1); fix: "), "{e}");
+        // A key of the earlier evaluator names what replaced it.
+        let old = doc.replace("min_rounds = 5", "min_samples = 5");
+        let e = validate("ethos.md", &old).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ethos.md:14: min_samples: retired:") && e.contains("fix: rename it to min_rounds"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! like the others, reached over A2A.
 
 pub mod agent;
+pub mod calibrate;
 pub mod demo;
 pub mod demo_target;
 pub mod engine;

@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -108,6 +109,9 @@ pub struct RunSpec {
     /// Bytes of stdout and of stderr kept in memory; older bytes are dropped (the tail is kept) and a marker
     /// line says how many.
     pub max_capture: usize,
+    /// Pin the command (and everything it starts) to these CPUs. Set in the child before exec, outside the
+    /// sandbox wrapper, so the sandboxed command inherits it rather than chooses it.
+    pub cpus: Option<Vec<usize>>,
 }
 
 impl RunSpec {
@@ -129,6 +133,7 @@ impl RunSpec {
             sandbox: SandboxMode::Auto,
             log_path: None,
             max_capture: 1 << 20,
+            cpus: None,
         }
     }
 
@@ -184,6 +189,11 @@ impl RunSpec {
 
     pub fn with_log(mut self, path: impl Into<PathBuf>) -> Self {
         self.log_path = Some(path.into());
+        self
+    }
+
+    pub fn with_cpus(mut self, cpus: Vec<usize>) -> Self {
+        self.cpus = Some(cpus);
         self
     }
 
@@ -353,7 +363,14 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd);
+    let affinity = match &spec.cpus {
+        None => None,
+        Some(cpus) => match cpu_set(cpus) {
+            Ok(set) => Some(set),
+            Err(e) => return fail(format!("cannot pin to CPUs {cpus:?}: {e}")),
+        },
+    };
+    prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd, affinity);
     let spawned = cmd.spawn();
     // Our copy of the report pipe's write end: only the sandbox holds it from here on.
     let report = report_pipe.map(|(read, _write)| read);
@@ -496,19 +513,38 @@ fn child_env(
     env
 }
 
-/// In the child between fork and exec: RLIMIT_CORE to 0, RLIMIT_AS when given, and the sandbox's
-/// report pipe kept open across exec (it is close-on-exec everywhere else).
+/// The CPU set of `cpus` (built before the fork: no allocation happens in the child).
+fn cpu_set(cpus: &[usize]) -> nix::Result<CpuSet> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)?;
+    }
+    Ok(set)
+}
+
+/// In the child between fork and exec: RLIMIT_CORE to 0, RLIMIT_AS when given, the CPU affinity
+/// when given (outside the sandbox, so the sandboxed command inherits it rather than chooses it),
+/// and the sandbox's report pipe kept open across exec (it is close-on-exec everywhere else).
 #[allow(unsafe_code)]
-fn prepare_child(cmd: &mut Command, memory_limit_bytes: Option<u64>, report_fd: Option<RawFd>) {
+fn prepare_child(
+    cmd: &mut Command,
+    memory_limit_bytes: Option<u64>,
+    report_fd: Option<RawFd>,
+    affinity: Option<CpuSet>,
+) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are allowed.
-    // It calls setrlimit(2) and fcntl(2) only (both async-signal-safe), captures plain integers, and allocates
-    // nothing: converting an errno into io::Error is a plain value. The fd is the write end of a pipe this
-    // process created just before spawning and keeps open until the spawn returned.
+    // It calls setrlimit(2), sched_setaffinity(2) and fcntl(2) only (plain system calls), captures plain values
+    // (integers and a copied cpu_set_t), and allocates nothing: converting an errno into io::Error is a plain
+    // value. The fd is the write end of a pipe this process created just before spawning and keeps open until
+    // the spawn returned.
     unsafe {
         cmd.pre_exec(move || {
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             if let Some(bytes) = memory_limit_bytes {
                 setrlimit(Resource::RLIMIT_AS, bytes, bytes)?;
+            }
+            if let Some(set) = &affinity {
+                sched_setaffinity(Pid::from_raw(0), set)?;
             }
             if let Some(fd) = report_fd {
                 let fd = BorrowedFd::borrow_raw(fd);
@@ -529,6 +565,14 @@ fn read_available(read: OwnedFd) -> String {
     let mut text = Vec::new();
     let _ = std::fs::File::from(read).take(4096).read_to_end(&mut text);
     String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The CPUs this process may run on (its affinity), in ascending order.
+pub fn available_cpus() -> Vec<usize> {
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
 }
 
 fn classify(
@@ -734,6 +778,26 @@ mod tests {
         let spec = spec(SandboxMode::Namespaces, "true", dir.path()).with_writable(dir.path().join("gone"));
         let outcome = spec.run().await;
         assert!(matches!(&outcome.status, RunStatus::SpawnFailed(why) if why.contains("gone")), "{outcome:?}");
+    }
+
+    /// The pin is applied outside the sandbox wrapper and inherited by the command and its children.
+    #[tokio::test]
+    async fn cpus_pin_the_command_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpus = available_cpus();
+        assert!(!cpus.is_empty());
+        let last = *cpus.last().expect("a CPU");
+        let show = "grep Cpus_allowed_list /proc/self/status; sh -c 'grep Cpus_allowed_list /proc/self/status'";
+        for mode in [SandboxMode::Plain, SandboxMode::Auto] {
+            let out = plain(show, dir.path()).with_sandbox(mode).with_cpus(vec![last]).run().await;
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            assert_eq!(lines.len(), 2, "{out:?}");
+            for l in lines {
+                assert_eq!(l.split_whitespace().nth(1), Some(last.to_string().as_str()), "{mode:?}: {l}");
+            }
+        }
+        let bad = plain("true", dir.path()).with_cpus(vec![CpuSet::count() + 1]).run().await;
+        assert!(matches!(&bad.status, RunStatus::SpawnFailed(why) if why.contains("cannot pin")), "{bad:?}");
     }
 
     #[test]

@@ -28,9 +28,9 @@ max_diff_lines = 300\nmax_files_changed = 8\n\n[[constitution.rules]]\nid = \"r1
 forbid_paths = [\"vendor/**\"]\n```\n";
 const ETHOS: &str = "# Ethos\n\n```toml ratchet\n[ethos]\ngoal = \"faster\"\ngates = [\"make\", \"make test\"]\n\
 test_command = \"make test\"\nbenchmark = \"bench/run\"\nbenchmark_paths = [\"bench/**\"]\nmetric = \"ms\"\n\
-direction = \"lower\"\ntest = \"mann-whitney\"\nconfidence = 0.95\nmin_effect = 0.02\nmin_samples = 5\n\
-max_cv = 0.1\ngate_timeout_s = 600\nbench_timeout_s = 60\n```\n";
-const CADENCE: &str = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nrepeats = 7\nwarmup = 1\n\
+direction = \"lower\"\nconfidence = 0.95\nmin_effect = 0.02\npairing = \"sequential\"\nmin_rounds = 5\n\
+max_rounds = 30\ngate_timeout_s = 600\nbench_timeout_s = 60\n```\n";
+const CADENCE: &str = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nwarmup = 1\n\
 stall_limit = 3\nbreaker_limit = 5\nlease_ttl_s = 30\nmax_attempts = 3\npromotion = \"auto\"\nmax_cycles = 8\n\
 max_wall_s = 0\n\n[proposer]\nstrategy = \"sweep\"\nfile = \"params.toml\"\n\n[proposer.space]\n\
 algorithm = [\"a\", \"b\", \"c\"]\ncutoff = [4, 8, 16, 32]\n```\n";
@@ -46,7 +46,9 @@ fn round(paths: &[String]) -> usize {
                 candidate: format!("sweep-cutoff-{i}"),
                 verdict: "HOLD".into(),
                 reasons: vec!["improvement fail: median 10.0 -> 9.9".into(), "significance fail".into()],
-                stats: json!({"repeats": 7, "baseline_median": 10.0, "candidate_median": 9.9, "effect": 0.01}),
+                stats: json!({"rounds": 7, "baseline_median": 10.0, "candidate_median": 9.9, "effect": 0.01}),
+                outcome: None,
+                sampling: None,
             },
         );
         e.cycle = Some(i / 3);

@@ -232,6 +232,16 @@ pub enum EventKind {
         reasons: Vec<String>,
         /// Statistics, and every run with the sandbox it ran in (`runs[].sandbox`).
         stats: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<crate::evaluation::Outcome>,
+        /// Every pair, the stopping rule, rounds, effect with interval, calibrated noise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sampling: Option<Box<crate::evaluation::Sampling>>,
+    },
+    /// The evaluator measured the baseline against itself: the machine's noise for this
+    /// benchmark, which sizes the first look of every evaluation that follows.
+    Calibrated {
+        calibration: crate::evaluation::Calibration,
     },
     Promoted {
         candidate: String,

@@ -7,7 +7,7 @@
 //! ````markdown
 //! ```toml ratchet
 //! [cadence]
-//! repeats = 7
+//! candidates = 2
 //! ```
 //! ````
 //!
@@ -95,8 +95,55 @@ pub fn settings_block<'a>(file: &str, text: &'a str) -> Result<(usize, &'a str),
     }
 }
 
+/// Keys an earlier version read and this one does not: (section, key, what replaced it and the fix).
+const RETIRED: [(&str, &str, &str); 4] = [
+    (
+        "ethos",
+        "test",
+        "retired: baseline and candidate now run in paired rounds judged by a sequential sign/signed-rank test, not a two-sample test; fix: remove the line (choose how runs are paired with pairing = \"sequential\" or \"duet\")",
+    ),
+    (
+        "ethos",
+        "min_samples",
+        "retired: the evaluator samples paired rounds until the answer is clear; fix: rename it to min_rounds (the fewest paired rounds before a decision)",
+    ),
+    (
+        "ethos",
+        "max_cv",
+        "retired: stability is judged on the paired ratios by the sequential test, which adds rounds while the answer is unclear; fix: remove the line (max_rounds caps the rounds)",
+    ),
+    (
+        "cadence",
+        "repeats",
+        "retired: the evaluator samples sequentially until the answer is clear; fix: remove it from cadence.md and set max_rounds (the most rounds per measurement) in ethos.md",
+    ),
+];
+
+/// A key of an earlier version, refused with what replaced it (rather than "unknown field").
+fn retired_key(file: &str, first_line: usize, body: &str) -> Result<(), GovernanceError> {
+    let Ok(table) = toml::from_str::<toml::Table>(body) else { return Ok(()) };
+    for (section, key, why) in RETIRED {
+        if table.get(section).and_then(|t| t.get(key)).is_some() {
+            let line = body
+                .lines()
+                .position(|l| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+                .map_or(0, |i| first_line + i);
+            let (problem, fix) = why.split_once("; fix: ").expect("every retired key says its fix");
+            return Err(GovernanceError {
+                file: file.into(),
+                line,
+                field: key.into(),
+                problem: problem.into(),
+                fix: fix.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, GovernanceError> {
     let (first_line, body) = settings_block(file, text)?;
+    retired_key(file, first_line, body)?;
     toml::from_str(body).map_err(|e| {
         let line = e.span().map(|s| body[..s.start].matches('\n').count()).unwrap_or(0) + first_line;
         let msg = e.message().to_string();
@@ -288,12 +335,38 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StatTest {
-    MannWhitney,
-    Bootstrap,
+/// How baseline and candidate runs share the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pairing {
+    /// One after the other in each round, the order randomized round by round.
+    #[default]
+    Sequential,
+    /// Both at the same time, each pinned to its own CPU, twice per round with the CPUs swapped:
+    /// both see the same machine, and a slow CPU slows both. Right for single-threaded CPU-bound
+    /// benchmarks; wrong for multi-threaded or memory-bandwidth-bound ones (they would compete).
+    /// Needs two CPUs.
+    Duet,
 }
+
+impl Pairing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pairing::Sequential => "sequential",
+            Pairing::Duet => "duet",
+        }
+    }
+}
+
+/// The fewest rounds that can decide anything at `confidence`: a paired test whose validity
+/// rests only on the randomized order has a smallest possible p-value of 2^-n after n rounds.
+pub fn decision_floor(confidence: f64) -> u32 {
+    let alpha = (1.0 - confidence).clamp(1e-9, 0.5);
+    (1.0 / alpha).log2().ceil().max(1.0) as u32
+}
+
+/// Most rounds `max_rounds` may ask for (a measurement and its re-measurement stay below 200).
+pub const MAX_ROUNDS_LIMIT: u32 = 100;
 
 /// Evaluation standards: what "better" means and how sure we must be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,15 +389,24 @@ pub struct Ethos {
     /// Without it the last stdout line must be a JSON object holding the metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_pattern: Option<String>,
-    pub test: StatTest,
-    /// Required confidence that the candidate is better (e.g. 0.95).
+    /// Required confidence that the candidate is better (e.g. 0.95); the same holds for worse.
     pub confidence: f64,
-    /// Minimum relative improvement of the median (e.g. 0.02 = 2%).
+    /// Minimum relative change that matters (e.g. 0.02 = 2%): smaller changes are "no change".
     pub min_effect: f64,
-    /// Minimum valid samples per side.
-    pub min_samples: u32,
-    /// Stability bound: maximum coefficient of variation (robust: MAD/median) per side.
-    pub max_cv: f64,
+    /// How baseline and candidate runs share the machine: sequential (default) or duet.
+    #[serde(default)]
+    pub pairing: Pairing,
+    /// The fewest paired rounds before a decision (raised to what `confidence` allows, and to
+    /// what the calibrated noise suggests).
+    #[serde(default = "default_min_rounds")]
+    pub min_rounds: u32,
+    /// Most paired rounds of one measurement; an undecided candidate is measured once more, up
+    /// to as many again.
+    #[serde(default = "default_max_rounds")]
+    pub max_rounds: u32,
+    /// A/A rounds run at the start of each run to measure the machine's noise (0: none).
+    #[serde(default = "default_calibration_rounds")]
+    pub calibration_rounds: u32,
     /// Seconds a gate command may run.
     pub gate_timeout_s: u64,
     /// Seconds one benchmark run may take.
@@ -372,9 +454,7 @@ pub enum PromotionMode {
 pub struct Cadence {
     /// Candidates proposed per cycle.
     pub candidates: u32,
-    /// Interleaved baseline/candidate rounds per evaluation.
-    pub repeats: u32,
-    /// Uncounted warmup runs per side before the counted rounds.
+    /// Uncounted warmup rounds (one run per side each) before the counted rounds.
     pub warmup: u32,
     /// Stop after this many consecutive cycles that move nothing (the correctable-loop invariant).
     pub stall_limit: u32,
@@ -430,6 +510,18 @@ pub struct ProposerSettings {
     /// command: memory limit of the program, in MiB (0 = no limit).
     #[serde(default)]
     pub memory_mb: u64,
+}
+
+fn default_min_rounds() -> u32 {
+    5
+}
+
+fn default_max_rounds() -> u32 {
+    30
+}
+
+fn default_calibration_rounds() -> u32 {
+    8
 }
 
 fn default_context() -> String {
@@ -564,11 +656,29 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
             "use a relative effect such as 0.02 (2%)",
         );
     }
-    if e.min_samples < 3 {
-        return bad("min_samples", format!("{} is below 3", e.min_samples), "use at least 3 samples per side");
+    if e.min_rounds == 0 {
+        return bad("min_rounds", "0 rounds".into(), "use at least 1 (5 is a sound default)");
     }
-    if e.max_cv <= 0.0 {
-        return bad("max_cv", format!("{} is not positive", e.max_cv), "use e.g. 0.10");
+    let floor = decision_floor(e.confidence);
+    if e.max_rounds < floor.max(e.min_rounds) || e.max_rounds > MAX_ROUNDS_LIMIT {
+        return bad(
+            "max_rounds",
+            format!(
+                "{} is outside [{}, {MAX_ROUNDS_LIMIT}] (at confidence {} no decision is possible before {floor} rounds; min_rounds is {})",
+                e.max_rounds,
+                floor.max(e.min_rounds),
+                e.confidence,
+                e.min_rounds
+            ),
+            "use e.g. 30",
+        );
+    }
+    if e.calibration_rounds > MAX_ROUNDS_LIMIT {
+        return bad(
+            "calibration_rounds",
+            format!("{} is above {MAX_ROUNDS_LIMIT}", e.calibration_rounds),
+            "use e.g. 8 (0 turns calibration off)",
+        );
     }
     if e.benchmark.trim().is_empty() {
         return bad("benchmark", "the benchmark command is empty".into(), "give the command that prints the metric");
@@ -613,9 +723,6 @@ pub fn parse_cadence(text: &str) -> Result<(Cadence, ProposerSettings), Governan
     let bad = |field: &str, problem: String, fix: &str| Err(invalid(CADENCE, field, problem, fix));
     if c.candidates == 0 {
         return bad("candidates", "0 candidates per cycle".into(), "use at least 1");
-    }
-    if c.repeats == 0 {
-        return bad("repeats", "0 repeats".into(), "use at least 1 (7 is a sound default)");
     }
     if c.stall_limit == 0 || c.breaker_limit == 0 {
         return bad("stall_limit", "a stop limit of 0".into(), "set stall_limit and breaker_limit to at least 1");
@@ -830,6 +937,55 @@ mod tests {
         assert!(!glob_match("src/*.rs", "src/a/b.rs"));
     }
 
+    const ETHOS: &str = "# Ethos\n\n```toml ratchet\n[ethos]\ngoal = \"g\"\ngates = []\ntest_command = \"t\"\nbenchmark = \"b\"\nbenchmark_paths = []\nmetric = \"ms\"\ndirection = \"lower\"\nconfidence = 0.95\nmin_effect = 0.03\nEXTRA\ngate_timeout_s = 1\nbench_timeout_s = 1\n```\n";
+
+    #[test]
+    fn ethos_pairing_and_rounds() {
+        let e = parse_ethos(&ETHOS.replace("EXTRA", "")).unwrap();
+        assert_eq!((e.pairing, e.min_rounds, e.max_rounds, e.calibration_rounds), (Pairing::Sequential, 5, 30, 8));
+        let e = parse_ethos(&ETHOS.replace("EXTRA", "pairing = \"duet\"\nmin_rounds = 8\nmax_rounds = 20")).unwrap();
+        assert_eq!((e.pairing, e.min_rounds, e.max_rounds), (Pairing::Duet, 8, 20));
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "pairing = \"both\"")).unwrap_err().to_string();
+        assert!(err.starts_with("ethos.md:14: pairing: unknown variant `both`"), "{err}");
+        // No decision is possible before 5 rounds at 95%: a cap below that is refused.
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "max_rounds = 4")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ethos.md:0: max_rounds: 4 is outside [5, 100] (at confidence 0.95 no decision is possible before 5 rounds; min_rounds is 5); fix: use e.g. 30"
+        );
+        assert_eq!((decision_floor(0.95), decision_floor(0.9), decision_floor(0.99)), (5, 4, 7));
+    }
+
+    #[test]
+    fn retired_keys_name_their_replacement() {
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "test = \"mann-whitney\"\nmin_samples = 5\nmax_cv = 0.1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("ethos.md:14: test: retired: baseline and candidate now run in paired rounds"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "fix: remove the line (choose how runs are paired with pairing = \"sequential\" or \"duet\")"
+            ),
+            "{err}"
+        );
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "min_samples = 5")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("ethos.md:14: min_samples: retired:") && err.contains("fix: rename it to min_rounds"),
+            "{err}"
+        );
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "max_cv = 0.1")).unwrap_err().to_string();
+        assert!(err.starts_with("ethos.md:14: max_cv: retired:"), "{err}");
+        let cadence = "```toml ratchet\n[cadence]\ncandidates = 1\nrepeats = 7\nwarmup = 0\n```\n";
+        let err = parse_cadence(cadence).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "cadence.md:4: repeats: retired: the evaluator samples sequentially until the answer is clear; fix: remove it from cadence.md and set max_rounds (the most rounds per measurement) in ethos.md"
+        );
+    }
+
     #[test]
     fn block_errors_name_line_and_fix() {
         let e = settings_block("x.md", "# t\n").unwrap_err().to_string();
@@ -838,13 +994,13 @@ mod tests {
         assert!(e.contains("never closed"), "{e}");
         let (line, body) = settings_block("x.md", "a\n```toml ratchet\nk=1\n```\n").unwrap();
         assert_eq!((line, body), (3, "k=1\n"));
-        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nrepeets = 7\n```\n";
-        let good = "```toml ratchet\n[cadence]\ncandidates = 1\nrepeats = 3\nwarmup = 0\nstall_limit = 1\nbreaker_limit = 1\nlease_ttl_s = 1\nmax_attempts = 1\npromotion = \"auto\"\nmax_cycles = 0\nmax_wall_s = 0\n[proposer]\nstrategy = \"command\"\ncommand = \"x\"\ncontext = \"CONTEXT\"\n```\n";
+        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 3\nwarmpu = 7\n```\n";
+        let good = "```toml ratchet\n[cadence]\ncandidates = 1\nwarmup = 0\nstall_limit = 1\nbreaker_limit = 1\nlease_ttl_s = 1\nmax_attempts = 1\npromotion = \"auto\"\nmax_cycles = 0\nmax_wall_s = 0\n[proposer]\nstrategy = \"command\"\ncommand = \"x\"\ncontext = \"CONTEXT\"\n```\n";
         assert_eq!(parse_cadence(&good.replace("CONTEXT", "minimal")).unwrap().1.context, "minimal");
         let e = parse_cadence(&good.replace("CONTEXT", "everything")).unwrap_err().to_string();
         assert!(e.contains("proposer.context") && e.contains("\"full\" or \"minimal\""), "{e}");
         let e = parse_cadence(doc).unwrap_err().to_string();
-        assert!(e.starts_with("cadence.md:6: repeets: unknown field"), "{e}");
+        assert!(e.starts_with("cadence.md:6: warmpu: unknown field"), "{e}");
     }
 
     /// The sandbox is typed where it is read: an unknown mode is refused at the line that names

@@ -7,6 +7,7 @@
 pub mod a2a;
 pub mod a2a_v1;
 pub mod config;
+pub mod evaluation;
 pub mod events;
 pub mod governance;
 pub mod jsonrpc;

@@ -29,7 +29,7 @@ const ETHOS: &str = include_str!("../../ethos.md");
 const CADENCE: &str = include_str!("../../cadence.md");
 
 /// A cadence with the sweep strategy (the repository's own uses `command`).
-const SWEEP_CADENCE: &str = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 2\nrepeats = 5\nwarmup = 0\n\
+const SWEEP_CADENCE: &str = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 2\nwarmup = 0\n\
 stall_limit = 3\nbreaker_limit = 3\nlease_ttl_s = 30\nmax_attempts = 3\npromotion = \"approval\"\nmax_cycles = 0\n\
 max_wall_s = 0\n\n[proposer]\nstrategy = \"sweep\"\nfile = \"params.toml\"\n\n[proposer.space]\n\
 delay_ms = [300, 100]\nlabel = [\"a\", \"b\"]\n```\n";
@@ -217,7 +217,7 @@ proptest! {
         prop_assert_eq!(&e.field, "mistyped_key");
         prop_assert_eq!(e.line, base.lines().position(|l| l == table).expect("table") + 2, "{}", e);
         // A number setting given a value of another type.
-        let key = ["max_diff_lines", "min_samples", "repeats", "repeats"][doc];
+        let key = ["max_diff_lines", "min_rounds", "stall_limit", "stall_limit"][doc];
         let line = base.lines().find(|l| l.starts_with(&format!("{key} = "))).expect("key");
         let bad = base.replacen(line, &format!("{key} = {wrong}"), 1);
         let e = parse(&bad).expect_err("a wrong type");
@@ -232,9 +232,9 @@ proptest! {
         max_diff_lines in 1u64..100_000,
         files in 1u64..1000,
         paths in proptest::collection::vec("[a-z*/.]{1,20}", 1..6),
-        repeats in 1u32..50,
+        stall_limit in 1u32..50,
         confidence in 0.5f64..0.999,
-        min_samples in 3u32..30,
+        min_rounds in 1u32..30,
     ) {
         let mut c = parse_constitution(CONSTITUTION).expect("the repository's constitution.md");
         c.max_diff_lines = max_diff_lines;
@@ -245,13 +245,13 @@ proptest! {
 
         let mut e = parse_ethos(ETHOS).expect("the repository's ethos.md");
         e.confidence = confidence;
-        e.min_samples = min_samples;
+        e.min_rounds = min_rounds;
         let text = document("Ethos", &toml::to_string(&EthosFile { ethos: e.clone() }).expect("toml"));
         prop_assert_eq!(parse_ethos(&text).expect("a valid ethos"), e);
 
         for base in [CADENCE, SWEEP_CADENCE] {
             let (mut cadence, proposer) = parse_cadence(base).expect("a valid cadence");
-            cadence.repeats = repeats;
+            cadence.stall_limit = stall_limit;
             let file = CadenceFile { cadence: cadence.clone(), proposer: proposer.clone() };
             let text = document("Cadence", &toml::to_string(&file).expect("toml"));
             prop_assert_eq!(parse_cadence(&text).expect("a valid cadence"), (cadence, proposer));

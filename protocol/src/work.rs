@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::evaluation::{Calibration, Outcome, Pair, Sampling};
 use crate::governance::{Constitution, Ethos, SandboxMode};
 use crate::models::ModelCall;
 
@@ -308,21 +309,45 @@ pub struct CritiqueOutput {
     pub sandbox: Option<SandboxUsed>,
 }
 
+/// What an `evaluate` task asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvaluateMode {
+    /// Measure the candidate against the baseline and decide.
+    #[default]
+    Evaluate,
+    /// Measure the baseline against itself for `ethos.calibration_rounds` rounds: the noise.
+    Calibrate,
+}
+
 /// evaluator `evaluate` task input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluateInput {
     pub base: String,
+    /// The candidate's commit (the base itself for a calibration).
     pub commit: String,
     pub ethos: Ethos,
-    pub repeats: u32,
+    /// Uncounted warmup rounds before the counted ones (cadence.md).
     pub warmup: u32,
     pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub mode: EvaluateMode,
+    /// The first look sized by the loop from its calibration (never below ethos `min_rounds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_look: Option<u32>,
+    /// A re-measurement: the rounds of this candidate's earlier measurement, which this one
+    /// continues (the sequential design spans both).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume: Vec<Pair>,
+    /// The calibration in force, recorded with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
 }
 
 /// A change the loop may apply to its own operational settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
-    /// `cadence.repeats` or `cadence.warmup`.
+    /// `cadence.warmup`.
     pub setting: String,
     pub from: u32,
     pub to: u32,
@@ -334,17 +359,36 @@ pub struct Recommendation {
 pub struct EvaluateOutput {
     /// PROMOTE, HOLD or REJECT.
     pub verdict: String,
+    /// What the evaluation concluded, typed (the verdict is `outcome.verdict()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
     pub reasons: Vec<String>,
     pub baseline_median: Option<f64>,
     pub candidate_median: Option<f64>,
-    /// Relative improvement of the median (positive = better in the metric's direction).
+    /// Relative improvement: the median of the paired ratios (positive = better in the metric's
+    /// direction).
     pub effect: Option<f64>,
+    /// Every pair, the rule that stopped sampling, the rounds, the effect with its interval and
+    /// the calibrated noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+    /// A calibration's result (mode `calibrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// Full statistics and every sample.
     pub stats: Value,
-    /// Pattern name (steady, cold-start, capability-ceiling, high-variance) and detail.
+    /// Pattern name (steady, cold-start, capability-ceiling, too-noisy) and detail.
     pub diagnosis: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<Recommendation>,
+    pub runs: Vec<CommandRun>,
+    pub command_ms: u64,
+}
+
+/// evaluator `evaluate` result data in mode `calibrate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrateOutput {
+    pub calibration: Calibration,
     pub runs: Vec<CommandRun>,
     pub command_ms: u64,
 }

@@ -137,18 +137,18 @@ fn a_pending_edit_shows_a_diff_and_changes_nothing_until_approved() {
     let p = home.path();
     let old = hash(&read(p, "cadence.md"));
     let main_before = git_in(p, &["rev-parse", "main"]);
-    edit(p, "cadence.md", "repeats = 7", "repeats = 9");
+    edit(p, "cadence.md", "warmup = 1", "warmup = 2");
 
     let report = governance(p);
     let cadence = doc_status(&report, "cadence.md");
     assert_eq!(cadence["state"], "modified");
     assert_eq!(cadence["valid"], true);
     let diff = cadence["diff"].as_str().unwrap();
-    assert!(diff.contains("\n-repeats = 7\n+repeats = 9\n"), "{diff}");
+    assert!(diff.contains("\n-warmup = 1\n+warmup = 2\n"), "{diff}");
     assert_eq!(report["pending_edits"], 1);
     assert_eq!(report["in_force"]["cadence.md"], old, "an unapproved edit is in force");
     let text = ok(p, &["governance"]);
-    assert!(text.contains("PENDING EDIT") && text.contains("+repeats = 9"), "{text}");
+    assert!(text.contains("PENDING EDIT") && text.contains("+warmup = 2"), "{text}");
 
     let out = ok(p, &["approve", "cadence.md", "--by", "Alice"]);
     assert!(out.contains("approved cadence.md"), "{out}");
@@ -244,7 +244,7 @@ fn concurrent_approvals_of_different_docs_both_land() {
     let p = home.path();
     for round in 0..4 {
         edit(p, "ethos.md", "goal = \"", &format!("goal = \"R{round} "));
-        edit(p, "cadence.md", &format!("repeats = {}", 7 + round), &format!("repeats = {}", 8 + round));
+        edit(p, "cadence.md", &format!("stall_limit = {}", 3 + round), &format!("stall_limit = {}", 4 + round));
         let spawn = |doc: &str| {
             let mut cmd = ratchet_cmd(p, &["approve", doc]);
             cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -283,14 +283,14 @@ protected_paths = [\"bench.sh\"]\nmax_diff_lines = 20\nmax_files_changed = 2\nsa
 
 const ETHOS: &str = "# Ethos\n\nLower ms.\n\n```toml ratchet\n[ethos]\ngoal = \"lower ms\"\ngates = [\"true\"]\n\
 test_command = \"true\"\nbenchmark = \"sh bench.sh\"\nbenchmark_paths = [\"bench.sh\"]\nmetric = \"ms\"\n\
-direction = \"lower\"\ntest = \"mann-whitney\"\nconfidence = 0.9\nmin_effect = 0.001\nmin_samples = 3\nmax_cv = 0.5\n\
+direction = \"lower\"\nconfidence = 0.9\nmin_effect = 0.001\nmin_rounds = 4\nmax_rounds = 8\ncalibration_rounds = 0\n\
 gate_timeout_s = 60\nbench_timeout_s = 60\n```\n";
 
 const BENCH: &str = "#!/bin/sh\nms=$(sed -n 's/^ms = //p' params.toml)\necho \"{\\\"ms\\\": $ms}\"\n";
 
-fn cadence(candidates: u32, repeats: u32, stall_limit: u32, proposer: &str) -> String {
+fn cadence(candidates: u32, warmup: u32, stall_limit: u32, proposer: &str) -> String {
     format!(
-        "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = {candidates}\nrepeats = {repeats}\nwarmup = 0\n\
+        "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = {candidates}\nwarmup = {warmup}\n\
          stall_limit = {stall_limit}\nbreaker_limit = 5\nlease_ttl_s = 60\nmax_attempts = 3\npromotion = \"auto\"\n\
          max_cycles = 0\nmax_wall_s = 0\n\n{proposer}```\n"
     )
@@ -329,10 +329,10 @@ fn a_running_swarm_picks_up_an_approval_at_the_next_cycle() {
         "[proposer]\nstrategy = \"sweep\"\nfile = \"params.toml\"\n\n[proposer.space]\nms = [{}]\n",
         values.join(", ")
     );
-    let home = shell_target(&cadence(1, 6, 50, &sweep));
+    let home = shell_target(&cadence(1, 2, 50, &sweep));
     let p = home.path();
     let old = hash(&read(p, "cadence.md"));
-    edit(p, "cadence.md", "repeats = 6", "repeats = 4");
+    edit(p, "cadence.md", "warmup = 2", "warmup = 1");
     let new = hash(&read(p, "cadence.md"));
 
     let swarm = Swarm::up(p);
@@ -342,8 +342,11 @@ fn a_running_swarm_picks_up_an_approval_at_the_next_cycle() {
     });
     let status = ok(p, &["status"]);
     assert!(status.contains("governance: 1 pending edit(s) (cadence.md)"), "{status}");
+    // Each evaluation decides at its first look (4 rounds at 90%: every round favours the
+    // candidate), after the warmup rounds in force.
     for (_, e) in of_type(&events(p), "evaluated") {
-        assert_eq!(e["stats"]["repeats"], 6, "an unapproved edit was used: {e}");
+        assert_eq!(e["stats"]["warmup"], 2, "an unapproved edit was used: {e}");
+        assert_eq!(e["stats"]["rounds"], 4, "{e}");
         assert_eq!(e["stats"]["runs"].as_array().unwrap().len(), 12, "{e}");
         assert_eq!(e["governance"]["cadence.md"], old);
     }
@@ -362,9 +365,9 @@ fn a_running_swarm_picks_up_an_approval_at_the_next_cycle() {
         (after("evaluated") && after("promoted")).then_some(evs)
     });
     for (i, e) in of_type(&evs, "evaluated") {
-        let (repeats, hash_in_force) = if i < switch_at { (6, &old) } else { (4, &new) };
-        assert_eq!(e["stats"]["repeats"], repeats, "event {i}: {e}");
-        assert_eq!(e["stats"]["runs"].as_array().unwrap().len(), 2 * repeats, "event {i}: {e}");
+        let (warmup, hash_in_force) = if i < switch_at { (2, &old) } else { (1, &new) };
+        assert_eq!(e["stats"]["warmup"], warmup, "event {i}: {e}");
+        assert_eq!(e["stats"]["runs"].as_array().unwrap().len(), 2 * (warmup + 4), "event {i}: {e}");
         assert_eq!(&e["governance"]["cadence.md"], hash_in_force, "event {i}");
     }
     // A promotion records the approved hashes in force at that moment, and explain shows them.
@@ -384,7 +387,7 @@ fn a_running_swarm_picks_up_an_approval_at_the_next_cycle() {
 fn repeated_critic_findings_become_a_proposal_applied_only_on_approval() {
     // A command proposer that edits the (protected) benchmark every time, differently each time.
     let proposer = "[proposer]\nstrategy = \"command\"\ncommand = \"echo \\\"# $(date +%s%N)\\\" >> bench.sh; echo tune the benchmark\"\n";
-    let home = shell_target(&cadence(3, 3, 1, proposer));
+    let home = shell_target(&cadence(3, 0, 1, proposer));
     let p = home.path();
     let constitution = read(p, "constitution.md");
     let mut swarm = Swarm::up(p);

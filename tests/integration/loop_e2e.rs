@@ -88,10 +88,12 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
         "sh tests/run.sh",
         "critic",
         "pass: true",
-        "verdict: PROMOTE",
-        "Mann-Whitney",
-        "baseline samples",
-        "candidate samples",
+        "verdict: PROMOTE (better)",
+        "pairing: sequential, 5 rounds (first look 5, cap 10, design horizon 20), stopped: Boundary",
+        "rule: stopped at round 5 (first look 5): the interval excludes 0 on the better side",
+        "effect: +",
+        "calibrated noise: none",
+        "pairs (round, first or CPUs, baseline, candidate, score; * outlier):",
         "governance in force",
     ] {
         assert!(text.contains(needle), "explain lacks {needle:?}:\n{text}");
@@ -111,12 +113,22 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
     assert_eq!(x["critique"]["pass"], true, "{:#}", x["critique"]);
     assert!(x["critique"]["findings"].is_array(), "{:#}", x["critique"]);
     assert_eq!(x["evaluation"]["verdict"], "PROMOTE");
-    let stats = &x["evaluation"]["stats"];
-    for side in ["baseline", "candidate"] {
-        let samples = stats["stats"][side]["samples"].as_array().expect("samples");
-        assert_eq!(samples.len(), 5, "5 counted rounds per side: {stats:#}");
+    assert_eq!(x["evaluation"]["outcome"], "better");
+    // Every pair, its order, values and score; the rule that stopped; the effect's interval.
+    let sampling = &x["evaluation"]["sampling"];
+    let pairs = sampling["pairs"].as_array().expect("pairs");
+    assert_eq!(
+        (pairs.len(), &sampling["rounds"], &sampling["stopping"]),
+        (5, &Value::from(5), &Value::from("boundary")),
+        "{sampling:#}"
+    );
+    for pair in pairs {
+        let (b, c) = (pair["baseline"].as_f64().expect("baseline"), pair["candidate"].as_f64().expect("candidate"));
+        assert!(b >= 300.0 && c < 200.0 && pair["score"].as_f64().is_some_and(|s| s > 0.9), "{pair}");
+        assert!(pair["first"] == "baseline" || pair["first"] == "candidate", "{pair}");
     }
-    assert!(stats["stats"]["p_value"].as_f64().is_some_and(|p| p < 0.05), "{stats:#}");
+    assert!(sampling["effect"]["lo"].as_f64().is_some_and(|lo| lo > 0.5), "{sampling:#}");
+    assert_eq!(x["evaluation"]["stats"]["rounds"], 5);
     assert_eq!(x["governance"]["ethos.md"], sha256(&t, "ethos.md").as_str());
 
     // A commit that was never promoted is refused, with a clear message.
@@ -233,7 +245,11 @@ fn a_noise_only_change_is_held_not_promoted() {
     let h = find(&run.list("held"), "label=tuned").clone();
     assert_eq!(h["verdict"], "HOLD", "{s:#}");
     let why = reasons(&h);
-    assert!(why.contains("improvement FAIL"), "held because it does not improve beyond min_effect: {why}");
+    assert!(why.contains("HOLD: no change that matters"), "held because it changes nothing that matters: {why}");
+    // Decided at the first look (5 rounds) unless the machine stalled a run of the sleeping
+    // benchmark; either way it names what it found and the rounds it took.
+    assert_eq!(h["outcome"].as_str(), Some("no-change"), "{h:#}");
+    assert!(h["rounds"].as_u64().is_some_and(|r| r >= 5), "{h:#}");
     assert_eq!(t.main(), old_main);
     let evaluated = t.events().into_iter().filter(|e| e["type"] == "evaluated").collect::<Vec<_>>();
     assert_eq!(evaluated.len(), 1);

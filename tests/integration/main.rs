@@ -1,4 +1,5 @@
 mod chaos;
+mod evaluation;
 mod governance;
 mod interop;
 mod limits;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use protocol::governance::{Constitution, Direction, Ethos, Rule, StatTest};
+use protocol::governance::{Constitution, Direction, Ethos, Pairing, Rule};
 
 use crate::{ChangeStatus, ExecRunner, Review, Severity, diff_files, review};
 
@@ -90,11 +90,12 @@ fn ethos() -> Ethos {
         metric: "time".into(),
         direction: Direction::Lower,
         metric_pattern: None,
-        test: StatTest::MannWhitney,
         confidence: 0.95,
         min_effect: 0.02,
-        min_samples: 5,
-        max_cv: 0.1,
+        pairing: Pairing::Sequential,
+        min_rounds: 5,
+        max_rounds: 30,
+        calibration_rounds: 8,
         gate_timeout_s: 60,
         bench_timeout_s: 60,
         guard: Vec::new(),

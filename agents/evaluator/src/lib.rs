@@ -1,24 +1,34 @@
-//! The evaluator agent's domain logic: pure functions, no I/O.
+//! The evaluator agent's domain logic: pure functions and a state machine, no I/O.
 //!
-//! - [`schedule`]: the order of benchmark runs (warmups, then baseline and candidate interleaved).
-//! - [`parse_metrics`]: the metric(s) from one run's stdout (a JSON last line, or a pattern).
-//! - [`evaluate`]: gates over the samples and a verdict, PROMOTE, HOLD or REJECT, every reason
-//!   carrying its numbers, plus the statistics behind it.
-//! - [`diagnose`]: the sample pattern (cold start, capability ceiling, high variance, steady) and
-//!   a recommendation for the loop's own cadence settings (never the governance texts).
-//!
-//! The statistics ([`stats`]) are our own small code: median, MAD, robust CV, Mann-Whitney U
-//! (exact for small samples, normal approximation beyond), and a bootstrap interval of the median
-//! difference seeded from the data, so every verdict is reproducible from its samples.
+//! - [`session`]: one evaluation as a state machine: the plan of each paired round (the order, or
+//!   each side's CPU in duet mode), the results, and when to stop.
+//! - [`paired`]: the score of a round (the log of the candidate/baseline ratio, signed so that
+//!   positive is better) and rank statistics over scores.
+//! - [`sequential`]: the sequential sign and signed-rank tests, their threshold table (computed
+//!   by simulating the procedure, so the false-promotion rate holds under optional stopping), and
+//!   the decision of each look.
+//! - [`evaluate`]: the verdict over a finished session, PROMOTE, HOLD or REJECT with a typed
+//!   [`protocol::evaluation::Outcome`], every reason carrying its numbers.
+//! - [`diagnose`]: the pattern (cold start, capability ceiling, too noisy, steady) and a
+//!   recommendation for cadence.md's warmup (never the governance texts).
+//! - [`parse_metrics`]: the metric(s) from one run's stdout.
+//! - [`calibration`]: the machine's noise from A/A rounds, and the first look it suggests.
+//! - [`noise`] and [`sim`]: a seeded model of a noisy machine and the same decision code run on
+//!   it, for the statistical tests and `evaluator-bench`.
+//! - [`work`]: the leased `evaluate` skill that runs the benchmark commands.
 
+pub mod calibration;
 mod diagnose;
 mod eval;
 mod metric;
-mod schedule;
+pub mod noise;
+pub mod paired;
+pub mod sequential;
+pub mod session;
+pub mod sim;
 pub mod stats;
 pub mod work;
 
-pub use diagnose::{Diagnosis, MAX_REPEATS, MAX_WARMUP, Pattern, Recommendation, diagnose};
-pub use eval::{EvalInput, Evaluation, Failure, GuardStats, Runs, SideStats, Stats, Verdict, evaluate};
+pub use diagnose::{Diagnosis, MAX_WARMUP, Pattern, Recommendation, diagnose};
+pub use eval::{Evaluation, GuardStats, SideStats, Stats, evaluate};
 pub use metric::{MetricError, parse_metrics};
-pub use schedule::{Run, Side, schedule};

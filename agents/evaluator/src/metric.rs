@@ -1,8 +1,12 @@
 //! Reading the metric from a benchmark run's stdout.
 //!
-//! Two forms, chosen by ethos.md's `metric_pattern`:
-//! - no pattern: the last non-empty stdout line is a JSON object; every numeric field is returned
-//!   (the main metric and any guard metrics), and the main metric must be among them;
+//! Two ways, chosen by ethos.md's `metric_pattern`:
+//! - no pattern: the last non-empty stdout line is JSON, in one of the forms benchmark tools
+//!   already print, and every metric in it is returned (the main one and any guard metrics):
+//!   - an object of numbers, `{"ms": 41.2, "rss_mb": 12}`;
+//!   - one named value, `{"metric": "ms", "value": 41.2}` (other fields such as `unit` ignored);
+//!   - a list of named values, `[{"name": "ms", "unit": "ms", "value": 41.2}, ...]` (the form of
+//!     github-action-benchmark and similar tools);
 //! - a pattern such as `"time: {} ms"`: the number where `{}` stands, from the last stdout line
 //!   that matches. Only the main metric can be read this way.
 
@@ -17,11 +21,11 @@ pub enum MetricError {
     )]
     NoOutput { metric: String },
     #[error(
-        "metric `{metric}`: the last stdout line {line:?} is not a JSON object ({problem}); fix: make the benchmark's last stdout line a JSON object such as {{\"{metric}\": 12.5}}, or set metric_pattern in ethos.md to read plain text"
+        "metric `{metric}`: the last stdout line {line:?} is not a JSON object or list of metrics ({problem}); fix: make the benchmark's last stdout line {{\"{metric}\": 12.5}}, {{\"metric\": \"{metric}\", \"value\": 12.5}} or [{{\"name\": \"{metric}\", \"value\": 12.5}}], or set metric_pattern in ethos.md to read plain text"
     )]
     NotJsonObject { metric: String, line: String, problem: String },
     #[error(
-        "metric `{metric}`: missing from the last stdout line {line:?} (numeric fields there: {fields}); fix: print `{metric}` in that JSON object, or correct `metric` in ethos.md"
+        "metric `{metric}`: missing from the last stdout line {line:?} (metrics there: {fields}); fix: print `{metric}` in that JSON line, or correct `metric` in ethos.md"
     )]
     Missing { metric: String, line: String, fields: String },
     #[error(
@@ -69,16 +73,42 @@ fn clip(line: &str) -> String {
 fn parse_json_line(stdout: &str, metric: &str) -> Result<BTreeMap<String, f64>, MetricError> {
     let line = last_line(stdout).ok_or_else(|| MetricError::NoOutput { metric: metric.into() })?;
     let not_object = |problem: String| MetricError::NotJsonObject { metric: metric.into(), line: clip(line), problem };
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| not_object(e.to_string()))?;
-    let serde_json::Value::Object(fields) = value else {
-        let kind = match value {
-            serde_json::Value::Array(_) => "an array",
-            serde_json::Value::String(_) => "a string",
-            serde_json::Value::Number(_) => "a bare number",
-            serde_json::Value::Bool(_) => "a boolean",
-            _ => "null",
-        };
-        return Err(not_object(format!("it is {kind}")));
+    use serde_json::Value;
+    let value: Value = serde_json::from_str(line).map_err(|e| not_object(e.to_string()))?;
+    let named = |o: &serde_json::Map<String, Value>, key: &str| -> Option<(String, Value)> {
+        Some((o.get(key)?.as_str()?.to_string(), o.get("value")?.clone()))
+    };
+    // Every form becomes name -> JSON value.
+    let fields: serde_json::Map<String, Value> = match value {
+        Value::Object(o) => match named(&o, "metric") {
+            Some((name, v)) => [(name, v)].into_iter().collect(),
+            None => o,
+        },
+        Value::Array(items) => {
+            let mut out = serde_json::Map::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_object().and_then(|o| named(o, "name")) {
+                    Some((name, v)) => {
+                        out.insert(name, v);
+                    }
+                    None => {
+                        return Err(not_object(format!(
+                            "item {i} of the list is not an object with a string `name` and a `value`"
+                        )));
+                    }
+                }
+            }
+            out
+        }
+        other => {
+            let kind = match other {
+                Value::String(_) => "a string",
+                Value::Number(_) => "a bare number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return Err(not_object(format!("it is {kind}")));
+        }
     };
     let numbers: BTreeMap<String, f64> =
         fields.iter().filter_map(|(k, v)| v.as_f64().filter(|x| x.is_finite()).map(|x| (k.clone(), x))).collect();
@@ -197,22 +227,42 @@ mod tests {
     }
 
     #[test]
+    fn the_forms_benchmark_tools_print() {
+        // {"metric": name, "value": v}: the named metric; other fields (unit) are not metrics.
+        let m = parse_metrics("x\n{\"metric\": \"time_ms\", \"value\": 41.2, \"unit\": \"ms\"}\n", None, "time_ms")
+            .unwrap();
+        assert_eq!(m, BTreeMap::from([("time_ms".to_string(), 41.2)]));
+        let e = one("{\"metric\": \"time\", \"value\": 41.2}\n", None).unwrap_err();
+        assert!(matches!(&e, MetricError::Missing { fields, .. } if fields == "time"), "{e:?}");
+        // [{"name", "unit", "value"}, ...]: every named value, the guards too.
+        let out = "[{\"name\": \"time_ms\", \"unit\": \"ms\", \"value\": 41.2}, {\"name\": \"rss_mb\", \"unit\": \"MiB\", \"value\": 12}]\n";
+        let m = parse_metrics(out, None, "time_ms").unwrap();
+        assert_eq!(m, BTreeMap::from([("rss_mb".to_string(), 12.0), ("time_ms".to_string(), 41.2)]));
+        let e = one("[{\"name\": \"time_ms\", \"value\": \"fast\"}]\n", None).unwrap_err();
+        assert!(matches!(&e, MetricError::NotNumber { value, .. } if value == "\"fast\""), "{e:?}");
+        let e = one("[{\"name\": \"time_ms\"}]\n", None).unwrap_err().to_string();
+        assert!(e.contains("item 0 of the list") && e.contains("[{\"name\": \"time_ms\", \"value\": 12.5}]"), "{e}");
+    }
+
+    #[test]
     fn json_errors_name_metric_line_and_fix() {
         let e = one("  \n\n", None).unwrap_err().to_string();
         assert!(e.starts_with("metric `time_ms`: the benchmark printed nothing on stdout; fix:"), "{e}");
 
         let e = one("{\"time_ms\": 1}\ndone in 41.2 ms\n", None).unwrap_err();
         assert!(matches!(&e, MetricError::NotJsonObject { line, .. } if line == "done in 41.2 ms"), "{e:?}");
-        assert!(e.to_string().contains("fix: make the benchmark's last stdout line a JSON object"), "{e}");
+        assert!(e.to_string().contains("fix: make the benchmark's last stdout line {\"time_ms\": 12.5}"), "{e}");
 
         let e = one("[1, 2]\n", None).unwrap_err().to_string();
-        assert!(e.contains("(it is an array)"), "{e}");
+        assert!(e.contains("(item 0 of the list is not an object with a string `name` and a `value`)"), "{e}");
+        let e = one("\"fast\"\n", None).unwrap_err().to_string();
+        assert!(e.contains("(it is a string)"), "{e}");
 
         let e = one("{\"time\": 41.2, \"rss_mb\": 3}\n", None).unwrap_err().to_string();
         assert_eq!(
             e,
             "metric `time_ms`: missing from the last stdout line \"{\\\"time\\\": 41.2, \\\"rss_mb\\\": 3}\" \
-             (numeric fields there: rss_mb, time); fix: print `time_ms` in that JSON object, or correct `metric` in ethos.md"
+             (metrics there: rss_mb, time); fix: print `time_ms` in that JSON line, or correct `metric` in ethos.md"
         );
 
         let e = one("{\"time_ms\": \"41.2\"}\n", None).unwrap_err();

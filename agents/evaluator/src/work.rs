@@ -1,5 +1,7 @@
-//! The evaluator's leased `evaluate` skill: run the benchmark on baseline and candidate,
-//! interleaved, always from the baseline's (trusted) copy of the benchmark, and judge.
+//! The evaluator's leased `evaluate` skill: run the benchmark on baseline and candidate in paired
+//! rounds (one after the other in a random order, or both at once on two CPUs in duet mode),
+//! always from the baseline's (trusted) copy of the benchmark, until the sequential test decides
+//! or the cap is reached; and its calibrate mode (the baseline against itself).
 //!
 //! - The baseline runs in a checkout of the baseline commit shared by every candidate of that
 //!   baseline (`worktrees/.swarm/baselines/<commit>`).
@@ -11,16 +13,21 @@
 //!   evaluators never time each other.
 
 use std::fs::File;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use kit::exec::RunSpec;
+use kit::exec::{RunOutcome, RunSpec};
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::work::{CommandResult, CommandRun, EvaluateInput, EvaluateOutput, Recommendation};
-use serde_json::json;
+use protocol::evaluation::{Cpus, Outcome, Side};
+use protocol::governance::{Pairing, SandboxMode};
+use protocol::work::{
+    CalibrateOutput, CommandResult, CommandRun, EvaluateInput, EvaluateMode, EvaluateOutput, Recommendation,
+};
+use serde_json::{Value, json};
 
-use crate::{EvalInput, Failure, Side, evaluate, parse_metrics, schedule};
+use crate::session::{Plan, RoundPlan, RoundResult, RunResult, Session, order_seed};
+use crate::{evaluate, parse_metrics};
 
 fn infra(e: impl std::fmt::Display) -> String {
     format!("{e}")
@@ -86,15 +93,198 @@ fn restore_benchmark(dir: &Path, base: &str, patterns: &[String]) -> Result<Vec<
     Ok(restored)
 }
 
-pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
-    let input: EvaluateInput = match serde_json::from_value(ctx.task.input.clone()) {
-        Ok(i) => i,
-        Err(e) => {
-            return WorkResult::candidate_failure(format!("task input is not an evaluate request: {e}"), json!({}));
+/// Why a measurement could not be made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeasureError {
+    /// The harness's fault (checkouts, the lock, a lost lease, a baseline that never runs):
+    /// retried, never counted against the candidate.
+    Infra(String),
+    /// The settings cannot work here (duet pairing on one CPU): says what to change.
+    Config(String),
+}
+
+impl std::fmt::Display for MeasureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MeasureError::Infra(m) | MeasureError::Config(m) => f.write_str(m),
         }
+    }
+}
+
+/// What a measurement produced.
+#[derive(Debug, Clone)]
+pub enum Measured {
+    Evaluated { output: Box<EvaluateOutput>, artefact: Value },
+    Calibrated(CalibrateOutput),
+}
+
+/// The two CPUs duet pairing pins the sides to (the last two this process may use), or why
+/// there are none.
+pub fn duet_cpus() -> Result<(u32, u32), MeasureError> {
+    let cpus = kit::exec::available_cpus();
+    match cpus.as_slice() {
+        [.., a, b] => Ok((*a as u32, *b as u32)),
+        _ => Err(MeasureError::Config(format!(
+            "pairing = \"duet\" needs two CPUs, but the evaluator may run on {} ({}); fix: set pairing = \"sequential\" in ethos.md, or give the evaluator two CPUs",
+            cpus.len(),
+            cpus.iter().map(|c| format!("CPU {c}")).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// One benchmark run's result: the metric (and guards) or why it failed.
+fn parse_run(out: &RunOutcome, input: &EvaluateInput) -> RunResult {
+    let parsed = if out.success() {
+        parse_metrics(&out.stdout, input.ethos.metric_pattern.as_deref(), &input.ethos.metric)
+            .map_err(|e| e.to_string())
+    } else {
+        Err(out.describe())
     };
-    let root = ctx.home.root().to_path_buf();
-    let layout = kit::layout::Layout::new(&root);
+    match parsed {
+        Ok(metrics) => RunResult {
+            value: metrics.get(&input.ethos.metric).copied(),
+            guards: input
+                .ethos
+                .guard
+                .iter()
+                .filter_map(|g| metrics.get(&g.metric).map(|v| (g.metric.clone(), *v)))
+                .collect(),
+            failure: None,
+        },
+        Err(reason) => RunResult::failed(reason),
+    }
+}
+
+/// Runs the rounds of a session, with evidence of every command.
+struct Bench<'a> {
+    input: &'a EvaluateInput,
+    /// The swarm's repository (hidden from the benchmark by the sandbox).
+    root: PathBuf,
+    dirs: [PathBuf; 2],
+    logs: [PathBuf; 2],
+    mode: SandboxMode,
+    evidence: Vec<CommandRun>,
+    /// Wall-clock milliseconds spent in benchmark commands (a duet round counts once).
+    command_ms: u64,
+}
+
+impl Bench<'_> {
+    fn spec(&self, side: Side, cpu: Option<u32>) -> RunSpec {
+        let i = side as usize;
+        let mut spec = RunSpec::new(self.input.ethos.benchmark.clone(), self.dirs[i].clone())
+            .with_timeout(Duration::from_secs(self.input.ethos.bench_timeout_s))
+            .with_sandbox(self.mode)
+            .with_network(self.input.sandbox.allow_network)
+            .with_repository(&self.root)
+            .with_weak_sandbox_allowed(self.input.sandbox.allow_weak)
+            .with_log(self.logs[i].clone());
+        if self.input.sandbox.memory_mb > 0 {
+            spec = spec.with_memory_limit(self.input.sandbox.memory_mb * 1024 * 1024);
+        }
+        if let Some(c) = cpu {
+            spec = spec.with_cpus(vec![c as usize]);
+        }
+        spec
+    }
+
+    fn record(
+        &mut self,
+        plan: &RoundPlan,
+        slot: Option<(usize, Cpus)>,
+        side: Side,
+        out: &RunOutcome,
+        result: &RunResult,
+    ) {
+        let position = match slot {
+            Some((i, cpus)) => {
+                format!("slot {}, cpu {}", i + 1, if side == Side::Baseline { cpus.baseline } else { cpus.candidate })
+            }
+            None if plan.first == side => "first".into(),
+            None => "second".into(),
+        };
+        self.evidence.push(CommandRun {
+            command: format!(
+                "{}round {} {} ({position})",
+                if plan.warmup { "warmup " } else { "" },
+                plan.round,
+                side.as_str()
+            ),
+            result: match (&result.failure, out.is_infra_failure()) {
+                (None, _) => CommandResult::Ok,
+                (Some(_), true) => CommandResult::Infra,
+                (Some(_), false) => CommandResult::Failed,
+            },
+            detail: match (&result.failure, result.value) {
+                (Some(why), _) => why.clone(),
+                (None, Some(v)) => {
+                    let mut m = result.guards.clone();
+                    m.insert(self.input.ethos.metric.clone(), v);
+                    json!(m).to_string()
+                }
+                (None, None) => String::new(),
+            },
+            duration_ms: out.duration.as_millis() as u64,
+            log: Some(
+                self.logs[side as usize].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+            ),
+            sandbox: Some(out.sandbox_used()),
+        });
+    }
+
+    /// One round: sequential (first, then second), or duet (two slots of simultaneous runs, each
+    /// side pinned to its CPU, the CPUs swapped between the slots).
+    async fn round(&mut self, plan: &RoundPlan) -> RoundResult {
+        let started = Instant::now();
+        let result = match plan.slots() {
+            Some(slots) => {
+                let mut halves = Vec::with_capacity(2);
+                for (i, cpus) in slots.into_iter().enumerate() {
+                    let (sb, sc) = (
+                        self.spec(Side::Baseline, Some(cpus.baseline)),
+                        self.spec(Side::Candidate, Some(cpus.candidate)),
+                    );
+                    let (b, c) = tokio::join!(kit::exec::run(&sb), kit::exec::run(&sc));
+                    let (rb, rc) = (parse_run(&b, self.input), parse_run(&c, self.input));
+                    self.record(plan, Some((i, cpus)), Side::Baseline, &b, &rb);
+                    self.record(plan, Some((i, cpus)), Side::Candidate, &c, &rc);
+                    halves.push((rb, rc));
+                }
+                let second = halves.pop().expect("two slots");
+                let first = halves.pop().expect("two slots");
+                RoundResult::duet(plan, first, second)
+            }
+            None => {
+                let first = kit::exec::run(&self.spec(plan.first, None)).await;
+                let second = kit::exec::run(&self.spec(plan.first.other(), None)).await;
+                let (r1, r2) = (parse_run(&first, self.input), parse_run(&second, self.input));
+                self.record(plan, None, plan.first, &first, &r1);
+                self.record(plan, None, plan.first.other(), &second, &r2);
+                if plan.first == Side::Baseline {
+                    RoundResult::sequential(r1, r2)
+                } else {
+                    RoundResult::sequential(r2, r1)
+                }
+            }
+        };
+        self.command_ms += started.elapsed().as_millis() as u64;
+        result
+    }
+}
+
+/// Prepare the checkouts under the benchmark lock and run the rounds: the evaluator's task and
+/// `evaluator --once` (`ratchet calibrate`) both come here. `artifacts` receives the logs.
+pub async fn measure(
+    input: &EvaluateInput,
+    root: &Path,
+    artifacts: &Path,
+    lease_lost: impl Fn() -> bool,
+) -> Result<Measured, MeasureError> {
+    let infra = |e: String| MeasureError::Infra(e);
+    let cpus = match input.ethos.pairing {
+        Pairing::Duet => Some(duet_cpus()?),
+        Pairing::Sequential => None,
+    };
+    let layout = kit::layout::Layout::new(root);
     let base_dir = layout.baselines_dir().join(&input.base[..16.min(input.base.len())]);
     let cand_dir = layout.candidate_checkout();
     // One benchmark at a time on this machine.
@@ -102,26 +292,26 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
     let lock = {
         let p = lock_path.clone();
         tokio::task::spawn_blocking(move || -> Result<File, String> {
-            std::fs::create_dir_all(p.parent().expect("bench.lock has a parent")).map_err(infra)?;
-            let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(infra)?;
-            f.lock().map_err(infra)?;
+            std::fs::create_dir_all(p.parent().expect("bench.lock has a parent")).map_err(infra_text)?;
+            let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(infra_text)?;
+            f.lock().map_err(infra_text)?;
             Ok(f)
         })
         .await
     };
     let _lock = match lock {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) => return WorkResult::infra_failure(format!("taking {}: {e}", lock_path.display()), json!({})),
-        Err(e) => return WorkResult::infra_failure(format!("taking the benchmark lock: {e}"), json!({})),
+        Ok(Err(e)) => return Err(infra(format!("taking {}: {e}", lock_path.display()))),
+        Err(e) => return Err(infra(format!("taking the benchmark lock: {e}"))),
     };
     let prep = {
-        let (root, base_dir, cand_dir, inp) = (root.clone(), base_dir.clone(), cand_dir.clone(), input.clone());
+        let (root, base_dir, cand_dir, inp) = (root.to_path_buf(), base_dir.clone(), cand_dir.clone(), input.clone());
         tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
             let repo = Git::new(&root);
             let baselines = base_dir.parent().expect("baselines dir");
-            std::fs::create_dir_all(baselines).map_err(infra)?;
+            std::fs::create_dir_all(baselines).map_err(infra_text)?;
             // Checkouts of older baselines are done with (we hold the benchmark lock).
-            for old in std::fs::read_dir(baselines).map_err(infra)?.flatten() {
+            for old in std::fs::read_dir(baselines).map_err(infra_text)?.flatten() {
                 if old.path() != base_dir {
                     let o = old.path().to_string_lossy().to_string();
                     let _ = repo.run(["worktree", "remove", "--force", &o]);
@@ -135,116 +325,147 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
     };
-    let restored = match prep {
-        Ok(r) => r,
-        Err(e) => return WorkResult::infra_failure(format!("preparing the benchmark checkouts: {e}"), json!({})),
+    let restored = prep.map_err(|e| infra(format!("preparing the benchmark checkouts: {e}")))?;
+    std::fs::create_dir_all(artifacts).map_err(|e| infra(format!("creating {}: {e}", artifacts.display())))?;
+
+    let calibrating = input.mode == EvaluateMode::Calibrate;
+    let seed = order_seed(&input.base, &input.commit);
+    let mut plan = if calibrating {
+        Plan::calibrate(&input.ethos, seed)
+    } else {
+        Plan::evaluate(&input.ethos, input.first_look, !input.resume.is_empty(), seed)
     };
-    let mode = input.sandbox.sandbox;
-    let mut runs = EvalInput::default();
-    let mut evidence: Vec<CommandRun> = vec![];
-    let mut command_ms = 0u64;
-    let log = ctx.artifacts.join("bench.log");
-    for run in schedule(input.repeats, input.warmup) {
-        if ctx.lease_lost() {
-            return WorkResult::infra_failure("lease lost while benchmarking", json!({}));
+    if let Some((a, b)) = cpus {
+        plan = plan.with_cpus(a, b);
+    }
+    let mut session = if input.resume.is_empty() { Session::new(plan) } else { Session::resume(plan, &input.resume) };
+    let mut bench = Bench {
+        input,
+        root: root.to_path_buf(),
+        dirs: [base_dir, cand_dir],
+        logs: [artifacts.join("bench-baseline.log"), artifacts.join("bench-candidate.log")],
+        mode: input.sandbox.sandbox,
+        evidence: vec![],
+        command_ms: 0,
+    };
+    for w in 0..input.warmup {
+        if lease_lost() {
+            return Err(infra("lease lost while benchmarking".into()));
         }
-        let (dir, side) = match run.side {
-            Side::Baseline => (&base_dir, &mut runs.baseline),
-            Side::Candidate => (&cand_dir, &mut runs.candidate),
-        };
-        let mut spec = RunSpec::new(input.ethos.benchmark.clone(), dir.clone())
-            .with_timeout(Duration::from_secs(input.ethos.bench_timeout_s))
-            .with_sandbox(mode)
-            .with_network(input.sandbox.allow_network)
-            .with_repository(&root)
-            .with_weak_sandbox_allowed(input.sandbox.allow_weak)
-            .with_log(log.clone());
-        if input.sandbox.memory_mb > 0 {
-            spec = spec.with_memory_limit(input.sandbox.memory_mb * 1024 * 1024);
+        let p = session.round_plan(w, true);
+        let r = bench.round(&p).await;
+        session.record_warmup(p, r);
+    }
+    while let Some(p) = session.next() {
+        if lease_lost() {
+            return Err(infra("lease lost while benchmarking".into()));
         }
-        let out = kit::exec::run(&spec).await;
-        command_ms += out.duration.as_millis() as u64;
-        let label = format!(
-            "{}{} {}",
-            if run.warmup { "warmup " } else { "" },
-            match run.side {
-                Side::Baseline => "baseline",
-                Side::Candidate => "candidate",
-            },
-            run.round
-        );
-        let parsed = if out.success() {
-            parse_metrics(&out.stdout, input.ethos.metric_pattern.as_deref(), &input.ethos.metric)
-                .map_err(|e| e.to_string())
-        } else {
-            Err(out.describe())
-        };
-        evidence.push(CommandRun {
-            command: label,
-            result: match &parsed {
-                Ok(_) => CommandResult::Ok,
-                Err(_) if out.is_infra_failure() => CommandResult::Infra,
-                Err(_) => CommandResult::Failed,
-            },
-            detail: match &parsed {
-                Ok(m) => json!(m).to_string(),
-                Err(e) => e.clone(),
-            },
-            duration_ms: out.duration.as_millis() as u64,
-            log: Some("bench.log".into()),
-            sandbox: Some(out.sandbox_used()),
-        });
-        match parsed {
-            Ok(metrics) => {
-                let v = metrics[&input.ethos.metric];
-                if run.warmup {
-                    side.warmup.push(v);
-                } else {
-                    side.samples.push(v);
-                    for g in &input.ethos.guard {
-                        if let Some(x) = metrics.get(&g.metric) {
-                            side.guards.entry(g.metric.clone()).or_default().push(*x);
-                        }
-                    }
-                }
-            }
-            Err(reason) => side.failures.push(Failure { round: run.round, warmup: run.warmup, reason }),
-        }
+        let r = bench.round(&p).await;
+        session.record(p, r);
     }
     // A benchmark that cannot run at all on the trusted baseline is the harness's problem.
-    if runs.baseline.samples.is_empty() && !runs.baseline.failures.is_empty() {
-        let why = runs.baseline.failures.last().map(|f| f.reason.clone()).unwrap_or_default();
-        return WorkResult::infra_failure(
-            format!("the benchmark fails on the baseline itself: {why}"),
-            json!({"runs": evidence}),
-        );
+    if session.pairs.iter().all(|p| p.baseline.is_none()) {
+        let why = session.failures.iter().rev().find(|f| f.side == Side::Baseline).map(|f| f.reason.clone());
+        return Err(infra(format!("the benchmark fails on the baseline itself: {}", why.unwrap_or_default())));
     }
-    let ev = evaluate(&runs, &input.ethos);
-    let recommendation = ev.diagnosis.recommendation.as_ref().map(|r: &crate::Recommendation| Recommendation {
+    if calibrating {
+        let calibration = crate::calibration::calibration(
+            &session,
+            &input.ethos,
+            &input.base,
+            protocol::timestamp(std::time::SystemTime::now()),
+        );
+        return Ok(Measured::Calibrated(CalibrateOutput {
+            calibration,
+            runs: bench.evidence,
+            command_ms: bench.command_ms,
+        }));
+    }
+    let ev = evaluate(&session, &input.ethos, input.calibration.clone());
+    let recommendation = ev.diagnosis.recommendation.as_ref().map(|r| Recommendation {
         setting: r.setting.clone(),
         from: r.from,
         to: r.to,
         reason: r.reason.clone(),
     });
-    let out = EvaluateOutput {
-        verdict: ev.verdict.to_string(),
+    let output = EvaluateOutput {
+        verdict: ev.verdict().to_string(),
+        outcome: Some(ev.outcome),
         reasons: ev.reasons.clone(),
         baseline_median: ev.stats.baseline.median,
         candidate_median: ev.stats.candidate.median,
-        effect: ev.stats.improvement,
+        effect: ev.stats.effect,
+        sampling: Some(ev.sampling.clone()),
+        calibration: None,
         stats: json!(ev.stats),
         diagnosis: json!(ev.diagnosis),
         recommendation,
-        runs: evidence,
-        command_ms,
+        runs: bench.evidence,
+        command_ms: bench.command_ms,
     };
     let mut artefact = json!(ev);
     artefact["restored_benchmark_files"] = json!(restored);
-    if let Err(e) = ctx.write_artifact("evaluation.json", &serde_json::to_vec_pretty(&artefact).unwrap_or_default()) {
-        tracing::warn!("writing evaluation.json: {e:#}");
+    Ok(Measured::Evaluated { output: Box::new(output), artefact })
+}
+
+fn infra_text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The HOLD an evaluation answers when its settings cannot work here (nothing was measured).
+fn config_hold(why: &str) -> EvaluateOutput {
+    EvaluateOutput {
+        verdict: Outcome::Unmeasurable.verdict().into(),
+        outcome: Some(Outcome::Unmeasurable),
+        reasons: vec![format!("HOLD: not measurable: {why}")],
+        baseline_median: None,
+        candidate_median: None,
+        effect: None,
+        sampling: None,
+        calibration: None,
+        stats: Value::Null,
+        diagnosis: Value::Null,
+        recommendation: None,
+        runs: vec![],
+        command_ms: 0,
     }
-    let headline = ev.reasons.first().cloned().unwrap_or_else(|| ev.verdict.to_string());
-    WorkResult::success(headline, json!(out))
+}
+
+pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
+    let input: EvaluateInput = match serde_json::from_value(ctx.task.input.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            return WorkResult::candidate_failure(format!("task input is not an evaluate request: {e}"), json!({}));
+        }
+    };
+    let root = ctx.home.root().to_path_buf();
+    let measured = measure(&input, &root, &ctx.artifacts, || ctx.lease_lost()).await;
+    match (measured, input.mode) {
+        (Ok(Measured::Evaluated { output, artefact }), _) => {
+            if let Err(e) =
+                ctx.write_artifact("evaluation.json", &serde_json::to_vec_pretty(&artefact).unwrap_or_default())
+            {
+                tracing::warn!("writing evaluation.json: {e:#}");
+            }
+            let headline = output.reasons.first().cloned().unwrap_or_else(|| output.verdict.clone());
+            WorkResult::success(headline, json!(output))
+        }
+        (Ok(Measured::Calibrated(out)), _) => {
+            let summary = format!("calibrated: {}", out.calibration.describe());
+            if let Err(e) =
+                ctx.write_artifact("calibration.json", &serde_json::to_vec_pretty(&out.calibration).unwrap_or_default())
+            {
+                tracing::warn!("writing calibration.json: {e:#}");
+            }
+            WorkResult::success(summary, json!(out))
+        }
+        (Err(MeasureError::Config(why)), EvaluateMode::Evaluate) => {
+            let out = config_hold(&why);
+            WorkResult::success(out.reasons[0].clone(), json!(out))
+        }
+        (Err(MeasureError::Config(why)), EvaluateMode::Calibrate) => WorkResult::candidate_failure(why, json!({})),
+        (Err(MeasureError::Infra(why)), _) => WorkResult::infra_failure(why, json!({})),
+    }
 }
 
 #[cfg(test)]

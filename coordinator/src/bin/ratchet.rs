@@ -61,6 +61,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the machine's noise for the benchmark now: the baseline (main) against itself
+    /// for ethos.md's calibration_rounds, in its pairing; prints the spread of the paired ratios
+    /// and the first look it suggests, and records a `calibrated` event.
+    Calibrate {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Print the calibration as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A candidate branch's tasks, leases, artefacts, events and diff stat.
     Inspect {
         branch: String,
@@ -219,6 +229,7 @@ fn main() -> ExitCode {
             return report(runtime.block_on(run).map(|_| ()));
         }
         Command::Explain { commit, repo, json } => return report(explain(&repo.repo, &commit, json)),
+        Command::Calibrate { repo, json } => return report(calibrate(&repo.repo, json)),
         Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
         Command::Gc { repo, json } => return report(gc(&repo.repo, json)),
         Command::Export { what, repo } => return report(export(&repo.repo, &what)),
@@ -344,6 +355,16 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn calibrate(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let out = coordinator::calibrate::calibrate(repo)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out.calibration)?);
+    } else {
+        print!("{}", coordinator::calibrate::render(&out));
+    }
+    Ok(())
 }
 
 fn explain(repo: &std::path::Path, commit: &str, json: bool) -> anyhow::Result<()> {

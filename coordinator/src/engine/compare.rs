@@ -174,6 +174,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
                 reasons: vec![],
                 command_ms: 0,
                 models,
+                remeasured: false,
             });
             eng.run_candidate(0).await?;
             let cand = eng.st.current.as_ref().and_then(|c| c.candidates.first().cloned()).expect("the candidate");

@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_model_switch_edits_only_the_proposer_table() {
-        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 1\nrepeats = 3\nwarmup = 0\nstall_limit = 1\n\
+        let doc = "# Cadence\n\n```toml ratchet\n[cadence]\ncandidates = 1\nwarmup = 0\nstall_limit = 1\n\
                    breaker_limit = 1\nlease_ttl_s = 1\nmax_attempts = 1\npromotion = \"auto\"\nmax_cycles = 0\nmax_wall_s = 0\n\n\
                    [proposer]\nstrategy = \"openai\"\nmodel = \"old\"\ntimeout_s = 30\n```\n\nProse after.\n";
         let out = with_model(doc, "new").unwrap();

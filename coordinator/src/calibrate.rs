@@ -1,0 +1,121 @@
+//! `ratchet calibrate`: measure the machine's noise for this repository's benchmark now, under
+//! the approved governance: the evaluator runs the baseline (main) against itself for ethos.md's
+//! `calibration_rounds` rounds, in its pairing, and reports the spread of the paired ratios, the
+//! share of outlier rounds and the first look that noise suggests. The result is appended to the
+//! swarm's event log as a `calibrated` event. The loop does the same at the start of every run.
+//!
+//! It runs the evaluator binary once (`evaluator --once`, found beside `ratchet`), so the
+//! measurement is the evaluator's own code, serialized with any running swarm's benchmarks by
+//! the benchmark lock.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use kit::layout::Layout;
+use protocol::events::{Event, EventKind};
+use protocol::work::{CalibrateOutput, EvaluateInput, EvaluateMode, SandboxSettings};
+
+/// Rounds used when ethos.md turns the loop's calibration off (`calibration_rounds = 0`).
+pub const ON_DEMAND_ROUNDS: u32 = 8;
+
+/// The evaluator binary beside the running one, else on PATH.
+fn evaluator_program() -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("evaluator")));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("evaluator")).find(|c| c.is_file()))
+        .context("the `evaluator` binary is neither beside `ratchet` nor on PATH; fix: build it (`cargo build --workspace --bins`)")
+}
+
+/// Calibrate now and record the event.
+pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
+    let gov = crate::govern::load(home)?;
+    let main = kit::git::Git::new(home)
+        .resolve_commit("refs/heads/main")?
+        .context("the repository has no main branch; fix: create it (git branch -M main) and commit")?;
+    let mut ethos = gov.ethos.clone();
+    if ethos.calibration_rounds == 0 {
+        ethos.calibration_rounds = ON_DEMAND_ROUNDS;
+    }
+    let input = EvaluateInput {
+        base: main.clone(),
+        commit: main,
+        ethos,
+        warmup: gov.cadence.warmup,
+        sandbox: SandboxSettings::from(&gov.constitution),
+        mode: EvaluateMode::Calibrate,
+        first_look: None,
+        resume: vec![],
+        calibration: None,
+    };
+    let program = evaluator_program()?;
+    let mut child = Command::new(&program)
+        .arg("--once")
+        .env("RATCHET_HOME", home)
+        .current_dir(home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(&serde_json::to_vec(&input)?)
+        .context("writing the calibration request to the evaluator")?;
+    let out = child.wait_with_output().context("waiting for the evaluator")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let why = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim_start_matches("Error: ");
+        bail!("calibration failed: {why}");
+    }
+    let result: CalibrateOutput = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!("the evaluator's answer is not a calibration: {}", String::from_utf8_lossy(&out.stdout))
+    })?;
+    let mut event = Event::new(
+        format!("calibrate-{}", &result.calibration.at),
+        EventKind::Calibrated { calibration: result.calibration.clone() },
+    );
+    event.governance = gov.hashes.clone();
+    event.agent = Some("ratchet calibrate".into());
+    let layout = Layout::new(home);
+    std::fs::create_dir_all(layout.swarm()).with_context(|| format!("creating {}", layout.swarm().display()))?;
+    kit::substrate::append_event(&layout.events_file(), &event)?;
+    Ok(result)
+}
+
+/// The calibration for people: the summary line, the first look and every pair.
+pub fn render(out: &CalibrateOutput) -> String {
+    let c = &out.calibration;
+    let mut o = format!("calibrated: {}\n", c.describe());
+    o.push_str(&format!(
+        "first look: round {} (ethos.md min_rounds, raised for the outlier rounds seen)\n",
+        c.first_look
+    ));
+    let sampling = protocol::evaluation::Sampling {
+        pairing: c.pairing,
+        first_look: c.first_look,
+        cap: c.rounds,
+        horizon: c.rounds,
+        rounds: c.rounds,
+        resumed: 0,
+        stopping: protocol::evaluation::Stopping::Fixed,
+        rule: format!("{} fixed A/A rounds", c.rounds),
+        effect: None,
+        pairs: c.pairs.clone(),
+        warmup: vec![],
+        calibration: None,
+    };
+    let text = crate::explain::render_sampling(&sampling);
+    // Only the pairs table: the summary above says the rest.
+    if let Some(i) = text.find("  pairs (") {
+        o.push_str(&text[i..]);
+    }
+    o.push_str(&format!("benchmark runs: {} ({} ms in benchmark commands)\n", out.runs.len(), out.command_ms));
+    o
+}

@@ -1,0 +1,255 @@
+//! What the evaluator measured and decided, as it crosses processes (the evaluate result, the
+//! `evaluated` and `calibrated` events, `ratchet explain`): paired rounds, the typed outcome, the
+//! rule that stopped sampling, the effect with its interval, and the calibrated noise.
+
+use serde::{Deserialize, Serialize};
+
+use crate::governance::Pairing;
+
+/// One side of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Baseline,
+    Candidate,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Baseline => Side::Candidate,
+            Side::Candidate => Side::Baseline,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Candidate => "candidate",
+        }
+    }
+}
+
+/// The CPUs each side was pinned to in a duet round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cpus {
+    pub baseline: u32,
+    pub candidate: u32,
+}
+
+/// One duet slot: baseline and candidate at the same time, each pinned to its CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub cpus: Cpus,
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+}
+
+/// One round: a baseline run and a candidate run back to back (sequential pairing; `first` ran
+/// first), or in duet pairing two slots of simultaneous runs with the CPUs swapped between them,
+/// so each side ran once on each CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pair {
+    /// 0-based; counted rounds and warmup rounds are numbered separately.
+    pub round: u32,
+    /// Sequential pairing: the side that ran first. Duet: the side on the lower CPU in the first
+    /// slot.
+    pub first: Side,
+    /// Duet: the first slot's CPUs (the second slot's are swapped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Cpus>,
+    /// The metric of each side (duet: the geometric mean of its two slots, or their mean for
+    /// metrics that reach zero); `None` when a run failed (see the evaluation's failures).
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+    /// Duet: the two slots, in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<Slot>,
+    /// The round's score, positive = the candidate is better: the log of candidate/baseline (its
+    /// sign flipped when lower is better), or their difference over the baseline median for
+    /// metrics that reach zero. `None` when a run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// The score is far from the others (reported, never dropped: rank statistics weigh it as
+    /// one round).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
+}
+
+/// What the evaluation concluded, typed. [`Outcome::verdict`] is its PROMOTE/HOLD/REJECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Better by at least `min_effect`, with the required confidence: PROMOTE.
+    Better,
+    /// Worse by at least `min_effect`, with the required confidence: REJECT (banned).
+    Worse,
+    /// A guard metric regressed beyond its tolerance: REJECT.
+    GuardRegressed,
+    /// The candidate's runs fail where the baseline's do not: REJECT.
+    CandidateFails,
+    /// Confidently within `±min_effect`: HOLD, no change that matters.
+    NoChange,
+    /// Undecided at the cap: HOLD, too noisy (the evaluation says the spread and the rounds it
+    /// would take). The loop measures such a candidate once more.
+    TooNoisy,
+    /// Not measurable: the baseline fails too, a cold start, a guard metric missing: HOLD.
+    Unmeasurable,
+}
+
+impl Outcome {
+    /// "PROMOTE", "HOLD" or "REJECT".
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Outcome::Better => "PROMOTE",
+            Outcome::Worse | Outcome::GuardRegressed | Outcome::CandidateFails => "REJECT",
+            Outcome::NoChange | Outcome::TooNoisy | Outcome::Unmeasurable => "HOLD",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Better => "better",
+            Outcome::Worse => "worse",
+            Outcome::GuardRegressed => "guard-regressed",
+            Outcome::CandidateFails => "candidate-fails",
+            Outcome::NoChange => "no-change",
+            Outcome::TooNoisy => "too-noisy",
+            Outcome::Unmeasurable => "unmeasurable",
+        }
+    }
+}
+
+/// Why sampling stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stopping {
+    /// The repeated confidence interval crossed a decision boundary (better, worse, or within
+    /// the minimum effect).
+    Boundary,
+    /// This measurement's cap (`max_rounds`) came first; a re-measurement may continue it.
+    Cap,
+    /// The design's last round (twice `max_rounds`: a measurement and its re-measurement).
+    Horizon,
+    /// The candidate's runs kept failing.
+    Failures,
+    /// A fixed number of rounds (a calibration).
+    Fixed,
+}
+
+/// The effect with its interval, as relative changes of the metric (positive = better).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// The median of the paired scores, as a relative change.
+    pub estimate: f64,
+    /// The repeated confidence interval at the last look (`None`: unbounded on that side, too
+    /// few rounds for this look to bound it).
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    /// Its simultaneous coverage over every look of the design: 1 - 2 * (1 - confidence).
+    pub coverage: f64,
+    /// "log-ratio" or "difference".
+    pub scale: String,
+}
+
+/// How the sampling was planned and how it ended: the evidence behind a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub pairing: Pairing,
+    /// The first round at which a decision could be taken (ethos `min_rounds`, raised to what
+    /// the confidence allows and to what the calibrated noise suggests).
+    pub first_look: u32,
+    /// This measurement's last round, and the design's last round (the threshold table spans it).
+    pub cap: u32,
+    pub horizon: u32,
+    /// Counted rounds measured (including those of an earlier measurement this one continued).
+    pub rounds: u32,
+    /// Rounds carried over from the earlier measurement of the same candidate.
+    #[serde(default)]
+    pub resumed: u32,
+    pub stopping: Stopping,
+    /// The rule in words, with its numbers.
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<Effect>,
+    pub pairs: Vec<Pair>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warmup: Vec<Pair>,
+    /// The calibration in force when this was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// The machine's noise for this benchmark, measured by running the baseline against itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub pairing: Pairing,
+    /// The commit measured against itself.
+    pub base: String,
+    pub rounds: u32,
+    /// Robust standard deviation (1.4826 * MAD) of the A/A scores, as a relative change: the
+    /// spread of one round's ratio when nothing changed.
+    pub spread: Option<f64>,
+    /// Share of A/A rounds flagged as outliers (one side hit by a burst).
+    pub outlier_share: f64,
+    /// The first look this noise suggests (ethos `min_rounds` is raised to it).
+    pub first_look: u32,
+    /// RFC 3339.
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<Pair>,
+}
+
+impl Calibration {
+    /// One line for people: "spread ±2.1% per round, 1 of 8 rounds an outlier (sequential)".
+    pub fn describe(&self) -> String {
+        let spread = self.spread.map(|s| format!("±{:.1}%", s * 100.0)).unwrap_or_else(|| "undefined".into());
+        let outliers = (self.outlier_share * self.rounds as f64).round() as u32;
+        format!(
+            "spread {spread} per round, {outliers} of {} rounds an outlier ({} pairing, A/A on {})",
+            self.rounds,
+            self.pairing.as_str(),
+            &self.base[..12.min(self.base.len())]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    #[test]
+    fn wire_shapes() {
+        let p = Pair {
+            round: 3,
+            first: Side::Candidate,
+            cpus: Some(Cpus { baseline: 1, candidate: 0 }),
+            baseline: Some(200.0),
+            candidate: Some(220.0),
+            slots: vec![],
+            score: Some(0.0953),
+            outlier: false,
+        };
+        expect![[r#"{"round":3,"first":"candidate","cpus":{"baseline":1,"candidate":0},"baseline":200.0,"candidate":220.0,"score":0.0953}"#]]
+            .assert_eq(&serde_json::to_string(&p).unwrap());
+        assert_eq!(serde_json::to_string(&Outcome::TooNoisy).unwrap(), "\"too-noisy\"");
+        assert_eq!(Outcome::TooNoisy.verdict(), "HOLD");
+        assert_eq!(Outcome::Worse.verdict(), "REJECT");
+        assert_eq!(serde_json::to_string(&Stopping::Boundary).unwrap(), "\"boundary\"");
+        let c = Calibration {
+            pairing: Pairing::Duet,
+            base: "0123456789abcdef".into(),
+            rounds: 8,
+            spread: Some(0.021),
+            outlier_share: 0.25,
+            first_look: 7,
+            at: "2026-01-01T00:00:00Z".into(),
+            pairs: vec![],
+        };
+        assert_eq!(
+            c.describe(),
+            "spread ±2.1% per round, 2 of 8 rounds an outlier (duet pairing, A/A on 0123456789ab)"
+        );
+    }
+}
