@@ -1,14 +1,16 @@
 //! `wire-bench`: the A2A wire, measured (issue 2). Not a test: it prints a markdown table and
-//! writes it into BENCHMARKS.md's "## Wire (issue 2)" section with the command and the date.
+//! writes it into BENCHMARKS.md's "## Wire (issues 2 and 12)" section with the command and the date.
 //!
-//! Three servers, each its own process on 127.0.0.1 started the same way (the bench spawns it
-//! and reads the `... LISTENING <url>` line it prints):
+//! Five servers, each its own process on 127.0.0.1 started the same way (the bench spawns it
+//! and reads the `... LISTENING <url>` line it prints), in both A2A versions:
 //! - bare axum: this binary re-run as `wire-bench --bare-server`, a current-thread axum app
 //!   that answers every POST with a canned JSON-RPC response: no parsing, no storage. The floor.
 //! - Ratchet: a real agent binary (`target/release/critic` by default), on its built-in
-//!   `status` skill: parse, validate, persist the task to disk, run it, answer.
-//! - Python: `tests/interop/echo_agent.py` on the official `a2a-sdk` 0.3 server side (uvicorn),
-//!   run with the interop virtualenv's python (`tests/interop/setup-venvs` makes it).
+//!   `status` skill: parse, validate, persist the task to disk, run it, answer; one process asked
+//!   in A2A 0.3 (`message/send`), one in 1.0 (`SendMessage` with `A2A-Version: 1.0`).
+//! - Python: `tests/interop/echo_agent.py` on the official `a2a-sdk` 0.3 server side and
+//!   `tests/interop/echo_agent_v1.py --minimal` on the 1.x one (uvicorn), run with the interop
+//!   virtualenvs' pythons (`tests/interop/setup-venvs` makes them).
 //!
 //! For each: process start to first 200 on the Agent Card (median of N starts), idle RSS and
 //! idle CPU after a warm-up, `message/send` (blocking, one text part) round trips on one
@@ -36,7 +38,7 @@ use tokio::process::{Child, Command};
 
 const AGENTS: [&str; 5] = ["proposer", "executor", "critic", "evaluator", "coordinator"];
 const WARMUP: usize = 200;
-const SECTION: &str = "## Wire (issue 2)";
+const SECTION: &str = "## Wire (issues 2 and 12)";
 const REPRODUCE: &str =
     "tests/interop/setup-venvs && cargo build --release --workspace --bins && target/release/wire-bench";
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -130,6 +132,15 @@ struct Spec {
     env: Vec<(OsString, OsString)>,
 }
 
+/// Which A2A generation a target's requests speak.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    /// `message/send`, no `A2A-Version` header.
+    V03,
+    /// `SendMessage` with `A2A-Version: 1.0`.
+    V1,
+}
+
 struct Proc {
     child: Child,
     pid: u32,
@@ -188,24 +199,36 @@ async fn start(spec: &Spec, http: &reqwest::Client) -> anyhow::Result<(Proc, Dur
     Ok((Proc { child, pid, url }, t0.elapsed()))
 }
 
-fn send_body(i: usize) -> Vec<u8> {
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{i},"method":"message/send","params":{{"message":{{"kind":"message","role":"user","messageId":"bench-{i}","parts":[{{"kind":"text","text":"ping"}}]}},"configuration":{{"blocking":true}}}}}}"#
-    )
+/// A blocking send of one text part that names the `status` skill in its metadata (an echo agent
+/// ignores that and echoes the text back).
+fn send_body(i: usize, proto: Proto) -> Vec<u8> {
+    match proto {
+        Proto::V03 => format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"message/send","params":{{"message":{{"kind":"message","role":"user","messageId":"bench-{i}","parts":[{{"kind":"text","text":"ping"}}],"metadata":{{"skill":"status"}}}},"configuration":{{"blocking":true}}}}}}"#
+        ),
+        Proto::V1 => format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"SendMessage","params":{{"message":{{"role":"ROLE_USER","messageId":"bench-{i}","parts":[{{"text":"ping"}}],"metadata":{{"skill":"status"}}}}}}}}"#
+        ),
+    }
     .into_bytes()
 }
 
-/// `n` blocking message/send round trips on one keep-alive connection; every answer must be a
-/// completed task (checked outside the timed region).
-async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+/// `n` blocking send round trips on one keep-alive connection; every answer must be a completed
+/// task (checked outside the timed region).
+async fn round_trips(http: &reqwest::Client, url: &str, n: usize, proto: Proto) -> anyhow::Result<Vec<Duration>> {
     let mut times = Vec::with_capacity(n);
+    let (done, version): (&[u8], &str) = match proto {
+        Proto::V03 => (b"\"completed\"", "0.3"),
+        Proto::V1 => (b"\"TASK_STATE_COMPLETED\"", "1.0"),
+    };
     for i in 0..n {
-        let body = send_body(i);
+        let body = send_body(i, proto);
         let t = Instant::now();
         // Every server gets the token; only Ratchet's checks it (the others ignore the header).
         let resp = http
             .post(url)
             .header("content-type", "application/json")
+            .header("A2A-Version", version)
             .bearer_auth(BENCH_TOKEN)
             .body(body)
             .send()
@@ -213,7 +236,7 @@ async fn round_trips(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Res
         let status = resp.status();
         let bytes = resp.bytes().await?;
         times.push(t.elapsed());
-        let completed = bytes.windows(b"\"completed\"".len()).any(|w| w == b"\"completed\"");
+        let completed = bytes.windows(done.len()).any(|w| w == done);
         if status != 200 || !completed {
             bail!("{url}: request {i} did not complete: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
         }
@@ -313,6 +336,7 @@ async fn start_median(label: &str, spec: &dyn Fn(usize) -> Spec, opts: &Opts) ->
 /// One long-lived server under test, with its own keep-alive connection.
 struct Live {
     label: String,
+    proto: Proto,
     proc: Proc,
     http: reqwest::Client,
     times: Vec<Duration>,
@@ -325,17 +349,17 @@ struct Live {
 /// its share of the requests in turn, so a burst of load from elsewhere on the shared machine
 /// hits all of them alike and the ratios stay fair.
 async fn measure_all(
-    targets: Vec<(String, Spec)>,
+    targets: Vec<(String, Spec, Proto)>,
     starts: Vec<Duration>,
     opts: &Opts,
 ) -> anyhow::Result<Vec<Measured>> {
     let card_http = reqwest::Client::builder().no_proxy().build().context("http client")?;
     let mut live = vec![];
-    for (label, spec) in targets {
+    for (label, spec, proto) in targets {
         let (proc, _) = start(&spec, &card_http).await.with_context(|| format!("starting {label}"))?;
         let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
-        round_trips(&http, &proc.url, WARMUP).await.with_context(|| format!("warming up {label}"))?;
-        live.push(Live { label, proc, http, times: vec![], cpu_ns: 0, idle_rss_kib: 0, idle_cpu_pct: 0.0 });
+        round_trips(&http, &proc.url, WARMUP, proto).await.with_context(|| format!("warming up {label}"))?;
+        live.push(Live { label, proto, proc, http, times: vec![], cpu_ns: 0, idle_rss_kib: 0, idle_cpu_pct: 0.0 });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut idle_before = vec![];
@@ -352,7 +376,9 @@ async fn measure_all(
         let share = opts.requests / ROUNDS + usize::from(round < opts.requests % ROUNDS);
         for l in &mut live {
             let before = cpu_ns(l.proc.pid)?;
-            let t = round_trips(&l.http, &l.proc.url, share).await.with_context(|| format!("timing {}", l.label))?;
+            let t = round_trips(&l.http, &l.proc.url, share, l.proto)
+                .await
+                .with_context(|| format!("timing {}", l.label))?;
             l.cpu_ns += cpu_ns(l.proc.pid)?.saturating_sub(before);
             l.times.extend(t);
         }
@@ -476,18 +502,29 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
             bail!("{} is missing; build the agents first: cargo build --release --workspace --bins", b.display());
         }
     }
-    let python = std::env::var_os("RATCHET_A2A_PY03")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("interop").join("a2a-0.3").join("bin").join("python"));
-    if !python.exists() {
-        bail!("{} is missing; make the Python virtualenvs first: tests/interop/setup-venvs", python.display());
+    let venv_python = |var: &str, dir: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target").join("interop").join(dir).join("bin").join("python"))
+    };
+    let python03 = venv_python("RATCHET_A2A_PY03", "a2a-0.3");
+    let python1 = venv_python("RATCHET_A2A_PY1", "a2a-1");
+    for p in [&python03, &python1] {
+        if !p.exists() {
+            bail!("{} is missing; make the Python virtualenvs first: tests/interop/setup-venvs", p.display());
+        }
     }
-    let sdk = std::process::Command::new(&python)
-        .args(["-c", "import importlib.metadata as m; print(m.version('a2a-sdk'))"])
-        .output()
-        .context("asking the venv for its a2a-sdk version")?;
-    let sdk = String::from_utf8_lossy(&sdk.stdout).trim().to_string();
-    let echo = root.join("tests").join("interop").join("echo_agent.py");
+    let sdk_version = |python: &Path| -> anyhow::Result<String> {
+        let out = std::process::Command::new(python)
+            .args(["-c", "import importlib.metadata as m; print(m.version('a2a-sdk'))"])
+            .output()
+            .context("asking the venv for its a2a-sdk version")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let (sdk03, sdk1) = (sdk_version(&python03)?, sdk_version(&python1)?);
+    let interop = root.join("tests").join("interop");
+    let echo03 = interop.join("echo_agent.py");
+    let echo1 = interop.join("echo_agent_v1.py");
     // The agents' home (and so their task stores) sits where `ratchet up` in this checkout keeps
     // agent state: under worktrees/ (git-ignored; a dot name, so a running swarm's watchers skip
     // it). Where it sits matters on ext4: see `file_create_probe`. `--home-in /tmp` measures /tmp.
@@ -505,17 +542,33 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let bare_spec = |_i: usize| Spec { program: me.clone(), args: vec!["--bare-server".into()], env: vec![] };
     let agent = opts.agent.clone();
     let ratchet = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-{i}"));
-    let python_spec = |_i: usize| Spec { program: python.clone(), args: vec![echo.clone().into()], env: vec![] };
+    let ratchet1 = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-v1-{i}"));
+    let py03_spec = |_i: usize| Spec { program: python03.clone(), args: vec![echo03.clone().into()], env: vec![] };
+    let py1_spec =
+        |_i: usize| Spec { program: python1.clone(), args: vec![echo1.clone().into(), "--minimal".into()], env: vec![] };
 
-    let labels = ["bare axum".to_string(), format!("Ratchet ({agent})"), format!("Python a2a-sdk {sdk}")];
-    let specs: [&dyn Fn(usize) -> Spec; 3] = [&bare_spec, &ratchet, &python_spec];
+    let labels = [
+        "bare axum".to_string(),
+        format!("Ratchet ({agent}) A2A 0.3"),
+        format!("Ratchet ({agent}) A2A 1.0"),
+        format!("Python a2a-sdk {sdk03} A2A 0.3"),
+        format!("Python a2a-sdk {sdk1} A2A 1.0"),
+    ];
+    let specs: [&dyn Fn(usize) -> Spec; 5] = [&bare_spec, &ratchet, &ratchet1, &py03_spec, &py1_spec];
+    let protos = [Proto::V03, Proto::V03, Proto::V1, Proto::V03, Proto::V1];
     let mut starts = vec![];
-    for (label, spec) in labels.iter().zip(specs) {
+    for (i, (label, spec)) in labels.iter().zip(specs).enumerate() {
+        // Ratchet's start is the same binary either way: measured once.
+        if i == 2 {
+            starts.push(starts[1]);
+            continue;
+        }
         starts.push(start_median(label, spec, &opts).await?);
     }
-    let targets = labels.iter().cloned().zip(specs.iter().map(|s| s(opts.starts))).collect();
-    let [bare, rat, py]: [Measured; 3] =
-        measure_all(targets, starts, &opts).await?.try_into().map_err(|_| anyhow::anyhow!("three results"))?;
+    let targets =
+        labels.iter().cloned().zip(specs.iter().map(|s| s(opts.starts))).zip(protos).map(|((l, s), p)| (l, s, p)).collect();
+    let [bare, rat, rat1, py, py1]: [Measured; 5] =
+        measure_all(targets, starts, &opts).await?.try_into().map_err(|_| anyhow::anyhow!("five results"))?;
 
     let mut swarm = vec![];
     for run in 0..opts.swarm_runs {
@@ -527,62 +580,83 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let load_after = loadavg();
     eprintln!("wire-bench: load average after: {load_after}");
 
-    let vs_bare = rat.p50.as_secs_f64() / bare.p50.as_secs_f64();
-    let py_vs = py.p50.as_secs_f64() / rat.p50.as_secs_f64();
-    let cpu_py_vs = py.cpu_per_req.as_secs_f64() / rat.cpu_per_req.as_secs_f64().max(1e-9);
+    let ratio = |a: &Measured, b: &Measured| a.p50.as_secs_f64() / b.p50.as_secs_f64();
+    let (vs_bare, vs_bare1) = (ratio(&rat, &bare), ratio(&rat1, &bare));
+    let (py_vs, py_vs1) = (ratio(&py, &rat), ratio(&py1, &rat1));
+    let cpu_ratio = |a: &Measured, b: &Measured| a.cpu_per_req.as_secs_f64() / b.cpu_per_req.as_secs_f64().max(1e-9);
     let n = opts.requests;
     let mut t = String::new();
     t += &format!(
-        "| metric | bare axum (floor) | Ratchet agent (`{agent}`) | Python a2a-sdk {sdk} echo | target for Ratchet | met |\n"
+        "| metric | bare axum (floor) | Ratchet (`{agent}`), A2A 0.3 | Ratchet (`{agent}`), A2A 1.0 | Python a2a-sdk {sdk03} (0.3) | Python a2a-sdk {sdk1} (1.0) | target for Ratchet | met |\n"
     );
-    t += "| --- | --- | --- | --- | --- | --- |\n";
+    t += "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
     t += &format!(
-        "| message/send p50 ({n} on one keep-alive connection) | {} | {} | {} | <= 2x bare ({}) and >= 10x faster than Python | {} ({vs_bare:.2}x bare, Python {py_vs:.1}x slower) |\n",
+        "| send p50 ({n} on one keep-alive connection; 0.3 `message/send`, 1.0 `SendMessage`) | {} | {} | {} | {} | {} | <= 2x bare ({}) and >= 10x faster than Python, in both versions | {} (0.3: {vs_bare:.2}x bare, Python {py_vs:.1}x slower; 1.0: {vs_bare1:.2}x bare, Python {py_vs1:.1}x slower) |\n",
         us(bare.p50),
         us(rat.p50),
+        us(rat1.p50),
         us(py.p50),
+        us(py1.p50),
         us(bare.p50 * 2),
-        verdict(vs_bare <= 2.0 && py_vs >= 10.0)
+        verdict(vs_bare <= 2.0 && py_vs >= 10.0 && vs_bare1 <= 2.0 && py_vs1 >= 10.0)
     );
-    t += &format!("| message/send p99 | {} | {} | {} | | |\n", us(bare.p99), us(rat.p99), us(py.p99));
     t += &format!(
-        "| server CPU per request (all threads) | {} | {} | {} | | Python uses {cpu_py_vs:.1}x the CPU |\n",
+        "| send p99 | {} | {} | {} | {} | {} | | |\n",
+        us(bare.p99),
+        us(rat.p99),
+        us(rat1.p99),
+        us(py.p99),
+        us(py1.p99)
+    );
+    t += &format!(
+        "| server CPU per request (all threads) | {} | {} | {} | {} | {} | | Python uses {:.1}x (0.3) and {:.1}x (1.0) the CPU |\n",
         us(bare.cpu_per_req),
         us(rat.cpu_per_req),
-        us(py.cpu_per_req)
+        us(rat1.cpu_per_req),
+        us(py.cpu_per_req),
+        us(py1.cpu_per_req),
+        cpu_ratio(&py, &rat),
+        cpu_ratio(&py1, &rat1)
     );
     t += &format!(
-        "| process start to card served (median of {}) | {} | {} | {} | <= 20 ms | {} |\n",
+        "| process start to card served (median of {}) | {} | {} | (same binary) | {} | {} | <= 20 ms | {} |\n",
         opts.starts,
         ms(bare.start),
         ms(rat.start),
         ms(py.start),
+        ms(py1.start),
         verdict(rat.start <= Duration::from_millis(20))
     );
     t += &format!(
-        "| idle RSS after {WARMUP} warm-up requests | {} | {} | {} | <= 8 MiB | {} |\n",
+        "| idle RSS after {WARMUP} warm-up requests | {} | {} | {} | {} | {} | <= 8 MiB | {} |\n",
         mib(bare.idle_rss_kib),
         mib(rat.idle_rss_kib),
+        mib(rat1.idle_rss_kib),
         mib(py.idle_rss_kib),
-        verdict(rat.idle_rss_kib <= 8 * 1024)
+        mib(py1.idle_rss_kib),
+        verdict(rat.idle_rss_kib.max(rat1.idle_rss_kib) <= 8 * 1024)
     );
     t += &format!(
-        "| CPU while idle ({} s after the warm-up, no requests) | {:.1}% of a core | {:.1}% | {:.1}% | 0 | {} |\n",
+        "| CPU while idle ({} s after the warm-up, no requests) | {:.1}% of a core | {:.1}% | {:.1}% | {:.1}% | {:.1}% | 0 | {} |\n",
         IDLE_WINDOW.as_secs(),
         bare.idle_cpu_pct,
         rat.idle_cpu_pct,
+        rat1.idle_cpu_pct,
         py.idle_cpu_pct,
-        verdict(rat.idle_cpu_pct < 1.0)
+        py1.idle_cpu_pct,
+        verdict(rat.idle_cpu_pct.max(rat1.idle_cpu_pct) < 1.0)
     );
     t += &format!(
-        "| RSS after {} more requests | {} | {} | {} | | |\n",
+        "| RSS after {} more requests | {} | {} | {} | {} | {} | | |\n",
         n,
         mib(bare.loaded_rss_kib),
         mib(rat.loaded_rss_kib),
-        mib(py.loaded_rss_kib)
+        mib(rat1.loaded_rss_kib),
+        mib(py.loaded_rss_kib),
+        mib(py1.loaded_rss_kib)
     );
     t += &format!(
-        "| whole swarm: 5 agents started at once to every card served (median of {}, max {}) | | {} | | <= 200 ms | {} |\n",
+        "| whole swarm: 5 agents started at once to every card served (median of {}, max {}) | | {} | | | | <= 200 ms | {} |\n",
         opts.swarm_runs,
         ms(swarm_max),
         ms(swarm_median),
@@ -608,11 +682,16 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
          How it is measured: each server is its own process on 127.0.0.1, spawned by the bench, which reads the \
          `LISTENING <url>` line it prints. *bare axum* is `wire-bench --bare-server`: a current-thread axum app that \
          answers every POST with canned bytes (no parsing, no storage). *Ratchet* is the release `{agent}` binary \
-         answering with its built-in `status` skill (parse, validate, persist the task log to disk, run, answer). \
-         *Python* is `tests/interop/echo_agent.py` (A2AStarletteApplication + DefaultRequestHandler + InMemoryTaskStore, \
-         uvicorn with uvloop and httptools). Round trips: `message/send` with `blocking: true` and one text part, \
+         answering with its built-in `status` skill (parse, validate, persist the task log to disk, run, answer), \
+         one process asked in A2A 0.3 (`message/send`, no version header) and one in 1.0 (`SendMessage`, \
+         `A2A-Version: 1.0`: the same operation, converted to and from the 1.0 forms). \
+         *Python 0.3* is `tests/interop/echo_agent.py` (a2a-sdk {sdk03}: A2AStarletteApplication + DefaultRequestHandler + \
+         InMemoryTaskStore); *Python 1.0* is `tests/interop/echo_agent_v1.py --minimal` (a2a-sdk {sdk1}: the SDK's \
+         Starlette routes + DefaultRequestHandler + InMemoryTaskStore, completing at once like the 0.3 echo); both on \
+         uvicorn with uvloop and httptools. Round trips: a blocking send with one text part (and \
+         `metadata.skill = \"status\"`, which the echo agents ignore), \
          {WARMUP} warm-up requests then {n} timed ones, sequential, on one reqwest keep-alive connection per server, \
-         interleaved in {ROUNDS} rounds across the three servers (so load from elsewhere hits all alike); every \
+         interleaved in {ROUNDS} rounds across the five servers (so load from elsewhere hits all alike); every \
          answer is checked to be a completed task. CPU: time on a CPU of all the server's threads (`/proc/<pid>/task/*/schedstat`, \
          nanoseconds) across its timed rounds, divided by {n}. Start to card: spawn to the first 200 on \
          `/.well-known/agent-card.json`. Idle RSS: `VmRSS` 1 s after the warm-up; idle CPU: CPU time over the {idle} s that follow. Swarm: the five release agent \

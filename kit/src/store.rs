@@ -855,6 +855,11 @@ impl Entry {
         self.rec.lock().expect("task lock").task.clone()
     }
 
+    /// Run `f` on the task as it is, under its lock (to serialize it without a copy).
+    pub fn with_task<R>(&self, f: impl FnOnce(&Task) -> R) -> R {
+        f(&self.rec.lock().expect("task lock").task)
+    }
+
     /// Events from index `from` on, and whether the log is closed (a final event is in it).
     pub fn events_from(&self, from: usize) -> Vec<StreamEvent> {
         let rec = self.rec.lock().expect("task lock");

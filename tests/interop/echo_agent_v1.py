@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A minimal echo agent on the official Python a2a-sdk 1.x server side, speaking A2A 1.0 only.
 
-Usage: echo_agent_v1.py [--port N] [--token-env VAR]   (port 0: the OS picks it)
+Usage: echo_agent_v1.py [--port N] [--token-env VAR] [--minimal]   (port 0: the OS picks it)
 
 Built the way the SDK's 1.x samples build an agent: an AgentExecutor, a DefaultRequestHandler
 with the in-memory task store, the SDK's Starlette routes for the Agent Card and for JSON-RPC
@@ -40,7 +40,11 @@ from starlette.applications import Starlette
 
 
 class EchoExecutor(AgentExecutor):
-    """Echo the request's text: working, an artifact with the text, completed with it."""
+    """Echo the request's text: working, an artifact with the text, completed with it (minimal:
+    completed with it at once, the same protocol work as the 0.3 echo agent, for the wire bench)."""
+
+    def __init__(self, minimal: bool) -> None:
+        self.minimal = minimal
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
@@ -49,8 +53,9 @@ class EchoExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         text = get_message_text(context.message)
-        await updater.update_status(TaskState.TASK_STATE_WORKING)
-        await updater.add_artifact([new_text_artifact("echo", text).parts[0]], name="echo")
+        if not self.minimal:
+            await updater.update_status(TaskState.TASK_STATE_WORKING)
+            await updater.add_artifact([new_text_artifact("echo", text).parts[0]], name="echo")
         await updater.complete(new_text_message(text, context_id=task.context_id, task_id=task.id))
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -89,13 +94,13 @@ def require_bearer(app, token: str):
     return guarded
 
 
-async def serve(port: int, token: str | None) -> None:
+async def serve(port: int, token: str | None, minimal: bool) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     agent_card = card(url)
-    handler = DefaultRequestHandler(agent_executor=EchoExecutor(), task_store=InMemoryTaskStore(), agent_card=agent_card)
+    handler = DefaultRequestHandler(agent_executor=EchoExecutor(minimal), task_store=InMemoryTaskStore(), agent_card=agent_card)
     routes = create_agent_card_routes(agent_card) + create_jsonrpc_routes(handler, rpc_url="/")
     app = Starlette(routes=routes)
     if token:
@@ -115,12 +120,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token-env", default=None, help="require the bearer token held in this environment variable")
+    ap.add_argument("--minimal", action="store_true", help="complete at once (no working status, no artifact)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     token = os.environ.get(args.token_env) if args.token_env else None
     if args.token_env and not token:
         sys.exit(f"echo_agent_v1: {args.token_env} is unset")
-    asyncio.run(serve(args.port, token))
+    run = asyncio.run
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        pass
+    run(serve(args.port, token, args.minimal))
 
 
 if __name__ == "__main__":

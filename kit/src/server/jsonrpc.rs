@@ -236,7 +236,11 @@ async fn v03(
             if cfg.blocking == Some(true) {
                 ops::settle(&entry).await;
             }
-            Ok(Reply::Json(to_json(SendResult::Task(ops::trim_history(entry.task(), cfg.history_length)))))
+            // The common case (no historyLength) serializes the task in place, without a copy.
+            Ok(Reply::Json(match cfg.history_length {
+                None => entry.with_task(|t| to_json(t)),
+                Some(n) => to_json(SendResult::Task(ops::trim_history(entry.task(), Some(n)))),
+            }))
         }
         SendStreamingMessage::METHOD => {
             let sent = ops::send(s, p03::<SendStreamingMessage>(raw)?, false).await?;
@@ -373,7 +377,10 @@ pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Res
 }
 
 pub(crate) fn task_v1(task: Task, history: Option<i64>) -> v1::Task {
-    v1::Task::from(&ops::trim_history(task, history))
+    match history {
+        None => v1::Task::from(&task),
+        Some(_) => v1::Task::from(&ops::trim_history(task, history)),
+    }
 }
 
 pub(crate) async fn get_v1(s: &Server, id: &str, history: Option<i64>) -> Result<v1::Task, Fault> {
