@@ -544,8 +544,11 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     let ratchet = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-{i}"));
     let ratchet1 = |i: usize| ratchet_spec(&bins, &agent, home.path(), &format!("{agent}-v1-{i}"));
     let py03_spec = |_i: usize| Spec { program: python03.clone(), args: vec![echo03.clone().into()], env: vec![] };
-    let py1_spec =
-        |_i: usize| Spec { program: python1.clone(), args: vec![echo1.clone().into(), "--minimal".into()], env: vec![] };
+    let py1_spec = |_i: usize| Spec {
+        program: python1.clone(),
+        args: vec![echo1.clone().into(), "--minimal".into()],
+        env: vec![],
+    };
 
     let labels = [
         "bare axum".to_string(),
@@ -565,8 +568,13 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         }
         starts.push(start_median(label, spec, &opts).await?);
     }
-    let targets =
-        labels.iter().cloned().zip(specs.iter().map(|s| s(opts.starts))).zip(protos).map(|((l, s), p)| (l, s, p)).collect();
+    let targets = labels
+        .iter()
+        .cloned()
+        .zip(specs.iter().map(|s| s(opts.starts)))
+        .zip(protos)
+        .map(|((l, s), p)| (l, s, p))
+        .collect();
     let [bare, rat, rat1, py, py1]: [Measured; 5] =
         measure_all(targets, starts, &opts).await?.try_into().map_err(|_| anyhow::anyhow!("five results"))?;
 
