@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::demo_target::FILES;
-use crate::engine::{LoopState, read_state};
+use crate::engine::{CandidateItem, LoopState, Summary, read_state};
 use crate::supervisor::{self, LoopRequest, RestartPolicy, UpOptions, say};
 
 /// The agents.toml written into the demo target: the five built-in agents, found beside the
@@ -92,7 +92,7 @@ pub fn create_target_with(repo: &Path, models: Option<&DemoModels>) -> anyhow::R
 
 /// The human history of a run: each cycle's candidates with verdict and reasons, promotions with
 /// the metric before and after.
-pub fn render_history(st: &LoopState, summary: &Value) -> String {
+pub fn render_history(st: &LoopState, summary: &Summary) -> String {
     let mut o = String::new();
     o.push_str("\nhistory\n");
     for cy in &st.finished {
@@ -124,7 +124,7 @@ pub fn render_history(st: &LoopState, summary: &Value) -> String {
             o.push_str(&format!(
                 "  => promoted {} onto main: {} {:.3} -> {:.3}\n",
                 &p.commit[..12],
-                summary["metric"]["name"].as_str().unwrap_or("metric"),
+                summary.metric.name,
                 p.before.unwrap_or(f64::NAN),
                 p.after.unwrap_or(f64::NAN)
             ));
@@ -135,46 +135,52 @@ pub fn render_history(st: &LoopState, summary: &Value) -> String {
 }
 
 /// The closing lines of a run: why it stopped, the metric, the harness share.
-pub fn render_summary(summary: &Value) -> String {
+pub fn render_summary(summary: &Summary) -> String {
+    let num = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
     let mut o = String::new();
     o.push_str(&format!(
         "\nstopped: {} ({})\n",
-        summary["stop_reason"].as_str().unwrap_or("-"),
-        summary["stop_detail"].as_str().unwrap_or("")
+        summary.stop_reason.as_deref().unwrap_or("-"),
+        summary.stop_detail.as_deref().unwrap_or("")
     ));
     o.push_str(&format!(
         "metric {} ({}): baseline {} -> final {}\n",
-        summary["metric"]["name"].as_str().unwrap_or("-"),
-        summary["metric"]["direction"].as_str().unwrap_or("-"),
-        fmt_num(&summary["metric"]["baseline"]),
-        fmt_num(&summary["metric"]["final"])
+        summary.metric.name,
+        summary.metric.direction.as_str(),
+        num(summary.metric.baseline),
+        num(summary.metric.final_value)
     ));
-    o.push_str(&format!("pairing: {} ({})\n", summary["pairing"].as_str().unwrap_or("-"), decisions(summary)));
-    match serde_json::from_value::<protocol::evaluation::Calibration>(summary["calibration"].clone()) {
-        Ok(c) => o.push_str(&format!("calibrated noise: {}; first look at round {}\n", c.describe(), c.first_look)),
-        Err(_) => o.push_str("calibrated noise: none (ethos.md calibration_rounds = 0, or the calibration failed)\n"),
+    let pairing = if summary.pairing.is_empty() { "-" } else { summary.pairing.as_str() };
+    o.push_str(&format!("pairing: {pairing} ({})\n", decisions(summary)));
+    match &summary.calibration {
+        Some(c) => o.push_str(&format!("calibrated noise: {}; first look at round {}\n", c.describe(), c.first_look)),
+        None => o.push_str("calibrated noise: none (ethos.md calibration_rounds = 0, or the calibration failed)\n"),
     }
     o.push_str(&format!(
         "harness share of the loop's wall time: {:.1}% (everything but the target's gates and benchmarks and the models' answers)\n",
-        summary["harness_share"].as_f64().unwrap_or(0.0) * 100.0
+        summary.harness_share * 100.0
     ));
-    o.push_str(&format!("repository: {}\n", summary["repo"].as_str().unwrap_or("-")));
+    o.push_str(&format!("repository: {}\n", summary.repo));
     o.push_str("explain a promotion: ratchet explain <commit> --repo <repository>\n");
     o
 }
 
 /// "rounds per decision: PROMOTE 5, REJECT 5, 6, HOLD 12 (no-change)".
-fn decisions(summary: &Value) -> String {
+fn decisions(summary: &Summary) -> String {
+    let promoted = summary.promoted.iter().map(|i| (i.rounds, i.outcome));
+    let others = |items: &[CandidateItem]| items.iter().map(|i| (i.rounds, i.outcome)).collect::<Vec<_>>();
     let mut parts = vec![];
-    for (key, verdict) in [("promoted", "PROMOTE"), ("rejected", "REJECT"), ("held", "HOLD")] {
-        let rounds: Vec<String> = summary[key]
-            .as_array()
+    for (verdict, items) in [
+        ("PROMOTE", promoted.collect::<Vec<_>>()),
+        ("REJECT", others(&summary.rejected)),
+        ("HOLD", others(&summary.held)),
+    ] {
+        let rounds: Vec<String> = items
             .into_iter()
-            .flatten()
-            .filter_map(|i| {
-                let r = i["rounds"].as_u64()?;
-                Some(match i["outcome"].as_str() {
-                    Some(o) if verdict == "HOLD" => format!("{r} ({o})"),
+            .filter_map(|(rounds, outcome)| {
+                let r = rounds?;
+                Some(match outcome {
+                    Some(o) if verdict == "HOLD" => format!("{r} ({})", o.as_str()),
                     _ => r.to_string(),
                 })
             })
@@ -184,10 +190,6 @@ fn decisions(summary: &Value) -> String {
         }
     }
     if parts.is_empty() { "no decision measured".into() } else { format!("rounds per decision: {}", parts.join("; ")) }
-}
-
-fn fmt_num(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into())
 }
 
 /// Run the demo; prints the history (or the JSON summary) and returns the summary.
@@ -250,13 +252,14 @@ pub async fn demo_with(repo: &Path, json_out: bool, models: Option<DemoModels>) 
         run_loop: Some(LoopRequest { max_cycles: 0, fresh: true, exit_when_done: true }),
     })
     .await?;
-    let mut summary = outcome.loop_summary.context("the swarm stopped before the loop finished")?;
-    summary["repo"] = json!(target.display().to_string());
+    let summary = outcome.loop_summary.context("the swarm stopped before the loop finished")?;
+    let mut summary: Summary = serde_json::from_value(summary).context("reading the loop's summary")?;
+    summary.repo = target.display().to_string();
     let st = read_state(&target)?.context("the loop left no state")?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         say(&render_history(&st, &summary));
     }
-    Ok(summary)
+    Ok(serde_json::to_value(summary)?)
 }

@@ -11,6 +11,7 @@ pub mod explain;
 pub mod export;
 pub mod govern;
 pub mod housekeeping;
+pub mod loop_state;
 pub mod models;
 pub mod peers;
 pub mod supervisor;

@@ -326,6 +326,13 @@ pub enum Direction {
 }
 
 impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Lower => "lower",
+            Direction::Higher => "higher",
+        }
+    }
+
     /// Whether `a` is better than `b` under this direction.
     pub fn better(self, a: f64, b: f64) -> bool {
         match self {

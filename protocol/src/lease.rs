@@ -20,40 +20,8 @@ pub const TASK_FILE_VERSION: u32 = 1;
 pub const LEASE_FILE_VERSION: u32 = 2;
 pub const RESULT_FILE_VERSION: u32 = 2;
 
-/// A substrate file this build cannot use.
-#[derive(Debug, thiserror::Error)]
-pub enum FormatError {
-    #[error(
-        "{what} version {found} is newer than this build of Ratchet reads (up to {supported}); fix: run one Ratchet build for every member of the swarm (upgrade the older binaries)"
-    )]
-    Newer { what: &'static str, found: u32, supported: u32 },
-    #[error("not a valid {what}: {source}")]
-    Json {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-/// Parse a file of format `what` whose newest known version is `supported`: the `version` field
-/// is checked first, so a newer file is refused as such instead of failing on a field it added
-/// (or, worse, parsing while meaning something else).
-fn parse_versioned<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: &'static str,
-    supported: u32,
-) -> Result<T, FormatError> {
-    #[derive(Deserialize)]
-    struct Version {
-        version: u32,
-    }
-    if let Ok(v) = serde_json::from_slice::<Version>(bytes)
-        && v.version > supported
-    {
-        return Err(FormatError::Newer { what, found: v.version, supported });
-    }
-    serde_json::from_slice(bytes).map_err(|source| FormatError::Json { what, source })
-}
+pub use crate::format::FormatError;
+use crate::format::parse_versioned;
 
 /// Read a `leases/<task>.lock` record.
 pub fn parse_lease(bytes: &[u8]) -> Result<LeaseFile, FormatError> {

@@ -9,6 +9,7 @@ pub mod a2a_v1;
 pub mod config;
 pub mod evaluation;
 pub mod events;
+pub mod format;
 pub mod governance;
 pub mod jsonrpc;
 pub mod lease;

@@ -203,7 +203,10 @@ fn main() -> ExitCode {
                         if json {
                             println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
                         } else {
-                            supervisor::say(&coordinator::demo::render_summary(&summary));
+                            match serde_json::from_value::<coordinator::engine::Summary>(summary) {
+                                Ok(s) => supervisor::say(&coordinator::demo::render_summary(&s)),
+                                Err(e) => eprintln!("error: reading the loop's summary: {e}"),
+                            }
                         }
                     }
                     Ok(())

@@ -384,7 +384,7 @@ pub(crate) fn reject_in(store: &Store, target: &str, by: Option<&str>) -> anyhow
 /// Append a governance event to the swarm's log, stamped with the approved hashes.
 pub(crate) fn emit(home: &Path, snap: Option<&Snapshot>, kind: EventKind) {
     let run_id =
-        crate::engine::read_state(home).ok().flatten().map(|s| s.run_id).unwrap_or_else(|| "governance".into());
+        crate::loop_state::read_state(home).ok().flatten().map(|s| s.run_id).unwrap_or_else(|| "governance".into());
     let mut e = Event::new(run_id, kind);
     if let Some(s) = snap {
         e.governance = s.lock.docs.iter().map(|(d, a)| (d.clone(), a.sha256.clone())).collect();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{governance_dir, write_atomic};
-use crate::engine::CycleState;
+use crate::loop_state::CycleState;
 
 /// Candidates that must show the same finding before a rule is proposed.
 pub const THRESHOLD: usize = 3;
