@@ -2,7 +2,8 @@
 //! create-new-file floor measured in the same run; crash-detection latency; worktree add and
 //! remove against the `git worktree` CLI on a generated ~1,000-file repository; promotion time.
 //!
-//! Run: `cargo bench -p ratchet-kit --bench substrate`. Prints a markdown table and writes it to
+//! Run: `cargo bench -p ratchet-kit --bench substrate` (add `--features bench-git2` for the rows
+//! that measure git2 against the git CLI; libgit2 is built only then). Prints a markdown table and writes it to
 //! its section of `BENCHMARKS.md` at the repository root.
 
 use std::collections::BTreeMap;
@@ -27,6 +28,10 @@ const CRASH_TRIALS: usize = 10;
 const WORKTREE_ROUNDS: usize = 11;
 const REPO_FILES: usize = 1000;
 const PROMOTIONS: usize = 7;
+#[cfg(feature = "bench-git2")]
+const GIT_OPS: usize = 50;
+#[cfg(feature = "bench-git2")]
+const GIT2_VERSION: &str = "0.20";
 
 fn main() {
     if let Ok(mode) = std::env::var(CHILD_ENV) {
@@ -98,11 +103,39 @@ fn main() {
         format!("median of {PROMOTIONS}"),
     ));
 
+    // git in process (git2) against the CLI, for the small operations the loop repeats.
+    #[cfg(feature = "bench-git2")]
+    let g = git_ops(&scratch.path().join("git2"));
+    #[cfg(feature = "bench-git2")]
+    {
+        for (what, cli, lib) in [
+            ("rev-parse `main^{commit}`", g.rev_parse_cli, g.rev_parse_lib),
+            ("ref compare-and-swap (`update-ref <ref> <new> <old>`)", g.cas_cli, g.cas_lib),
+            ("read a 1 KiB blob (`cat-file blob`)", g.blob_cli, g.blob_lib),
+            ("promotion's git work (4 rev-parse, merge-base, worktree list, CAS)", g.promote_cli, g.promote_lib),
+        ] {
+            rows.push((
+                format!("{what}: CLI / git2"),
+                format!("{:.2} ms / {:.3} ms", msf(cli), msf(lib)),
+                format!(
+                    "git2 {:.0}x faster (median of {GIT_OPS}; git2 opens the repository each time)",
+                    msf(cli) / msf(lib)
+                ),
+            ));
+        }
+        let saved = msf(g.promote_cli) - msf(g.promote_lib);
+        rows.push((
+            "promotion, main not checked out, with git2 for its git work".into(),
+            format!("{:.1} ms (estimate)", msf(detached) - saved),
+            format!("{:.1} ms now, less the {saved:.1} ms git2 saves on the same calls", msf(detached)),
+        ));
+    }
+
     let mut md = String::new();
     let _ = writeln!(md, "## Coordination substrate (issue 3)\n");
     let _ = writeln!(
         md,
-        "Reproduce: `cargo bench -p ratchet-kit --bench substrate` (release build; one run, ratios from the same run)."
+        "Reproduce: `cargo bench -p ratchet-kit --bench substrate --features bench-git2` (release build; one run, ratios from the same run; without the feature, the same without the git2 rows)."
     );
     let _ = writeln!(
         md,
@@ -129,6 +162,21 @@ fn main() {
          The floor is the bare `open(O_CREAT|O_EXCL)` + close of the same number of files. In the \
          contended runs every process walks the same {CLAIM_TASKS} names in the same order, so each \
          name is fought over by all {PROCS}."
+    );
+    #[cfg(feature = "bench-git2")]
+    let _ = writeln!(
+        md,
+        "\nThe git2 rows measure `git2` {} (libgit2 {}, default features off: no https, no ssh) on the \
+         same repository as the CLI rows, each operation alone and the git work of one promotion \
+         (resolve main, the base and the candidate, `merge-base --is-ancestor`, list worktrees, the \
+         compare-and-swap of `main`, resolve main again). Why Ratchet keeps the CLI anyway is in \
+         ARCHITECTURE.md (\"Dependencies and why\").",
+        GIT2_VERSION,
+        git2::Version::get().libgit2_version().0.to_string()
+            + "."
+            + &git2::Version::get().libgit2_version().1.to_string()
+            + "."
+            + &git2::Version::get().libgit2_version().2.to_string()
     );
     print!("{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("BENCHMARKS.md");
@@ -253,6 +301,97 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = git_cmd(dir).args(args).output().expect("git runs");
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Medians of one git operation through the CLI (`kit::git`, what Ratchet runs) and in process
+/// (`git2`).
+#[cfg(feature = "bench-git2")]
+struct GitOps {
+    rev_parse_cli: Duration,
+    rev_parse_lib: Duration,
+    cas_cli: Duration,
+    cas_lib: Duration,
+    blob_cli: Duration,
+    blob_lib: Duration,
+    promote_cli: Duration,
+    promote_lib: Duration,
+}
+
+#[cfg(feature = "bench-git2")]
+fn git_ops(dir: &Path) -> GitOps {
+    let home = make_repo(dir, 100);
+    let cli = home.git().clone();
+    let first = git(dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("src00/f0000.rs"), "changed\n").expect("write");
+    git(dir, &["commit", "-qam", "second"]);
+    let second = git(dir, &["rev-parse", "HEAD"]);
+    git(dir, &["checkout", "-q", "--detach"]);
+    git(dir, &["branch", "bench", &first]);
+    let blob = git(dir, &["rev-parse", &format!("{first}:src01/f0001.rs")]);
+    let open = || git2::Repository::open(dir).expect("git2 opens the repository");
+    let oid = |s: &str| git2::Oid::from_str(s).expect("an object id");
+    let time = |f: &mut dyn FnMut(usize)| -> Duration {
+        let mut v: Vec<Duration> = (0..GIT_OPS)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    // Alternates the ref between the two commits, so each compare-and-swap succeeds.
+    let flip = |i: usize| {
+        if i.is_multiple_of(2) { (second.as_str(), first.as_str()) } else { (first.as_str(), second.as_str()) }
+    };
+    let rev_parse_cli = time(&mut |_| {
+        cli.resolve_commit("refs/heads/main").expect("rev-parse").expect("main");
+    });
+    let rev_parse_lib = time(&mut |_| {
+        open().revparse_single("refs/heads/main^{commit}").expect("revparse");
+    });
+    let cas_cli = time(&mut |i| {
+        let (new, old) = flip(i);
+        cli.run(["update-ref", "-m", "bench", "refs/heads/bench", new, old]).expect("update-ref");
+    });
+    let cas_lib = time(&mut |i| {
+        let (new, old) = flip(i);
+        open().reference_matching("refs/heads/bench", oid(new), true, oid(old), "bench").expect("reference_matching");
+    });
+    let blob_cli = time(&mut |_| {
+        cli.run_bytes(["cat-file", "blob", blob.as_str()]).expect("cat-file");
+    });
+    let blob_lib = time(&mut |_| {
+        assert!(!open().find_blob(oid(&blob)).expect("blob").content().is_empty());
+    });
+    let promote_cli = time(&mut |i| {
+        let (new, old) = flip(i);
+        for rev in ["refs/heads/bench", old, new] {
+            cli.resolve_commit(rev).expect("rev-parse").expect("a commit");
+        }
+        assert!(cli.is_ancestor(old, new).expect("merge-base") || !i.is_multiple_of(2));
+        cli.worktrees().expect("worktree list");
+        cli.run(["update-ref", "-m", "bench", "refs/heads/bench", new, old]).expect("update-ref");
+        cli.resolve_commit("refs/heads/bench").expect("rev-parse");
+    });
+    let promote_lib = time(&mut |i| {
+        let (new, old) = flip(i);
+        let repo = open();
+        for rev in ["refs/heads/bench", old, new] {
+            repo.revparse_single(&format!("{rev}^{{commit}}")).expect("revparse");
+        }
+        let _ = repo.graph_descendant_of(oid(new), oid(old)).expect("graph");
+        for name in repo.worktrees().expect("worktrees").iter().flatten() {
+            let wt = repo.find_worktree(name).expect("worktree");
+            let _ =
+                git2::Repository::open_from_worktree(&wt).and_then(|r| r.head().map(|h| h.name().map(String::from)));
+        }
+        let _ = repo.head_detached();
+        repo.reference_matching("refs/heads/bench", oid(new), true, oid(old), "bench").expect("reference_matching");
+        repo.revparse_single("refs/heads/bench^{commit}").expect("revparse");
+    });
+    GitOps { rev_parse_cli, rev_parse_lib, cas_cli, cas_lib, blob_cli, blob_lib, promote_cli, promote_lib }
 }
 
 /// A repository with `files` files (about 1 KiB each, 20 directories) and one commit.
