@@ -33,17 +33,13 @@ fn infra(e: impl std::fmt::Display) -> String {
     format!("{e}")
 }
 
-/// A detached checkout of `commit` at `dir` (reused when it is already there at that commit).
+/// A new detached checkout of `commit` at `dir` (anything left there is removed first).
 fn checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
-    if dir.join(".git").exists() {
-        let head = Git::new(dir).run(["rev-parse", "HEAD"]).map_err(infra)?;
-        if head == commit {
-            return Ok(());
-        }
-        let d = dir.to_string_lossy().to_string();
-        repo.run(["worktree", "remove", "--force", &d]).map_err(infra)?;
-    }
     let d = dir.to_string_lossy().to_string();
+    if dir.exists() {
+        let _ = repo.run(["worktree", "remove", "--force", &d]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let _ = repo.run(["worktree", "prune"]);
     repo.run(["worktree", "add", "--detach", "--force", &d, commit]).map_err(infra)?;
     Ok(())
@@ -318,7 +314,9 @@ pub async fn measure(
                     let _ = std::fs::remove_dir_all(old.path());
                 }
             }
-            checkout(&repo, &base_dir, &inp.base)?;
+            // Both reset, never trusted as found: a kill -9 during `git worktree add` leaves a
+            // checkout whose HEAD is right but whose files are half written.
+            reset_checkout(&repo, &base_dir, &inp.base)?;
             reset_checkout(&repo, &cand_dir, &inp.commit)?;
             restore_benchmark(&cand_dir, &inp.base, &inp.ethos.benchmark_paths)
         })
@@ -520,5 +518,31 @@ mod tests {
         assert!(!dir.join("bench/extra.sh").exists());
         assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "slow\n");
         assert!(restore_benchmark(&dir, &base, &["bench/**".to_string()]).unwrap().is_empty());
+    }
+
+    /// A kill -9 during `git worktree add` leaves a checkout whose HEAD names the right commit but
+    /// whose files are missing, or whose `.git` points nowhere: both are rebuilt, never reused.
+    #[test]
+    fn a_half_made_checkout_is_repaired_not_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path();
+        git(repo, &["init", "-q"]);
+        std::fs::write(repo.join("code.txt"), "slow\n").unwrap();
+        std::fs::write(repo.join("bench.sh"), "echo 1\n").unwrap();
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", "base"]);
+        let base = git(repo, &["rev-parse", "HEAD"]);
+        let dir = repo.join("worktrees").join("baseline");
+        reset_checkout(&Git::new(repo), &dir, &base).unwrap();
+        // Files not yet written when the checkout was killed.
+        std::fs::remove_file(dir.join("bench.sh")).unwrap();
+        reset_checkout(&Git::new(repo), &dir, &base).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("bench.sh")).unwrap(), "echo 1\n");
+        // A `.git` file whose administrative directory was never made.
+        std::fs::write(dir.join(".git"), "gitdir: /nonexistent/worktrees/baseline\n").unwrap();
+        std::fs::remove_file(dir.join("code.txt")).unwrap();
+        reset_checkout(&Git::new(repo), &dir, &base).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "slow\n");
+        assert_eq!(Git::new(&dir).run(["rev-parse", "HEAD"]).unwrap(), base);
     }
 }
