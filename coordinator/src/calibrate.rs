@@ -9,7 +9,7 @@
 //! the benchmark lock.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
@@ -19,17 +19,6 @@ use protocol::work::{CalibrateOutput, EvaluateInput, EvaluateMode, SandboxSettin
 
 /// Rounds used when ethos.md turns the loop's calibration off (`calibration_rounds = 0`).
 pub const ON_DEMAND_ROUNDS: u32 = 8;
-
-/// The evaluator binary beside the running one, else on PATH.
-fn evaluator_program() -> anyhow::Result<PathBuf> {
-    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("evaluator")));
-    if let Some(p) = beside.filter(|p| p.is_file()) {
-        return Ok(p);
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("evaluator")).find(|c| c.is_file()))
-        .context("the `evaluator` binary is neither beside `ratchet` nor on PATH; fix: build it (`cargo build --workspace --bins`)")
-}
 
 /// Calibrate now and record the event.
 pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
@@ -52,7 +41,7 @@ pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
         resume: vec![],
         calibration: None,
     };
-    let program = evaluator_program()?;
+    let program = crate::housekeeping::agent_program("evaluator")?;
     let mut child = Command::new(&program)
         .arg("--once")
         .env("RATCHET_HOME", home)

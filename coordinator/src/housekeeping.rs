@@ -1,58 +1,56 @@
-//! gc of the swarm's own helper checkouts, beside the substrate's gc of candidate branches:
-//! the evaluator's baseline and candidate checkouts (`worktrees/.swarm/baselines/*`,
-//! `worktrees/.swarm/candidate`) and the proposer's scratch
-//! checkouts (`worktrees/.swarm/agents/*/scratch`). Each is removed only when nobody can be
-//! using it: baselines when the benchmark lock is free, scratch checkouts when no swarm runs here.
+//! `ratchet gc`'s side of the agents' own directories: each agent cleans what it owns, so the
+//! coordinator knows no agent's private paths. It runs `evaluator --gc` (its baseline and
+//! candidate checkouts, when no benchmark runs) and `proposer --gc` (scratch checkouts no task
+//! holds), each found beside `ratchet`, and reports what they removed.
 
-use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use kit::git::Git;
+use anyhow::{Context, bail};
 
-/// Whether the lock file at `path` is free (nobody holds it); a missing file is free.
-fn lock_free(path: &Path) -> bool {
-    match File::options().write(true).open(path) {
-        Ok(f) => f.try_lock().is_ok(),
-        Err(_) => true,
+/// The agents that own directories under `worktrees/.swarm/` and clean them on `--gc`.
+const CLEANERS: [&str; 2] = ["evaluator", "proposer"];
+
+/// A Ratchet binary (`evaluator`, `proposer`) beside the running one, else on PATH.
+pub(crate) fn agent_program(name: &str) -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(name)));
+    if let Some(p) = beside.filter(|p| p.is_file()) {
+        return Ok(p);
     }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|c| c.is_file()))
+        .with_context(|| {
+            format!("the `{name}` binary is neither beside `ratchet` nor on PATH; fix: build it (`cargo build --workspace --bins`)")
+        })
 }
 
-/// Remove helper checkouts nobody uses; returns what was removed.
-pub fn gc_helper_checkouts(home: &Path) -> Vec<String> {
-    let layout = kit::layout::Layout::new(home);
-    let swarm = layout.swarm();
-    let git = Git::new(home);
-    let mut removed = vec![];
-    let mut remove = |dir: &Path| {
-        let d = dir.to_string_lossy().to_string();
-        let _ = git.run(["worktree", "remove", "--force", &d]);
-        let _ = std::fs::remove_dir_all(dir);
-        removed.push(d);
-    };
-    // Hold the benchmark lock while removing, so no evaluation starts on a half-removed checkout.
-    let bench_lock = File::options().create(true).truncate(false).write(true).open(layout.bench_lock()).ok();
-    if swarm.is_dir()
-        && bench_lock.as_ref().is_some_and(|f| f.try_lock().is_ok())
-        && let Ok(rd) = std::fs::read_dir(layout.baselines_dir())
-    {
-        for e in rd.flatten() {
-            remove(&e.path());
-        }
-        let candidate = layout.candidate_checkout();
-        if candidate.exists() {
-            remove(&candidate);
+/// Run `<agent> --gc` on `home`: the paths it removed.
+fn agent_gc(agent: &str, home: &Path) -> anyhow::Result<Vec<String>> {
+    let program = agent_program(agent)?;
+    let out = Command::new(&program)
+        .arg("--gc")
+        .env("RATCHET_HOME", home)
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --gc", program.display()))?;
+    if !out.status.success() {
+        bail!("{} --gc failed ({}): {}", program.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!("{} --gc printed no JSON list of paths: {}", program.display(), String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// Have every agent clean its own helper checkouts; returns what was removed and, per agent
+/// that could not clean, why.
+pub fn gc_helper_checkouts(home: &Path) -> (Vec<String>, Vec<String>) {
+    let (mut removed, mut errors) = (vec![], vec![]);
+    for agent in CLEANERS {
+        match agent_gc(agent, home) {
+            Ok(paths) => removed.extend(paths),
+            Err(e) => errors.push(format!("{agent}: {e:#}")),
         }
     }
-    if lock_free(&layout.supervisor_lock())
-        && let Ok(rd) = std::fs::read_dir(layout.agents_dir())
-    {
-        for e in rd.flatten() {
-            let scratch = e.path().join("scratch");
-            if scratch.exists() {
-                remove(&scratch);
-            }
-        }
-    }
-    let _ = git.run(["worktree", "prune"]);
-    removed
+    (removed, errors)
 }

@@ -43,15 +43,20 @@ pub struct AgentEnv {
     pub limits: HttpLimits,
 }
 
+/// The repository an agent works on: `RATCHET_HOME`, or the current directory.
+pub fn home_from_env() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("RATCHET_HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h)),
+        None => std::env::current_dir().context("reading the current directory for RATCHET_HOME"),
+    }
+}
+
 impl AgentEnv {
     pub fn from_env(default_name: &str) -> anyhow::Result<AgentEnv> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let name = var("RATCHET_AGENT_NAME").unwrap_or_else(|| default_name.to_string());
         protocol::names::check_component("agent name", &name).context("RATCHET_AGENT_NAME")?;
-        let home = match var("RATCHET_HOME") {
-            Some(h) => PathBuf::from(h),
-            None => std::env::current_dir().context("reading the current directory for RATCHET_HOME")?,
-        };
+        let home = home_from_env()?;
         let listen: SocketAddr = var("RATCHET_LISTEN")
             .unwrap_or_else(|| "127.0.0.1:0".into())
             .parse()

@@ -487,7 +487,22 @@ fn gc_after_a_run_leaves_no_worktree_no_orphan_and_loses_no_commit() {
     assert_eq!(candidates.len(), 4);
     let promoted_commit = run.list("promoted")[0]["commit"].as_str().expect("commit").to_string();
 
+    // The proposer removed its scratch checkout itself after its task; one a proposer that died in a
+    // task would leave is removed by `ratchet gc` (through `proposer --gc`).
+    let agents = kit::layout::Layout::new(t.path()).agents_dir();
+    let scratches: Vec<_> = std::fs::read_dir(&agents)
+        .expect("read the agents' state directories")
+        .flatten()
+        .map(|e| e.path().join("scratch"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(scratches.is_empty(), "the proposer left its scratch checkout: {scratches:?}");
+    let leftover = agents.join("proposer").join("scratch");
+    std::fs::create_dir_all(leftover.join(".git")).expect("plant a leftover scratch checkout");
+
     let gc = t.ratchet_json(&["gc"]);
+    assert_eq!(gc["helper_gc_failed"], serde_json::json!([]), "{gc:#}");
+    assert!(!leftover.exists(), "ratchet gc left a dead proposer's scratch checkout: {gc:#}");
     assert_eq!(gc["kept_branches"], serde_json::json!([]), "{gc:#}");
     assert_eq!(gc["orphans_reported"], serde_json::json!([]), "gc understands everything the swarm left: {gc:#}");
 

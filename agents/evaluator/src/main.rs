@@ -3,6 +3,9 @@
 //! `evaluator --once` measures one request without serving: an `EvaluateInput` (JSON) on stdin,
 //! the repository in `RATCHET_HOME` (default: the current directory), the result (JSON) on stdout.
 //! `ratchet calibrate` runs it.
+//!
+//! `evaluator --gc` removes the evaluator's checkouts (baselines and candidate) of that repository
+//! when no benchmark runs, and prints the removed paths as a JSON list. `ratchet gc` runs it.
 
 use std::io::Read;
 
@@ -11,8 +14,10 @@ use evaluator::work::{MeasureError, Measured, measure};
 use protocol::work::EvaluateInput;
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("--once") {
-        return once();
+    match std::env::args().nth(1).as_deref() {
+        Some("--once") => return once(),
+        Some("--gc") => return gc(),
+        _ => {}
     }
     kit::agent::main_with("evaluator", |env| {
         let agent = kit::worker::LeasedAgent {
@@ -32,10 +37,7 @@ fn once() -> anyhow::Result<()> {
     std::io::stdin().read_to_string(&mut text).context("reading the request on stdin")?;
     let input: EvaluateInput =
         serde_json::from_str(&text).context("stdin is not an evaluate request (EvaluateInput JSON)")?;
-    let home = match std::env::var_os("RATCHET_HOME").filter(|h| !h.is_empty()) {
-        Some(h) => std::path::PathBuf::from(h),
-        None => std::env::current_dir().context("reading the current directory")?,
-    };
+    let home = kit::agent::home_from_env()?;
     let artifacts = kit::layout::Layout::new(&home).agent_state_dir("evaluator").join("once");
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
@@ -45,5 +47,13 @@ fn once() -> anyhow::Result<()> {
         Err(MeasureError::Config(why)) => anyhow::bail!("{why}"),
         Err(MeasureError::Infra(why)) => anyhow::bail!("the measurement failed: {why}"),
     }
+    Ok(())
+}
+
+fn gc() -> anyhow::Result<()> {
+    let home = kit::agent::home_from_env()?;
+    let removed = evaluator::work::gc(&home)
+        .with_context(|| format!("removing the evaluator's checkouts in {}", home.display()))?;
+    println!("{}", serde_json::to_string(&removed)?);
     Ok(())
 }

@@ -267,6 +267,41 @@ impl Bench<'_> {
     }
 }
 
+/// Unregister and delete one of the evaluator's checkouts.
+fn remove_checkout(repo: &Git, dir: &Path) {
+    let d = dir.to_string_lossy().to_string();
+    let _ = repo.run(["worktree", "remove", "--force", &d]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The evaluator's housekeeping (`evaluator --gc`, run by `ratchet gc`): remove its checkouts of
+/// the repository at `root` (the baselines' and the candidate's) when no benchmark runs on this
+/// machine (the benchmark lock is free; held meanwhile, so none starts on a half-removed
+/// checkout). Returns the checkouts removed; none while a benchmark runs.
+pub fn gc(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let layout = kit::layout::Layout::new(root);
+    if !layout.swarm().is_dir() {
+        return Ok(vec![]);
+    }
+    let lock = File::options().create(true).truncate(false).write(true).open(layout.bench_lock())?;
+    if lock.try_lock().is_err() {
+        return Ok(vec![]);
+    }
+    let repo = Git::new(root);
+    let mut dirs: Vec<PathBuf> = match std::fs::read_dir(layout.baselines_dir()) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e),
+    };
+    dirs.push(layout.candidate_checkout());
+    let removed: Vec<PathBuf> = dirs.into_iter().filter(|d| d.exists()).collect();
+    for d in &removed {
+        remove_checkout(&repo, d);
+    }
+    let _ = repo.run(["worktree", "prune"]);
+    Ok(removed)
+}
+
 /// Prepare the checkouts under the benchmark lock and run the rounds: the evaluator's task and
 /// `evaluator --once` (`ratchet calibrate`) both come here. `artifacts` receives the logs.
 pub async fn measure(
@@ -309,9 +344,7 @@ pub async fn measure(
             // Checkouts of older baselines are done with (we hold the benchmark lock).
             for old in std::fs::read_dir(baselines).map_err(infra_text)?.flatten() {
                 if old.path() != base_dir {
-                    let o = old.path().to_string_lossy().to_string();
-                    let _ = repo.run(["worktree", "remove", "--force", &o]);
-                    let _ = std::fs::remove_dir_all(old.path());
+                    remove_checkout(&repo, &old.path());
                 }
             }
             // Both reset, never trusted as found: a kill -9 during `git worktree add` leaves a

@@ -13,6 +13,7 @@
 //! goes only to an endpoint a person approved.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
 /// it borrowing the repository's objects (`kit::git::Git::scratch_checkout`), so that a sandboxed
 /// program sees nothing of the repository's `.git` but objects, and can commit without touching it.
 fn scratch(home: &Path, state_dir: &Path, baseline: &str) -> Result<PathBuf, String> {
-    let dir = state_dir.join("scratch");
+    let dir = scratch_dir(state_dir);
     let repo = Git::new(home);
     if dir.join(".git").is_file() {
         // A linked worktree from an earlier version: unregister it; its files are reset below.
@@ -124,6 +125,65 @@ fn scratch(home: &Path, state_dir: &Path, baseline: &str) -> Result<PathBuf, Str
     }
     repo.scratch_checkout(&dir, baseline).map_err(|e| e.to_string())?;
     Ok(dir)
+}
+
+/// The proposer's scratch checkout in its state directory (`RATCHET_STATE_DIR`).
+fn scratch_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("scratch")
+}
+
+/// Held (flock) by the task that uses the scratch checkout: one at a time, and never removed under it.
+fn scratch_lock(state_dir: &Path) -> std::io::Result<File> {
+    std::fs::create_dir_all(state_dir)?;
+    File::options().create(true).truncate(false).write(true).open(state_dir.join("scratch.lock"))
+}
+
+/// Run a strategy that works in the scratch checkout while holding its lock, and remove the
+/// checkout after it (the proposer cleans its own directory; only its `home/` stays).
+async fn in_scratch<F: std::future::Future<Output = Result<ProposeOutput, String>>>(
+    state_dir: &Path,
+    run: F,
+) -> Result<ProposeOutput, String> {
+    let s = state_dir.to_path_buf();
+    let lock = tokio::task::spawn_blocking(move || scratch_lock(&s).and_then(|f| f.lock().map(|()| f)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("infrastructure: taking the scratch lock in {}: {e}", state_dir.display()))?;
+    let out = run.await;
+    let s = state_dir.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        remove_dir(&scratch_dir(&s));
+        drop(lock);
+    })
+    .await;
+    out
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("removing {}: {e}", dir.display());
+    }
+}
+
+/// The proposer's housekeeping: remove the scratch checkout of each of `state_dirs` that no task
+/// holds (left by a proposer that died in a task). At every start for its own state directory,
+/// and `proposer --gc` (run by `ratchet gc`) for every agent's. Returns the checkouts removed.
+pub fn gc(state_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut removed = vec![];
+    for state_dir in state_dirs {
+        let dir = scratch_dir(state_dir);
+        if !dir.exists() {
+            continue;
+        }
+        let Ok(lock) = scratch_lock(state_dir) else { continue };
+        if lock.try_lock().is_ok() {
+            remove_dir(&dir);
+            removed.push(dir);
+        }
+    }
+    removed
 }
 
 async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<ProposeOutput, String> {
@@ -309,8 +369,8 @@ pub fn skill(home: PathBuf, state_dir: PathBuf) -> Skill {
                             .await
                             .unwrap_or_else(|e| Err(e.to_string()))
                     }
-                    "command" => command(home, state_dir, &call).await,
-                    "openai" => openai(home, state_dir, &call).await,
+                    "command" => in_scratch(&state_dir.clone(), command(home, state_dir, &call)).await,
+                    "openai" => in_scratch(&state_dir.clone(), openai(home, state_dir, &call)).await,
                     other => Err(format!(
                         "strategy {other:?} is not available in this proposer; use sweep, command or openai"
                     )),
@@ -339,6 +399,24 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn gc_removes_a_scratch_checkout_only_when_no_task_holds_it() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (busy, idle, empty) = (tmp.path().join("busy"), tmp.path().join("idle"), tmp.path().join("empty"));
+        for d in [&busy, &idle] {
+            std::fs::create_dir_all(scratch_dir(d).join(".git")).expect("a scratch checkout");
+        }
+        std::fs::create_dir_all(&empty).expect("a state dir without scratch");
+        let held = scratch_lock(&busy).expect("lock file");
+        held.lock().expect("a task holds it");
+        let removed = gc(&[busy.clone(), idle.clone(), empty]);
+        assert_eq!(removed, [scratch_dir(&idle)]);
+        assert!(scratch_dir(&busy).exists(), "a held scratch checkout was removed");
+        assert!(!scratch_dir(&idle).exists());
+        drop(held);
+        assert_eq!(gc(std::slice::from_ref(&busy)), [scratch_dir(&busy)], "free once the task ends");
     }
 
     #[test]

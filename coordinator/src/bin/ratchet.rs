@@ -394,16 +394,20 @@ fn inspect(repo: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<(
 fn gc(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let home = kit::substrate::Home::open(repo)?;
     let report = kit::substrate::gc(&home)?;
-    let helpers = coordinator::housekeeping::gc_helper_checkouts(repo);
+    let (helpers, failed) = coordinator::housekeeping::gc_helper_checkouts(repo);
     if json {
         let mut v = serde_json::to_value(&report)?;
         v["helper_checkouts_removed"] = serde_json::json!(helpers);
+        v["helper_gc_failed"] = serde_json::json!(failed);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{report:#?}");
         for h in helpers {
             println!("removed helper checkout {h}");
         }
+    }
+    for f in &failed {
+        eprintln!("warning: an agent could not clean its checkouts: {f}");
     }
     Ok(())
 }
