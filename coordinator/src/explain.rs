@@ -7,7 +7,7 @@ use kit::git::Git;
 use protocol::evaluation::{Sampling, Side};
 use protocol::events::{Event, EventKind};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
@@ -19,11 +19,12 @@ pub struct Explanation {
     pub promoted_at: String,
     pub from: String,
     pub governance: std::collections::BTreeMap<String, String>,
-    pub proposal: Value,
-    pub execution: Value,
-    pub critique: Value,
-    pub evaluation: Value,
-    pub promotion: Value,
+    /// The branch's last `proposed`, `executed`, `critiqued` and `evaluated` events.
+    pub proposal: Option<Event>,
+    pub execution: Option<Event>,
+    pub critique: Option<Event>,
+    pub evaluation: Option<Event>,
+    pub promotion: PromotionBrief,
     /// The models behind it: `producer`, `reviewer` (`name: model @ url`).
     pub models: std::collections::BTreeMap<String, String>,
     /// Model tokens and time per loop stage behind it: `propose` (its cycle's proposer calls)
@@ -31,9 +32,17 @@ pub struct Explanation {
     pub tokens: std::collections::BTreeMap<String, protocol::models::Usage>,
     /// The `ratchet models compare` that chose the producing model (decision PROMOTE), if any:
     /// the evidence behind the governance edit that switched the proposer to it.
-    pub model_choice: Value,
+    pub model_choice: Option<Event>,
     /// Every event of the branch, in order.
     pub events: Vec<Event>,
+}
+
+/// What the `promoted` event says of the metric.
+#[derive(Debug, Serialize)]
+pub struct PromotionBrief {
+    pub after: Option<f64>,
+    pub before: Option<f64>,
+    pub candidate: String,
 }
 
 pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
@@ -56,16 +65,10 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
     };
     let branch = p.branch.clone().unwrap_or_default();
     let mine: Vec<Event> = events.iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).cloned().collect();
-    let find = |name: &str| -> Value {
-        mine.iter()
-            .rev()
-            .find(|e| e.type_name() == name)
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null)
-    };
+    let find = |name: &str| -> Option<Event> { mine.iter().rev().find(|e| e.type_name() == name).cloned() };
     let (from, promotion) = match &p.kind {
         EventKind::Promoted { from, before, after, candidate, .. } => {
-            (from.clone(), json!({"candidate": candidate, "before": before, "after": after}))
+            (from.clone(), PromotionBrief { after: *after, before: *before, candidate: candidate.clone() })
         }
         _ => unreachable!("matched above"),
     };
@@ -97,8 +100,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
                     if candidate == producer && decision == "PROMOTE")
             })
         })
-        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
+        .cloned();
     Ok(Explanation {
         commit: commit.clone(),
         on_main,
@@ -120,14 +122,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
     })
 }
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
-    let mut cur = v;
-    for k in path {
-        cur = cur.get(k).unwrap_or(&Value::Null);
-    }
-    cur
-}
-
+/// A value as `ratchet explain` prints it: a string as is, nothing as `-`, anything else as JSON.
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -136,7 +131,17 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// [`s`] of a typed value.
+fn j<T: Serialize>(v: &T) -> String {
+    s(&serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+fn kind(e: &Option<Event>) -> Option<&EventKind> {
+    e.as_ref().map(|e| &e.kind)
+}
+
 pub fn render(x: &Explanation) -> String {
+    let dash = || "-".to_string();
     let mut o = String::new();
     o.push_str(&format!(
         "{} is on main{} because Ratchet promoted branch {} (run {}, cycle {}) at {}\n",
@@ -149,14 +154,14 @@ pub fn render(x: &Explanation) -> String {
     ));
     o.push_str(&format!("  fast-forward from {}\n", &x.from[..12.min(x.from.len())]));
     o.push_str("\nproposal\n");
-    o.push_str(&format!(
-        "  {} ({} strategy), files {}, params {}\n",
-        s(get(&x.proposal, &["summary"])),
-        s(get(&x.proposal, &["strategy"])),
-        s(get(&x.proposal, &["files"])),
-        s(get(&x.proposal, &["params"]))
-    ));
-    o.push_str(&format!("  by agent {}\n", s(get(&x.proposal, &["agent"]))));
+    let (summary, strategy, files, params) = match kind(&x.proposal) {
+        Some(EventKind::Proposed { summary, strategy, files, params, .. }) => {
+            (summary.clone(), strategy.clone(), j(files), j(params))
+        }
+        _ => (dash(), dash(), dash(), dash()),
+    };
+    o.push_str(&format!("  {summary} ({strategy} strategy), files {files}, params {params}\n"));
+    o.push_str(&format!("  by agent {}\n", x.proposal.as_ref().and_then(|e| e.agent.clone()).unwrap_or_else(dash)));
     o.push_str("\nmodels\n");
     match x.models.get("producer") {
         Some(m) => o.push_str(&format!("  produced by {m}\n")),
@@ -166,12 +171,13 @@ pub fn render(x: &Explanation) -> String {
         Some(m) => o.push_str(&format!("  reviewed by {m}\n")),
         None => o.push_str("  no model review\n"),
     }
-    if !x.model_choice.is_null() {
+    if let Some(e) = &x.model_choice
+        && let EventKind::ModelCompared { current, reasons, .. } = &e.kind
+    {
         o.push_str(&format!(
-            "  chosen by `ratchet models compare` (run {}) over {}: {}\n",
-            s(get(&x.model_choice, &["run_id"])),
-            s(get(&x.model_choice, &["current"])),
-            s(get(&x.model_choice, &["reasons"]))
+            "  chosen by `ratchet models compare` (run {}) over {current}: {}\n",
+            e.run_id,
+            j(reasons)
         ));
     }
     for (stage, u) in &x.tokens {
@@ -181,62 +187,56 @@ pub fn render(x: &Explanation) -> String {
         ));
     }
     o.push_str("\ngates (executor)\n");
-    if let Some(gates) = get(&x.execution, &["gates"]).as_array() {
+    if let Some(EventKind::Executed { gates, .. }) = kind(&x.execution) {
         for g in gates {
-            o.push_str(&format!(
-                "  {:<6} {} ({} ms) {}\n",
-                s(get(g, &["result"])),
-                s(get(g, &["command"])),
-                s(get(g, &["duration_ms"])),
-                s(get(g, &["detail"]))
-            ));
+            o.push_str(&format!("  {:<6} {} ({} ms) {}\n", g.result.as_str(), g.command, g.duration_ms, g.detail));
         }
     }
     o.push_str("\ncritic\n");
-    o.push_str(&format!("  pass: {}\n", s(get(&x.critique, &["pass"]))));
-    if let Some(fs) = get(&x.critique, &["findings"]).as_array() {
-        for f in fs {
-            o.push_str(&format!(
-                "  [{}] {} {}:{} {}\n",
-                s(get(f, &["rail"])),
-                s(get(f, &["severity"])),
-                s(get(f, &["file"])),
-                s(get(f, &["line"])),
-                s(get(f, &["message"]))
-            ));
+    match kind(&x.critique) {
+        Some(EventKind::Critiqued { pass, findings, .. }) => {
+            o.push_str(&format!("  pass: {pass}\n"));
+            for f in findings {
+                o.push_str(&format!(
+                    "  [{}] {} {}:{} {}\n",
+                    f.rail,
+                    j(&f.severity),
+                    f.file.clone().unwrap_or_else(dash),
+                    f.line.map(|l| l.to_string()).unwrap_or_else(dash),
+                    f.message
+                ));
+            }
         }
+        _ => o.push_str("  pass: -\n"),
     }
     o.push_str("\nevaluation\n");
-    o.push_str(&format!(
-        "  verdict: {} ({})\n",
-        s(get(&x.evaluation, &["verdict"])),
-        s(get(&x.evaluation, &["outcome"]))
-    ));
-    if let Some(rs) = get(&x.evaluation, &["reasons"]).as_array() {
-        for r in rs {
-            o.push_str(&format!("  - {}\n", s(r)));
+    match kind(&x.evaluation) {
+        Some(EventKind::Evaluated { verdict, reasons, stats, outcome, sampling, .. }) => {
+            o.push_str(&format!("  verdict: {verdict} ({})\n", outcome.map_or("-", |o| o.as_str())));
+            for r in reasons {
+                o.push_str(&format!("  - {r}\n"));
+            }
+            // The statistics the coordinator recorded with the verdict (`stages::evaluate`).
+            let field = |k: &str| s(stats.get(k).unwrap_or(&Value::Null));
+            o.push_str(&format!(
+                "  baseline median {}, candidate median {}, effect {}\n",
+                field("baseline_median"),
+                field("candidate_median"),
+                field("effect")
+            ));
+            if let Some(sampling) = sampling {
+                o.push_str(&render_sampling(sampling));
+            }
+            let diagnosis = stats.get("diagnosis").and_then(|d| d.get("summary")).unwrap_or(&Value::Null);
+            o.push_str(&format!("  diagnosis: {}\n", s(diagnosis)));
         }
+        _ => o.push_str("  verdict: - (-)\n  baseline median -, candidate median -, effect -\n  diagnosis: -\n"),
     }
-    let stats = get(&x.evaluation, &["stats"]);
-    o.push_str(&format!(
-        "  baseline median {}, candidate median {}, effect {}\n",
-        s(get(stats, &["baseline_median"])),
-        s(get(stats, &["candidate_median"])),
-        s(get(stats, &["effect"]))
-    ));
-    if let Ok(sampling) = serde_json::from_value::<Sampling>(get(&x.evaluation, &["sampling"]).clone()) {
-        o.push_str(&render_sampling(&sampling));
-    }
-    o.push_str(&format!("  diagnosis: {}\n", s(get(stats, &["diagnosis", "summary"]))));
     o.push_str("\ngovernance in force\n");
     for (doc, h) in &x.governance {
         o.push_str(&format!("  {doc} sha256 {h}\n"));
     }
-    o.push_str(&format!(
-        "\npromotion: {} -> {}\n",
-        s(get(&x.promotion, &["before"])),
-        s(get(&x.promotion, &["after"]))
-    ));
+    o.push_str(&format!("\npromotion: {} -> {}\n", j(&x.promotion.before), j(&x.promotion.after)));
     o
 }
 
