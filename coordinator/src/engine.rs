@@ -26,8 +26,8 @@ mod models;
 mod stages;
 mod summary;
 pub use crate::loop_state::{
-    Candidate, CycleState, LOOP_STATE_VERSION, LoopState, Overrides, PromotionRecord, StopRecord, loop_state_path,
-    read_state,
+    Candidate, CycleState, LOOP_STATE_VERSION, LoopState, Overrides, Phase, PromotionRecord, Stage, StopRecord,
+    loop_state_path, read_state,
 };
 use crate::loop_state::{now, write_state};
 pub use compare::{CompareReport, CompareRequest, SideReport, compare_run};
@@ -159,28 +159,28 @@ impl Engine {
         let bd = self.home.branch_dir(&c.branch)?;
         // Made when proposed; here only for a loop state written before that was so.
         self.make_branch(&c.branch, &cycle.baseline, &c.proposal).await?;
-        if c.stage == "executing" {
+        if c.stage == Stage::Executing {
             let t = Instant::now();
             let ok = self.execute(&bd, &mut c, &cycle.baseline).await?;
             self.add_stage_ms("execute", t.elapsed().as_millis() as u64);
-            c.stage = if ok { "critiquing" } else { "decided" }.into();
+            c.stage = if ok { Stage::Critiquing } else { Stage::Decided };
             self.update_candidate(i, &c)?;
         }
-        if c.stage == "critiquing" {
+        if c.stage == Stage::Critiquing {
             let t = Instant::now();
             let mut ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
             if ok {
                 ok = self.reviewers(&bd, &mut c, &cycle.baseline).await;
             }
             self.add_stage_ms("critique", t.elapsed().as_millis() as u64);
-            c.stage = if ok { "evaluating" } else { "decided" }.into();
+            c.stage = if ok { Stage::Evaluating } else { Stage::Decided };
             self.update_candidate(i, &c)?;
         }
-        if c.stage == "evaluating" {
+        if c.stage == Stage::Evaluating {
             let t = Instant::now();
             self.evaluate(&bd, &mut c, &cycle.baseline, vec![]).await?;
             self.add_stage_ms("evaluate", t.elapsed().as_millis() as u64);
-            c.stage = "decided".into();
+            c.stage = Stage::Decided;
             self.update_candidate(i, &c)?;
         }
         self.say(&self.candidate_line(&c));
@@ -243,7 +243,7 @@ impl Engine {
         let main = self.main_commit()?;
         if let Some(cur) = &self.st.current
             && cur.baseline != main
-            && cur.phase != "done"
+            && cur.phase != Phase::Done
         {
             // main moved under us (a human, or a promotion already made before a crash).
             let promoted_here = cur
@@ -275,7 +275,7 @@ impl Engine {
                 // branches made on the new baseline (never the stale ones' directories).
                 self.emit(None, None, EventKind::CycleEnded { promoted: None, metric: None });
                 let mut dropped = self.st.current.take().expect("checked above");
-                dropped.phase = "dropped".into();
+                dropped.phase = Phase::Dropped;
                 for c in dropped.candidates.iter_mut().filter(|c| c.verdict.is_none()) {
                     c.reasons.push(format!("dropped: main moved to {} during the cycle (stale)", &main[..12]));
                 }
@@ -286,7 +286,7 @@ impl Engine {
         }
         if self.st.current.is_none() {
             let cycle = self.st.cycles_done + 1;
-            self.st.current = Some(CycleState::new(cycle, main.clone(), "proposing"));
+            self.st.current = Some(CycleState::new(cycle, main.clone(), Phase::Proposing));
             self.emit(None, None, EventKind::CycleStarted { baseline: main.clone() });
             self.say(&format!("cycle {cycle}: baseline {}", &main[..12]));
             self.save()?;
@@ -294,7 +294,7 @@ impl Engine {
         let t0 = Instant::now();
         self.adjusted_this_cycle = false;
         let cur = self.st.current.clone().expect("set above");
-        if cur.phase == "proposing" {
+        if cur.phase == Phase::Proposing {
             let tp = Instant::now();
             let answer = self.propose(&cur.baseline).await;
             self.add_stage_ms("propose", tp.elapsed().as_millis() as u64);
@@ -332,7 +332,7 @@ impl Engine {
                         self.st.current.as_mut().expect("cycle").candidates.push(Candidate {
                             branch: branch.clone(),
                             proposal: p.clone(),
-                            stage: "executing".into(),
+                            stage: Stage::Executing,
                             exec: None,
                             critique: None,
                             eval: None,
@@ -357,7 +357,7 @@ impl Engine {
                         self.say(&format!("  proposed {branch}: {}", p.summary));
                     }
                     let c = self.st.current.as_mut().expect("cycle");
-                    c.phase = "running".into();
+                    c.phase = Phase::Running;
                     self.save()?;
                 }
                 Err(e) => {

@@ -28,13 +28,48 @@ pub struct StopRecord {
     pub at: String,
 }
 
+/// Where a candidate is in its cycle: the stages run in this order, and a candidate that fails
+/// one is `Decided` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Executing,
+    Critiquing,
+    Evaluating,
+    Decided,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Executing => "executing",
+            Stage::Critiquing => "critiquing",
+            Stage::Evaluating => "evaluating",
+            Stage::Decided => "decided",
+        }
+    }
+}
+
+/// Where a cycle is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Asking the proposer.
+    Proposing,
+    /// Its candidates go through their stages, then the decision.
+    Running,
+    /// Closed (`LoopState::close_cycle`).
+    Done,
+    /// Main moved while it ran: its candidates are stale and it promoted nothing.
+    Dropped,
+}
+
 /// A candidate's journey through one cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub branch: String,
     pub proposal: Proposal,
-    /// executing | critiquing | evaluating | decided
-    pub stage: String,
+    pub stage: Stage,
     #[serde(default)]
     pub exec: Option<ExecuteOutput>,
     #[serde(default)]
@@ -65,9 +100,7 @@ pub struct CycleState {
     pub baseline: String,
     pub started_at: String,
     pub candidates: Vec<Candidate>,
-    /// proposing | running | promoting | done, or dropped (main moved while it ran: its
-    /// candidates are stale and it promoted nothing)
-    pub phase: String,
+    pub phase: Phase,
     #[serde(default)]
     pub wall_ms: u64,
     /// Milliseconds the proposer spent in external commands for this cycle's proposals (counted
@@ -213,7 +246,7 @@ impl LoopState {
     /// ones are banned, a promotion resets the stall count and a cycle that had candidates and
     /// promoted nothing adds one.
     pub fn close_cycle(&mut self, mut cur: CycleState, promoted: Option<PromotionRecord>, wall_ms: u64) {
-        cur.phase = "done".into();
+        cur.phase = Phase::Done;
         cur.wall_ms += wall_ms;
         self.wall_ms += wall_ms;
         self.cycles_done = cur.cycle;
@@ -267,16 +300,8 @@ impl CycleState {
     }
 
     /// Cycle `cycle` on `baseline`, starting now in `phase`.
-    pub fn new(cycle: u64, baseline: String, phase: &str) -> CycleState {
-        CycleState {
-            cycle,
-            baseline,
-            started_at: now(),
-            candidates: vec![],
-            phase: phase.into(),
-            wall_ms: 0,
-            propose_ms: 0,
-        }
+    pub fn new(cycle: u64, baseline: String, phase: Phase) -> CycleState {
+        CycleState { cycle, baseline, started_at: now(), candidates: vec![], phase, wall_ms: 0, propose_ms: 0 }
     }
 }
 
@@ -353,7 +378,7 @@ mod tests {
                 edits: vec![],
                 model: None,
             },
-            stage: "decided".into(),
+            stage: Stage::Decided,
             exec: None,
             critique: None,
             eval,
@@ -366,7 +391,7 @@ mod tests {
     }
 
     fn cycle(n: u64, candidates: Vec<Candidate>) -> CycleState {
-        let mut c = CycleState::new(n, "base".into(), "running");
+        let mut c = CycleState::new(n, "base".into(), Phase::Running);
         c.candidates = candidates;
         c
     }
@@ -454,7 +479,7 @@ mod tests {
         cy.wall_ms = 50;
         st.close_cycle(cy, Some(promotion("r1-c1-p")), 200);
         assert_eq!((st.cycles_done, st.wall_ms, st.stalls), (1, 200, 0));
-        assert_eq!(st.finished[0].phase, "done");
+        assert_eq!(st.finished[0].phase, Phase::Done);
         assert_eq!(st.finished[0].wall_ms, 250, "a resumed cycle adds to the time it had");
         let tried: Vec<(&str, &str)> = st.tried.iter().map(|t| (t.key.as_str(), t.verdict.as_str())).collect();
         assert_eq!(tried, [("k=p", "PROMOTED"), ("k=h", "HOLD"), ("k=r", "REJECT"), ("k=f", "FAILED")]);
@@ -468,6 +493,31 @@ mod tests {
         assert_eq!(st.stalls, 1, "a cycle without candidates is not a stall (a proposal failure)");
         st.close_cycle(cycle(4, vec![candidate("p4", Some("PROMOTE"), Some(0.1))]), Some(promotion("r1-c1-p4")), 10);
         assert_eq!(st.stalls, 0, "a promotion resets the stall count");
+    }
+
+    #[test]
+    fn stages_and_phases_keep_their_bytes() {
+        let mut cy = cycle(1, vec![candidate("a", None, None)]);
+        cy.candidates[0].stage = Stage::Critiquing;
+        let v = serde_json::to_value(&cy).expect("serialize");
+        assert_eq!((&v["phase"], &v["candidates"][0]["stage"]), (&json!("running"), &json!("critiquing")));
+        for (stage, text) in [
+            (Stage::Executing, "executing"),
+            (Stage::Critiquing, "critiquing"),
+            (Stage::Evaluating, "evaluating"),
+            (Stage::Decided, "decided"),
+        ] {
+            assert_eq!(serde_json::to_value(stage).expect("stage"), json!(text));
+            assert_eq!(stage.as_str(), text);
+        }
+        for (phase, text) in [
+            (Phase::Proposing, "proposing"),
+            (Phase::Running, "running"),
+            (Phase::Done, "done"),
+            (Phase::Dropped, "dropped"),
+        ] {
+            assert_eq!(serde_json::from_value::<Phase>(json!(text)).expect("phase"), phase);
+        }
     }
 
     #[test]

@@ -57,7 +57,7 @@ async fn index(State(home): State<PathBuf>) -> Response {
                 cy.cycle,
                 esc(&cy.baseline[..12.min(cy.baseline.len())]),
                 esc(&c.proposal.approach_key()),
-                esc(&c.stage),
+                esc(c.stage.as_str()),
                 esc(&c.reasons.join("<br>")).replace("&lt;br&gt;", "<br>"),
                 br = esc(&c.branch),
                 v = esc(&v),

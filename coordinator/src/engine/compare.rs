@@ -137,7 +137,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
     for task in 1..=req.tasks as u64 {
         let mut proposed_keys = vec![];
         for (s, side) in sides.iter_mut().enumerate() {
-            eng.st.current = Some(CycleState::new(task, baseline.clone(), "running"));
+            eng.st.current = Some(CycleState::new(task, baseline.clone(), super::Phase::Running));
             let answer = eng.propose_with(&baseline, 1, Some(side.name.clone())).await;
             let calls = answer.as_ref().map(|(o, _)| o.calls.clone()).unwrap_or_default();
             eng.record_calls(None, &calls);
@@ -166,7 +166,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
             eng.st.current.as_mut().expect("set above").candidates.push(Candidate {
                 branch: branch.clone(),
                 proposal: p,
-                stage: "executing".into(),
+                stage: super::Stage::Executing,
                 exec: None,
                 critique: None,
                 eval: None,
