@@ -75,6 +75,30 @@ struct Engine {
 }
 
 impl Engine {
+    /// An engine on `st`, with the peers running now and a watcher on the branches' results;
+    /// `persist`: whether `st` is the loop's own (saved to loop.json).
+    async fn start(ctx: LoopCtx, home: Home, gov: Governance, st: LoopState, persist: bool) -> Engine {
+        let peers = Peers::discover(&kit::layout::Layout::new(&ctx.home), &ctx.me).await;
+        let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wake = results_changed.clone();
+        let watcher =
+            substrate::TaskWatcher::for_dirs(home.worktrees_dir(), &["results", "leases"], move || wake.notify_one())
+                .map_err(|e| tracing::warn!("watching results failed ({e}); polling instead"))
+                .ok();
+        Engine {
+            results_changed,
+            _results_watcher: watcher,
+            adjusted_this_cycle: false,
+            ctx,
+            home,
+            st,
+            gov,
+            peers,
+            pending_usage: Default::default(),
+            persist,
+        }
+    }
+
     fn event(&self, kind: EventKind) -> Event {
         let mut e = Event::new(self.st.run_id.clone(), kind);
         e.governance = self.gov.hashes.clone();
@@ -429,25 +453,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
         st.max_cycles = ctx.max_cycles;
     }
     let layout = kit::layout::Layout::new(&ctx.home);
-    let peers = Peers::discover(&layout, &ctx.me).await;
-    let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let wake = results_changed.clone();
-    let watcher =
-        substrate::TaskWatcher::for_dirs(home.worktrees_dir(), &["results", "leases"], move || wake.notify_one())
-            .map_err(|e| tracing::warn!("watching results failed ({e}); polling instead"))
-            .ok();
-    let mut eng = Engine {
-        results_changed,
-        _results_watcher: watcher,
-        adjusted_this_cycle: false,
-        ctx,
-        home,
-        st,
-        gov,
-        peers,
-        pending_usage: Default::default(),
-        persist: true,
-    };
+    let mut eng = Engine::start(ctx, home, gov, st, true).await;
     eng.save()?;
     eng.calibrate().await?;
     if eng.st.stopped.is_some() {

@@ -13,14 +13,13 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use kit::substrate::{self, BranchState, Home};
+use kit::substrate::{BranchState, Home};
 use protocol::events::EventKind;
 use protocol::models::{CompareStats, Usage, compare_decision};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Candidate, CycleState, Engine, LoopCtx, LoopState, read_state};
-use crate::peers::Peers;
 
 /// What to compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,24 +94,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
     let mut st = LoopState::new(ctx.run_id.clone());
     st.tried = previous.as_ref().map(|p| p.tried.clone()).unwrap_or_default();
     st.banned = previous.as_ref().map(|p| p.banned.clone()).unwrap_or_default();
-    let layout = kit::layout::Layout::new(&ctx.home);
-    let peers = Peers::discover(&layout, &ctx.me).await;
-    let results_changed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let wake = results_changed.clone();
-    let watcher =
-        substrate::TaskWatcher::for_dirs(home.worktrees_dir(), &["results", "leases"], move || wake.notify_one()).ok();
-    let mut eng = Engine {
-        results_changed,
-        _results_watcher: watcher,
-        adjusted_this_cycle: false,
-        ctx,
-        home,
-        st,
-        gov,
-        peers,
-        pending_usage: Default::default(),
-        persist: false,
-    };
+    let mut eng = Engine::start(ctx, home, gov, st, false).await;
     let baseline = eng.main_commit()?;
     let short: String = eng.st.run_id.chars().take(6).collect();
     let mut sides: Vec<SideReport> = [&req.current, &req.candidate]
