@@ -306,5 +306,6 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         skills: vec![loop_skill(hub.clone()), compare_skill(hub)],
         push_notifications: true,
         routes: Some(crate::web::routes(env.home.clone())),
+        ..Default::default()
     })
 }

@@ -163,6 +163,7 @@ fn server() -> (tempfile::TempDir, Arc<Server>) {
         skills: vec![],
         push_notifications: false,
         routes: None,
+        ..Default::default()
     };
     let server = Server::new(spec, dir.path().to_path_buf(), "http://127.0.0.1:1/".into(), None, 4096).expect("server");
     (dir, server)

@@ -1030,7 +1030,9 @@ impl Entry {
         Ok((true, rotate))
     }
 
-    pub fn artifact(&self, artifact: Artifact) -> Result<(), StoreError> {
+    /// Publish an artefact; `append` adds its parts to the one with its id (else it replaces
+    /// it), `last` marks the last piece.
+    pub fn artifact(&self, artifact: Artifact, append: bool, last: bool) -> Result<(), StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
         if rec.task.status.state.is_terminal() {
             return Ok(());
@@ -1040,8 +1042,8 @@ impl Entry {
             context_id: rec.task.context_id.clone(),
             kind: ArtifactUpdateKind::Tag,
             artifact,
-            append: None,
-            last_chunk: Some(true),
+            append: append.then_some(true),
+            last_chunk: Some(last),
             metadata: None,
         });
         let rotate = self.append_locked(&mut rec, ev)?;

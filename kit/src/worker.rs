@@ -424,6 +424,7 @@ impl LeasedAgent<'_> {
             skills: vec![skill],
             push_notifications: true,
             routes: None,
+            ..Default::default()
         }
     }
 }

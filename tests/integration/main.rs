@@ -13,4 +13,5 @@ mod soak;
 mod substrate;
 mod supervisor;
 mod wire;
+mod wire_tck;
 mod wire_v1;

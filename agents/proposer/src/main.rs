@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             skills: vec![proposer::work::skill(env.home.clone(), env.state_dir.clone())],
             push_notifications: true,
             routes: None,
+            ..Default::default()
         })
     })
 }

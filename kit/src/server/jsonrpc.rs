@@ -46,7 +46,7 @@ pub(crate) async fn rpc(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let version = v1::negotiate(requested_version(&headers, &uri));
-    let details = version != Ok(Version::V0_3);
+    let details = version != Ok(Version::V0_3) || s.spec.v1_only;
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -76,6 +76,15 @@ pub(crate) async fn rpc(
             return error_response(StatusCode::OK, id, &fault, true);
         }
     };
+    if version == Version::V0_3 && s.spec.v1_only {
+        let fault = ErrorCode::VersionNotSupported
+            .fault(
+                "this agent speaks A2A 1.0 only (its card declares no 0.3 interface) and a request without \
+                 A2A-Version means 0.3 (§3.6.2); send the header A2A-Version: 1.0",
+            )
+            .meta("requestedVersion", version.as_str());
+        return error_response(StatusCode::OK, id, &fault, true);
+    }
     let v1 = version == Version::V1_0;
     let method = req.method.as_ref();
     let result = if protocol::METHODS.contains(&method) {
@@ -230,14 +239,18 @@ async fn v03(
     match method {
         SendMessage::METHOD => {
             let p: MessageSendParams = p03::<SendMessage>(raw)?;
-            let cfg = p.configuration.clone().unwrap_or_default();
-            let Sent { entry, .. } = ops::send(s, p, false).await?;
+            let (blocking, history) =
+                p.configuration.as_ref().map_or((None, None), |c| (c.blocking, c.history_length));
+            let entry = match ops::send(s, p, false).await? {
+                Sent::Task { entry, .. } => entry,
+                Sent::Reply(m) => return Ok(Reply::Json(to_json(SendResult::Message(m)))),
+            };
             // 0.3: blocking only when asked (`blocking: true`).
-            if cfg.blocking == Some(true) {
+            if blocking == Some(true) {
                 ops::settle(&entry).await;
             }
             // The common case (no historyLength) serializes the task in place, without a copy.
-            Ok(Reply::Json(match cfg.history_length {
+            Ok(Reply::Json(match history {
                 None => entry.with_task(|t| to_json(t)),
                 Some(n) => to_json(SendResult::Task(ops::trim_history(entry.task(), Some(n)))),
             }))
@@ -292,11 +305,12 @@ async fn v03(
 }
 
 /// The stream of a send: a new task's events from its first, or, for a follow-up, the task as it
-/// was taken, then what follows.
+/// was taken, then what follows; a direct answer is the stream's one event.
 pub(crate) fn send_stream(sent: Sent, wire: Wire) -> Response {
-    match sent.resumed {
-        None => sse::stream(sent.entry, None, 0, Stop::Final, wire),
-        Some((task, from)) => sse::stream(sent.entry, Some(task), from, Stop::Final, wire),
+    match sent {
+        Sent::Task { entry, resumed: None } => sse::stream(entry, None, 0, Stop::Final, wire),
+        Sent::Task { entry, resumed: Some((task, from)) } => sse::stream(entry, Some(task), from, Stop::Final, wire),
+        Sent::Reply(m) => sse::one(&wire, &protocol::StreamEvent::Message(m)),
     }
 }
 
@@ -311,8 +325,7 @@ async fn v10(
     match method {
         SendMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendMessage>(raw)?;
-            let (history, ret) = send_v1(s, req).await?;
-            Ok(Reply::Json(to_json(SendMessageResponse::Task(task_v1(ret, history)))))
+            Ok(Reply::Json(send_v1(s, req).await?))
         }
         SendStreamingMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendStreamingMessage>(raw)?;
@@ -364,16 +377,19 @@ pub(crate) fn into_v03(req: v1::SendMessageRequest) -> Result<protocol::MessageS
     req.into_v03().map_err(|e| ErrorCode::InvalidParams.fault(e.to_string()))
 }
 
-/// `SendMessage`: send, wait unless `returnImmediately` (§3.2.2), return the task and the
-/// history length asked for.
-pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Result<(Option<i64>, Task), Fault> {
+/// `SendMessage`: send, wait unless `returnImmediately` (§3.2.2); the serialized
+/// `SendMessageResponse`: the task (with the history length asked for), or a direct answer.
+pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Result<Vec<u8>, Fault> {
     let history = req.configuration.as_ref().and_then(|c| c.history_length);
     let blocking = !req.configuration.as_ref().is_some_and(|c| c.return_immediately);
-    let Sent { entry, .. } = ops::send(s, into_v03(req)?, true).await?;
+    let entry = match ops::send(s, into_v03(req)?, true).await? {
+        Sent::Task { entry, .. } => entry,
+        Sent::Reply(m) => return Ok(to_json(v1::SendMessageResponse::Message(v1::Message::from(&m)))),
+    };
     if blocking {
         ops::settle(&entry).await;
     }
-    Ok((history, entry.task()))
+    Ok(to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))))
 }
 
 pub(crate) fn task_v1(task: Task, history: Option<i64>) -> v1::Task {

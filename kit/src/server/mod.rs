@@ -50,6 +50,10 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub type SkillFn = Arc<dyn Fn(TaskCtx) -> BoxFuture<TaskEnd> + Send + Sync>;
+/// A skill's direct answer to a new message: `Some(message)` answers the send with that message
+/// and no task (A2A 1.0 §3.1.1: the result is "a Task or a Message"; §3.7: "Agents may send
+/// Messages back to the client ... prior to initiating a task"); `None` runs the skill as a task.
+pub type ReplyFn = Arc<dyn Fn(&Message) -> Option<Message> + Send + Sync>;
 
 /// How a skill's run ended.
 #[derive(Debug, Clone)]
@@ -73,6 +77,9 @@ impl TaskEnd {
 pub struct Skill {
     pub card: AgentSkill,
     pub run: SkillFn,
+    /// Consulted first for a message that starts a conversation with this skill (never for a
+    /// follow-up on a task): see [`ReplyFn`] and [`Skill::with_reply`].
+    pub reply: Option<ReplyFn>,
 }
 
 impl Skill {
@@ -92,7 +99,21 @@ impl Skill {
                 output_modes: None,
             },
             run: Arc::new(move |ctx| Box::pin(run(ctx))),
+            reply: None,
         }
+    }
+
+    /// Let this skill answer some messages directly, with a message instead of a task: `reply`
+    /// sees each message that would start a task with this skill and returns the answer, or
+    /// `None` to run the skill. The answer goes back as the send's result (0.3 `message/send`,
+    /// 1.0 `SendMessage`), or as the one event of a stream; its `contextId` is the request's (a
+    /// new one when the request has none).
+    pub fn with_reply<F>(mut self, reply: F) -> Skill
+    where
+        F: Fn(&Message) -> Option<Message> + Send + Sync + 'static,
+    {
+        self.reply = Some(Arc::new(reply));
+        self
     }
 }
 
@@ -100,7 +121,7 @@ impl Skill {
 pub const STATUS_SKILL: &str = "status";
 
 /// What an agent is: the card's content and its skills.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct AgentSpec {
     pub name: String,
     pub role: String,
@@ -109,6 +130,15 @@ pub struct AgentSpec {
     pub push_notifications: bool,
     /// Extra HTTP routes beside the A2A ones (the coordinator's web pages).
     pub routes: Option<Router>,
+    /// The skill a message that names none runs. `None` (every swarm agent): the task goes
+    /// `input-required`, asking which skill (the agent's intake).
+    pub default_skill: Option<String>,
+    /// Speak A2A 1.0 only: the card declares the 1.0 interfaces alone and is the plain 1.0 card
+    /// for every request (as the official a2a-sdk 1.x serves a card without a 0.3 interface), and
+    /// a 0.3 request (one without `A2A-Version`, §3.6.2) gets `VersionNotSupportedError`. False
+    /// for every swarm agent, which speaks both (issue 12); true for the TCK's system under test
+    /// (`ratchet-tck-agent`), whose card the 1.0 TCK checks against the strict 1.0 schema.
+    pub v1_only: bool,
 }
 
 /// Everything a running skill can do with its task.
@@ -138,6 +168,13 @@ impl TaskCtx {
 
     /// Publish an artefact (streamed to subscribers, kept in the task).
     pub fn artifact(&self, name: &str, parts: Vec<Part>) {
+        self.artifact_chunk(name, parts, false, true);
+    }
+
+    /// Publish an artefact a piece at a time (A2A 1.0 §4.2.2): `append` adds `parts` to the
+    /// artefact of this name already published (else replaces it), `last` says no more pieces
+    /// follow.
+    pub fn artifact_chunk(&self, name: &str, parts: Vec<Part>, append: bool, last: bool) {
         let artifact = Artifact {
             artifact_id: format!("{}-{name}", self.task_id),
             name: Some(name.to_string()),
@@ -145,7 +182,7 @@ impl TaskCtx {
             parts,
             metadata: None,
         };
-        if let Err(e) = self.entry.artifact(artifact) {
+        if let Err(e) = self.entry.artifact(artifact, append, last) {
             tracing::warn!("task {}: {e}", self.task_id);
         }
     }
@@ -253,8 +290,10 @@ impl Server {
     ) -> Result<Arc<Server>, StoreError> {
         let store = TaskStore::open(&state_dir)?;
         let (card, old) = build_cards(&spec, &url, token.is_some());
-        let merged = CardBytes::new(&v1::merged_card(&card, &old));
-        let v1_card = CardBytes::new(&serde_json::to_value(&card).expect("cards serialize"));
+        let v1_value = serde_json::to_value(&card).expect("cards serialize");
+        // A 1.0-only agent's card is the plain 1.0 one for every request.
+        let merged = CardBytes::new(&if spec.v1_only { v1_value.clone() } else { v1::merged_card(&card, &old) });
+        let v1_card = CardBytes::new(&v1_value);
         Ok(Arc::new(Server {
             spec,
             store,
@@ -339,8 +378,10 @@ fn build_cards(spec: &AgentSpec, url: &str, secured: bool) -> (v1::AgentCard, Ag
     card.supported_interfaces = vec![
         iface(v1::BINDING_JSONRPC, v1::PROTOCOL_VERSION),
         iface(v1::BINDING_HTTP_JSON, v1::PROTOCOL_VERSION),
-        iface(v1::BINDING_JSONRPC, v1::DEFAULT_VERSION),
     ];
+    if !spec.v1_only {
+        card.supported_interfaces.push(iface(v1::BINDING_JSONRPC, v1::DEFAULT_VERSION));
+    }
     // The HTTP+JSON base URL without its trailing slash: clients append `/message:send` etc.
     card.supported_interfaces[1].url = url.trim_end_matches('/').to_string();
     if secured {
@@ -436,7 +477,8 @@ async fn require_token(
 
 /// The Agent Card, with ETag and caching headers (§8.6). The card both generations read,
 /// unless the request asks for 1.0 (`A2A-Version: 1.0`, header or query), which gets the
-/// plain 1.0 card; responses vary by that header.
+/// plain 1.0 card; responses vary by that header. A 1.0-only agent ([`AgentSpec::v1_only`])
+/// serves the plain 1.0 card to every request.
 async fn card(State(s): State<Arc<Server>>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     let version = v1::negotiate(requested_version(&headers, &uri)).unwrap_or(Version::V0_3);
     let card = if version == Version::V1_0 { &s.v1_card } else { &s.merged };

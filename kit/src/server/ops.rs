@@ -86,21 +86,22 @@ fn skill_list(s: &Server) -> String {
     ids.join(", ")
 }
 
-/// What a send did: the task, and where in its events this exchange starts (0 for a new task;
-/// for a follow-up, the events after it).
-pub(crate) struct Sent {
-    pub entry: Arc<Entry>,
-    /// For a follow-up: the task as it was when the follow-up was taken, and the index of the
-    /// first event after that point (a stream of it starts with this snapshot).
-    pub resumed: Option<(Task, usize)>,
+/// What a send did.
+pub(crate) enum Sent {
+    /// A task started, or continued: for a follow-up, `resumed` holds the task as it was when the
+    /// follow-up was taken and the index of the first event after that point (a stream of it
+    /// starts with this snapshot); None for a new task (its events from 0).
+    Task { entry: Arc<Entry>, resumed: Option<(Task, usize)> },
+    /// A skill answered directly, with a message and no task ([`super::Skill::with_reply`]).
+    Reply(Message),
 }
 
 /// `message/send`, `message/stream`, `SendMessage`, `SendStreamingMessage`: start a task, or
-/// continue the one the message names.
+/// continue the one the message names, or let the skill answer directly.
 pub(crate) async fn send(s: &Arc<Server>, p: MessageSendParams, v1: bool) -> Result<Sent, Fault> {
-    let cfg = p.configuration.clone().unwrap_or_default();
+    let MessageSendParams { message: msg, configuration, .. } = p;
+    let cfg = configuration.unwrap_or_default();
     check_history_length(cfg.history_length)?;
-    let msg = p.message;
     if msg.parts.is_empty() {
         return Err(ErrorCode::InvalidParams.fault("message.parts is empty; send at least one text or data part"));
     }
@@ -109,6 +110,10 @@ pub(crate) async fn send(s: &Arc<Server>, p: MessageSendParams, v1: bool) -> Res
     }
     if let Some(task_id) = msg.task_id.clone() {
         return continue_task(s, msg, &task_id).await;
+    }
+    let skill = named_skill(s, &msg).or_else(|| s.spec.default_skill.clone());
+    if let Some(reply) = skill.as_deref().and_then(|name| direct_reply(s, name, &msg)) {
+        return Ok(Sent::Reply(reply));
     }
     let id = new_id();
     let context_id = msg.context_id.clone().unwrap_or_else(new_id);
@@ -119,11 +124,22 @@ pub(crate) async fn send(s: &Arc<Server>, p: MessageSendParams, v1: bool) -> Res
         config.id.get_or_insert_with(|| id.clone());
         add_push(s, &entry, PushTarget { config, v1 }, 0)?;
     }
-    match named_skill(s, &msg) {
+    match skill {
         Some(name) => run_named(s, &entry, &name, msg),
         None => intake(s, &entry, None),
     }
-    Ok(Sent { entry, resumed: None })
+    Ok(Sent::Task { entry, resumed: None })
+}
+
+/// Skill `name`'s direct answer to `msg`, if it gives one: an agent message in the request's
+/// context (a new context when the request names none), about no task.
+fn direct_reply(s: &Server, name: &str, msg: &Message) -> Option<Message> {
+    let skill = s.spec.skills.iter().find(|k| k.card.id == name)?;
+    let mut reply = (skill.reply.as_ref()?)(msg)?;
+    reply.role = Role::Agent;
+    reply.task_id = None;
+    reply.context_id = Some(msg.context_id.clone().unwrap_or_else(new_id));
+    Some(reply)
 }
 
 /// A follow-up message on task `task_id` (§3.4.2: the task must exist; §3.4.3: a `contextId`
@@ -172,7 +188,7 @@ async fn continue_task(s: &Arc<Server>, msg: Message, task_id: &str) -> Result<S
             None => intake(s, &entry, None),
         },
     }
-    Ok(Sent { entry, resumed: Some(resumed) })
+    Ok(Sent::Task { entry, resumed: Some(resumed) })
 }
 
 fn state_name(state: TaskState) -> String {
@@ -249,20 +265,22 @@ fn run_named(s: &Arc<Server>, entry: &Arc<Entry>, name: &str, msg: Message) {
     finish(entry, end);
 }
 
-/// Record how a skill ended (nothing if the task is already over, e.g. canceled).
+/// Record how a skill ended (nothing if the task is already over, e.g. canceled). A completion
+/// with no text and no data carries no status message (the result is in the artefacts).
 fn finish(entry: &Entry, end: TaskEnd) {
     let (state, message) = match end {
+        TaskEnd::Completed { text, data: None } if text.is_empty() => (TaskState::Completed, None),
         TaskEnd::Completed { text, data } => {
             let mut parts = vec![protocol::Part::text(text)];
             if let Some(d) = data {
                 parts.push(protocol::Part::data(d));
             }
-            (TaskState::Completed, Message::new(Role::Agent, new_id(), parts))
+            (TaskState::Completed, Some(Message::new(Role::Agent, new_id(), parts)))
         }
-        TaskEnd::Failed(t) => (TaskState::Failed, agent_text(&t)),
-        TaskEnd::Rejected(t) => (TaskState::Rejected, agent_text(&t)),
+        TaskEnd::Failed(t) => (TaskState::Failed, Some(agent_text(&t))),
+        TaskEnd::Rejected(t) => (TaskState::Rejected, Some(agent_text(&t))),
     };
-    if let Err(e) = entry.status(state, Some(message), true) {
+    if let Err(e) = entry.status(state, message, true) {
         tracing::error!("task {}: {e}", entry.snapshot().0.id);
     }
 }

@@ -29,7 +29,7 @@ use protocol::jsonrpc::{ErrorCode, Fault};
 use serde::Deserialize;
 
 use super::jsonrpc::{
-    create_push_v1, get_v1, into_v03, list_push_v1, list_v1, send_stream, send_v1, subscribe_v1, task_v1,
+    create_push_v1, get_v1, into_v03, list_push_v1, list_v1, send_stream, send_v1, subscribe_v1,
 };
 use super::sse::Wire;
 use super::{DeclaredLengthFits, Server, is_json, json_response, ops, requested_version};
@@ -105,8 +105,7 @@ async fn send(
     let run = async {
         check_version(&headers, &uri)?;
         let req: v1::SendMessageRequest = body(&headers, &read(b)?, "SendMessageRequest")?;
-        let (history, task) = send_v1(&s, req).await?;
-        Ok::<_, Fault>(ok(v1::SendMessageResponse::Task(task_v1(task, history))))
+        Ok::<_, Fault>(json_response(StatusCode::OK, send_v1(&s, req).await?))
     };
     run.await.unwrap_or_else(|f| error(&f))
 }

@@ -121,6 +121,12 @@ pub(crate) fn stream(entry: Arc<Entry>, first: Option<Task>, from: usize, stop: 
     Sse::new(events).keep_alive(KeepAlive::new().interval(super::KEEP_ALIVE)).into_response()
 }
 
+/// A stream of one event (a direct answer to a streaming send).
+pub(crate) fn one(wire: &Wire, ev: &StreamEvent) -> Response {
+    let one = futures_util::stream::iter([Ok::<_, Infallible>(SseEvent::default().data(wire.data(ev)))]);
+    Sse::new(one).into_response()
+}
+
 /// A stream of one JSON-RPC error: how the 0.3 streaming methods answer an error, since their
 /// response is an event stream whose items are JSON-RPC responses, success or error (0.3 §7.2,
 /// `SendStreamingMessageResponse`).
