@@ -108,15 +108,22 @@ fn the_tck_agent_follows_the_scenarios() {
     assert_eq!(done["task"]["status"]["message"]["parts"][0]["text"], "Hello from TCK", "{done}");
 
     // A direct answer: a Message and no task, over JSON-RPC and HTTP+JSON.
-    let direct = send(url, json!({"messageId": "tck-message-response-a2", "role": "ROLE_USER",
-                                  "contextId": "ctx-1", "parts": [{"text": "hi"}]}));
+    let direct = send(
+        url,
+        json!({"messageId": "tck-message-response-a2", "role": "ROLE_USER",
+                                  "contextId": "ctx-1", "parts": [{"text": "hi"}]}),
+    );
     assert!(direct.get("task").is_none(), "{direct}");
     assert_eq!(direct["message"]["role"], "ROLE_AGENT", "{direct}");
     assert_eq!(direct["message"]["parts"][0]["text"], "Direct message response", "{direct}");
     assert_eq!(direct["message"]["contextId"], "ctx-1", "the request's context: {direct}");
     assert!(direct["message"].get("taskId").is_none(), "{direct}");
-    let (status, rest) =
-        call("POST", &format!("{base}/message:send"), &[V1], Some(json!({"message": message("tck-message-response-a3")})));
+    let (status, rest) = call(
+        "POST",
+        &format!("{base}/message:send"),
+        &[V1],
+        Some(json!({"message": message("tck-message-response-a3")})),
+    );
     assert_eq!(status, 200, "{rest}");
     assert_eq!(rest["message"]["parts"][0]["text"], "Direct message response", "{rest}");
     assert!(rest["message"]["contextId"].as_str().is_some_and(|c| !c.is_empty()), "a new context: {rest}");
@@ -142,11 +149,17 @@ fn the_tck_agent_follows_the_scenarios() {
     let asked = send(url, message("tck-input-required-a5"));
     assert_eq!(asked["task"]["status"]["state"], "TASK_STATE_INPUT_REQUIRED", "{asked}");
     let id = asked["task"]["id"].as_str().unwrap().to_string();
-    for (prefix, state) in [("tck-input-required-a6", "TASK_STATE_INPUT_REQUIRED"), ("tck-complete-task-a7", "TASK_STATE_COMPLETED")] {
+    for (prefix, state) in
+        [("tck-input-required-a6", "TASK_STATE_INPUT_REQUIRED"), ("tck-complete-task-a7", "TASK_STATE_COMPLETED")]
+    {
         let mut follow = message(prefix);
         follow["taskId"] = json!(id);
         let r = send(url, follow);
-        assert_eq!((r["task"]["id"].as_str(), r["task"]["status"]["state"].as_str()), (Some(id.as_str()), Some(state)), "{r}");
+        assert_eq!(
+            (r["task"]["id"].as_str(), r["task"]["status"]["state"].as_str()),
+            (Some(id.as_str()), Some(state)),
+            "{r}"
+        );
     }
     let (_, got) = call("GET", &format!("{base}/tasks/{id}"), &[V1], None);
     let users: Vec<&str> = got["history"]
@@ -162,8 +175,7 @@ fn the_tck_agent_follows_the_scenarios() {
     assert_eq!(send(url, message("tck-reject-task-a8"))["task"]["status"]["state"], "TASK_STATE_REJECTED");
     let other = send(url, message("tck-something-else"));
     assert_eq!(
-        other["task"]["status"]["message"]["parts"][0]["text"],
-        "Unhandled messageId prefix: tck-something-else",
+        other["task"]["status"]["message"]["parts"][0]["text"], "Unhandled messageId prefix: tck-something-else",
         "{other}"
     );
 }
@@ -215,6 +227,7 @@ fn the_tck_agent_streams_chunks_and_direct_answers() {
     assert_eq!(last["statusUpdate"]["status"]["state"], "TASK_STATE_COMPLETED", "{events:?}");
     let id = last["statusUpdate"]["taskId"].as_str().unwrap();
     let (_, task) = call("GET", &format!("{}tasks/{id}", agent.url), &[V1], None);
-    let parts: Vec<&str> = task["artifacts"][0]["parts"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect();
+    let parts: Vec<&str> =
+        task["artifacts"][0]["parts"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect();
     assert_eq!(parts, ["chunk-1 ", "chunk-2"], "the pieces make one artifact: {task}");
 }

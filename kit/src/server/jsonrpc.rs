@@ -239,8 +239,7 @@ async fn v03(
     match method {
         SendMessage::METHOD => {
             let p: MessageSendParams = p03::<SendMessage>(raw)?;
-            let (blocking, history) =
-                p.configuration.as_ref().map_or((None, None), |c| (c.blocking, c.history_length));
+            let (blocking, history) = p.configuration.as_ref().map_or((None, None), |c| (c.blocking, c.history_length));
             let entry = match ops::send(s, p, false).await? {
                 Sent::Task { entry, .. } => entry,
                 Sent::Reply(m) => return Ok(Reply::Json(to_json(SendResult::Message(m)))),

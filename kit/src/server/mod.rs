@@ -375,10 +375,8 @@ fn build_cards(spec: &AgentSpec, url: &str, secured: bool) -> (v1::AgentCard, Ag
         tenant: None,
         protocol_version: version.into(),
     };
-    card.supported_interfaces = vec![
-        iface(v1::BINDING_JSONRPC, v1::PROTOCOL_VERSION),
-        iface(v1::BINDING_HTTP_JSON, v1::PROTOCOL_VERSION),
-    ];
+    card.supported_interfaces =
+        vec![iface(v1::BINDING_JSONRPC, v1::PROTOCOL_VERSION), iface(v1::BINDING_HTTP_JSON, v1::PROTOCOL_VERSION)];
     if !spec.v1_only {
         card.supported_interfaces.push(iface(v1::BINDING_JSONRPC, v1::DEFAULT_VERSION));
     }

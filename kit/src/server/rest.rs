@@ -28,9 +28,7 @@ use protocol::a2a_v1::{self as v1, Version};
 use protocol::jsonrpc::{ErrorCode, Fault};
 use serde::Deserialize;
 
-use super::jsonrpc::{
-    create_push_v1, get_v1, into_v03, list_push_v1, list_v1, send_stream, send_v1, subscribe_v1,
-};
+use super::jsonrpc::{create_push_v1, get_v1, into_v03, list_push_v1, list_v1, send_stream, send_v1, subscribe_v1};
 use super::sse::Wire;
 use super::{DeclaredLengthFits, Server, is_json, json_response, ops, requested_version};
 
