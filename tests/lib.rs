@@ -380,3 +380,4 @@ pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String)
 }
 pub mod fixture;
 pub mod model;
+pub mod netns;

@@ -303,9 +303,13 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         name: env.name.clone(),
         role: "coordinator".into(),
         description: "Runs the improvement loop: routes tasks by role and skill, expires stale leases, promotes winners onto main by fast-forward".into(),
-        skills: vec![loop_skill(hub.clone()), compare_skill(hub)],
+        skills: vec![
+            loop_skill(hub.clone()),
+            compare_skill(hub),
+            crate::remote::lease_skill(crate::remote::RemoteLeases::new(env.home.clone())),
+        ],
         push_notifications: true,
-        routes: Some(crate::web::routes(env.home.clone())),
+        routes: Some(crate::web::routes(env.home.clone()).merge(crate::gitserve::routes(env.home.clone()))),
         ..Default::default()
     })
 }

@@ -101,6 +101,15 @@ impl Git {
         (cmd, format!("git -C {} {}", self.dir.display(), words.join(" ")))
     }
 
+    /// `git http-backend` (smart HTTP, as CGI) on tokio with this handle's environment, hooks
+    /// off; the caller adds the CGI variables and pipes.
+    pub fn http_backend(&self) -> tokio::process::Command {
+        let (cmd, _) = self.command(["http-backend"]);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
     /// Starts git without waiting for it (so the caller can do other work meanwhile);
     /// [`Running::wait`] collects it.
     pub fn start<I, S>(&self, args: I) -> Result<Running, GitError>

@@ -143,6 +143,17 @@ impl Layout {
         self.swarm().join("bench.lock")
     }
 
+    /// The bare repository remote holders push their result commits into (objects borrowed from
+    /// the home's repository by alternates); the coordinator fetches from it only after checking.
+    pub fn incoming_repo(&self) -> PathBuf {
+        self.swarm().join("incoming.git")
+    }
+
+    /// The remote holders the coordinator has seen (`ratchet status` shows where they run).
+    pub fn remote_members(&self) -> PathBuf {
+        self.swarm().join("remote.json")
+    }
+
     /// A path relative to the home when it is inside it, for short messages.
     pub fn display<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, str> {
         match path.strip_prefix(&self.home) {

@@ -16,6 +16,7 @@ pub mod governance;
 pub mod http;
 pub mod layout;
 pub mod model;
+pub mod remote;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -40,6 +40,20 @@ pub struct WorkCtx {
 }
 
 impl WorkCtx {
+    /// A context for work whose lease is held elsewhere (a remote holder: the coordinator holds
+    /// it, `lost` turns true when its heartbeat says so).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        home: Home,
+        bd: BranchDir,
+        task: TaskFile,
+        artifacts: PathBuf,
+        agent: String,
+        lost: watch::Receiver<bool>,
+    ) -> WorkCtx {
+        WorkCtx { home, bd, token: task.token, attempt: task.attempt, task, artifacts, agent, lost }
+    }
+
     /// Whether the lease was lost (expired by the coordinator): stop, the result would be refused.
     pub fn lease_lost(&self) -> bool {
         *self.lost.borrow()
@@ -86,6 +100,8 @@ pub struct Worker {
     skills: HashMap<String, WorkFn>,
     /// One task at a time per agent process: gates and benchmarks want the machine.
     busy: Mutex<()>,
+    /// Set for a member on another host: its work is claimed from the coordinator over A2A.
+    remote: Option<crate::remote::RemoteConfig>,
 }
 
 /// What happened when the worker tried a task.
@@ -107,7 +123,14 @@ impl Worker {
             role: role.to_string(),
             skills: HashMap::new(),
             busy: Mutex::new(()),
+            remote: None,
         }
+    }
+
+    /// Take work from the coordinator at `cfg` (a member on another host) instead of files.
+    pub fn with_remote(mut self, cfg: Option<crate::remote::RemoteConfig>) -> Worker {
+        self.remote = cfg;
+        self
     }
 
     pub fn skill<F, Fut>(mut self, skill: &str, f: F) -> Worker
@@ -119,6 +142,20 @@ impl Worker {
         self
     }
 
+    /// The skill functions this worker runs, by skill id (for a remote worker, `crate::remote`).
+    pub(crate) fn work_fn(&self, skill: &str) -> Option<WorkFn> {
+        self.skills.get(skill).cloned()
+    }
+
+    pub(crate) fn skill_ids(&self) -> Vec<String> {
+        self.skills.keys().cloned().collect()
+    }
+
+    /// One task at a time per agent process, remote work included.
+    pub(crate) async fn busy(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.busy.lock().await
+    }
+
     fn home(&self) -> anyhow::Result<Home> {
         Ok(Home::open(&self.home_root)?)
     }
@@ -127,6 +164,14 @@ impl Worker {
     pub async fn run_task(self: &Arc<Self>, branch: &str, task_id: &str) -> anyhow::Result<Attempt> {
         protocol::names::check_branch(branch)?;
         protocol::names::check_task_id(task_id)?;
+        if let Some(cfg) = &self.remote {
+            let ran = crate::remote::claim_and_run(self, cfg, Some((branch, task_id)), 0).await?;
+            return Ok(ran.unwrap_or_else(|| {
+                Attempt::NotClaimable(format!(
+                    "the coordinator did not grant {branch}/{task_id} (held, finished or not queued)"
+                ))
+            }));
+        }
         let _busy = self.busy.lock().await;
         let me = self.clone();
         let (branch_s, task_s) = (branch.to_string(), task_id.to_string());
@@ -412,10 +457,20 @@ impl LeasedAgent<'_> {
         F: Fn(WorkCtx) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = WorkResult> + Send + 'static,
     {
-        let worker = Arc::new(Worker::new(env.home.clone(), &env.name, self.role).skill(self.skill, work));
+        let remote = crate::remote::RemoteConfig::from_env(env.token.clone());
+        let worker = Arc::new(
+            Worker::new(env.home.clone(), &env.name, self.role).skill(self.skill, work).with_remote(remote.clone()),
+        );
         let skill = worker.a2a_skill(self.skill, self.skill_name, self.skill_description);
-        if env.watch {
-            tokio::spawn(worker.watch_loop());
+        match remote {
+            // On another host: work comes from the coordinator, there are no task files here.
+            Some(cfg) => {
+                tokio::spawn(crate::remote::remote_loop(worker.clone(), cfg));
+            }
+            None if env.watch => {
+                tokio::spawn(worker.watch_loop());
+            }
+            None => {}
         }
         crate::server::AgentSpec {
             name: env.name.clone(),

@@ -188,6 +188,21 @@ pub enum EventKind {
         path: String,
         problem: String,
     },
+    /// The coordinator holds this lease for a member on another host (`crate::remote`): where
+    /// it runs, and on which engine its heavy commands run.
+    LeaseHeldRemotely {
+        holder: String,
+        token: u64,
+        host: String,
+        engine: String,
+    },
+    /// A remote holder's result failed the coordinator's checks (commit, artefact hashes) and
+    /// was not written: its lease is dropped and the task re-queued like a dead holder's.
+    RemoteResultRefused {
+        holder: String,
+        token: u64,
+        reason: String,
+    },
     WorktreeAdded {
         base: String,
     },

@@ -5,6 +5,7 @@ mod interop;
 mod limits;
 mod loop_e2e;
 mod model_switch;
+mod multihost;
 mod real_model;
 mod resume;
 mod security_sandbox;
