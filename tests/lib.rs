@@ -326,9 +326,10 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// Start `ratchet up` in `home` (which must hold an agents.toml).
+    /// Start `ratchet up` in `home` (which must hold an agents.toml), without the pre-loop
+    /// `ratchet check`: these swarms are about the processes, and most have no approved governance.
     pub fn up(home: &Path) -> Swarm {
-        Swarm::start(ratchet_cmd(home, &["up"]))
+        Swarm::start(ratchet_cmd(home, &["up", "--no-check"]))
     }
 
     /// Start a `ratchet up` command the test built (extra arguments or environment).

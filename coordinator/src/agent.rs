@@ -30,6 +30,8 @@ struct Hub {
     /// first request that is not `fresh` gets that run (even when it already finished), not a
     /// new one.
     resumed_unclaimed: Mutex<bool>,
+    /// Every progress line of every run, for the web pages that listen.
+    feed: crate::web::Feed,
 }
 
 impl Hub {
@@ -51,6 +53,7 @@ impl Hub {
         let (done_tx, done) = watch::channel(None);
         let r = Running { run_id: run_id.clone(), lines: lines.clone(), done };
         *slot = Some(r.clone());
+        let feed = self.feed.clone();
         let ctx = LoopCtx {
             home: self.home.clone(),
             run_id,
@@ -58,6 +61,7 @@ impl Hub {
             progress: Box::new(move |l: &str| {
                 tracing::info!("{l}");
                 let _ = lines.send(l.to_string());
+                let _ = feed.send(l.to_string());
             }),
             max_cycles,
             fresh,
@@ -255,6 +259,7 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         me: env.name.clone(),
         running: Mutex::new(None),
         resumed_unclaimed: Mutex::new(false),
+        feed: tokio::sync::broadcast::channel(256).0,
     });
     // Only the coordinator expires leases: reap every branch every 200 ms.
     let home = env.home.clone();
@@ -305,11 +310,13 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
         description: "Runs the improvement loop: routes tasks by role and skill, expires stale leases, promotes winners onto main by fast-forward".into(),
         skills: vec![
             loop_skill(hub.clone()),
-            compare_skill(hub),
+            compare_skill(hub.clone()),
             crate::remote::lease_skill(crate::remote::RemoteLeases::new(env.home.clone())),
         ],
         push_notifications: true,
-        routes: Some(crate::web::routes(env.home.clone()).merge(crate::gitserve::routes(env.home.clone()))),
+        routes: Some(
+            crate::web::routes(env.home.clone(), hub.feed.clone()).merge(crate::gitserve::routes(env.home.clone())),
+        ),
         ..Default::default()
     })
 }

@@ -23,12 +23,29 @@ pub const ON_DEMAND_ROUNDS: u32 = 8;
 /// Calibrate now and record the event.
 pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
     let gov = crate::govern::load(home)?;
+    let result = measure(home, &gov, None)?;
+    record(home, &gov, &result)?;
+    Ok(result)
+}
+
+/// The evaluator's A/A measurement of `main` under `gov`, for `rounds` rounds (default: ethos.md's
+/// `calibration_rounds`, or [`ON_DEMAND_ROUNDS`]), without recording it. `ratchet check` uses it
+/// with one round to see that the benchmark runs and its metric parses, by the evaluator's own
+/// parser.
+pub fn measure(
+    home: &Path,
+    gov: &protocol::governance::Governance,
+    rounds: Option<u32>,
+) -> anyhow::Result<CalibrateOutput> {
     let main = kit::git::Git::new(home)
         .resolve_commit("refs/heads/main")?
         .context("the repository has no main branch; fix: create it (git branch -M main) and commit")?;
     let mut ethos = gov.ethos.clone();
     if ethos.calibration_rounds == 0 {
         ethos.calibration_rounds = ON_DEMAND_ROUNDS;
+    }
+    if let Some(r) = rounds {
+        ethos.calibration_rounds = r;
     }
     let input = EvaluateInput {
         base: main.clone(),
@@ -45,6 +62,8 @@ pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
     let mut child = Command::new(&program)
         .arg("--once")
         .env("RATCHET_HOME", home)
+        // The error's own words, not a backtrace, are what a person reads.
+        .env("RUST_BACKTRACE", "0")
         .current_dir(home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -60,12 +79,22 @@ pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
     let out = child.wait_with_output().context("waiting for the evaluator")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let why = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim_start_matches("Error: ");
+        let why = err
+            .lines()
+            .find(|l| l.starts_with("Error: "))
+            .or_else(|| err.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("no output")
+            .trim_start_matches("Error: ");
         bail!("calibration failed: {why}");
     }
     let result: CalibrateOutput = serde_json::from_slice(&out.stdout).with_context(|| {
         format!("the evaluator's answer is not a calibration: {}", String::from_utf8_lossy(&out.stdout))
     })?;
+    Ok(result)
+}
+
+/// Append the `calibrated` event.
+fn record(home: &Path, gov: &protocol::governance::Governance, result: &CalibrateOutput) -> anyhow::Result<()> {
     let mut event = Event::new(
         format!("calibrate-{}", &result.calibration.at),
         EventKind::Calibrated { calibration: result.calibration.clone() },
@@ -75,7 +104,7 @@ pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
     let layout = Layout::new(home);
     std::fs::create_dir_all(layout.swarm()).with_context(|| format!("creating {}", layout.swarm().display()))?;
     kit::substrate::append_event(&layout.events_file(), &event)?;
-    Ok(result)
+    Ok(())
 }
 
 /// The calibration for people: the summary line, the first look and every pair.

@@ -94,39 +94,36 @@ pub fn create_target_with(repo: &Path, models: Option<&DemoModels>) -> anyhow::R
 /// the metric before and after.
 pub fn render_history(st: &LoopState, summary: &Summary) -> String {
     let mut o = String::new();
+    let promotions = crate::dashboard::all_promotions(std::path::Path::new(&summary.repo), st);
     o.push_str("\nhistory\n");
     for cy in &st.finished {
         o.push_str(&format!("cycle {} (baseline {})\n", cy.cycle, &cy.baseline[..12.min(cy.baseline.len())]));
         if cy.candidates.is_empty() {
             o.push_str("  no candidates\n");
         }
+        let metric = summary.metric.name.as_str();
         for c in &cy.candidates {
-            let rounds = c
-                .eval
-                .as_ref()
-                .and_then(|e| e.sampling.as_ref())
-                .map(|s| {
-                    let again = if c.remeasured && s.resumed > 0 { ", measured twice" } else { "" };
-                    format!("  ({} {} rounds{again})", s.rounds, s.pairing.as_str())
-                })
-                .unwrap_or_default();
-            o.push_str(&format!(
-                "  {:<8} {:<28} {}{rounds}\n",
-                c.verdict.clone().unwrap_or_default(),
-                c.proposal.approach_key(),
-                c.branch
-            ));
-            for r in c.reasons.iter().take(6) {
-                o.push_str(&format!("           - {r}\n"));
-            }
+            // The same line the live progress and the web page show.
+            o.push_str(&format!("  {}\n", crate::verdict::line(c, metric)));
         }
-        if let Some(p) = st.promotions.iter().find(|p| p.cycle == cy.cycle) {
+        if let Some((p, by)) = promotions.iter().find(|(p, _)| p.cycle == cy.cycle) {
+            let effect = match (p.before, p.after) {
+                (Some(b), Some(a)) if b != 0.0 => {
+                    let rel = if summary.metric.direction == protocol::governance::Direction::Higher {
+                        a / b - 1.0
+                    } else {
+                        1.0 - a / b
+                    };
+                    format!(" ({})", crate::verdict::effect_words(rel))
+                }
+                _ => String::new(),
+            };
             o.push_str(&format!(
-                "  => promoted {} onto main: {} {:.3} -> {:.3}\n",
+                "  => promoted {} onto main{}: {metric} {} -> {}{effect}\n",
                 &p.commit[..12],
-                summary.metric.name,
-                p.before.unwrap_or(f64::NAN),
-                p.after.unwrap_or(f64::NAN)
+                if by == "loop" { String::new() } else { format!(" (approved by {by})") },
+                p.before.map(crate::verdict::num).unwrap_or_else(|| "-".into()),
+                p.after.map(crate::verdict::num).unwrap_or_else(|| "-".into()),
             ));
         }
     }
@@ -136,7 +133,7 @@ pub fn render_history(st: &LoopState, summary: &Summary) -> String {
 
 /// The closing lines of a run: why it stopped, the metric, the harness share.
 pub fn render_summary(summary: &Summary) -> String {
-    let num = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+    let num = |v: Option<f64>| v.map(crate::verdict::num).unwrap_or_else(|| "-".into());
     let mut o = String::new();
     o.push_str(&format!(
         "\nstopped: {} ({})\n",
@@ -232,7 +229,7 @@ pub async fn demo_model(repo: &Path, json_out: bool) -> anyhow::Result<Value> {
     }
     let out = cmd.spawn().context("starting the demo")?.wait_with_output().await.context("running the demo")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
+    supervisor::print_out(&stdout);
     drop((writer, reviewer));
     if !out.status.success() {
         anyhow::bail!("the demo with models failed ({})", out.status);
@@ -257,7 +254,7 @@ pub async fn demo_with(repo: &Path, json_out: bool, models: Option<DemoModels>) 
     summary.repo = target.display().to_string();
     let st = read_state(&target)?.context("the loop left no state")?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        supervisor::print_out(&format!("{}\n", serde_json::to_string_pretty(&summary)?));
     } else {
         say(&render_history(&st, &summary));
     }

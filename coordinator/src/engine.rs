@@ -20,9 +20,12 @@ use serde_json::json;
 
 use crate::peers::Peers;
 
+mod approval;
 mod compare;
 mod decide;
+mod history;
 mod models;
+mod settings;
 mod stages;
 mod summary;
 pub use crate::loop_state::{
@@ -211,33 +214,9 @@ impl Engine {
         Ok(())
     }
 
+    /// The candidate's verdict line, as every place shows it (`crate::verdict`).
     fn candidate_line(&self, c: &Candidate) -> String {
-        let verdict = c.verdict.clone().unwrap_or_default();
-        match &c.eval {
-            Some(e) => format!(
-                "  {:<8} {} [{}] {}{}",
-                verdict,
-                c.branch,
-                c.proposal.approach_key(),
-                fmt_effect(e.baseline_median, e.candidate_median, e.effect),
-                e.sampling
-                    .as_ref()
-                    .map(|s| format!(
-                        " ({} {} rounds: {})",
-                        s.rounds,
-                        s.pairing.as_str(),
-                        e.outcome.map_or("-", |o| o.as_str())
-                    ))
-                    .unwrap_or_default()
-            ),
-            None => format!(
-                "  {:<8} {} [{}] {}",
-                verdict,
-                c.branch,
-                c.proposal.approach_key(),
-                c.reasons.first().cloned().unwrap_or_default()
-            ),
-        }
+        format!("  {}", crate::verdict::line(c, &self.gov.ethos.metric))
     }
 
     /// Create the branch's directory, event log and checkout at `base` (unless a run before a
@@ -336,12 +315,14 @@ impl Engine {
                     return Ok(());
                 }
                 Ok((out, _)) if out.proposals.is_empty() => {
+                    self.record_dropped(cur.cycle, &out.dropped);
                     let why = out.failure.unwrap_or_else(|| "the proposer returned no candidates".into());
                     self.proposal_failed(&why, t0)?;
                     return Ok(());
                 }
                 Ok((out, proposer)) => {
                     self.st.proposal_failures = 0;
+                    self.record_dropped(cur.cycle, &out.dropped);
                     let short: String = self.st.run_id.chars().take(6).collect();
                     let current = self.st.current.as_mut().expect("cycle");
                     current.candidates.clear();
@@ -413,12 +394,15 @@ impl Engine {
     fn finish_cycle(&mut self, t0: Instant, promoted: Option<PromotionRecord>) -> anyhow::Result<()> {
         let cur = self.st.current.take().expect("a cycle is running");
         let metric = promoted.as_ref().and_then(|p| p.after);
+        // A promotion waiting for a person is not a stall: the loop moved the metric.
+        let waiting = promoted.is_none() && self.waits_for_approval(&cur);
         self.emit(None, None, EventKind::CycleEnded { promoted: promoted.as_ref().map(|p| p.commit.clone()), metric });
-        self.st.close_cycle(cur, promoted, t0.elapsed().as_millis() as u64);
+        self.st.close_cycle(cur, promoted, waiting, t0.elapsed().as_millis() as u64);
         self.save()
     }
 
     fn stop(&mut self, reason: &str, detail: &str) -> anyhow::Result<()> {
+        let detail = &format!("{detail}{}", self.waiting_note());
         self.st.stopped = Some(StopRecord { reason: reason.into(), detail: detail.into(), at: now() });
         let total = model_summary(&self.st, &self.gov).tokens;
         *self.pending_usage.lock().expect("usage lock") = (!total.is_empty()).then_some(total);
@@ -430,10 +414,12 @@ impl Engine {
 
 fn fmt_effect(before: Option<f64>, after: Option<f64>, effect: Option<f64>) -> String {
     match (before, after) {
-        (Some(b), Some(a)) => match effect.unwrap_or(0.0) {
-            e if e < 0.0 => format!("{b:.3} -> {a:.3} ({:.1}% worse)", -e * 100.0),
-            e => format!("{b:.3} -> {a:.3} ({:+.1}% better)", e * 100.0),
-        },
+        (Some(b), Some(a)) => format!(
+            "{} -> {} ({})",
+            crate::verdict::num(b),
+            crate::verdict::num(a),
+            crate::verdict::effect_words(effect.unwrap_or(0.0))
+        ),
         _ => String::new(),
     }
 }
@@ -473,6 +459,7 @@ pub async fn run_loop(ctx: LoopCtx) -> anyhow::Result<Summary> {
             Err(e) => tracing::warn!("keeping the governance in force: {e:#}"),
         }
         if eng.st.current.is_none() {
+            eng.absorb_decisions();
             if let Some((reason, detail)) = eng.should_stop() {
                 eng.stop(&reason, &detail)?;
                 break;

@@ -81,36 +81,69 @@ pub fn chrome_trace(home: &Path) -> anyhow::Result<Value> {
     Ok(json!({"traceEvents": out, "displayTimeUnit": "ms"}))
 }
 
-/// Preference pairs: within each cycle (same goal, same baseline), the promoted candidate is
-/// preferred over each rejected one. One JSON object per pair, with both diffs, the models that
-/// produced and reviewed each side, and the governance hashes in force (so a fine-tune can be
-/// traced back to the rules and the models that made its data).
+/// Preference pairs: for the same goal and the same baseline (every cycle measured against the
+/// same `main`, not only one cycle: with one candidate per cycle a pair spans cycles), the
+/// candidate promoted from that baseline (by the loop or approved by a person) is preferred over
+/// each candidate rejected on it (REJECT: worse or refused by the critic; FAILED: failed its
+/// gates). One JSON object per pair, with both diffs, the models that produced and reviewed each
+/// side, and the governance hashes in force (so a fine-tune can be traced back to the rules and
+/// the models that made its data).
 pub fn preference_pairs(home: &Path) -> anyhow::Result<Vec<Value>> {
-    let Some(st): Option<LoopState> = read_state(home)? else { return Ok(vec![]) };
+    Ok(pairs_explained(home)?.0)
+}
+
+/// [`preference_pairs`], and when there is none, why (for people: an empty export says so).
+pub fn pairs_explained(home: &Path) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+    let Some(st): Option<LoopState> = read_state(home)? else {
+        return Ok((vec![], Some("no loop has run here (no worktrees/.swarm/loop.json): nothing to pair".into())));
+    };
     let gov = crate::govern::load(home).ok();
     let goal = gov.as_ref().map(|g| g.ethos.goal.clone()).unwrap_or_default();
     let git = kit::git::Git::new(home);
     let diff = |base: &str, commit: &str| git.run(["diff", base, commit]).unwrap_or_default();
+    let promotions = crate::dashboard::all_promotions(home, &st);
+    let candidates: Vec<(&crate::engine::CycleState, &crate::engine::Candidate)> =
+        st.finished.iter().flat_map(|cy| cy.candidates.iter().map(move |c| (cy, c))).collect();
+    let lost_verdict = |c: &crate::engine::Candidate| matches!(c.verdict.as_deref(), Some("REJECT") | Some("FAILED"));
     let mut pairs = vec![];
-    for cy in &st.finished {
-        let Some(win) = st.promotions.iter().find(|p| p.cycle == cy.cycle) else { continue };
-        let Some(chosen) = cy.candidates.iter().find(|c| c.branch == win.branch) else { continue };
-        for lost in cy.candidates.iter().filter(|c| c.verdict.as_deref() == Some("REJECT")) {
-            let Some(lc) = lost.exec.as_ref().map(|e| e.commit.clone()) else { continue };
+    for (win, _) in &promotions {
+        let Some((wcy, chosen)) = candidates.iter().find(|(_, c)| c.branch == win.branch) else { continue };
+        for (cy, lost) in candidates.iter().filter(|(cy, c)| cy.baseline == wcy.baseline && lost_verdict(c)) {
+            let Some(lc) = lost.exec.as_ref().map(|e| e.commit.clone()).filter(|c| !c.is_empty()) else { continue };
             pairs.push(json!({
                 "goal": goal,
-                "baseline": cy.baseline,
-                "cycle": cy.cycle,
+                "baseline": wcy.baseline,
+                "cycle": wcy.cycle,
+                "rejected_cycle": cy.cycle,
                 "run_id": st.run_id,
                 "governance": win.governance,
                 "chosen": {"branch": chosen.branch, "summary": chosen.proposal.summary, "commit": win.commit,
-                           "diff": diff(&cy.baseline, &win.commit), "effect": chosen.eval.as_ref().and_then(|e| e.effect),
+                           "diff": diff(&wcy.baseline, &win.commit), "effect": chosen.eval.as_ref().and_then(|e| e.effect),
                            "strategy": chosen.proposal.strategy, "models": chosen.models},
                 "rejected": {"branch": lost.branch, "summary": lost.proposal.summary, "commit": lc,
-                             "diff": diff(&cy.baseline, &lc), "reasons": lost.reasons,
+                             "diff": diff(&wcy.baseline, &lc), "reasons": lost.reasons, "verdict": lost.verdict,
                              "strategy": lost.proposal.strategy, "models": lost.models},
             }));
         }
     }
-    Ok(pairs)
+    if !pairs.is_empty() {
+        return Ok((pairs, None));
+    }
+    let rejected = candidates
+        .iter()
+        .filter(|(_, c)| lost_verdict(c) && c.exec.as_ref().is_some_and(|e| !e.commit.is_empty()))
+        .count();
+    let why = match (promotions.len(), rejected) {
+        (0, _) => format!(
+            "no preference pairs: a pair needs a promotion, and this run ({} cycle(s)) promoted nothing",
+            st.cycles_done
+        ),
+        (p, 0) => format!(
+            "no preference pairs: {p} promotion(s), but no candidate with a commit was rejected or failed on the same baseline (held candidates are not evidence either way)"
+        ),
+        (p, r) => format!(
+            "no preference pairs: {p} promotion(s) and {r} rejected candidate(s), but none of them share a baseline (a pair compares two answers to the same main)"
+        ),
+    };
+    Ok((vec![], Some(why)))
 }

@@ -3,7 +3,10 @@
 //! like the others, reached over A2A.
 
 pub mod agent;
+pub mod approvals;
 pub mod calibrate;
+pub mod check;
+pub mod dashboard;
 pub mod demo;
 pub mod demo_target;
 pub mod engine;
@@ -17,4 +20,5 @@ pub mod models;
 pub mod peers;
 pub mod remote;
 pub mod supervisor;
+pub mod verdict;
 pub mod web;

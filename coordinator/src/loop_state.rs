@@ -244,8 +244,9 @@ impl LoopState {
     /// a resumed cycle adds to what it had): every candidate but an INFRA one goes into the
     /// history of approaches tried (PROMOTED for the one that went onto main), REJECT and FAILED
     /// ones are banned, a promotion resets the stall count and a cycle that had candidates and
-    /// promoted nothing adds one.
-    pub fn close_cycle(&mut self, mut cur: CycleState, promoted: Option<PromotionRecord>, wall_ms: u64) {
+    /// promoted nothing adds one, unless its best PROMOTE waits for a person (`waiting`): then
+    /// the loop moved the metric and a person has yet to say yes.
+    pub fn close_cycle(&mut self, mut cur: CycleState, promoted: Option<PromotionRecord>, waiting: bool, wall_ms: u64) {
         cur.phase = Phase::Done;
         cur.wall_ms += wall_ms;
         self.wall_ms += wall_ms;
@@ -260,12 +261,7 @@ impl LoopState {
             } else {
                 v.clone()
             };
-            self.tried.push(Tried {
-                key: c.proposal.approach_key(),
-                verdict: recorded,
-                effect: c.eval.as_ref().and_then(|e| e.effect),
-                cycle: cur.cycle,
-            });
+            self.tried.push(tried(c, cur.cycle, recorded));
             if v == "REJECT" || v == "FAILED" {
                 self.banned.push(c.proposal.approach_key());
             }
@@ -273,10 +269,29 @@ impl LoopState {
         if let Some(p) = promoted {
             self.promotions.push(p);
             self.stalls = 0;
-        } else if !cur.candidates.is_empty() {
+        } else if !cur.candidates.is_empty() && !waiting {
             self.stalls += 1;
         }
         self.finished.push(cur);
+    }
+}
+
+/// The history entry of a decided candidate.
+fn tried(c: &Candidate, cycle: u64, verdict: String) -> Tried {
+    let e = c.eval.as_ref();
+    let reason = match verdict.as_str() {
+        "PROMOTED" => None,
+        _ => Some(crate::verdict::why(c)).filter(|r| !r.is_empty()),
+    };
+    Tried {
+        key: c.proposal.approach_key(),
+        verdict,
+        effect: e.and_then(|e| e.effect),
+        cycle,
+        summary: crate::verdict::summary(c),
+        reason,
+        before: e.and_then(|e| e.baseline_median),
+        after: e.and_then(|e| e.candidate_median),
     }
 }
 
@@ -347,6 +362,7 @@ mod tests {
         Cadence {
             candidates: 2,
             warmup: 0,
+            max_warmup: 0,
             stall_limit: 3,
             breaker_limit: 2,
             lease_ttl_s: 10,
@@ -477,7 +493,7 @@ mod tests {
         );
         cy.propose_ms = 1000;
         cy.wall_ms = 50;
-        st.close_cycle(cy, Some(promotion("r1-c1-p")), 200);
+        st.close_cycle(cy, Some(promotion("r1-c1-p")), false, 200);
         assert_eq!((st.cycles_done, st.wall_ms, st.stalls), (1, 200, 0));
         assert_eq!(st.finished[0].phase, Phase::Done);
         assert_eq!(st.finished[0].wall_ms, 250, "a resumed cycle adds to the time it had");
@@ -487,12 +503,21 @@ mod tests {
         assert_eq!(st.promotions.len(), 1);
         assert_eq!(st.command_ms(), 1000 + 5 * 100, "the proposer's time once, not once per candidate");
 
-        st.close_cycle(cycle(2, vec![candidate("h2", Some("HOLD"), Some(0.0))]), None, 10);
+        st.close_cycle(cycle(2, vec![candidate("h2", Some("HOLD"), Some(0.0))]), None, false, 10);
         assert_eq!((st.cycles_done, st.stalls), (2, 1), "a cycle that moved nothing is a stall");
-        st.close_cycle(cycle(3, vec![]), None, 10);
+        st.close_cycle(cycle(3, vec![]), None, false, 10);
         assert_eq!(st.stalls, 1, "a cycle without candidates is not a stall (a proposal failure)");
-        st.close_cycle(cycle(4, vec![candidate("p4", Some("PROMOTE"), Some(0.1))]), Some(promotion("r1-c1-p4")), 10);
+        st.close_cycle(
+            cycle(4, vec![candidate("p4", Some("PROMOTE"), Some(0.1))]),
+            Some(promotion("r1-c1-p4")),
+            false,
+            10,
+        );
         assert_eq!(st.stalls, 0, "a promotion resets the stall count");
+        st.close_cycle(cycle(5, vec![candidate("p5", Some("PROMOTE"), Some(0.1))]), None, true, 10);
+        assert_eq!(st.stalls, 0, "a promotion waiting for a person is not a stall");
+        let last = st.tried.last().expect("history");
+        assert_eq!((last.verdict.as_str(), last.summary.as_str()), ("PROMOTE", "p5"), "by its summary");
     }
 
     #[test]

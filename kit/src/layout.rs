@@ -138,6 +138,11 @@ impl Layout {
         self.swarm().join("candidate")
     }
 
+    /// `ratchet check`'s scratch checkout of `main`, where it runs the gates and the benchmark once.
+    pub fn check_dir(&self) -> PathBuf {
+        self.swarm().join("check")
+    }
+
     /// One benchmark at a time on this machine.
     pub fn bench_lock(&self) -> PathBuf {
         self.swarm().join("bench.lock")

@@ -273,6 +273,12 @@ pub enum EventKind {
         candidate: String,
         reason: String,
     },
+    /// A person discarded a promotion that waited for approval (`ratchet reject <branch>`);
+    /// `main` did not move and the approach is banned for the rest of the run.
+    PromotionRejected {
+        candidate: String,
+        by: String,
+    },
     /// A custom-role agent (e.g. a security reviewer, possibly a third-party A2A agent) reviewed
     /// the candidate; `blocks` when it answered `{"pass": false}`.
     AdvisoryReview {

@@ -463,6 +463,11 @@ pub struct Cadence {
     pub candidates: u32,
     /// Uncounted warmup rounds (one run per side each) before the counted rounds.
     pub warmup: u32,
+    /// The most warmup rounds the loop may raise `warmup` to by itself when the evaluator's
+    /// diagnosis sees a cold start (0, the default: it never does; it proposes a cadence.md
+    /// edit for a person to approve instead).
+    #[serde(default)]
+    pub max_warmup: u32,
     /// Stop after this many consecutive cycles that move nothing (the correctable-loop invariant).
     pub stall_limit: u32,
     /// Stop after this many consecutive proposal failures (circuit breaker).

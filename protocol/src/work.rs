@@ -79,14 +79,38 @@ impl Proposal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tried {
     pub key: String,
-    /// PROMOTED (went onto main), PROMOTE (promotable, another candidate won), HOLD, REJECT,
-    /// or FAILED (did not apply or build).
+    /// PROMOTED (went onto main), PROMOTE (promotable, another candidate won, or waiting for a
+    /// person), HOLD, REJECT, FAILED (did not apply or build), or DROPPED (the proposer's
+    /// answer was not made a candidate: a duplicate of an approach already tried, or no change).
     pub verdict: String,
     /// Relative improvement of the metric's median (positive = better), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<f64>,
     /// The cycle it was tried in.
     pub cycle: u64,
+    /// The approach in the proposal's own words (never only its key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    /// Why it was not promoted, in words: the failing checks, the critic's findings, the failed
+    /// gate, the reason it was dropped, or who rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The metric of the baseline and of the candidate in its evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<f64>,
+}
+
+/// An answer of the proposer that did not become a candidate, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub summary: String,
+    /// Its approach key, when it had a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `duplicate of an approach already tried (...)`, `empty diff: ...`.
+    pub reason: String,
 }
 
 /// proposer `propose` skill input: only what the loop chooses per call. What runs (strategy,
@@ -109,11 +133,18 @@ pub struct ProposeInput {
     /// approved constitution.md `[constitution.models]`, never a URL; anything else is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The metric's value on the baseline as last measured (the loop's own number; the name and
+    /// direction are approved ethos.md's), and at the start of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_metric: Option<f64>,
 }
 
 impl ProposeInput {
     /// The keys a propose request may carry (besides `skill`, which names the skill).
-    pub const KEYS: [&'static str; 6] = ["baseline", "n", "history", "banned", "governance", "model"];
+    pub const KEYS: [&'static str; 8] =
+        ["baseline", "n", "history", "banned", "governance", "model", "metric", "start_metric"];
 }
 
 /// proposer `propose` skill output.
@@ -132,6 +163,9 @@ pub struct ProposeOutput {
     /// was malformed): a proposal failure, counted by the circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Answers that did not become candidates (a duplicate, an empty diff), said explicitly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Dropped>,
 }
 
 /// How executed commands are confined (from the constitution).

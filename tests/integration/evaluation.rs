@@ -330,7 +330,13 @@ fn calibrate_on_demand_and_duet_refused_on_one_cpu() {
             && err.contains("fix: set pairing = \"sequential\" in ethos.md"),
         "{err}"
     );
+    // `ratchet up` refuses it before the loop starts (`ratchet check`, exit 2, with the fix) ...
     let mut up = t.spawn_up_under(&["taskset", "-c", &cpu], &[]);
+    let run = up.finish(RUN);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("needs two CPUs") && run.stderr.contains("the loop did not start"), "{}", run.stderr);
+    // ... and the loop itself, started without that check, stops at its calibration.
+    let mut up = t.spawn_up_under(&["taskset", "-c", &cpu], &["--no-check"]);
     let run = up.finish(RUN);
     assert_eq!(run.stop_reason(), "calibration-failed", "{:#}\n{}", run.summary, run.stderr);
     assert!(run.summary["stop_detail"].as_str().unwrap().contains("needs two CPUs"), "{:#}", run.summary);

@@ -6,6 +6,7 @@ mod limits;
 mod loop_e2e;
 mod model_switch;
 mod multihost;
+mod operator;
 mod real_model;
 mod resume;
 mod security_sandbox;

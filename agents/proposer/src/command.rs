@@ -2,8 +2,11 @@
 //! checkout of the baseline and take the diff it leaves as the proposal.
 //!
 //! The program gets, as text on stdin and in its environment:
+//! - on stdin: the goal, where the metric stands, what was tried with its outcome, reason and
+//!   numbers, and the banned approaches ([`crate::brief`], the same text the `openai` strategy's
+//!   model gets), then the governance context;
 //! - `RATCHET_GOAL`: the goal (ethos.md `goal`);
-//! - `RATCHET_BANNED`: the hard-banned approach keys, one a line (approaches that already failed);
+//! - `RATCHET_BANNED`: the hard-banned approaches, one a line, by their summary with why;
 //! - `RATCHET_CONTEXT_FILE`: the absolute path of a file holding the context (governance texts,
 //!   history). The file is written inside the checkout as [`CONTEXT_FILE`], so that every
 //!   sandbox mode can read it, and removed before the diff is taken.
@@ -29,6 +32,7 @@ use std::time::Duration;
 use kit::exec::{RunSpec, SandboxMode};
 use serde_json::json;
 
+use crate::brief::Brief;
 use crate::{Proposal, ProposalError, slug};
 
 /// The name of the context file written at the checkout's root for the program's run.
@@ -73,17 +77,11 @@ impl From<Duration> for CommandLimits {
     }
 }
 
-/// The text given on stdin.
-fn stdin_text(goal: &str, context: &str, banned: &[String]) -> String {
-    let mut s = format!("# Goal\n\n{}\n\n# Banned approaches\n\n", goal.trim_end());
-    if banned.is_empty() {
-        s.push_str("(none)\n");
-    } else {
-        s.push_str("These were tried and failed; do not propose them again:\n");
-        for b in banned {
-            s.push_str(&format!("- {b}\n"));
-        }
-    }
+/// The text given on stdin: the goal, the briefing, the context.
+fn stdin_text(goal: &str, context: &str, brief: &Brief) -> String {
+    let mut s = format!("# Goal\n\n{}\n\n", goal.trim_end());
+    s.push_str(brief.text.trim_end());
+    s.push('\n');
     s.push_str(&format!("\n# Context\n\n{}\n", context.trim_end()));
     s
 }
@@ -100,7 +98,7 @@ pub async fn propose_command(
     worktree: &Path,
     goal: &str,
     context: &str,
-    banned: &[String],
+    brief: &Brief,
     limits: impl Into<CommandLimits>,
 ) -> Result<Proposal, ProposalError> {
     let limits = limits.into();
@@ -115,9 +113,9 @@ pub async fn propose_command(
     std::fs::write(&context_path, context)
         .map_err(|source| ProposalError::Io { path: context_path.clone(), source })?;
     let mut spec = RunSpec::new(cmd, &worktree)
-        .with_stdin(stdin_text(goal, context, banned))
+        .with_stdin(stdin_text(goal, context, brief))
         .with_env("RATCHET_GOAL", goal)
-        .with_env("RATCHET_BANNED", banned.join("\n"))
+        .with_env("RATCHET_BANNED", brief.banned.join("\n"))
         .with_env("RATCHET_CONTEXT_FILE", context_path.to_string_lossy())
         .with_timeout(limits.timeout)
         .with_sandbox(limits.sandbox)
@@ -321,8 +319,11 @@ mod tests {
                       printf '%s' \"$RATCHET_BANNED\" > banned.txt; cp \"$RATCHET_CONTEXT_FILE\" context.txt; \
                       sed -i 's/16/32/' params.toml; mkdir -p build; echo junk > build/out; \
                       echo 'raise the cutoff'";
-        let banned = vec!["cutoff=8".to_string(), "cutoff=4".to_string()];
-        let p = propose_command(script, dir, "be faster", "history: none", &banned, limits()).await.unwrap();
+        let brief = Brief {
+            text: "# Banned approaches\n\n- cutoff=8\n".into(),
+            banned: vec!["cutoff=8".to_string(), "cutoff=4".to_string()],
+        };
+        let p = propose_command(script, dir, "be faster", "history: none", &brief, limits()).await.unwrap();
         assert_eq!(p.strategy, "command");
         assert_eq!(p.summary, "raise the cutoff");
         assert_eq!(p.files, ["banned.txt", "context.txt", "goal.txt", "params.toml", "stdin.txt"]);
@@ -348,7 +349,7 @@ mod tests {
         let dir = repo.path();
         let head = sh(dir, "git rev-parse HEAD");
         let script = "echo 'cutoff = 64' > params.toml && git -c user.name=a -c user.email=a@b commit -qam tuned";
-        let p = propose_command(script, dir, "g", "c", &[], limits()).await.unwrap();
+        let p = propose_command(script, dir, "g", "c", &Brief::default(), limits()).await.unwrap();
         assert!(p.patch.unwrap().contains("+cutoff = 64"));
         assert_eq!(p.summary, "`".to_string() + script + "` changed params.toml");
         assert_eq!(sh(dir, "git rev-parse HEAD"), head);
@@ -359,9 +360,10 @@ mod tests {
     async fn a_failing_program_is_a_command_failure() {
         let repo = repo();
         let dir = repo.path();
-        let e = propose_command("echo 32 > params.toml; echo nope >&2; exit 1", dir, "g", "c", &[], limits())
-            .await
-            .unwrap_err();
+        let e =
+            propose_command("echo 32 > params.toml; echo nope >&2; exit 1", dir, "g", "c", &Brief::default(), limits())
+                .await
+                .unwrap_err();
         assert!(matches!(&e, ProposalError::CommandFailed { stderr_tail, .. } if stderr_tail == "nope"), "{e:?}");
         assert!(!e.is_infra());
         assert!(e.to_string().contains("exited with status 1"), "{e}");
@@ -373,9 +375,16 @@ mod tests {
         let repo = repo();
         let dir = repo.path();
         // Touching the file without changing it, and building ignored output, is no change.
-        let e = propose_command("touch params.toml; mkdir -p build; echo x > build/y", dir, "g", "c", &[], limits())
-            .await
-            .unwrap_err();
+        let e = propose_command(
+            "touch params.toml; mkdir -p build; echo x > build/y",
+            dir,
+            "g",
+            "c",
+            &Brief::default(),
+            limits(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ProposalError::EmptyDiff { .. }), "{e:?}");
         assert!(e.to_string().contains("changed nothing"), "{e}");
         pristine(dir);
@@ -387,7 +396,7 @@ mod tests {
         let dir = repo.path();
         let mut l = limits();
         l.timeout = Duration::from_secs(1);
-        let e = propose_command("echo 1 > new.txt; sleep 30", dir, "g", "c", &[], l).await.unwrap_err();
+        let e = propose_command("echo 1 > new.txt; sleep 30", dir, "g", "c", &Brief::default(), l).await.unwrap_err();
         assert!(matches!(e, ProposalError::CommandInfra { .. }) && e.is_infra(), "{e:?}");
         assert!(!dir.join("new.txt").exists());
         pristine(dir);
@@ -415,10 +424,10 @@ mod tests {
                 repo = s.repo.display(),
                 marker = marker.display(),
             );
-            let p = propose_command(&script, dir, "g", "c", &[], l.clone()).await.unwrap();
+            let p = propose_command(&script, dir, "g", "c", &Brief::default(), l.clone()).await.unwrap();
             assert_eq!(p.summary, "tuned 0", "{mode}");
             assert!(p.patch.unwrap().contains("+cutoff = 40"), "{mode}: the committed change is the proposal");
-            let p = propose_command(&script, dir, "g", "c", &[], l).await.unwrap();
+            let p = propose_command(&script, dir, "g", "c", &Brief::default(), l).await.unwrap();
             assert_eq!(p.summary, "tuned 1", "{mode}: the home directory keeps the program's state");
             assert!(!s.repo.join("pwned").exists(), "{mode}: the program wrote the repository");
             assert_eq!(sh(&s.repo, "git rev-parse HEAD"), repo_head, "{mode}: the program moved main");
@@ -428,12 +437,9 @@ mod tests {
     }
 
     #[test]
-    fn stdin_lists_goal_banned_and_context() {
-        let text = stdin_text("be faster\n", "ctx", &["a=1".into()]);
-        assert_eq!(
-            text,
-            "# Goal\n\nbe faster\n\n# Banned approaches\n\nThese were tried and failed; do not propose them again:\n- a=1\n\n# Context\n\nctx\n"
-        );
-        assert!(stdin_text("g", "c", &[]).contains("# Banned approaches\n\n(none)\n"));
+    fn stdin_holds_goal_briefing_and_context() {
+        let brief = Brief { text: "# What was tried\n\n- cycle 1: \"x\"\n".into(), banned: vec![] };
+        let text = stdin_text("be faster\n", "ctx", &brief);
+        assert_eq!(text, "# Goal\n\nbe faster\n\n# What was tried\n\n- cycle 1: \"x\"\n\n# Context\n\nctx\n");
     }
 }

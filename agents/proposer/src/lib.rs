@@ -10,6 +10,7 @@
 //! Every proposal has a [`Proposal::approach_key`]: the canonical string of the change that the
 //! coordinator records in the history and, when the approach failed, in the hard-banned list.
 
+pub mod brief;
 mod command;
 mod config;
 pub mod openai;

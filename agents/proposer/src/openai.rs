@@ -3,7 +3,9 @@
 //!
 //! The governance context goes first as the system message, byte-identical between calls, so a
 //! model server's prefix cache can reuse it; the user message carries the goal, the files of the
-//! baseline and the hard-banned approaches. The answer's diff (a fenced ```diff block, or the
+//! baseline and the briefing (where the metric stands, what was tried and why it did not go
+//! onto main, the banned approaches: [`crate::brief`], the text a `command` program gets on
+//! stdin). The answer's diff (a fenced ```diff block, or the
 //! whole answer when it is a bare diff) must apply to the baseline (`git apply --check` in the
 //! scratch checkout) to become a proposal.
 
@@ -76,9 +78,9 @@ pub fn editable_files(worktree: &Path, protected: &[String]) -> Result<Editable,
 }
 
 /// What the proposer asks the model: the goal, the files it may change with their contents and
-/// the hard-banned approaches (the governance context goes separately, first, as the system
+/// the briefing ([`crate::brief`]; the governance context goes separately, first, as the system
 /// message). `edit`: the answer is a JSON edit ([`edit_schema`]); otherwise a unified diff.
-pub fn user_prompt(goal: &str, editable: &[(String, String)], banned: &[String], edit: bool) -> String {
+pub fn user_prompt(goal: &str, editable: &[(String, String)], brief: &str, edit: bool) -> String {
     let shown: String = editable.iter().map(|(p, t)| format!("--- {p}\n{t}\n")).collect();
     let ask = if edit {
         "Propose ONE small change toward the goal as an edit of one file: a one-line summary, the file, an exact \
@@ -87,11 +89,7 @@ pub fn user_prompt(goal: &str, editable: &[(String, String)], banned: &[String],
         "Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
          (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block."
     };
-    format!(
-        "Goal: {goal}\n\nThe files you may change, with their contents:\n{shown}\n\
-         Approaches already tried and failed (do not propose these again):\n{}\n\n{ask}",
-        if banned.is_empty() { "(none)".to_string() } else { banned.join("\n") }
-    )
+    format!("Goal: {goal}\n\nThe files you may change, with their contents:\n{shown}\n{}\n\n{ask}", brief.trim_end())
 }
 
 /// The JSON schema of an edit answer, its file limited to those shown.
@@ -155,10 +153,10 @@ pub async fn propose_openai(
     editable: &[(String, String)],
     goal: &str,
     context: &str,
-    banned: &[String],
+    brief: &str,
 ) -> (Result<Proposal, ProposalError>, ModelCall) {
     let edit = client.endpoint().structured && !editable.is_empty();
-    let user = user_prompt(goal, editable, banned, edit);
+    let user = user_prompt(goal, editable, brief, edit);
     let schema = edit.then(|| edit_schema(editable));
     let who = client.id.to_string();
     let (answer, mut call) = client.chat("propose", context, &user, schema.as_ref()).await;
@@ -357,8 +355,15 @@ mod tests {
         .unwrap();
         let editable = editable_files(repo, &[]).unwrap();
         assert_eq!(editable, vec![("params.toml".to_string(), "algorithm = \"heap\"\n".to_string())]);
-        let (p, call) =
-            propose_openai(&client, repo, &editable, "sort faster", "<governance/>", &["algorithm=shell".into()]).await;
+        let (p, call) = propose_openai(
+            &client,
+            repo,
+            &editable,
+            "sort faster",
+            "<governance/>",
+            "# Banned approaches\n- algorithm=shell",
+        )
+        .await;
         let p = p.unwrap();
         assert_eq!(call.outcome, "ok");
         assert_eq!(

@@ -20,7 +20,7 @@ use std::time::Duration;
 use kit::git::Git;
 use kit::server::{Skill, TaskEnd};
 use protocol::governance::{DOCS, Governance};
-use protocol::work::{ProposeInput, ProposeOutput};
+use protocol::work::{Dropped, ProposeInput, ProposeOutput};
 use serde_json::{Map, Value, json};
 
 /// Refuse a request that carries anything but [`ProposeInput::KEYS`] (and `skill`): whatever
@@ -107,7 +107,7 @@ fn sweep(home: &Path, call: &Call) -> Result<ProposeOutput, String> {
     let proposals = propose_sweep(&text, &file, &settings.space, &history(input), &input.banned, input.n as usize)
         .map_err(|e| e.to_string())?;
     let exhausted = proposals.is_empty();
-    Ok(ProposeOutput { proposals, exhausted, command_ms: 0, calls: vec![], failure: None })
+    Ok(ProposeOutput { proposals, exhausted, command_ms: 0, calls: vec![], failure: None, dropped: vec![] })
 }
 
 /// A scratch checkout of the baseline for the command and openai strategies (the proposer's own,
@@ -193,9 +193,9 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
     // timeout and memory from cadence.md's [proposer].
     let sandbox = call.gov.constitution.sandbox;
     let context = call.context();
+    let brief = crate::brief::brief(input, &call.gov);
     let mut proposals = vec![];
-    let mut banned = input.banned.clone();
-    banned.extend(input.history.iter().map(|t| t.key.clone()));
+    let mut dropped = vec![];
     let started = std::time::Instant::now();
     let mut last_err = None;
     for _ in 0..input.n {
@@ -211,26 +211,28 @@ async fn command(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propo
             memory_limit_bytes: (settings.memory_mb > 0).then(|| settings.memory_mb * 1024 * 1024),
             env: forwarded_env(),
         };
-        match propose_command(&cmd, &dir, &call.gov.ethos.goal, &context, &banned, limits).await {
-            Ok(p) => {
-                let key = p.approach_key();
-                if banned.contains(&key) || proposals.iter().any(|q: &protocol::work::Proposal| q.approach_key() == key)
-                {
-                    continue; // the program repeated itself or a banned approach: not proposed
+        match propose_command(&cmd, &dir, &call.gov.ethos.goal, &context, &brief, limits).await {
+            Ok(p) => match duplicate_of(input, &proposals, &p) {
+                // The program repeated itself or an approach already tried: said, not proposed.
+                Some(why) => {
+                    dropped.push(Dropped { summary: p.summary.clone(), key: Some(p.approach_key()), reason: why })
                 }
-                banned.push(key);
-                proposals.push(p);
+                None => proposals.push(p),
+            },
+            Err(e @ ProposalError::EmptyDiff { .. }) => {
+                dropped.push(Dropped {
+                    summary: format!("`{}`", clip(&cmd, 60)),
+                    key: None,
+                    reason: "empty diff: the program exited 0 without changing a file".into(),
+                });
+                last_err = Some(e);
             }
             Err(e) => last_err = Some(e),
         }
     }
     let command_ms = started.elapsed().as_millis() as u64;
-    if proposals.is_empty()
-        && let Some(e) = last_err
-    {
-        return Err(describe(&e));
-    }
-    Ok(ProposeOutput { proposals, exhausted: false, command_ms, calls: vec![], failure: None })
+    let failure = proposals.is_empty().then(|| no_candidate(last_err.as_ref(), &dropped));
+    Ok(ProposeOutput { proposals, exhausted: false, command_ms, calls: vec![], failure, dropped })
 }
 
 /// The environment the `command` strategy's program gets on top of the sandbox's minimal one:
@@ -276,36 +278,80 @@ async fn openai(home: PathBuf, state_dir: PathBuf, call: &Call) -> Result<Propos
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("infrastructure: listing the baseline's files: {e}"))?;
-    let mut banned = input.banned.clone();
-    banned.extend(input.history.iter().map(|t| t.key.clone()));
+    let brief = crate::brief::brief(input, &call.gov);
     let mut proposals: Vec<protocol::work::Proposal> = vec![];
+    let mut dropped = vec![];
     let mut calls = vec![];
     let mut last_err = None;
     let started = std::time::Instant::now();
     for _ in 0..input.n {
         let (result, mut record) =
-            crate::openai::propose_openai(&client, &dir, &editable, &call.gov.ethos.goal, &context, &banned).await;
+            crate::openai::propose_openai(&client, &dir, &editable, &call.gov.ethos.goal, &context, &brief.text).await;
         match result {
-            Ok(p)
-                if !banned.contains(&p.approach_key())
-                    && !proposals.iter().any(|q| q.approach_key() == p.approach_key()) =>
-            {
-                banned.push(p.approach_key());
-                proposals.push(p);
-            }
-            Ok(p) => {
-                record.detail = Some(format!("repeats an approach already tried or banned ({})", p.approach_key()));
-            }
+            Ok(p) => match duplicate_of(input, &proposals, &p) {
+                None => proposals.push(p),
+                Some(why) => {
+                    record.detail = Some(why.clone());
+                    dropped.push(Dropped { summary: p.summary.clone(), key: Some(p.approach_key()), reason: why });
+                }
+            },
             Err(e) => last_err = Some(e),
         }
         calls.push(record);
     }
-    let failure = match (&last_err, proposals.is_empty()) {
-        (Some(e), true) => Some(describe(e)),
-        (None, true) => Some("every answer repeated an approach already tried or banned".into()),
-        _ => None,
+    let failure = proposals.is_empty().then(|| no_candidate(last_err.as_ref(), &dropped));
+    let command_ms = started.elapsed().as_millis() as u64;
+    Ok(ProposeOutput { proposals, exhausted: false, command_ms, calls, failure, dropped })
+}
+
+/// Why `p` is not a new candidate, if it is not: it repeats an approach of the history (whatever
+/// became of it), a banned one, or one proposed earlier in this call.
+fn duplicate_of(
+    input: &ProposeInput,
+    earlier: &[protocol::work::Proposal],
+    p: &protocol::work::Proposal,
+) -> Option<String> {
+    let key = p.approach_key();
+    if let Some(t) = input.history.iter().rev().find(|t| t.key == key) {
+        let what = if t.summary.is_empty() { key.clone() } else { format!("\"{}\"", t.summary) };
+        return Some(format!(
+            "duplicate of an approach already tried: {what} ({} in cycle {})",
+            t.verdict.to_lowercase(),
+            t.cycle
+        ));
+    }
+    if input.banned.contains(&key) {
+        return Some(format!("duplicate of a banned approach ({key})"));
+    }
+    earlier
+        .iter()
+        .find(|q| q.approach_key() == key)
+        .map(|q| format!("duplicate of \"{}\", proposed in the same call", q.summary))
+}
+
+/// Why a call gave no candidate: the last failure, and what was dropped.
+fn no_candidate(last: Option<&ProposalError>, dropped: &[Dropped]) -> String {
+    let drops = if dropped.is_empty() {
+        String::new()
+    } else {
+        let items: Vec<String> = dropped.iter().map(|d| format!("{}: {}", d.summary, d.reason)).collect();
+        format!("{} answer(s) dropped ({})", dropped.len(), items.join("; "))
     };
-    Ok(ProposeOutput { proposals, exhausted: false, command_ms: started.elapsed().as_millis() as u64, calls, failure })
+    match last {
+        Some(e) if !matches!(e, ProposalError::EmptyDiff { .. }) || drops.is_empty() => {
+            if drops.is_empty() {
+                describe(e)
+            } else {
+                format!("{}; {drops}", describe(e))
+            }
+        }
+        _ if !drops.is_empty() => format!("no candidate: {drops}"),
+        _ => "the proposer returned no candidates".into(),
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() > n { format!("{}...", s.chars().take(n).collect::<String>()) } else { s.to_string() }
 }
 
 fn describe(e: &ProposalError) -> String {
@@ -428,7 +474,10 @@ mod tests {
             m.insert(key.into(), json!("x"));
             let e = check_keys(&m).unwrap_err();
             assert!(e.contains(&format!("carries `{key}`")) && e.contains("run `ratchet approve cadence.md`"), "{e}");
-            assert!(e.contains("send only baseline, n, history, banned, governance, model"), "{e}");
+            assert!(
+                e.contains("send only baseline, n, history, banned, governance, model, metric, start_metric"),
+                "{e}"
+            );
         }
     }
 }

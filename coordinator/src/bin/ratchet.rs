@@ -4,6 +4,33 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// Print a line to stdout. A reader that went away (`ratchet explain main --json | head`) ends
+/// the command quietly, as a closed pipe ends any Unix tool, never with a panic.
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*), true) };
+}
+
+/// [`out!`] without the newline.
+macro_rules! outp {
+    ($($t:tt)*) => { emit(&format!($($t)*), false) };
+}
+
+fn emit(text: &str, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_all(text.as_bytes())
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 use coordinator::supervisor::{self, LoopRequest, RestartPolicy, SupervisorError, UpOptions};
 
 #[derive(Parser)]
@@ -35,6 +62,22 @@ enum Command {
         /// Most cycles for this run, on top of cadence.md's budget (0: no extra limit).
         #[arg(long, default_value_t = 0)]
         max_cycles: u32,
+        /// Start the loop without `ratchet check` first (a configuration error then costs cycles).
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Is this repository ready for the loop? Governance, agents.toml, the sandbox, the
+    /// proposer's configuration, every gate and the benchmark run once on the baseline, and the
+    /// baseline's noise. Exits 2 on a configuration error (`ratchet up` runs the same check
+    /// before the first cycle and does not start the loop then).
+    Check {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Look only: do not run the gates and the benchmark.
+        #[arg(long)]
+        no_run: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Run the whole loop on an embedded demo target (no model, no network) and print its history.
     Demo {
@@ -109,10 +152,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Approve governance documents as they are on disk (validated first), or apply an agent proposal.
+    /// Approve governance documents as they are on disk (validated first), apply an agent
+    /// proposal, or promote a candidate waiting for approval.
     Approve {
-        /// constitution.md, ethos.md, cadence.md, or a proposal id (p-...).
-        #[arg(required = true, value_name = "DOC|PROPOSAL-ID")]
+        /// constitution.md, ethos.md, cadence.md, a proposal id (p-...), or a candidate branch.
+        #[arg(required = true, value_name = "DOC|PROPOSAL-ID|BRANCH")]
         targets: Vec<String>,
         /// Who approves (default: the git identity).
         #[arg(long, value_name = "NAME")]
@@ -122,10 +166,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a governance document's approved text over a pending edit, or drop a proposal.
+    /// Restore a governance document's approved text over a pending edit, drop a proposal, or
+    /// discard a promotion waiting for approval.
     Reject {
-        /// constitution.md, ethos.md, cadence.md, or a proposal id (p-...).
-        #[arg(value_name = "DOC|PROPOSAL-ID")]
+        /// constitution.md, ethos.md, cadence.md, a proposal id (p-...), or a candidate branch.
+        #[arg(value_name = "DOC|PROPOSAL-ID|BRANCH")]
         target: String,
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
@@ -193,18 +238,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime starts");
     let result = match cli.command {
-        Command::Up { repo, once, json, no_loop, fresh, max_cycles } => {
+        Command::Up { repo, once, json, no_loop, fresh, max_cycles, no_check } => {
             supervisor::human_output_to_stderr(json);
+            if !no_loop
+                && !no_check
+                && let Err(code) = runtime.block_on(check_before_loop(&repo.repo, fresh))
+            {
+                return code;
+            }
             let run_loop = (!no_loop).then_some(LoopRequest { max_cycles, fresh, exit_when_done: once });
+            let repo_path = repo.repo.clone();
             let opts = UpOptions { repo: repo.repo, policy: RestartPolicy::default(), run_loop };
             match runtime.block_on(supervisor::up(opts)) {
                 Ok(outcome) => {
                     if let Some(summary) = outcome.loop_summary.filter(|_| once) {
                         if json {
-                            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                            out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
                         } else {
+                            // The same history `ratchet demo` prints: every candidate's line.
                             match serde_json::from_value::<coordinator::engine::Summary>(summary) {
-                                Ok(s) => supervisor::say(&coordinator::demo::render_summary(&s)),
+                                Ok(s) => {
+                                    let state = coordinator::engine::read_state(&repo_path).ok().flatten();
+                                    supervisor::say(&match state {
+                                        Some(st) => coordinator::demo::render_history(&st, &s),
+                                        None => coordinator::demo::render_summary(&s),
+                                    });
+                                }
                                 Err(e) => eprintln!("error: reading the loop's summary: {e}"),
                             }
                         }
@@ -215,6 +274,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { repo, json } => runtime.block_on(status(repo.repo, json)),
+        Command::Check { repo, no_run, json } => {
+            let opts = coordinator::check::Options { run_commands: !no_run, noise: !no_run };
+            let r = runtime.block_on(coordinator::check::check(&repo.repo, opts));
+            if json {
+                out!("{}", serde_json::to_string_pretty(&r).expect("a check report serializes"));
+            } else {
+                outp!("{}", r.render());
+            }
+            return if r.ok { ExitCode::SUCCESS } else { ExitCode::from(2) };
+        }
         Command::Demo { repo, json, model, with_models } => {
             let run = async {
                 if model {
@@ -247,9 +316,9 @@ fn main() -> ExitCode {
             return report(runtime.block_on(async {
                 let r = coordinator::models::compare(&repo.repo, &current, &candidate, tasks).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    out!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
-                    print!("{}", coordinator::models::render(&r));
+                    outp!("{}", coordinator::models::render(&r));
                 }
                 Ok(())
             }));
@@ -266,16 +335,53 @@ fn main() -> ExitCode {
 
 async fn status(repo: PathBuf, json: bool) -> Result<(), SupervisorError> {
     match supervisor::status(&repo).await {
-        Ok(report) if json => println!("{}", report.to_json()),
-        Ok(report) => print!("{}", report.to_table()),
+        Ok(report) if json => out!("{}", report.to_json()),
+        Ok(report) => outp!("{}", report.to_table()),
         Err(e) => {
             if json {
-                println!("[]");
+                out!("[]");
             }
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// Before the first cycle of a run (not when resuming one): `ratchet check`, and no loop when it
+/// finds a configuration error (exit 2). The summary line goes to the human output.
+async fn check_before_loop(repo: &std::path::Path, fresh: bool) -> Result<(), ExitCode> {
+    let resuming = !fresh
+        && coordinator::engine::read_state(repo)
+            .ok()
+            .flatten()
+            .is_some_and(|st| st.stopped.is_none() && st.cycles_done > 0);
+    // A swarm without a coordinator runs no loop (`up` says so); one whose agents.toml does not
+    // parse or is missing is refused by `up` itself with the line and the fix.
+    let has_coordinator = std::fs::read_to_string(repo.join("agents.toml"))
+        .ok()
+        .and_then(|t| protocol::config::AgentsFile::parse(&t, "agents.toml").ok())
+        .is_some_and(|c| c.agents.iter().any(|a| a.role == "coordinator"));
+    // A swarm already running here holds the supervisor lock: `up` refuses to start a second
+    // one, and the check must not run commands beside it.
+    let lock = kit::layout::Layout::new(repo).supervisor_lock();
+    let running = std::fs::File::open(&lock).is_ok_and(|f| f.try_lock_shared().is_err());
+    if resuming || !has_coordinator || running {
+        // Resuming: checked when the run began.
+        return Ok(());
+    }
+    supervisor::say(
+        "ratchet: checking the configuration before the first cycle (`ratchet check`; skip with --no-check)",
+    );
+    let r = coordinator::check::check(repo, coordinator::check::Options { run_commands: true, noise: false }).await;
+    if r.ok {
+        for i in r.items.iter().filter(|i| i.status != coordinator::check::Status::Ok) {
+            supervisor::say(&format!("  {}", i.line()));
+        }
+        return Ok(());
+    }
+    eprint!("{}", r.render());
+    eprintln!("error: the loop did not start: fix the configuration error(s) above, then run `ratchet up` again");
+    Err(ExitCode::from(2))
 }
 
 /// `ratchet sandbox`: the probe's report and this repository's decision.
@@ -286,9 +392,9 @@ fn sandbox(repo: &std::path::Path, json: bool) -> ExitCode {
     let decision = constitution.as_ref().map(|c| report.decide(c.sandbox, c.allows_weak_sandbox()));
     if json {
         let out = serde_json::json!({"modes": report.modes, "auto": report.auto, "constitution": decision});
-        println!("{}", serde_json::to_string_pretty(&out).expect("a report serializes"));
+        out!("{}", serde_json::to_string_pretty(&out).expect("a report serializes"));
     } else {
-        print!("{}", render_sandbox(&report, decision.as_ref()));
+        outp!("{}", render_sandbox(&report, decision.as_ref()));
     }
     if decision.as_ref().is_some_and(|d| d.refused.is_some()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
@@ -373,9 +479,9 @@ fn calibrate(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
 fn explain(repo: &std::path::Path, commit: &str, json: bool) -> anyhow::Result<()> {
     let x = coordinator::explain::explain(repo, commit)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&x)?);
+        out!("{}", serde_json::to_string_pretty(&x)?);
     } else {
-        print!("{}", coordinator::explain::render(&x));
+        outp!("{}", coordinator::explain::render(&x));
     }
     Ok(())
 }
@@ -384,9 +490,9 @@ fn inspect(repo: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<(
     let home = kit::substrate::Home::open(repo)?;
     let report = kit::substrate::inspect(&home, branch)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", kit::substrate::render_text(&report));
+        outp!("{}", kit::substrate::render_text(&report));
     }
     Ok(())
 }
@@ -399,12 +505,9 @@ fn gc(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(&report)?;
         v["helper_checkouts_removed"] = serde_json::json!(helpers);
         v["helper_gc_failed"] = serde_json::json!(failed);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{report:#?}");
-        for h in helpers {
-            println!("removed helper checkout {h}");
-        }
+        outp!("{}", render_gc(&report, &helpers));
     }
     for f in &failed {
         eprintln!("warning: an agent could not clean its checkouts: {f}");
@@ -412,12 +515,64 @@ fn gc(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ratchet gc` for people: what was removed, archived and kept, in a few lines.
+fn render_gc(r: &kit::substrate::GcReport, helpers: &[String]) -> String {
+    fn names(v: &[String]) -> String {
+        const SHOWN: usize = 6;
+        let mut s = v.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > SHOWN {
+            s.push_str(&format!(" and {} more", v.len() - SHOWN));
+        }
+        s
+    }
+    let mut o = String::new();
+    if !r.removed_checkouts.is_empty() {
+        o.push_str(&format!(
+            "removed {} finished checkout(s): {}\n",
+            r.removed_checkouts.len(),
+            names(&r.removed_checkouts)
+        ));
+    }
+    if !r.deleted_branches.is_empty() {
+        o.push_str(&format!(
+            "deleted {} branch(es) whose commits are on main or archived: {}\n",
+            r.deleted_branches.len(),
+            names(&r.deleted_branches)
+        ));
+    }
+    if !r.archived.is_empty() {
+        let b: Vec<String> = r.archived.iter().map(|(b, _)| b.clone()).collect();
+        o.push_str(&format!(
+            "archived {} unpromoted commit(s) under refs/ratchet/archive/ (nothing is lost; `git log refs/ratchet/archive/<branch>`): {}\n",
+            b.len(),
+            names(&b)
+        ));
+    }
+    for (b, why) in &r.kept_branches {
+        o.push_str(&format!("kept {b}: {why}\n"));
+    }
+    for p in &r.orphans_removed {
+        o.push_str(&format!("removed {} (a checkout git did not know: left by a crash)\n", p.display()));
+    }
+    for (p, why) in &r.orphans_reported {
+        o.push_str(&format!("left alone {}: {why}\n", p.display()));
+    }
+    for h in helpers {
+        o.push_str(&format!("removed helper checkout {h}\n"));
+    }
+    if o.is_empty() {
+        o.push_str("nothing to clean: no finished worktree, no orphan\n");
+    }
+    o.push_str("artefacts and events stay under worktrees/<branch>/ (`ratchet inspect <branch>`); --json for the full report\n");
+    o
+}
+
 fn governance(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let r = coordinator::govern::report(repo)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        out!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", coordinator::govern::report::render(&r));
+        outp!("{}", coordinator::govern::report::render(&r));
     }
     Ok(())
 }
@@ -429,17 +584,17 @@ fn approve(repo: &std::path::Path, targets: &[String], by: Option<&str>, json: b
         && kit::layout::Layout::new(repo).branch_dir(branch).join("meta.json").is_file()
     {
         let who = coordinator::govern::approve::approver_of(repo, by)?;
-        let rec = coordinator::engine::approve_promotion(repo, branch, &who)?;
+        let rec = coordinator::approvals::approve(repo, branch, &who)?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&rec)?);
+            out!("{}", serde_json::to_string_pretty(&rec)?);
         } else {
-            println!("promoted {branch}: main {} -> {} (approved by {who})", &rec.from[..12], &rec.commit[..12]);
+            out!("promoted {branch}: main {} -> {} (approved by {who})", &rec.from[..12], &rec.commit[..12]);
         }
         return Ok(());
     }
     let outcomes = coordinator::govern::approve(repo, targets, by)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        out!("{}", serde_json::to_string_pretty(&outcomes)?);
     }
     for o in &outcomes {
         let what = o.proposal.as_ref().map(|p| format!(" (proposal {p})")).unwrap_or_default();
@@ -449,19 +604,31 @@ fn approve(repo: &std::path::Path, targets: &[String], by: Option<&str>, json: b
         } else {
             format!("{} is already approved as it is ({}); nothing recorded", o.doc, &o.sha256[..12])
         };
-        if json { eprintln!("{line}") } else { println!("{line}") }
+        if json { eprintln!("{line}") } else { out!("{line}") }
     }
     Ok(())
 }
 
 fn reject(repo: &std::path::Path, target: &str, by: Option<&str>) -> anyhow::Result<()> {
+    // A candidate branch awaiting a person's approval: discard it.
+    if protocol::names::check_branch(target).is_ok()
+        && kit::layout::Layout::new(repo).branch_dir(target).join("meta.json").is_file()
+    {
+        let who = coordinator::govern::approve::approver_of(repo, by)?;
+        let r = coordinator::approvals::reject(repo, target, &who)?;
+        out!(
+            "rejected the promotion of {target} (cycle {}, by {who}): main does not move; its approach is banned for the rest of the run",
+            r.cycle
+        );
+        return Ok(());
+    }
     let o = coordinator::govern::reject(repo, target, by)?;
     match (&o.restored, o.changed) {
-        (Some(h), true) => println!("restored the approved {} ({})", o.target, &h[..12]),
+        (Some(h), true) => out!("restored the approved {} ({})", o.target, &h[..12]),
         (Some(h), false) => {
-            println!("{} on disk is already the approved text ({}); nothing to reject", o.target, &h[..12])
+            out!("{} on disk is already the approved text ({}); nothing to reject", o.target, &h[..12])
         }
-        (None, _) => println!("rejected proposal {}", o.target),
+        (None, _) => out!("rejected proposal {}", o.target),
     }
     Ok(())
 }
@@ -469,19 +636,26 @@ fn reject(repo: &std::path::Path, target: &str, by: Option<&str>) -> anyhow::Res
 fn init(repo: &std::path::Path, force: bool, by: Option<&str>, json: bool) -> anyhow::Result<()> {
     let o = coordinator::govern::init(repo, force, by)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&o)?);
+        out!("{}", serde_json::to_string_pretty(&o)?);
     } else {
-        print!("{}", coordinator::govern::init::render(&o));
+        outp!("{}", coordinator::govern::init::render(&o));
     }
     Ok(())
 }
 
 fn export(repo: &std::path::Path, what: &str) -> anyhow::Result<()> {
     match what {
-        "trace" => println!("{}", serde_json::to_string(&coordinator::export::chrome_trace(repo)?)?),
+        "trace" => out!("{}", serde_json::to_string(&coordinator::export::chrome_trace(repo)?)?),
         _ => {
-            for pair in coordinator::export::preference_pairs(repo)? {
-                println!("{}", serde_json::to_string(&pair)?);
+            let (pairs, why) = coordinator::export::pairs_explained(repo)?;
+            for pair in &pairs {
+                out!("{}", serde_json::to_string(pair)?);
+            }
+            if let Some(why) = why {
+                // On stderr: stdout stays JSON lines (none).
+                eprintln!("{why}");
+            } else {
+                eprintln!("{} preference pair(s)", pairs.len());
             }
         }
     }

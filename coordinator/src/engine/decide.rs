@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use kit::substrate::{self, BranchState, Home, PromoteOutcome};
+use kit::substrate::{self, Home, PromoteOutcome};
 use protocol::events::{Event, EventKind};
 use protocol::governance::PromotionMode;
 
@@ -16,21 +16,12 @@ impl Engine {
     pub(super) async fn decide(&mut self) -> anyhow::Result<Option<PromotionRecord>> {
         let cycle = self.st.current.clone().expect("a cycle is running");
         let mut promoted = None;
+        let mut waiting = None;
         if let Some(w) = cycle.winner() {
             w.exec.as_ref().context("a PROMOTE candidate without a commit")?;
             if self.gov.cadence.promotion == PromotionMode::Approval {
-                self.say(&format!(
-                    "  {} waits for a human: promotion = \"approval\" in cadence.md; run `ratchet approve {}`",
-                    w.branch, w.branch
-                ));
-                self.emit(
-                    Some(&w.branch),
-                    None,
-                    EventKind::PromotionRefused {
-                        candidate: w.proposal.id.clone(),
-                        reason: "awaiting human approval (cadence.md promotion = \"approval\")".into(),
-                    },
-                );
+                self.await_approval(w).await?;
+                waiting = Some(w.branch.clone());
             } else {
                 let announce = self.event_about(None, Some(&w.branch), None, placeholder());
                 let (home, cy, cand) = (self.home.clone(), cycle.clone(), (*w).clone());
@@ -65,20 +56,7 @@ impl Engine {
                 }
             }
         }
-        // Mark every other candidate; unpromoted commits stay reachable (gc archives them).
-        for c in &cycle.candidates {
-            if promoted.as_ref().is_some_and(|p| p.branch == c.branch) {
-                continue;
-            }
-            if let Ok(bd) = self.home.branch_dir(&c.branch)
-                && bd.exists()
-                && bd.read_meta().ok().flatten().is_some_and(|m| m.state == BranchState::Active)
-            {
-                let note = format!("{}: {}", c.verdict.clone().unwrap_or_default(), c.reasons.join("; "));
-                let bd2 = bd.clone();
-                tokio::task::spawn_blocking(move || bd2.set_state(BranchState::Rejected, Some(&note))).await??;
-            }
-        }
+        self.mark_decided(&cycle, promoted.as_ref(), waiting.as_deref()).await?;
         Ok(promoted)
     }
 }

@@ -43,6 +43,8 @@ impl Engine {
             banned: self.st.banned.clone(),
             governance: self.gov.hashes.clone(),
             model,
+            metric: self.current_metric(),
+            start_metric: self.st.baseline_metric,
         };
         let peer = self
             .peers
@@ -475,32 +477,6 @@ impl Engine {
                 Ok(())
             }
         }
-    }
-
-    /// Apply an evaluator recommendation to the loop's own operational settings, with an audit
-    /// record. Governance documents are never touched.
-    pub(super) fn apply_recommendation(&mut self, r: &protocol::work::Recommendation) {
-        let (current, slot) = match r.setting.as_str() {
-            "cadence.warmup" => (self.warmup(), &mut self.st.overrides.warmup),
-            _ => return,
-        };
-        let to = r.to.clamp(1, 25);
-        if to <= current {
-            return;
-        }
-        *slot = Some(to);
-        self.adjusted_this_cycle = true;
-        self.emit(
-            None,
-            None,
-            EventKind::SettingAdjusted {
-                setting: r.setting.clone(),
-                from: json!(current),
-                to: json!(to),
-                reason: r.reason.clone(),
-            },
-        );
-        self.say(&format!("  adjusted {} {current} -> {to}: {}", r.setting, r.reason));
     }
 }
 

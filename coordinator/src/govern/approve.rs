@@ -279,10 +279,11 @@ fn approve_proposal_locked(
     let new_text = if hash(&approved) == p.base_sha256 {
         p.new_text.clone()
     } else {
-        match (&p.rule, &p.model) {
-            (Some(rule), _) => proposals::with_rule(&approved, rule, &p.id),
-            (None, Some(model)) => proposals::with_model(&approved, model),
-            (None, None) => Err(anyhow::anyhow!("it names neither a rule nor a model")),
+        match (&p.rule, &p.model, &p.setting) {
+            (Some(rule), _, _) => proposals::with_rule(&approved, rule, &p.id),
+            (None, Some(model), _) => proposals::with_model(&approved, model),
+            (None, None, Some(s)) => proposals::with_setting(&approved, &s.key, s.to),
+            (None, None, None) => Err(anyhow::anyhow!("it names neither a rule, a model nor a setting")),
         }
         .with_context(|| format!("proposal {id} no longer applies to the approved {}", p.doc))?
     };

@@ -48,6 +48,17 @@ pub struct Pattern {
     pub file: String,
 }
 
+/// A cadence.md setting to change, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingEdit {
+    /// The key in `[cadence]`, e.g. `warmup`.
+    pub key: String,
+    pub from: u32,
+    pub to: u32,
+    /// The diagnosis that recommends it.
+    pub reason: String,
+}
+
 /// One candidate that showed the pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -77,6 +88,10 @@ pub struct Proposal {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<Value>,
+    /// A setting the loop's diagnosis recommends (cadence.md `[cadence] <key> = <value>`), which
+    /// the loop did not apply itself: no approved bound allowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<SettingEdit>,
     /// sha256 of the approved text `new_text` was made from.
     pub base_sha256: String,
     /// The whole document with the rule added.
@@ -264,6 +279,7 @@ fn propose(
         rule: Some(rule),
         model: None,
         compare: None,
+        setting: None,
         base_sha256: hash(base),
         new_text,
         evidence,
@@ -318,6 +334,74 @@ pub fn with_model(cadence: &str, model: &str) -> anyhow::Result<String> {
     Ok(format!("{}{new_body}{}", &cadence[..start], &cadence[start + body.len()..]))
 }
 
+/// cadence.md with `[cadence] <key> = <value>` (the rest as it was; the key added at the end of
+/// the `[cadence]` table when it was not there).
+pub fn with_setting(cadence: &str, key: &str, value: u32) -> anyhow::Result<String> {
+    let (first_line, body) = settings_block(protocol::governance::CADENCE, cadence)?;
+    let mut out: Vec<String> = vec![];
+    let (mut in_cadence, mut done) = (false, false);
+    for line in body.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if in_cadence && !done {
+                out.push(format!("{key} = {value}"));
+                done = true;
+            }
+            in_cadence = t == "[cadence]";
+        }
+        if in_cadence && t.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            out.push(format!("{key} = {value}"));
+            done = true;
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if in_cadence && !done {
+        out.push(format!("{key} = {value}"));
+        done = true;
+    }
+    if !done {
+        bail!("cadence.md has no [cadence] table to hold {key}");
+    }
+    let mut new_body = out.join("\n");
+    new_body.push('\n');
+    let start: usize = cadence.split_inclusive('\n').take(first_line - 1).map(str::len).sum();
+    Ok(format!("{}{new_body}{}", &cadence[..start], &cadence[start + body.len()..]))
+}
+
+/// Propose a cadence.md setting the loop's diagnosis recommends and no approved bound lets it
+/// apply itself. Each (key, value) is proposed once against an approved text; `Ok(None)` when it
+/// already was. Nothing changes until `ratchet approve <id>`.
+pub fn propose_setting(home: &Path, gov: &Governance, edit: SettingEdit) -> anyhow::Result<Option<Proposal>> {
+    let cadence = protocol::governance::CADENCE;
+    let base = gov.texts.get(cadence).context("the governance in force has no cadence text")?;
+    let id = format!("p-{}", &hash(&format!("setting\0{}\0{}\0{}", edit.key, edit.to, hash(base)))[..12]);
+    if exists(home, &id) {
+        return Ok(None);
+    }
+    let new_text = with_setting(base, &edit.key, edit.to)?;
+    let p = Proposal {
+        v: PROPOSAL_VERSION,
+        id: id.clone(),
+        doc: cadence.into(),
+        summary: format!("{} {} -> {} (the loop's diagnosis: {})", edit.key, edit.from, edit.to, edit.reason),
+        pattern: None,
+        rule: None,
+        model: None,
+        compare: None,
+        setting: Some(edit),
+        base_sha256: hash(base),
+        new_text,
+        evidence: vec![],
+        created_at: protocol::timestamp(std::time::SystemTime::now()),
+        status: ProposalStatus::Pending,
+        decided_at: None,
+        decided_by: None,
+    };
+    write(home, &p)?;
+    Ok(Some(p))
+}
+
 /// Propose switching the proposer to the declared model `model`, with the compare's evidence
 /// (`ratchet models compare` decided PROMOTE). Nothing changes until `ratchet approve <id>`.
 pub fn propose_model_switch(home: &Path, gov: &Governance, model: &str, compare: Value) -> anyhow::Result<Proposal> {
@@ -334,6 +418,7 @@ pub fn propose_model_switch(home: &Path, gov: &Governance, model: &str, compare:
         rule: None,
         model: Some(model.to_string()),
         compare: Some(compare),
+        setting: None,
         base_sha256: hash(base),
         new_text,
         evidence: vec![],

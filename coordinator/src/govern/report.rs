@@ -65,6 +65,9 @@ pub struct GovernanceReport {
     pub in_force: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_force_error: Option<String>,
+    /// Promotions the loop judged PROMOTE that wait for a person (cadence.md `promotion =
+    /// "approval"`): `ratchet approve <branch>` or `ratchet reject <branch>`.
+    pub awaiting_approval: Vec<crate::approvals::Waiting>,
 }
 
 fn diff(doc: &str, approved_sha: &str, from: &str, to: &str, to_label: &str) -> String {
@@ -164,6 +167,7 @@ pub fn report(home: &Path) -> anyhow::Result<GovernanceReport> {
         Err(e) => (None, Some(format!("{e:#}"))),
     };
     Ok(GovernanceReport {
+        awaiting_approval: crate::approvals::waiting(home).unwrap_or_default(),
         in_force,
         in_force_error,
         home: home.display().to_string(),
@@ -222,6 +226,13 @@ pub fn render(r: &GovernanceReport) -> String {
         }
     }
     o.push('\n');
+    if r.awaiting_approval.is_empty() {
+        o.push_str("promotions awaiting approval: none\n");
+    }
+    for w in &r.awaiting_approval {
+        o.push_str(&format!("promotion awaiting approval (cycle {}): {}\n", w.cycle, w.line.trim()));
+        o.push_str(&format!("  promote: ratchet approve {}    discard: ratchet reject {}\n", w.branch, w.branch));
+    }
     if r.proposals.is_empty() {
         o.push_str("proposals: none pending\n");
     }

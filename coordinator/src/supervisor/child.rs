@@ -241,6 +241,41 @@ fn reap_group(pgid: u32) {
     }
 }
 
+/// Reap the zombies among our children that are not agents: processes started by an agent's
+/// commands (a sandbox's inner process, a detached git) that outlived their parent and were
+/// re-parented to us, the subreaper. Without this they stay `<defunct>` until `ratchet up` ends.
+/// An agent is a process-group leader and never a session leader, so only processes that are a
+/// session leader, or not a group leader, are reaped here: tokio keeps waiting for the agents.
+/// Returns how many were reaped.
+pub fn reap_orphans() -> usize {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let mut n = 0;
+    for pid in own_children() {
+        let Some(st) = super::identity::stat(pid) else { continue };
+        if st.is_zombie()
+            && (st.session == pid || st.pgrp != pid)
+            && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The pids of this process's children (`/proc/self/task/*/children`).
+fn own_children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return vec![] };
+    let mut out = vec![];
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// "exit code 1", "killed by signal 9 (SIGKILL)".
 pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
     match status {

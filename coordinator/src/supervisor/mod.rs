@@ -52,7 +52,7 @@ pub use child::{LISTENING_PREFIX, resolve_program};
 pub use kit::layout::Layout;
 pub use runner::RestartPolicy;
 pub use status::{AgentStatus, StatusReport, status};
-pub use ui::{human_output_to_stderr, say};
+pub use ui::{human_output_to_stderr, print_out, say};
 pub use up::{CoordinatorView, LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum SupervisorError {
     #[error("{path}: cannot use it as the swarm home: {source}; fix: pass --repo with an existing repository")]
     Home { path: PathBuf, source: std::io::Error },
     #[error(
-        "{path}: cannot read: {source}; fix: run `ratchet` in the repository root (the directory holding agents.toml) or pass --repo PATH"
+        "{path}: cannot read: {source}; fix: run `ratchet init` to make this repository a swarm home (it writes agents.toml and the governance documents), or run `ratchet` in the repository root that holds agents.toml (or pass --repo PATH)"
     )]
     NoConfig { path: PathBuf, source: std::io::Error },
     #[error(transparent)]

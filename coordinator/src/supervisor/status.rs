@@ -43,6 +43,8 @@ pub struct StatusReport {
     pub agents: Vec<AgentStatus>,
     /// One line about governance: pending edits and proposals (`ratchet governance` shows them).
     pub governance: String,
+    /// One line about promotions waiting for a person (`ratchet approve|reject <branch>`).
+    pub approvals: String,
 }
 
 impl StatusReport {
@@ -82,6 +84,7 @@ impl StatusReport {
         );
         out.push_str(&ui::table(&["NAME", "ROLE", "URL", "PID", "STATE", "RESTARTS"], &rows));
         out.push_str(&format!("{}\n", self.governance));
+        out.push_str(&format!("{}\n", self.approvals));
         out
     }
 }
@@ -151,6 +154,7 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
         })
         .collect();
     let governance = crate::govern::pending_line(paths.home());
+    let approvals = crate::approvals::waiting_line(paths.home());
     Ok(StatusReport {
         paths,
         supervisor_pid: state.supervisor_pid,
@@ -158,5 +162,6 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
         started_at: state.started_at,
         agents,
         governance,
+        approvals,
     })
 }

@@ -22,6 +22,18 @@ pub fn say(text: &str) {
     }
 }
 
+/// Print `text` to stdout as it is (a command's result, e.g. JSON); a closed pipe ends the
+/// process quietly instead of a panic.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 /// Left-aligned columns separated by two spaces; `-` for empty cells.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let cell = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };

@@ -169,6 +169,8 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
     }
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SupervisorError::Signal { source })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SupervisorError::Signal { source })?;
+    // Orphans of the agents' commands are re-parented to us (the subreaper): reap them as they end.
+    let mut sigchld = signal(SignalKind::child()).map_err(|source| SupervisorError::Signal { source })?;
     if let Some(previous) = &previous {
         super::leftovers::stop_leftovers(previous, &events, opts.policy.stop_grace).await;
     }
@@ -246,11 +248,19 @@ pub async fn up(opts: UpOptions) -> Result<UpOutcome, SupervisorError> {
                 }
             }
             Some(()) = changes.recv() => sup.reload(),
+            Some(()) = sigchld.recv() => {
+                super::child::reap_orphans();
+            }
             Some(checked) = checked_rx.recv() => sup.edit_checked(checked),
             Some(result) = loop_rx.recv() => {
                 let exit = sup.loop_request.as_ref().is_some_and(|r| r.exit_when_done);
                 match result {
-                    Ok(s) => summary = Some(s),
+                    Ok(s) => {
+                        if !exit {
+                            sup.loop_stopped_hint(&s);
+                        }
+                        summary = Some(s)
+                    }
                     Err(e) => {
                         ui::say(&format!("ratchet: the loop failed: {e}"));
                         if exit {
@@ -860,6 +870,19 @@ impl Supervisor {
         self.events.emit(None, EventKind::ConfigReloaded { added, removed, changed });
         self.write_state();
         ui::say(&line);
+    }
+
+    /// The loop stopped while the swarm keeps serving (`ratchet up` without `--once`): say why it
+    /// stopped, what waits for a person, and how to stop the swarm.
+    fn loop_stopped_hint(&self, summary: &serde_json::Value) {
+        let why = summary["stop_reason"].as_str().unwrap_or("done");
+        let detail = summary["stop_detail"].as_str().unwrap_or("");
+        ui::say(&format!("ratchet: the loop stopped: {why} ({detail})"));
+        ui::say(&crate::approvals::waiting_line(self.paths.home()));
+        ui::say(
+            "ratchet: the swarm keeps serving (the web pages, `ratchet approve|reject <branch>`, `ratchet models compare`); \
+             Ctrl-C stops it; `ratchet up --once` stops the swarm when the loop stops; `ratchet up --fresh` starts a new run",
+        );
     }
 
     fn refuse(&mut self, error: String) {

@@ -152,16 +152,38 @@ impl Home {
 pub enum BranchState {
     Active,
     Promoted,
+    /// Judged worse, failing, blocked by a rail, or discarded by a person.
     Rejected,
     Archived,
     /// `main` moved past the branch's base: re-base and re-evaluate, or drop.
     Stale,
+    /// Not promoted and not rejected: no change that matters, undecided, promotable but another
+    /// candidate of its cycle was better, or stopped by the harness (never its fault).
+    Held,
+    /// Judged PROMOTE while cadence.md says promotion needs a person: waits for `ratchet
+    /// approve <branch>` or `ratchet reject <branch>`.
+    #[serde(rename = "awaiting-approval")]
+    AwaitingApproval,
 }
 
 impl BranchState {
-    /// Whether the branch's checkout may be removed by gc.
+    /// Whether the branch's checkout may be removed by gc (a promotion waiting for a person
+    /// keeps its checkout).
     pub fn is_final(self) -> bool {
-        !matches!(self, BranchState::Active)
+        !matches!(self, BranchState::Active | BranchState::AwaitingApproval)
+    }
+
+    /// The name `meta.json` and `ratchet inspect` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BranchState::Active => "active",
+            BranchState::Promoted => "promoted",
+            BranchState::Rejected => "rejected",
+            BranchState::Archived => "archived",
+            BranchState::Stale => "stale",
+            BranchState::Held => "held",
+            BranchState::AwaitingApproval => "awaiting-approval",
+        }
     }
 }
 

@@ -196,7 +196,7 @@ pub fn render_text(r: &InspectReport) -> String {
     let _ = writeln!(s, "branch {}  ({})", r.branch, r.dir.display());
     match &r.meta {
         Some(m) => {
-            let _ = writeln!(s, "  state {:?}, base {}, created {}", m.state, m.base, m.created_at);
+            let _ = writeln!(s, "  state {}, base {}, created {}", m.state.as_str(), m.base, m.created_at);
             if let Some(c) = &m.promoted_commit {
                 let _ = writeln!(s, "  promoted to {c}");
             }
