@@ -5,6 +5,7 @@
 //! What it checks, in order (each an [`Item`]):
 //! - the approved governance loads (`ratchet init` / `ratchet approve` otherwise);
 //! - `agents.toml` parses, every `command` resolves, every built-in role has an agent;
+//! - the model review: the reviewing model is not the producing one (same endpoint and model);
 //! - the sandbox: where commands run here (`kit::sandbox::probe`) and whether the approved
 //!   constitution accepts that mode;
 //! - the proposer's configuration: the sweep's file exists on `main`; the `command` strategy's
@@ -149,6 +150,10 @@ pub async fn check(home: &Path, opts: Options) -> Report {
     };
     let agents = agents_items(home, &mut items);
     let Some(gov) = gov else { return finish(home, items) };
+    if let Err(why) = gov.check_reviewer_differs() {
+        let (why, fix) = why.split_once("; fix: ").unwrap_or((why.as_str(), "see the message"));
+        items.push(Item::error("reviewer", why, "ethos.md [ethos.review] model", fix));
+    }
     let sandbox = sandbox_item(&gov, &mut items);
     proposer_items(home, &gov, agents.as_ref(), &mut items).await;
     if opts.run_commands && sandbox.is_some() {
