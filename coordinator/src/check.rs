@@ -212,13 +212,25 @@ fn agents_items(home: &Path, items: &mut Vec<Item>) -> Option<BTreeMap<String, S
         }
     }
     for role in ["coordinator", "proposer", "executor", "critic", "evaluator"] {
-        if !config.agents.iter().any(|a| a.role == role) {
-            ok = false;
+        if config.agents.iter().any(|a| a.role == role) {
+            continue;
+        }
+        ok = false;
+        let fix = format!("add an [[agent]] with role = {role:?} (`ratchet init --force` writes the default five)");
+        if matches!(role, "coordinator" | "proposer") {
             items.push(Item::error(
                 "agents.toml",
                 format!("no agent has role {role:?}: the loop needs one"),
                 "agents.toml",
-                format!("add an [[agent]] with role = {role:?} (`ratchet init --force` writes the default five)"),
+                fix,
+            ));
+        } else {
+            // A leased worker may run on another host (RATCHET_COORDINATOR_URL): the loop waits for it.
+            items.push(Item::warn(
+                "agents.toml",
+                format!("no agent has role {role:?} here: the loop waits until one on another host takes its tasks"),
+                Some("agents.toml".into()),
+                Some(format!("{fix}, unless a remote {role} joins")),
             ));
         }
     }
