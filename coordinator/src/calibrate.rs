@@ -128,6 +128,10 @@ pub fn render(out: &CalibrateOutput) -> String {
         pairs: c.pairs.clone(),
         warmup: vec![],
         calibration: None,
+        measure: protocol::governance::Measure::Metric,
+        counter: c.counter,
+        tolerance: None,
+        wall_time: None,
     };
     let text = crate::explain::render_sampling(&sampling);
     // Only the pairs table: the summary above says the rest.

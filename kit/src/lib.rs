@@ -10,6 +10,7 @@ pub use protocol;
 pub mod agent;
 pub mod auth;
 pub mod client;
+pub mod counters;
 pub mod exec;
 pub mod git;
 pub mod governance;

@@ -4,7 +4,34 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::governance::Pairing;
+use crate::governance::{Measure, Pairing};
+
+/// The tool that counted instructions (ethos.md `measure = "instructions"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Counter {
+    /// `perf stat -e instructions:u`: the CPU's own counter (user space, every process of the
+    /// tree), near native speed; needs the counters exposed to this machine.
+    Perf,
+    /// valgrind's callgrind, following child processes: the instructions it executed on a
+    /// simulated CPU, the same on every machine with the same binaries; tens of times slower.
+    Callgrind,
+}
+
+impl Counter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counter::Perf => "perf",
+            Counter::Callgrind => "callgrind",
+        }
+    }
+}
+
+impl std::fmt::Display for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,6 +162,8 @@ pub enum Stopping {
     Failures,
     /// A fixed number of rounds (a calibration).
     Fixed,
+    /// Instruction counts: two runs of each side agreed within the tolerance.
+    Agreed,
 }
 
 /// The effect with its interval, as relative changes of the metric (positive = better).
@@ -178,6 +207,19 @@ pub struct Sampling {
     /// The calibration in force when this was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// What the values are: the benchmark's metric, or instruction counts.
+    #[serde(default, skip_serializing_if = "Measure::is_metric")]
+    pub measure: Measure,
+    /// Instruction counts: the tool that counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
+    /// Instruction counts: the relative difference within which two runs of a side agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Instruction counts with ethos.md `guard_wall_time`: the paired wall-time check that ran
+    /// after the counts said PROMOTE (values in milliseconds), with its own rule and interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time: Option<Box<Sampling>>,
 }
 
 /// The machine's noise for this benchmark, measured by running the baseline against itself.
@@ -198,20 +240,42 @@ pub struct Calibration {
     pub at: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pairs: Vec<Pair>,
+    /// Instruction counts (ethos.md `measure = "instructions"`): the tool that counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
 }
 
 impl Calibration {
-    /// One line for people: "spread ±2.1% per round, 1 of 8 rounds an outlier (sequential)".
+    /// One line for people: "spread ±2.1% per round, 1 of 8 rounds an outlier (sequential)";
+    /// instruction counts say so and show the spread to the precision counts have.
     pub fn describe(&self) -> String {
-        let spread = self.spread.map(|s| format!("±{:.1}%", s * 100.0)).unwrap_or_else(|| "undefined".into());
+        let spread = self
+            .spread
+            .map(|s| if self.counter.is_some() { format!("±{}", fine_pct(s)) } else { format!("±{:.1}%", s * 100.0) })
+            .unwrap_or_else(|| "undefined".into());
+        let what = match self.counter {
+            Some(c) => format!("instruction counts ({c}): "),
+            None => String::new(),
+        };
         let outliers = (self.outlier_share * self.rounds as f64).round() as u32;
         format!(
-            "spread {spread} per round, {outliers} of {} rounds an outlier ({} pairing, A/A on {})",
+            "{what}spread {spread} per round, {outliers} of {} rounds an outlier ({} pairing, A/A on {})",
             self.rounds,
             self.pairing.as_str(),
             &self.base[..12.min(self.base.len())]
         )
     }
+}
+
+/// A relative change as a percentage with the digits small values need: 0.021 -> "2.1%",
+/// 0.0000123 -> "0.0012%", 0 -> "0%".
+pub fn fine_pct(x: f64) -> String {
+    let p = x * 100.0;
+    if p == 0.0 || !p.is_finite() {
+        return format!("{p}%");
+    }
+    let digits = (1 - p.abs().log10().floor() as i32).clamp(1, 8) as usize;
+    format!("{p:.digits$}%")
 }
 
 #[cfg(test)]
@@ -246,10 +310,22 @@ mod tests {
             first_look: 7,
             at: "2026-01-01T00:00:00Z".into(),
             pairs: vec![],
+            counter: None,
         };
         assert_eq!(
             c.describe(),
             "spread ±2.1% per round, 2 of 8 rounds an outlier (duet pairing, A/A on 0123456789ab)"
         );
+        let counts = Calibration { spread: Some(0.0000123), counter: Some(Counter::Callgrind), ..c };
+        assert_eq!(
+            counts.describe(),
+            "instruction counts (callgrind): spread ±0.0012% per round, 2 of 8 rounds an outlier (duet pairing, A/A on 0123456789ab)"
+        );
+        assert_eq!(
+            (fine_pct(0.0), fine_pct(0.155), fine_pct(-0.000002)),
+            ("0%".into(), "15.5%".into(), "-0.00020%".into())
+        );
+        assert_eq!(serde_json::to_string(&Counter::Perf).unwrap(), "\"perf\"");
+        assert_eq!(serde_json::to_string(&Stopping::Agreed).unwrap(), "\"agreed\"");
     }
 }

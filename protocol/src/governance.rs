@@ -365,6 +365,47 @@ impl Pairing {
     }
 }
 
+/// What the evaluator measures (ethos.md `measure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// The number the benchmark prints (`metric`), compared in paired rounds by the sequential
+    /// test: what users care about, but as noisy as the machine.
+    #[default]
+    Metric,
+    /// The instructions the benchmark's processes execute (user space, the whole process tree),
+    /// counted by `perf stat` where the CPU's counters are exposed, else by valgrind's callgrind:
+    /// nearly the same number on every run whatever else the machine does, so a run or two a side
+    /// decide. A proxy for time: cache misses, memory bandwidth, I/O and sleeping are not counted
+    /// (see `guard_wall_time`).
+    Instructions,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::Metric => "metric",
+            Measure::Instructions => "instructions",
+        }
+    }
+
+    pub fn is_metric(&self) -> bool {
+        *self == Measure::Metric
+    }
+}
+
+/// The default `count_tolerance`: two runs of a side agree when their instruction counts differ
+/// by at most 0.1%.
+pub const DEFAULT_COUNT_TOLERANCE: f64 = 0.001;
+
+fn default_count_tolerance() -> f64 {
+    DEFAULT_COUNT_TOLERANCE
+}
+
+fn is_default_count_tolerance(t: &f64) -> bool {
+    *t == DEFAULT_COUNT_TOLERANCE
+}
+
 /// The fewest rounds that can decide anything at `confidence`: a paired test whose validity
 /// rests only on the randomized order has a smallest possible p-value of 2^-n after n rounds.
 pub fn decision_floor(confidence: f64) -> u32 {
@@ -414,6 +455,18 @@ pub struct Ethos {
     /// A/A rounds run at the start of each run to measure the machine's noise (0: none).
     #[serde(default = "default_calibration_rounds")]
     pub calibration_rounds: u32,
+    /// What is measured: `metric` (the number the benchmark prints; the default) or
+    /// `instructions` (the instructions its processes execute; `direction` must be "lower").
+    #[serde(default, skip_serializing_if = "Measure::is_metric")]
+    pub measure: Measure,
+    /// measure = "instructions": two runs of a side agree when their counts differ by at most
+    /// this (relative; at most half of `min_effect`).
+    #[serde(default = "default_count_tolerance", skip_serializing_if = "is_default_count_tolerance")]
+    pub count_tolerance: f64,
+    /// measure = "instructions": after a PROMOTE, a short paired wall-time check (the sequential
+    /// test, `min_rounds` to `max_rounds`) must not show a significant regression.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guard_wall_time: bool,
     /// Seconds a gate command may run.
     pub gate_timeout_s: u64,
     /// Seconds one benchmark run may take.
@@ -690,6 +743,32 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
             "calibration_rounds",
             format!("{} is above {MAX_ROUNDS_LIMIT}", e.calibration_rounds),
             "use e.g. 8 (0 turns calibration off)",
+        );
+    }
+    if e.measure == Measure::Instructions {
+        if e.direction != Direction::Lower {
+            return bad(
+                "direction",
+                "measure = \"instructions\" counts instructions, which are better when fewer, but direction is \"higher\"".into(),
+                "set direction = \"lower\" (the benchmark's own metric is not read in this mode)",
+            );
+        }
+        if !(0.0..0.5).contains(&e.count_tolerance) || e.count_tolerance > e.min_effect / 2.0 {
+            return bad(
+                "count_tolerance",
+                format!(
+                    "{} is not within [0, min_effect / 2 = {}]: runs that disagree by more than half the smallest change that matters cannot decide it",
+                    e.count_tolerance,
+                    e.min_effect / 2.0
+                ),
+                "use e.g. count_tolerance = 0.001 (0.1%) with min_effect = 0.01 or more",
+            );
+        }
+    } else if e.guard_wall_time {
+        return bad(
+            "guard_wall_time",
+            "guard_wall_time guards an instruction-count decision, but measure is \"metric\" (the wall time is what is measured then)".into(),
+            "remove guard_wall_time, or set measure = \"instructions\"",
         );
     }
     if e.benchmark.trim().is_empty() {

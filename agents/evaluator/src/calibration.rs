@@ -40,6 +40,7 @@ pub fn calibration(session: &Session, ethos: &Ethos, base: &str, at: String) -> 
         first_look: first_look(ethos, outlier_share),
         at,
         pairs: session.pairs.clone(),
+        counter: session.plan.counting.and(session.plan.counter),
     }
 }
 

@@ -144,6 +144,16 @@ pub fn diagnose(session: &Session, outcome: Outcome, stats: &Stats, _ethos: &Eth
     }
 
     let spread = stats.spread.map(|s| format!("±{}", pct(s))).unwrap_or_else(|| "undefined".into());
+    if outcome == Outcome::TooNoisy && session.plan.counting.is_some() {
+        return Diagnosis {
+            pattern: Pattern::TooNoisy,
+            summary: format!(
+                "too noisy: the instruction counts did not repeat within count_tolerance in {} round(s); the benchmark does different work from run to run (a random seed, the time, the machine's state)",
+                pairs.len()
+            ),
+            recommendation: None,
+        };
+    }
     if outcome == Outcome::TooNoisy {
         let needed = session.last_look().and_then(|l| rounds_needed(&l, session.threshold()));
         return Diagnosis {

@@ -171,37 +171,28 @@ pub(crate) fn rounds_needed(look: &Look, threshold: f64) -> Option<u32> {
     (n < 10_000.0).then_some(n.max(look.n as f64 + 1.0) as u32)
 }
 
-/// Judge a finished session under `ethos`.
-pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibration>) -> Evaluation {
-    let dir = ethos.direction;
-    let plan = &session.plan;
-    let pairs = &session.pairs;
-    let (scale, _) = session.scale();
-    let threshold = session.threshold();
-    let scores = session.scores();
-    let rel = |s: f64| relative(s, dir, scale);
-    let look = session.last_look();
-    let table = session.table();
-    let alpha = 1.0 - ethos.confidence;
+/// The runs of a session: how many succeeded on each side, and what their failures decide, if
+/// anything (a broken candidate, an unreliable baseline, a cold start).
+pub(crate) struct RunsPart {
+    pub line: String,
+    pub decision: Option<(Outcome, String)>,
+    pub baseline: SideStats,
+    pub candidate: SideStats,
+}
 
+/// Runs: a candidate whose runs fail is broken, unless the failures are a cold start or the
+/// baseline fails as well (then the benchmark or the machine is at fault).
+pub(crate) fn runs_part(session: &Session) -> RunsPart {
+    let pairs = &session.pairs;
     let (b_out, c_out) = (outcomes(pairs, Side::Baseline), outcomes(pairs, Side::Candidate));
     let side = |o: &[Option<f64>]| {
         let xs: Vec<f64> = o.iter().flatten().copied().collect();
         SideStats { n: xs.len(), failed: o.len() - xs.len(), median: stats::median(&xs) }
     };
     let (bs, cs) = (side(&b_out), side(&c_out));
-    let effect = stats::median(&scores).map(rel);
-    let spread_rel = spread(&scores).map(|s| rel(s).abs());
-    let n_outliers = pairs.iter().filter(|p| p.outlier).count();
     let rounds = pairs.len() as u32;
-    let pairing = plan.pairing.as_str();
-
-    let mut lines: Vec<String> = Vec::new();
     // What the runs decide, if anything: (outcome, headline).
     let mut runs_decision: Option<(Outcome, String)> = None;
-
-    // Runs: a candidate whose runs fail is broken, unless the failures are a cold start or the
-    // baseline fails as well (then the benchmark or the machine is at fault).
     let counted: Vec<&Failure> = session.failures.iter().filter(|f| !f.warmup).collect();
     let of = |s: Side| counted.iter().copied().filter(|f| f.side == s).collect::<Vec<&Failure>>();
     let (b_fail, c_fail) = (of(Side::Baseline), of(Side::Candidate));
@@ -245,6 +236,129 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
             ));
         }
     }
+    RunsPart { line: runs, decision: runs_decision, baseline: bs, candidate: cs }
+}
+
+/// The guard metrics of a session: one line each, and the first regression or missing metric.
+pub(crate) struct GuardsPart {
+    pub lines: Vec<String>,
+    pub stats: Vec<GuardStats>,
+    /// The headline of the first guard that regressed beyond its tolerance.
+    pub regressed: Option<String>,
+    /// The headline of the first guard with no paired samples.
+    pub missing: Option<String>,
+}
+
+/// Guards: paired changes of each guard metric.
+pub(crate) fn guards_part(session: &Session, ethos: &Ethos) -> GuardsPart {
+    let mut lines = Vec::new();
+    let mut guards = Vec::new();
+    let (mut guard_regressed, mut guard_missing) = (None, None);
+    for g in &ethos.guard {
+        let series = session.guards.get(&g.metric).cloned().unwrap_or_default();
+        let bvals: Vec<f64> = series.iter().filter_map(|(b, _)| *b).collect();
+        let cvals: Vec<f64> = series.iter().filter_map(|(_, c)| *c).collect();
+        let changes: Vec<f64> = series
+            .iter()
+            .filter_map(|(b, c)| b.zip(*c))
+            .filter(|(b, _)| *b != 0.0)
+            .map(|(b, c)| {
+                let rel = (c - b) / b.abs();
+                match g.direction {
+                    Direction::Lower => rel,
+                    Direction::Higher => -rel,
+                }
+            })
+            .collect();
+        let regression = stats::median(&changes);
+        let passed = regression.is_some_and(|r| r <= g.max_regression);
+        let (bm, cm) = (stats::median(&bvals), stats::median(&cvals));
+        let detail = match regression {
+            None => {
+                let missing = if cvals.is_empty() { "candidate" } else { "baseline" };
+                guard_missing.get_or_insert(format!("HOLD: not measurable: guard metric `{}` missing", g.metric));
+                format!(
+                    "no paired samples of `{}` (none on the {missing} side); fix: print it in the benchmark's JSON line, or remove the guard from ethos.md",
+                    g.metric
+                )
+            }
+            Some(r) => {
+                if !passed {
+                    guard_regressed.get_or_insert(format!(
+                        "REJECT: guard {} regressed: median paired change {} worse > max_regression {}",
+                        g.metric,
+                        pct(r),
+                        pct(g.max_regression)
+                    ));
+                }
+                format!(
+                    "median {} -> {}, median paired regression {} {} max_regression {} ({} is better)",
+                    bm.map(num).unwrap_or_else(|| "none".into()),
+                    cm.map(num).unwrap_or_else(|| "none".into()),
+                    signed_pct(r),
+                    if passed { "<=" } else { ">" },
+                    pct(g.max_regression),
+                    better_word(g.direction)
+                )
+            }
+        };
+        lines.push(format!("guard {} {}: {detail}", g.metric, if passed { "pass" } else { "FAIL" }));
+        guards.push(GuardStats {
+            metric: g.metric.clone(),
+            direction: g.direction,
+            baseline: bm,
+            candidate: cm,
+            regression,
+            max_regression: g.max_regression,
+            passed,
+        });
+    }
+
+    GuardsPart { lines, stats: guards, regressed: guard_regressed, missing: guard_missing }
+}
+
+/// The outcome of an evaluation: a broken candidate, a guard regression, significantly worse,
+/// unmeasurable, then what the measurement found.
+pub(crate) fn precedence(
+    runs: Option<(Outcome, String)>,
+    guard_regressed: Option<String>,
+    guard_missing: Option<String>,
+    measured: (Outcome, String),
+) -> (Outcome, String) {
+    match (runs, guard_regressed, guard_missing) {
+        (Some(d), _, _) if d.0 == Outcome::CandidateFails => d,
+        (_, Some(h), _) => (Outcome::GuardRegressed, h),
+        _ if measured.0 == Outcome::Worse => measured,
+        (Some(d), _, _) => d,
+        (_, _, Some(h)) => (Outcome::Unmeasurable, h),
+        _ => measured,
+    }
+}
+
+/// Judge a finished session under `ethos`.
+pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibration>) -> Evaluation {
+    if session.plan.counting.is_some() {
+        return crate::counts::evaluate(session, ethos, calibration);
+    }
+    let dir = ethos.direction;
+    let plan = &session.plan;
+    let pairs = &session.pairs;
+    let (scale, _) = session.scale();
+    let threshold = session.threshold();
+    let scores = session.scores();
+    let rel = |s: f64| relative(s, dir, scale);
+    let look = session.last_look();
+    let table = session.table();
+    let alpha = 1.0 - ethos.confidence;
+
+    let RunsPart { line: runs, decision: runs_decision, baseline: bs, candidate: cs } = runs_part(session);
+    let effect = stats::median(&scores).map(rel);
+    let spread_rel = spread(&scores).map(|s| rel(s).abs());
+    let n_outliers = pairs.iter().filter(|p| p.outlier).count();
+    let rounds = pairs.len() as u32;
+    let pairing = plan.pairing.as_str();
+
+    let mut lines: Vec<String> = Vec::new();
     lines.push(runs);
 
     // The paired rounds and their spread.
@@ -325,6 +439,8 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
         }
         (Stopping::Failures, _) => format!("stopped at round {rounds}: the runs kept failing"),
         (Stopping::Fixed, _) => format!("a calibration of {rounds} fixed rounds"),
+        // Instruction counts are judged in `counts`; a metric session never stops this way.
+        (Stopping::Agreed, _) => format!("stopped at round {rounds}: two runs of each side agreed"),
         (Stopping::Cap, l) | (Stopping::Horizon, l) | (Stopping::Boundary, l) => {
             let which = if stopping == Stopping::Horizon {
                 format!(
@@ -346,68 +462,9 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
     };
     lines.push(format!("stopping: {rule}"));
 
-    // Guards: paired changes of each guard metric.
-    let mut guards = Vec::new();
-    let (mut guard_regressed, mut guard_missing) = (None, None);
-    for g in &ethos.guard {
-        let series = session.guards.get(&g.metric).cloned().unwrap_or_default();
-        let bvals: Vec<f64> = series.iter().filter_map(|(b, _)| *b).collect();
-        let cvals: Vec<f64> = series.iter().filter_map(|(_, c)| *c).collect();
-        let changes: Vec<f64> = series
-            .iter()
-            .filter_map(|(b, c)| b.zip(*c))
-            .filter(|(b, _)| *b != 0.0)
-            .map(|(b, c)| {
-                let rel = (c - b) / b.abs();
-                match g.direction {
-                    Direction::Lower => rel,
-                    Direction::Higher => -rel,
-                }
-            })
-            .collect();
-        let regression = stats::median(&changes);
-        let passed = regression.is_some_and(|r| r <= g.max_regression);
-        let (bm, cm) = (stats::median(&bvals), stats::median(&cvals));
-        let detail = match regression {
-            None => {
-                let missing = if cvals.is_empty() { "candidate" } else { "baseline" };
-                guard_missing.get_or_insert(format!("HOLD: not measurable: guard metric `{}` missing", g.metric));
-                format!(
-                    "no paired samples of `{}` (none on the {missing} side); fix: print it in the benchmark's JSON line, or remove the guard from ethos.md",
-                    g.metric
-                )
-            }
-            Some(r) => {
-                if !passed {
-                    guard_regressed.get_or_insert(format!(
-                        "REJECT: guard {} regressed: median paired change {} worse > max_regression {}",
-                        g.metric,
-                        pct(r),
-                        pct(g.max_regression)
-                    ));
-                }
-                format!(
-                    "median {} -> {}, median paired regression {} {} max_regression {} ({} is better)",
-                    bm.map(num).unwrap_or_else(|| "none".into()),
-                    cm.map(num).unwrap_or_else(|| "none".into()),
-                    signed_pct(r),
-                    if passed { "<=" } else { ">" },
-                    pct(g.max_regression),
-                    better_word(g.direction)
-                )
-            }
-        };
-        lines.push(format!("guard {} {}: {detail}", g.metric, if passed { "pass" } else { "FAIL" }));
-        guards.push(GuardStats {
-            metric: g.metric.clone(),
-            direction: g.direction,
-            baseline: bm,
-            candidate: cm,
-            regression,
-            max_regression: g.max_regression,
-            passed,
-        });
-    }
+    let GuardsPart { lines: guard_lines, stats: guards, regressed: guard_regressed, missing: guard_missing } =
+        guards_part(session, ethos);
+    lines.extend(guard_lines);
 
     if let Some(c) = &calibration {
         lines.push(format!("calibration: {}", c.describe()));
@@ -468,14 +525,7 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
     };
     // Precedence: broken candidate, guard regression, significantly worse, unmeasurable, then
     // what the sequential test found.
-    let (outcome, headline) = match (runs_decision, guard_regressed, guard_missing) {
-        (Some(d), _, _) if d.0 == Outcome::CandidateFails => d,
-        (_, Some(h), _) => (Outcome::GuardRegressed, h),
-        _ if sequential.0 == Outcome::Worse => sequential,
-        (Some(d), _, _) => d,
-        (_, _, Some(h)) => (Outcome::Unmeasurable, h),
-        _ => sequential,
-    };
+    let (outcome, headline) = precedence(runs_decision, guard_regressed, guard_missing, sequential);
     let mut reasons = vec![headline];
     reasons.extend(lines);
 
@@ -501,6 +551,10 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
         pairs: pairs.clone(),
         warmup: session.warmup.clone(),
         calibration,
+        measure: protocol::governance::Measure::Metric,
+        counter: None,
+        tolerance: None,
+        wall_time: None,
     };
     let stats = Stats {
         metric: ethos.metric.clone(),
@@ -544,6 +598,9 @@ pub(crate) mod tests {
             min_rounds: 5,
             max_rounds: 20,
             calibration_rounds: 8,
+            measure: protocol::governance::Measure::Metric,
+            count_tolerance: protocol::governance::DEFAULT_COUNT_TOLERANCE,
+            guard_wall_time: false,
             gate_timeout_s: 60,
             bench_timeout_s: 60,
             guard: vec![],

@@ -12,12 +12,15 @@
 //! - [`diagnose`]: the pattern (cold start, capability ceiling, too noisy, steady) and a
 //!   recommendation for cadence.md's warmup (never the governance texts).
 //! - [`parse_metrics`]: the metric(s) from one run's stdout.
+//! - [`counts`]: decisions on instruction counts (ethos.md `measure = "instructions"`): runs
+//!   until two of each side agree, and the wall-time guard of a PROMOTE.
 //! - [`calibration`]: the machine's noise from A/A rounds, and the first look it suggests.
 //! - [`noise`] and [`sim`]: a seeded model of a noisy machine and the same decision code run on
 //!   it, for the statistical tests and `evaluator-bench`.
 //! - [`work`]: the leased `evaluate` skill that runs the benchmark commands.
 
 pub mod calibration;
+pub mod counts;
 mod diagnose;
 mod eval;
 mod metric;

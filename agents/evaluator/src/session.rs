@@ -7,13 +7,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use protocol::evaluation::{Cpus, Pair, Side, Slot, Stopping};
-use protocol::governance::{Direction, Ethos, Pairing, decision_floor};
+use protocol::evaluation::{Counter, Cpus, Pair, Side, Slot, Stopping};
+use protocol::governance::{Direction, Ethos, Measure, Pairing, decision_floor};
 use serde::{Deserialize, Serialize};
 
 use crate::paired::{Scale, outliers, scale_for, score, score_of};
 use crate::sequential::{Call, Design, Look, Table, look, table};
 use crate::stats::{SplitMix64, median};
+
+/// Instruction counts: the most rounds of one measurement (a re-measurement continues up to
+/// twice as many).
+pub const COUNT_CAP: u32 = 5;
+/// Instruction counts: the most A/A rounds of a calibration.
+pub const COUNT_CALIBRATION: u32 = 3;
 
 /// After this many rounds in which the candidate failed and the baseline did not (with no
 /// success after a failure that would make it a cold start), sampling stops.
@@ -38,12 +44,22 @@ pub struct Plan {
     pub cpus: Option<(u32, u32)>,
     /// A calibration: a fixed number of rounds, no decision.
     pub fixed: bool,
+    /// Instruction counts (ethos.md `measure = "instructions"`): two runs of each side must
+    /// agree within this relative tolerance; `None` for the benchmark's metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counting: Option<f64>,
+    /// Instruction counts: the tool that counts them (set by whoever runs the rounds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<Counter>,
 }
 
 impl Plan {
     /// An evaluation under `ethos`. `sized` is the first look the calibration suggests;
     /// `resuming` says this measurement continues an earlier one (the cap is then the horizon).
     pub fn evaluate(ethos: &Ethos, sized: Option<u32>, resuming: bool, seed: u64) -> Plan {
+        if ethos.measure == Measure::Instructions {
+            return Plan::count(ethos, resuming, seed);
+        }
         let horizon = 2 * ethos.max_rounds;
         let first_look =
             ethos.min_rounds.max(decision_floor(ethos.confidence)).max(sized.unwrap_or(0)).min(ethos.max_rounds);
@@ -58,12 +74,52 @@ impl Plan {
             seed,
             cpus: None,
             fixed: false,
+            counting: None,
+            counter: None,
         }
     }
 
-    /// A calibration: `ethos.calibration_rounds` A/A rounds.
+    /// An instruction-count comparison: from the first round that can give two runs a side (one
+    /// duet round runs each side twice), until two runs of each side agree within
+    /// `count_tolerance`, at most [`COUNT_CAP`] rounds (twice that with a re-measurement).
+    fn count(ethos: &Ethos, resuming: bool, seed: u64) -> Plan {
+        let horizon = 2 * COUNT_CAP;
+        Plan {
+            pairing: ethos.pairing,
+            direction: Direction::Lower,
+            confidence: ethos.confidence,
+            min_effect: ethos.min_effect,
+            first_look: if ethos.pairing == Pairing::Duet { 1 } else { 2 },
+            cap: if resuming { horizon } else { COUNT_CAP },
+            horizon,
+            seed,
+            cpus: None,
+            fixed: false,
+            counting: Some(ethos.count_tolerance),
+            counter: None,
+        }
+    }
+
+    /// The wall-time check that guards an instruction-count PROMOTE (ethos.md
+    /// `guard_wall_time`): the sequential design over the command's wall time (lower is
+    /// better), from `min_rounds` to `max_rounds`, in the ethos' pairing.
+    pub fn wall_time(ethos: &Ethos, seed: u64) -> Plan {
+        let metric = Ethos { measure: Measure::Metric, direction: Direction::Lower, ..ethos.clone() };
+        Plan::evaluate(&metric, None, false, seed)
+    }
+
+    pub fn with_counter(mut self, counter: Counter) -> Plan {
+        self.counter = Some(counter);
+        self
+    }
+
+    /// A calibration: `ethos.calibration_rounds` A/A rounds (at most [`COUNT_CALIBRATION`] for
+    /// instruction counts, which repeat to the last digits or nearly).
     pub fn calibrate(ethos: &Ethos, seed: u64) -> Plan {
-        let rounds = ethos.calibration_rounds.max(1);
+        let rounds = match ethos.measure {
+            Measure::Metric => ethos.calibration_rounds.max(1),
+            Measure::Instructions => ethos.calibration_rounds.clamp(1, COUNT_CALIBRATION),
+        };
         Plan {
             first_look: rounds,
             cap: rounds,
@@ -211,7 +267,7 @@ fn coin(seed: u64, round: u32, warmup: bool) -> bool {
 
 impl Session {
     pub fn new(plan: Plan) -> Session {
-        let table = (!plan.fixed).then(|| table(plan.design()));
+        let table = (!plan.fixed && plan.counting.is_none()).then(|| table(plan.design()));
         Session {
             plan,
             table,
@@ -358,6 +414,8 @@ impl Session {
             (rounds >= self.plan.cap).then_some(Stopping::Fixed)
         } else if self.failing() {
             Some(Stopping::Failures)
+        } else if self.agreed().is_some() {
+            Some(Stopping::Agreed)
         } else if self.last.is_some_and(|l| l.call != Call::Unclear) {
             Some(Stopping::Boundary)
         } else if rounds >= self.plan.horizon {
@@ -382,6 +440,15 @@ impl Session {
             self.pairs.iter().any(|p| p.candidate.is_some() && against.last().is_some_and(|&l| p.round < l));
         let baseline_dead = self.pairs.len() >= FAILURE_STOP && self.pairs.iter().all(|p| p.baseline.is_none());
         baseline_dead || (against.len() >= FAILURE_STOP && (!recovered || scattered))
+    }
+
+    /// Instruction counts: the two agreeing runs of each side (baseline, candidate), once both
+    /// sides have them.
+    pub fn agreed(&self) -> Option<((f64, f64), (f64, f64))> {
+        let tolerance = self.plan.counting?;
+        let b = crate::counts::agreement(&crate::counts::side_runs(&self.pairs, Side::Baseline), tolerance)?;
+        let c = crate::counts::agreement(&crate::counts::side_runs(&self.pairs, Side::Candidate), tolerance)?;
+        Some((b, c))
     }
 
     /// The scores of the complete rounds, in order.

@@ -16,11 +16,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use kit::counters::Counter;
 use kit::exec::{RunOutcome, RunSpec};
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
 use protocol::evaluation::{Cpus, Outcome, Side};
-use protocol::governance::{Pairing, SandboxMode};
+use protocol::governance::{Measure, Pairing, SandboxMode};
 use protocol::work::{
     CalibrateOutput, CommandResult, CommandRun, EvaluateInput, EvaluateMode, EvaluateOutput, Recommendation,
 };
@@ -151,6 +152,43 @@ fn parse_run(out: &RunOutcome, input: &EvaluateInput) -> RunResult {
     }
 }
 
+/// A counted run's result: the instruction count (and any guard metrics the benchmark printed;
+/// its own metric is not read).
+fn parse_counted(counted: &kit::counters::Counted, input: &EvaluateInput) -> RunResult {
+    match &counted.count {
+        Ok(count) => RunResult {
+            value: Some(count.instructions as f64),
+            guards: guard_metrics(&counted.outcome.stdout, input),
+            failure: None,
+        },
+        Err(why) if counted.outcome.success() => RunResult::failed(why.clone()),
+        Err(_) => RunResult::failed(counted.outcome.describe()),
+    }
+}
+
+/// The guard metrics a run printed (none when it printed no JSON line).
+fn guard_metrics(stdout: &str, input: &EvaluateInput) -> std::collections::BTreeMap<String, f64> {
+    let Some(first) = input.ethos.guard.first() else { return Default::default() };
+    let metrics = crate::parse_metrics(stdout, None, &first.metric).unwrap_or_default();
+    input.ethos.guard.iter().filter_map(|g| metrics.get(&g.metric).map(|v| (g.metric.clone(), *v))).collect()
+}
+
+/// A native run's wall time in milliseconds (the wall-time guard's value).
+fn parse_wall(out: &RunOutcome) -> RunResult {
+    if out.success() { RunResult::ok(out.duration.as_secs_f64() * 1000.0) } else { RunResult::failed(out.describe()) }
+}
+
+/// What a run's value is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    /// The metric the benchmark prints.
+    Metric,
+    /// The instructions it executes, counted by this tool.
+    Counts(Counter),
+    /// Its wall time, run natively (the wall-time guard).
+    WallTime,
+}
+
 /// Runs the rounds of a session, with evidence of every command.
 struct Bench<'a> {
     input: &'a EvaluateInput,
@@ -162,6 +200,7 @@ struct Bench<'a> {
     evidence: Vec<CommandRun>,
     /// Wall-clock milliseconds spent in benchmark commands (a duet round counts once).
     command_ms: u64,
+    reading: Reading,
 }
 
 impl Bench<'_> {
@@ -180,7 +219,33 @@ impl Bench<'_> {
         if let Some(c) = cpu {
             spec = spec.with_cpus(vec![c as usize]);
         }
+        // Instruction counts and the wall time that guards them measure the same program: with
+        // its hash seeds fixed.
+        if self.input.ethos.measure == Measure::Instructions {
+            spec = kit::counters::deterministic(spec);
+        }
         spec
+    }
+
+    /// Run one side's command and read its value.
+    async fn run(&self, spec: &RunSpec) -> (RunOutcome, RunResult) {
+        match self.reading {
+            Reading::Metric => {
+                let out = kit::exec::run(spec).await;
+                let r = parse_run(&out, self.input);
+                (out, r)
+            }
+            Reading::Counts(counter) => {
+                let counted = kit::counters::run_counted(spec, counter).await;
+                let r = parse_counted(&counted, self.input);
+                (counted.outcome, r)
+            }
+            Reading::WallTime => {
+                let out = kit::exec::run(spec).await;
+                let r = parse_wall(&out);
+                (out, r)
+            }
+        }
     }
 
     fn record(
@@ -198,9 +263,14 @@ impl Bench<'_> {
             None if plan.first == side => "first".into(),
             None => "second".into(),
         };
+        let how = match self.reading {
+            Reading::Metric => String::new(),
+            Reading::Counts(c) => format!(" under {c}"),
+            Reading::WallTime => " (wall-time guard)".into(),
+        };
         self.evidence.push(CommandRun {
             command: format!(
-                "{}round {} {} ({position})",
+                "{}round {} {} ({position}){how}",
                 if plan.warmup { "warmup " } else { "" },
                 plan.round,
                 side.as_str()
@@ -213,8 +283,14 @@ impl Bench<'_> {
             detail: match (&result.failure, result.value) {
                 (Some(why), _) => why.clone(),
                 (None, Some(v)) => {
-                    let mut m = result.guards.clone();
-                    m.insert(self.input.ethos.metric.clone(), v);
+                    let mut m: std::collections::BTreeMap<String, Value> =
+                        result.guards.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    let name = match self.reading {
+                        Reading::Metric => self.input.ethos.metric.clone(),
+                        Reading::Counts(_) => crate::counts::NAME.into(),
+                        Reading::WallTime => crate::counts::WALL_TIME.into(),
+                    };
+                    m.insert(name, if matches!(self.reading, Reading::Counts(_)) { json!(v as u64) } else { json!(v) });
                     json!(m).to_string()
                 }
                 (None, None) => String::new(),
@@ -239,8 +315,7 @@ impl Bench<'_> {
                         self.spec(Side::Baseline, Some(cpus.baseline)),
                         self.spec(Side::Candidate, Some(cpus.candidate)),
                     );
-                    let (b, c) = tokio::join!(kit::exec::run(&sb), kit::exec::run(&sc));
-                    let (rb, rc) = (parse_run(&b, self.input), parse_run(&c, self.input));
+                    let ((b, rb), (c, rc)) = tokio::join!(self.run(&sb), self.run(&sc));
                     self.record(plan, Some((i, cpus)), Side::Baseline, &b, &rb);
                     self.record(plan, Some((i, cpus)), Side::Candidate, &c, &rc);
                     halves.push((rb, rc));
@@ -250,9 +325,8 @@ impl Bench<'_> {
                 RoundResult::duet(plan, first, second)
             }
             None => {
-                let first = kit::exec::run(&self.spec(plan.first, None)).await;
-                let second = kit::exec::run(&self.spec(plan.first.other(), None)).await;
-                let (r1, r2) = (parse_run(&first, self.input), parse_run(&second, self.input));
+                let (first, r1) = self.run(&self.spec(plan.first, None)).await;
+                let (second, r2) = self.run(&self.spec(plan.first.other(), None)).await;
                 self.record(plan, None, plan.first, &first, &r1);
                 self.record(plan, None, plan.first.other(), &second, &r2);
                 if plan.first == Side::Baseline {
@@ -358,6 +432,14 @@ pub async fn measure(
     };
     let restored = prep.map_err(|e| infra(format!("preparing the benchmark checkouts: {e}")))?;
     std::fs::create_dir_all(artifacts).map_err(|e| infra(format!("creating {}: {e}", artifacts.display())))?;
+    // Instruction counts: the tool that counts here, inside the benchmark's sandbox.
+    let counter = match input.ethos.measure {
+        Measure::Metric => None,
+        Measure::Instructions => {
+            let report = kit::counters::cached(input.sandbox.sandbox, input.sandbox.allow_weak).await;
+            Some(report.chosen.ok_or_else(|| MeasureError::Config(report.why_none()))?)
+        }
+    };
 
     let calibrating = input.mode == EvaluateMode::Calibrate;
     let seed = order_seed(&input.base, &input.commit);
@@ -369,6 +451,11 @@ pub async fn measure(
     if let Some((a, b)) = cpus {
         plan = plan.with_cpus(a, b);
     }
+    if let Some(c) = counter {
+        plan = plan.with_counter(c);
+    }
+    // A calibration of the other measure says nothing about this one.
+    let calibration = input.calibration.clone().filter(|c| c.counter.is_some() == counter.is_some());
     let mut session = if input.resume.is_empty() { Session::new(plan) } else { Session::resume(plan, &input.resume) };
     let mut bench = Bench {
         input,
@@ -378,6 +465,7 @@ pub async fn measure(
         mode: input.sandbox.sandbox,
         evidence: vec![],
         command_ms: 0,
+        reading: counter.map_or(Reading::Metric, Reading::Counts),
     };
     for w in 0..input.warmup {
         if lease_lost() {
@@ -412,7 +500,25 @@ pub async fn measure(
             command_ms: bench.command_ms,
         }));
     }
-    let ev = evaluate(&session, &input.ethos, input.calibration.clone());
+    let mut ev = evaluate(&session, &input.ethos, calibration);
+    // An instruction-count PROMOTE must not be slower in wall time (ethos.md guard_wall_time).
+    if ev.outcome == Outcome::Better && counter.is_some() && input.ethos.guard_wall_time {
+        let mut plan = Plan::wall_time(&input.ethos, seed.rotate_left(17) ^ 0x5741_4C4C); // "WALL"
+        if let Some((a, b)) = cpus {
+            plan = plan.with_cpus(a, b);
+        }
+        let mut wall = Session::new(plan);
+        bench.reading = Reading::WallTime;
+        while let Some(p) = wall.next() {
+            if lease_lost() {
+                return Err(infra("lease lost while benchmarking".into()));
+            }
+            let r = bench.round(&p).await;
+            wall.record(p, r);
+        }
+        let judged = evaluate(&wall, &crate::counts::wall_time_ethos(&input.ethos), None);
+        ev = crate::counts::with_wall_time(ev, judged, &input.ethos);
+    }
     let recommendation = ev.diagnosis.recommendation.as_ref().map(|r| Recommendation {
         setting: r.setting.clone(),
         from: r.from,
