@@ -149,6 +149,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Where the target's temporary directory is made (default: the system's, usually /tmp).
     pub tmp_in: Option<PathBuf>,
+    /// More lines of ethos.md's `[ethos]` table, e.g. `measure = "instructions"`.
+    pub ethos_extra: String,
 }
 
 impl Default for Spec {
@@ -204,6 +206,7 @@ impl Default for Spec {
             max_tokens: 0,
             env: vec![],
             tmp_in: None,
+            ethos_extra: String::new(),
         }
     }
 }
@@ -331,7 +334,7 @@ max_rounds = {max_rounds}
 calibration_rounds = {calibration_rounds}
 gate_timeout_s = {gate_timeout}
 bench_timeout_s = {bench_timeout}
-{review}```
+{extra}{review}```
 "#,
             effect_pct = self.min_effect * 100.0,
             conf_pct = self.confidence * 100.0,
@@ -349,6 +352,8 @@ bench_timeout_s = {bench_timeout}
             calibration_rounds = self.calibration_rounds,
             gate_timeout = self.gate_timeout_s,
             bench_timeout = self.bench_timeout_s,
+            extra =
+                if self.ethos_extra.is_empty() { String::new() } else { format!("{}\n", self.ethos_extra.trim_end()) },
             review = self.review.as_ref().map(|r| format!("\n[ethos.review]\n{}\n", r.trim_end())).unwrap_or_default(),
         )
     }

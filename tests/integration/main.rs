@@ -1,6 +1,7 @@
 mod chaos;
 mod evaluation;
 mod governance;
+mod instructions;
 mod interop;
 mod limits;
 mod loop_e2e;

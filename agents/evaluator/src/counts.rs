@@ -23,9 +23,7 @@ use protocol::evaluation::{Calibration, Effect, Outcome, Pair, Sampling, Side, S
 use protocol::governance::{Direction, Ethos, Measure};
 
 use crate::diagnose::diagnose;
-use crate::eval::{
-    Evaluation, GuardStats, GuardsPart, RunsPart, Stats, guards_part, pct, precedence, runs_part, signed_pct,
-};
+use crate::eval::{Evaluation, GuardStats, GuardsPart, RunsPart, Stats, guards_part, pct, precedence, runs_part};
 use crate::paired::Scale;
 use crate::session::Session;
 
@@ -85,6 +83,12 @@ pub fn grouped(x: f64) -> String {
     if x < 0.0 { format!("-{out}") } else { out }
 }
 
+/// A change of a count with the digits small changes need: "+4.0%", "-0.022%", "+0%".
+pub fn signed_fine(x: f64) -> String {
+    let text = protocol::evaluation::fine_pct(x);
+    if x >= 0.0 { format!("+{text}") } else { text }
+}
+
 fn runs_text(runs: &[f64]) -> String {
     if runs.is_empty() { "none".into() } else { runs.iter().map(|r| grouped(*r)).collect::<Vec<_>>().join(", ") }
 }
@@ -133,13 +137,13 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
     ));
     // For people: the count's own change (more instructions is "+").
     let change_interval = match (lo, hi) {
-        (Some(lo), Some(hi)) => format!("[{}, {}]", signed_pct(-hi), signed_pct(-lo)),
+        (Some(lo), Some(hi)) => format!("[{}, {}]", signed_fine(-hi), signed_fine(-lo)),
         _ => "undefined".into(),
     };
     if let (Some(e), Some(b), Some(c)) = (effect, b, c) {
         lines.push(format!(
             "effect: instructions {} (fewer is better): baseline {}, candidate {}; {change_interval} over the agreeing runs (min_effect {})",
-            signed_pct(-e),
+            signed_fine(-e),
             grouped(b),
             grouped(c),
             pct(ethos.min_effect)
@@ -214,7 +218,7 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
             Outcome::NoChange,
             format!(
                 "HOLD: no change that matters: instructions {} ({}) within ±{}",
-                signed_pct(-e),
+                signed_fine(-e),
                 how(b, c),
                 pct(ethos.min_effect)
             ),
@@ -311,7 +315,7 @@ pub fn with_wall_time(mut counts: Evaluation, wall: Evaluation, ethos: &Ethos) -
     if !passed {
         let headline = match wall.outcome {
             Outcome::Worse => format!(
-                "REJECT: guard wall_time regressed: {} although the candidate executes {} fewer instructions; instruction counts miss sleeping, waiting and memory stalls",
+                "REJECT: guard wall_time regressed: {}; yet the candidate executes {} fewer instructions (instruction counts miss sleeping, waiting and memory stalls)",
                 said.trim_start_matches("REJECT: "),
                 counts.stats.effect.map(pct).unwrap_or_default()
             ),
@@ -392,7 +396,7 @@ mod tests {
         let same = evaluate(&session(&e, |i| (100e6, 100e6 + 5.0 * i as f64)), &e, None);
         assert_eq!(same.outcome, Outcome::NoChange, "{:#?}", same.reasons);
         assert!(
-            same.reasons[0].starts_with("HOLD: no change that matters: instructions +0.0% (callgrind"),
+            same.reasons[0].starts_with("HOLD: no change that matters: instructions +0.0000025% (callgrind"),
             "{}",
             same.reasons[0]
         );
@@ -468,7 +472,8 @@ mod tests {
         assert_eq!(slow.outcome, Outcome::GuardRegressed, "{:#?}", slow.reasons);
         assert!(
             slow.reasons[0].starts_with("REJECT: guard wall_time regressed: wall_time_ms worse by 3")
-                && slow.reasons[0].contains("although the candidate executes 10.0% fewer instructions"),
+                && slow.reasons[0]
+                    .contains("; yet the candidate executes 10.0% fewer instructions (instruction counts miss"),
             "{}",
             slow.reasons[0]
         );
