@@ -15,15 +15,17 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 use kit::layout::Layout;
 use protocol::events::{Event, EventKind};
+use protocol::governance::Measure;
 use protocol::work::{CalibrateOutput, EvaluateInput, EvaluateMode, SandboxSettings};
 
 /// Rounds used when ethos.md turns the loop's calibration off (`calibration_rounds = 0`).
 pub const ON_DEMAND_ROUNDS: u32 = 8;
 
-/// Calibrate now and record the event.
-pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
+/// Calibrate now and record the event; `measure` overrides ethos.md's for this calibration
+/// (`instructions` also reports the counters, the slowdown and the wall time's spread).
+pub fn calibrate(home: &Path, measure: Option<Measure>) -> anyhow::Result<CalibrateOutput> {
     let gov = crate::govern::load(home)?;
-    let result = measure(home, &gov, None)?;
+    let result = measure(home, &gov, None, measure)?;
     record(home, &gov, &result)?;
     Ok(result)
 }
@@ -31,11 +33,12 @@ pub fn calibrate(home: &Path) -> anyhow::Result<CalibrateOutput> {
 /// The evaluator's A/A measurement of `main` under `gov`, for `rounds` rounds (default: ethos.md's
 /// `calibration_rounds`, or [`ON_DEMAND_ROUNDS`]), without recording it. `ratchet check` uses it
 /// with one round to see that the benchmark runs and its metric parses, by the evaluator's own
-/// parser.
+/// parser. `what` measures instructions or the metric instead of ethos.md's `measure`.
 pub fn measure(
     home: &Path,
     gov: &protocol::governance::Governance,
     rounds: Option<u32>,
+    what: Option<Measure>,
 ) -> anyhow::Result<CalibrateOutput> {
     let main = kit::git::Git::new(home)
         .resolve_commit("refs/heads/main")?
@@ -46,6 +49,16 @@ pub fn measure(
     }
     if let Some(r) = rounds {
         ethos.calibration_rounds = r;
+    }
+    if let Some(m) = what
+        && m != ethos.measure
+    {
+        ethos.measure = m;
+        ethos.guard_wall_time = false;
+        if m == Measure::Instructions {
+            // Counts are better when fewer, whatever the benchmark's own metric.
+            ethos.direction = protocol::governance::Direction::Lower;
+        }
     }
     let input = EvaluateInput {
         base: main.clone(),
@@ -111,10 +124,13 @@ fn record(home: &Path, gov: &protocol::governance::Governance, result: &Calibrat
 pub fn render(out: &CalibrateOutput) -> String {
     let c = &out.calibration;
     let mut o = format!("calibrated: {}\n", c.describe());
-    o.push_str(&format!(
-        "first look: round {} (ethos.md min_rounds, raised for the outlier rounds seen)\n",
-        c.first_look
-    ));
+    match &out.counting {
+        None => o.push_str(&format!(
+            "first look: round {} (ethos.md min_rounds, raised for the outlier rounds seen)\n",
+            c.first_look
+        )),
+        Some(counting) => o.push_str(&render_counting(counting, c)),
+    }
     let sampling = protocol::evaluation::Sampling {
         pairing: c.pairing,
         first_look: c.first_look,
@@ -139,5 +155,33 @@ pub fn render(out: &CalibrateOutput) -> String {
         o.push_str(&text[i..]);
     }
     o.push_str(&format!("benchmark runs: {} ({} ms in benchmark commands)\n", out.runs.len(), out.command_ms));
+    o
+}
+
+/// What a calibration of instruction counts adds, for people: each counter and why it does or
+/// does not work here, the slowdown under the chosen one, and the two spreads side by side.
+pub fn render_counting(counting: &protocol::evaluation::Counting, c: &protocol::evaluation::Calibration) -> String {
+    let mut o = String::from("counters (probed in the benchmark's sandbox):\n");
+    for t in &counting.counters.tools {
+        o.push_str(&format!("  {}: {}: {}\n", t.counter, if t.works { "works" } else { "not usable" }, t.detail));
+    }
+    let chosen = counting.counters.chosen.map(|c| c.as_str()).unwrap_or("none");
+    match (counting.slowdown(), counting.counted_ms, counting.native_ms) {
+        (Some(x), Some(cm), Some(nm)) => o.push_str(&format!(
+            "slowdown under {chosen}: {x:.1}x (a counted run {cm} ms, a native run {nm} ms; medians)\n"
+        )),
+        _ => o.push_str(&format!("slowdown under {chosen}: not measured (no successful runs of both kinds)\n")),
+    }
+    let pct = |s: Option<f64>, fine: bool| match s {
+        Some(s) if fine => format!("±{}", protocol::evaluation::fine_pct(s)),
+        Some(s) => format!("±{:.1}%", s * 100.0),
+        None => "undefined".into(),
+    };
+    o.push_str(&format!(
+        "run-to-run spread per round: instruction counts {}, wall time {} ({} A/A rounds each): counts decide when two runs of each side agree within count_tolerance; wall time needs the sequential test's rounds\n",
+        pct(c.spread, true),
+        pct(counting.wall_spread, false),
+        c.rounds
+    ));
     o
 }

@@ -654,7 +654,7 @@ pub async fn benchmark(home: &Path, gov: &Governance, noise: bool) -> Vec<Item> 
     }
     let (h, g) = (home.to_path_buf(), gov.clone());
     let rounds = if noise { None } else { Some(1) };
-    let measured = tokio::task::spawn_blocking(move || crate::calibrate::measure(&h, &g, rounds))
+    let measured = tokio::task::spawn_blocking(move || crate::calibrate::measure(&h, &g, rounds, None))
         .await
         .expect("the measurement task runs");
     let c = match measured {

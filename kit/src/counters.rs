@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::{RunOutcome, RunSpec, SandboxMode};
-pub use protocol::evaluation::Counter;
+pub use protocol::evaluation::{Counter, CounterReport, ToolReport};
 
 /// Added to a counted run's environment (and to the wall-time runs that guard a count): the
 /// hash seeds of the common interpreters fixed (Python's `PYTHONHASHSEED`; Perl's
@@ -38,41 +38,6 @@ pub const DETERMINISTIC_ENV: [(&str, &str); 3] =
 
 /// How long a probe may take (valgrind's start is slow on a loaded machine).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// One tool on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToolReport {
-    pub counter: Counter,
-    /// It counted the instructions of a probe command inside the sandbox.
-    pub works: bool,
-    /// What it counted (`counted 126,559 instructions of `true``), or why it does not work.
-    pub detail: String,
-}
-
-/// Which counters work here, inside which sandbox, and the one a counted run uses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterReport {
-    /// The sandbox mode the probes ran in (the one benchmarks run in).
-    pub sandbox: SandboxMode,
-    pub tools: Vec<ToolReport>,
-    /// perf when it works, else callgrind when it works, else none.
-    pub chosen: Option<Counter>,
-}
-
-impl CounterReport {
-    pub fn tool(&self, counter: Counter) -> Option<&ToolReport> {
-        self.tools.iter().find(|t| t.counter == counter)
-    }
-
-    /// Why nothing can count here, with the fix (for a `measure = "instructions"` that cannot run).
-    pub fn why_none(&self) -> String {
-        let each: Vec<String> = self.tools.iter().map(|t| format!("{}: {}", t.counter, t.detail)).collect();
-        format!(
-            "measure = \"instructions\" needs perf with the CPU's counters or valgrind, and neither counts here ({}); fix: install valgrind (apt-get install valgrind), or set measure = \"metric\" in ethos.md",
-            each.join("; ")
-        )
-    }
-}
 
 /// An instruction count of a whole process tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,7 +202,44 @@ async fn probe_tool(counter: Counter, sandbox: SandboxMode, allow_weak: bool) ->
             }
         }
     };
+    let detail = match counter {
+        Counter::Perf if !works => perf_hint(&detail, paranoid()),
+        Counter::Callgrind if !works && detail.contains("not installed") => {
+            format!("{detail}; fix: apt-get install valgrind (or your system's valgrind package)")
+        }
+        _ => detail,
+    };
     ToolReport { counter, works, detail }
+}
+
+/// The kernel's `perf_event_paranoid` (what unprivileged processes may count), when readable.
+fn paranoid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()
+}
+
+/// Why perf cannot count here, in words, with the fix: the kernel's `perf_event_paranoid`
+/// forbids it (above 2 no unprivileged process may count; Debian's default is 3), the CPU's
+/// counters are not exposed (a virtual machine without a virtual PMU), or perf is missing.
+pub fn perf_hint(why: &str, paranoid: Option<i32>) -> String {
+    let fallback = "callgrind counts instead";
+    if why.contains("not installed") {
+        return format!("{why}; fix: apt-get install linux-perf (or your system's perf package), or let {fallback}");
+    }
+    let refused = ["perf_event_paranoid", "Permission denied", "Access to performance monitoring", "No permission"]
+        .iter()
+        .any(|w| why.contains(w));
+    match paranoid {
+        Some(level) if level > 2 => format!(
+            "{why}: kernel.perf_event_paranoid is {level}, which forbids counting to unprivileged processes (the sandbox runs benchmarks as one); fix: sysctl -w kernel.perf_event_paranoid=2 (a user may count their own processes' user-space instructions; make it permanent in /etc/sysctl.d/), or let {fallback}"
+        ),
+        _ if refused => {
+            format!("{why}: the kernel refuses perf events here (seccomp or perf_event_paranoid); {fallback}")
+        }
+        _ if why.contains("<not supported>") || why.contains("<not counted>") => format!(
+            "{why}: this machine does not expose the CPU's instruction counter (a virtual machine without a virtual PMU, or a container that hides it); {fallback}"
+        ),
+        _ => format!("{why}; {fallback}"),
+    }
 }
 
 /// Which counters work here inside `sandbox` (probed now: a perf run of `true` and a callgrind
@@ -289,6 +291,29 @@ mod tests {
         let hidden = "# started on Sun Nov 29 13:18:39 2026\n\n<not supported>,,instructions:u,0,100.00,,\n";
         assert_eq!(parse_perf(hidden), Err("perf reports <not supported> for instructions:u".into()));
         assert!(parse_perf("").unwrap_err().starts_with("perf wrote no instructions line"));
+    }
+
+    #[test]
+    fn why_perf_cannot_count_names_the_fix() {
+        let hidden = perf_hint("perf reports <not supported> for instructions:u", Some(2));
+        assert!(
+            hidden.contains("does not expose the CPU's instruction counter")
+                && hidden.ends_with("callgrind counts instead"),
+            "{hidden}"
+        );
+        let paranoid =
+            perf_hint("exited with status 255 (Error: No permission to enable instructions:u event.)", Some(3));
+        assert!(
+            paranoid.contains("kernel.perf_event_paranoid is 3")
+                && paranoid.contains("fix: sysctl -w kernel.perf_event_paranoid=2"),
+            "{paranoid}"
+        );
+        // A refusal is named as such even where the level looks permissive (a seccomp filter).
+        assert!(perf_hint("Permission denied", Some(1)).contains("the kernel refuses perf events here"));
+        assert!(
+            perf_hint("perf is not installed (exit 127: sh: perf: not found)", Some(2))
+                .contains("fix: apt-get install linux-perf")
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::governance::{Measure, Pairing};
+use crate::governance::{Measure, Pairing, SandboxMode};
 
 /// The tool that counted instructions (ethos.md `measure = "instructions"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +30,69 @@ impl Counter {
 impl std::fmt::Display for Counter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// One tool on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolReport {
+    pub counter: Counter,
+    /// It counted the instructions of a probe command inside the sandbox.
+    pub works: bool,
+    /// What it counted (`counted 126,559 instructions of `true``), or why it does not work.
+    pub detail: String,
+}
+
+/// Which counters work here, inside which sandbox, and the one a counted run uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterReport {
+    /// The sandbox mode the probes ran in (the one benchmarks run in).
+    pub sandbox: SandboxMode,
+    pub tools: Vec<ToolReport>,
+    /// perf when it works, else callgrind when it works, else none.
+    pub chosen: Option<Counter>,
+}
+
+impl CounterReport {
+    pub fn tool(&self, counter: Counter) -> Option<&ToolReport> {
+        self.tools.iter().find(|t| t.counter == counter)
+    }
+
+    /// Why nothing can count here, with the fix (for a `measure = "instructions"` that cannot run).
+    pub fn why_none(&self) -> String {
+        let each: Vec<String> = self.tools.iter().map(|t| format!("{}: {}", t.counter, t.detail)).collect();
+        format!(
+            "measure = \"instructions\" needs perf with the CPU's counters or valgrind, and neither counts here ({}); fix: install valgrind (apt-get install valgrind), or set measure = \"metric\" in ethos.md",
+            each.join("; ")
+        )
+    }
+}
+
+/// What a calibration of `measure = "instructions"` adds: the counters that work here and how
+/// much slower the benchmark runs under the chosen one (the counted A/A runs against as many
+/// native runs of the same baseline, medians).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counting {
+    pub counters: CounterReport,
+    /// Median wall milliseconds of one counted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_ms: Option<u64>,
+    /// Median wall milliseconds of one native run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_ms: Option<u64>,
+    /// The spread of the paired wall-time ratios of those native A/A rounds (the noise
+    /// `measure = "metric"` would face here), to compare with the counts' spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_spread: Option<f64>,
+}
+
+impl Counting {
+    /// counted / native, when both were measured.
+    pub fn slowdown(&self) -> Option<f64> {
+        match (self.counted_ms, self.native_ms) {
+            (Some(c), Some(n)) if n > 0 => Some(c as f64 / n as f64),
+            _ => None,
+        }
     }
 }
 

@@ -425,6 +425,10 @@ pub struct CalibrateOutput {
     pub calibration: Calibration,
     pub runs: Vec<CommandRun>,
     pub command_ms: u64,
+    /// `measure = "instructions"`: the counters that work here and the benchmark's slowdown
+    /// under the chosen one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counting: Option<crate::evaluation::Counting>,
 }
 
 #[cfg(test)]

@@ -161,4 +161,21 @@ fn instruction_counts_decide_in_two_rounds_under_a_cpu_hog_and_the_wall_time_gua
     for needle in ["PROMOTE: instructions fewer by 3.", &format!("counted by {counter}"), "wall-time guard pass"] {
         assert!(text.contains(needle), "explain lacks {needle:?}:\n{text}");
     }
+
+    // ratchet calibrate: which counters work, the slowdown under the chosen one, both spreads.
+    let out = t.ratchet(&["calibrate"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with(&format!("calibrated: instruction counts ({counter}): spread ±")), "{text}");
+    for needle in [
+        "counters (probed in the benchmark's sandbox):\n  perf: ",
+        "\n  callgrind: works: counted ",
+        &format!("slowdown under {counter}: "),
+        "run-to-run spread per round: instruction counts ±",
+    ] {
+        assert!(text.contains(needle), "calibrate lacks {needle:?}:\n{text}");
+    }
+    let slowdown = text.split(&format!("slowdown under {counter}: ")).nth(1).and_then(|r| r.split('x').next());
+    let slowdown: f64 = slowdown.and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("no slowdown in {text}"));
+    assert!(slowdown > 1.0, "counting costs time: {text}");
 }

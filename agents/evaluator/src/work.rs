@@ -433,12 +433,13 @@ pub async fn measure(
     let restored = prep.map_err(|e| infra(format!("preparing the benchmark checkouts: {e}")))?;
     std::fs::create_dir_all(artifacts).map_err(|e| infra(format!("creating {}: {e}", artifacts.display())))?;
     // Instruction counts: the tool that counts here, inside the benchmark's sandbox.
-    let counter = match input.ethos.measure {
+    let counters = match input.ethos.measure {
         Measure::Metric => None,
-        Measure::Instructions => {
-            let report = kit::counters::cached(input.sandbox.sandbox, input.sandbox.allow_weak).await;
-            Some(report.chosen.ok_or_else(|| MeasureError::Config(report.why_none()))?)
-        }
+        Measure::Instructions => Some(kit::counters::cached(input.sandbox.sandbox, input.sandbox.allow_weak).await),
+    };
+    let counter = match &counters {
+        None => None,
+        Some(report) => Some(report.chosen.ok_or_else(|| MeasureError::Config(report.why_none()))?),
     };
 
     let calibrating = input.mode == EvaluateMode::Calibrate;
@@ -494,10 +495,54 @@ pub async fn measure(
             &input.base,
             protocol::timestamp(std::time::SystemTime::now()),
         );
+        // Instruction counts: the slowdown under the counter and the wall time's own spread,
+        // from as many native A/A rounds of the same baseline, so a user can choose the mode.
+        let counting = match counters {
+            Some(counters) => {
+                let counted = bench.evidence.len();
+                let metric = protocol::governance::Ethos {
+                    measure: Measure::Metric,
+                    direction: protocol::governance::Direction::Lower,
+                    calibration_rounds: session.pairs.len() as u32,
+                    ..input.ethos.clone()
+                };
+                let mut plan = Plan::calibrate(&metric, seed.rotate_left(17) ^ 0x5741_4C4C);
+                if let Some((a, b)) = cpus {
+                    plan = plan.with_cpus(a, b);
+                }
+                let mut wall = Session::new(plan);
+                bench.reading = Reading::WallTime;
+                while let Some(p) = wall.next() {
+                    if lease_lost() {
+                        return Err(infra("lease lost while benchmarking".into()));
+                    }
+                    let r = bench.round(&p).await;
+                    wall.record(p, r);
+                }
+                let ms = |runs: &[CommandRun]| {
+                    let xs: Vec<f64> = runs
+                        .iter()
+                        .filter(|r| r.result == CommandResult::Ok && !r.command.starts_with("warmup"))
+                        .map(|r| r.duration_ms as f64)
+                        .collect();
+                    crate::stats::median(&xs).map(|m| m.round() as u64)
+                };
+                let at = protocol::timestamp(std::time::SystemTime::now());
+                let wall_cal = crate::calibration::calibration(&wall, &metric, &input.base, at);
+                Some(protocol::evaluation::Counting {
+                    counters,
+                    counted_ms: ms(&bench.evidence[..counted]),
+                    native_ms: ms(&bench.evidence[counted..]),
+                    wall_spread: wall_cal.spread,
+                })
+            }
+            None => None,
+        };
         return Ok(Measured::Calibrated(CalibrateOutput {
             calibration,
             runs: bench.evidence,
             command_ms: bench.command_ms,
+            counting,
         }));
     }
     let mut ev = evaluate(&session, &input.ethos, calibration);

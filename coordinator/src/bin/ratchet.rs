@@ -113,6 +113,11 @@ enum Command {
         /// Print the calibration as JSON.
         #[arg(long)]
         json: bool,
+        /// Calibrate this measure instead of ethos.md's: `instructions` also reports which
+        /// instruction counters work here, the benchmark's slowdown under the chosen one and the
+        /// wall time's spread beside the counts' (ethos.md is not changed).
+        #[arg(long, value_parser = ["metric", "instructions"])]
+        measure: Option<String>,
     },
     /// A candidate branch's tasks, leases, artefacts, events and diff stat.
     Inspect {
@@ -301,7 +306,7 @@ fn main() -> ExitCode {
             return report(runtime.block_on(run).map(|_| ()));
         }
         Command::Explain { commit, repo, json } => return report(explain(&repo.repo, &commit, json)),
-        Command::Calibrate { repo, json } => return report(calibrate(&repo.repo, json)),
+        Command::Calibrate { repo, json, measure } => return report(calibrate(&repo.repo, json, measure.as_deref())),
         Command::Inspect { branch, repo, json } => return report(inspect(&repo.repo, &branch, json)),
         Command::Gc { repo, json } => return report(gc(&repo.repo, json)),
         Command::Export { what, repo } => return report(export(&repo.repo, &what)),
@@ -466,10 +471,19 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn calibrate(repo: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let out = coordinator::calibrate::calibrate(repo)?;
+fn calibrate(repo: &std::path::Path, json: bool, measure: Option<&str>) -> anyhow::Result<()> {
+    let measure = match measure {
+        Some("instructions") => Some(protocol::governance::Measure::Instructions),
+        Some(_) => Some(protocol::governance::Measure::Metric),
+        None => None,
+    };
+    let out = coordinator::calibrate::calibrate(repo, measure)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&out.calibration)?);
+        let mut v = serde_json::to_value(&out.calibration)?;
+        if let Some(c) = &out.counting {
+            v["counting"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", coordinator::calibrate::render(&out));
     }
