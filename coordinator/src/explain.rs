@@ -256,7 +256,23 @@ pub fn render_sampling(x: &Sampling) -> String {
         x.stopping
     ));
     o.push_str(&format!("  rule: {}\n", x.rule));
-    if let Some(e) = &x.effect {
+    if x.measure == protocol::governance::Measure::Instructions {
+        o.push_str(&format!(
+            "  measure: instructions, counted by {}; two runs of a side agree within {}\n",
+            x.counter.map(|c| c.as_str()).unwrap_or("an unknown counter"),
+            x.tolerance.map(protocol::evaluation::fine_pct).unwrap_or_else(|| "?".into())
+        ));
+    }
+    if let Some(e) = &x.effect
+        && x.measure == protocol::governance::Measure::Instructions
+    {
+        o.push_str(&format!(
+            "  effect: {} fewer instructions, interval [{}, {}] over the agreeing runs\n",
+            pct(Some(e.estimate)),
+            pct(e.lo),
+            pct(e.hi)
+        ));
+    } else if let Some(e) = &x.effect {
         o.push_str(&format!(
             "  effect: {} with {:.0}% repeated interval [{}, {}] ({} scale)\n",
             pct(Some(e.estimate)),
@@ -267,6 +283,7 @@ pub fn render_sampling(x: &Sampling) -> String {
         ));
     }
     match &x.calibration {
+        Some(c) if c.counter.is_some() => o.push_str(&format!("  calibrated noise: {}\n", c.describe())),
         Some(c) => o.push_str(&format!("  calibrated noise: {}; first look at round {}\n", c.describe(), c.first_look)),
         None => o.push_str("  calibrated noise: none (no calibration in force)\n"),
     }
@@ -286,6 +303,12 @@ pub fn render_sampling(x: &Sampling) -> String {
             p.score.map(|s| format!("{s:+.4}")).unwrap_or_else(|| "-".into()),
             if p.outlier { " *" } else { "" }
         ));
+    }
+    if let Some(w) = &x.wall_time {
+        o.push_str("  wall-time guard (native runs, wall_time_ms, lower is better):\n");
+        for line in render_sampling(w).lines() {
+            o.push_str(&format!("  {line}\n"));
+        }
     }
     o
 }

@@ -1048,6 +1048,30 @@ mod tests {
     }
 
     #[test]
+    fn ethos_measure_and_its_keys() {
+        let e = parse_ethos(&ETHOS.replace("EXTRA", "")).unwrap();
+        assert_eq!((e.measure, e.count_tolerance, e.guard_wall_time), (Measure::Metric, 0.001, false));
+        let e = parse_ethos(&ETHOS.replace("EXTRA", "measure = \"instructions\"\nguard_wall_time = true")).unwrap();
+        assert_eq!((e.measure, e.count_tolerance, e.guard_wall_time), (Measure::Instructions, 0.001, true));
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "measure = \"cycles\"")).unwrap_err().to_string();
+        assert!(err.starts_with("ethos.md:14: measure: unknown variant `cycles`"), "{err}");
+        let higher = ETHOS.replace("direction = \"lower\"", "direction = \"higher\"");
+        let err = parse_ethos(&higher.replace("EXTRA", "measure = \"instructions\"")).unwrap_err().to_string();
+        assert!(err.contains("direction") && err.contains("fix: set direction = \"lower\""), "{err}");
+        // Runs that may disagree by more than half of min_effect (3%) cannot decide it.
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "measure = \"instructions\"\ncount_tolerance = 0.02"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("count_tolerance: 0.02 is not within [0, min_effect / 2 = 0.015]"), "{err}");
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "guard_wall_time = true")).unwrap_err().to_string();
+        assert!(
+            err.contains("guard_wall_time")
+                && err.contains("fix: remove guard_wall_time, or set measure = \"instructions\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn retired_keys_name_their_replacement() {
         let err = parse_ethos(&ETHOS.replace("EXTRA", "test = \"mann-whitney\"\nmin_samples = 5\nmax_cv = 0.1"))
             .unwrap_err()

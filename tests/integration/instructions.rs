@@ -158,7 +158,13 @@ fn instruction_counts_decide_in_two_rounds_under_a_cpu_hog_and_the_wall_time_gua
     let out = t.ratchet(&["explain", &commit]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["PROMOTE: instructions fewer by 3.", &format!("counted by {counter}"), "wall-time guard pass"] {
+    for needle in [
+        "PROMOTE: instructions fewer by 3.",
+        &format!("measure: instructions, counted by {counter}; two runs of a side agree within 0.10%"),
+        "fewer instructions, interval [+3.",
+        "wall-time guard pass",
+        "  wall-time guard (native runs, wall_time_ms, lower is better):\n    pairing: sequential, ",
+    ] {
         assert!(text.contains(needle), "explain lacks {needle:?}:\n{text}");
     }
 
