@@ -60,6 +60,13 @@ fn evaluated(t: &Target, branch: &str) -> Vec<Value> {
     t.events().into_iter().filter(|e| e["type"] == "evaluated" && e["branch"] == branch).collect()
 }
 
+/// One CPU-hog test at a time (these, and `instructions`): each must not load the machine for
+/// the others' wall-time measurements.
+pub(crate) fn one_hog() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_HOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_HOG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A busy loop pinned to one CPU for as long as the guard lives.
 fn cpu_hog(cpu: usize) -> ProcGuard {
     let mut cmd = Command::new("taskset");
@@ -119,9 +126,7 @@ fn python_target(pairing: &str, calibration_rounds: u32) -> Target {
 /// A real benchmark process while a busy loop holds one CPU: the +30% candidate (fewer steps per
 /// operation) is promoted and the no-op (a label) is not.
 fn real_benchmark_under_a_cpu_hog(pairing: &str) {
-    // One hog at a time: the two modes' tests must not load the machine for each other.
-    static ONE_HOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_HOG.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_hog();
     let t = python_target(pairing, if pairing == "duet" { 4 } else { 0 });
     let (hogged, _) = duet_cpus();
     let _hog = cpu_hog(hogged);
