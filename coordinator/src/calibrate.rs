@@ -23,9 +23,9 @@ pub const ON_DEMAND_ROUNDS: u32 = 8;
 
 /// Calibrate now and record the event; `measure` overrides ethos.md's for this calibration
 /// (`instructions` also reports the counters, the slowdown and the wall time's spread).
-pub fn calibrate(home: &Path, measure: Option<Measure>) -> anyhow::Result<CalibrateOutput> {
+pub fn calibrate(home: &Path, what: Option<Measure>) -> anyhow::Result<CalibrateOutput> {
     let gov = crate::govern::load(home)?;
-    let result = measure(home, &gov, None, measure)?;
+    let result = measure(home, &gov, None, what)?;
     record(home, &gov, &result)?;
     Ok(result)
 }

@@ -657,8 +657,8 @@ pub async fn benchmark(home: &Path, gov: &Governance, noise: bool) -> Vec<Item> 
     let measured = tokio::task::spawn_blocking(move || crate::calibrate::measure(&h, &g, rounds, None))
         .await
         .expect("the measurement task runs");
-    let c = match measured {
-        Ok(out) => out.calibration,
+    let (c, counting) = match measured {
+        Ok(out) => (out.calibration, out.counting),
         Err(err) => {
             let why = format!("{err:#}");
             let why = why.trim_start_matches("calibration failed: ").trim_start_matches("the measurement failed: ");
@@ -687,10 +687,49 @@ pub async fn benchmark(home: &Path, gov: &Governance, noise: bool) -> Vec<Item> 
             o.duration.as_secs_f64()
         ),
     )];
-    if noise {
-        out.push(noise_item(gov, &c));
+    match &counting {
+        // Instruction counts: their spread beside the wall time's, instead of the metric's noise.
+        Some(counting) => out.push(Item::ok("counters", counting_detail(counting, &c))),
+        None => {
+            if noise {
+                out.push(noise_item(gov, &c));
+            }
+            out.push(counters_item(gov).await);
+        }
     }
     out
+}
+
+/// `measure = "instructions"`: the counters, the slowdown and both spreads, on one line.
+fn counting_detail(counting: &protocol::evaluation::Counting, c: &protocol::evaluation::Calibration) -> String {
+    crate::calibrate::render_counting(counting, c)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `measure = "metric"`: whether instruction counts would work here (probed in the benchmark's
+/// sandbox), so the other mode can be chosen with numbers.
+async fn counters_item(gov: &Governance) -> Item {
+    let sandbox = protocol::work::SandboxSettings::from(&gov.constitution);
+    let report = kit::counters::cached(sandbox.sandbox, sandbox.allow_weak).await;
+    let each: Vec<String> = report
+        .tools
+        .iter()
+        .map(|t| format!("{}: {}", t.counter, if t.works { "works".to_string() } else { t.detail.clone() }))
+        .collect();
+    match report.chosen {
+        Some(c) => Item::ok(
+            "counters",
+            format!(
+                "{}; measure = \"instructions\" would count with {c} here (`ratchet calibrate --measure instructions` shows its slowdown and the spread of counts beside wall time's)",
+                each.join("; ")
+            ),
+        ),
+        None => Item::ok("counters", format!("{}; measure = \"instructions\" is not available here", each.join("; "))),
+    }
 }
 
 /// The baseline's noise and the settings it suggests.

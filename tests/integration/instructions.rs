@@ -186,4 +186,14 @@ fn instruction_counts_decide_in_two_rounds_under_a_cpu_hog_and_the_wall_time_gua
     let slowdown = text.split(&format!("slowdown under {counter}: ")).nth(1).and_then(|r| r.split('x').next());
     let slowdown: f64 = slowdown.and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("no slowdown in {text}"));
     assert!(slowdown > 1.0, "counting costs time: {text}");
+
+    // ratchet check says the same before a run: the counters, the slowdown, both spreads.
+    let out = t.ratchet(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line =
+        text.lines().find(|l| l.trim_start().starts_with("ok    counters: ")).unwrap_or_else(|| panic!("{text}"));
+    for needle in ["callgrind: works: ", &format!("slowdown under {counter}: "), "instruction counts ±"] {
+        assert!(line.contains(needle), "the counters line lacks {needle:?}: {line}");
+    }
 }
