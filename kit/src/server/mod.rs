@@ -233,9 +233,15 @@ pub fn agent_text(text: &str) -> Message {
 pub fn new_id() -> String {
     use sha2::{Digest, Sha256};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // The pid once per process: `std::process::id()` is a system call, and a send makes three ids.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    let seed = format!("{nanos}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    let d = Sha256::digest(seed.as_bytes());
+    let pid = *PID.get_or_init(std::process::id);
+    let d = Sha256::new()
+        .chain_update(nanos.to_le_bytes())
+        .chain_update(pid.to_le_bytes())
+        .chain_update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+        .finalize();
     // Hex by table: one allocation (a `format!` per byte showed in the wire profile).
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(24);
