@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use ratchet_kit::exec::{RunSpec, SandboxMode};
 
+mod common;
+use common::{loadavg, replace_section};
+
 const ROUNDS: usize = 40;
 const SECTION: &str = "## Sandbox (issue 8)";
 /// The commands measured: (label, script).
@@ -47,13 +50,6 @@ fn git(dir: &Path, args: &[&str]) {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     v[v.len() / 2]
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn main() {
@@ -152,24 +148,4 @@ fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("BENCHMARKS.md");
     replace_section(&out, SECTION, &md);
     eprintln!("wrote its section of {}", out.display());
-}
-
-/// Replace the section starting at `heading` (up to the next `## ` heading) in the Markdown file at
-/// `path` with `section`, or append it; other benches' sections stay as they are.
-fn replace_section(path: &Path, heading: &str, section: &str) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let new = match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
-            format!(
-                "{}{}{}",
-                &text[..start],
-                section.trim_end(),
-                if end < text.len() { format!("\n\n{}", &text[end..]) } else { "\n".into() }
-            )
-        }
-        None => format!("{}\n\n{}\n", text.trim_end(), section.trim_end()),
-    };
-    std::fs::write(path, new).expect("writing BENCHMARKS.md");
 }

@@ -20,6 +20,9 @@ use protocol::events::{Event, EventKind};
 use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
 use ratchet_kit::substrate::{self, BranchDir, Home, PromoteOutcome};
 
+mod common;
+use common::{loadavg, replace_section};
+
 const CHILD_ENV: &str = "RATCHET_BENCH_CHILD";
 const CLAIM_TASKS: usize = 2000;
 const CLAIM_ROUNDS: usize = 5;
@@ -184,26 +187,6 @@ fn main() {
     eprintln!("wrote its section of {}", out.display());
 }
 
-/// Replace the section starting at `heading` (up to the next `## ` heading) in the Markdown file at
-/// `path` with `section`, or append it; other benches' sections stay as they are.
-fn replace_section(path: &Path, heading: &str, section: &str) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let new = match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
-            format!(
-                "{}{}{}",
-                &text[..start],
-                section.trim_end(),
-                if end < text.len() { format!("\n\n{}", &text[end..]) } else { "\n".into() }
-            )
-        }
-        None => format!("{}\n{}\n", text.trim_end(), section.trim_end()),
-    };
-    std::fs::write(path, new).expect("writing BENCHMARKS.md");
-}
-
 /// Claims against the floor, interleaved over a few rounds so that a change in the machine's
 /// load hits both alike; medians.
 fn claim_rows(scratch: &Path, label: &str, rows: &mut Vec<(String, String, String)>) {
@@ -251,13 +234,6 @@ fn fs_type(path: &Path) -> String {
         .max()
         .map(|(_, t)| t)
         .unwrap_or_else(|| "unknown fs".into())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split(' ').next().map(String::from))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn ms(d: Duration) -> u128 {
