@@ -343,12 +343,8 @@ pub fn read_state(home: &Path) -> anyhow::Result<Option<LoopState>> {
 
 pub(crate) fn write_state(home: &Path, st: &LoopState) -> anyhow::Result<()> {
     let path = loop_state_path(home);
-    let dir = path.parent().expect("loop.json has a parent");
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".loop.json.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(st)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    kit::files::write_atomic(&path, &serde_json::to_vec_pretty(st)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod client;
 pub mod counters;
 pub mod exec;
+pub mod files;
 pub mod git;
 pub mod governance;
 pub mod http;

@@ -63,9 +63,7 @@ impl WorkCtx {
     pub fn write_artifact(&self, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
         protocol::names::check_artifact(name)?;
         let path = self.artifacts.join(name);
-        let tmp = self.artifacts.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("renaming into {}: {e}", path.display()))?;
+        crate::files::write_atomic(&path, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         Ok(path)
     }
 }

@@ -156,11 +156,9 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
     announce.models = cand.models.clone();
     match record_promotion(&home, cycle, cand, announce)? {
         (PromoteOutcome::Promoted { .. }, Some(rec)) => {
-            let dir = approvals_dir(home_path);
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{branch}.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&rec)?)?;
-            std::fs::rename(&tmp, dir.join(format!("{branch}.json")))?;
+            let path = approvals_dir(home_path).join(format!("{branch}.json"));
+            kit::files::write_atomic(&path, &serde_json::to_vec_pretty(&rec)?)
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(rec)
         }
         (PromoteOutcome::Promoted { .. }, None) => unreachable!("record_promotion records every promotion"),

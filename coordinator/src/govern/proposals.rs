@@ -132,7 +132,7 @@ pub fn exists(home: &Path, id: &str) -> bool {
 pub fn read(home: &Path, id: &str) -> anyhow::Result<Proposal> {
     let path = path_of(home, id)?;
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading proposal {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
+    protocol::format::parse_versioned(text.as_bytes(), "governance proposal", PROPOSAL_VERSION).with_context(|| {
         format!(
             "{}: not a governance proposal; fix: delete it (the coordinator proposes again if the pattern recurs)",
             path.display()

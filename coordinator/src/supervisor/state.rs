@@ -3,7 +3,6 @@
 //! Written by `ratchet up` only, by temp file + rename on every change, so a reader never sees a
 //! half-written file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -107,17 +106,16 @@ pub enum StateError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a swarm state file ({source}); fix: stop any `ratchet up` and delete the file")]
     Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {source}")]
+    Newer { path: PathBuf, source: protocol::format::FormatError },
 }
 
 /// Write `state` to `path` atomically (temp file in the same directory, then rename).
 pub fn write_state(path: &Path, state: &SwarmState) -> Result<(), StateError> {
     let err = |source| StateError::Write { path: path.to_path_buf(), source };
-    let bytes = serde_json::to_vec_pretty(state).expect("the swarm state always serializes");
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&bytes).and_then(|()| f.write_all(b"\n")).map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    let mut bytes = serde_json::to_vec_pretty(state).expect("the swarm state always serializes");
+    bytes.push(b'\n');
+    kit::files::write_atomic(path, &bytes).map_err(err)
 }
 
 /// Read the state file; `Ok(None)` when there is none.
@@ -127,7 +125,10 @@ pub fn read_state(path: &Path) -> Result<Option<SwarmState>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path: path.to_path_buf(), source }),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Parse { path: path.to_path_buf(), source })
+    protocol::format::parse_versioned(&bytes, "swarm state file", STATE_VERSION).map(Some).map_err(|e| match e {
+        protocol::format::FormatError::Json { source, .. } => StateError::Parse { path: path.to_path_buf(), source },
+        newer => StateError::Newer { path: path.to_path_buf(), source: newer },
+    })
 }
 
 #[cfg(test)]

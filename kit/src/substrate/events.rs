@@ -83,7 +83,7 @@ pub fn read_events(path: &Path) -> Result<EventLog> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Event>(line) {
+        match protocol::format::parse_versioned::<Event>(line.as_bytes(), "event", protocol::events::EVENT_VERSION) {
             Ok(e) => log.events.push(e),
             Err(e) => log.corrupt.push(CorruptLine { line: i + 1, error: e.to_string() }),
         }
@@ -108,5 +108,23 @@ mod tests {
         assert_eq!(log.events.len(), 2);
         assert_eq!(log.corrupt.len(), 1);
         assert_eq!(log.corrupt[0].line, 2);
+    }
+
+    #[test]
+    fn a_line_of_a_newer_version_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let e = Event::new("r", EventKind::WorktreeAdded { base: "abc".into() });
+        append_event(&path, &e).unwrap();
+        let newer = serde_json::to_string(&e).unwrap().replacen("\"v\":1", "\"v\":9", 1);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(format!("{newer}\n").as_bytes())
+            .unwrap();
+        let log = read_events(&path).unwrap();
+        assert_eq!((log.events.len(), log.corrupt.len()), (1, 1));
+        assert!(log.corrupt[0].error.contains("event version 9 is newer than this build"), "{:?}", log.corrupt[0]);
     }
 }

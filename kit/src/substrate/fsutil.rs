@@ -4,8 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use protocol::lease::FormatError;
 use serde::Serialize;
@@ -13,13 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Result, SubstrateError};
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A name no other writer (process or thread) will pick: pid, nanoseconds, a counter.
-pub(crate) fn unique_suffix() -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}.{}.{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
-}
+pub(crate) use crate::files::unique_suffix;
 
 pub(crate) fn now() -> String {
     protocol::timestamp(SystemTime::now())
@@ -64,20 +57,6 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
     let mut bytes = serde_json::to_vec_pretty(value).expect("substrate file types always serialize");
     bytes.push(b'\n');
     write_atomic(path, &bytes)
-}
-
-/// Reads a JSON file. `Ok(None)` when it does not exist; `Corrupt` when it does not parse.
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<Option<T>> {
-    let bytes = match read_small(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(SubstrateError::Io { op: "reading", path: path.to_path_buf(), source: e }),
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|source| SubstrateError::Corrupt {
-        what,
-        path: path.to_path_buf(),
-        source: with_field::<T>(&bytes, source),
-    })
 }
 
 /// Reads a versioned substrate file with `parse` (one of `protocol::lease::parse_*`, which

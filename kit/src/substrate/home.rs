@@ -9,11 +9,16 @@ use protocol::names;
 use serde::{Deserialize, Serialize};
 
 use super::events::append_event;
-use super::fsutil::{create_dir_all, now, read_json, write_json_atomic, write_temp};
+use super::fsutil::{create_dir_all, now, read_versioned, write_json_atomic, write_temp};
 use super::{Result, SubstrateError};
 use crate::git::Git;
 
 pub const META_VERSION: u32 = 1;
+
+/// Read a branch's `meta.json`, refusing a newer version than this build's.
+fn parse_meta(bytes: &[u8]) -> std::result::Result<BranchMeta, protocol::format::FormatError> {
+    protocol::format::parse_versioned(bytes, "branch meta.json", META_VERSION)
+}
 
 /// A repository root and its `worktrees/` directory.
 #[derive(Debug, Clone)]
@@ -287,7 +292,7 @@ impl BranchDir {
     }
 
     pub fn read_meta(&self) -> Result<Option<BranchMeta>> {
-        read_json(&self.meta_path(), "branch meta.json")
+        read_versioned(&self.meta_path(), parse_meta)
     }
 
     /// Records a new state in `meta.json` (under the branch's coordinator lock).
