@@ -153,7 +153,8 @@
     const v = c.state === "awaiting-approval" ? "AWAITING" : c.state === "promoted" ? "PROMOTED" : c.verdict;
     return h("tr", { "data-branch": c.branch },
       h("td", {}, v ? pill(v, "v-" + v) : pill(c.stage, "s-" + c.stage)),
-      h("td", {}, branchLink(c.branch), " ", h("span", {}, c.summary), h("div", { class: "line" }, c.detail)),
+      h("td", {}, branchLink(c.branch), " ", h("span", {}, c.summary), h("div", { class: "line" }, c.detail),
+        c.progress ? h("div", { class: "progress" }, c.progress) : ""),
       h("td", {}, c.artifacts.map((a) => h("div", {}, h("a", { class: "mono", href: "/ui/branch/" + encodeURIComponent(c.branch) + "/artifact/" + a.path.split("/").map(encodeURIComponent).join("/") }, a.path)))));
   }
 

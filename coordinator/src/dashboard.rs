@@ -117,6 +117,9 @@ pub struct CandidateView {
     pub line: String,
     /// The line without verdict, branch and summary: the effect and why.
     pub detail: String,
+    /// Where its running gate or evaluation is, in words (undecided candidates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -352,10 +355,25 @@ fn cycle_view(
                 state: states(&c.branch).map(|s| s.as_str().to_string()),
                 line: crate::verdict::line(c, metric),
                 detail: crate::verdict::detail(c, metric),
+                progress: h.filter(|_| c.verdict.is_none()).and_then(|h| progress(h, &c.branch)),
                 artifacts: h.map(|h| artifacts(h, &c.branch)).unwrap_or_default(),
             })
             .collect(),
     }
+}
+
+/// The latest progress of the branch's tasks, in words.
+fn progress(h: &Home, branch: &str) -> Option<String> {
+    let bd = h.branch_dir(branch).ok()?;
+    let latest = std::fs::read_dir(bd.artifacts_dir())
+        .ok()?
+        .flatten()
+        .filter_map(|t| {
+            let at = t.path().join(protocol::work::PROGRESS_FILE).metadata().and_then(|m| m.modified()).ok()?;
+            Some((at, t.path()))
+        })
+        .max_by_key(|(at, _)| *at)?;
+    kit::worker::read_progress(&latest.1).map(|p| crate::verdict::progress_words(&p))
 }
 
 fn artifacts(h: &Home, branch: &str) -> Vec<Artifact> {

@@ -132,9 +132,47 @@ pub fn summary(c: &Candidate) -> String {
     if s.is_empty() { format!("{} change to {}", c.proposal.strategy, c.proposal.files.join(", ")) } else { s }
 }
 
+/// Where a long stage is, in words: "gate 2 of 3 (`sh tests/run.sh`)", "round 6 of at most 20:
+/// 12.3% better so far", "calibration round 4 of 10".
+pub fn progress_words(p: &protocol::work::StageProgress) -> String {
+    match p.step.as_str() {
+        "gate" => {
+            let clip = |c: &str| match c.char_indices().nth(80) {
+                Some((i, _)) => format!("{}...", &c[..i]),
+                None => c.to_string(),
+            };
+            let cmd = p.command.as_deref().map(|c| format!(" (`{}`)", clip(c))).unwrap_or_default();
+            format!("gate {} of {}{cmd}", p.done + 1, p.of)
+        }
+        "round" => {
+            let so_far = p.estimate.map(|e| format!(": {} so far", effect_words(e))).unwrap_or_default();
+            format!("round {} of at most {}{so_far}", p.done, p.of)
+        }
+        "calibration" => format!("calibration round {} of {}", p.done, p.of),
+        other => format!("{other} {} of {}", p.done, p.of),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_in_words() {
+        let p = |step: &str, done, of, command: Option<&str>, estimate| protocol::work::StageProgress {
+            version: 1,
+            step: step.into(),
+            done,
+            of,
+            command: command.map(String::from),
+            estimate,
+            at: String::new(),
+        };
+        assert_eq!(progress_words(&p("gate", 1, 3, Some("sh tests/run.sh"), None)), "gate 2 of 3 (`sh tests/run.sh`)");
+        assert_eq!(progress_words(&p("round", 6, 20, None, Some(-0.123))), "round 6 of at most 20: 12.3% worse so far");
+        assert_eq!(progress_words(&p("round", 0, 20, None, None)), "round 0 of at most 20");
+        assert_eq!(progress_words(&p("calibration", 4, 10, None, None)), "calibration round 4 of 10");
+    }
 
     #[test]
     fn effects_read_the_same_whatever_their_sign() {

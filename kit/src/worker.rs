@@ -373,6 +373,26 @@ impl Worker {
 /// in its input (`gates`, `gate_timeout_s`, `test_command`, `benchmark`, `ethos`,
 /// `constitution`, `sandbox`, wherever present) must equal those of the approved texts at
 /// those hashes. The error says what differs and what to do.
+/// Replace the progress file of the task whose artefacts are `artifacts` (temp + rename: a
+/// reader sees the old one or the new one). Progress is advisory: a failure to write it is
+/// logged, never the task's failure.
+pub fn write_progress(artifacts: &Path, p: &protocol::work::StageProgress) {
+    let path = artifacts.join(protocol::work::PROGRESS_FILE);
+    let tmp = artifacts.join(format!(".{}.tmp", protocol::work::PROGRESS_FILE));
+    let bytes = serde_json::to_vec(p).expect("progress serializes");
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
+}
+
+/// The progress file of the task whose artefacts are `artifacts`, if there is one of a version
+/// this build reads.
+pub fn read_progress(artifacts: &Path) -> Option<protocol::work::StageProgress> {
+    let text = std::fs::read(artifacts.join(protocol::work::PROGRESS_FILE)).ok()?;
+    let p: protocol::work::StageProgress = serde_json::from_slice(&text).ok()?;
+    (p.version <= protocol::work::PROGRESS_VERSION).then_some(p)
+}
+
 pub fn verify_task(home_root: &Path, task: &TaskFile) -> Result<(), String> {
     if task.governance.is_empty() {
         return Err(format!(

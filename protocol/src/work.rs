@@ -431,10 +431,50 @@ pub struct CalibrateOutput {
     pub counting: Option<crate::evaluation::Counting>,
 }
 
+/// The name of a leased task's progress file, `artifacts/<task>/progress.json`.
+pub const PROGRESS_FILE: &str = "progress.json";
+pub const PROGRESS_VERSION: u32 = 1;
+
+/// Where a long stage is, written by the worker that holds the task (temp + rename, replaced as
+/// it goes) into the task's artefacts: the executor before each gate, the evaluator after each
+/// round. The coordinator says it as progress and the dashboard shows it; nothing decides on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageProgress {
+    pub version: u32,
+    /// `gate` (running gate `done + 1` of `of`), `round` (`done` rounds measured of at most
+    /// `of`), `calibration` (`done` A/A rounds of `of`).
+    pub step: String,
+    pub done: u32,
+    pub of: u32,
+    /// The gate's command, for `gate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The current estimate of the effect, positive = better (`round`, once a round scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f64>,
+    /// RFC 3339.
+    pub at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn progress_shape() {
+        let p = StageProgress {
+            version: PROGRESS_VERSION,
+            step: "round".into(),
+            done: 6,
+            of: 20,
+            command: None,
+            estimate: Some(0.125),
+            at: "2026-11-29T14:00:00Z".into(),
+        };
+        expect![[r#"{"version":1,"step":"round","done":6,"of":20,"estimate":0.125,"at":"2026-11-29T14:00:00Z"}"#]]
+            .assert_eq(&serde_json::to_string(&p).unwrap());
+    }
 
     /// The loop's vocabulary keeps the bytes it had as strings.
     #[test]

@@ -2,7 +2,8 @@
 //! repository stops before any candidate with the fix named; a promotion waiting for a person is
 //! one state (status, governance, inspect, the web page; approve and reject, from the command line
 //! and the page); waiting is not a stall; the proposer's program is told summaries, reasons and
-//! numbers; `ratchet up` leaves no zombie behind; and the dashboard in a real browser.
+//! numbers; long gates and evaluations say where they are; `ratchet up` leaves no zombie behind;
+//! and the dashboard in a real browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -359,6 +360,68 @@ fn the_dashboard_in_a_real_browser() {
     for f in ["dashboard-approval.png", "dashboard.png", "dashboard-chart.png", "branch.png"] {
         assert!(dir.join(f).is_file(), "no screenshot {f}");
     }
+}
+
+/// A gate that passes at once on the baseline and, on the candidate (delay_ms = 100), waits for
+/// the test's go: a file `.go` in the candidate's checkout.
+const WAITING_GATE: &str = "#!/bin/sh\ngrep -q '^delay_ms = 100' params.toml || exit 0\n\
+while [ ! -f .go ]; do sleep 0.05; done\n";
+
+/// A long gate and an evaluation say where they are: the progress names the gate running (and
+/// the dashboard shows it on the candidate), and the evaluator's last word is the rounds it ran
+/// of its cap with the estimate.
+#[test]
+fn long_stages_say_where_they_are() {
+    let t = Target::new(Spec {
+        gates: vec!["sh check.sh".into(), "sh gate-wait.sh".into()],
+        files: vec![("gate-wait.sh".into(), WAITING_GATE.into())],
+        proposer: Proposer::sweep("delay_ms", &["300", "100"]),
+        max_cycles: 1,
+        ..Spec::default()
+    });
+    let mut up = ratchet_up_serving(&t);
+    let mut branch = String::new();
+    up.wait_until("the candidate's branch", RUN, |root| {
+        let st: Option<Value> = std::fs::read_to_string(root.join("worktrees/.swarm/loop.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        st.and_then(|s| s["current"]["candidates"][0]["branch"].as_str().map(|b| branch = b.to_string())).is_some()
+    });
+    let want = format!("{branch} execute: gate 2 of 2 (`sh gate-wait.sh`)");
+    let deadline = std::time::Instant::now() + RUN;
+    while !up.stderr().contains(&want) {
+        assert!(std::time::Instant::now() < deadline, "no {want:?} in:\n{}", up.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The gate is still waiting: the dashboard shows where the candidate is.
+    let (url, token) = coordinator(t.path());
+    let (code, body) = http("GET", &format!("{url}/ui/state"), Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let snap: Value = serde_json::from_str(&body).unwrap();
+    let c = &snap["current"]["candidates"][0];
+    assert_eq!(c["progress"], "gate 2 of 2 (`sh gate-wait.sh`)", "{c:#}");
+    std::fs::write(kit::layout::Layout::new(t.path()).branch_dir(&branch).join("tree/.go"), "").unwrap();
+    up.wait_until("the loop stopped", RUN, |root| {
+        std::fs::read_to_string(root.join("worktrees/.swarm/loop.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|s| s["stopped"].is_object())
+    });
+    let st = t.loop_state();
+    let cand = &st["finished"][0]["candidates"][0];
+    assert_eq!(cand["verdict"], "PROMOTE", "{cand:#}\n{}", up.stderr());
+    let rounds = cand["eval"]["sampling"]["rounds"].as_u64().expect("rounds");
+    let progress: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            kit::layout::Layout::new(t.path()).branch_dir(&branch).join("artifacts/evaluate/progress.json"),
+        )
+        .expect("the evaluator's progress file"),
+    )
+    .unwrap();
+    assert_eq!(progress["step"], "round", "{progress:#}");
+    assert_eq!(progress["done"].as_u64(), Some(rounds), "{progress:#}");
+    assert_eq!(progress["of"], 10, "the cap is ethos.md max_rounds: {progress:#}");
+    assert!(progress["estimate"].as_f64().is_some_and(|e| e > 0.5), "300 ms -> 100 ms is better: {progress:#}");
 }
 
 /// A benchmark whose first run in a checkout fails, then works: a cold start.

@@ -23,7 +23,8 @@ use kit::worker::{WorkCtx, WorkResult};
 use protocol::evaluation::{Cpus, Outcome, Side};
 use protocol::governance::{Measure, Pairing, SandboxMode};
 use protocol::work::{
-    CalibrateOutput, CommandResult, CommandRun, EvaluateInput, EvaluateMode, EvaluateOutput, Recommendation,
+    CalibrateOutput, CommandResult, CommandRun, EvaluateInput, EvaluateMode, EvaluateOutput, PROGRESS_VERSION,
+    Recommendation, StageProgress,
 };
 use serde_json::{Value, json};
 
@@ -476,12 +477,29 @@ pub async fn measure(
         let r = bench.round(&p).await;
         session.record_warmup(p, r);
     }
+    let progress = |session: &Session| {
+        let estimate = (!calibrating).then(|| evaluate(session, &input.ethos, None).stats.effect).flatten();
+        kit::worker::write_progress(
+            artifacts,
+            &StageProgress {
+                version: PROGRESS_VERSION,
+                step: if calibrating { "calibration" } else { "round" }.into(),
+                done: session.pairs.len() as u32,
+                of: session.plan.cap,
+                command: None,
+                estimate,
+                at: protocol::timestamp(std::time::SystemTime::now()),
+            },
+        );
+    };
+    progress(&session);
     while let Some(p) = session.next() {
         if lease_lost() {
             return Err(infra("lease lost while benchmarking".into()));
         }
         let r = bench.round(&p).await;
         session.record(p, r);
+        progress(&session);
     }
     // A benchmark that cannot run at all on the trusted baseline is the harness's problem.
     if session.pairs.iter().all(|p| p.baseline.is_none()) {

@@ -171,6 +171,18 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         if ctx.lease_lost() {
             return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
         }
+        kit::worker::write_progress(
+            &ctx.artifacts,
+            &protocol::work::StageProgress {
+                version: protocol::work::PROGRESS_VERSION,
+                step: "gate".into(),
+                done: i as u32,
+                of: input.gates.len() as u32,
+                command: Some(cmd.clone()),
+                estimate: None,
+                at: protocol::timestamp(std::time::SystemTime::now()),
+            },
+        );
         let spec =
             spec_for(cmd, &ctx.bd.tree(), ctx.home.root(), Duration::from_secs(input.gate_timeout_s), &input.sandbox);
         let (run, out) = run_logged(&ctx, &format!("gate-{}", i + 1), spec).await;

@@ -112,6 +112,7 @@ impl Engine {
                 tracing::warn!("handing {}/{id} to {}: {e}", bd.branch(), peer.name);
             }
         }
+        let mut shown = None;
         loop {
             let bd3 = bd.clone();
             let id3 = id.to_string();
@@ -124,6 +125,13 @@ impl Engine {
             if t.state.is_final() {
                 let result = substrate::accepted_result(bd, &t);
                 return Ok((t, result));
+            }
+            // Where a long gate or evaluation is: said when it moves on.
+            if let Some(p) = kit::worker::read_progress(&bd.artifacts_dir().join(id))
+                && shown.as_ref().is_none_or(|s: &protocol::work::StageProgress| (&s.step, s.done) != (&p.step, p.done))
+            {
+                self.say(&format!("    {} {id}: {}", bd.branch(), crate::verdict::progress_words(&p)));
+                shown = Some(p);
             }
             // A result file wakes us at once; the timeout is the safety net (and the pace at
             // which dead holders are noticed by this loop's own reaping).
