@@ -288,6 +288,44 @@ fn the_proposers_program_is_told_summaries_reasons_and_numbers() {
     // The progress said the drop too, and every verdict line names the approach by its summary.
     assert!(run.stderr.contains("dropped \"") && run.stderr.contains("empty diff"), "{}", run.stderr);
     assert!(run.stderr.contains("\"rename the label\""), "{}", run.stderr);
+
+    // The commands around it speak to people.
+    // `export pairs` with nothing to pair says why (the promotion and the failure have different
+    // baselines), and prints no pair.
+    let out = t.ratchet(&["export", "pairs"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success() && stdout.trim().is_empty(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("no preference pairs: 1 promotion(s) and 1 rejected candidate(s)"), "{stderr}");
+    // `explain` renders the diagnosis in words, not JSON.
+    let (explain, _) = text(&t.ratchet(&["explain", "main"]));
+    let diagnosis = explain.lines().find(|l| l.trim_start().starts_with("diagnosis:")).expect("a diagnosis line");
+    assert!(!diagnosis.contains('{') && diagnosis.len() > "  diagnosis: -".len(), "{explain}");
+    // `gc` sums up what it did in a few lines (the whole report behind --json).
+    let (gc, _) = text(&t.ratchet(&["gc"]));
+    assert!(!gc.contains("GcReport") && !gc.contains('{') && gc.lines().count() <= 8, "{gc}");
+    assert!(gc.contains("archived") || gc.contains("removed"), "{gc}");
+    // A reader that went away is no reason to panic: `explain --json` into a closed pipe.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = t
+        .command(&bin("ratchet"))
+        .args(["explain", "main", "--json", "--repo"])
+        .arg(t.path())
+        .stdout(writer)
+        .output()
+        .expect("ratchet runs");
+    let (_, stderr) = text(&out);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+}
+
+/// `ratchet up` in a directory that is no swarm home says how to make one.
+#[test]
+fn up_without_configuration_points_to_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(bin("ratchet")).args(["up", "--once", "--repo"]).arg(dir.path()).output().expect("ratchet runs");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("run `ratchet init`"), "{stderr}");
 }
 
 /// The dashboard in Debian's Chromium, against a real run: the banner shows the waiting
