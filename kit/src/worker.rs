@@ -378,9 +378,8 @@ impl Worker {
 /// logged, never the task's failure.
 pub fn write_progress(artifacts: &Path, p: &protocol::work::StageProgress) {
     let path = artifacts.join(protocol::work::PROGRESS_FILE);
-    let tmp = artifacts.join(format!(".{}.tmp", protocol::work::PROGRESS_FILE));
     let bytes = serde_json::to_vec(p).expect("progress serializes");
-    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+    if let Err(e) = crate::files::write_atomic(&path, &bytes) {
         tracing::warn!("writing {}: {e}", path.display());
     }
 }
