@@ -372,6 +372,11 @@ impl Drop for Swarm {
     }
 }
 
+/// This machine's host name as Ratchet reports it.
+pub fn hostname() -> String {
+    kit::substrate::hostname()
+}
+
 /// `ratchet status --json` in `home`: (exit code, parsed array, stderr).
 pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String) {
     let out = ratchet_cmd(home, &["status", "--json"]).output().expect("ratchet status runs");
@@ -382,3 +387,4 @@ pub fn ratchet_status_json(home: &Path) -> (i32, Vec<serde_json::Value>, String)
 pub mod fixture;
 pub mod model;
 pub mod netns;
+pub mod slurm;

@@ -296,6 +296,7 @@ fn input(base: &str, commit: &str, pairing: Pairing, mode: EvaluateMode) -> Eval
             allow_network: false,
             memory_mb: 0,
             allow_weak: true,
+            jobs: Default::default(),
         },
         mode,
         first_look: None,

@@ -112,6 +112,8 @@ pub struct RunSpec {
     /// Pin the command (and everything it starts) to these CPUs. Set in the child before exec, outside the
     /// sandbox wrapper, so the sandboxed command inherits it rather than chooses it.
     pub cpus: Option<Vec<usize>>,
+    /// Run as a job of an engine (`slurm`) instead of on this host ([`crate::jobs`]).
+    pub job: Option<crate::jobs::JobSpec>,
 }
 
 impl RunSpec {
@@ -134,6 +136,7 @@ impl RunSpec {
             log_path: None,
             max_capture: 1 << 20,
             cpus: None,
+            job: None,
         }
     }
 
@@ -202,6 +205,13 @@ impl RunSpec {
         self
     }
 
+    /// Run on the engine `settings` name (approved governance's `[constitution.jobs]`); `bench`
+    /// for a benchmark run (exclusive node, pinned CPU when asked for). Local: unchanged.
+    pub fn with_jobs(mut self, settings: &protocol::governance::JobSettings, bench: bool) -> Self {
+        self.job = crate::jobs::JobSpec::for_settings(settings, bench);
+        self
+    }
+
     /// Same as [`run`].
     pub async fn run(&self) -> RunOutcome {
         run(self).await
@@ -249,6 +259,8 @@ pub struct RunOutcome {
     pub duration: Duration,
     /// The mode actually used (never `Auto`).
     pub sandbox: SandboxMode,
+    /// The engine's job it ran as, when not local.
+    pub job: Option<protocol::work::JobRecord>,
 }
 
 impl RunOutcome {
@@ -268,7 +280,11 @@ impl RunOutcome {
     /// sandbox says so: `(sandbox plain, weak)`.
     pub fn describe(&self) -> String {
         let weak = if self.sandbox.is_weak() { ", weak" } else { "" };
-        let after = format!("after {:.2}s (sandbox {}{weak})", self.duration.as_secs_f64(), self.sandbox);
+        let job = match &self.job {
+            Some(j) => format!(", slurm job {} on {}", j.id, if j.node.is_empty() { "?" } else { &j.node }),
+            None => String::new(),
+        };
+        let after = format!("after {:.2}s (sandbox {}{weak}{job})", self.duration.as_secs_f64(), self.sandbox);
         match &self.status {
             RunStatus::Exited(0) => format!("succeeded {after}"),
             RunStatus::Exited(code) => format!("exited with status {code} {after}"),
@@ -310,6 +326,7 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         stderr: String::new(),
         duration: start.elapsed(),
         sandbox,
+        job: None,
     };
     let cwd = match spec.cwd.canonicalize() {
         Ok(cwd) if cwd.is_dir() => cwd,
@@ -334,8 +351,9 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         git_writable: spec.git_writable,
         allow_network: spec.allow_network,
     };
-    // A confining sandbox reports how the command ended on a pipe the command never holds.
-    let report_pipe = if sandbox.is_weak() {
+    // A confining sandbox reports how the command ended on a pipe the command never holds (not
+    // across a job engine: there the step's exit status comes back through `srun`).
+    let report_pipe = if sandbox.is_weak() || spec.job.is_some() {
         None
     } else {
         match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
@@ -351,8 +369,22 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         Ok(argv) => argv,
         Err(why) => return fail(why),
     };
+    // On a job engine the same sandboxed command line runs as a job step.
+    let mut extra_env = spec.env.clone();
+    let mut job_guard = None;
+    let argv = match &spec.job {
+        None => argv,
+        Some(job) => {
+            let name = crate::jobs::job_name();
+            let memory_mb = spec.memory_limit_bytes.map(|b| b.div_ceil(1024 * 1024));
+            extra_env.extend(crate::jobs::srun_env());
+            let words = crate::jobs::srun_argv(job, &name, &cwd, memory_mb, argv);
+            job_guard = Some(crate::jobs::CancelOnDrop { name, armed: true });
+            words
+        }
+    };
     // Confined commands get the sandbox's private, empty /tmp as TMPDIR.
-    let env = child_env(std::env::vars_os(), !sandbox.is_weak(), &spec.env);
+    let env = child_env(std::env::vars_os(), !sandbox.is_weak(), &extra_env);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&cwd)
@@ -437,6 +469,17 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
     }
     group.kill();
     group.armed = false;
+    let job = match &mut job_guard {
+        None => None,
+        Some(g) => {
+            // A step that ended by itself needs no cancel; one we killed (timeout) does.
+            if exit.as_ref().is_some_and(|e| e.is_ok()) && !timed_out {
+                g.armed = false;
+            }
+            crate::jobs::record(&g.name).await
+        }
+    };
+    drop(job_guard);
 
     let stderr = err.into_string();
     let report = report.map(|read| Report::parse(&read_available(read)));
@@ -459,7 +502,7 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         }
         _ => {}
     }
-    let outcome = RunOutcome { status, stdout: out.into_string(), stderr, duration: start.elapsed(), sandbox };
+    let outcome = RunOutcome { status, stdout: out.into_string(), stderr, duration: start.elapsed(), sandbox, job };
     append_log(&mut log, format!("\n==> {}\n", outcome.describe()).as_bytes());
     outcome
 }
@@ -1017,6 +1060,7 @@ mod tests {
             stderr: String::new(),
             duration: Duration::from_millis(1500),
             sandbox: SandboxMode::Plain,
+            job: None,
         };
         assert_eq!(outcome.result(), protocol::work::CommandResult::Infra);
         assert_eq!(outcome.sandbox_used(), protocol::work::SandboxUsed { mode: SandboxMode::Plain, weak: true });

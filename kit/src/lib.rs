@@ -16,6 +16,7 @@ pub mod files;
 pub mod git;
 pub mod governance;
 pub mod http;
+pub mod jobs;
 pub mod layout;
 pub mod model;
 pub mod remote;

@@ -173,6 +173,33 @@ pub async fn claim_and_run(
     }
 }
 
+/// Aborts a task when dropped.
+pub(crate) struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Stops the work once its lease is lost (the result would be refused): dropping the skill's
+/// future kills its commands' process groups and cancels their jobs (`crate::jobs`). The guard
+/// ends the watch.
+pub(crate) fn stop_when_lost(mut lost: watch::Receiver<bool>, work: tokio::task::AbortHandle) -> AbortOnDrop {
+    let watcher = tokio::spawn(async move {
+        loop {
+            if *lost.borrow_and_update() {
+                work.abort();
+                return;
+            }
+            if lost.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    AbortOnDrop(watcher.abort_handle())
+}
+
 /// Prepare the branch in this host's repository, run the skill with a heartbeat through the
 /// coordinator, push the result commit. Returns the result and the commit pushed, if any.
 async fn run_granted(
@@ -226,18 +253,16 @@ async fn run_granted(
             }
         })
     };
-    let ctx = WorkCtx::new(home, bd.clone(), grant.task.clone(), artifacts, worker.agent_id.clone(), lost_rx);
+    let ctx = WorkCtx::new(home, bd.clone(), grant.task.clone(), artifacts, worker.agent_id.clone(), lost_rx.clone());
     let handle = tokio::spawn(f(ctx));
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
     let _abort = AbortOnDrop(handle.abort_handle());
     let hb_abort = AbortOnDrop(heartbeat.abort_handle());
+    let _stop = stop_when_lost(lost_rx, handle.abort_handle());
     let result = match handle.await {
         Ok(r) => r,
+        Err(e) if e.is_cancelled() => {
+            WorkResult::infra_failure("the lease was lost: the work was stopped", Value::Null)
+        }
         Err(e) => WorkResult::infra_failure(format!("skill {} crashed: {e}", grant.task.skill), Value::Null),
     };
     drop(hb_abort);

@@ -232,6 +232,7 @@ impl Worker {
         let artifacts = lease.artifact_dir()?;
         let lease = Arc::new(lease);
         let (lost_tx, lost_rx) = watch::channel(false);
+        let lost_watch = lost_rx.clone();
         // Heartbeat at a third of the TTL; notice a lost lease.
         let hb_lease = lease.clone();
         let period = (lease.ttl() / 3).max(Duration::from_millis(50));
@@ -269,8 +270,12 @@ impl Worker {
         }
         let handle = tokio::spawn(f(ctx));
         let _abort = AbortOnDrop(handle.abort_handle());
+        let _stop = crate::remote::stop_when_lost(lost_watch, handle.abort_handle());
         let result = match handle.await {
             Ok(r) => r,
+            Err(e) if e.is_cancelled() => {
+                WorkResult::infra_failure("the lease was lost: the work was stopped", Value::Null)
+            }
             Err(e) => WorkResult::infra_failure(format!("skill {} crashed: {e}", task.skill), Value::Null),
         };
         heartbeat.abort();

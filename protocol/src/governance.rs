@@ -226,6 +226,50 @@ pub struct Constitution {
     /// reviewer and its rubric are in ethos.md `[ethos.review]`).
     #[serde(default, skip_serializing_if = "ReviewMode::is_off")]
     pub model_review: ReviewMode,
+    /// Where the executor's gates and the evaluator's benchmark runs execute
+    /// (`[constitution.jobs]`): this host (`local`, the default) or an existing engine (`slurm`).
+    #[serde(default, skip_serializing_if = "JobSettings::is_local")]
+    pub jobs: JobSettings,
+}
+
+/// The job engine heavy commands run on (constitution.md `[constitution.jobs] engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobEngine {
+    /// On the agent's own host, as a child process.
+    #[default]
+    Local,
+    /// As a Slurm job step (`srun`) of the cluster the agent's `SLURM_CONF` names; the sandbox
+    /// runs inside the job.
+    Slurm,
+}
+
+/// constitution.md `[constitution.jobs]`: where gates and benchmark runs execute. Only approved
+/// governance sets it; a task carries it frozen in its `sandbox` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    #[serde(default)]
+    pub engine: JobEngine,
+    /// The Slurm partition (default: the cluster's default partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// A job's time limit in minutes (`--time`; default: the partition's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_min: Option<u64>,
+    /// Benchmark runs take a whole node (`--exclusive`): nothing else runs beside them.
+    #[serde(default)]
+    pub exclusive_bench: bool,
+    /// Benchmark runs are pinned to this CPU of their node (`--cpu-bind=map_cpu:N`; implies a
+    /// whole node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_cpu: Option<u32>,
+}
+
+impl JobSettings {
+    pub fn is_local(&self) -> bool {
+        self.engine == JobEngine::Local
+    }
 }
 
 impl Constitution {

@@ -177,6 +177,9 @@ pub struct SandboxSettings {
     /// constitution.md `weak_sandbox = "allow"`: a sandbox that does not confine may be used.
     #[serde(default)]
     pub allow_weak: bool,
+    /// constitution.md `[constitution.jobs]`: where gates and benchmark runs execute.
+    #[serde(default, skip_serializing_if = "crate::governance::JobSettings::is_local")]
+    pub jobs: crate::governance::JobSettings,
 }
 
 /// The sandbox a command actually ran in, as evidence: `{"mode": "bwrap", "weak": false}`.
@@ -195,6 +198,7 @@ impl From<&Constitution> for SandboxSettings {
             allow_network: c.allow_network,
             memory_mb: c.command_memory_mb,
             allow_weak: c.allows_weak_sandbox(),
+            jobs: c.jobs.clone(),
         }
     }
 }
@@ -249,6 +253,18 @@ pub struct CommandRun {
     /// The sandbox it ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxUsed>,
+    /// The engine's job it ran as (not on the agent's own host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRecord>,
+}
+
+/// A command that ran as a job of an engine: `{"engine": "slurm", "id": "12", "node": "n1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub engine: crate::governance::JobEngine,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 /// executor `execute` result data.
@@ -486,6 +502,7 @@ mod tests {
             duration_ms: 60000,
             log: Some("gate-1.log".into()),
             sandbox: Some(SandboxUsed { mode: SandboxMode::Namespaces, weak: false }),
+            job: None,
         };
         expect![[r#"{"command":"cargo test","result":"infra","detail":"timed out after 60s","duration_ms":60000,"log":"gate-1.log","sandbox":{"mode":"namespaces","weak":false}}"#]]
             .assert_eq(&serde_json::to_string(&run).unwrap());
@@ -502,7 +519,13 @@ mod tests {
         ]]
         .assert_eq(&serde_json::to_string(&f).unwrap());
         assert_eq!(f.line_for_people(), "[scope] src/a.rs:3: not declared");
-        let s = SandboxSettings { sandbox: SandboxMode::Auto, allow_network: false, memory_mb: 0, allow_weak: false };
+        let s = SandboxSettings {
+            sandbox: SandboxMode::Auto,
+            allow_network: false,
+            memory_mb: 0,
+            allow_weak: false,
+            jobs: Default::default(),
+        };
         expect![[r#"{"sandbox":"auto","allow_network":false,"memory_mb":0,"allow_weak":false}"#]]
             .assert_eq(&serde_json::to_string(&s).unwrap());
         // An unknown sandbox or result is refused, never read as another.

@@ -12,6 +12,7 @@ mod real_model;
 mod resume;
 mod security_sandbox;
 mod security_wire;
+mod slurm;
 mod soak;
 mod substrate;
 mod supervisor;

@@ -220,6 +220,16 @@ fn remote_executor_and_evaluator_run_the_loop_over_git_between_network_namespace
     up.wait_until("the remote evaluator holding a task", RUN, |root| {
         has_event(root, "lease_held_remotely", |e| e["holder"] == "eval-h2")
     });
+    // `ratchet status` shows where each member runs: the remote ones on their own hosts.
+    let out = t.ratchet_under(&wrapper, &["status", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let row =
+        |name: &str| rows.iter().find(|r| r["name"] == name).cloned().unwrap_or_else(|| panic!("{name}: {rows:#?}"));
+    assert_eq!(row("exec-h1")["host"], "host1", "{rows:#?}");
+    assert_eq!(row("exec-h1")["remote"], true, "{rows:#?}");
+    assert_eq!(row("eval-h2")["host"], "host2", "{rows:#?}");
+    assert_eq!(row("coordinator")["host"], ratchet_tests::hostname(), "{rows:#?}");
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(eval.pid()), nix::sys::signal::Signal::SIGKILL);
     let _ = eval.child.wait();
     up.wait_until("the dead evaluator's lease expired", Duration::from_secs(60), |root| {

@@ -77,6 +77,7 @@ fn constitution() -> Constitution {
         rules: Vec::new(),
         models: Default::default(),
         model_review: Default::default(),
+        jobs: Default::default(),
     }
 }
 

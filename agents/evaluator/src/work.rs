@@ -213,6 +213,7 @@ impl Bench<'_> {
             .with_network(self.input.sandbox.allow_network)
             .with_repository(&self.root)
             .with_weak_sandbox_allowed(self.input.sandbox.allow_weak)
+            .with_jobs(&self.input.sandbox.jobs, true)
             .with_log(self.logs[i].clone());
         if self.input.sandbox.memory_mb > 0 {
             spec = spec.with_memory_limit(self.input.sandbox.memory_mb * 1024 * 1024);
@@ -301,6 +302,7 @@ impl Bench<'_> {
                 self.logs[side as usize].file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
             ),
             sandbox: Some(out.sandbox_used()),
+            job: out.job.clone(),
         });
     }
 

@@ -48,7 +48,8 @@ pub fn spec_for(command: &str, cwd: &Path, home: &Path, timeout: Duration, sandb
         .with_sandbox(sandbox.sandbox)
         .with_network(sandbox.allow_network)
         .with_repository(home)
-        .with_weak_sandbox_allowed(sandbox.allow_weak);
+        .with_weak_sandbox_allowed(sandbox.allow_weak)
+        .with_jobs(&sandbox.jobs, false);
     if sandbox.memory_mb > 0 {
         spec = spec.with_memory_limit(sandbox.memory_mb * 1024 * 1024);
     }
@@ -67,6 +68,7 @@ pub async fn run_logged(ctx: &WorkCtx, name: &str, spec: RunSpec) -> (CommandRun
         duration_ms: out.duration.as_millis() as u64,
         log: Some(log_name),
         sandbox: Some(out.sandbox_used()),
+        job: out.job.clone(),
     };
     (run, out)
 }

@@ -32,6 +32,26 @@ pub struct AgentStatus {
     pub card: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where it runs: this host for members `ratchet up` started, the URL's host for a `url`
+    /// member, the host a remote member reported when it claimed.
+    pub host: String,
+    /// Where its heavy commands (gates, benchmark runs) execute: `local` or `slurm`
+    /// (approved constitution.md `[constitution.jobs]`, for executors and evaluators).
+    pub engine: String,
+    /// The task a remote member holds (`<branch>/<task>`), and its engine jobs running now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobStatus>,
+}
+
+/// An engine job of a member, running or recently ended (`squeue`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStatus {
+    pub engine: String,
+    pub id: String,
+    pub state: String,
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +87,11 @@ impl StatusReport {
                         .unwrap_or_else(|| if a.remote { "remote".into() } else { String::new() }),
                     a.state.clone(),
                     a.restarts.to_string(),
+                    a.host.clone(),
+                    match a.jobs.iter().find(|j| j.state == "RUNNING") {
+                        Some(j) => format!("{} (job {} on {})", a.engine, j.id, j.node),
+                        None => a.engine.clone(),
+                    },
                 ]
             })
             .collect();
@@ -82,11 +107,34 @@ impl StatusReport {
             self.supervisor_pid,
             self.started_at
         );
-        out.push_str(&ui::table(&["NAME", "ROLE", "URL", "PID", "STATE", "RESTARTS"], &rows));
+        out.push_str(&ui::table(&["NAME", "ROLE", "URL", "PID", "STATE", "RESTARTS", "HOST", "ENGINE"], &rows));
         out.push_str(&format!("{}\n", self.governance));
         out.push_str(&format!("{}\n", self.approvals));
         out
     }
+}
+
+/// The Slurm jobs of this user named `ratchet-*` (`squeue --states=all`): name and status. Empty
+/// when squeue is missing or does not answer within 2 s.
+async fn slurm_jobs() -> Vec<(String, JobStatus)> {
+    let mut cmd = tokio::process::Command::new("squeue");
+    cmd.args(["-h", "--states=all", "-o", "%j %i %T %N"]).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(2), cmd.output()).await else { return vec![] };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 3 && w[0].starts_with("ratchet-")).then(|| {
+                let job = JobStatus {
+                    engine: "slurm".into(),
+                    id: w[1].to_string(),
+                    state: w[2].to_string(),
+                    node: w.get(3).unwrap_or(&"").to_string(),
+                };
+                (w[0].to_string(), job)
+            })
+        })
+        .collect()
 }
 
 /// Whether process `pid` exists (EPERM: it does, owned by someone else).
@@ -128,11 +176,35 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
             card_ok[i] = ok;
         }
     }
-    let agents = state
+    let this_host = kit::substrate::hostname();
+    let jobs_engine = crate::govern::load(paths.home()).map(|g| g.constitution.jobs.engine).unwrap_or_default();
+    let engine_of = |role: &str| match role {
+        "executor" | "evaluator" => serde_json::to_value(jobs_engine)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| "local".into()),
+        _ => "local".to_string(),
+    };
+    let slurm_jobs = if jobs_engine == protocol::governance::JobEngine::Slurm { slurm_jobs().await } else { vec![] };
+    let mut agents: Vec<AgentStatus> = state
         .agents
         .into_iter()
         .zip(card_ok)
         .map(|(a, card)| {
+            let host = match (&a.url, a.remote) {
+                (Some(u), true) => {
+                    u.split("://").nth(1).unwrap_or(u).split(['/', ':']).next().unwrap_or_default().to_string()
+                }
+                _ => this_host.clone(),
+            };
+            // Jobs are named after the submitting process (`ratchet-<pid>-<n>`, kit::jobs).
+            let prefix = a.pid.map(|p| format!("ratchet-{p}-"));
+            let jobs = slurm_jobs
+                .iter()
+                .filter(|(name, _)| prefix.as_ref().is_some_and(|p| name.starts_with(p.as_str())))
+                .map(|(_, j)| j.clone())
+                .collect();
+            let engine = engine_of(&a.role);
             let state = if a.state == AgentState::Ready && !card {
                 "unreachable".to_string()
             } else {
@@ -150,9 +222,34 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
                 skills: a.skills,
                 card,
                 reason: a.reason,
+                engine,
+                host,
+                task: None,
+                jobs,
             }
         })
         .collect();
+    // Members on other hosts that claim work from this coordinator (`ratchet up` did not start
+    // them): where they said they run, and what they hold.
+    for (name, m) in crate::remote::read_members(paths.home()) {
+        agents.push(AgentStatus {
+            name,
+            role: m.role,
+            url: None,
+            pid: None,
+            state: format!("remote (seen {})", m.last_seen),
+            restarts: 0,
+            required: false,
+            remote: true,
+            skills: vec![],
+            card: false,
+            reason: None,
+            host: m.host,
+            engine: m.engine,
+            task: m.task,
+            jobs: vec![],
+        });
+    }
     let governance = crate::govern::pending_line(paths.home());
     let approvals = crate::approvals::waiting_line(paths.home());
     Ok(StatusReport {

@@ -1,0 +1,164 @@
+//! The `slurm` job backend on a real two-node Slurm cluster made of network namespaces
+//! (`ratchet_tests::slurm`): the swarm runs in the controller's host, the gates and the benchmark
+//! runs become Slurm job steps on the nodes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ratchet_tests::fixture::{Proposer, Spec, Target, of_type, read_jsonl};
+use ratchet_tests::slurm::{Cluster, skip_reason};
+use serde_json::Value;
+
+const RUN: Duration = Duration::from_secs(240);
+
+/// The fixture's constitution with a `[constitution.jobs]` table.
+fn with_jobs(spec: &mut Spec, jobs: &str) {
+    let text = spec.constitution_md().replacen("```\n", &format!("\n[constitution.jobs]\n{jobs}\n```\n"), 1);
+    let text = match text.matches("```").count() {
+        2 => text,
+        _ => panic!("the fixture's constitution changed shape: {text}"),
+    };
+    spec.files.push(("constitution.md".into(), text));
+}
+
+fn accepted(root: &Path, branch: &str, task: &str) -> Vec<Value> {
+    let dir = root.join(format!("worktrees/{branch}/results/accepted"));
+    let mut out = vec![];
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{task}.")) {
+            out.push(serde_json::from_slice(&std::fs::read(e.path()).expect("result")).expect("json"));
+        }
+    }
+    out
+}
+
+#[test]
+fn gates_and_pinned_exclusive_benchmark_runs_are_slurm_jobs_with_their_ids_in_the_evidence() {
+    if let Some(why) = skip_reason() {
+        eprintln!("{why}");
+        return;
+    }
+    let work = tempfile::Builder::new().prefix("ratchet-slurm-").tempdir().expect("temp dir");
+    let cluster = Cluster::start(work.path());
+    let mut spec = Spec {
+        delay_ms: 300,
+        candidates: 1,
+        proposer: Proposer::Sweep(vec![("delay_ms".into(), vec!["300".into(), "100".into()])]),
+        env: vec![("SLURM_CONF".into(), cluster.conf.display().to_string())],
+        ..Spec::default()
+    };
+    // The benchmark refuses to measure unless it runs pinned to CPU 1 alone.
+    let bench = ratchet_tests::fixture::bench_script(spec.quantum_ms).replacen(
+        "\n",
+        "\ngrep -q '^Cpus_allowed_list:[[:space:]]*1$' /proc/self/status || { echo \"not pinned: $(grep Cpus_allowed_list /proc/self/status)\" >&2; exit 3; }\n",
+        1,
+    );
+    spec.files.push(("bench/bench.sh".into(), bench));
+    with_jobs(&mut spec, "engine = \"slurm\"\npartition = \"debug\"\nexclusive_bench = true\nbench_cpu = 1");
+    let t = Target::new(spec);
+    let w = cluster.hosts.wrapper(0);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let mut up = t.spawn_up_under(&w, &["--max-cycles", "1"]);
+    let run = up.finish(RUN);
+    assert!(run.status.success(), "{}\n{}", run.stderr, t.agent_logs());
+    let promoted = run.list("promoted");
+    assert_eq!(promoted.len(), 1, "{:#}\n{}", run.summary, t.agent_logs());
+    let branch = promoted[0]["branch"].as_str().expect("branch");
+
+    let jobs = cluster.jobs();
+    let known = |id: &str| jobs.iter().find(|j| j.0 == id).cloned();
+    // Every gate ran as a job on a node, its id in the execute result.
+    let exec = accepted(t.path(), branch, "execute");
+    let gates = exec[0]["data"]["gates"].as_array().expect("gates").clone();
+    assert_eq!(gates.len(), 2, "{exec:#?}");
+    for g in &gates {
+        let id = g["job"]["id"].as_str().unwrap_or_else(|| panic!("a gate without a job: {g}"));
+        assert_eq!(g["job"]["engine"], "slurm");
+        let j = known(id).unwrap_or_else(|| panic!("job {id} is not in squeue: {jobs:?}"));
+        assert_eq!(j.2, "COMPLETED", "{j:?}");
+        assert!(["n1", "n2"].contains(&j.3.as_str()), "{j:?}");
+        assert!(g["detail"].as_str().unwrap_or_default().contains(&format!("slurm job {id} on")), "{g}");
+    }
+    // Every benchmark run too, on a whole node, pinned (the benchmark checked its CPU).
+    let eval = accepted(t.path(), branch, "evaluate");
+    let runs = eval[0]["data"]["runs"].as_array().expect("runs").clone();
+    assert!(runs.len() >= 10, "{eval:#?}");
+    for r in &runs {
+        let id = r["job"]["id"].as_str().unwrap_or_else(|| panic!("a benchmark run without a job: {r}"));
+        assert!(known(id).is_some(), "job {id} is not in squeue: {jobs:?}");
+    }
+    let first = runs[0]["job"]["id"].as_str().expect("id");
+    let shown = cluster.client(0, &["scontrol", "show", "job", first]);
+    assert!(shown.contains("OverSubscribe=NO"), "an exclusive job: {shown}");
+    assert!(jobs.len() >= gates.len() + runs.len(), "{jobs:?}");
+}
+
+#[test]
+fn a_lost_lease_cancels_its_slurm_job() {
+    if let Some(why) = skip_reason() {
+        eprintln!("{why}");
+        return;
+    }
+    let work = tempfile::Builder::new().prefix("ratchet-slurm-").tempdir().expect("temp dir");
+    let cluster = Cluster::start(work.path());
+    let mut spec = Spec {
+        candidates: 1,
+        lease_ttl_s: 2,
+        gates: vec!["sleep 60".into()],
+        gate_timeout_s: 120,
+        env: vec![("SLURM_CONF".into(), cluster.conf.display().to_string())],
+        ..Spec::default()
+    };
+    with_jobs(&mut spec, "engine = \"slurm\"");
+    let t = Target::new(spec);
+    let w = cluster.hosts.wrapper(0);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let mut up = t.spawn_up_under(&w, &["--max-cycles", "1"]);
+    // The gate is running as a job.
+    let mut job = None;
+    up.wait_until("the gate running as a Slurm job", RUN, |_| {
+        job = cluster.jobs().into_iter().find(|j| j.2 == "RUNNING");
+        job.is_some()
+    });
+    let (id, name, _, node) = job.expect("a running job");
+    // `ratchet status` shows where the executor's job runs.
+    let out = t.ratchet_under(&w, &["status", "--json"]);
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let exec = rows.iter().find(|r| r["name"] == "executor").unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(exec["engine"], "slurm", "{exec:#}");
+    let jobs = exec["jobs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        jobs.iter().any(|j| j["id"] == id.as_str() && j["state"] == "RUNNING" && j["node"] == node.as_str()),
+        "{exec:#}"
+    );
+    // The executor hangs (SIGSTOP): the coordinator expires its lease by heartbeat. When it
+    // resumes, it finds the lease lost and cancels the job it no longer owns.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("worktrees/.swarm/state.json")).expect("state"))
+            .expect("json");
+    let pid = state["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "executor"))
+        .and_then(|a| a["pid"].as_i64())
+        .expect("the executor's pid") as i32;
+    let exec = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(exec, nix::sys::signal::Signal::SIGSTOP).expect("stop the executor");
+    up.wait_until("the hung executor's lease expired", Duration::from_secs(60), |root| {
+        std::fs::read_dir(root.join("worktrees")).into_iter().flatten().flatten().any(|e| {
+            let log = e.path().join("events/events.jsonl");
+            log.is_file() && !of_type(&read_jsonl(&log), "lease_expired").is_empty()
+        })
+    });
+    nix::sys::signal::kill(exec, nix::sys::signal::Signal::SIGCONT).expect("resume the executor");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = cluster.jobs().into_iter().find(|j| j.0 == id).map(|j| j.2);
+        if state.as_deref() == Some("CANCELLED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job {id} ({name}) was not cancelled: {state:?}\n{}", t.agent_logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
