@@ -547,7 +547,9 @@ fn spec(home: &Path, gov: &Governance, command: &str, dir: &Path, timeout_s: u64
         .with_sandbox(c.sandbox)
         .with_weak_sandbox_allowed(c.allows_weak_sandbox())
         .with_network(c.allow_network)
-        .with_repository(home);
+        .with_repository(home)
+        // On the job engine the constitution names (a benchmark run as the evaluator's would).
+        .with_jobs(&c.jobs, command == gov.ethos.benchmark);
     if c.command_memory_mb > 0 {
         s = s.with_memory_limit(c.command_memory_mb * 1024 * 1024);
     }
