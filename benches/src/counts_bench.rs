@@ -89,7 +89,13 @@ fn ethos(measure: Measure, benchmark: &str) -> Ethos {
 fn sandbox() -> SandboxSettings {
     // The scratch repository is the bench's own: the plain mode keeps the sandbox's start-up
     // out of both modes' times.
-    SandboxSettings { sandbox: SandboxMode::Plain, allow_network: false, memory_mb: 0, allow_weak: true }
+    SandboxSettings {
+        sandbox: SandboxMode::Plain,
+        allow_network: false,
+        memory_mb: 0,
+        allow_weak: true,
+        jobs: Default::default(),
+    }
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {

@@ -154,6 +154,7 @@ pub async fn run_counted(spec: &RunSpec, counter: Counter) -> Counted {
                 stderr: String::new(),
                 duration: Duration::ZERO,
                 sandbox: crate::exec::resolve(spec.sandbox),
+                job: None,
             };
             return Counted { outcome, count: Err(why) };
         }
