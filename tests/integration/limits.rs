@@ -49,11 +49,19 @@ pub fn read_until_closed(s: &mut TcpStream, deadline: Duration) -> (Vec<u8>, End
 
 /// One HTTP/1.1 response (head and a body with Content-Length) from `s`.
 pub fn read_response(s: &mut TcpStream) -> (u16, Vec<u8>) {
+    read_response_unless_closed(s).expect("a response, not a connection closed before its first byte")
+}
+
+/// [`read_response`], or `None` when the server closed the connection before the response's
+/// first byte: what a keep-alive connection left idle longer than the header timeout meets.
+pub fn read_response_unless_closed(s: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
     let mut raw = Vec::new();
     let mut byte = [0u8; 1];
     while !raw.ends_with(b"\r\n\r\n") {
         match s.read(&mut byte) {
             Ok(1) => raw.push(byte[0]),
+            Ok(0) if raw.is_empty() => return None,
+            Err(e) if raw.is_empty() && e.kind() == ErrorKind::ConnectionReset => return None,
             other => panic!("the response head ended early ({other:?}): {:?}", String::from_utf8_lossy(&raw)),
         }
     }
@@ -66,7 +74,7 @@ pub fn read_response(s: &mut TcpStream) -> (u16, Vec<u8>) {
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).expect("the response body");
-    (status, body)
+    Some((status, body))
 }
 
 pub fn card_request() -> &'static [u8] {
