@@ -285,10 +285,7 @@ fn prepare(root: &Path, cfg: &RemoteConfig, grant: &ClaimGrant) -> anyhow::Resul
             bail!("the coordinator granted a commit {c:?} that is not a full object id");
         }
     }
-    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    if !root.join(".git").exists() {
-        Git::new(root).run(["init", "-q"])?;
-    }
+    ensure_repository(root)?;
     cfg.git(root)
         .run([
             "fetch",
@@ -309,6 +306,23 @@ fn prepare(root: &Path, cfg: &RemoteConfig, grant: &ClaimGrant) -> anyhow::Resul
     tree.run(["reset", "-q", "--hard", &grant.head])?;
     tree.run(["clean", "-q", "-fdx"])?;
     Ok((home, bd))
+}
+
+/// `root` as a git repository of its own: made when missing, and made anew when its `.git` is
+/// no repository (a member killed during its first `git init`), never trusted because it exists.
+fn ensure_repository(root: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let dot_git = root.join(".git");
+    if dot_git.exists() && Git::new(root).env("GIT_DIR", &dot_git).run(["rev-parse", "--git-dir"]).is_err() {
+        tracing::warn!("{} is not a usable repository (an interrupted git init?): making it anew", dot_git.display());
+        std::fs::remove_dir_all(&dot_git)
+            .or_else(|_| std::fs::remove_file(&dot_git))
+            .with_context(|| format!("removing the unusable {}", dot_git.display()))?;
+    }
+    if !dot_git.exists() {
+        Git::new(root).run(["init", "-q"])?;
+    }
+    Ok(())
 }
 
 /// Push the worktree's head when the skill committed (blocking); the commit pushed.
@@ -346,4 +360,35 @@ fn collect_artifacts(dir: &PathBuf) -> Vec<ArtifactUpload> {
         out.push(ArtifactUpload { name, sha256, base64: base64::engine::general_purpose::STANDARD.encode(&bytes) });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_made_repository_is_made_anew_and_a_good_one_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("repo");
+        // Killed during `git init`: the directory is there, HEAD and objects are not.
+        std::fs::create_dir_all(root.join(".git/refs")).expect("mkdir");
+        ensure_repository(&root).expect("repaired");
+        let git = Git::new(&root).env("GIT_DIR", root.join(".git"));
+        assert_eq!(git.run(["rev-parse", "--git-dir"]).expect("a repository now"), root.join(".git").to_string_lossy());
+        // A usable repository is kept as it is.
+        Git::new(&root).run(["update-ref", "refs/keep", &empty_commit(&root)]).expect("update-ref");
+        ensure_repository(&root).expect("kept");
+        assert!(Git::new(&root).run(["rev-parse", "--verify", "refs/keep"]).is_ok(), "the repository was not remade");
+    }
+
+    fn empty_commit(root: &Path) -> String {
+        let tree = Git::new(root).run(["hash-object", "-t", "tree", "-w", "/dev/null"]).expect("tree");
+        Git::new(root)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .run(["commit-tree", &tree, "-m", "keep"])
+            .expect("commit-tree")
+    }
 }
