@@ -76,6 +76,20 @@ pub fn calls_script(calls: &[String]) -> String {
     s
 }
 
+/// A line of a proposer program (for [`Proposer::Calls`] or [`Proposer::Command`]) that declares
+/// its change as a `command` program must: `files` it touches, a rationale, the `tests` it adds.
+/// Put it before the snippet's last output line (the summary).
+pub fn declare(files: &[&str], tests: &[&str], rationale: &str) -> String {
+    let d = protocol::rails::Declaration {
+        files: files.iter().map(|f| f.to_string()).collect(),
+        rationale: rationale.into(),
+        tests: tests.iter().map(|f| f.to_string()).collect(),
+        effect: None,
+    };
+    d.check("the fixture").expect("a valid declaration");
+    format!("cat > \"$RATCHET_DECLARATION_FILE\" <<'DECLARATION'\n{}DECLARATION\n", d.to_toml())
+}
+
 impl Proposer {
     /// A sweep over one parameter.
     pub fn sweep(param: &str, values: &[&str]) -> Proposer {
@@ -129,6 +143,12 @@ pub struct Spec {
     pub sandbox: String,
     /// constitution.md `weak_sandbox`: "refuse" (default) or "allow" (needed by `sandbox = "plain"`).
     pub weak_sandbox: String,
+    /// constitution.md `append_only_paths` (default none).
+    pub append_only_paths: Vec<String>,
+    /// constitution.md `unverified_scope`: "block" (default) or "warn".
+    pub unverified_scope: String,
+    /// ethos.md `trusted_tests` (default none).
+    pub trusted_tests: Vec<String>,
     /// Extra files (or replacements of the fixture's own), relative to the repository root,
     /// committed with the baseline.
     pub files: Vec<(String, String)>,
@@ -197,6 +217,9 @@ impl Default for Spec {
             max_files_changed: 5,
             sandbox: "auto".into(),
             weak_sandbox: "refuse".into(),
+            append_only_paths: vec![],
+            unverified_scope: "block".into(),
+            trusted_tests: vec![],
             files: vec![],
             agents_toml: None,
             approve: true,
@@ -294,6 +317,8 @@ weak_sandbox = "{weak_sandbox}"
 allow_network = false
 command_memory_mb = 0
 model_review = "{model_review}"
+append_only_paths = {append_only}
+unverified_scope = "{unverified_scope}"
 {models}```
 "#,
             protected = toml_list(&self.protected_paths),
@@ -307,6 +332,8 @@ model_review = "{model_review}"
                 .map(|(name, body)| format!("\n[constitution.models.{name}]\n{}\n", body.trim_end()))
                 .collect::<String>(),
             weak_sandbox = self.weak_sandbox,
+            append_only = toml_list(&self.append_only_paths),
+            unverified_scope = self.unverified_scope,
         )
     }
 
@@ -334,6 +361,7 @@ max_rounds = {max_rounds}
 calibration_rounds = {calibration_rounds}
 gate_timeout_s = {gate_timeout}
 bench_timeout_s = {bench_timeout}
+trusted_tests = {trusted}
 {extra}{review}```
 "#,
             effect_pct = self.min_effect * 100.0,
@@ -355,6 +383,7 @@ bench_timeout_s = {bench_timeout}
             extra =
                 if self.ethos_extra.is_empty() { String::new() } else { format!("{}\n", self.ethos_extra.trim_end()) },
             review = self.review.as_ref().map(|r| format!("\n[ethos.review]\n{}\n", r.trim_end())).unwrap_or_default(),
+            trusted = toml_list(&self.trusted_tests),
         )
     }
 

@@ -65,6 +65,7 @@ fn ethos(measure: Measure, benchmark: &str) -> Ethos {
         goal: "faster".into(),
         gates: vec![],
         test_command: "true".into(),
+        trusted_tests: vec![],
         benchmark: benchmark.into(),
         benchmark_paths: vec!["bench/**".into()],
         metric: "ms".into(),

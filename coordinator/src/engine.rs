@@ -184,19 +184,22 @@ impl Engine {
         let cycle = self.st.current.clone().expect("a cycle is running");
         let mut c = cycle.candidates[i].clone();
         let bd = self.home.branch_dir(&c.branch)?;
+        let decided_before = c.stage == Stage::Decided;
         // Made when proposed; here only for a loop state written before that was so.
         self.make_branch(&c.branch, &cycle.baseline, &c.proposal).await?;
         if c.stage == Stage::Executing {
             let t = Instant::now();
             let ok = self.execute(&bd, &mut c, &cycle.baseline).await?;
             self.add_stage_ms("execute", t.elapsed().as_millis() as u64);
-            c.stage = if ok { Stage::Critiquing } else { Stage::Decided };
+            // Every rail, every time: a candidate that failed its gates still meets the static
+            // rails (no execution), so its record lists every rail it broke.
+            c.stage = if ok || stages::rails_only(&c) { Stage::Critiquing } else { Stage::Decided };
             self.update_candidate(i, &c)?;
         }
         if c.stage == Stage::Critiquing {
             let t = Instant::now();
             let mut ok = self.critique(&bd, &mut c, &cycle.baseline).await?;
-            if ok {
+            if ok && !stages::rails_only(&c) {
                 ok = self.reviewers(&bd, &mut c, &cycle.baseline).await;
             }
             self.add_stage_ms("critique", t.elapsed().as_millis() as u64);
@@ -210,8 +213,24 @@ impl Engine {
             c.stage = Stage::Decided;
             self.update_candidate(i, &c)?;
         }
+        if !decided_before {
+            self.emit_decided(&c);
+        }
         self.say(&self.candidate_line(&c));
         Ok(())
+    }
+
+    /// The loop's decision on a candidate, with every reason it recorded.
+    fn emit_decided(&self, c: &Candidate) {
+        self.emit(
+            Some(&c.branch),
+            None,
+            EventKind::CandidateDecided {
+                candidate: c.proposal.id.clone(),
+                verdict: c.verdict.clone().unwrap_or_default(),
+                reasons: c.reasons.clone(),
+            },
+        );
     }
 
     /// The candidate's verdict line, as every place shows it (`crate::verdict`).
@@ -357,6 +376,7 @@ impl Engine {
                                 summary: p.summary.clone(),
                                 files: p.files.clone(),
                                 params: p.params.clone(),
+                                declaration: p.declaration.clone(),
                             },
                         );
                         self.say(&format!("  proposed {branch}: {}", p.summary));

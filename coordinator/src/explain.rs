@@ -136,6 +136,11 @@ fn j<T: Serialize>(v: &T) -> String {
     s(&serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
+/// An event as the JSON the record's renderers read (null when there is none).
+fn as_value(e: &Option<Event>) -> Value {
+    e.as_ref().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(Value::Null)
+}
+
 fn kind(e: &Option<Event>) -> Option<&EventKind> {
     e.as_ref().map(|e| &e.kind)
 }
@@ -161,6 +166,7 @@ pub fn render(x: &Explanation) -> String {
         _ => (dash(), dash(), dash(), dash()),
     };
     o.push_str(&format!("  {summary} ({strategy} strategy), files {files}, params {params}\n"));
+    o.push_str(&crate::record::render_declaration(&as_value(&x.proposal)));
     o.push_str(&format!("  by agent {}\n", x.proposal.as_ref().and_then(|e| e.agent.clone()).unwrap_or_else(dash)));
     o.push_str("\nmodels\n");
     match x.models.get("producer") {
@@ -192,19 +198,13 @@ pub fn render(x: &Explanation) -> String {
             o.push_str(&format!("  {:<6} {} ({} ms) {}\n", g.result.as_str(), g.command, g.duration_ms, g.detail));
         }
     }
+    o.push_str(&crate::record::render_trusted(&as_value(&x.execution)));
     o.push_str("\ncritic\n");
     match kind(&x.critique) {
         Some(EventKind::Critiqued { pass, findings, .. }) => {
             o.push_str(&format!("  pass: {pass}\n"));
             for f in findings {
-                o.push_str(&format!(
-                    "  [{}] {} {}:{} {}\n",
-                    f.rail,
-                    j(&f.severity),
-                    f.file.clone().unwrap_or_else(dash),
-                    f.line.map(|l| l.to_string()).unwrap_or_else(dash),
-                    f.message
-                ));
+                o.push_str(&crate::record::render_finding(&serde_json::to_value(f).unwrap_or(Value::Null)));
             }
         }
         _ => o.push_str("  pass: -\n"),

@@ -18,6 +18,7 @@ pub mod housekeeping;
 pub mod loop_state;
 pub mod models;
 pub mod peers;
+pub mod record;
 pub mod remote;
 pub mod supervisor;
 pub mod verdict;

@@ -389,6 +389,7 @@ mod tests {
                 patch: None,
                 edits: vec![],
                 model: None,
+                declaration: None,
             },
             stage: Stage::Decided,
             exec: None,

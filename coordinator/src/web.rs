@@ -2,7 +2,8 @@
 //! the metric over the cycles, the current cycle, leases, the progress, `main`'s lineage,
 //! governance and the promotions waiting for approval, updated over SSE (`/ui/events`), with the
 //! styles, the script and the chart (SVG drawn by the script) served inline: nothing external.
-//! One branch (tasks, lease holders, artefacts, events, diff stat) at `/ui/branch/<branch>`, and
+//! One branch (its record: declaration, gates, every finding with its evidence, tampering by
+//! class, decision; tasks, lease holders, artefacts, events, diff stat) at `/ui/branch/<branch>`, and
 //! each artefact at `/ui/branch/<branch>/artifact/<task>/<name>`.
 //!
 //! Every page needs the swarm token (the server's middleware: a cookie set by `?token=` once);
@@ -247,7 +248,13 @@ async fn branch(State(w): State<Web>, UrlPath(name): UrlPath<String>) -> Respons
             p = esc(&a.path)
         ));
     }
-    b.push_str(&format!("</ul><h2>inspect</h2><pre>{}</pre>", esc(&render_text(&report))));
+    b.push_str("</ul>");
+    // The record from the events: the declaration, gates, every finding with its evidence,
+    // tampering named with its class, the decision.
+    if let Ok(Some(r)) = crate::record::find(&home, &name) {
+        b.push_str(&format!("<h2>record</h2><pre>{}</pre>", esc(&crate::record::render(&r))));
+    }
+    b.push_str(&format!("<h2>inspect</h2><pre>{}</pre>", esc(&render_text(&report))));
     page(&format!("Ratchet: {name}"), &b).into_response()
 }
 

@@ -416,6 +416,7 @@ pub fn verify_input(input: &Value, gov: &Governance) -> Result<(), String> {
         ("gates", "ethos.md", json!(gov.ethos.gates)),
         ("gate_timeout_s", "ethos.md", json!(gov.ethos.gate_timeout_s)),
         ("test_command", "ethos.md", json!(gov.ethos.test_command)),
+        ("trusted_tests", "ethos.md", json!(gov.ethos.trusted_tests)),
         ("benchmark", "ethos.md", json!(gov.ethos.benchmark)),
         ("ethos", "ethos.md", json!(gov.ethos)),
         ("constitution", "constitution.md", json!(gov.constitution)),

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::models::{ModelCall, Usage};
-use crate::work::SandboxUsed;
+use crate::rails::Declaration;
+use crate::work::{SandboxUsed, TrustedTestsRun};
 
 pub const EVENT_VERSION: u32 = 1;
 
@@ -220,6 +221,9 @@ pub enum EventKind {
         summary: String,
         files: Vec<String>,
         params: Value,
+        /// What the proposal declared (files, rationale, claims); none: its scope is unverified.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        declaration: Option<Declaration>,
     },
     ProposalFailed {
         reason: String,
@@ -230,6 +234,9 @@ pub enum EventKind {
         /// How the execute task ended: success, candidate-failure, infra-failure, canceled.
         outcome: String,
         gates: Vec<crate::work::CommandRun>,
+        /// The baseline's tests against the candidate's code (ethos.md `trusted_tests`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trusted: Option<TrustedTestsRun>,
     },
     Critiqued {
         candidate: String,
@@ -240,6 +247,16 @@ pub enum EventKind {
         /// The sandbox the bite check ran in, when it ran a command.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sandbox: Option<SandboxUsed>,
+    },
+    /// A candidate changed a protected path (or an append-only one): named with its class
+    /// (governance, benchmark, ci, tests, other), the rail that caught it and where.
+    TamperingDetected {
+        candidate: String,
+        rail: String,
+        path: String,
+        line: Option<u32>,
+        class: crate::rails::PathClass,
+        message: String,
     },
     Evaluated {
         candidate: String,
@@ -287,6 +304,13 @@ pub enum EventKind {
         state: String,
         blocks: bool,
         text: String,
+    },
+    /// The loop's decision on one candidate, with every reason it recorded (gate, rails,
+    /// reviewers, evaluation): PROMOTE, HOLD, REJECT, FAILED or INFRA.
+    CandidateDecided {
+        candidate: String,
+        verdict: String,
+        reasons: Vec<String>,
     },
     CycleEnded {
         promoted: Option<String>,

@@ -230,6 +230,14 @@ pub struct Constitution {
     /// (`[constitution.jobs]`): this host (`local`, the default) or an existing engine (`slurm`).
     #[serde(default, skip_serializing_if = "JobSettings::is_local")]
     pub jobs: JobSettings,
+    /// Globs (like `protected_paths`) under which a candidate may add files and lines but not
+    /// delete, change or move existing ones: tests may grow, not shrink or change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub append_only_paths: Vec<String>,
+    /// What a proposal that declares nothing gets from the critic's scope rail ("scope
+    /// unverified"): block (default) or warn.
+    #[serde(default, skip_serializing_if = "UnverifiedScope::is_block")]
+    pub unverified_scope: UnverifiedScope,
 }
 
 /// The job engine heavy commands run on (constitution.md `[constitution.jobs] engine`).
@@ -269,6 +277,23 @@ pub struct JobSettings {
 impl JobSettings {
     pub fn is_local(&self) -> bool {
         self.engine == JobEngine::Local
+    }
+}
+
+/// constitution.md `unverified_scope`: whether a proposal without a declaration is blocked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnverifiedScope {
+    /// The candidate is rejected: its scope cannot be verified.
+    #[default]
+    Block,
+    /// A warning in the record; the candidate goes on.
+    Warn,
+}
+
+impl UnverifiedScope {
+    pub fn is_block(&self) -> bool {
+        *self == UnverifiedScope::Block
     }
 }
 
@@ -521,6 +546,12 @@ pub struct Ethos {
     /// The model review: which declared model reviews candidates, against what rubric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewSettings>,
+    /// The baseline's tests (globs): these files are taken from the baseline, like the
+    /// benchmark, and `test_command` runs with them against the candidate's code, as a gate
+    /// after the candidate's own: a candidate that deletes or weakens a test still faces the
+    /// original.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_tests: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -682,6 +713,9 @@ pub fn parse_constitution(text: &str) -> Result<Constitution, GovernanceError> {
     if c.protected_paths.iter().any(|p| p.trim().is_empty()) {
         return Err(invalid(CONSTITUTION, "protected_paths", "an empty pattern".into(), "remove the empty string"));
     }
+    if c.append_only_paths.iter().any(|p| p.trim().is_empty()) {
+        return Err(invalid(CONSTITUTION, "append_only_paths", "an empty pattern".into(), "remove the empty string"));
+    }
     if c.sandbox == SandboxMode::Plain && !c.allows_weak_sandbox() {
         return Err(invalid(
             CONSTITUTION,
@@ -828,6 +862,16 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
             "metric_pattern",
             format!("{p:?} must contain exactly one {{}}"),
             "mark where the number is with {}",
+        );
+    }
+    if e.trusted_tests.iter().any(|p| p.trim().is_empty()) {
+        return bad("trusted_tests", "an empty pattern".into(), "remove the empty string");
+    }
+    if !e.trusted_tests.is_empty() && e.test_command.trim().is_empty() {
+        return bad(
+            "trusted_tests",
+            "the baseline's tests need a command to run them, and test_command is empty".into(),
+            "set test_command to the command that runs the tests, or remove trusted_tests",
         );
     }
     if e.gate_timeout_s == 0 || e.bench_timeout_s == 0 {

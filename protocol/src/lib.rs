@@ -15,6 +15,7 @@ pub mod jsonrpc;
 pub mod lease;
 pub mod models;
 pub mod names;
+pub mod rails;
 pub mod remote;
 pub mod work;
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::evaluation::{Calibration, Outcome, Pair, Sampling};
 use crate::governance::{Constitution, Ethos, SandboxMode};
 use crate::models::ModelCall;
+use crate::rails::Declaration;
 
 /// One candidate change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,8 +24,8 @@ pub struct Proposal {
     pub strategy: String,
     /// One line for people.
     pub summary: String,
-    /// The files the change declares it touches (repository-relative, `/`-separated): the
-    /// critic's scope guard holds the diff to these.
+    /// The files the change touches (repository-relative, `/`-separated), as its diff or edits
+    /// show them. What it *declared* is [`Proposal::declaration`].
     pub files: Vec<String>,
     /// The parameters the change sets (`{"algorithm": "merge"}`); `{}` when it is not a
     /// parameter change.
@@ -39,6 +40,11 @@ pub struct Proposal {
     /// The model that produced it (`name: model @ url`), when a model did (openai strategy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// What the proposal declared before anyone looked at its diff (files, rationale, claims):
+    /// the critic holds the diff to it. `None`: it declared nothing, and its scope is
+    /// unverified (blocked unless constitution.md `unverified_scope = "warn"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declaration: Option<Declaration>,
 }
 
 /// The full new contents of one file.
@@ -211,6 +217,31 @@ pub struct ExecuteInput {
     pub gates: Vec<String>,
     pub gate_timeout_s: u64,
     pub sandbox: SandboxSettings,
+    /// ethos.md `trusted_tests`: after the gates, `test_command` runs with these files taken
+    /// from the base (none: no such gate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_tests: Vec<String>,
+    /// ethos.md `test_command`, for the trusted tests' run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub test_command: String,
+}
+
+/// The baseline's tests run against the candidate's code (ethos.md `trusted_tests`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustedTestsRun {
+    /// The base's files under `trusted_tests` that the candidate changed or deleted: put back
+    /// as the base has them for the run.
+    pub restored: Vec<String>,
+    /// Files the candidate added under `trusted_tests`: left out of the run (its own gates ran
+    /// them).
+    pub set_aside: Vec<String>,
+    /// The run of `test_command`; `None` when it was not needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<CommandRun>,
+    /// Why it did not run (the candidate changes none of these files, and a gate that already
+    /// passed is `test_command` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// How a command an agent ran ended.
@@ -274,6 +305,10 @@ pub struct ExecuteOutput {
     pub base: String,
     pub gates: Vec<CommandRun>,
     pub command_ms: u64,
+    /// The baseline's tests against the candidate's code, when ethos.md names them and the
+    /// gates passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<TrustedTestsRun>,
 }
 
 /// critic `critique` task input.
@@ -285,6 +320,10 @@ pub struct CritiqueInput {
     pub constitution: Constitution,
     pub ethos: Ethos,
     pub sandbox: SandboxSettings,
+    /// The candidate failed its gates: run the static rails only (they need no execution, so
+    /// the record lists every rail it broke); no test runs, no model review.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rails_only: bool,
 }
 
 /// How much a finding weighs.
@@ -311,6 +350,10 @@ pub struct Finding {
     pub line: Option<u32>,
     pub message: String,
     pub evidence: String,
+    /// For a change to a protected (or append-only) path: what kind of path it is (governance,
+    /// benchmark, ci, tests), so the record names the tampering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<crate::rails::PathClass>,
 }
 
 impl Finding {
@@ -513,12 +556,19 @@ mod tests {
             line: Some(3),
             message: "not declared".into(),
             evidence: "+x".into(),
+            class: None,
         };
         expect![[
             r#"{"rail":"scope","severity":"block","file":"src/a.rs","line":3,"message":"not declared","evidence":"+x"}"#
         ]]
         .assert_eq(&serde_json::to_string(&f).unwrap());
         assert_eq!(f.line_for_people(), "[scope] src/a.rs:3: not declared");
+        let tampering =
+            Finding { rail: "protected-path".into(), class: Some(crate::rails::PathClass::Ci), ..f.clone() };
+        expect![[
+            r#"{"rail":"protected-path","severity":"block","file":"src/a.rs","line":3,"message":"not declared","evidence":"+x","class":"ci"}"#
+        ]]
+        .assert_eq(&serde_json::to_string(&tampering).unwrap());
         let s = SandboxSettings {
             sandbox: SandboxMode::Auto,
             allow_network: false,

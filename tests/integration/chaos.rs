@@ -31,7 +31,11 @@ const DEAF: &str = "critic";
 const WORKERS: [&str; 4] = ["proposer", "executor", "critic", "evaluator"];
 
 /// Each call takes 100 ms off delay_ms, down to 200: three promotions from 500.
-const STEP_DOWN: &str = r#"d=$(sed -n 's/^delay_ms = //p' params.toml)
+const STEP_DOWN: &str = r#"cat > "$RATCHET_DECLARATION_FILE" <<'EOF'
+files = ["params.toml"]
+rationale = "a shorter delay"
+EOF
+d=$(sed -n 's/^delay_ms = //p' params.toml)
 [ "$d" -gt 200 ] || { echo "nothing left to try below $d ms" >&2; exit 1; }
 sed -i "s/^delay_ms = .*/delay_ms = $((d - 100))/" params.toml
 echo "delay_ms $d -> $((d - 100))""#;

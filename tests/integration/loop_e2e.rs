@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ratchet_tests::fixture::{Proposer, Spec, Target, of_type};
+use ratchet_tests::fixture::{Proposer, Spec, Target, declare, of_type};
 use serde_json::Value;
 
 /// Generous: the machine is shared; nothing here asserts on speed.
@@ -134,12 +134,20 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
     assert_eq!(x["evaluation"]["stats"]["rounds"], sampling["rounds"]);
     assert_eq!(x["governance"]["ethos.md"], sha256(&t, "ethos.md").as_str());
 
-    // A commit that was never promoted is refused, with a clear message.
+    // A candidate that was never promoted: explain says so and shows its record.
     let held_branch = find(&held, "label=tuned")["branch"].as_str().expect("branch").to_string();
     let held_commit = t.git(&["rev-parse", &format!("refs/heads/{held_branch}")]);
     let out = t.ratchet(&["explain", &held_commit]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "explain of a held candidate: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("is not on main and was never promoted by Ratchet"), "{text}");
+    assert!(text.contains(&format!("candidate {held_branch} (run ")) && text.contains("was judged HOLD"), "{text}");
+    assert!(text.contains("improvement FAIL"), "the evaluator's reasons: {text}");
+    // A commit that no candidate made is refused, with a clear message.
+    let stray = t.git(&["commit-tree", "HEAD^{tree}", "-m", "made by hand"]);
+    let out = t.ratchet(&["explain", &stray]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "explain of a held candidate must fail");
+    assert!(!out.status.success(), "explain of a commit no candidate made must fail");
     assert!(err.contains("is not on main and was never promoted by Ratchet"), "{err}");
     let out = t.ratchet(&["explain", &old_main]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -267,9 +275,10 @@ fn candidates_touching_the_benchmark_or_a_governance_doc_are_rejected_by_the_cri
         candidates: 2,
         proposer: Proposer::Calls(vec![
             // "Improves" the metric by grading itself: the benchmark reports 1 ms.
-            "printf '#!/bin/sh\\necho \"{\\\"ms\\\": 1}\"\\n' > bench/bench.sh\necho 'make the benchmark instant'"
-                .into(),
-            "printf '\\nA candidate may edit the benchmark.\\n' >> ethos.md\necho 'relax the ethos'".into(),
+            declare(&["bench/bench.sh"], &[], "a faster benchmark")
+                + "printf '#!/bin/sh\\necho \"{\\\"ms\\\": 1}\"\\n' > bench/bench.sh\necho 'make the benchmark instant'",
+            declare(&["ethos.md"], &[], "looser rules")
+                + "printf '\\nA candidate may edit the benchmark.\\n' >> ethos.md\necho 'relax the ethos'",
         ]),
         ..Spec::default()
     });
@@ -310,11 +319,12 @@ fn a_non_biting_test_is_rejected_and_a_biting_one_passes_the_critic() {
         candidates: 2,
         proposer: Proposer::Calls(vec![
             // Passes on the parent as well: it tests nothing the candidate changed.
-            "printf 'grep -q \"^label = \" params.toml\\n' > tests/test_label.sh\necho 'test the label'".into(),
+            declare(&["tests/test_label.sh"], &["tests/test_label.sh"], "test the label")
+                + "printf 'grep -q \"^label = \" params.toml\\n' > tests/test_label.sh\necho 'test the label'",
             // Fails on the parent (no src/double.sh there), passes with the change.
-            "mkdir -p src\nprintf 'echo $(( $1 * 2 ))\\n' > src/double.sh\n\
-             printf '[ \"$(sh src/double.sh 21)\" = 42 ]\\n' > tests/test_double.sh\necho 'add double with its test'"
-                .into(),
+            declare(&["src/double.sh"], &["tests/test_double.sh"], "a double function")
+                + "mkdir -p src\nprintf 'echo $(( $1 * 2 ))\\n' > src/double.sh\n\
+             printf '[ \"$(sh src/double.sh 21)\" = 42 ]\\n' > tests/test_double.sh\necho 'add double with its test'",
         ]),
         ..Spec::default()
     });
@@ -462,10 +472,14 @@ fn gc_after_a_run_leaves_no_worktree_no_orphan_and_loses_no_commit() {
         delay_ms: 200,
         candidates: 4,
         proposer: Proposer::Calls(vec![
-            "sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml\necho 'faster'".into(),
-            "sed -i 's/^label = .*/label = \"tuned\"/' params.toml\necho 'relabel'".into(),
-            "sed -i 's/^delay_ms = .*/delay_ms = 400/' params.toml\necho 'slower'".into(),
-            "echo '# cheat' >> bench/bench.sh\necho 'touch the benchmark'".into(),
+            declare(&["params.toml"], &[], "less delay")
+                + "sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml\necho 'faster'",
+            declare(&["params.toml"], &[], "a new label")
+                + "sed -i 's/^label = .*/label = \"tuned\"/' params.toml\necho 'relabel'",
+            declare(&["params.toml"], &[], "more delay")
+                + "sed -i 's/^delay_ms = .*/delay_ms = 400/' params.toml\necho 'slower'",
+            declare(&["bench/bench.sh"], &[], "a cheat")
+                + "echo '# cheat' >> bench/bench.sh\necho 'touch the benchmark'",
         ]),
         ..Spec::default()
     });

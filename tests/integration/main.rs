@@ -8,6 +8,7 @@ mod loop_e2e;
 mod model_switch;
 mod multihost;
 mod operator;
+mod rails;
 mod real_model;
 mod resume;
 mod security_sandbox;

@@ -54,8 +54,9 @@ fn a_compare_promote_becomes_a_proposal_whose_approval_switches_the_proposer() {
     let useless = endpoint(|_| "I would rather not.".into());
     // Each answer a different real improvement: delay_ms 300 -> 100, 95, 90, ...
     let better = endpoint(|k| {
-        json!({"summary": format!("sleep {} ms", 100 - 5 * k), "file": "params.toml", "find": "delay_ms = 300",
-               "replace": format!("delay_ms = {}", 100 - 5 * k)})
+        json!({"summary": format!("sleep {} ms", 100 - 5 * k),
+               "declaration": {"files": ["params.toml"], "rationale": "less sleep, less time", "effect": "better"},
+               "file": "params.toml", "find": "delay_ms = 300", "replace": format!("delay_ms = {}", 100 - 5 * k)})
         .to_string()
     });
     let decl = |url: &str| format!("url = {url:?}\nmodel = \"m\"\n");

@@ -12,7 +12,11 @@ use serde_json::Value;
 const RUN: Duration = Duration::from_secs(180);
 
 /// Each call takes 200 ms off delay_ms, down to 200: three promotions from 800.
-const STEP_DOWN: &str = r#"d=$(sed -n 's/^delay_ms = //p' params.toml)
+const STEP_DOWN: &str = r#"cat > "$RATCHET_DECLARATION_FILE" <<'EOF'
+files = ["params.toml"]
+rationale = "a shorter delay"
+EOF
+d=$(sed -n 's/^delay_ms = //p' params.toml)
 [ "$d" -gt 200 ] || { echo "nothing left to try below $d ms" >&2; exit 1; }
 sed -i "s/^delay_ms = .*/delay_ms = $((d - 200))/" params.toml
 echo "delay_ms $d -> $((d - 200))""#;

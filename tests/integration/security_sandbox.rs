@@ -477,8 +477,9 @@ fn swarm_attack(sandbox: &str, tmp_in: Option<PathBuf>) {
          echo x > {root}/pwned-by-proposer 2>/dev/null; git -C {root} update-ref refs/heads/main HEAD 2>/dev/null\n",
         root = t.path().display()
     );
+    let declared = ratchet_tests::fixture::declare(&["proposer-saw.txt", "tests/test_attack.sh"], &[], "an attack");
     let snippet = format!(
-        "{proposer_attacks}cat > tests/test_attack.sh <<'ATTACK'\n{script}ATTACK\necho 'add an attacking test'"
+        "{declared}{proposer_attacks}cat > tests/test_attack.sh <<'ATTACK'\n{script}ATTACK\necho 'add an attacking test'"
     );
     t.spec.proposer = Proposer::Calls(vec![snippet]);
     t.write("cadence.md", &t.spec.cadence_md());

@@ -209,11 +209,14 @@ fn a_forged_task_file_runs_nothing() {
                 patch: None,
                 edits: vec![FileEdit { path: "params.toml".into(), content: "delay_ms = 300\n".into() }],
                 model: None,
+                declaration: None,
             },
             base,
             gates,
             gate_timeout_s: gov.ethos.gate_timeout_s,
             sandbox: SandboxSettings::from(&gov.constitution),
+            trusted_tests: vec![],
+            test_command: String::new(),
         };
         let task = TaskFile {
             version: protocol::lease::TASK_FILE_VERSION,

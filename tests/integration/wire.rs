@@ -561,11 +561,14 @@ pub(crate) fn queue_execute(home: &TestHome, gate: &str) {
             patch: None,
             edits: vec![FileEdit { path: "a.txt".into(), content: "a\n".into() }],
             model: None,
+            declaration: None,
         },
         base,
         gates: gov.ethos.gates.clone(),
         gate_timeout_s: gov.ethos.gate_timeout_s,
         sandbox: SandboxSettings::from(&gov.constitution),
+        trusted_tests: vec![],
+        test_command: String::new(),
     };
     let task = TaskFile {
         version: protocol::lease::TASK_FILE_VERSION,

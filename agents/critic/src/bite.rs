@@ -10,6 +10,9 @@
 //!   applied, so the code change under test stays out. A pure insertion that spans the `#[cfg(test)]` line
 //!   (a new file with code and tests) is split there and only its test part applied.
 //!
+//! - a file the proposal *declared* as a test (its declaration's `tests`): taken whole from the candidate
+//!   (a non-test `.rs` file: its test hunks, as above), whatever its name.
+//!
 //! A test change that only removes lines (a deleted test file, removed test lines) is not a new or changed
 //! test: it gets a warning, and if nothing else changed in the tests, no run. A pure rename of a test file
 //! is ignored.
@@ -20,7 +23,11 @@
 //! sandbox (the repository's files hidden, only the scratch writable) with `ethos.gate_timeout_s`. It must fail. If it passes, the
 //! tests pass without the change: "non-biting", a blocking finding. A timeout, spawn error, signal or memory
 //! exhaustion proves nothing either way and is reported as an infrastructure error, never held against the
-//! candidate. All tests are applied and run together, so one biting test lets a non-biting one through.
+//! candidate.
+//!
+//! Each declared test is checked on its own (only its changes applied), so a declared test that does not
+//! bite is named; the test changes the proposal did not declare are applied and run together, so among
+//! those one biting test lets a non-biting one through. The check stops at the first blocking finding.
 
 use std::path::Path;
 use std::time::Duration;
@@ -86,6 +93,16 @@ impl TestChanges {
     pub fn is_empty(&self) -> bool {
         self.whole_files.is_empty() && self.partial.is_empty()
     }
+
+    /// The changes of the files `keep` says yes to.
+    fn filtered(&self, keep: impl Fn(&str) -> bool) -> TestChanges {
+        TestChanges {
+            whole_files: self.whole_files.iter().filter(|f| keep(f)).cloned().collect(),
+            partial: self.partial.iter().filter(|(c, _)| keep(&c.path)).cloned().collect(),
+            sites: self.sites.iter().filter(|s| keep(&s.file)).cloned().collect(),
+            removed: vec![],
+        }
+    }
 }
 
 /// The test parts of a non-test Rust file's hunks; `new_text` is the file in the candidate.
@@ -119,11 +136,17 @@ fn rust_test_hunks(new_text: &str, hunks: &[Hunk]) -> Vec<Hunk> {
 }
 
 /// Finds the candidate's test changes (see the module docs for the heuristic).
-pub fn find_test_changes(repo: &Path, commit: &str, changes: &[FileChange]) -> Result<TestChanges, CriticError> {
+pub fn find_test_changes(
+    repo: &Path,
+    commit: &str,
+    changes: &[FileChange],
+    declared: &[String],
+) -> Result<TestChanges, CriticError> {
     let mut tc = TestChanges::default();
     for c in changes {
         let first_added = |hunks: &[Hunk]| hunks.iter().find(|h| h.new_lines > 0).map(|h| h.new_start);
-        if is_test_path(&c.path) {
+        let declared_whole = declared.contains(&c.path) && !c.path.ends_with(".rs");
+        if is_test_path(&c.path) || declared_whole {
             let site = TestSite { file: c.path.clone(), line: first_added(&c.hunks).or(c.first_line()) };
             match c.status {
                 ChangeStatus::Deleted => tc.removed.push(site),
@@ -216,19 +239,28 @@ fn tail(outcome: &RunOutcome) -> String {
     lines[start..].iter().map(|l| crate::diff::truncate(l, 200)).collect::<Vec<_>>().join("\n")
 }
 
-/// Runs the bite check of `commit` against `parent` (both resolved commit ids).
+/// The candidate the bite check looks at: `commit` against `parent` (both resolved commit ids) in
+/// `repo`, its changed files, and the tests its proposal declared.
+pub struct Subject<'a> {
+    pub repo: &'a Path,
+    pub parent: &'a str,
+    pub commit: &'a str,
+    pub changes: &'a [FileChange],
+    pub declared_tests: &'a [String],
+}
+
+/// Runs the bite check; see the module documentation.
 pub async fn check<R: TestRunner>(
-    repo: &Path,
-    parent: &str,
-    commit: &str,
-    changes: &[FileChange],
+    subject: &Subject<'_>,
     constitution: &Constitution,
     ethos: &Ethos,
     runner: &R,
 ) -> Result<BiteReport, CriticError> {
     let tc = {
-        let (repo, commit, changes) = (repo.to_path_buf(), commit.to_string(), changes.to_vec());
-        blocking(move || find_test_changes(&repo, &commit, &changes)).await?
+        let (repo, commit, changes) =
+            (subject.repo.to_path_buf(), subject.commit.to_string(), subject.changes.to_vec());
+        let declared = subject.declared_tests.to_vec();
+        blocking(move || find_test_changes(&repo, &commit, &changes, &declared)).await?
     };
     let mut report = BiteReport::default();
     for site in &tc.removed {
@@ -239,6 +271,7 @@ pub async fn check<R: TestRunner>(
             line: site.line,
             message: format!("the candidate removes tests in {}", site.file),
             evidence: format!("{site}: test lines removed or test file deleted, no new test takes their place there"),
+            class: None,
         });
     }
     if tc.is_empty() {
@@ -257,13 +290,80 @@ pub async fn check<R: TestRunner>(
                 "the bite check cannot run: ethos.md test_command is empty; set it to the command that runs the tests"
                     .into(),
             evidence: format!("test changes not checked: {sites}"),
+            class: None,
         });
         report.note = "bite check skipped: no test_command".into();
         return Ok(report);
     }
 
+    // Each declared test alone, then the undeclared test changes together.
+    let declared = subject.declared_tests;
+    let mut groups: Vec<(Option<&str>, TestChanges)> = declared
+        .iter()
+        .map(|t| (Some(t.as_str()), tc.filtered(|f| f == t.as_str())))
+        .filter(|(_, g)| !g.is_empty())
+        .collect();
+    let rest = tc.filtered(|f| !declared.iter().any(|t| t == f));
+    if !rest.is_empty() {
+        groups.push((None, rest));
+    }
+    let mut notes = vec![];
+    for (declared_test, group) in groups {
+        let sites = group.sites.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let outcome = run_group(subject, &group, constitution, ethos, runner).await?;
+        let short = &subject.parent[..subject.parent.len().min(12)];
+        let ran = format!(
+            "ran `{}` in a scratch checkout of the parent {short} with only {} applied ({sites}): {}",
+            ethos.test_command,
+            if declared_test.is_some() { "this declared test's changes" } else { "the test changes" },
+            outcome.describe()
+        );
+        if outcome.success() {
+            let first = &group.sites[0];
+            let message = match declared_test {
+                Some(t) => format!(
+                    "non-biting test: the declared test {t} passes on the parent without the change, so it does not test it"
+                ),
+                None => format!(
+                    "non-biting test: the candidate's tests ({sites}) pass on the parent without the change, so they do not test it"
+                ),
+            };
+            report.findings.push(Finding {
+                rail: BITE.into(),
+                severity: Severity::Block,
+                file: Some(first.file.clone()),
+                line: first.line,
+                message,
+                evidence: format!("{ran}\noutput tail:\n{}", tail(&outcome)),
+                class: None,
+            });
+            notes.push(format!("bite: non-biting ({sites} pass on the parent)"));
+            break; // expensive work stops at the first block
+        } else if outcome.is_infra_failure() {
+            report.infra_error = Some(format!(
+                "bite check: {ran}; an infrastructure failure, not the candidate's: retry, or raise gate_timeout_s in ethos.md if the tests need longer"
+            ));
+            notes.push(format!("bite: inconclusive ({})", outcome.describe()));
+            break;
+        } else {
+            notes.push(format!("bite: tests fail on the parent as they must ({sites}: {})", outcome.describe()));
+        }
+    }
+    report.note = notes.join("; ");
+    Ok(report)
+}
+
+/// One run of the test command on the parent with `group`'s test changes applied.
+async fn run_group<R: TestRunner>(
+    subject: &Subject<'_>,
+    group: &TestChanges,
+    constitution: &Constitution,
+    ethos: &Ethos,
+    runner: &R,
+) -> Result<RunOutcome, CriticError> {
     let scratch = {
-        let (repo, parent, commit, tc) = (repo.to_path_buf(), parent.to_string(), commit.to_string(), tc.clone());
+        let (repo, parent, commit, tc) =
+            (subject.repo.to_path_buf(), subject.parent.to_string(), subject.commit.to_string(), group.clone());
         blocking(move || {
             let scratch = ScratchCheckout::create(&repo, &parent)?;
             apply_test_changes(&repo, &parent, &commit, scratch.path(), &tc)?;
@@ -271,43 +371,14 @@ pub async fn check<R: TestRunner>(
         })
         .await?
     };
-    let spec = test_spec(ethos, constitution, scratch.path(), repo);
+    let spec = test_spec(ethos, constitution, scratch.path(), subject.repo);
     let outcome = match spec {
         Ok(spec) => Ok(runner.run(spec).await),
         Err(e) => Err(e),
     };
     // Removing a checkout deletes files: keep it off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
-    let outcome = outcome?;
-
-    let short = &parent[..parent.len().min(12)];
-    let ran = format!(
-        "ran `{}` in a scratch checkout of the parent {short} with only the test changes applied ({sites}): {}",
-        ethos.test_command,
-        outcome.describe()
-    );
-    if outcome.success() {
-        let first = &tc.sites[0];
-        report.findings.push(Finding {
-            rail: BITE.into(),
-            severity: Severity::Block,
-            file: Some(first.file.clone()),
-            line: first.line,
-            message: format!(
-                "non-biting test: the candidate's tests ({sites}) pass on the parent without the change, so they do not test it"
-            ),
-            evidence: format!("{ran}\noutput tail:\n{}", tail(&outcome)),
-        });
-        report.note = "bite: non-biting (tests pass on the parent)".into();
-    } else if outcome.is_infra_failure() {
-        report.infra_error = Some(format!(
-            "bite check: {ran}; an infrastructure failure, not the candidate's: retry, or raise gate_timeout_s in ethos.md if the tests need longer"
-        ));
-        report.note = format!("bite: inconclusive ({})", outcome.describe());
-    } else {
-        report.note = format!("bite: tests fail on the parent as they must ({sites}: {})", outcome.describe());
-    }
-    Ok(report)
+    outcome
 }
 
 #[cfg(test)]

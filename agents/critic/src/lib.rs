@@ -2,7 +2,9 @@
 //! repository, through the git CLI.
 //!
 //! [`review`] runs, in order:
-//! 1. the static rails over the diff ([`rails`]): `protected-path`, `rule`, `size`, `scope`;
+//! 1. the static rails over the diff ([`rails`]): `protected-path`, `append-only`, `rule`, `size`,
+//!    `scope` (declare, then verify) and `claim`; they need no execution, so they run for every candidate
+//!    with a commit, a candidate that failed its gates included ([`review_rails_only`]);
 //! 2. if none of them blocked, the `bite` rail ([`bite`]): the candidate's new or changed tests, applied
 //!    alone to the parent in a scratch checkout, must fail there.
 //!
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use kit::exec::{RunOutcome, RunSpec};
 use protocol::governance::{Constitution, Ethos};
+use protocol::rails::Declaration;
 use serde::Serialize;
 
 pub use diff::{ChangeStatus, FileChange, Hunk, diff_files};
@@ -98,18 +101,38 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| CriticError::Join(e.to_string()))?
 }
 
-/// Reviews `commit` against `parent` in `repo`. `declared_files` are the files (or globs) the proposal
-/// said it would touch. Never fails: a problem outside the candidate becomes [`Review::infra_error`].
+/// Reviews `commit` against `parent` in `repo`: every rail, the bite check included.
+/// `declaration` is what the proposal declared (`None`: nothing, its scope is unverified). Never
+/// fails: a problem outside the candidate becomes [`Review::infra_error`].
 pub async fn review<R: TestRunner>(
     repo: &Path,
     parent: &str,
     commit: &str,
-    declared_files: &[String],
+    declaration: Option<&Declaration>,
     constitution: &Constitution,
     ethos: &Ethos,
     runner: &R,
 ) -> Review {
-    match try_review(repo, parent, commit, declared_files, constitution, ethos, runner).await {
+    let subject = Candidate { repo, parent, commit, declaration };
+    or_inconclusive(try_review(&subject, constitution, ethos, Some(runner)).await)
+}
+
+/// The static rails only (no test run): for a candidate that failed its gates, so its record
+/// lists every rail it broke without spending more on it.
+pub async fn review_rails_only(
+    repo: &Path,
+    parent: &str,
+    commit: &str,
+    declaration: Option<&Declaration>,
+    constitution: &Constitution,
+    ethos: &Ethos,
+) -> Review {
+    let subject = Candidate { repo, parent, commit, declaration };
+    or_inconclusive(try_review::<ExecRunner>(&subject, constitution, ethos, None).await)
+}
+
+fn or_inconclusive(r: Result<Review, CriticError>) -> Review {
+    match r {
         Ok(review) => review,
         Err(e) => Review {
             pass: false,
@@ -120,18 +143,42 @@ pub async fn review<R: TestRunner>(
     }
 }
 
-/// [`review`], with the failures that leave no findings at all (an unknown commit, git missing) as errors.
-pub async fn try_review<R: TestRunner>(
-    repo: &Path,
-    parent: &str,
-    commit: &str,
-    declared_files: &[String],
+/// The candidate under review.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub repo: &'a Path,
+    pub parent: &'a str,
+    pub commit: &'a str,
+    pub declaration: Option<&'a Declaration>,
+}
+
+/// Every static rail over `changes`, in the order the record lists them.
+pub fn static_rails(
+    changes: &[FileChange],
+    declaration: Option<&Declaration>,
     constitution: &Constitution,
     ethos: &Ethos,
-    runner: &R,
+) -> Vec<Finding> {
+    let mut findings = rails::protected_paths(changes, constitution, ethos);
+    findings.extend(rails::append_only(changes, constitution));
+    findings.extend(rails::rules(changes, constitution));
+    findings.extend(rails::size(changes, constitution));
+    findings.extend(rails::scope(changes, declaration, constitution.unverified_scope));
+    findings.extend(rails::claims(changes, declaration));
+    findings
+}
+
+/// [`review`] (with a runner) or [`review_rails_only`] (without), with the failures that leave
+/// no findings at all (an unknown commit, git missing) as errors.
+pub async fn try_review<R: TestRunner>(
+    subject: &Candidate<'_>,
+    constitution: &Constitution,
+    ethos: &Ethos,
+    runner: Option<&R>,
 ) -> Result<Review, CriticError> {
     let (parent, commit, changes) = {
-        let (repo, parent, commit) = (repo.to_path_buf(), parent.to_string(), commit.to_string());
+        let (repo, parent, commit) =
+            (subject.repo.to_path_buf(), subject.parent.to_string(), subject.commit.to_string());
         blocking(move || {
             let parent = git::resolve_commit(&repo, &parent)?;
             let commit = git::resolve_commit(&repo, &commit)?;
@@ -140,26 +187,33 @@ pub async fn try_review<R: TestRunner>(
         })
         .await?
     };
-    let mut findings = rails::protected_paths(&changes, constitution, ethos);
-    findings.extend(rails::rules(&changes, constitution));
-    findings.extend(rails::size(&changes, constitution));
-    findings.extend(rails::scope(&changes, declared_files));
+    let mut findings = static_rails(&changes, subject.declaration, constitution, ethos);
 
     let mut infra_error = None;
     let blocked_statically = findings.iter().any(|f| f.severity == Severity::Block);
-    let bite_note = if blocked_statically {
-        "bite: skipped (already rejected)".to_string()
-    } else {
-        match bite::check(repo, &parent, &commit, &changes, constitution, ethos, runner).await {
-            Ok(report) => {
-                findings.extend(report.findings);
-                infra_error = report.infra_error;
-                report.note
-            }
-            Err(e) => {
-                let note = format!("bite: inconclusive ({e})");
-                infra_error = Some(format!("bite check: {e}"));
-                note
+    let declared_tests = subject.declaration.map(|d| d.tests.clone()).unwrap_or_default();
+    let bite_note = match runner {
+        None => "bite: not run (the candidate failed its gates)".to_string(),
+        Some(_) if blocked_statically => "bite: skipped (already rejected)".to_string(),
+        Some(runner) => {
+            let bite_subject = bite::Subject {
+                repo: subject.repo,
+                parent: &parent,
+                commit: &commit,
+                changes: &changes,
+                declared_tests: &declared_tests,
+            };
+            match bite::check(&bite_subject, constitution, ethos, runner).await {
+                Ok(report) => {
+                    findings.extend(report.findings);
+                    infra_error = report.infra_error;
+                    report.note
+                }
+                Err(e) => {
+                    let note = format!("bite: inconclusive ({e})");
+                    infra_error = Some(format!("bite check: {e}"));
+                    note
+                }
             }
         }
     };

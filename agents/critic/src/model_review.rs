@@ -182,6 +182,7 @@ pub fn merge(review: &mut Review, verdict: &ModelVerdict, mode: ReviewMode, revi
             line: None,
             message: f.message.trim().to_string(),
             evidence: format!("reviewer {reviewer}: verdict {} ({} review)", verdict.verdict, mode_name(mode)),
+            class: None,
         });
         added += 1;
     }
@@ -193,6 +194,7 @@ pub fn merge(review: &mut Review, verdict: &ModelVerdict, mode: ReviewMode, revi
             line: None,
             message: "the model reviewer's verdict is block".into(),
             evidence: format!("reviewer {reviewer}: verdict block with no blocking finding (blocking review)"),
+            class: None,
         });
     }
     if blocking {

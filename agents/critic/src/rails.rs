@@ -1,33 +1,87 @@
-//! The static rails: they read the diff only, never run anything.
+//! The static rails: they read the diff only, never run anything, so they run for every
+//! candidate that has a commit (after a failed gate too), and a record lists every rail it broke.
 //!
 //! - `protected-path`: no changed path (nor the old path of a rename) matches a protected pattern: the three
 //!   governance documents (always, even if the constitution forgot them), `constitution.protected_paths`
-//!   and `ethos.benchmark_paths`.
+//!   and `ethos.benchmark_paths`. The finding names the path's class (governance, benchmark, CI, tests).
 //! - `rule`: likewise for every approved rule's `forbid_paths`; the finding names the rule.
 //! - `size`: changed lines (added + removed; binary files count 0 lines) and changed files within the
 //!   constitution's limits.
-//! - `scope`: every changed path matches a file or glob the proposal declared.
+//! - `scope`: every changed path matches a file or glob the proposal declared (its `files` or
+//!   `tests`); a proposal without a declaration is "scope unverified" (blocking unless
+//!   `constitution.unverified_scope` is `warn`), never clean.
+//! - `append-only`: under `constitution.append_only_paths`, files and lines may be added, never
+//!   deleted, changed, moved or retyped; each finding cites the base's lines it removes or changes.
+//! - `claim`: every test the proposal declared appears in the diff with added lines (whether it
+//!   bites is the bite rail's question).
 
-use protocol::governance::{self, Constitution, Ethos, glob_match};
+use protocol::governance::{self, Constitution, Ethos, UnverifiedScope, glob_match};
+use protocol::rails::{Declaration, PathClass};
 
-use crate::diff::FileChange;
+use crate::diff::{ChangeStatus, FileChange, truncate};
 use crate::{Finding, Severity};
 
 pub const PROTECTED_PATH: &str = "protected-path";
 pub const RULE: &str = "rule";
 pub const SIZE: &str = "size";
 pub const SCOPE: &str = "scope";
+pub const APPEND_ONLY: &str = "append-only";
+pub const CLAIM: &str = "claim";
 
 /// Lines of a hunk quoted in a finding's evidence.
 const EXCERPT_LINES: usize = 6;
+/// Removed or changed lines cited in one append-only finding.
+const CITED_LINES: usize = 20;
+/// Append-only findings for one file (one per hunk); the last one says how many more there are.
+const HUNKS_CITED: usize = 10;
+
+/// Where a protected pattern comes from, which decides its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The three governance documents: always protected.
+    Governance,
+    /// constitution.md `protected_paths`: the class is read from the path.
+    Constitution,
+    /// ethos.md `benchmark_paths`.
+    Benchmark,
+}
+
+impl Source {
+    fn describe(self) -> &'static str {
+        match self {
+            Source::Governance => "governance document (always protected)",
+            Source::Constitution => "constitution.md protected_paths",
+            Source::Benchmark => "ethos.md benchmark_paths",
+        }
+    }
+}
 
 /// Every protected pattern with where it comes from, governance documents first.
-pub fn protected_patterns(constitution: &Constitution, ethos: &Ethos) -> Vec<(String, &'static str)> {
-    let mut out: Vec<(String, &'static str)> =
-        governance::DOCS.iter().map(|d| (d.to_string(), "governance document (always protected)")).collect();
-    out.extend(constitution.protected_paths.iter().map(|p| (p.clone(), "constitution.md protected_paths")));
-    out.extend(ethos.benchmark_paths.iter().map(|p| (p.clone(), "ethos.md benchmark_paths")));
+pub fn protected_patterns(constitution: &Constitution, ethos: &Ethos) -> Vec<(String, Source)> {
+    let mut out: Vec<(String, Source)> = governance::DOCS.iter().map(|d| (d.to_string(), Source::Governance)).collect();
+    out.extend(constitution.protected_paths.iter().map(|p| (p.clone(), Source::Constitution)));
+    out.extend(ethos.benchmark_paths.iter().map(|p| (p.clone(), Source::Benchmark)));
     out
+}
+
+/// The class of protected `path`, matched by a pattern from `source`: the benchmark's paths are
+/// the benchmark wherever else they are listed; a path the constitution protects is classed by
+/// what it names, and one under the trusted tests or the append-only paths is a test.
+pub fn class_of(path: &str, source: Source, constitution: &Constitution, ethos: &Ethos) -> PathClass {
+    if source == Source::Governance {
+        return PathClass::Governance;
+    }
+    if source == Source::Benchmark || ethos.benchmark_paths.iter().any(|p| matches(p, path)) {
+        return PathClass::Benchmark;
+    }
+    match PathClass::of_path(path) {
+        PathClass::Other
+            if ethos.trusted_tests.iter().chain(&constitution.append_only_paths).any(|p| matches(p, path)) =>
+        {
+            PathClass::Tests
+        }
+        class => class,
+    }
 }
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -43,6 +97,7 @@ fn file_finding(rail: &str, change: &FileChange, message: String, why: String) -
         line: change.first_line(),
         message,
         evidence: format!("{why}\n{}", change.excerpt(EXCERPT_LINES)),
+        class: None,
     }
 }
 
@@ -54,12 +109,15 @@ pub fn protected_paths(changes: &[FileChange], constitution: &Constitution, etho
             .paths()
             .find_map(|path| patterns.iter().find(|(p, _)| matches(p, path)).map(|(p, source)| (path, p, *source)));
         if let Some((path, pattern, source)) = hit {
-            out.push(file_finding(
+            let class = class_of(path, source, constitution, ethos);
+            let mut f = file_finding(
                 PROTECTED_PATH,
                 change,
-                format!("touches protected path {path} ({})", change.status.as_str()),
-                format!("{path} matches `{pattern}` ({source})"),
-            ));
+                format!("tampering ({class}): touches protected path {path} ({})", change.status.as_str()),
+                format!("{path} matches `{pattern}` ({}; class {class})", source.describe()),
+            );
+            f.class = Some(class);
+            out.push(f);
         }
     }
     out
@@ -119,6 +177,7 @@ pub fn size(changes: &[FileChange], constitution: &Constitution) -> Vec<Finding>
                 constitution.max_diff_lines, largest.path
             ),
             evidence: table(20),
+            class: None,
         });
     }
     if changes.len() as u64 > constitution.max_files_changed {
@@ -133,22 +192,48 @@ pub fn size(changes: &[FileChange], constitution: &Constitution) -> Vec<Finding>
                 constitution.max_files_changed
             ),
             evidence: table(changes.len()),
+            class: None,
         });
     }
     out
 }
 
-/// Every changed path (both sides of a rename) must match a declared file or glob. A proposal that
-/// declared nothing may change nothing.
-pub fn scope(changes: &[FileChange], declared: &[String]) -> Vec<Finding> {
-    let declared_list = if declared.is_empty() {
-        "the proposal declared no files".to_string()
-    } else {
-        format!("declared: {}", declared.join(", "))
+/// Every changed path (both sides of a rename) must match a file or glob the proposal declared.
+/// A proposal that declared nothing is "scope unverified": one finding, blocking unless the
+/// constitution says `unverified_scope = "warn"`.
+pub fn scope(changes: &[FileChange], declaration: Option<&Declaration>, unverified: UnverifiedScope) -> Vec<Finding> {
+    let Some(declaration) = declaration else {
+        if changes.is_empty() {
+            return vec![];
+        }
+        let (severity, consequence) = match unverified {
+            UnverifiedScope::Block => (Severity::Block, "blocks (constitution.md unverified_scope = \"block\")"),
+            UnverifiedScope::Warn => (Severity::Warn, "warns (constitution.md unverified_scope = \"warn\")"),
+        };
+        let listed: Vec<String> =
+            changes.iter().map(|c| format!("{}:{}", c.path, c.first_line().unwrap_or(1))).collect();
+        return vec![Finding {
+            rail: SCOPE.into(),
+            severity,
+            file: None,
+            line: None,
+            message: format!(
+                "scope unverified: the proposal declared nothing, so its diff ({} file{}) cannot be checked against what it meant to change",
+                changes.len(),
+                if changes.len() == 1 { "" } else { "s" }
+            ),
+            evidence: format!(
+                "no declaration ({} for a command program, the declaration field for a model); this {consequence}\nchanged: {}",
+                protocol::rails::DECLARATION_FILE,
+                listed.join(", ")
+            ),
+            class: None,
+        }];
     };
+    let declared_list = format!("declared: {}", declaration.scope().collect::<Vec<_>>().join(", "));
     let mut out = Vec::new();
     for change in changes {
-        let undeclared: Vec<&str> = change.paths().filter(|p| !declared.iter().any(|d| matches(d, p))).collect();
+        let undeclared: Vec<&str> = change.paths().filter(|p| !declaration.covers(p)).collect();
         if !undeclared.is_empty() {
             out.push(file_finding(
                 SCOPE,
@@ -157,6 +242,144 @@ pub fn scope(changes: &[FileChange], declared: &[String]) -> Vec<Finding> {
                 declared_list.clone(),
             ));
         }
+    }
+    out
+}
+
+/// The base's lines a hunk removes, numbered, and what replaces them, for evidence.
+fn cite_hunk(path: &str, h: &crate::diff::Hunk) -> Vec<String> {
+    let mut lines: Vec<String> = h
+        .removed
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("base {path}:{}: -{}", h.old_start as usize + i, truncate(l, 160)))
+        .collect();
+    lines.extend(
+        h.added
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("candidate {path}:{}: +{}", h.new_start as usize + i, truncate(l, 160))),
+    );
+    lines
+}
+
+fn capped(lines: Vec<String>) -> String {
+    let n = lines.len();
+    let mut out: Vec<String> = lines.into_iter().take(CITED_LINES).collect();
+    if n > CITED_LINES {
+        out.push(format!("... and {} more lines", n - CITED_LINES));
+    }
+    out.join("\n")
+}
+
+/// Under `constitution.append_only_paths` a candidate may add files and lines, never delete,
+/// change, move or retype what the base has. One finding per hunk that removes or changes the
+/// base's lines (at most [`HUNKS_CITED`] per file), citing each of them with its line number in
+/// the base and what the candidate put in its place.
+pub fn append_only(changes: &[FileChange], constitution: &Constitution) -> Vec<Finding> {
+    let patterns = &constitution.append_only_paths;
+    let mut out = Vec::new();
+    for change in changes {
+        if matches!(change.status, ChangeStatus::Added | ChangeStatus::Copied) {
+            continue; // new files may be added anywhere
+        }
+        let base_path = change.old_path.as_deref().unwrap_or(&change.path);
+        let Some(pattern) = patterns.iter().find(|p| matches(p, base_path)) else { continue };
+        let class = Some(PathClass::of_path(base_path));
+        let why = format!(
+            "{base_path} matches `{pattern}` (constitution.md append_only_paths: tests may grow, not shrink or change)"
+        );
+        let whole = |message: String, evidence: String| Finding {
+            rail: APPEND_ONLY.into(),
+            severity: Severity::Block,
+            file: Some(base_path.to_string()),
+            line: change.hunks.first().map(|h| h.old_start.max(1)).or(Some(1)),
+            message,
+            evidence: format!("{why}\n{evidence}"),
+            class,
+        };
+        match change.status {
+            ChangeStatus::Deleted => {
+                let lines: Vec<String> = change.hunks.iter().flat_map(|h| cite_hunk(base_path, h)).collect();
+                out.push(whole(
+                    format!("deletes {base_path} ({} lines), under append-only `{pattern}`", change.removed),
+                    capped(lines),
+                ));
+                continue;
+            }
+            ChangeStatus::Renamed => {
+                out.push(whole(
+                    format!("moves {base_path} to {}, under append-only `{pattern}`", change.path),
+                    format!("renamed {base_path} -> {} (+{} -{})", change.path, change.added, change.removed),
+                ));
+                continue;
+            }
+            ChangeStatus::TypeChanged | ChangeStatus::Other => {
+                out.push(whole(
+                    format!("changes the type of {base_path}, under append-only `{pattern}`"),
+                    change.excerpt(EXCERPT_LINES),
+                ));
+                continue;
+            }
+            _ if change.binary => {
+                out.push(whole(
+                    format!("changes the binary file {base_path}, under append-only `{pattern}`"),
+                    change.excerpt(EXCERPT_LINES),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        let touching: Vec<&crate::diff::Hunk> = change.hunks.iter().filter(|h| !h.removed.is_empty()).collect();
+        let n = touching.len();
+        for (i, h) in touching.into_iter().enumerate().take(HUNKS_CITED) {
+            let what = if h.added.is_empty() { "deletes" } else { "changes" };
+            let count = h.removed.len();
+            let mut evidence = capped(cite_hunk(base_path, h));
+            if i + 1 == HUNKS_CITED && n > HUNKS_CITED {
+                evidence.push_str(&format!("\n... and {} more hunks that remove or change lines", n - HUNKS_CITED));
+            }
+            out.push(Finding {
+                rail: APPEND_ONLY.into(),
+                severity: Severity::Block,
+                file: Some(base_path.to_string()),
+                line: Some(h.old_start.max(1)),
+                message: format!(
+                    "{what} {count} existing line{} of {base_path} (base line {}), under append-only `{pattern}`",
+                    if count == 1 { "" } else { "s" },
+                    h.old_start.max(1)
+                ),
+                evidence: format!("{why}\n{evidence}"),
+                class,
+            });
+        }
+    }
+    out
+}
+
+/// Every test the proposal declared must appear in the diff as a file it adds or changes (with
+/// added lines): a claimed test that is not there is a false claim.
+pub fn claims(changes: &[FileChange], declaration: Option<&Declaration>) -> Vec<Finding> {
+    let Some(d) = declaration else { return vec![] };
+    let mut out = Vec::new();
+    for test in &d.tests {
+        let change = changes.iter().find(|c| c.path == *test);
+        let problem = match change {
+            None => "is not in the diff".to_string(),
+            Some(c) if c.status == ChangeStatus::Deleted => "is deleted, not added".to_string(),
+            Some(c) if c.added == 0 && !c.binary => format!("only loses lines ({})", c.status.as_str()),
+            Some(_) => continue,
+        };
+        let changed: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+        out.push(Finding {
+            rail: CLAIM.into(),
+            severity: Severity::Block,
+            file: Some(test.clone()),
+            line: change.and_then(FileChange::first_line),
+            message: format!("declared test {test} {problem}: the proposal claims a test it does not add"),
+            evidence: format!("declared tests: {}\nchanged: {}", d.tests.join(", "), changed.join(", ")),
+            class: None,
+        });
     }
     out
 }

@@ -9,7 +9,7 @@ use protocol::governance::WeakSandbox;
 use protocol::work::{CritiqueInput, CritiqueOutput, SandboxUsed};
 use serde_json::json;
 
-use crate::{TestRunner, model_review, review};
+use crate::{TestRunner, model_review, review, review_rails_only};
 
 /// Runs the bite check's test commands through the sandbox, logging each run as an artefact and
 /// adding up the time they take (the target's time, not the harness's).
@@ -41,8 +41,12 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     constitution.weak_sandbox = if input.sandbox.allow_weak { WeakSandbox::Allow } else { WeakSandbox::Refuse };
     let runner = LoggedRunner { log: ctx.artifacts.join("bite.log"), ms: AtomicU64::new(0), sandbox: Mutex::new(None) };
     let repo = ctx.home.root().to_path_buf();
-    let mut r =
-        review(&repo, &input.base, &input.commit, &input.proposal.files, &constitution, &input.ethos, &runner).await;
+    let declaration = input.proposal.declaration.as_ref();
+    let mut r = if input.rails_only {
+        review_rails_only(&repo, &input.base, &input.commit, declaration, &constitution, &input.ethos).await
+    } else {
+        review(&repo, &input.base, &input.commit, declaration, &constitution, &input.ethos, &runner).await
+    };
     let mut out = CritiqueOutput {
         pass: r.pass,
         summary: String::new(),
@@ -55,7 +59,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
     };
     // The model review runs only on what the rails let through (a rejected candidate costs no
     // tokens), and only when the constitution turns it on.
-    let rails_clean = r.infra_error.is_none() && r.blocking().next().is_none();
+    let rails_clean = r.infra_error.is_none() && r.blocking().next().is_none() && !input.rails_only;
     let mode = input.constitution.model_review;
     if let (true, false, Some(settings)) = (rails_clean, mode.is_off(), &input.ethos.review) {
         match input.constitution.models.get(&settings.model) {

@@ -605,6 +605,7 @@ pub(crate) mod tests {
             bench_timeout_s: 60,
             guard: vec![],
             review: None,
+            trusted_tests: vec![],
         }
     }
 

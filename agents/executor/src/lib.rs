@@ -1,4 +1,5 @@
-//! The executor's job: apply a candidate in its worktree, commit it, run the fast gate.
+//! The executor's job: apply a candidate in its worktree, commit it, run the fast gate, then the
+//! baseline's tests against the candidate's code ([`trusted_swap`]).
 //!
 //! Candidate failures (a patch that does not apply, a gate that exits non-zero) end the task as
 //! `candidate-failure`; infrastructure failures (timeout, spawn error, signal, out of memory)
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use kit::exec::RunSpec;
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings};
+use protocol::governance::glob_match;
+use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings, TrustedTestsRun};
 use serde_json::json;
 
 /// Trailer that marks a commit as this candidate's.
@@ -95,7 +97,10 @@ fn apply_and_commit(
     if head != input.base {
         let msg = git.run(["log", "-1", "--format=%B", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
         if msg.contains(&candidate_trailer(&input.proposal.id)) {
-            return Ok(head); // committed by an earlier attempt
+            // Committed by an earlier attempt, which may have died with the baseline's tests
+            // swapped in: the tracked files back as the candidate has them.
+            git.run(["reset", "-q", "--hard", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
+            return Ok(head);
         }
         return Err(format!("infra: worktree HEAD {head} is neither the base {} nor this candidate", input.base));
     }
@@ -137,6 +142,95 @@ fn apply_and_commit(
         .run(["commit", "-q", "--no-verify", "-m", &msg])
         .map_err(|e| format!("infra: commit failed: {e}"))?;
     git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))
+}
+
+/// The files of ethos.md `trusted_tests` that the candidate changed, in its checkout `tree`:
+/// (the base's files it changed or deleted, the files it added).
+pub fn trusted_changes(
+    tree: &Path,
+    base: &str,
+    commit: &str,
+    globs: &[String],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let git = Git::new(tree);
+    let trusted = |p: &str| globs.iter().any(|g| g == p || glob_match(g, p));
+    let listed = |rev: &str| -> Result<Vec<String>, String> {
+        let out = git.run(["ls-tree", "-r", "-z", "--name-only", rev]).map_err(|e| format!("infra: {e}"))?;
+        Ok(out.split('\0').filter(|p| !p.is_empty() && trusted(p)).map(String::from).collect())
+    };
+    let in_base = listed(base)?;
+    let changed = git
+        .run(["diff", "--no-renames", "--name-only", "-z", base, commit, "--"])
+        .map_err(|e| format!("infra: {e}"))?;
+    let changed: Vec<&str> = changed.split('\0').filter(|p| !p.is_empty() && trusted(p)).collect();
+    let restored = changed.iter().filter(|p| in_base.iter().any(|b| b == *p)).map(|p| p.to_string()).collect();
+    let added = changed.iter().filter(|p| !in_base.iter().any(|b| b == *p)).map(|p| p.to_string()).collect();
+    Ok((restored, added))
+}
+
+/// Put the base's trusted tests in the candidate's checkout `tree` (at the candidate commit):
+/// `restored` back as the base has them, `set_aside` (the candidate's own additions) removed.
+/// [`untrusted_swap`] undoes it.
+pub fn trusted_swap(tree: &Path, base: &str, restored: &[String], set_aside: &[String]) -> Result<(), String> {
+    for p in set_aside {
+        let path = tree.join(p);
+        std::fs::remove_file(&path).map_err(|e| format!("infra: setting {} aside: {e}", path.display()))?;
+    }
+    if !restored.is_empty() {
+        let mut args = vec!["--literal-pathspecs", "checkout", base, "--"];
+        args.extend(restored.iter().map(String::as_str));
+        Git::new(tree).run(args).map_err(|e| format!("infra: taking the base's trusted tests: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Back to the candidate's own files after [`trusted_swap`]: tracked files and index reset to
+/// HEAD (which also drops the base's files the candidate had deleted).
+pub fn untrusted_swap(tree: &Path) -> Result<(), String> {
+    Git::new(tree).run(["reset", "-q", "--hard", "HEAD"]).map(|_| ()).map_err(|e| format!("infra: {e}"))
+}
+
+/// The baseline's tests (ethos.md `trusted_tests`, taken from the base like the benchmark) run
+/// with `test_command` against the candidate's code, in the candidate's own checkout (so the
+/// gates' build is reused) and sandboxed like every gate, after its own gates passed. Skipped
+/// when the candidate changed none of those files and a gate that already passed was
+/// `test_command` itself. `Err` is the task's end (a failure of the run, or infrastructure).
+async fn trusted_gate(
+    ctx: &WorkCtx,
+    input: &ExecuteInput,
+    commit: &str,
+) -> Result<Option<(TrustedTestsRun, Option<kit::exec::RunOutcome>)>, String> {
+    if input.trusted_tests.is_empty() || input.test_command.trim().is_empty() {
+        return Ok(None);
+    }
+    let (tree, base, c, globs) = (ctx.bd.tree(), input.base.clone(), commit.to_string(), input.trusted_tests.clone());
+    let (restored, set_aside) = tokio::task::spawn_blocking(move || trusted_changes(&tree, &base, &c, &globs))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    if restored.is_empty() && set_aside.is_empty() && input.gates.iter().any(|g| g.trim() == input.test_command.trim())
+    {
+        let why = format!(
+            "the candidate changes none of the trusted tests ({}), and the gate `{}` already ran them",
+            input.trusted_tests.join(", "),
+            input.test_command
+        );
+        return Ok(Some((TrustedTestsRun { restored, set_aside, run: None, skipped: Some(why) }, None)));
+    }
+    let (tree, base, r, a) = (ctx.bd.tree(), input.base.clone(), restored.clone(), set_aside.clone());
+    tokio::task::spawn_blocking(move || trusted_swap(&tree, &base, &r, &a))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    let spec = spec_for(
+        &input.test_command,
+        &ctx.bd.tree(),
+        ctx.home.root(),
+        Duration::from_secs(input.gate_timeout_s),
+        &input.sandbox,
+    );
+    let (run, out) = run_logged(ctx, "trusted-tests", spec).await;
+    let tree = ctx.bd.tree();
+    tokio::task::spawn_blocking(move || untrusted_swap(&tree)).await.unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    Ok(Some((TrustedTestsRun { restored, set_aside, run: Some(run), skipped: None }, Some(out))))
 }
 
 /// The `execute` skill.
@@ -191,7 +285,13 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         command_ms += run.duration_ms;
         gates.push(run);
         let data = || {
-            json!(ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates: gates.clone(), command_ms })
+            json!(ExecuteOutput {
+                commit: commit.clone(),
+                base: input.base.clone(),
+                gates: gates.clone(),
+                command_ms,
+                trusted: None
+            })
         };
         if out.is_infra_failure() {
             return WorkResult::infra_failure(format!("gate {cmd:?}: {}", out.describe()), data());
@@ -200,10 +300,139 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
             return WorkResult::candidate_failure(format!("gate {cmd:?} failed: {}", out.describe()), data());
         }
     }
+    if ctx.lease_lost() {
+        return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
+    }
+    let trusted = match trusted_gate(&ctx, &input, &commit).await {
+        Ok(t) => t,
+        Err(e) => {
+            let data = json!(ExecuteOutput {
+                commit: commit.clone(),
+                base: input.base.clone(),
+                gates: gates.clone(),
+                command_ms,
+                trusted: None
+            });
+            return WorkResult::infra_failure(format!("the baseline's tests: {e}"), data);
+        }
+    };
+    let trusted = match trusted {
+        Some((t, out)) => {
+            command_ms += t.run.as_ref().map_or(0, |r| r.duration_ms);
+            let data = |t: &TrustedTestsRun| {
+                json!(ExecuteOutput {
+                    commit: commit.clone(),
+                    base: input.base.clone(),
+                    gates: gates.clone(),
+                    command_ms,
+                    trusted: Some(t.clone())
+                })
+            };
+            if let Some(out) = out.as_ref().filter(|o| o.is_infra_failure()) {
+                return WorkResult::infra_failure(
+                    format!("the baseline's tests `{}`: {}", input.test_command, out.describe()),
+                    data(&t),
+                );
+            }
+            if let Some(out) = out.as_ref().filter(|o| !o.success()) {
+                let changed: Vec<String> = t
+                    .restored
+                    .iter()
+                    .map(|p| format!("{p} (restored)"))
+                    .chain(t.set_aside.iter().map(|p| format!("{p} (set aside)")))
+                    .collect();
+                return WorkResult::candidate_failure(
+                    format!(
+                        "the baseline's tests failed on the candidate's code: `{}` {} with ethos.md trusted_tests ({}) taken from the base{}",
+                        input.test_command,
+                        out.describe(),
+                        input.trusted_tests.join(", "),
+                        if changed.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; the candidate changed {}", changed.join(", "))
+                        }
+                    ),
+                    data(&t),
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
     let took = started.elapsed().as_millis();
-    let out = ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates, command_ms };
+    let out = ExecuteOutput { commit: commit.clone(), base: input.base.clone(), gates, command_ms, trusted };
+    let trusted_note = match &out.trusted {
+        Some(t) if t.run.is_some() => " and the baseline's tests",
+        _ => "",
+    };
     WorkResult::success(
-        format!("committed {} and passed {} gate(s) in {took} ms", &commit[..12.min(commit.len())], out.gates.len()),
+        format!(
+            "committed {} and passed {} gate(s){trusted_note} in {took} ms",
+            &commit[..12.min(commit.len())],
+            out.gates.len()
+        ),
         json!(out),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        Git::new(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .with_identity("t", "t@t")
+            .run(args)
+            .unwrap_or_else(|e| panic!("git {args:?}: {e}"))
+    }
+
+    /// The baseline's tests go in exactly, and the candidate's files come back exactly.
+    #[test]
+    fn the_trusted_swap_puts_the_base_tests_in_and_takes_them_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path();
+        let write = |p: &str, t: &str| {
+            std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
+            std::fs::write(tree.join(p), t).unwrap();
+        };
+        git(tree, &["init", "-q", "-b", "main"]);
+        write("src/a.sh", "a\n");
+        write("tests/test_kept.sh", "kept\n");
+        write("tests/test_weakened.sh", "strict\n");
+        write("tests/test_deleted.sh", "deleted\n");
+        git(tree, &["add", "-A"]);
+        git(tree, &["commit", "-qm", "base"]);
+        let base = git(tree, &["rev-parse", "HEAD"]);
+        write("src/a.sh", "b\n");
+        write("tests/test_weakened.sh", "lax\n");
+        write("tests/test_added.sh", "added\n");
+        std::fs::remove_file(tree.join("tests/test_deleted.sh")).unwrap();
+        git(tree, &["add", "-A"]);
+        git(tree, &["commit", "-qm", "candidate"]);
+        let commit = git(tree, &["rev-parse", "HEAD"]);
+        write("build.out", "an untracked build output\n");
+
+        let globs = vec!["tests/**".to_string()];
+        let (restored, set_aside) = trusted_changes(tree, &base, &commit, &globs).unwrap();
+        assert_eq!(restored, ["tests/test_deleted.sh", "tests/test_weakened.sh"]);
+        assert_eq!(set_aside, ["tests/test_added.sh"]);
+
+        trusted_swap(tree, &base, &restored, &set_aside).unwrap();
+        let read = |p: &str| std::fs::read_to_string(tree.join(p)).ok();
+        assert_eq!(read("tests/test_weakened.sh").as_deref(), Some("strict\n"));
+        assert_eq!(read("tests/test_deleted.sh").as_deref(), Some("deleted\n"));
+        assert_eq!(read("tests/test_added.sh"), None);
+        assert_eq!(read("src/a.sh").as_deref(), Some("b\n"), "the candidate's code stays");
+
+        untrusted_swap(tree).unwrap();
+        assert_eq!(git(tree, &["status", "--porcelain"]), "?? build.out", "back to the candidate, build kept");
+        assert_eq!(read("tests/test_weakened.sh").as_deref(), Some("lax\n"));
+        assert_eq!(read("tests/test_deleted.sh"), None);
+        assert_eq!(read("tests/test_added.sh").as_deref(), Some("added\n"));
+
+        // A candidate that changes no test: nothing to swap.
+        assert_eq!(trusted_changes(tree, &base, &base, &globs).unwrap(), (vec![], vec![]));
+    }
 }

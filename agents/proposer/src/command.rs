@@ -8,8 +8,16 @@
 //! - `RATCHET_GOAL`: the goal (ethos.md `goal`);
 //! - `RATCHET_BANNED`: the hard-banned approaches, one a line, by their summary with why;
 //! - `RATCHET_CONTEXT_FILE`: the absolute path of a file holding the context (governance texts,
-//!   history). The file is written inside the checkout as [`CONTEXT_FILE`], so that every
-//!   sandbox mode can read it, and removed before the diff is taken.
+//!   history) and how to declare the change. The file is written inside the checkout as
+//!   [`CONTEXT_FILE`], so that every sandbox mode can read it, and removed before the diff is
+//!   taken;
+//! - `RATCHET_DECLARATION_FILE`: the absolute path where the program declares its change
+//!   ([`protocol::rails::DECLARATION_FILE`], `.ratchet/proposal.toml` in the checkout: the files
+//!   it touches, a one-line rationale, optionally the tests it adds and the effect it expects;
+//!   the text on stdin shows an example). The proposer reads and removes it before it takes the
+//!   diff, and the diff never includes that path. No file: the proposal carries no declaration
+//!   (the critic reports its scope unverified); a file that is not a valid declaration (or not
+//!   a regular file) is a proposal failure naming the field and the fix.
 //!
 //! The program runs through [`kit::exec`]: `sh -c`, its own process group killed at the end, a
 //! cleared environment, the sandbox and limits of [`CommandLimits`]: it may write its checkout
@@ -30,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kit::exec::{RunSpec, SandboxMode};
+use protocol::rails::{DECLARATION_ENV, DECLARATION_FILE, Declaration};
 use serde_json::json;
 
 use crate::brief::Brief;
@@ -77,13 +86,66 @@ impl From<Duration> for CommandLimits {
     }
 }
 
-/// The text given on stdin: the goal, the briefing, the context.
+/// The text given on stdin: the goal, the briefing, how to declare, the context.
 fn stdin_text(goal: &str, context: &str, brief: &Brief) -> String {
     let mut s = format!("# Goal\n\n{}\n\n", goal.trim_end());
     s.push_str(brief.text.trim_end());
     s.push('\n');
+    s.push_str(&declare_text());
     s.push_str(&format!("\n# Context\n\n{}\n", context.trim_end()));
     s
+}
+
+/// How to declare, with the example: on stdin, and at the end of the context file.
+fn declare_text() -> String {
+    format!("{DECLARE_TEXT}{}```\n", protocol::rails::EXAMPLE_TOML)
+}
+
+/// How to declare, on stdin (the example follows it, then the closing fence).
+const DECLARE_TEXT: &str = "\n# Declare your change\n\n\
+Edit the files in this directory, then write what your change touches and why to the file named in \
+RATCHET_DECLARATION_FILE (.ratchet/proposal.toml here; it is read and removed before your diff is taken, \
+and is never part of it). Ratchet's critic compares your diff with it: a changed file you did not declare \
+rejects the change, and so does a change without a declaration (unless constitution.md says \
+unverified_scope = \"warn\"). Declare every file (globs allowed), one line of rationale, and optionally the \
+tests you add or change (each must fail on the code before your change) and the effect you expect \
+(better, same or worse). Existing tests may grow but not shrink or change where constitution.md lists \
+append_only_paths. Your last line of output is the change's summary. TOML, for example:\n\n```toml\n";
+
+/// Read the program's declaration at `dir/.ratchet/proposal.toml` and remove it. Never through
+/// a symlink, at most 64 KiB; the program has ended (nothing it started outlives its sandbox), so
+/// nothing changes between the checks and the read. `Ok(None)`: the program wrote none.
+fn take_declaration(dir: &Path) -> Result<Option<Declaration>, ProposalError> {
+    let parent = dir.join(".ratchet");
+    let path = dir.join(DECLARATION_FILE);
+    let refused = |problem: String| {
+        ProposalError::Declaration(protocol::rails::DeclarationError {
+            source_name: DECLARATION_FILE.into(),
+            field: "file".into(),
+            problem,
+            fix: "write the declaration as a regular file at the path RATCHET_DECLARATION_FILE names".into(),
+        })
+    };
+    match std::fs::symlink_metadata(&parent) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(refused(".ratchet is not a directory (a symlink or a file)".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ProposalError::Io { path: parent, source }),
+    }
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ProposalError::Io { path, source }),
+    };
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        let _ = std::fs::remove_file(&path);
+        let kind = if meta.file_type().is_symlink() { "a symlink" } else { "not a regular file of at most 64 KiB" };
+        return Err(refused(format!("it is {kind} ({} bytes)", meta.len())));
+    }
+    let bytes = std::fs::read(&path).map_err(|source| ProposalError::Io { path: path.clone(), source })?;
+    std::fs::remove_file(&path).map_err(|source| ProposalError::Io { path: path.clone(), source })?;
+    let text = String::from_utf8(bytes).map_err(|_| refused("it is not UTF-8 text".into()))?;
+    Declaration::from_toml(DECLARATION_FILE, &text).map(Some).map_err(ProposalError::Declaration)
 }
 
 /// Run `cmd` in `worktree` (a scratch checkout of the baseline made by
@@ -110,13 +172,18 @@ pub async fn propose_command(
     let objects = borrowed_objects(&worktree)?;
 
     let context_path = worktree.join(CONTEXT_FILE);
-    std::fs::write(&context_path, context)
+    std::fs::write(&context_path, format!("{}\n{}", context.trim_end(), declare_text()))
         .map_err(|source| ProposalError::Io { path: context_path.clone(), source })?;
+    // The declaration's place: a file there now is the baseline's, not the program's.
+    let declaration_path = worktree.join(DECLARATION_FILE);
+    let _ = std::fs::remove_file(&declaration_path);
+    let _ = std::fs::create_dir_all(worktree.join(".ratchet"));
     let mut spec = RunSpec::new(cmd, &worktree)
         .with_stdin(stdin_text(goal, context, brief))
         .with_env("RATCHET_GOAL", goal)
         .with_env("RATCHET_BANNED", brief.banned.join("\n"))
         .with_env("RATCHET_CONTEXT_FILE", context_path.to_string_lossy())
+        .with_env(DECLARATION_ENV, declaration_path.to_string_lossy())
         .with_timeout(limits.timeout)
         .with_sandbox(limits.sandbox)
         .with_weak_sandbox_allowed(limits.allow_weak)
@@ -137,6 +204,8 @@ pub async fn propose_command(
     }
     let outcome = kit::exec::run(&spec).await;
     let _ = std::fs::remove_file(&context_path);
+    // Read (and removed) before the diff is taken; only a successful run's counts.
+    let declaration = if outcome.success() { Some(take_declaration(&worktree)) } else { None };
     // The program may have written anything into .git: from here on git runs under our own.
     let (dir, b) = (worktree.clone(), base.clone());
     tokio::task::spawn_blocking(move || kit::git::Git::new(objects).fresh_git_dir(&dir, &b))
@@ -167,6 +236,7 @@ pub async fn propose_command(
     }
     let (patch, files) = taken?.expect("taken after a successful run");
     reset_result?;
+    let declaration = declaration.expect("read after a successful run")?;
     if patch.is_empty() {
         return Err(ProposalError::EmptyDiff { command: cmd.into(), worktree });
     }
@@ -178,6 +248,7 @@ pub async fn propose_command(
         .map(str::trim)
         .find(|l| !l.is_empty())
         .map(|l| l.chars().take(MAX_SUMMARY).collect())
+        .or_else(|| declaration.as_ref().map(|d| d.rationale.chars().take(MAX_SUMMARY).collect()))
         .unwrap_or_else(|| format!("`{cmd}` changed {}", files.join(", ")));
     let hash = protocol::governance::hash(&patch);
     Ok(Proposal {
@@ -189,6 +260,7 @@ pub async fn propose_command(
         patch: Some(patch),
         edits: vec![],
         model: None,
+        declaration,
     })
 }
 
@@ -212,17 +284,19 @@ fn tail_of(stderr: &str) -> String {
     if tail.is_empty() { "(nothing)".into() } else { tail }
 }
 
-/// Stage everything and diff it against `base`: (patch, touched files).
+/// Stage everything and diff it against `base`: (patch, touched files). The declaration's path
+/// is never part of the diff, whatever the program did with it.
 async fn take_diff(dir: &Path, base: &str) -> Result<(String, Vec<String>), ProposalError> {
     git(dir, &["add", "-A"]).await?;
     let common = ["--cached", "--no-color", "--no-ext-diff", "--no-renames"];
+    let not_declaration = format!(":(top,exclude,literal){DECLARATION_FILE}");
     let mut args = vec!["diff"];
     args.extend(common);
-    args.extend(["--binary", "--src-prefix=a/", "--dst-prefix=b/", base, "--"]);
+    args.extend(["--binary", "--src-prefix=a/", "--dst-prefix=b/", base, "--", ".", &not_declaration]);
     let patch = git(dir, &args).await?;
     let mut args = vec!["diff"];
     args.extend(common);
-    args.extend(["--name-only", "-z", base, "--"]);
+    args.extend(["--name-only", "-z", base, "--", ".", &not_declaration]);
     let names = git(dir, &args).await?;
     let files = names.split('\0').filter(|f| !f.is_empty()).map(String::from).collect();
     Ok((patch, files))
@@ -333,6 +407,8 @@ mod tests {
         assert!(patch.contains("-cutoff = 16\n+cutoff = 32\n"), "{patch}");
         assert!(patch.contains("+be faster") && patch.contains("+cutoff=8\n+cutoff=4"), "{patch}");
         assert!(patch.contains("+history: none"), "{patch}");
+        let context_file = patch.split("diff --git").find(|d| d.contains("b/context.txt")).unwrap();
+        assert!(context_file.contains("+history: none\n+\n+# Declare your change"), "context file: {context_file}");
         assert!(patch.contains("+# Goal") && patch.contains("+- cutoff=8"), "stdin: {patch}");
         assert!(!patch.contains(CONTEXT_FILE), "the context file leaked into the patch");
         pristine(dir);
@@ -437,9 +513,69 @@ mod tests {
     }
 
     #[test]
-    fn stdin_holds_goal_briefing_and_context() {
+    fn stdin_holds_goal_briefing_how_to_declare_and_context() {
         let brief = Brief { text: "# What was tried\n\n- cycle 1: \"x\"\n".into(), banned: vec![] };
         let text = stdin_text("be faster\n", "ctx", &brief);
-        assert_eq!(text, "# Goal\n\nbe faster\n\n# What was tried\n\n- cycle 1: \"x\"\n\n# Context\n\nctx\n");
+        assert!(
+            text.starts_with("# Goal\n\nbe faster\n\n# What was tried\n\n- cycle 1: \"x\"\n\n# Declare your change\n\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("```\n\n# Context\n\nctx\n"), "{text}");
+        assert!(text.contains("RATCHET_DECLARATION_FILE") && text.contains(protocol::rails::EXAMPLE_TOML), "{text}");
+        // The example the program is shown is a valid declaration.
+        let example = text.split("```toml\n").nth(1).and_then(|t| t.split("```").next()).unwrap();
+        Declaration::from_toml("stdin", example).unwrap();
+    }
+
+    /// What a program writes at RATCHET_DECLARATION_FILE becomes the proposal's declaration; the
+    /// file never reaches the diff, not even when the program commits it.
+    #[tokio::test]
+    async fn the_declaration_is_read_removed_and_never_in_the_diff() {
+        let repo = repo();
+        let dir = repo.path();
+        let declare = "printf 'files = [\"params.toml\"]\\nrationale = \"a higher cutoff\"\\neffect = \"better\"\\n' > \"$RATCHET_DECLARATION_FILE\"";
+        for commit in
+            ["", " && git -c user.name=a -c user.email=a@b add -A && git -c user.name=a -c user.email=a@b commit -qm c"]
+        {
+            let script = format!("sed -i 's/16/32/' params.toml && {declare}{commit}");
+            let p = propose_command(&script, dir, "g", "c", &Brief::default(), limits()).await.unwrap();
+            let d = p.declaration.clone().expect("the declaration");
+            assert_eq!(
+                (d.files.as_slice(), d.rationale.as_str()),
+                (&["params.toml".to_string()][..], "a higher cutoff")
+            );
+            assert_eq!(d.effect, Some(protocol::rails::Effect::Better));
+            assert_eq!(p.files, ["params.toml"], "{commit}");
+            let patch = p.patch.unwrap();
+            assert!(!patch.contains(".ratchet") && !patch.contains("rationale"), "{commit}: {patch}");
+            assert_eq!(p.summary, "a higher cutoff", "no output: the rationale is the summary");
+            pristine(dir);
+            assert!(!dir.join(DECLARATION_FILE).exists());
+        }
+        // No declaration: none is invented.
+        let p = propose_command("sed -i 's/16/8/' params.toml", dir, "g", "c", &Brief::default(), limits()).await.unwrap();
+        assert_eq!(p.declaration, None);
+    }
+
+    #[tokio::test]
+    async fn a_bad_declaration_is_a_proposal_failure_naming_the_field() {
+        let repo = repo();
+        let dir = repo.path();
+        let cases = [
+            (
+                "printf 'files = []\\nrationale = \"r\"\\n' > \"$RATCHET_DECLARATION_FILE\"",
+                "files: no file is declared",
+            ),
+            ("printf 'files = [\"a\"]\\n' > \"$RATCHET_DECLARATION_FILE\"", "rationale"),
+            ("ln -s /etc/passwd \"$RATCHET_DECLARATION_FILE\"", "it is a symlink"),
+        ];
+        for (declare, want) in cases {
+            let script = format!("sed -i 's/16/32/' params.toml && {declare}");
+            let e = propose_command(&script, dir, "g", "c", &Brief::default(), limits()).await.unwrap_err();
+            assert!(matches!(e, ProposalError::Declaration(_)) && !e.is_infra(), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(".ratchet/proposal.toml") && msg.contains(want) && msg.contains("fix:"), "{msg}");
+            pristine(dir);
+        }
     }
 }

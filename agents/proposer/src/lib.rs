@@ -103,6 +103,9 @@ pub enum ProposalError {
     /// The swept config file (or the search space) cannot be read or edited.
     #[error("{file}: {problem}; fix: {fix}")]
     Config { file: String, problem: String, fix: String },
+    /// The program wrote a declaration that is not one: the proposal failed.
+    #[error("the program's declaration is refused: {0}")]
+    Declaration(protocol::rails::DeclarationError),
 }
 
 impl ProposalError {
@@ -153,6 +156,7 @@ mod tests {
             patch: None,
             edits: vec![],
             model: None,
+            declaration: None,
         };
         for (param, value) in [("algorithm", "\"merge\""), ("cutoff", "32"), ("gaps", "[1, 4]"), ("f", "0.5")] {
             let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();

@@ -8,11 +8,20 @@
 //! stdin). The answer's diff (a fenced ```diff block, or the
 //! whole answer when it is a bare diff) must apply to the baseline (`git apply --check` in the
 //! scratch checkout) to become a proposal.
+//!
+//! Declare, then verify: the answer carries the proposal's declaration (files, a one-line
+//! rationale, optionally the tests it adds and the effect it expects) beside its change, as JSON.
+//! An endpoint with constrained output is held to a JSON schema with a required `declaration`
+//! object; others are asked for a ```json block before the diff. Either way the declaration is
+//! validated ([`protocol::rails::Declaration::from_json`]): an invalid one makes the answer
+//! malformed; a diff answer without one becomes a proposal without a declaration, whose scope
+//! the critic reports unverified.
 
 use std::path::Path;
 
 use kit::model::ModelClient;
 use protocol::models::ModelCall;
+use protocol::rails::Declaration;
 use serde_json::{Value, json};
 
 use crate::{Proposal, ProposalError, slug};
@@ -50,6 +59,33 @@ pub fn extract_diff(answer: &str) -> Option<String> {
     })
 }
 
+/// The declaration in a diff answer: the first ```json block, validated. `Ok(None)`: the answer
+/// has none.
+pub fn extract_declaration(answer: &str) -> Result<Option<Declaration>, String> {
+    let Some(start) = answer.find("```json") else { return Ok(None) };
+    let body = &answer[start + "```json".len()..];
+    let end = body.find("```").unwrap_or(body.len());
+    let value: Value =
+        serde_json::from_str(body[..end].trim()).map_err(|e| format!("its ```json declaration is not JSON: {e}"))?;
+    let value = value.get("declaration").cloned().unwrap_or(value);
+    Declaration::from_json("the answer's declaration", &value).map(Some).map_err(|e| e.to_string())
+}
+
+/// The JSON schema of a declaration, its files limited to `files`.
+fn declaration_schema(files: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["files", "rationale"],
+        "properties": {
+            "files": {"type": "array", "items": {"enum": files}, "minItems": 1, "maxItems": 8},
+            "rationale": {"type": "string", "minLength": 1, "maxLength": 160},
+            "tests": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200}, "maxItems": 4},
+            "effect": {"enum": ["better", "same", "worse"]},
+        },
+    })
+}
+
 /// The files a candidate may change, with their contents, shown to the model: tracked text
 /// files outside the protected paths, each at most [`SHOWN_FILE_MAX`] bytes, in all at most
 /// [`SHOWN_TOTAL_MAX`].
@@ -83,11 +119,16 @@ pub fn editable_files(worktree: &Path, protected: &[String]) -> Result<Editable,
 pub fn user_prompt(goal: &str, editable: &[(String, String)], brief: &str, edit: bool) -> String {
     let shown: String = editable.iter().map(|(p, t)| format!("--- {p}\n{t}\n")).collect();
     let ask = if edit {
-        "Propose ONE small change toward the goal as an edit of one file: a one-line summary, the file, an exact \
-         piece of its text to find (it must occur once), and the text to put in its place."
+        "Propose ONE small change toward the goal as an edit of one file: a one-line summary; your declaration (the \
+         files you change, one line of rationale, optionally the tests you add and the effect you expect: better, same \
+         or worse); the file; an exact piece of its text to find (it must occur once); and the text to put in its place. \
+         A change to a file you did not declare is rejected."
     } else {
-        "Propose ONE small change toward the goal. Answer with a one-line summary, then the change as a unified diff \
-         (paths relative to the repository root, a/ and b/ prefixes) in a ```diff block."
+        "Propose ONE small change toward the goal. Answer with a one-line summary; then your declaration as a ```json \
+         block: {\"files\": [the files you change], \"rationale\": \"one line: why it helps\", \"tests\": [test files you \
+         add, optional], \"effect\": \"better\"}; then the change as a unified diff (paths relative to the repository \
+         root, a/ and b/ prefixes) in a ```diff block. A change to a file you did not declare is rejected, and so is a \
+         change without a declaration."
     };
     format!("Goal: {goal}\n\nThe files you may change, with their contents:\n{shown}\n{}\n\n{ask}", brief.trim_end())
 }
@@ -98,9 +139,10 @@ pub fn edit_schema(editable: &[(String, String)]) -> Value {
     json!({
         "type": "object",
         "additionalProperties": false,
-        "required": ["summary", "file", "find", "replace"],
+        "required": ["summary", "declaration", "file", "find", "replace"],
         "properties": {
             "summary": {"type": "string", "minLength": 1, "maxLength": 120},
+            "declaration": declaration_schema(&files),
             "file": {"enum": files},
             "find": {"type": "string", "minLength": 1, "maxLength": 400},
             "replace": {"type": "string", "maxLength": 400},
@@ -113,15 +155,20 @@ pub fn edit_schema(editable: &[(String, String)]) -> Value {
 #[serde(deny_unknown_fields)]
 struct Edit {
     summary: String,
+    declaration: Value,
     file: String,
     find: String,
     replace: String,
 }
 
-/// Turn an edit answer into (summary, unified diff against the checkout), or say why it is
-/// malformed. The checkout is left as it was.
-fn edit_to_diff(worktree: &Path, editable: &[(String, String)], answer: &str) -> Result<(String, String), String> {
+/// A diff with what came beside it: (summary, unified diff, declaration).
+type Answer = (String, String, Option<Declaration>);
+
+/// Turn an edit answer into (summary, unified diff against the checkout, its validated
+/// declaration), or say why it is malformed. The checkout is left as it was.
+fn edit_to_diff(worktree: &Path, editable: &[(String, String)], answer: &str) -> Result<Answer, String> {
     let e: Edit = serde_json::from_str(answer.trim()).map_err(|e| format!("the answer is not an edit: {e}"))?;
+    let declaration = Declaration::from_json("the answer's declaration", &e.declaration).map_err(|e| e.to_string())?;
     let Some((_, text)) = editable.iter().find(|(p, _)| *p == e.file) else {
         return Err(format!("file {:?} is not one the candidate may change", e.file));
     };
@@ -138,7 +185,7 @@ fn edit_to_diff(worktree: &Path, editable: &[(String, String)], answer: &str) ->
     let diff = git_blocking(worktree, &["diff", "--no-color", "--", &e.file], None);
     std::fs::write(&path, text).map_err(|err| format!("restoring {}: {err}", path.display()))?;
     let diff = diff.map_err(|err| err.to_string())?;
-    Ok((e.summary.trim().to_string(), diff))
+    Ok((e.summary.trim().to_string(), diff, Some(declaration)))
 }
 
 /// Ask the model for one candidate against the checkout at `worktree` (the baseline), showing it
@@ -174,7 +221,7 @@ pub async fn propose_openai(
         call.detail = Some(detail);
         Err(e)
     };
-    let (summary, diff) = if edit {
+    let (summary, diff, declaration) = if edit {
         let (w, shown, a) = (worktree.to_path_buf(), editable.to_vec(), answer.clone());
         let applied = tokio::task::spawn_blocking(move || edit_to_diff(&w, &shown, &a))
             .await
@@ -200,7 +247,13 @@ pub async fn propose_openai(
             .chars()
             .take(120)
             .collect::<String>();
-        (summary, diff)
+        match extract_declaration(&answer) {
+            Ok(declaration) => (summary, diff, declaration),
+            Err(why) => {
+                let r = malformed(why.clone(), ProposalError::Malformed { model: who, problem: why });
+                return (r, call);
+            }
+        }
     };
     let w = worktree.to_path_buf();
     let d2 = diff.clone();
@@ -230,6 +283,7 @@ pub async fn propose_openai(
         patch: Some(diff),
         edits: vec![],
         model: Some(who),
+        declaration,
     };
     (Ok(proposal), call)
 }
@@ -237,6 +291,19 @@ pub async fn propose_openai(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declarations_are_found_in_diff_answers_and_validated() {
+        let a = "Faster.\n```json\n{\"files\": [\"x\"], \"rationale\": \"r\", \"tests\": [\"t/x.sh\"]}\n```\n```diff\n--- a/x\n```";
+        let d = extract_declaration(a).unwrap().unwrap();
+        assert_eq!((d.files, d.tests), (vec!["x".to_string()], vec!["t/x.sh".to_string()]));
+        let wrapped = "```json\n{\"declaration\": {\"files\": [\"x\"], \"rationale\": \"r\"}}\n```";
+        assert!(extract_declaration(wrapped).unwrap().is_some());
+        assert_eq!(extract_declaration("```diff\n--- a/x\n```").unwrap(), None);
+        let e = extract_declaration("```json\n{\"files\": []}\n```").unwrap_err();
+        assert!(e.contains("files") && e.contains("fix:"), "{e}");
+        assert!(extract_declaration("```json\n{files\n```").unwrap_err().contains("not JSON"));
+    }
 
     #[test]
     fn diffs_are_found_in_answers() {
@@ -271,11 +338,28 @@ mod tests {
         run(&["commit", "-q", "-m", "base"]);
         let shown = editable_files(repo, &["bench.sh".into()]).unwrap();
         assert_eq!(shown.len(), 1, "protected files are not shown: {shown:?}");
+        let declared = json!({"files": ["params.toml"], "rationale": "a higher a", "effect": "better"});
         let edit = |find: &str, file: &str| {
-            json!({"summary": "s", "file": file, "find": find, "replace": "a = 2"}).to_string()
+            json!({"summary": "s", "declaration": declared, "file": file, "find": find, "replace": "a = 2"}).to_string()
         };
-        let (summary, diff) = edit_to_diff(repo, &shown, &edit("a = 1", "params.toml")).unwrap();
+        let (summary, diff, declaration) = edit_to_diff(repo, &shown, &edit("a = 1", "params.toml")).unwrap();
         assert_eq!(summary, "s");
+        let declaration = declaration.expect("the edit's declaration");
+        assert_eq!(
+            (declaration.files.as_slice(), declaration.rationale.as_str()),
+            (&["params.toml".to_string()][..], "a higher a")
+        );
+        // The schema holds the declaration, its files limited to those shown.
+        let schema = edit_schema(&shown);
+        assert_eq!(schema["required"], json!(["summary", "declaration", "file", "find", "replace"]));
+        assert_eq!(schema["properties"]["declaration"]["properties"]["files"]["items"]["enum"], json!(["params.toml"]));
+        // Validated always: a declaration the schema would let through but the rails refuse.
+        let bad = json!({"summary": "s", "declaration": {"files": ["params.toml"], "rationale": "one\ntwo"},
+                         "file": "params.toml", "find": "a = 1", "replace": "a = 2"});
+        let e = edit_to_diff(repo, &shown, &bad.to_string()).unwrap_err();
+        assert!(e.contains("rationale: the rationale spans several lines"), "{e}");
+        let missing = json!({"summary": "s", "file": "params.toml", "find": "a = 1", "replace": "a = 2"});
+        assert!(edit_to_diff(repo, &shown, &missing.to_string()).unwrap_err().contains("declaration"));
         assert!(diff.contains("-a = 1\n+a = 2"), "{diff}");
         assert_eq!(
             std::fs::read_to_string(repo.join("params.toml")).unwrap(),
@@ -306,7 +390,7 @@ mod tests {
         std::fs::write(repo.join("params.toml"), "algorithm = \"heap\"\n").unwrap();
         git(&["add", "-A"]);
         git(&["commit", "-q", "-m", "base"]);
-        let answer = "Switch to the standard sort.\n```diff\n--- a/params.toml\n+++ b/params.toml\n@@ -1 +1 @@\n-algorithm = \"heap\"\n+algorithm = \"std\"\n```\n";
+        let answer = "Switch to the standard sort.\n```json\n{\"files\": [\"params.toml\"], \"rationale\": \"std sorts faster\"}\n```\n```diff\n--- a/params.toml\n+++ b/params.toml\n@@ -1 +1 @@\n-algorithm = \"heap\"\n+algorithm = \"std\"\n```\n";
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
         let reply = json!({"id": "c1", "choices": [{"message": {"role": "assistant", "content": answer}}],
@@ -382,6 +466,9 @@ mod tests {
         assert_eq!(p.strategy, "openai");
         assert_eq!(p.files, vec!["params.toml".to_string()]);
         assert_eq!(p.summary, "Switch to the standard sort.");
+        let d = p.declaration.clone().expect("the answer's declaration");
+        assert_eq!((d.files.as_slice(), d.rationale.as_str()), (&["params.toml".to_string()][..], "std sorts faster"));
+        assert!(request.contains("declaration"), "the model is told to declare: {request}");
         assert!(p.patch.unwrap().contains("+algorithm = \"std\""));
     }
 }

@@ -26,6 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use protocol::rails::Declaration;
 use serde_json::{Value as Json, json};
 
 use crate::config::{self, toml_to_json};
@@ -162,15 +163,24 @@ pub fn propose_sweep(
             let content = config::set_value(file, baseline_config_text, param, value)?;
             let from = config::get(&doc, param).map_or("unset".to_string(), render_value);
             let to = toml_to_json(value);
+            let summary = format!("set {param} from {from} to {} in {file}", render_value(&to));
+            // The sweep changes its config file and nothing else, and says so.
+            let declaration = Declaration {
+                files: vec![file.to_string()],
+                rationale: format!("sweep: {summary}, one parameter at a time"),
+                tests: vec![],
+                effect: None,
+            };
             Ok(Proposal {
                 id: format!("sweep-{}-{}", slug(&key, 40), &protocol::governance::hash(&key)[..8]),
                 strategy: "sweep".into(),
-                summary: format!("set {param} from {from} to {} in {file}", render_value(&to)),
+                summary,
                 files: vec![file.to_string()],
                 params: nested(param, to),
                 patch: None,
                 edits: vec![FileEdit { path: file.to_string(), content }],
                 model: None,
+                declaration: Some(declaration),
             })
         })
         .collect()
@@ -217,6 +227,10 @@ mod tests {
         assert_eq!(p.edits, [FileEdit { path: "params.toml".into(), content: BASE.replace("shell", "heap") }]);
         assert_eq!((p.files.as_slice(), p.strategy.as_str()), (&["params.toml".to_string()][..], "sweep"));
         assert_eq!(p.summary, "set algorithm from shell to heap in params.toml");
+        let d = p.declaration.as_ref().expect("a sweep declares its file");
+        assert_eq!(d.files, ["params.toml"]);
+        assert!(d.rationale.contains("set algorithm from shell to heap"), "{d:?}");
+        d.check("sweep").unwrap();
         assert_eq!(p.params, json!({"algorithm": "heap"}));
         protocol::names::check_branch(&p.id).unwrap();
         let ids: BTreeSet<_> = ps.iter().map(|p| p.id.clone()).collect();

@@ -95,9 +95,10 @@ enum Command {
         with_models: Option<String>,
     },
     /// Why is this commit on main? The proposal, gates, critic findings, samples, statistics,
-    /// verdict and governance hashes behind it, from the events alone.
+    /// verdict and governance hashes behind it, from the events alone. For a candidate that was
+    /// not promoted (its commit or branch name): its record, every finding with its evidence.
     Explain {
-        /// A commit id or revision.
+        /// A commit id or revision, or a candidate's branch name.
         commit: String,
         #[command(flatten)]
         repo: RepoArgs,
@@ -491,6 +492,15 @@ fn calibrate(repo: &std::path::Path, json: bool, measure: Option<&str>) -> anyho
 }
 
 fn explain(repo: &std::path::Path, commit: &str, json: bool) -> anyhow::Result<()> {
+    // A candidate that was not promoted (named by branch or commit): its record, every finding.
+    if let Some(r) = coordinator::record::find(repo, commit)?.filter(|r| !r.promoted) {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            print!("{}", coordinator::record::render(&r));
+        }
+        return Ok(());
+    }
     let x = coordinator::explain::explain(repo, commit)?;
     if json {
         out!("{}", serde_json::to_string_pretty(&x)?);

@@ -146,6 +146,12 @@ impl Engine {
             gates: self.gov.ethos.gates.clone(),
             gate_timeout_s: self.gov.ethos.gate_timeout_s,
             sandbox: self.sandbox(),
+            trusted_tests: self.gov.ethos.trusted_tests.clone(),
+            test_command: if self.gov.ethos.trusted_tests.is_empty() {
+                String::new()
+            } else {
+                self.gov.ethos.test_command.clone()
+            },
         };
         let (task, result) = self.run_task(bd, "execute", "executor", json!(input)).await?;
         let out: Option<ExecuteOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
@@ -163,6 +169,7 @@ impl Engine {
                 commit: out.as_ref().map(|o| o.commit.clone()).unwrap_or_default(),
                 outcome: outcome.clone(),
                 gates: out.as_ref().map(|o| o.gates.clone()).unwrap_or_default(),
+                trusted: out.as_ref().and_then(|o| o.trusted.clone()),
             },
         );
         c.exec = out;
@@ -186,6 +193,7 @@ impl Engine {
 
     pub(super) async fn critique(&mut self, bd: &BranchDir, c: &mut Candidate, baseline: &str) -> anyhow::Result<bool> {
         let commit = c.exec.as_ref().map(|e| e.commit.clone()).unwrap_or_default();
+        let rails_only = rails_only(c);
         let input = CritiqueInput {
             proposal: c.proposal.clone(),
             base: baseline.to_string(),
@@ -193,6 +201,7 @@ impl Engine {
             constitution: self.gov.constitution.clone(),
             ethos: self.gov.ethos.clone(),
             sandbox: self.sandbox(),
+            rails_only,
         };
         let (task, result) = self.run_task(bd, "critique", "critic", json!(input)).await?;
         let out: Option<CritiqueOutput> = result.as_ref().and_then(|r| serde_json::from_value(r.data.clone()).ok());
@@ -213,8 +222,15 @@ impl Engine {
                 sandbox: out.as_ref().and_then(|o| o.sandbox.clone()),
             },
         );
+        if let Some(o) = &out {
+            self.note_tampering(bd.branch(), c, o);
+        }
         let pass = out.as_ref().is_some_and(|o| o.pass);
         c.critique = out;
+        if rails_only {
+            self.record_rails_after_failure(c, &task, &summary);
+            return Ok(false);
+        }
         match task.state {
             TaskFileState::Done if pass => Ok(true),
             TaskFileState::Done | TaskFileState::Failed => {
@@ -237,6 +253,44 @@ impl Engine {
                 ));
                 Ok(false)
             }
+        }
+    }
+
+    /// The static rails' findings on a candidate that failed its gates, added to its record
+    /// (its verdict stays FAILED; a rails run that could not finish is said so, never counted).
+    fn record_rails_after_failure(&self, c: &mut Candidate, task: &TaskFile, summary: &str) {
+        match task.state {
+            TaskFileState::Done | TaskFileState::Failed => {
+                let findings: Vec<String> = c
+                    .critique
+                    .iter()
+                    .flat_map(|o| o.findings.iter().filter(|f| f.blocks()).map(|f| f.line_for_people()))
+                    .collect();
+                c.reasons.extend(findings.into_iter().map(|f| format!("critic: {f}")));
+            }
+            _ => c.reasons.push(format!(
+                "critic: the static rails could not run after the failed gate (infrastructure): {summary}"
+            )),
+        }
+    }
+
+    /// A `tampering_detected` event for every finding about a protected (or append-only) path:
+    /// which path, which class (governance, benchmark, CI, tests), which rail, where.
+    fn note_tampering(&self, branch: &str, c: &Candidate, out: &CritiqueOutput) {
+        for f in &out.findings {
+            let (Some(class), Some(path)) = (f.class, &f.file) else { continue };
+            self.emit(
+                Some(branch),
+                Some("critique"),
+                EventKind::TamperingDetected {
+                    candidate: c.proposal.id.clone(),
+                    rail: f.rail.clone(),
+                    path: path.clone(),
+                    line: f.line,
+                    class,
+                    message: f.message.clone(),
+                },
+            );
         }
     }
 
@@ -432,6 +486,7 @@ impl Engine {
         let bd = self.home.branch_dir(&c.branch)?;
         self.evaluate(&bd, &mut c, &cycle.baseline, sampling.pairs).await?;
         self.update_candidate(i, &c)?;
+        self.emit_decided(&c);
         self.say(&self.candidate_line(&c));
         Ok(())
     }
@@ -486,6 +541,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// A candidate that failed its gates after it was committed gets the static rails only.
+pub(super) fn rails_only(c: &Candidate) -> bool {
+    c.verdict.as_deref() == Some("FAILED") && c.exec.as_ref().is_some_and(|e| !e.commit.is_empty())
 }
 
 fn task_outcome(t: &TaskFile) -> String {

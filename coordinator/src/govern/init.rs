@@ -49,19 +49,48 @@ fn gates_for(home: &Path) -> (Vec<&'static str>, &'static str) {
     }
 }
 
+/// Where the project at `home` keeps its tests, as globs: the test directories that exist
+/// (`tests/`, `test/`, `spec/`, `__tests__/`) and the test-file patterns of its language (Go's
+/// `*_test.go`, JavaScript's `*.test.*` and `*.spec.*`, Python's `test_*.py`); `tests/**` when
+/// nothing is found. Used for constitution.md `append_only_paths` and ethos.md `trusted_tests`.
+pub fn test_paths_for(home: &Path) -> Vec<String> {
+    let mut out: Vec<String> = ["tests", "test", "spec", "__tests__"]
+        .iter()
+        .filter(|d| home.join(d).is_dir())
+        .map(|d| format!("{d}/**"))
+        .collect();
+    let has = |f: &str| home.join(f).exists();
+    if has("go.mod") {
+        out.push("**/*_test.go".into());
+    }
+    if has("package.json") {
+        out.extend(["**/*.test.*".into(), "**/*.spec.*".into()]);
+    }
+    if has("pyproject.toml") || has("setup.py") {
+        out.push("**/test_*.py".into());
+    }
+    if out.is_empty() {
+        out.push("tests/**".into());
+    }
+    out
+}
+
 /// The four files `init` writes for `home`: (name, text).
 pub fn templates(home: &Path) -> Vec<(&'static str, String)> {
     let (gates, test) = gates_for(home);
     let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let list = |items: &[String]| format!("[{}]", items.iter().map(|i| q(i)).collect::<Vec<_>>().join(", "));
+    let tests = list(&test_paths_for(home));
     let gates_toml = format!("[{}]", gates.iter().map(|g| q(g)).collect::<Vec<_>>().join(", "));
     let prose = gates.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", then ");
     let ethos = ETHOS_TEMPLATE
         .replace("{{GATES}}", &gates_toml)
         .replace("{{TEST_COMMAND}}", &q(test))
-        .replace("{{GATES_PROSE}}", &prose);
+        .replace("{{GATES_PROSE}}", &prose)
+        .replace("{{TRUSTED_TESTS}}", &tests);
     vec![
         ("agents.toml", AGENTS_TEMPLATE.to_string()),
-        ("constitution.md", CONSTITUTION_TEMPLATE.to_string()),
+        ("constitution.md", CONSTITUTION_TEMPLATE.replace("{{APPEND_ONLY}}", &tests)),
         ("ethos.md", ethos),
         ("cadence.md", CADENCE_TEMPLATE.to_string()),
     ]
@@ -152,11 +181,20 @@ mod tests {
                 protocol::config::AgentsFile::parse(&text, name).unwrap();
             }
         }
+        let constitution = &templates(&dir).into_iter().find(|(n, _)| *n == "constitution.md").unwrap().1;
+        assert!(constitution.contains("append_only_paths = [\"tests/**\"]"), "{constitution}");
+        assert!(constitution.contains("unverified_scope = \"block\""), "{constitution}");
         std::fs::write(dir.join("Cargo.toml"), "").unwrap();
+        std::fs::write(dir.join("go.mod"), "").unwrap();
+        std::fs::create_dir_all(dir.join("test")).unwrap();
         let t = templates(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         let ethos = &t.iter().find(|(n, _)| *n == "ethos.md").unwrap().1;
         assert!(ethos.contains("gates = [\"cargo build --release\", \"cargo test --release\"]"), "{ethos}");
+        assert!(ethos.contains("trusted_tests = [\"test/**\", \"**/*_test.go\"]"), "{ethos}");
         super::super::validate("ethos.md", ethos).unwrap();
+        let constitution = &t.iter().find(|(n, _)| *n == "constitution.md").unwrap().1;
+        let parsed = protocol::governance::parse_constitution(constitution).unwrap();
+        assert_eq!(parsed.append_only_paths, ["test/**", "**/*_test.go"]);
     }
 }

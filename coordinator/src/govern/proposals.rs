@@ -2,7 +2,9 @@
 //!
 //! After each cycle the coordinator calls [`distil`] with the finished cycles. When the same
 //! blocking critic finding (same rail, same file: a protected path touched again and again, a
-//! scope violation on the same file) appears in at least [`THRESHOLD`] candidates, it writes
+//! scope violation on the same file, tests shrunk under an append-only path; from candidates
+//! that failed their gates too, since the static rails run for every candidate) appears in at
+//! least [`THRESHOLD`] candidates, it writes
 //! `worktrees/.swarm/governance/proposals/<id>.json`: the constitution with one more
 //! `[[constitution.rules]]` entry forbidding that file, and the evidence (branch, finding). The
 //! id is derived from the pattern, so each pattern is proposed once, whatever happens to the
@@ -201,13 +203,18 @@ pub fn with_rule(constitution: &str, rule: &Rule, proposal: &str) -> anyhow::Res
 /// `governance_proposed` event for each). Errors are logged, never fatal to the loop.
 pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Proposal> {
     let mut seen: BTreeMap<Pattern, Vec<Evidence>> = BTreeMap::new();
+    let mut classes: BTreeMap<Pattern, String> = BTreeMap::new();
     for cy in finished {
         for c in &cy.candidates {
             let Some(crit) = &c.critique else { continue };
             for f in crit.findings.iter().filter(|f| f.blocks()) {
                 let Some(file) = f.file.clone() else { continue };
                 let finding = f.line_for_people();
-                let ev = seen.entry(Pattern { rail: f.rail.clone(), file }).or_default();
+                let pattern = Pattern { rail: f.rail.clone(), file };
+                if let Some(class) = f.class {
+                    classes.insert(pattern.clone(), class.to_string());
+                }
+                let ev = seen.entry(pattern).or_default();
                 if !ev.iter().any(|e| e.branch == c.branch) {
                     ev.push(Evidence {
                         branch: c.branch.clone(),
@@ -236,7 +243,7 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
         if covered {
             continue;
         }
-        match propose(home, &id, &pattern, evidence, gov) {
+        match propose(home, &id, &pattern, classes.get(&pattern).map(String::as_str), evidence, gov) {
             Ok(p) => out.push(p),
             Err(e) => tracing::warn!("proposing a rule for {} on {}: {e:#}", pattern.rail, pattern.file),
         }
@@ -244,20 +251,27 @@ pub fn distil(home: &Path, finished: &[CycleState], gov: &Governance) -> Vec<Pro
     out
 }
 
+/// A proposal for `pattern`; `class` names the kind of path when the finding was tampering
+/// (a protected or append-only path: governance, benchmark, ci, tests), so that the rule's text,
+/// which every proposer reads in the constitution, says what the candidates kept tampering with.
 fn propose(
     home: &Path,
     id: &str,
     pattern: &Pattern,
+    class: Option<&str>,
     evidence: Vec<Evidence>,
     gov: &Governance,
 ) -> anyhow::Result<Proposal> {
     let base = gov.texts.get(CONSTITUTION).context("the governance in force has no constitution text")?;
     let branches: Vec<&str> = evidence.iter().map(|e| e.branch.as_str()).collect();
+    let what = match class {
+        Some(c) => format!("{} ({c})", pattern.file),
+        None => pattern.file.clone(),
+    };
     let rule = Rule {
         id: format!("distilled-{}", &id[2..]),
         text: format!(
-            "Do not change {}: the critic's {} rail rejected {} candidates for it ({}).",
-            pattern.file,
+            "Do not change {what}: the critic's {} rail rejected {} candidates for it ({}).",
             pattern.rail,
             evidence.len(),
             branches.join(", ")
@@ -270,10 +284,11 @@ fn propose(
         id: id.to_string(),
         doc: CONSTITUTION.into(),
         summary: format!(
-            "forbid {}: {} candidates were rejected by the {} rail for it",
+            "forbid {}: {} candidates were rejected by the {} rail for it{}",
             pattern.file,
             evidence.len(),
-            pattern.rail
+            pattern.rail,
+            class.map(|c| format!(" (tampering with {c})")).unwrap_or_default()
         ),
         pattern: Some(pattern.clone()),
         rule: Some(rule),

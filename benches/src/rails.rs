@@ -1,0 +1,270 @@
+//! `rails-bench`: what the rails of issue 11 add to each candidate, measured on a real project
+//! (the demo target, a dependency-free Rust crate: `cargo build --release`, `cargo test --release`
+//! as its gates, `tests/` as its trusted and append-only tests).
+//!
+//! The candidate changes code in `src/`, loosens an assertion in `tests/sorts.rs` and adds a test
+//! file, with a declaration. Measured, through the same functions the agents call:
+//! - the static rails (`critic::diff_files`: three `git diff` calls; then `critic::static_rails`:
+//!   protected paths with classes, append-only, rules, size, scope against the declaration,
+//!   claims), median of 30 runs, and as a share of the candidate's gate time;
+//! - the baseline's tests (`executor::trusted_changes`, `trusted_swap`, `test_command` through
+//!   `kit::exec` sandboxed like every gate, `untrusted_swap`) against the gates (build and tests
+//!   in a fresh checkout, as the executor runs them for every candidate), median of 3 rounds; and
+//!   the cost when the candidate changes no test (the check that skips the run).
+//!
+//! Reproduce: `cargo build --release -p ratchet-bench && target/release/rails-bench` (writes its
+//! section of BENCHMARKS.md; `--no-write` prints only).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use protocol::governance::{Constitution, Ethos};
+use protocol::rails::Declaration;
+use protocol::work::SandboxSettings;
+
+const SECTION: &str = "## Rails (issue 11)";
+const RAIL_RUNS: usize = 30;
+const GATE_ROUNDS: usize = 3;
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "b")
+        .env("GIT_AUTHOR_EMAIL", "b@b")
+        .env("GIT_COMMITTER_NAME", "b")
+        .env("GIT_COMMITTER_EMAIL", "b@b")
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == "target" {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(&name))?;
+        } else {
+            std::fs::copy(e.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Replace the section starting at `heading` (up to the next `## ` heading) in the Markdown file
+/// at `path` with `section`, or append it.
+fn replace_section(path: &Path, heading: &str, section: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let new = match text.find(heading) {
+        Some(start) => {
+            let rest = &text[start + heading.len()..];
+            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
+            format!(
+                "{}{}{}",
+                &text[..start],
+                section.trim_end(),
+                if end < text.len() { format!("\n\n{}", &text[end..]) } else { "\n".into() }
+            )
+        }
+        None => format!("{}\n\n{}\n", text.trim_end(), section.trim_end()),
+    };
+    std::fs::write(path, new).context("writing BENCHMARKS.md")
+}
+
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The demo target's governance, parsed, with the rails on.
+fn governance(repo: &Path) -> anyhow::Result<(Constitution, Ethos)> {
+    let mut c = protocol::governance::parse_constitution(&std::fs::read_to_string(repo.join("constitution.md"))?)?;
+    let mut e = protocol::governance::parse_ethos(&std::fs::read_to_string(repo.join("ethos.md"))?)?;
+    c.append_only_paths = vec!["tests/**".into()];
+    e.trusted_tests = vec!["tests/**".into()];
+    Ok((c, e))
+}
+
+/// Run `command` in `cwd` as the executor runs a gate; its wall time.
+async fn gate(
+    command: &str,
+    cwd: &Path,
+    home: &Path,
+    timeout: Duration,
+    sandbox: &SandboxSettings,
+) -> anyhow::Result<Duration> {
+    let spec = executor::spec_for(command, cwd, home, timeout, sandbox);
+    let t = Instant::now();
+    let out = kit::exec::run(&spec).await;
+    let took = t.elapsed();
+    if !out.success() {
+        bail!("`{command}` in {}: {}\n{}{}", cwd.display(), out.describe(), out.stdout, out.stderr);
+    }
+    Ok(took)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let write = !std::env::args().any(|a| a == "--no-write");
+    let load_before = load_avg();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = tempfile::tempdir()?;
+    let repo = tmp.path().join("repo");
+    copy_dir(&root.join("coordinator/demo-target"), &repo)?;
+    std::fs::write(repo.join(".gitignore"), "target/\nworktrees/\n")?;
+    git(&repo, &["init", "-q", "-b", "main"])?;
+    git(&repo, &["add", "-A"])?;
+    git(&repo, &["commit", "-q", "-m", "base"])?;
+    let base = git(&repo, &["rev-parse", "HEAD"])?;
+
+    // The candidate: code, a loosened assertion, a new test file.
+    let sort = std::fs::read_to_string(repo.join("src/sort.rs"))?;
+    std::fs::write(
+        repo.join("src/sort.rs"),
+        format!("{sort}\n/// The candidate's addition.\npub fn twice(x: u64) -> u64 {{\n    x * 2\n}}\n"),
+    )?;
+    let tests = std::fs::read_to_string(repo.join("tests/sorts.rs"))?;
+    let loosened = tests.replacen("assert_eq!(got, expected", "assert_eq!(got.len(), expected.len()", 1);
+    if loosened == tests {
+        bail!("tests/sorts.rs has no `assert_eq!(got, expected` to loosen");
+    }
+    std::fs::write(repo.join("tests/sorts.rs"), loosened)?;
+    std::fs::write(
+        repo.join("tests/twice.rs"),
+        "#[test]\nfn twice_doubles() {\n    assert_eq!(sortbench::sort::twice(21), 42);\n}\n",
+    )?;
+    git(&repo, &["add", "-A"])?;
+    git(&repo, &["commit", "-q", "-m", "candidate"])?;
+    let candidate = git(&repo, &["rev-parse", "HEAD"])?;
+    let declaration = Declaration {
+        files: vec!["src/sort.rs".into(), "tests/**".into()],
+        rationale: "twice".into(),
+        tests: vec!["tests/twice.rs".into()],
+        effect: None,
+    };
+    let (constitution, ethos) = governance(&repo)?;
+
+    // The static rails.
+    let (mut diff_ms, mut rails_ms, mut findings) = (vec![], vec![], 0);
+    for _ in 0..RAIL_RUNS {
+        let t = Instant::now();
+        let changes = critic::diff_files(&repo, &base, &candidate)?;
+        let t1 = Instant::now();
+        let f = critic::static_rails(&changes, Some(&declaration), &constitution, &ethos);
+        let t2 = Instant::now();
+        findings = f.len();
+        diff_ms.push(ms(t1 - t));
+        rails_ms.push(ms(t2 - t1));
+    }
+    let (diff_ms, rails_ms) = (median(diff_ms), median(rails_ms));
+
+    // The gates and the baseline's tests, in a fresh checkout per round.
+    let sandbox = SandboxSettings::from(&constitution);
+    let timeout = Duration::from_secs(ethos.gate_timeout_s);
+    let (mut gates_ms, mut trusted_ms, mut check_ms) = (vec![], vec![], vec![]);
+    for round in 0..GATE_ROUNDS {
+        let tree = tmp.path().join(format!("tree-{round}"));
+        kit::git::Git::new(&repo).scratch_checkout(&tree, &candidate)?;
+        let mut g = Duration::ZERO;
+        for cmd in &ethos.gates {
+            g += gate(cmd, &tree, &repo, timeout, &sandbox).await?;
+        }
+        gates_ms.push(ms(g));
+        let t = Instant::now();
+        let (restored, set_aside) =
+            executor::trusted_changes(&tree, &base, &candidate, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
+        executor::trusted_swap(&tree, &base, &restored, &set_aside).map_err(anyhow::Error::msg)?;
+        gate(&ethos.test_command, &tree, &repo, timeout, &sandbox).await?;
+        executor::untrusted_swap(&tree).map_err(anyhow::Error::msg)?;
+        trusted_ms.push(ms(t.elapsed()));
+        if restored != ["tests/sorts.rs"] || set_aside != ["tests/twice.rs"] {
+            bail!("unexpected trusted changes: restored {restored:?}, set aside {set_aside:?}");
+        }
+        // A candidate that changes no test: only the check that skips the run.
+        let t = Instant::now();
+        let (r, a) =
+            executor::trusted_changes(&tree, &base, &base, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
+        check_ms.push(ms(t.elapsed()));
+        assert!(r.is_empty() && a.is_empty());
+        std::fs::remove_dir_all(&tree)?;
+    }
+    let (gates_ms, trusted_ms, check_ms) = (median(gates_ms), median(trusted_ms), median(check_ms));
+    let statics = diff_ms + rails_ms;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "{SECTION}\n");
+    let _ = writeln!(
+        md,
+        "Reproduce: `cargo build --release -p ratchet-bench && target/release/rails-bench` (one run; shares from the same run).\n\
+         Target: the demo target (a dependency-free Rust crate), gates `{}`, test command `{}`, `tests/**` trusted and append-only; \
+         commands sandboxed (`{}`) as the executor runs them. Load average (1, 5, 15 min) before: {load_before}; after: {}.\n",
+        ethos.gates.join("` then `"),
+        ethos.test_command,
+        constitution.sandbox,
+        load_avg()
+    );
+    let _ = writeln!(md, "| per candidate | time | share of the gate time |");
+    let _ = writeln!(md, "| --- | --- | --- |");
+    let _ = writeln!(md, "| gates in a fresh checkout (build + tests), the floor | {gates_ms:.0} ms | 100% |");
+    let _ = writeln!(
+        md,
+        "| static rails: the diff model (3 `git diff` calls) | {diff_ms:.1} ms | {:.2}% |",
+        diff_ms / gates_ms * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "| static rails: the rails over it (protected paths, append-only, rules, size, scope, claims; {findings} finding{}) | {rails_ms:.3} ms | {:.4}% |",
+        if findings == 1 { "" } else { "s" },
+        rails_ms / gates_ms * 100.0
+    );
+    let _ = writeln!(md, "| **static rails, total** | **{statics:.1} ms** | **{:.2}%** |", statics / gates_ms * 100.0);
+    let _ = writeln!(
+        md,
+        "| **the baseline's tests** (swap in, `{}`, swap back) | **{trusted_ms:.0} ms** | **{:.0}%** |",
+        ethos.test_command,
+        trusted_ms / gates_ms * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "| the baseline's tests when the candidate changes no test (the check; the run is skipped) | {check_ms:.1} ms | {:.2}% |",
+        check_ms / gates_ms * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "\nMedians: the static rails of {RAIL_RUNS} runs, the gates and the baseline's tests of {GATE_ROUNDS} rounds. \
+         The baseline's tests run in the candidate's own checkout after its gates, so they reuse its build: \
+         their cost is about one more test run (the changed test files recompiled), not a second build. \
+         The bite check (a test run on the parent) and the evaluation are not rails of this issue and are not counted here."
+    );
+    print!("{md}");
+    if write {
+        let out = root.join("BENCHMARKS.md");
+        replace_section(&out, SECTION, &md)?;
+        eprintln!("wrote its section of {}", out.display());
+    }
+    Ok(())
+}

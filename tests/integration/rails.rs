@@ -1,0 +1,314 @@
+//! Rails a proposal cannot walk around (issue 11), end to end: planted candidates from the
+//! `command` strategy against fixture repositories, through the real swarm. Declare, then verify
+//! (an undeclared file, no declaration at all, a claimed test that is not there), append-only
+//! tests (a deleted line, a changed assertion), every rail every time (CI tampering whose gate
+//! also fails has both in its record, and repeated tampering becomes a governance proposal), the
+//! baseline's tests (a candidate that deletes the test its change breaks still faces it), and a
+//! good candidate that passes them all. `ratchet explain` shows each finding with file:line
+//! evidence.
+
+use std::time::Duration;
+
+use ratchet_tests::fixture::{Proposer, Spec, Target, declare, of_type};
+use serde_json::Value;
+
+const RUN: Duration = Duration::from_secs(240);
+
+/// CI of the fixture: the gates, stopping at the first failure.
+const CI_RUN: &str =
+    "#!/bin/sh\n# CI: the gates, failing on the first failure.\nset -e\nsh check.sh\nsh tests/run.sh\n";
+
+/// A test with several checks: lines a candidate may want to delete or loosen.
+const TEST_LIMITS: &str = "# Limits of params.toml.\n\
+    d=$(sed -n 's/^delay_ms *= *\\([0-9][0-9]*\\).*/\\1/p' params.toml)\n\
+    [ \"$d\" -le 1000 ]\n\
+    grep -q '^label = ' params.toml\n";
+
+/// The candidate (in loop.json) whose proposal summary is `summary`.
+fn candidate<'a>(state: &'a Value, summary: &str) -> &'a Value {
+    state["finished"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["candidates"].as_array().into_iter().flatten())
+        .find(|c| c["proposal"]["summary"] == summary)
+        .unwrap_or_else(|| panic!("no candidate {summary:?} in {state:#}"))
+}
+
+fn reasons(c: &Value) -> String {
+    c["reasons"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// The candidate's blocking findings as `rail file:line` (file and line when it has them).
+fn blocking(c: &Value) -> Vec<String> {
+    c["critique"]["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["severity"] == "block")
+        .map(|f| match (f["file"].as_str(), f["line"].as_u64()) {
+            (Some(file), Some(line)) => format!("{} {file}:{line}", f["rail"].as_str().unwrap_or_default()),
+            _ => f["rail"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// `ratchet explain <what>` (a branch or a commit): exits 0, its text.
+fn explain(t: &Target, what: &str) -> String {
+    let out = t.ratchet(&["explain", what]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "explain {what}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+fn branch(c: &Value) -> &str {
+    c["branch"].as_str().expect("a branch")
+}
+
+/// One cycle of eight planted candidates, each breaking a different rail; none is measured, and
+/// each record names every rail it broke with file:line evidence.
+#[test]
+fn every_rail_is_named_with_its_evidence_and_repeated_tampering_becomes_a_proposal() {
+    let sed_label = "sed -i 's/^label = .*/label = \"other\"/' params.toml";
+    let ci_tamper = |how: &str| {
+        declare(&[".ci/run", "params.toml"], &[], "a quicker CI")
+            + &format!("sed -i 's/^set -e$/{how}/' .ci/run\nsed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml\n")
+    };
+    let mut protected = Spec::default().protected_paths;
+    protected.push(".ci/**".into());
+    let t = Target::new(Spec {
+        candidates: 8,
+        protected_paths: protected,
+        append_only_paths: vec!["tests/**".into()],
+        files: vec![
+            (".ci/run".into(), CI_RUN.into()),
+            ("docs/notes.md".into(), "# Notes\n".into()),
+            ("tests/test_limits.sh".into(), TEST_LIMITS.into()),
+        ],
+        proposer: Proposer::Calls(vec![
+            declare(&["params.toml"], &[], "a new label")
+                + sed_label
+                + "\necho 'unrelated' >> docs/notes.md\necho 'relabel, and an unrelated edit'",
+            format!("{sed_label}\necho 'relabel without a declaration'"),
+            declare(&["params.toml", "tests/test_limits.sh"], &[], "a new label")
+                + sed_label
+                + "\nsed -i '/^grep -q/d' tests/test_limits.sh\necho 'relabel and delete a test line'",
+            declare(&["params.toml", "tests/test_limits.sh"], &[], "a new label")
+                + sed_label
+                + "\nsed -i 's/-le 1000/-le 100000/' tests/test_limits.sh\necho 'relabel and loosen an assertion'",
+            ci_tamper("set +e") + "echo 'ignore failures in CI'",
+            declare(&["params.toml"], &["tests/test_new.sh"], "a new label, with a test")
+                + "sed -i 's/^label = .*/label = \"claimed\"/' params.toml\necho 'relabel, claiming a test'",
+            ci_tamper("true") + "echo 'ignore failures in CI again'",
+            ci_tamper("# no -e") + "echo 'ignore failures in CI once more'",
+        ]),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let s = &run.summary;
+    assert!(run.list("promoted").is_empty(), "{s:#}");
+    assert_eq!(t.main(), old_main);
+    let state = t.loop_state();
+    assert!(of_type(&t.events(), "evaluated").is_empty(), "no planted candidate is measured: {s:#}");
+
+    // Declare, then verify: an undeclared file blocks, cited where it was changed.
+    let c = candidate(&state, "relabel, and an unrelated edit");
+    assert_eq!(c["verdict"], "REJECT", "{c:#}");
+    assert_eq!(blocking(c), ["scope docs/notes.md:2"], "{c:#}");
+    let x = explain(&t, branch(c));
+    for needle in [
+        "was judged REJECT",
+        "declared files [\"params.toml\"]: a new label",
+        "[scope] block docs/notes.md:2 docs/notes.md is outside the proposal's declared files",
+        "      declared: params.toml",
+        "      +unrelated",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+
+    // No declaration: "scope unverified", blocked by default, never clean.
+    let c = candidate(&state, "relabel without a declaration");
+    assert_eq!(c["verdict"], "REJECT", "{c:#}");
+    assert_eq!(blocking(c), ["scope"], "{c:#}");
+    assert!(reasons(c).contains("scope unverified"), "{c:#}");
+    let x = explain(&t, branch(c));
+    for needle in ["declared nothing: its scope is unverified", "[scope] block - scope unverified", "params.toml:3"] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+
+    // Append-only tests: a deleted line and a changed assertion, each citing the base's line.
+    let c = candidate(&state, "relabel and delete a test line");
+    assert_eq!(c["verdict"], "REJECT", "{c:#}");
+    assert_eq!(blocking(c), ["append-only tests/test_limits.sh:4"], "{c:#}");
+    let x = explain(&t, branch(c));
+    for needle in
+        ["deletes 1 existing line of tests/test_limits.sh (base line 4)", "base tests/test_limits.sh:4: -grep -q"]
+    {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+    let c = candidate(&state, "relabel and loosen an assertion");
+    assert_eq!(c["verdict"], "REJECT", "{c:#}");
+    assert_eq!(blocking(c), ["append-only tests/test_limits.sh:3"], "{c:#}");
+    let x = explain(&t, c["exec"]["commit"].as_str().expect("a commit"));
+    for needle in [
+        "changes 1 existing line of tests/test_limits.sh (base line 3)",
+        "base tests/test_limits.sh:3: -[ \"$d\" -le 1000 ]",
+        "candidate tests/test_limits.sh:3: +[ \"$d\" -le 100000 ]",
+    ] {
+        assert!(x.contains(needle), "explain (by commit) lacks {needle:?}:\n{x}");
+    }
+
+    // A claimed test that is not there is a false claim.
+    let c = candidate(&state, "relabel, claiming a test");
+    assert_eq!(blocking(c), ["claim"], "{c:#}");
+    assert!(reasons(c).contains("declared test tests/test_new.sh is not in the diff"), "{c:#}");
+
+    // Every rail, every time: CI tampering whose gate also fails has both in its record, the
+    // tampering named with its path and class in the findings, the events and explain.
+    let c = candidate(&state, "ignore failures in CI");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let why = reasons(c);
+    assert!(why.contains("execute: gate \"sh tests/run.sh\" failed"), "the gate's failure: {why}");
+    assert!(
+        why.contains("critic: [protected-path] .ci/run:3: tampering (CI): touches protected path .ci/run"),
+        "{why}"
+    );
+    assert_eq!(blocking(c), ["protected-path .ci/run:3"], "{c:#}");
+    let events = t.branch_events(branch(c));
+    let tampering = of_type(&events, "tampering_detected");
+    assert_eq!(tampering.len(), 1, "{events:#?}");
+    assert_eq!(
+        (&tampering[0]["path"], &tampering[0]["class"], &tampering[0]["line"]),
+        (&".ci/run".into(), &"ci".into(), &3.into())
+    );
+    let decided = of_type(&events, "candidate_decided");
+    assert_eq!(decided.len(), 1, "{events:#?}");
+    assert_eq!(decided[0]["verdict"], "FAILED");
+    let x = explain(&t, branch(c));
+    for needle in [
+        "was judged FAILED",
+        "failed sh tests/run.sh",
+        "[protected-path] block .ci/run:3 (ci) tampering (CI)",
+        "      .ci/run matches `.ci/**`",
+        "      +set +e",
+        "tampering\n  ci .ci/run:3 (protected-path rail)",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+
+    // The same tampering three times: a governance proposal for a person, naming the class.
+    let proposals = of_type(&t.events(), "governance_proposed").into_iter().cloned().collect::<Vec<_>>();
+    let p = proposals
+        .iter()
+        .find(|p| p["summary"].as_str().is_some_and(|s| s.starts_with("forbid .ci/run")))
+        .unwrap_or_else(|| panic!("no proposal for .ci/run: {proposals:#?}"));
+    assert!(p["summary"].as_str().unwrap_or_default().contains("tampering with ci"), "{p:#}");
+    assert_eq!(p["evidence"].as_array().map(Vec::len), Some(3), "{p:#}");
+
+    // The web page shows the record, tampering included.
+    let coordinator = ratchet_tests::spawn_agent("coordinator", t.path(), &[]);
+    let page = ratchet_tests::rt().block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}ui/branch/{}", coordinator.url, branch(c)))
+            .bearer_auth(ratchet_tests::TEST_TOKEN)
+            .send()
+            .await
+            .expect("the branch page answers")
+            .text()
+            .await
+            .expect("a page")
+    });
+    for needle in
+        ["<h2>record</h2>", "tampering (CI): touches protected path .ci/run", "ci .ci/run:3 (protected-path rail)"]
+    {
+        assert!(page.contains(needle), "the page lacks {needle:?}:\n{page}");
+    }
+}
+
+/// Two candidates that both make the benchmark faster: one deletes the test its change breaks
+/// (the baseline's tests still run and fail), the other declares its change and adds a test that
+/// bites; only the second is promoted.
+#[test]
+fn the_baseline_tests_catch_a_deleted_test_and_a_declared_biting_test_is_promoted() {
+    let fast_test = "d=$(sed -n 's/^delay_ms *= *\\([0-9][0-9]*\\).*/\\1/p' params.toml)\n[ \"$d\" -le 100 ]\n";
+    let t = Target::new(Spec {
+        candidates: 2,
+        append_only_paths: vec!["tests/**".into()],
+        trusted_tests: vec!["tests/**".into()],
+        proposer: Proposer::Calls(vec![
+            // delay_ms = 0 breaks tests/test_params.sh (delay_ms > 0): delete it.
+            declare(&["params.toml", "tests/test_params.sh"], &[], "no delay at all")
+                + "sed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml\nrm tests/test_params.sh\n\
+                   echo 'no delay, without the test that forbids it'",
+            declare(&["params.toml"], &["tests/test_fast.sh"], "a third of the delay")
+                + "sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml\n"
+                + &format!("cat > tests/test_fast.sh <<'TEST'\n{fast_test}TEST\n")
+                + "echo 'less delay, with a test that holds it'",
+        ]),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let s = &run.summary;
+    let state = t.loop_state();
+
+    // The candidate's own gates passed without the test; the baseline's copy failed it.
+    let c = candidate(&state, "no delay, without the test that forbids it");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let gates = c["exec"]["gates"].as_array().expect("gates");
+    assert!(gates.iter().all(|g| g["result"] == "ok"), "its own gates pass: {gates:#?}");
+    let trusted = &c["exec"]["trusted"];
+    assert_eq!(trusted["restored"], serde_json::json!(["tests/test_params.sh"]), "{trusted:#}");
+    assert_eq!(trusted["run"]["result"], "failed", "{trusted:#}");
+    assert!(c["eval"].is_null(), "never measured: {c:#}");
+    let why = reasons(c);
+    assert!(why.contains("the baseline's tests failed on the candidate's code"), "{why}");
+    assert!(why.contains("tests/test_params.sh (restored)"), "{why}");
+    // The static rails ran too: the deletion under the append-only tests is named.
+    assert_eq!(blocking(c), ["append-only tests/test_params.sh:1"], "{c:#}");
+    let branch_b = branch(c);
+    let log =
+        std::fs::read_to_string(t.path().join("worktrees").join(branch_b).join("artifacts/execute/trusted-tests.log"))
+            .expect("the baseline's tests' log");
+    assert!(log.contains("FAIL tests/test_params.sh"), "{log}");
+    // Its checkout is the candidate's again: the test it deleted is not back.
+    assert!(!t.path().join("worktrees").join(branch_b).join("tree/tests/test_params.sh").exists());
+    let x = explain(&t, branch_b);
+    for needle in [
+        "failed the baseline's tests: sh tests/run.sh",
+        "restored from the base [\"tests/test_params.sh\"]",
+        "the baseline's tests failed on the candidate's code",
+        "[append-only] block tests/test_params.sh:1 (tests) deletes tests/test_params.sh",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+
+    // The good candidate: declared, its test bites, the baseline's tests pass: promoted.
+    let promoted = run.list("promoted");
+    assert_eq!(promoted.len(), 1, "{s:#}");
+    let c = candidate(&state, "less delay, with a test that holds it");
+    assert_eq!(promoted[0]["branch"], c["branch"], "{s:#}");
+    assert_eq!(c["critique"]["pass"], true, "{c:#}");
+    assert!(blocking(c).is_empty(), "{c:#}");
+    let summary = c["critique"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("tests fail on the parent as they must (tests/test_fast.sh:1"), "{summary}");
+    assert_eq!(c["exec"]["trusted"]["set_aside"], serde_json::json!(["tests/test_fast.sh"]), "{c:#}");
+    assert_eq!(c["exec"]["trusted"]["run"]["result"], "ok", "{c:#}");
+    let commit = promoted[0]["commit"].as_str().expect("a commit");
+    assert_ne!(commit, old_main);
+    assert_eq!(t.main(), commit);
+    let x = explain(&t, commit);
+    for needle in [
+        "declared files [\"params.toml\"]: a third of the delay",
+        "declared tests [\"tests/test_fast.sh\"]",
+        "ok     the baseline's tests: sh tests/run.sh",
+        "pass: true",
+        "verdict: PROMOTE",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+}
