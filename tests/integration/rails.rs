@@ -206,7 +206,7 @@ fn every_rail_is_named_with_its_evidence_and_repeated_tampering_becomes_a_propos
         .iter()
         .find(|p| p["summary"].as_str().is_some_and(|s| s.starts_with("forbid .ci/run")))
         .unwrap_or_else(|| panic!("no proposal for .ci/run: {proposals:#?}"));
-    assert!(p["summary"].as_str().unwrap_or_default().contains("tampering with ci"), "{p:#}");
+    assert!(p["summary"].as_str().unwrap_or_default().contains("tampering with CI"), "{p:#}");
     assert_eq!(p["evidence"].as_array().map(Vec::len), Some(3), "{p:#}");
 
     // The web page shows the record, tampering included.
