@@ -12,8 +12,9 @@
 //!   in a fresh checkout, as the executor runs them for every candidate), median of 3 rounds; and
 //!   the cost when the candidate changes no test (the check that skips the run).
 //!
-//! Reproduce: `cargo build --release -p ratchet-bench && target/release/rails-bench` (writes its
-//! section of BENCHMARKS.md; `--no-write` prints only).
+//! Reproduce: `cargo build --release -p ratchet-bench -p ratchet-kit --bins && target/release/rails-bench`
+//! (the sandbox launcher must sit beside it; writes its section of BENCHMARKS.md; `--no-write`
+//! prints only).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -185,13 +186,17 @@ async fn main() -> anyhow::Result<()> {
     // The gates and the baseline's tests, in a fresh checkout per round.
     let sandbox = SandboxSettings::from(&constitution);
     let timeout = Duration::from_secs(ethos.gate_timeout_s);
-    let (mut gates_ms, mut trusted_ms, mut check_ms) = (vec![], vec![], vec![]);
+    let (mut gates_ms, mut own_tests_ms, mut trusted_ms, mut check_ms) = (vec![], vec![], vec![], vec![]);
     for round in 0..GATE_ROUNDS {
         let tree = tmp.path().join(format!("tree-{round}"));
         kit::git::Git::new(&repo).scratch_checkout(&tree, &candidate)?;
         let mut g = Duration::ZERO;
         for cmd in &ethos.gates {
-            g += gate(cmd, &tree, &repo, timeout, &sandbox).await?;
+            let took = gate(cmd, &tree, &repo, timeout, &sandbox).await?;
+            if *cmd == ethos.test_command {
+                own_tests_ms.push(ms(took));
+            }
+            g += took;
         }
         gates_ms.push(ms(g));
         let t = Instant::now();
@@ -213,13 +218,14 @@ async fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&tree)?;
     }
     let (gates_ms, trusted_ms, check_ms) = (median(gates_ms), median(trusted_ms), median(check_ms));
+    let own_tests_ms = median(own_tests_ms);
     let statics = diff_ms + rails_ms;
 
     let mut md = String::new();
     let _ = writeln!(md, "{SECTION}\n");
     let _ = writeln!(
         md,
-        "Reproduce: `cargo build --release -p ratchet-bench && target/release/rails-bench` (one run; shares from the same run).\n\
+        "Reproduce: `cargo build --release -p ratchet-bench -p ratchet-kit --bins && target/release/rails-bench` (one run; shares from the same run).\n\
          Target: the demo target (a dependency-free Rust crate), gates `{}`, test command `{}`, `tests/**` trusted and append-only; \
          commands sandboxed (`{}`) as the executor runs them. Load average (1, 5, 15 min) before: {load_before}; after: {}.\n",
         ethos.gates.join("` then `"),
@@ -230,6 +236,12 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(md, "| per candidate | time | share of the gate time |");
     let _ = writeln!(md, "| --- | --- | --- |");
     let _ = writeln!(md, "| gates in a fresh checkout (build + tests), the floor | {gates_ms:.0} ms | 100% |");
+    let _ = writeln!(
+        md,
+        "| of which the candidate's own test gate (`{}`) | {own_tests_ms:.0} ms | {:.0}% |",
+        ethos.test_command,
+        own_tests_ms / gates_ms * 100.0
+    );
     let _ = writeln!(
         md,
         "| static rails: the diff model (3 `git diff` calls) | {diff_ms:.1} ms | {:.2}% |",
