@@ -142,7 +142,7 @@ fn a_real_improvement_is_promoted_by_fast_forward_and_explained() {
     assert!(out.status.success(), "explain of a held candidate: {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("is not on main and was never promoted by Ratchet"), "{text}");
     assert!(text.contains(&format!("candidate {held_branch} (run ")) && text.contains("was judged HOLD"), "{text}");
-    assert!(text.contains("improvement FAIL"), "the evaluator's reasons: {text}");
+    assert!(text.contains("HOLD: no change that matters"), "the evaluator's reasons: {text}");
     // A commit that no candidate made is refused, with a clear message.
     let stray = t.git(&["commit-tree", "HEAD^{tree}", "-m", "made by hand"]);
     let out = t.ratchet(&["explain", &stray]);
