@@ -517,7 +517,9 @@ mod tests {
         let brief = Brief { text: "# What was tried\n\n- cycle 1: \"x\"\n".into(), banned: vec![] };
         let text = stdin_text("be faster\n", "ctx", &brief);
         assert!(
-            text.starts_with("# Goal\n\nbe faster\n\n# What was tried\n\n- cycle 1: \"x\"\n\n# Declare your change\n\n"),
+            text.starts_with(
+                "# Goal\n\nbe faster\n\n# What was tried\n\n- cycle 1: \"x\"\n\n# Declare your change\n\n"
+            ),
             "{text}"
         );
         assert!(text.ends_with("```\n\n# Context\n\nctx\n"), "{text}");
@@ -553,7 +555,8 @@ mod tests {
             assert!(!dir.join(DECLARATION_FILE).exists());
         }
         // No declaration: none is invented.
-        let p = propose_command("sed -i 's/16/8/' params.toml", dir, "g", "c", &Brief::default(), limits()).await.unwrap();
+        let p =
+            propose_command("sed -i 's/16/8/' params.toml", dir, "g", "c", &Brief::default(), limits()).await.unwrap();
         assert_eq!(p.declaration, None);
     }
 
