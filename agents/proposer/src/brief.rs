@@ -184,7 +184,9 @@ mod tests {
                     let text = std::fs::read_to_string(root)
                         .unwrap()
                         .replace("{{GATES}}", "[\"true\"]")
-                        .replace("{{TEST_COMMAND}}", "\"true\"");
+                        .replace("{{TEST_COMMAND}}", "\"true\"")
+                        .replace("{{TRUSTED_TESTS}}", "[\"tests/**\"]")
+                        .replace("{{APPEND_ONLY}}", "[\"tests/**\"]");
                     (d.to_string(), text)
                 })
                 .collect(),
