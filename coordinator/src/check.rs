@@ -330,8 +330,16 @@ fn forwarded(env: &BTreeMap<String, String>) -> Vec<String> {
 }
 
 /// Variables the sandbox itself sets for every command (never "missing").
-const SANDBOX_VARS: &[&str] =
-    &["HOME", "PATH", "TMPDIR", "PWD", "RATCHET_GOAL", "RATCHET_BANNED", "RATCHET_CONTEXT_FILE"];
+const SANDBOX_VARS: &[&str] = &[
+    "HOME",
+    "PATH",
+    "TMPDIR",
+    "PWD",
+    "RATCHET_GOAL",
+    "RATCHET_BANNED",
+    "RATCHET_CONTEXT_FILE",
+    protocol::rails::DECLARATION_ENV,
+];
 
 async fn proposer_items(home: &Path, gov: &Governance, env: Option<&BTreeMap<String, String>>, items: &mut Vec<Item>) {
     let p = &gov.proposer;

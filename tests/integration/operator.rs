@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ratchet_tests::bin;
-use ratchet_tests::fixture::{Proposer, Spec, Target, UpRun};
+use ratchet_tests::fixture::{Proposer, Spec, Target, UpRun, declare};
 use serde_json::Value;
 
 const RUN: Duration = Duration::from_secs(240);
@@ -156,7 +156,12 @@ fn ratchet_up_serving(t: &Target) -> UpRun {
 
 /// Cut the benchmark's delay to `ms`, with `summary` as the proposal's summary.
 fn set_delay(ms: u32, summary: &str) -> String {
-    format!("sed -i 's/^delay_ms = .*/delay_ms = {ms}/' params.toml\necho '{summary}'")
+    params(&format!("sed -i 's/^delay_ms = .*/delay_ms = {ms}/' params.toml\necho '{summary}'"))
+}
+
+/// `script`, an edit of params.toml, declared as such (constitution.md blocks undeclared scope).
+fn params(script: &str) -> String {
+    declare(&["params.toml"], &[], "a change of params.toml") + script
 }
 
 #[test]
@@ -253,8 +258,8 @@ fn the_proposers_program_is_told_summaries_reasons_and_numbers() {
         stall_limit: 5,
         proposer: Proposer::Calls(vec![
             set_delay(100, "halve the delay"),
-            "sed -i 's/^label = .*/label = \"renamed\"/' params.toml\necho 'rename the label'".into(),
-            "sed -i 's/^delay_ms = .*/delay_ms = fast/' params.toml\necho 'make the delay a word'".into(),
+            params("sed -i 's/^label = .*/label = \"renamed\"/' params.toml\necho 'rename the label'"),
+            params("sed -i 's/^delay_ms = .*/delay_ms = fast/' params.toml\necho 'make the delay a word'"),
             // The same change as the first: already on main, so nothing changes.
             set_delay(100, "halve the delay again"),
             "cat > \"$HOME/briefing.md\"\necho 'nothing more' >&2\nexit 1".into(),
@@ -346,10 +351,10 @@ fn the_dashboard_in_a_real_browser() {
         max_cycles: 8,
         proposer: Proposer::Calls(vec![
             set_delay(200, "cut the delay to 200"),
-            "sed -i 's/^label = .*/label = \"one\"/' params.toml\necho 'rename the label once'".into(),
-            "sed -i 's/^label = .*/label = \"two\"/' params.toml\necho 'rename the label twice'".into(),
-            "sed -i 's/^label = .*/label = \"three\"/' params.toml\necho 'rename the label thrice'".into(),
-            "sed -i 's/^label = .*/label = \"four\"/' params.toml\necho 'rename the label again'".into(),
+            params("sed -i 's/^label = .*/label = \"one\"/' params.toml\necho 'rename the label once'"),
+            params("sed -i 's/^label = .*/label = \"two\"/' params.toml\necho 'rename the label twice'"),
+            params("sed -i 's/^label = .*/label = \"three\"/' params.toml\necho 'rename the label thrice'"),
+            params("sed -i 's/^label = .*/label = \"four\"/' params.toml\necho 'rename the label again'"),
         ]),
         ..Spec::default()
     });
