@@ -36,6 +36,7 @@ use evaluator::work::{Measured, measure};
 use protocol::evaluation::Outcome;
 use protocol::governance::{Direction, Ethos, Pairing};
 use protocol::work::{CalibrateOutput, EvaluateInput, EvaluateMode, SandboxSettings};
+use ratchet_bench::report::{loadavg, write_section};
 
 const SECTION: &str = "## Evaluator decisions on a noisy machine (issue 10)";
 const REPRODUCE: &str = "cargo build --release -p ratchet-bench && target/release/evaluator-bench";
@@ -463,32 +464,6 @@ fn today() -> String {
     protocol::timestamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))[..10].to_string()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// Replace (or append) this bench's section of BENCHMARKS.md, leaving other sections alone;
-/// write-temp-then-rename.
-fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let new = match old.match_indices(SECTION).find(|(i, _)| *i == 0 || old[..*i].ends_with('\n')) {
-        Some((start, _)) => {
-            let rest = &old[start + SECTION.len()..];
-            let end = rest.find("\n## ").map_or(old.len(), |i| start + SECTION.len() + i + 1);
-            let tail = &old[end..];
-            let sep = if tail.is_empty() { "" } else { "\n" };
-            format!("{}{section}{sep}{tail}", &old[..start])
-        }
-        None => format!("{}\n\n{section}", old.trim_end()),
-    };
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let mut seeds = 200u64;
     let mut trials = 4u32;
@@ -569,7 +544,7 @@ fn main() -> anyhow::Result<()> {
     if write {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
         let path = root.join("BENCHMARKS.md");
-        write_section(&path, &o)?;
+        write_section(&path, SECTION, &o)?;
         eprintln!("evaluator-bench: wrote the \"{SECTION}\" section of {}", path.display());
     }
     Ok(())

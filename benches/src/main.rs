@@ -33,6 +33,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
+use ratchet_bench::report::{loadavg, write_section};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -442,12 +443,6 @@ fn ratchet_spec(bins: &Path, name: &str, home: &Path, state: &str) -> Spec {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -713,35 +708,8 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
     );
     if opts.write {
         let path = root.join("BENCHMARKS.md");
-        write_section(&path, &section)?;
+        write_section(&path, SECTION, &section)?;
         eprintln!("wire-bench: wrote the \"{SECTION}\" section of {}", path.display());
     }
-    Ok(())
-}
-
-/// Replace (or append) this bench's section of BENCHMARKS.md, leaving other sections alone;
-/// write-temp-then-rename.
-fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "# Benchmarks\n\nMeasured figures; each section is written by its bench, with the command that reproduces it.\n"
-                .to_string()
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let new = match old.match_indices(SECTION).find(|(i, _)| *i == 0 || old[..*i].ends_with('\n')) {
-        Some((start, _)) => {
-            let rest = &old[start + SECTION.len()..];
-            let end = rest.find("\n## ").map_or(old.len(), |i| start + SECTION.len() + i + 1);
-            let tail = &old[end..];
-            let sep = if tail.is_empty() { "" } else { "\n" };
-            format!("{}{section}{sep}{tail}", &old[..start])
-        }
-        None => format!("{}\n\n{section}", old.trim_end()),
-    };
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use anyhow::{Context, bail};
 use protocol::governance::{Constitution, Ethos};
 use protocol::rails::Declaration;
 use protocol::work::SandboxSettings;
+use ratchet_bench::report::write_section;
 
 const SECTION: &str = "## Rails (issue 11)";
 const RAIL_RUNS: usize = 30;
@@ -73,26 +74,6 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Replace the section starting at `heading` (up to the next `## ` heading) in the Markdown file
-/// at `path` with `section`, or append it.
-fn replace_section(path: &Path, heading: &str, section: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-    let new = match text.find(heading) {
-        Some(start) => {
-            let rest = &text[start + heading.len()..];
-            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(text.len());
-            format!(
-                "{}{}{}",
-                &text[..start],
-                section.trim_end(),
-                if end < text.len() { format!("\n\n{}", &text[end..]) } else { "\n".into() }
-            )
-        }
-        None => format!("{}\n\n{}\n", text.trim_end(), section.trim_end()),
-    };
-    std::fs::write(path, new).context("writing BENCHMARKS.md")
 }
 
 fn load_avg() -> String {
@@ -275,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
     print!("{md}");
     if write {
         let out = root.join("BENCHMARKS.md");
-        replace_section(&out, SECTION, &md)?;
+        write_section(&out, SECTION, &md)?;
         eprintln!("wrote its section of {}", out.display());
     }
     Ok(())

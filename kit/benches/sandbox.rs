@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use ratchet_kit::exec::{RunSpec, SandboxMode};
 
+#[path = "../../benches/src/report.rs"]
 mod common;
-use common::{loadavg, replace_section};
+use common::{loadavg, write_section};
 
 const ROUNDS: usize = 40;
 const SECTION: &str = "## Sandbox (issue 8)";
@@ -146,6 +147,6 @@ fn main() {
     }
     print!("{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("BENCHMARKS.md");
-    replace_section(&out, SECTION, &md);
+    write_section(&out, SECTION, &md).expect("writing BENCHMARKS.md");
     eprintln!("wrote its section of {}", out.display());
 }

@@ -20,8 +20,9 @@ use protocol::events::{Event, EventKind};
 use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
 use ratchet_kit::substrate::{self, BranchDir, Home, PromoteOutcome};
 
+#[path = "../../benches/src/report.rs"]
 mod common;
-use common::{loadavg, replace_section};
+use common::{loadavg, write_section};
 
 const CHILD_ENV: &str = "RATCHET_BENCH_CHILD";
 const CLAIM_TASKS: usize = 2000;
@@ -183,7 +184,7 @@ fn main() {
     );
     print!("{md}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("BENCHMARKS.md");
-    replace_section(&out, "## Coordination substrate (issue 3)", &md);
+    write_section(&out, "## Coordination substrate (issue 3)", &md).expect("writing BENCHMARKS.md");
     eprintln!("wrote its section of {}", out.display());
 }
 
