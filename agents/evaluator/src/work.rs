@@ -39,11 +39,13 @@ fn infra(e: impl std::fmt::Display) -> String {
 fn checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
     let d = dir.to_string_lossy().to_string();
     if dir.exists() {
-        let _ = repo.run(["worktree", "remove", "--force", &d]);
+        let _ = repo.run(["worktree", "remove", "--force", "--force", &d]);
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = repo.run(["worktree", "prune"]);
-    repo.run(["worktree", "add", "--detach", "--force", &d, commit]).map_err(infra)?;
+    // Forced twice: a `git worktree add` killed midway leaves its registration locked
+    // ("initializing"), which one --force does not override.
+    repo.run(["worktree", "add", "--detach", "--force", "--force", &d, commit]).map_err(infra)?;
     Ok(())
 }
 
@@ -57,7 +59,7 @@ fn reset_checkout(repo: &Git, dir: &Path, commit: &str) -> Result<(), String> {
             return Ok(());
         }
         let d = dir.to_string_lossy().to_string();
-        let _ = repo.run(["worktree", "remove", "--force", &d]);
+        let _ = repo.run(["worktree", "remove", "--force", "--force", &d]);
         let _ = std::fs::remove_dir_all(dir);
     }
     checkout(repo, dir, commit)
@@ -748,5 +750,11 @@ mod tests {
         reset_checkout(&Git::new(repo), &dir, &base).unwrap();
         assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "slow\n");
         assert_eq!(Git::new(&dir).run(["rev-parse", "HEAD"]).unwrap(), base);
+        // Killed before the directory was filled: the registration stays locked ("initializing")
+        // and the directory is missing.
+        git(repo, &["worktree", "lock", "--reason", "initializing", &dir.to_string_lossy()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        reset_checkout(&Git::new(repo), &dir, &base).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("code.txt")).unwrap(), "slow\n");
     }
 }
