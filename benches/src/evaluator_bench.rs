@@ -398,7 +398,7 @@ async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)>
                         else {
                             bail!("an evaluation did not evaluate");
                         };
-                        let mut verdict = output.verdict.clone();
+                        let mut verdict = output.verdict.to_string();
                         let mut rounds = output.sampling.as_ref().map_or(0, |s| s.rounds);
                         let mut runs = output.runs.len() as u32;
                         // Undecided at the cap: measured once more, continuing, as the loop does.
@@ -407,7 +407,7 @@ async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)>
                             if let Measured::Evaluated { output, .. } =
                                 measure(&inp, &repo, &artifacts, || false).await.map_err(|e| anyhow::anyhow!("{e}"))?
                             {
-                                verdict = output.verdict.clone();
+                                verdict = output.verdict.to_string();
                                 rounds = output.sampling.as_ref().map_or(rounds, |s| s.rounds);
                                 runs += output.runs.len() as u32;
                             }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use kit::substrate::{BranchState, Home};
 use protocol::events::{Event, EventKind};
+use protocol::work::Verdict;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Candidate, PromotionRecord, read_state};
@@ -72,7 +73,7 @@ pub fn waiting(home: &Path) -> anyhow::Result<Vec<Waiting>> {
         if main.as_deref() != Some(cy.baseline.as_str()) {
             continue;
         }
-        for c in cy.candidates.iter().filter(|c| c.verdict.as_deref() == Some("PROMOTE")) {
+        for c in cy.candidates.iter().filter(|c| c.verdict == Some(Verdict::Promote)) {
             let Ok(bd) = h.branch_dir(&c.branch) else { continue };
             let Ok(Some(meta)) = bd.read_meta() else { continue };
             if meta.state != BranchState::AwaitingApproval {
@@ -155,7 +156,7 @@ fn legacy_wait(home: &Path, branch: &str) -> bool {
     !decided
         && st.finished.iter().any(|cy| {
             main.as_deref() == Some(cy.baseline.as_str())
-                && cy.candidates.iter().any(|c| c.branch == branch && c.verdict.as_deref() == Some("PROMOTE"))
+                && cy.candidates.iter().any(|c| c.branch == branch && c.verdict == Some(Verdict::Promote))
         })
         && !st.promotions.iter().any(|p| p.branch == branch)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kit::substrate::{BranchState, Home};
+use protocol::work::Verdict;
 use serde::Serialize;
 
 use crate::engine::{Candidate, CycleState, LoopState, PromotionRecord, read_state};
@@ -111,7 +112,7 @@ pub struct CandidateView {
     pub approach: String,
     /// executing | critiquing | evaluating | decided
     pub stage: String,
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     /// The branch's state (`meta.json`): active, promoted, held, rejected, awaiting-approval, ...
     pub state: Option<String>,
     pub line: String,
@@ -301,11 +302,11 @@ fn shown_verdict(
     states: &impl Fn(&str) -> Option<BranchState>,
 ) -> String {
     if promotions.iter().any(|(p, _)| p.branch == c.branch) {
-        return "PROMOTED".into();
+        return Verdict::Promoted.to_string();
     }
     match states(&c.branch) {
         Some(BranchState::AwaitingApproval) => "AWAITING".into(),
-        _ => c.verdict.clone().unwrap_or_else(|| c.stage.as_str().to_string()),
+        _ => c.verdict.map_or_else(|| c.stage.as_str().to_string(), |v| v.to_string()),
     }
 }
 
@@ -351,7 +352,7 @@ fn cycle_view(
                 summary: crate::verdict::summary(c),
                 approach: c.proposal.approach_key(),
                 stage: c.stage.as_str().to_string(),
-                verdict: c.verdict.clone(),
+                verdict: c.verdict,
                 state: states(&c.branch).map(|s| s.as_str().to_string()),
                 line: crate::verdict::line(c, metric),
                 detail: crate::verdict::detail(c, metric),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use protocol::work::Verdict;
 use serde_json::Value;
 
 use crate::demo_target::FILES;
@@ -168,16 +169,16 @@ fn decisions(summary: &Summary) -> String {
     let others = |items: &[CandidateItem]| items.iter().map(|i| (i.rounds, i.outcome)).collect::<Vec<_>>();
     let mut parts = vec![];
     for (verdict, items) in [
-        ("PROMOTE", promoted.collect::<Vec<_>>()),
-        ("REJECT", others(&summary.rejected)),
-        ("HOLD", others(&summary.held)),
+        (Verdict::Promote, promoted.collect::<Vec<_>>()),
+        (Verdict::Reject, others(&summary.rejected)),
+        (Verdict::Hold, others(&summary.held)),
     ] {
         let rounds: Vec<String> = items
             .into_iter()
             .filter_map(|(rounds, outcome)| {
                 let r = rounds?;
                 Some(match outcome {
-                    Some(o) if verdict == "HOLD" => format!("{r} ({})", o.as_str()),
+                    Some(o) if verdict == Verdict::Hold => format!("{r} ({})", o.as_str()),
                     _ => r.to_string(),
                 })
             })

@@ -15,7 +15,7 @@ use anyhow::Context;
 use kit::substrate::{self, BranchState, Home};
 use protocol::events::{Event, EventKind};
 use protocol::governance::Governance;
-use protocol::work::{Proposal, SandboxSettings};
+use protocol::work::{Proposal, SandboxSettings, Verdict};
 use serde_json::json;
 
 use crate::peers::Peers;
@@ -222,14 +222,15 @@ impl Engine {
 
     /// The loop's decision on a candidate, with every reason it recorded.
     fn emit_decided(&self, c: &Candidate) {
+        // Every path to a decided stage sets the verdict; an undecided one has nothing to say.
+        let Some(verdict) = c.verdict else {
+            tracing::warn!("{}: no verdict at its decision; no candidate_decided event", c.branch);
+            return;
+        };
         self.emit(
             Some(&c.branch),
             None,
-            EventKind::CandidateDecided {
-                candidate: c.proposal.id.clone(),
-                verdict: c.verdict.clone().unwrap_or_default(),
-                reasons: c.reasons.clone(),
-            },
+            EventKind::CandidateDecided { candidate: c.proposal.id.clone(), verdict, reasons: c.reasons.clone() },
         );
     }
 
@@ -271,7 +272,7 @@ impl Engine {
             let promoted_here = cur
                 .candidates
                 .iter()
-                .find(|c| c.exec.as_ref().is_some_and(|e| e.commit == main) && c.verdict.as_deref() == Some("PROMOTE"));
+                .find(|c| c.exec.as_ref().is_some_and(|e| e.commit == main) && c.verdict == Some(Verdict::Promote));
             if promoted_here.is_none() {
                 self.say(&format!(
                     "cycle {}: main moved to {}; dropping its candidates (stale)",

@@ -97,7 +97,7 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         .and_then(|producer| {
             events.iter().rev().find(|e| {
                 matches!(&e.kind, EventKind::ModelCompared { candidate, decision, .. }
-                    if candidate == producer && decision == "PROMOTE")
+                    if candidate == producer && *decision == protocol::work::Verdict::Promote)
             })
         })
         .cloned();

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use protocol::events::EventKind;
+use protocol::work::Verdict;
 use serde_json::{Value, json};
 
 use crate::engine::{LoopState, read_state};
@@ -104,7 +105,7 @@ pub fn pairs_explained(home: &Path) -> anyhow::Result<(Vec<Value>, Option<String
     let promotions = crate::dashboard::all_promotions(home, &st);
     let candidates: Vec<(&crate::engine::CycleState, &crate::engine::Candidate)> =
         st.finished.iter().flat_map(|cy| cy.candidates.iter().map(move |c| (cy, c))).collect();
-    let lost_verdict = |c: &crate::engine::Candidate| matches!(c.verdict.as_deref(), Some("REJECT") | Some("FAILED"));
+    let lost_verdict = |c: &crate::engine::Candidate| matches!(c.verdict, Some(Verdict::Reject | Verdict::Failed));
     let mut pairs = vec![];
     for (win, _) in &promotions {
         let Some((wcy, chosen)) = candidates.iter().find(|(_, c)| c.branch == win.branch) else { continue };

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use protocol::evaluation::Calibration;
-use protocol::work::{CritiqueOutput, EvaluateOutput, ExecuteOutput, Proposal, Tried};
+use protocol::work::{CritiqueOutput, EvaluateOutput, ExecuteOutput, Proposal, Tried, Verdict};
 use serde::{Deserialize, Serialize};
 
 pub const LOOP_STATE_VERSION: u32 = 1;
@@ -77,9 +77,9 @@ pub struct Candidate {
     #[serde(default)]
     pub eval: Option<EvaluateOutput>,
     /// PROMOTE, HOLD, REJECT, FAILED (candidate's fault before evaluation) or INFRA (harness's
-    /// fault: not counted against the candidate).
+    /// fault: not counted against the candidate); none while undecided.
     #[serde(default)]
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     #[serde(default)]
     pub reasons: Vec<String>,
     /// Milliseconds the target's own commands took for this candidate.
@@ -252,17 +252,19 @@ impl LoopState {
         self.wall_ms += wall_ms;
         self.cycles_done = cur.cycle;
         for c in &cur.candidates {
-            let v = c.verdict.clone().unwrap_or_default();
-            if v == "INFRA" {
+            let v = c.verdict;
+            if v == Some(Verdict::Infra) {
                 continue; // the harness's fault: may be tried again
             }
+            // An undecided candidate (none is, once its cycle ran) goes into the history as
+            // failed, unbanned.
             let recorded = if promoted.as_ref().is_some_and(|p| p.branch == c.branch) {
-                "PROMOTED".to_string()
+                Verdict::Promoted
             } else {
-                v.clone()
+                v.unwrap_or(Verdict::Failed)
             };
             self.tried.push(tried(c, cur.cycle, recorded));
-            if v == "REJECT" || v == "FAILED" {
+            if matches!(v, Some(Verdict::Reject | Verdict::Failed)) {
                 self.banned.push(c.proposal.approach_key());
             }
         }
@@ -277,10 +279,10 @@ impl LoopState {
 }
 
 /// The history entry of a decided candidate.
-fn tried(c: &Candidate, cycle: u64, verdict: String) -> Tried {
+fn tried(c: &Candidate, cycle: u64, verdict: Verdict) -> Tried {
     let e = c.eval.as_ref();
-    let reason = match verdict.as_str() {
-        "PROMOTED" => None,
+    let reason = match verdict {
+        Verdict::Promoted => None,
         _ => Some(crate::verdict::why(c)).filter(|r| !r.is_empty()),
     };
     Tried {
@@ -308,7 +310,7 @@ impl CycleState {
     /// the order they were proposed).
     pub fn winner(&self) -> Option<&Candidate> {
         let effect = |c: &Candidate| c.eval.as_ref().and_then(|e| e.effect).unwrap_or(0.0);
-        self.candidates.iter().filter(|c| c.verdict.as_deref() == Some("PROMOTE")).fold(None, |best, c| match best {
+        self.candidates.iter().filter(|c| c.verdict == Some(Verdict::Promote)).fold(None, |best, c| match best {
             Some(b) if effect(c) <= effect(b) => Some(b),
             _ => Some(c),
         })
@@ -370,7 +372,7 @@ mod tests {
         }
     }
 
-    fn candidate(id: &str, verdict: Option<&str>, effect: Option<f64>) -> Candidate {
+    fn candidate(id: &str, verdict: Option<Verdict>, effect: Option<f64>) -> Candidate {
         let eval = effect.map(|e| {
             serde_json::from_value(
                 json!({"verdict": verdict, "reasons": [], "baseline_median": 2.0, "candidate_median": 1.0,
@@ -395,7 +397,7 @@ mod tests {
             exec: None,
             critique: None,
             eval,
-            verdict: verdict.map(String::from),
+            verdict,
             reasons: vec![],
             command_ms: 100,
             models: BTreeMap::new(),
@@ -461,17 +463,19 @@ mod tests {
         let cy = cycle(
             1,
             vec![
-                candidate("a", Some("HOLD"), Some(0.9)),
-                candidate("b", Some("PROMOTE"), Some(0.2)),
-                candidate("c", Some("PROMOTE"), Some(0.3)),
-                candidate("d", Some("PROMOTE"), Some(0.3)),
-                candidate("e", Some("REJECT"), None),
+                candidate("a", Some(Verdict::Hold), Some(0.9)),
+                candidate("b", Some(Verdict::Promote), Some(0.2)),
+                candidate("c", Some(Verdict::Promote), Some(0.3)),
+                candidate("d", Some(Verdict::Promote), Some(0.3)),
+                candidate("e", Some(Verdict::Reject), None),
             ],
         );
         assert_eq!(cy.winner().map(|c| c.proposal.id.as_str()), Some("c"));
-        assert!(cycle(1, vec![candidate("a", Some("HOLD"), Some(0.5))]).winner().is_none());
-        let unmeasured =
-            cycle(1, vec![candidate("x", Some("PROMOTE"), None), candidate("y", Some("PROMOTE"), Some(0.1))]);
+        assert!(cycle(1, vec![candidate("a", Some(Verdict::Hold), Some(0.5))]).winner().is_none());
+        let unmeasured = cycle(
+            1,
+            vec![candidate("x", Some(Verdict::Promote), None), candidate("y", Some(Verdict::Promote), Some(0.1))],
+        );
         assert_eq!(unmeasured.winner().map(|c| c.proposal.id.as_str()), Some("y"));
     }
 
@@ -481,11 +485,11 @@ mod tests {
         let mut cy = cycle(
             1,
             vec![
-                candidate("p", Some("PROMOTE"), Some(0.5)),
-                candidate("h", Some("HOLD"), Some(0.0)),
-                candidate("r", Some("REJECT"), Some(-0.2)),
-                candidate("f", Some("FAILED"), None),
-                candidate("i", Some("INFRA"), None),
+                candidate("p", Some(Verdict::Promote), Some(0.5)),
+                candidate("h", Some(Verdict::Hold), Some(0.0)),
+                candidate("r", Some(Verdict::Reject), Some(-0.2)),
+                candidate("f", Some(Verdict::Failed), None),
+                candidate("i", Some(Verdict::Infra), None),
             ],
         );
         cy.propose_ms = 1000;
@@ -500,18 +504,18 @@ mod tests {
         assert_eq!(st.promotions.len(), 1);
         assert_eq!(st.command_ms(), 1000 + 5 * 100, "the proposer's time once, not once per candidate");
 
-        st.close_cycle(cycle(2, vec![candidate("h2", Some("HOLD"), Some(0.0))]), None, false, 10);
+        st.close_cycle(cycle(2, vec![candidate("h2", Some(Verdict::Hold), Some(0.0))]), None, false, 10);
         assert_eq!((st.cycles_done, st.stalls), (2, 1), "a cycle that moved nothing is a stall");
         st.close_cycle(cycle(3, vec![]), None, false, 10);
         assert_eq!(st.stalls, 1, "a cycle without candidates is not a stall (a proposal failure)");
         st.close_cycle(
-            cycle(4, vec![candidate("p4", Some("PROMOTE"), Some(0.1))]),
+            cycle(4, vec![candidate("p4", Some(Verdict::Promote), Some(0.1))]),
             Some(promotion("r1-c1-p4")),
             false,
             10,
         );
         assert_eq!(st.stalls, 0, "a promotion resets the stall count");
-        st.close_cycle(cycle(5, vec![candidate("p5", Some("PROMOTE"), Some(0.1))]), None, true, 10);
+        st.close_cycle(cycle(5, vec![candidate("p5", Some(Verdict::Promote), Some(0.1))]), None, true, 10);
         assert_eq!(st.stalls, 0, "a promotion waiting for a person is not a stall");
         let last = st.tried.last().expect("history");
         assert_eq!((last.verdict.as_str(), last.summary.as_str()), ("PROMOTE", "p5"), "by its summary");

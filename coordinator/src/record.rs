@@ -68,7 +68,7 @@ pub fn find(home: &Path, rev: &str) -> anyhow::Result<Option<CandidateRecord>> {
     let proposal = last("proposed");
     let execution = last("executed");
     let decided = mine.iter().rev().find_map(|e| match &e.kind {
-        EventKind::CandidateDecided { verdict, reasons, .. } => Some((verdict.clone(), reasons.clone())),
+        EventKind::CandidateDecided { verdict, reasons, .. } => Some((verdict.to_string(), reasons.clone())),
         _ => None,
     });
     let (verdict, reasons) = decided.unwrap_or_else(|| ("undecided".into(), vec![]));

@@ -106,7 +106,7 @@ pub fn why(c: &Candidate) -> String {
 /// The candidate's one line: verdict (or stage while undecided), branch, summary, then
 /// [`detail`].
 pub fn line(c: &Candidate, metric: &str) -> String {
-    let verdict = c.verdict.clone().unwrap_or_else(|| c.stage.as_str().to_string());
+    let verdict = c.verdict.map_or_else(|| c.stage.as_str().to_string(), |v| v.to_string());
     let mut out = format!("{verdict:<8} {} \"{}\"", c.branch, summary(c));
     let detail = detail(c, metric);
     if !detail.is_empty() {
@@ -120,7 +120,8 @@ pub fn line(c: &Candidate, metric: &str) -> String {
 /// better); stability FAIL: ...".
 pub fn detail(c: &Candidate, metric: &str) -> String {
     let effect = effect_text(c, metric);
-    let clean_promote = c.verdict.as_deref() == Some("PROMOTE") && !c.reasons.iter().any(|r| r.contains(" FAIL"));
+    let clean_promote =
+        c.verdict == Some(protocol::work::Verdict::Promote) && !c.reasons.iter().any(|r| r.contains(" FAIL"));
     let why = if clean_promote { String::new() } else { why(c) };
     let parts: Vec<&str> = [effect.as_str(), why.as_str()].into_iter().filter(|p| !p.is_empty()).collect();
     parts.join("; ")

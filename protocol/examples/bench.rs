@@ -44,7 +44,7 @@ fn round(paths: &[String]) -> usize {
             "run-0123456789abcdef",
             EventKind::Evaluated {
                 candidate: format!("sweep-cutoff-{i}"),
-                verdict: "HOLD".into(),
+                verdict: ratchet_protocol::work::Verdict::Hold,
                 reasons: vec!["improvement fail: median 10.0 -> 9.9".into(), "significance fail".into()],
                 stats: json!({"rounds": 7, "baseline_median": 10.0, "candidate_median": 9.9, "effect": 0.01}),
                 outcome: None,

@@ -190,10 +190,16 @@ pub enum Outcome {
 impl Outcome {
     /// "PROMOTE", "HOLD" or "REJECT".
     pub fn verdict(self) -> &'static str {
+        self.verdict_of().as_str()
+    }
+
+    /// The verdict this outcome gives: PROMOTE, HOLD or REJECT.
+    pub fn verdict_of(self) -> crate::work::Verdict {
+        use crate::work::Verdict;
         match self {
-            Outcome::Better => "PROMOTE",
-            Outcome::Worse | Outcome::GuardRegressed | Outcome::CandidateFails => "REJECT",
-            Outcome::NoChange | Outcome::TooNoisy | Outcome::Unmeasurable => "HOLD",
+            Outcome::Better => Verdict::Promote,
+            Outcome::Worse | Outcome::GuardRegressed | Outcome::CandidateFails => Verdict::Reject,
+            Outcome::NoChange | Outcome::TooNoisy | Outcome::Unmeasurable => Verdict::Hold,
         }
     }
 

@@ -260,7 +260,7 @@ pub enum EventKind {
     },
     Evaluated {
         candidate: String,
-        verdict: String,
+        verdict: crate::work::Verdict,
         reasons: Vec<String>,
         /// Statistics, and every run with the sandbox it ran in (`runs[].sandbox`).
         stats: Value,
@@ -309,7 +309,7 @@ pub enum EventKind {
     /// reviewers, evaluation): PROMOTE, HOLD, REJECT, FAILED or INFRA.
     CandidateDecided {
         candidate: String,
-        verdict: String,
+        verdict: crate::work::Verdict,
         reasons: Vec<String>,
     },
     CycleEnded {
@@ -342,7 +342,7 @@ pub enum EventKind {
     ModelCompared {
         current: String,
         candidate: String,
-        decision: String,
+        decision: crate::work::Verdict,
         reasons: Vec<String>,
         evidence: Value,
     },

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::work::Verdict;
 use serde::{Deserialize, Serialize};
 
 /// One declared model endpoint.
@@ -257,7 +258,7 @@ fn binomial_tail(k: u32, n: u32) -> f64 {
 /// often than the current endpoint's (exact sign test on the tasks where exactly one was
 /// accepted, at 1 - `confidence`); REJECT when significantly less often; HOLD otherwise, saying
 /// why. Tokens and latency are evidence beside it, never a reason to switch on their own.
-pub fn compare_decision(current: &[bool], candidate: &[bool], confidence: f64) -> (String, Vec<String>, CompareStats) {
+pub fn compare_decision(current: &[bool], candidate: &[bool], confidence: f64) -> (Verdict, Vec<String>, CompareStats) {
     let tasks = current.len().min(candidate.len());
     let (mut cand_only, mut cur_only) = (0u32, 0u32);
     for i in 0..tasks {
@@ -285,26 +286,26 @@ pub fn compare_decision(current: &[bool], candidate: &[bool], confidence: f64) -
     );
     let (decision, why) = if stats.p_better < alpha {
         (
-            "PROMOTE",
+            Verdict::Promote,
             format!("the candidate's answers are accepted more often: sign test p={:.4} < {alpha:.2}", stats.p_better),
         )
     } else if stats.p_worse < alpha {
         (
-            "REJECT",
+            Verdict::Reject,
             format!("the candidate's answers are accepted less often: sign test p={:.4} < {alpha:.2}", stats.p_worse),
         )
     } else if n == 0 {
-        ("HOLD", "no task tells them apart (every task went the same way for both)".to_string())
+        (Verdict::Hold, "no task tells them apart (every task went the same way for both)".to_string())
     } else {
         (
-            "HOLD",
+            Verdict::Hold,
             format!(
                 "no significant difference: sign test p={:.4} (better), p={:.4} (worse), both >= {alpha:.2}; more tasks may tell",
                 stats.p_better, stats.p_worse
             ),
         )
     };
-    (decision.to_string(), vec![format!("{decision}: {why}"), counts], stats)
+    (decision, vec![format!("{decision}: {why}"), counts], stats)
 }
 
 #[cfg(test)]
@@ -350,13 +351,13 @@ mod tests {
         assert!((binomial_tail(0, 3) - 1.0).abs() < 1e-12);
         assert!((binomial_tail(2, 3) - 0.5).abs() < 1e-12);
         let (d, r, s) = compare_decision(&[false; 6], &[true; 6], 0.95);
-        assert_eq!(d, "PROMOTE", "{r:?}");
+        assert_eq!(d, Verdict::Promote, "{r:?}");
         assert!((s.p_better - 1.0 / 64.0).abs() < 1e-12, "{s:?}");
         let (d, _, _) = compare_decision(&[true; 6], &[false; 6], 0.95);
-        assert_eq!(d, "REJECT");
+        assert_eq!(d, Verdict::Reject);
         // 4 of 4 discordant tasks: p = 1/16 > 0.05: not enough tasks to tell.
         let (d, r, _) = compare_decision(&[false; 4], &[true; 4], 0.95);
-        assert_eq!(d, "HOLD");
+        assert_eq!(d, Verdict::Hold);
         assert!(r[0].contains("more tasks may tell"), "{r:?}");
         let (d, r, s) = compare_decision(&[false; 3], &[false; 3], 0.95);
         assert_eq!((d.as_str(), s.candidate_accepted, s.current_accepted), ("HOLD", 0, 0));

@@ -81,14 +81,59 @@ impl Proposal {
     }
 }
 
+/// What happened to a candidate. The evaluator gives `PROMOTE`, `HOLD` or `REJECT` (its
+/// outcome's: [`crate::evaluation::Outcome::verdict`]); the loop adds `FAILED` (the candidate's
+/// fault before evaluation: it did not apply, build or pass its gates), `INFRA` (the harness's
+/// fault: not counted against it) and, in its history, `PROMOTED` (the one that went onto main;
+/// `PROMOTE` there means promotable, but another candidate won, or waiting for a person) and
+/// `DROPPED` (the proposer's answer was not made a candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Promote,
+    Hold,
+    Reject,
+    Failed,
+    Infra,
+    Promoted,
+    Dropped,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Promote => "PROMOTE",
+            Verdict::Hold => "HOLD",
+            Verdict::Reject => "REJECT",
+            Verdict::Failed => "FAILED",
+            Verdict::Infra => "INFRA",
+            Verdict::Promoted => "PROMOTED",
+            Verdict::Dropped => "DROPPED",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<crate::evaluation::Outcome> for Verdict {
+    fn from(o: crate::evaluation::Outcome) -> Verdict {
+        o.verdict_of()
+    }
+}
+
 /// An approach already tried, with how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tried {
     pub key: String,
     /// PROMOTED (went onto main), PROMOTE (promotable, another candidate won, or waiting for a
     /// person), HOLD, REJECT, FAILED (did not apply or build), or DROPPED (the proposer's
-    /// answer was not made a candidate: a duplicate of an approach already tried, or no change).
-    pub verdict: String,
+    /// answer was not made a candidate: a duplicate of an approach already tried, or no change);
+    /// never INFRA (the harness's failures may be tried again).
+    pub verdict: Verdict,
     /// Relative improvement of the metric's median (positive = better), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<f64>,
@@ -451,7 +496,7 @@ pub struct Recommendation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvaluateOutput {
     /// PROMOTE, HOLD or REJECT.
-    pub verdict: String,
+    pub verdict: Verdict,
     /// What the evaluation concluded, typed (the verdict is `outcome.verdict()`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
@@ -585,5 +630,37 @@ mod tests {
         );
         assert!(serde_json::from_str::<CommandResult>(r#""maybe""#).is_err());
         assert!(serde_json::from_str::<Severity>(r#""Block""#).is_err());
+        let tried = Tried {
+            key: "k=1".into(),
+            verdict: Verdict::Promoted,
+            effect: Some(0.25),
+            cycle: 2,
+            summary: String::new(),
+            reason: None,
+            before: None,
+            after: None,
+        };
+        expect![[r#"{"key":"k=1","verdict":"PROMOTED","effect":0.25,"cycle":2}"#]]
+            .assert_eq(&serde_json::to_string(&tried).unwrap());
+        let all = [
+            Verdict::Promote,
+            Verdict::Hold,
+            Verdict::Reject,
+            Verdict::Failed,
+            Verdict::Infra,
+            Verdict::Promoted,
+            Verdict::Dropped,
+        ];
+        expect![[r#"["PROMOTE","HOLD","REJECT","FAILED","INFRA","PROMOTED","DROPPED"]"#]]
+            .assert_eq(&serde_json::to_string(&all).unwrap());
+        for v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+            assert_eq!(format!("{v:<8}|"), format!("{:<8}|", v.as_str()), "Display pads like the string did");
+        }
+        assert!(serde_json::from_str::<Verdict>(r#""promote""#).is_err());
+        use crate::evaluation::Outcome;
+        assert_eq!(Verdict::from(Outcome::Better), Verdict::Promote);
+        assert_eq!(Verdict::from(Outcome::GuardRegressed), Verdict::Reject);
+        assert_eq!(Verdict::from(Outcome::TooNoisy), Verdict::Hold);
     }
 }

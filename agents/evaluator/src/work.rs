@@ -593,7 +593,7 @@ pub async fn measure(
         reason: r.reason.clone(),
     });
     let output = EvaluateOutput {
-        verdict: ev.verdict().to_string(),
+        verdict: ev.outcome.into(),
         outcome: Some(ev.outcome),
         reasons: ev.reasons.clone(),
         baseline_median: ev.stats.baseline.median,
@@ -619,7 +619,7 @@ fn infra_text(e: impl std::fmt::Display) -> String {
 /// The HOLD an evaluation answers when its settings cannot work here (nothing was measured).
 fn config_hold(why: &str) -> EvaluateOutput {
     EvaluateOutput {
-        verdict: Outcome::Unmeasurable.verdict().into(),
+        verdict: Outcome::Unmeasurable.into(),
         outcome: Some(Outcome::Unmeasurable),
         reasons: vec![format!("HOLD: not measurable: {why}")],
         baseline_median: None,
@@ -651,7 +651,7 @@ pub async fn evaluate_task(ctx: WorkCtx) -> WorkResult {
             {
                 tracing::warn!("writing evaluation.json: {e:#}");
             }
-            let headline = output.reasons.first().cloned().unwrap_or_else(|| output.verdict.clone());
+            let headline = output.reasons.first().cloned().unwrap_or_else(|| output.verdict.to_string());
             WorkResult::success(headline, json!(output))
         }
         (Ok(Measured::Calibrated(out)), _) => {

@@ -5,7 +5,7 @@
 //! banned approaches with why.
 
 use protocol::governance::Governance;
-use protocol::work::{ProposeInput, Tried};
+use protocol::work::{ProposeInput, Tried, Verdict};
 
 /// At most this many history entries are shown (the most recent), so a long run does not grow
 /// the prompt without bound; the banned list is always whole.
@@ -98,29 +98,19 @@ pub fn brief(input: &ProposeInput, gov: &Governance) -> Brief {
     if history.is_empty() {
         s.push_str("Nothing yet: this is the run's first proposal.\n");
     }
-    let groups: [(&str, &[&str]); 6] = [
-        ("Promoted onto main (built on, do not repeat)", &["PROMOTED"]),
-        ("Promotable, but another candidate went onto main, or waiting for a person", &["PROMOTE"]),
+    // Every verdict is in one group (the type has no other).
+    let groups: [(&str, &[Verdict]); 5] = [
+        ("Promoted onto main (built on, do not repeat)", &[Verdict::Promoted]),
+        ("Promotable, but another candidate went onto main, or waiting for a person", &[Verdict::Promote]),
         (
             "Held: no change that matters, or not enough evidence (try something that moves the metric more)",
-            &["HOLD", "INFRA"],
+            &[Verdict::Hold, Verdict::Infra],
         ),
-        ("Rejected: worse, failing or refused (do not propose again)", &["REJECT", "FAILED"]),
-        ("Dropped before it became a candidate", &["DROPPED"]),
-        ("Other", &[]),
+        ("Rejected: worse, failing or refused (do not propose again)", &[Verdict::Reject, Verdict::Failed]),
+        ("Dropped before it became a candidate", &[Verdict::Dropped]),
     ];
-    let known: Vec<&str> = groups.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     for (title, verdicts) in groups {
-        let items: Vec<&&Tried> = history
-            .iter()
-            .filter(|t| {
-                if verdicts.is_empty() {
-                    !known.contains(&t.verdict.as_str())
-                } else {
-                    verdicts.contains(&t.verdict.as_str())
-                }
-            })
-            .collect();
+        let items: Vec<&&Tried> = history.iter().filter(|t| verdicts.contains(&t.verdict)).collect();
         if items.is_empty() {
             continue;
         }
@@ -140,7 +130,7 @@ pub fn brief(input: &ProposeInput, gov: &Governance) -> Brief {
         .map(|key| match input.history.iter().rev().find(|t| &t.key == key) {
             Some(t) => {
                 let why = t.reason.as_deref().map(|r| format!(": {}", clip(r))).unwrap_or_default();
-                format!("{} ({} in cycle {}{why})", label(t), t.verdict.to_lowercase(), t.cycle)
+                format!("{} ({} in cycle {}{why})", label(t), t.verdict.as_str().to_lowercase(), t.cycle)
             }
             None => key.clone(),
         })
@@ -160,10 +150,10 @@ pub fn brief(input: &ProposeInput, gov: &Governance) -> Brief {
 mod tests {
     use super::*;
 
-    fn t(key: &str, verdict: &str, summary: &str, reason: Option<&str>, nums: Option<(f64, f64, f64)>) -> Tried {
+    fn t(key: &str, verdict: Verdict, summary: &str, reason: Option<&str>, nums: Option<(f64, f64, f64)>) -> Tried {
         Tried {
             key: key.into(),
-            verdict: verdict.into(),
+            verdict,
             effect: nums.map(|n| n.2),
             cycle: 1,
             summary: summary.into(),
@@ -196,18 +186,18 @@ mod tests {
             baseline: "0123456789abcdef".into(),
             n: 1,
             history: vec![
-                t("command:aaaa", "PROMOTED", "halve the delay", None, Some((300.0, 150.0, 0.5))),
+                t("command:aaaa", Verdict::Promoted, "halve the delay", None, Some((300.0, 150.0, 0.5))),
                 t(
                     "command:bbbb",
-                    "HOLD",
+                    Verdict::Hold,
                     "rename the label",
                     Some("improvement FAIL: no change"),
                     Some((150.0, 150.0, 0.0)),
                 ),
-                t("command:cccc", "FAILED", "break the gate", Some("execute: gate `sh check.sh` failed"), None),
+                t("command:cccc", Verdict::Failed, "break the gate", Some("execute: gate `sh check.sh` failed"), None),
                 t(
                     "command:dddd",
-                    "DROPPED",
+                    Verdict::Dropped,
                     "halve the delay again",
                     Some("duplicate of an approach already tried"),
                     None,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use kit::git::Git;
 use kit::server::{Skill, TaskEnd};
 use protocol::governance::{DOCS, Governance};
-use protocol::work::{Dropped, ProposeInput, ProposeOutput};
+use protocol::work::{Dropped, ProposeInput, ProposeOutput, Verdict};
 use serde_json::{Map, Value, json};
 
 /// Refuse a request that carries anything but [`ProposeInput::KEYS`] (and `skill`): whatever
@@ -86,12 +86,13 @@ fn history(input: &ProposeInput) -> Vec<Tried> {
         .iter()
         .map(|t| Tried {
             key: t.key.clone(),
-            outcome: match t.verdict.as_str() {
-                "PROMOTED" => TriedOutcome::Promoted,
-                "PROMOTE" => TriedOutcome::Passed,
-                "HOLD" | "INFRA" => TriedOutcome::Held,
-                "REJECT" => TriedOutcome::Rejected,
-                _ => TriedOutcome::Failed,
+            outcome: match t.verdict {
+                Verdict::Promoted => TriedOutcome::Promoted,
+                Verdict::Promote => TriedOutcome::Passed,
+                Verdict::Hold | Verdict::Infra => TriedOutcome::Held,
+                Verdict::Reject => TriedOutcome::Rejected,
+                // Not made a candidate (a duplicate, no change): as the string match did.
+                Verdict::Failed | Verdict::Dropped => TriedOutcome::Failed,
             },
             delta: t.effect,
         })
@@ -316,7 +317,7 @@ fn duplicate_of(
         let what = if t.summary.is_empty() { key.clone() } else { format!("\"{}\"", t.summary) };
         return Some(format!(
             "duplicate of an approach already tried: {what} ({} in cycle {})",
-            t.verdict.to_lowercase(),
+            t.verdict.as_str().to_lowercase(),
             t.cycle
         ));
     }

@@ -6,13 +6,14 @@
 
 use kit::substrate::BranchState;
 use protocol::events::EventKind;
+use protocol::work::Verdict;
 
 use super::{Candidate, CycleState, Engine, PromotionRecord};
 
 /// The final `meta.json` state of a candidate the loop did not promote.
-pub(super) fn final_state(verdict: Option<&str>) -> BranchState {
+pub(super) fn final_state(verdict: Option<Verdict>) -> BranchState {
     match verdict {
-        Some("REJECT") | Some("FAILED") => BranchState::Rejected,
+        Some(Verdict::Reject | Verdict::Failed) => BranchState::Rejected,
         // HOLD, INFRA (never the candidate's fault), and a PROMOTE another candidate beat.
         _ => BranchState::Held,
     }
@@ -63,12 +64,11 @@ impl Engine {
                 && bd.exists()
                 && bd.read_meta().ok().flatten().is_some_and(|m| m.state == BranchState::Active)
             {
-                let verdict = c.verdict.clone().unwrap_or_default();
-                let note = match (verdict.as_str(), waiting.or(promoted.map(|p| p.branch.as_str()))) {
-                    ("PROMOTE", Some(best)) => format!("PROMOTE, but {best} was better in this cycle"),
-                    _ => format!("{verdict}: {}", crate::verdict::why(c)),
+                let note = match (c.verdict, waiting.or(promoted.map(|p| p.branch.as_str()))) {
+                    (Some(Verdict::Promote), Some(best)) => format!("PROMOTE, but {best} was better in this cycle"),
+                    (v, _) => format!("{}: {}", v.map_or("", Verdict::as_str), crate::verdict::why(c)),
                 };
-                let state = final_state(c.verdict.as_deref());
+                let state = final_state(c.verdict);
                 tokio::task::spawn_blocking(move || bd.set_state(state, Some(&note))).await??;
             }
         }

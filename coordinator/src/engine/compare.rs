@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use kit::substrate::{BranchState, Home};
 use protocol::events::EventKind;
 use protocol::models::{CompareStats, Usage, compare_decision};
+use protocol::work::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -56,7 +57,7 @@ pub struct CompareReport {
     pub current: SideReport,
     pub candidate: SideReport,
     /// PROMOTE, HOLD or REJECT (the candidate endpoint).
-    pub decision: String,
+    pub decision: Verdict,
     pub reasons: Vec<String>,
     pub stats: CompareStats,
     /// On PROMOTE: the governance proposal that switches the proposer to the candidate (applied
@@ -160,9 +161,9 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
             });
             eng.run_candidate(0).await?;
             let cand = eng.st.current.as_ref().and_then(|c| c.candidates.first().cloned()).expect("the candidate");
-            let verdict = cand.verdict.clone().unwrap_or_else(|| "INFRA".into());
-            side.accepted.push(verdict == "PROMOTE");
-            side.outcomes.push(verdict.clone());
+            let verdict = cand.verdict.unwrap_or(Verdict::Infra);
+            side.accepted.push(verdict == Verdict::Promote);
+            side.outcomes.push(verdict.to_string());
             // Never promoted: a compare measures, the loop decides.
             if let Ok(bd) = eng.home.branch_dir(&branch)
                 && bd.exists()
@@ -192,7 +193,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
         ));
     }
     // A switch is a governance edit a person approves: proposed here, applied by `ratchet approve`.
-    let switch = if decision == "PROMOTE" {
+    let switch = if decision == Verdict::Promote {
         let evidence = json!({"run_id": eng.st.run_id, "baseline": baseline, "reasons": reasons,
                               "current": sides[0], "candidate": sides[1], "stats": stats});
         match crate::govern::proposals::propose_model_switch(&eng.ctx.home, &eng.gov, &req.candidate, evidence) {
@@ -215,7 +216,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
         baseline: baseline.clone(),
         current,
         candidate,
-        decision: decision.clone(),
+        decision,
         reasons: reasons.clone(),
         stats,
         switch,
@@ -231,7 +232,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
         EventKind::ModelCompared {
             current: report.current.model.clone(),
             candidate: report.candidate.model.clone(),
-            decision: decision.clone(),
+            decision,
             reasons: reasons.clone(),
             evidence,
         },

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use kit::substrate::{self, Home, PromoteOutcome};
 use protocol::events::{Event, EventKind};
 use protocol::governance::PromotionMode;
+use protocol::work::Verdict;
 
 use super::{Candidate, CycleState, Engine, PromotionRecord, fmt_effect, read_state};
 
@@ -141,10 +142,10 @@ pub fn approve_promotion(home_path: &Path, branch: &str, by: &str) -> anyhow::Re
         .with_context(|| {
             format!("no finished candidate named {branch}; see `ratchet inspect` or worktrees/.swarm/loop.json")
         })?;
-    if cand.verdict.as_deref() != Some("PROMOTE") {
+    if cand.verdict != Some(Verdict::Promote) {
         bail!(
             "{branch} was judged {}, not PROMOTE: only a promotable candidate can be approved",
-            cand.verdict.clone().unwrap_or_default()
+            cand.verdict.map_or("undecided", |v| v.as_str())
         );
     }
     let gov = crate::govern::load(home_path)?;

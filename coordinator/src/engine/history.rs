@@ -2,7 +2,7 @@
 //! summary, what became of it with the reason in words and the numbers, and the answers the
 //! proposer dropped before they became candidates (a duplicate, an empty diff).
 
-use protocol::work::{Dropped, Tried};
+use protocol::work::{Dropped, Tried, Verdict};
 
 use super::Engine;
 
@@ -18,7 +18,7 @@ impl Engine {
             self.say(&format!("  dropped \"{}\": {}", d.summary, d.reason));
             self.st.tried.push(Tried {
                 key: d.key.clone().unwrap_or_else(|| format!("dropped:{}", d.summary)),
-                verdict: "DROPPED".into(),
+                verdict: Verdict::Dropped,
                 effect: None,
                 cycle,
                 summary: d.summary.clone(),
@@ -32,7 +32,7 @@ impl Engine {
     /// A person rejected the promotion of `branch`: its history entry says so.
     pub(super) fn note_rejection(&mut self, approach: &str, by: &str) {
         if let Some(t) = self.st.tried.iter_mut().rev().find(|t| t.key == approach) {
-            t.verdict = "REJECT".into();
+            t.verdict = Verdict::Reject;
             t.reason = Some(format!("a person ({by}) rejected its promotion"));
         }
     }

@@ -15,7 +15,7 @@ use protocol::events::EventKind;
 use protocol::lease::{ResultFile, TaskFile, TaskFileState};
 use protocol::work::{
     CalibrateOutput, CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateMode, EvaluateOutput, ExecuteInput,
-    ExecuteOutput, ProposeInput, ProposeOutput,
+    ExecuteOutput, ProposeInput, ProposeOutput, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -176,7 +176,7 @@ impl Engine {
         match task.state {
             TaskFileState::Done => Ok(true),
             TaskFileState::InfraFailed => {
-                c.verdict = Some("INFRA".into());
+                c.verdict = Some(Verdict::Infra);
                 c.reasons.push(format!(
                     "execute failed for infrastructure reasons after {} attempt(s): {summary}; not counted against the candidate",
                     task.attempt
@@ -184,7 +184,7 @@ impl Engine {
                 Ok(false)
             }
             _ => {
-                c.verdict = Some("FAILED".into());
+                c.verdict = Some(Verdict::Failed);
                 c.reasons.push(format!("execute: {summary}"));
                 Ok(false)
             }
@@ -234,7 +234,7 @@ impl Engine {
         match task.state {
             TaskFileState::Done if pass => Ok(true),
             TaskFileState::Done | TaskFileState::Failed => {
-                c.verdict = Some("REJECT".into());
+                c.verdict = Some(Verdict::Reject);
                 let findings: Vec<String> = c
                     .critique
                     .iter()
@@ -247,7 +247,7 @@ impl Engine {
                 Ok(false)
             }
             _ => {
-                c.verdict = Some("INFRA".into());
+                c.verdict = Some(Verdict::Infra);
                 c.reasons.push(format!(
                     "critique failed for infrastructure reasons: {summary}; not counted against the candidate"
                 ));
@@ -351,7 +351,7 @@ impl Engine {
             );
             if blocks {
                 pass = false;
-                c.verdict = Some("REJECT".into());
+                c.verdict = Some(Verdict::Reject);
                 c.reasons.push(format!("reviewer {} ({}): {reply}", r.name, r.role));
             }
         }
@@ -414,7 +414,7 @@ impl Engine {
                     Some(id),
                     EventKind::Evaluated {
                         candidate: c.proposal.id.clone(),
-                        verdict: o.verdict.clone(),
+                        verdict: o.verdict,
                         reasons: o.reasons.clone(),
                         stats: json!({"stats": o.stats, "diagnosis": o.diagnosis, "runs": o.runs,
                                       "baseline_median": o.baseline_median, "candidate_median": o.candidate_median,
@@ -433,18 +433,18 @@ impl Engine {
                 {
                     self.apply_recommendation(r);
                 }
-                c.verdict = Some(o.verdict.clone());
+                c.verdict = Some(o.verdict);
                 c.reasons.extend(o.reasons.iter().cloned());
                 c.eval = Some(o);
             }
             (TaskFileState::InfraFailed, _) => {
-                c.verdict = Some("INFRA".into());
+                c.verdict = Some(Verdict::Infra);
                 c.reasons.push(format!(
                     "evaluation failed for infrastructure reasons: {summary}; not counted against the candidate"
                 ));
             }
             _ => {
-                c.verdict = Some("REJECT".into());
+                c.verdict = Some(Verdict::Reject);
                 c.reasons.push(format!("evaluation failed: {summary}"));
             }
         }
@@ -545,7 +545,7 @@ impl Engine {
 
 /// A candidate that failed its gates after it was committed gets the static rails only.
 pub(super) fn rails_only(c: &Candidate) -> bool {
-    c.verdict.as_deref() == Some("FAILED") && c.exec.as_ref().is_some_and(|e| !e.commit.is_empty())
+    c.verdict == Some(Verdict::Failed) && c.exec.as_ref().is_some_and(|e| !e.commit.is_empty())
 }
 
 fn task_outcome(t: &TaskFile) -> String {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use protocol::evaluation::{Calibration, Outcome};
 use protocol::governance::{Direction, Governance, Pairing};
+use protocol::work::Verdict;
 use serde::{Deserialize, Serialize};
 
 use super::decide::approved_promotions;
@@ -56,7 +57,7 @@ pub struct PromotedItem {
     pub pairing: Option<Pairing>,
     pub remeasured: bool,
     pub rounds: Option<u32>,
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
 }
 
 /// A candidate that did not go onto main, with why.
@@ -73,7 +74,7 @@ pub struct CandidateItem {
     pub reasons: Vec<String>,
     pub remeasured: bool,
     pub rounds: Option<u32>,
-    pub verdict: String,
+    pub verdict: Verdict,
 }
 
 /// The metric the run moved: its name and direction, the baseline and where it ended.
@@ -109,7 +110,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
     let mut held = vec![];
     for cy in &st.finished {
         for c in &cy.candidates {
-            let v = c.verdict.clone().unwrap_or_default();
+            let Some(v) = c.verdict else { continue };
             let b = evaluation_brief(c);
             let item = CandidateItem {
                 approach: c.proposal.approach_key(),
@@ -122,12 +123,12 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
                 reasons: c.reasons.clone(),
                 remeasured: b.remeasured,
                 rounds: b.rounds,
-                verdict: v.clone(),
+                verdict: v,
             };
-            match v.as_str() {
-                "REJECT" | "FAILED" => rejected.push(item),
-                "HOLD" | "INFRA" => held.push(item),
-                _ => {}
+            match v {
+                Verdict::Reject | Verdict::Failed => rejected.push(item),
+                Verdict::Hold | Verdict::Infra => held.push(item),
+                Verdict::Promote | Verdict::Promoted | Verdict::Dropped => {}
             }
         }
     }
@@ -155,7 +156,7 @@ pub fn summarize(home: &Path, st: &LoopState, gov: &Governance) -> Summary {
                 pairing: b.as_ref().and_then(|b| b.pairing),
                 remeasured: b.as_ref().is_some_and(|b| b.remeasured),
                 rounds: b.as_ref().and_then(|b| b.rounds),
-                verdict: c.and_then(|c| c.verdict.clone()),
+                verdict: c.and_then(|c| c.verdict),
             }
         })
         .collect();
