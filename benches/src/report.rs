@@ -1,5 +1,6 @@
 //! What every bench binary shares (the `ratchet-bench` binaries, and kit's benches through a
-//! `#[path]` module): its section of `BENCHMARKS.md` and the machine's load.
+//! `#[path]` module, with `ratchet_kit` named `kit`): its section of `BENCHMARKS.md` and the
+//! machine's load.
 
 use std::path::Path;
 
@@ -24,10 +25,7 @@ pub fn write_section(path: &Path, heading: &str, section: &str) -> anyhow::Resul
         }
         None => format!("{}\n\n{}\n", old.trim_end(), section.trim_end()),
     };
-    let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    kit::files::write_atomic(path, new.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The load averages over 1, 5 and 15 minutes, as /proc/loadavg says them.

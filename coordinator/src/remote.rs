@@ -96,9 +96,8 @@ impl RemoteLeases {
                 task,
             },
         );
-        let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
         let bytes = serde_json::to_vec_pretty(&all).expect("members serialize");
-        if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+        if kit::files::write_atomic(&path, &bytes).is_err() {
             tracing::warn!("could not record remote member {agent} in {}", path.display());
         }
     }
@@ -354,10 +353,8 @@ fn verify_and_apply(
     let dir = bd.artifact_dir(task_id).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     for (name, bytes) in files {
-        let (path, tmp) = (dir.join(&name), dir.join(format!(".{name}.tmp")));
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let path = dir.join(&name);
+        kit::files::write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use ratchet_kit::exec::{RunSpec, SandboxMode};
 
+// The shared report module names kit as the `ratchet-bench` crate does.
+extern crate ratchet_kit as kit;
 #[path = "../../benches/src/report.rs"]
 mod common;
 use common::{loadavg, write_section};

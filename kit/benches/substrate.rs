@@ -20,6 +20,8 @@ use protocol::events::{Event, EventKind};
 use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
 use ratchet_kit::substrate::{self, BranchDir, Home, PromoteOutcome};
 
+// The shared report module names kit as the `ratchet-bench` crate does.
+extern crate ratchet_kit as kit;
 #[path = "../../benches/src/report.rs"]
 mod common;
 use common::{loadavg, write_section};

@@ -12,7 +12,7 @@
 //! mode (loopback only; for the A2A TCK and clients that cannot send a token); `ratchet up`
 //! never uses it.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use axum::http::{HeaderMap, Method, Uri, header};
@@ -31,20 +31,9 @@ pub fn new_token() -> std::io::Result<String> {
 }
 
 /// Write `token` to `path` through a temporary file created with mode 0600 (so the secret is
-/// never readable by others, not even for a moment) and a rename.
+/// never readable by others, not even for a moment), synced, and a rename.
 pub fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("a token path has a parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    crate::files::Atomic::new(path).mode(0o600).sync().write(format!("{token}\n").as_bytes())
 }
 
 /// The token in `path` (trimmed); an error when the file is missing or empty.

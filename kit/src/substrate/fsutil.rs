@@ -1,8 +1,8 @@
-//! Small file-system helpers shared by the substrate: atomic replace, JSON reads, moving a file
-//! aside, process liveness.
+//! Small file-system helpers shared by the substrate: atomic replace (`kit::files`' with typed
+//! errors), JSON reads, moving a file aside, process liveness.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -13,44 +13,28 @@ use serde::de::DeserializeOwned;
 use super::{Result, SubstrateError};
 
 pub(crate) use crate::files::unique_suffix;
+use crate::files::{Atomic, Pending};
 
 pub(crate) fn now() -> String {
     protocol::timestamp(SystemTime::now())
 }
 
-/// Writes `bytes` to a temporary file next to `path` (a dot file, which every scan skips);
-/// returns its path, for the caller to rename over `path`.
-pub(crate) fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let dir = path.parent().expect("substrate paths always have a parent directory");
-    let name = path.file_name().expect("substrate paths always have a file name").to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
-    let write = || -> std::io::Result<()> {
-        let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            // Directories such as results/ are created when first written.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.parent().is_some_and(Path::is_dir) => {
-                fs::create_dir_all(dir)?;
-                OpenOptions::new().write(true).create_new(true).open(&tmp)?
-            }
-            other => other?,
-        };
-        f.write_all(bytes)?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(SubstrateError::Io { op: "writing", path: tmp, source: e });
-    }
-    Ok(tmp)
+/// `kit::files`' write-temp-then-rename with the substrate's errors. Only the file's own
+/// directory is created when missing (results/, say): a write into a branch directory someone
+/// removed fails rather than making it again.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let pending = prepare(path, bytes)?;
+    commit(pending, path)
 }
 
-/// Writes `bytes` to a temporary file and renames it over `path`, so readers see the old or the
-/// new content, never a mix.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temp(path, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        SubstrateError::Io { op: "renaming into place", path: path.to_path_buf(), source: e }
-    })
+/// The temporary of [`write_atomic`], for a file that must appear only once something else
+/// exists: [`commit`] renames it into place.
+pub(crate) fn prepare(path: &Path, bytes: &[u8]) -> Result<Pending> {
+    Atomic::new(path).own_dir_only().prepare(bytes).map_err(SubstrateError::io("writing", path))
+}
+
+pub(crate) fn commit(pending: Pending, path: &Path) -> Result<()> {
+    pending.commit().map_err(SubstrateError::io("renaming into place", path))
 }
 
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -9,8 +9,9 @@ use protocol::names;
 use serde::{Deserialize, Serialize};
 
 use super::events::append_event;
-use super::fsutil::{create_dir_all, now, read_versioned, write_json_atomic, write_temp};
+use super::fsutil::{self, create_dir_all, now, read_versioned, write_json_atomic};
 use super::{Result, SubstrateError};
+use crate::files::Pending;
 use crate::git::Git;
 
 pub const META_VERSION: u32 = 1;
@@ -399,8 +400,8 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
         let checked_out = running.wait().map_err(SubstrateError::from);
         checked_out.and(prepared)
     });
-    let meta_tmp = match added {
-        Ok(tmp) => tmp,
+    let meta = match added {
+        Ok(pending) => pending,
         Err(e) => {
             let _ = fs::remove_dir_all(&bd.dir);
             if is_full_hex_id(base_commit) && home.git().resolve_commit(base_commit).ok().flatten().is_none() {
@@ -409,14 +410,14 @@ pub fn add_worktree(home: &Home, branch: &str, base_commit: &str) -> Result<Bran
             return Err(e);
         }
     };
-    let meta_path = bd.meta_path();
-    fs::rename(&meta_tmp, &meta_path).map_err(SubstrateError::io("renaming into place", &meta_path))?;
+    fsutil::commit(meta, &bd.meta_path())?;
     bd.emit(&bd.event(None, EventKind::WorktreeAdded { base }))?;
     Ok(bd)
 }
 
-/// Creates the control directories and writes meta.json to a temporary file; returns its path.
-fn prepare_control_files(bd: &BranchDir, base: &str) -> Result<PathBuf> {
+/// Creates the control directories and writes meta.json to a temporary file, to be renamed
+/// into place once the checkout exists.
+fn prepare_control_files(bd: &BranchDir, base: &str) -> Result<Pending> {
     bd.create_control_dirs()?;
     let meta = BranchMeta {
         version: META_VERSION,
@@ -432,7 +433,7 @@ fn prepare_control_files(bd: &BranchDir, base: &str) -> Result<PathBuf> {
     };
     let mut bytes = serde_json::to_vec_pretty(&meta).expect("meta always serializes");
     bytes.push(b'\n');
-    write_temp(&bd.meta_path(), &bytes)
+    fsutil::prepare(&bd.meta_path(), &bytes)
 }
 
 /// A full SHA-1 or SHA-256 object id.
