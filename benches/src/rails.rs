@@ -7,10 +7,11 @@
 //! - the static rails (`critic::diff_files`: three `git diff` calls; then `critic::static_rails`:
 //!   protected paths with classes, append-only, rules, size, scope against the declaration,
 //!   claims), median of 30 runs, and as a share of the candidate's gate time;
-//! - the baseline's tests (`executor::trusted_changes`, `trusted_swap`, `test_command` through
-//!   `kit::exec` sandboxed like every gate, `untrusted_swap`) against the gates (build and tests
-//!   in a fresh checkout, as the executor runs them for every candidate), median of 3 rounds; and
-//!   the cost when the candidate changes no test (the check that skips the run).
+//! - the baseline's tests (`executor::trusted_changes`, `prepare_trusted`, `test_command` through
+//!   `kit::exec` sandboxed like every gate, `restore_candidate`) against the gates (build and
+//!   tests in a fresh checkout, as the executor runs them for every candidate), median of 3
+//!   rounds; and the cost when the candidate changes no test (the checks that skip the run:
+//!   `trusted_changes` and `pristine`).
 //!
 //! Reproduce: `cargo build --release -p ratchet-bench -p ratchet-kit --bins && target/release/rails-bench`
 //! (the sandbox launcher must sit beside it; writes its section of BENCHMARKS.md; `--no-write`
@@ -183,9 +184,12 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let (restored, set_aside) =
             executor::trusted_changes(&tree, &base, &candidate, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
-        executor::trusted_swap(&tree, &base, &restored, &set_aside).map_err(anyhow::Error::msg)?;
+        let aside = tmp.path().join(format!("aside-{round}"));
+        let globs = &ethos.trusted_tests;
+        let untracked = executor::prepare_trusted(&tree, &aside, &base, &restored, &set_aside, globs)
+            .map_err(anyhow::Error::msg)?;
         gate(&ethos.test_command, &tree, &repo, timeout, &sandbox).await?;
-        executor::untrusted_swap(&tree).map_err(anyhow::Error::msg)?;
+        executor::restore_candidate(&tree, &aside, &untracked, globs).map_err(anyhow::Error::msg)?;
         trusted_ms.push(ms(t.elapsed()));
         if restored != ["tests/sorts.rs"] || set_aside != ["tests/twice.rs"] {
             bail!("unexpected trusted changes: restored {restored:?}, set aside {set_aside:?}");
@@ -194,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let (r, a) =
             executor::trusted_changes(&tree, &base, &base, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
+        executor::pristine(&tree, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
         check_ms.push(ms(t.elapsed()));
         assert!(r.is_empty() && a.is_empty());
         std::fs::remove_dir_all(&tree)?;

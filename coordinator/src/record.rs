@@ -154,8 +154,12 @@ pub fn render_trusted(execution: &Value) -> String {
     if run.is_null() {
         return format!("  the baseline's tests: skipped: {}\n", s(&trusted["skipped"]));
     }
+    let untracked = match trusted["untracked"].as_array() {
+        Some(u) if !u.is_empty() => format!(", out of the run (in no commit) {}", s(&trusted["untracked"])),
+        _ => String::new(),
+    };
     format!(
-        "  {:<6} the baseline's tests: {} ({} ms) {}; restored from the base {}, set aside {}\n",
+        "  {:<6} the baseline's tests: {} ({} ms) {}; restored from the base {}, set aside {}{untracked}\n",
         s(&run["result"]),
         s(&run["command"]),
         s(&run["duration_ms"]),

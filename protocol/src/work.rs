@@ -280,6 +280,10 @@ pub struct TrustedTestsRun {
     /// Files the candidate added under `trusted_tests`: left out of the run (its own gates ran
     /// them).
     pub set_aside: Vec<String>,
+    /// What was under `trusted_tests` in the checkout but in no commit (untracked or ignored
+    /// files a gate or a build wrote there): moved out for the run, put back after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untracked: Vec<String>,
     /// The run of `test_command`; `None` when it was not needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<CommandRun>,

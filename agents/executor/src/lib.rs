@@ -1,5 +1,5 @@
 //! The executor's job: apply a candidate in its worktree, commit it, run the fast gate, then the
-//! baseline's tests against the candidate's code ([`trusted_swap`]).
+//! baseline's tests against the candidate's code ([`trusted`]).
 //!
 //! Candidate failures (a patch that does not apply, a gate that exits non-zero) end the task as
 //! `candidate-failure`; infrastructure failures (timeout, spawn error, signal, out of memory)
@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use kit::exec::RunSpec;
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::governance::glob_match;
 use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings, TrustedTestsRun};
 use serde_json::json;
+
+pub mod trusted;
+pub use trusted::{prepare_trusted, pristine, restore_candidate, trusted_changes, untracked_trusted};
 
 /// Trailer that marks a commit as this candidate's.
 pub fn candidate_trailer(id: &str) -> String {
@@ -144,61 +146,19 @@ fn apply_and_commit(
     git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))
 }
 
-/// The files of ethos.md `trusted_tests` that the candidate changed, in its checkout `tree`:
-/// (the base's files it changed or deleted, the files it added).
-pub fn trusted_changes(
-    tree: &Path,
-    base: &str,
-    commit: &str,
-    globs: &[String],
-) -> Result<(Vec<String>, Vec<String>), String> {
-    let git = Git::new(tree);
-    let trusted = |p: &str| globs.iter().any(|g| g == p || glob_match(g, p));
-    let listed = |rev: &str| -> Result<Vec<String>, String> {
-        let out = git.run(["ls-tree", "-r", "-z", "--name-only", rev]).map_err(|e| format!("infra: {e}"))?;
-        Ok(out.split('\0').filter(|p| !p.is_empty() && trusted(p)).map(String::from).collect())
-    };
-    let in_base = listed(base)?;
-    let changed = git
-        .run(["diff", "--no-renames", "--name-only", "-z", base, commit, "--"])
-        .map_err(|e| format!("infra: {e}"))?;
-    let changed: Vec<&str> = changed.split('\0').filter(|p| !p.is_empty() && trusted(p)).collect();
-    let restored = changed.iter().filter(|p| in_base.iter().any(|b| b == *p)).map(|p| p.to_string()).collect();
-    let added = changed.iter().filter(|p| !in_base.iter().any(|b| b == *p)).map(|p| p.to_string()).collect();
-    Ok((restored, added))
-}
-
-/// Put the base's trusted tests in the candidate's checkout `tree` (at the candidate commit):
-/// `restored` back as the base has them, `set_aside` (the candidate's own additions) removed.
-/// [`untrusted_swap`] undoes it.
-pub fn trusted_swap(tree: &Path, base: &str, restored: &[String], set_aside: &[String]) -> Result<(), String> {
-    for p in set_aside {
-        let path = tree.join(p);
-        std::fs::remove_file(&path).map_err(|e| format!("infra: setting {} aside: {e}", path.display()))?;
-    }
-    if !restored.is_empty() {
-        let mut args = vec!["--literal-pathspecs", "checkout", base, "--"];
-        args.extend(restored.iter().map(String::as_str));
-        Git::new(tree).run(args).map_err(|e| format!("infra: taking the base's trusted tests: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Back to the candidate's own files after [`trusted_swap`]: tracked files and index reset to
-/// HEAD (which also drops the base's files the candidate had deleted).
-pub fn untrusted_swap(tree: &Path) -> Result<(), String> {
-    Git::new(tree).run(["reset", "-q", "--hard", "HEAD"]).map(|_| ()).map_err(|e| format!("infra: {e}"))
-}
-
 /// The baseline's tests (ethos.md `trusted_tests`, taken from the base like the benchmark) run
 /// with `test_command` against the candidate's code, in the candidate's own checkout (so the
-/// gates' build is reused) and sandboxed like every gate, after its own gates passed. Skipped
-/// when the candidate changed none of those files and a gate that already passed was
-/// `test_command` itself. `Err` is the task's end (a failure of the run, or infrastructure).
+/// gates' build is reused) and sandboxed like every gate, after its own gates passed; what the
+/// run sees under those globs is exactly the base's files ([`trusted`]). Skipped when the
+/// candidate changed none of those files and a gate that already passed was `test_command`
+/// itself, run on the commit as it is (`tests_ran_pristine`: nothing a gate wrote under the
+/// globs, no tracked file changed). `Err` is the task's end (a failure of the run, or
+/// infrastructure).
 async fn trusted_gate(
     ctx: &WorkCtx,
     input: &ExecuteInput,
     commit: &str,
+    tests_ran_pristine: bool,
 ) -> Result<Option<(TrustedTestsRun, Option<kit::exec::RunOutcome>)>, String> {
     if input.trusted_tests.is_empty() || input.test_command.trim().is_empty() {
         return Ok(None);
@@ -207,17 +167,19 @@ async fn trusted_gate(
     let (restored, set_aside) = tokio::task::spawn_blocking(move || trusted_changes(&tree, &base, &c, &globs))
         .await
         .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
-    if restored.is_empty() && set_aside.is_empty() && input.gates.iter().any(|g| g.trim() == input.test_command.trim())
-    {
+    if restored.is_empty() && set_aside.is_empty() && tests_ran_pristine {
         let why = format!(
-            "the candidate changes none of the trusted tests ({}), and the gate `{}` already ran them",
+            "the candidate changes none of the trusted tests ({}), and the gate `{}` already ran them on its commit",
             input.trusted_tests.join(", "),
             input.test_command
         );
-        return Ok(Some((TrustedTestsRun { restored, set_aside, run: None, skipped: Some(why) }, None)));
+        let t = TrustedTestsRun { restored, set_aside, untracked: vec![], run: None, skipped: Some(why) };
+        return Ok(Some((t, None)));
     }
-    let (tree, base, r, a) = (ctx.bd.tree(), input.base.clone(), restored.clone(), set_aside.clone());
-    tokio::task::spawn_blocking(move || trusted_swap(&tree, &base, &r, &a))
+    let (tree, aside, base, globs) =
+        (ctx.bd.tree(), ctx.bd.aside_dir(), input.base.clone(), input.trusted_tests.clone());
+    let (r, a) = (restored.clone(), set_aside.clone());
+    let untracked = tokio::task::spawn_blocking(move || prepare_trusted(&tree, &aside, &base, &r, &a, &globs))
         .await
         .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
     let spec = spec_for(
@@ -228,9 +190,15 @@ async fn trusted_gate(
         &input.sandbox,
     );
     let (run, out) = run_logged(ctx, "trusted-tests", spec).await;
-    let tree = ctx.bd.tree();
-    tokio::task::spawn_blocking(move || untrusted_swap(&tree)).await.unwrap_or_else(|e| Err(format!("infra: {e}")))?;
-    Ok(Some((TrustedTestsRun { restored, set_aside, run: Some(run), skipped: None }, Some(out))))
+    let (tree, aside, u, globs) = (ctx.bd.tree(), ctx.bd.aside_dir(), untracked.clone(), input.trusted_tests.clone());
+    let dropped = tokio::task::spawn_blocking(move || restore_candidate(&tree, &aside, &u, &globs))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    if !dropped.is_empty() {
+        tracing::warn!(?dropped, "files a gate wrote under the trusted tests were not put back: the run put a symlink or a file in their way");
+    }
+    let t = TrustedTestsRun { restored, set_aside, untracked, run: Some(run), skipped: None };
+    Ok(Some((t, Some(out))))
 }
 
 /// The `execute` skill.
@@ -263,6 +231,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     };
     let mut gates = vec![];
     let mut command_ms = 0;
+    // Whether a gate that is `test_command` ran on the commit as it is (see `trusted_gate`).
+    let mut tests_ran_pristine = false;
     for (i, cmd) in input.gates.iter().enumerate() {
         if ctx.lease_lost() {
             return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
@@ -279,9 +249,17 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                 at: protocol::timestamp(std::time::SystemTime::now()),
             },
         );
+        let is_test_command = !input.trusted_tests.is_empty() && cmd.trim() == input.test_command.trim();
+        let pristine_now = if is_test_command && !tests_ran_pristine {
+            let (tree, globs) = (ctx.bd.tree(), input.trusted_tests.clone());
+            tokio::task::spawn_blocking(move || pristine(&tree, &globs)).await.ok().and_then(Result::ok)
+        } else {
+            None
+        };
         let spec =
             spec_for(cmd, &ctx.bd.tree(), ctx.home.root(), Duration::from_secs(input.gate_timeout_s), &input.sandbox);
         let (run, out) = run_logged(&ctx, &format!("gate-{}", i + 1), spec).await;
+        tests_ran_pristine |= pristine_now == Some(true);
         command_ms += run.duration_ms;
         gates.push(run);
         let data = || {
@@ -303,7 +281,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     if ctx.lease_lost() {
         return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
     }
-    let trusted = match trusted_gate(&ctx, &input, &commit).await {
+    let trusted = match trusted_gate(&ctx, &input, &commit, tests_ran_pristine).await {
         Ok(t) => t,
         Err(e) => {
             let data = json!(ExecuteOutput {
@@ -343,7 +321,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                     .collect();
                 return WorkResult::candidate_failure(
                     format!(
-                        "the baseline's tests failed on the candidate's code: `{}` {} with ethos.md trusted_tests ({}) taken from the base{}",
+                        "the baseline's tests failed on the candidate's code: `{}` {} with ethos.md trusted_tests ({}) taken from the base{}{}",
                         input.test_command,
                         out.describe(),
                         input.trusted_tests.join(", "),
@@ -351,6 +329,11 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                             String::new()
                         } else {
                             format!("; the candidate changed {}", changed.join(", "))
+                        },
+                        if t.untracked.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; out of the run, in no commit (written by its gates): {}", t.untracked.join(", "))
                         }
                     ),
                     data(&t),
@@ -374,65 +357,4 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         ),
         json!(out),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        Git::new(dir)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .with_identity("t", "t@t")
-            .run(args)
-            .unwrap_or_else(|e| panic!("git {args:?}: {e}"))
-    }
-
-    /// The baseline's tests go in exactly, and the candidate's files come back exactly.
-    #[test]
-    fn the_trusted_swap_puts_the_base_tests_in_and_takes_them_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path();
-        let write = |p: &str, t: &str| {
-            std::fs::create_dir_all(tree.join(p).parent().unwrap()).unwrap();
-            std::fs::write(tree.join(p), t).unwrap();
-        };
-        git(tree, &["init", "-q", "-b", "main"]);
-        write("src/a.sh", "a\n");
-        write("tests/test_kept.sh", "kept\n");
-        write("tests/test_weakened.sh", "strict\n");
-        write("tests/test_deleted.sh", "deleted\n");
-        git(tree, &["add", "-A"]);
-        git(tree, &["commit", "-qm", "base"]);
-        let base = git(tree, &["rev-parse", "HEAD"]);
-        write("src/a.sh", "b\n");
-        write("tests/test_weakened.sh", "lax\n");
-        write("tests/test_added.sh", "added\n");
-        std::fs::remove_file(tree.join("tests/test_deleted.sh")).unwrap();
-        git(tree, &["add", "-A"]);
-        git(tree, &["commit", "-qm", "candidate"]);
-        let commit = git(tree, &["rev-parse", "HEAD"]);
-        write("build.out", "an untracked build output\n");
-
-        let globs = vec!["tests/**".to_string()];
-        let (restored, set_aside) = trusted_changes(tree, &base, &commit, &globs).unwrap();
-        assert_eq!(restored, ["tests/test_deleted.sh", "tests/test_weakened.sh"]);
-        assert_eq!(set_aside, ["tests/test_added.sh"]);
-
-        trusted_swap(tree, &base, &restored, &set_aside).unwrap();
-        let read = |p: &str| std::fs::read_to_string(tree.join(p)).ok();
-        assert_eq!(read("tests/test_weakened.sh").as_deref(), Some("strict\n"));
-        assert_eq!(read("tests/test_deleted.sh").as_deref(), Some("deleted\n"));
-        assert_eq!(read("tests/test_added.sh"), None);
-        assert_eq!(read("src/a.sh").as_deref(), Some("b\n"), "the candidate's code stays");
-
-        untrusted_swap(tree).unwrap();
-        assert_eq!(git(tree, &["status", "--porcelain"]), "?? build.out", "back to the candidate, build kept");
-        assert_eq!(read("tests/test_weakened.sh").as_deref(), Some("lax\n"));
-        assert_eq!(read("tests/test_deleted.sh"), None);
-        assert_eq!(read("tests/test_added.sh").as_deref(), Some("added\n"));
-
-        // A candidate that changes no test: nothing to swap.
-        assert_eq!(trusted_changes(tree, &base, &base, &globs).unwrap(), (vec![], vec![]));
-    }
 }

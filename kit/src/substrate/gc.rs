@@ -49,6 +49,11 @@ fn registered(list: &[WorktreeEntry], path: &Path) -> bool {
 pub fn remove_checkout(bd: &BranchDir) -> Result<bool> {
     let git = bd.home().git();
     let tree = bd.tree();
+    // What an executor that died during the baseline's tests had moved aside.
+    let aside = bd.aside_dir();
+    if aside.exists() {
+        fs::remove_dir_all(&aside).map_err(SubstrateError::io("removing", &aside))?;
+    }
     if !tree.exists() {
         // A registration whose directory is gone is cleared by `git worktree prune`.
         return Ok(false);

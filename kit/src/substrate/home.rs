@@ -258,6 +258,11 @@ impl BranchDir {
     pub fn artifacts_dir(&self) -> PathBuf {
         self.dir.join("artifacts")
     }
+    /// `aside/`: the executor's, where what a gate wrote under the trusted tests waits out
+    /// their run (outside the checkout, on its file system); gone after the run.
+    pub fn aside_dir(&self) -> PathBuf {
+        self.dir.join("aside")
+    }
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events").join("events.jsonl")
     }
