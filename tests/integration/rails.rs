@@ -312,3 +312,54 @@ fn the_baseline_tests_catch_a_deleted_test_and_a_declared_biting_test_is_promote
         assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
     }
 }
+
+/// A candidate that removes the delay (which breaks tests/test_params.sh) and makes its gate
+/// `check.sh` plant a test that sorts first and puts a delay back in the checkout, ignored by
+/// the candidate's `.gitignore` so no `git status` shows it. Its own gates pass with the plant;
+/// the baseline's tests run without it, on the commit as it is, and stop it.
+#[test]
+fn a_test_a_gate_plants_under_the_trusted_tests_is_out_of_their_run() {
+    let program = declare(&["params.toml", "check.sh", ".gitignore"], &[], "no delay at all")
+        + r#"sed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml
+cat >> check.sh <<'GATE'
+cat > tests/test_0.sh <<'PLANT'
+sed -i 's/^delay_ms = 0$/delay_ms = 1/' params.toml
+PLANT
+GATE
+echo 'tests/test_0.sh' > .gitignore
+echo 'no delay, with a test a gate plants'
+"#;
+    let t = Target::new(Spec {
+        candidates: 1,
+        trusted_tests: vec!["tests/**".into()],
+        proposer: Proposer::Calls(vec![program]),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let state = t.loop_state();
+
+    let c = candidate(&state, "no delay, with a test a gate plants");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let gates = c["exec"]["gates"].as_array().expect("gates");
+    assert!(gates.iter().all(|g| g["result"] == "ok"), "its own gates pass with the plant: {gates:#?}");
+    let trusted = &c["exec"]["trusted"];
+    assert_eq!(trusted["restored"], serde_json::json!([]), "it changed no test: {trusted:#}");
+    assert_eq!(trusted["untracked"], serde_json::json!(["tests/test_0.sh"]), "{trusted:#}");
+    assert_eq!(trusted["run"]["result"], "failed", "{trusted:#}");
+    assert!(c["eval"].is_null(), "never measured: {c:#}");
+    let why = reasons(c);
+    assert!(why.contains("the baseline's tests failed on the candidate's code"), "{why}");
+    assert!(why.contains("out of the run, in no commit (written by its gates): tests/test_0.sh"), "{why}");
+    let dir = t.path().join("worktrees").join(branch(c));
+    let log = std::fs::read_to_string(dir.join("artifacts/execute/trusted-tests.log")).expect("the trusted run's log");
+    assert!(log.contains("FAIL tests/test_params.sh"), "{log}");
+    assert!(!log.contains("test_0"), "the plant did not run: {log}");
+    // The checkout is the candidate's again, the plant included; nothing waits aside.
+    assert!(dir.join("tree/tests/test_0.sh").exists());
+    assert!(!dir.join("aside").exists());
+    assert!(run.list("promoted").is_empty(), "{:#}", run.summary);
+    assert_eq!(t.main(), old_main);
+    let x = explain(&t, branch(c));
+    assert!(x.contains("out of the run (in no commit) [\"tests/test_0.sh\"]"), "{x}");
+}
