@@ -195,7 +195,10 @@ async fn trusted_gate(
         .await
         .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
     if !dropped.is_empty() {
-        tracing::warn!(?dropped, "files a gate wrote under the trusted tests were not put back: the run put a symlink or a file in their way");
+        tracing::warn!(
+            ?dropped,
+            "files a gate wrote under the trusted tests were not put back: the run put a symlink or a file in their way"
+        );
     }
     let t = TrustedTestsRun { restored, set_aside, untracked, run: Some(run), skipped: None };
     Ok(Some((t, Some(out))))
