@@ -11,7 +11,7 @@ use protocol::Part;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use crate::engine::{LoopCtx, read_state, run_loop};
+use crate::engine::{LoopCtx, Summary, read_state, run_loop};
 
 /// The running loop, if any: progress lines and the final outcome.
 #[derive(Clone)]
@@ -19,7 +19,7 @@ struct Running {
     /// The run it is (loop.json's `run_id`).
     run_id: String,
     lines: broadcast::Sender<String>,
-    done: watch::Receiver<Option<Result<Value, String>>>,
+    done: watch::Receiver<Option<Result<Summary, String>>>,
 }
 
 struct Hub {
@@ -67,7 +67,7 @@ impl Hub {
             fresh,
         };
         tokio::spawn(async move {
-            let out = run_loop(ctx).await.map(|s| json!(s)).map_err(|e| format!("{e:#}"));
+            let out = run_loop(ctx).await.map_err(|e| format!("{e:#}"));
             if let Err(e) = &out {
                 tracing::error!("loop failed: {e}");
             }
@@ -82,7 +82,7 @@ enum Attached {
     /// Running (or just finished) in this process: follow it.
     Running(Running),
     /// It finished before this process could say so (the coordinator restarted): its summary.
-    Finished(Value),
+    Finished(Box<Summary>),
     /// Not this repository's run (any more).
     Unknown(String),
 }
@@ -99,7 +99,7 @@ impl Hub {
         }
         match read_state(&self.home) {
             Ok(Some(st)) if st.run_id == run_id && st.stopped.is_some() => match crate::govern::load(&self.home) {
-                Ok(gov) => Attached::Finished(json!(crate::engine::summarize(&self.home, &st, &gov))),
+                Ok(gov) => Attached::Finished(Box::new(crate::engine::summarize(&self.home, &st, &gov))),
                 Err(e) => Attached::Unknown(format!("run {run_id} stopped, but its summary cannot be made: {e:#}")),
             },
             Ok(Some(st)) if st.run_id == run_id => {
@@ -120,8 +120,8 @@ impl Hub {
     }
 }
 
-fn stopped_text(summary: &Value) -> String {
-    let why = summary.get("stop_reason").and_then(Value::as_str).unwrap_or("done");
+fn stopped_text(summary: &Summary) -> String {
+    let why = summary.stop_reason.as_deref().unwrap_or("done");
     format!("loop stopped: {why}")
 }
 
@@ -184,6 +184,24 @@ fn compare_skill(hub: Arc<Hub>) -> Skill {
     )
 }
 
+/// What the `loop` skill is asked (`ratchet up` asks it): a cycle budget and a fresh start, or
+/// to attach to a run.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct LoopInput {
+    #[serde(default)]
+    pub max_cycles: u32,
+    #[serde(default)]
+    pub fresh: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+}
+
+/// The `loop` skill's first artefact (`run`): the run it drives.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunArtifact {
+    pub run_id: String,
+}
+
 fn loop_skill(hub: Arc<Hub>) -> Skill {
     Skill::new(
         "loop",
@@ -192,18 +210,24 @@ fn loop_skill(hub: Arc<Hub>) -> Skill {
         move |ctx| {
             let hub = hub.clone();
             async move {
-                let input = ctx.input();
-                let max_cycles = input.get("max_cycles").and_then(Value::as_u64).unwrap_or(0) as u32;
-                let fresh = input.get("fresh").and_then(Value::as_bool).unwrap_or(false);
-                let running = match input.get("attach").and_then(Value::as_str) {
+                let input: LoopInput = match serde_json::from_value(Value::Object(ctx.input())) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        return TaskEnd::Rejected(format!(
+                            "loop input: {e}; fix: send {{\"max_cycles\": n, \"fresh\": bool}} or {{\"attach\": run_id}}"
+                        ));
+                    }
+                };
+                let (max_cycles, fresh) = (input.max_cycles, input.fresh);
+                let running = match input.attach.as_deref() {
                     Some(run_id) => match hub.attach(run_id, max_cycles) {
                         Attached::Running(r) => r,
-                        Attached::Finished(summary) => return TaskEnd::done(stopped_text(&summary), summary),
+                        Attached::Finished(summary) => return TaskEnd::done(stopped_text(&summary), json!(summary)),
                         Attached::Unknown(why) => return TaskEnd::Rejected(why),
                     },
                     None => hub.start(max_cycles, fresh),
                 };
-                ctx.artifact("run", vec![Part::data(json!({"run_id": running.run_id}))]);
+                ctx.artifact("run", vec![Part::data(json!(RunArtifact { run_id: running.run_id.clone() }))]);
                 let mut lines = running.lines.subscribe();
                 let mut done = running.done.clone();
                 loop {
@@ -218,7 +242,7 @@ fn loop_skill(hub: Arc<Hub>) -> Skill {
                             while let Ok(l) = lines.try_recv() { ctx.progress(&l); }
                             let out = done.borrow().clone();
                             return match out {
-                                Some(Ok(summary)) => TaskEnd::done(stopped_text(&summary), summary),
+                                Some(Ok(summary)) => TaskEnd::done(stopped_text(&summary), json!(summary)),
                                 Some(Err(e)) => TaskEnd::Failed(e),
                                 None => continue,
                             };

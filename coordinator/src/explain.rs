@@ -136,11 +136,6 @@ fn j<T: Serialize>(v: &T) -> String {
     s(&serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
-/// An event as the JSON the record's renderers read (null when there is none).
-fn as_value(e: &Option<Event>) -> Value {
-    e.as_ref().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(Value::Null)
-}
-
 fn kind(e: &Option<Event>) -> Option<&EventKind> {
     e.as_ref().map(|e| &e.kind)
 }
@@ -166,7 +161,7 @@ pub fn render(x: &Explanation) -> String {
         _ => (dash(), dash(), dash(), dash()),
     };
     o.push_str(&format!("  {summary} ({strategy} strategy), files {files}, params {params}\n"));
-    o.push_str(&crate::record::render_declaration(&as_value(&x.proposal)));
+    o.push_str(&crate::record::render_declaration(crate::record::declaration_of(&x.proposal)));
     o.push_str(&format!("  by agent {}\n", x.proposal.as_ref().and_then(|e| e.agent.clone()).unwrap_or_else(dash)));
     o.push_str("\nmodels\n");
     match x.models.get("producer") {
@@ -198,13 +193,13 @@ pub fn render(x: &Explanation) -> String {
             o.push_str(&format!("  {:<6} {} ({} ms) {}\n", g.result.as_str(), g.command, g.duration_ms, g.detail));
         }
     }
-    o.push_str(&crate::record::render_trusted(&as_value(&x.execution)));
+    o.push_str(&crate::record::render_trusted(crate::record::trusted_of(&x.execution)));
     o.push_str("\ncritic\n");
     match kind(&x.critique) {
         Some(EventKind::Critiqued { pass, findings, .. }) => {
             o.push_str(&format!("  pass: {pass}\n"));
             for f in findings {
-                o.push_str(&crate::record::render_finding(&serde_json::to_value(f).unwrap_or(Value::Null)));
+                o.push_str(&crate::record::render_finding(f));
             }
         }
         _ => o.push_str("  pass: -\n"),
@@ -217,18 +212,17 @@ pub fn render(x: &Explanation) -> String {
                 o.push_str(&format!("  - {r}\n"));
             }
             // The statistics the coordinator recorded with the verdict (`stages::evaluate`).
-            let field = |k: &str| s(stats.get(k).unwrap_or(&Value::Null));
             o.push_str(&format!(
                 "  baseline median {}, candidate median {}, effect {}\n",
-                field("baseline_median"),
-                field("candidate_median"),
-                field("effect")
+                j(&stats.baseline_median),
+                j(&stats.candidate_median),
+                j(&stats.effect)
             ));
             if let Some(sampling) = sampling {
                 o.push_str(&render_sampling(sampling));
             }
-            let diagnosis = stats.get("diagnosis").and_then(|d| d.get("summary")).unwrap_or(&Value::Null);
-            o.push_str(&format!("  diagnosis: {}\n", s(diagnosis)));
+            let diagnosis = stats.diagnosis.as_ref().map(|d| d.summary.as_str()).unwrap_or("-");
+            o.push_str(&format!("  diagnosis: {diagnosis}\n"));
         }
         _ => o.push_str("  verdict: - (-)\n  baseline median -, candidate median -, effect -\n  diagnosis: -\n"),
     }

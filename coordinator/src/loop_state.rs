@@ -376,7 +376,7 @@ mod tests {
         let eval = effect.map(|e| {
             serde_json::from_value(
                 json!({"verdict": verdict, "reasons": [], "baseline_median": 2.0, "candidate_median": 1.0,
-                "effect": e, "stats": {}, "diagnosis": {}, "runs": [], "command_ms": 0}),
+                "effect": e, "stats": null, "diagnosis": null, "runs": [], "command_ms": 0}),
             )
             .expect("an evaluation")
         });

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use protocol::events::{Event, EventKind};
+use protocol::format::as_json_value;
+use protocol::rails::Declaration;
+use protocol::work::{Finding, TrustedTestsRun};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,18 +27,24 @@ pub struct CandidateRecord {
     /// The loop's decision (`candidate_decided`), or `undecided` while it runs.
     pub verdict: String,
     pub reasons: Vec<String>,
-    /// The `proposed` event: summary, strategy, files, declaration.
-    pub proposal: Value,
+    /// The `proposed` event: summary, strategy, files, declaration. (The events here are written
+    /// with their keys in alphabetical order, as when they were JSON values.)
+    #[serde(serialize_with = "as_json_value")]
+    pub proposal: Option<Event>,
     /// The `executed` event: outcome, every gate, the baseline's tests.
-    pub execution: Value,
+    #[serde(serialize_with = "as_json_value")]
+    pub execution: Option<Event>,
     /// What the executor said when it finished (its accepted result's summary).
     pub execution_summary: Option<String>,
     /// The last `critiqued` event: pass and every finding.
-    pub critique: Value,
+    #[serde(serialize_with = "as_json_value")]
+    pub critique: Option<Event>,
     /// `tampering_detected` events: protected (or append-only) paths the candidate changed.
-    pub tampering: Vec<Value>,
+    #[serde(serialize_with = "as_json_value")]
+    pub tampering: Vec<Event>,
     /// The `evaluated` event, when it was measured.
-    pub evaluation: Value,
+    #[serde(serialize_with = "as_json_value")]
+    pub evaluation: Option<Event>,
     /// Every event of the branch, in order.
     pub events: Vec<Event>,
 }
@@ -58,13 +67,7 @@ pub fn find(home: &Path, rev: &str) -> anyhow::Result<Option<CandidateRecord>> {
     };
     let Some(branch) = branch else { return Ok(None) };
     let mine: Vec<Event> = events.into_iter().filter(|e| e.branch.as_deref() == Some(branch.as_str())).collect();
-    let last = |name: &str| -> Value {
-        mine.iter()
-            .rev()
-            .find(|e| e.type_name() == name)
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null)
-    };
+    let last = |name: &str| -> Option<Event> { mine.iter().rev().find(|e| e.type_name() == name).cloned() };
     let proposal = last("proposed");
     let execution = last("executed");
     let decided = mine.iter().rev().find_map(|e| match &e.kind {
@@ -77,11 +80,19 @@ pub fn find(home: &Path, rev: &str) -> anyhow::Result<Option<CandidateRecord>> {
         _ => None,
     });
     let first = mine.first().context("a candidate branch without events")?;
+    let candidate = match kind(&proposal) {
+        Some(EventKind::Proposed { candidate, .. }) => candidate.clone(),
+        _ => String::new(),
+    };
+    let commit = match kind(&execution) {
+        Some(EventKind::Executed { commit, .. }) => Some(commit.clone()).filter(|c| !c.is_empty()),
+        _ => None,
+    };
     Ok(Some(CandidateRecord {
-        candidate: proposal.get("candidate").and_then(Value::as_str).unwrap_or_default().to_string(),
+        candidate,
         run_id: first.run_id.clone(),
         cycle: mine.iter().find_map(|e| e.cycle),
-        commit: execution.get("commit").and_then(Value::as_str).filter(|c| !c.is_empty()).map(String::from),
+        commit,
         promoted: mine.iter().any(|e| e.type_name() == "promoted"),
         verdict,
         reasons,
@@ -89,17 +100,14 @@ pub fn find(home: &Path, rev: &str) -> anyhow::Result<Option<CandidateRecord>> {
         execution,
         execution_summary,
         critique: last("critiqued"),
-        tampering: mine
-            .iter()
-            .filter(|e| e.type_name() == "tampering_detected")
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-            .collect(),
+        tampering: mine.iter().filter(|e| matches!(e.kind, EventKind::TamperingDetected { .. })).cloned().collect(),
         evaluation: last("evaluated"),
         branch,
         events: mine,
     }))
 }
 
+/// A value as the record prints it: a string as is, nothing as `-`, anything else as JSON.
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -108,64 +116,83 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// [`s`] of a typed value.
+fn j<T: Serialize>(v: &T) -> String {
+    s(&serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+fn kind(e: &Option<Event>) -> Option<&EventKind> {
+    e.as_ref().map(|e| &e.kind)
+}
+
 /// One finding as the record shows it: `[rail] severity file:line message`, then its evidence,
 /// indented.
-pub fn render_finding(f: &Value) -> String {
-    let at = match (f.get("file").and_then(Value::as_str), f.get("line").and_then(Value::as_u64)) {
+pub fn render_finding(f: &Finding) -> String {
+    let at = match (&f.file, f.line) {
         (Some(file), Some(line)) => format!("{file}:{line}"),
-        (Some(file), None) => file.to_string(),
+        (Some(file), None) => file.clone(),
         _ => "-".into(),
     };
-    let class = f.get("class").and_then(Value::as_str).map(|c| format!(" ({c})")).unwrap_or_default();
-    let mut o = format!(
-        "  [{}] {} {at}{class} {}\n",
-        s(&f["rail"]),
-        s(&f["severity"]),
-        f.get("message").and_then(Value::as_str).unwrap_or("")
-    );
-    for line in f.get("evidence").and_then(Value::as_str).unwrap_or("").lines() {
+    let class = f.class.map(|c| format!(" ({})", j(&c))).unwrap_or_default();
+    let mut o = format!("  [{}] {} {at}{class} {}\n", f.rail, j(&f.severity), f.message);
+    for line in f.evidence.lines() {
         o.push_str(&format!("      {line}\n"));
     }
     o
 }
 
 /// What a `proposed` event says the proposal declared.
-pub fn render_declaration(proposal: &Value) -> String {
-    let Some(d) = proposal.get("declaration").filter(|d| !d.is_null()) else {
+pub fn render_declaration(declaration: Option<&Declaration>) -> String {
+    let Some(d) = declaration else {
         return "  declared nothing: its scope is unverified\n".into();
     };
-    let mut o = format!("  declared files {}: {}\n", s(&d["files"]), s(&d["rationale"]));
-    if let Some(t) = d.get("tests").filter(|t| !t.is_null()) {
-        o.push_str(&format!("  declared tests {}\n", s(t)));
+    let mut o = format!("  declared files {}: {}\n", j(&d.files), d.rationale);
+    if !d.tests.is_empty() {
+        o.push_str(&format!("  declared tests {}\n", j(&d.tests)));
     }
-    if let Some(e) = d.get("effect").filter(|e| !e.is_null()) {
-        o.push_str(&format!("  expected effect: {}\n", s(e)));
+    if let Some(e) = d.effect {
+        o.push_str(&format!("  expected effect: {}\n", j(&e)));
     }
     o
 }
 
+/// The declaration of a `proposed` event, if it has one.
+pub fn declaration_of(proposal: &Option<Event>) -> Option<&Declaration> {
+    match kind(proposal) {
+        Some(EventKind::Proposed { declaration, .. }) => declaration.as_ref(),
+        _ => None,
+    }
+}
+
+/// The baseline's tests' run of an `executed` event, if it had one.
+pub fn trusted_of(execution: &Option<Event>) -> Option<&TrustedTestsRun> {
+    match kind(execution) {
+        Some(EventKind::Executed { trusted, .. }) => trusted.as_ref(),
+        _ => None,
+    }
+}
+
 /// The baseline's tests' run, from an `executed` event (nothing when there was none).
-pub fn render_trusted(execution: &Value) -> String {
-    let trusted = &execution["trusted"];
-    if trusted.is_null() {
+pub fn render_trusted(trusted: Option<&TrustedTestsRun>) -> String {
+    let Some(trusted) = trusted else {
         return String::new();
-    }
-    let run = &trusted["run"];
-    if run.is_null() {
-        return format!("  the baseline's tests: skipped: {}\n", s(&trusted["skipped"]));
-    }
-    let untracked = match trusted["untracked"].as_array() {
-        Some(u) if !u.is_empty() => format!(", out of the run (in no commit) {}", s(&trusted["untracked"])),
-        _ => String::new(),
+    };
+    let Some(run) = &trusted.run else {
+        return format!("  the baseline's tests: skipped: {}\n", trusted.skipped.as_deref().unwrap_or("-"));
+    };
+    let untracked = if trusted.untracked.is_empty() {
+        String::new()
+    } else {
+        format!(", out of the run (in no commit) {}", j(&trusted.untracked))
     };
     format!(
         "  {:<6} the baseline's tests: {} ({} ms) {}; restored from the base {}, set aside {}{untracked}\n",
-        s(&run["result"]),
-        s(&run["command"]),
-        s(&run["duration_ms"]),
-        s(&run["detail"]),
-        s(&trusted["restored"]),
-        s(&trusted["set_aside"])
+        run.result.as_str(),
+        run.command,
+        run.duration_ms,
+        run.detail,
+        j(&trusted.restored),
+        j(&trusted.set_aside)
     )
 }
 
@@ -185,51 +212,53 @@ pub fn render(r: &CandidateRecord) -> String {
         ));
     }
     o.push_str("\nproposal\n");
-    o.push_str(&format!(
-        "  {} ({} strategy), files {}\n",
-        s(&r.proposal["summary"]),
-        s(&r.proposal["strategy"]),
-        s(&r.proposal["files"])
-    ));
-    o.push_str(&render_declaration(&r.proposal));
-    o.push_str(&format!("\ngates (executor): {}\n", s(&r.execution["outcome"])));
-    if let Some(gates) = r.execution["gates"].as_array() {
-        for g in gates {
-            o.push_str(&format!(
-                "  {:<6} {} ({} ms) {}\n",
-                s(&g["result"]),
-                s(&g["command"]),
-                s(&g["duration_ms"]),
-                s(&g["detail"])
-            ));
-        }
+    let dash = || "-".to_string();
+    let (summary, strategy, files) = match kind(&r.proposal) {
+        Some(EventKind::Proposed { summary, strategy, files, .. }) => (summary.clone(), strategy.clone(), j(files)),
+        _ => (dash(), dash(), dash()),
+    };
+    o.push_str(&format!("  {summary} ({strategy} strategy), files {files}\n"));
+    o.push_str(&render_declaration(declaration_of(&r.proposal)));
+    let (outcome, gates) = match kind(&r.execution) {
+        Some(EventKind::Executed { outcome, gates, .. }) => (outcome.clone(), gates.as_slice()),
+        _ => (dash(), &[][..]),
+    };
+    o.push_str(&format!("\ngates (executor): {outcome}\n"));
+    for g in gates {
+        o.push_str(&format!("  {:<6} {} ({} ms) {}\n", g.result.as_str(), g.command, g.duration_ms, g.detail));
     }
-    o.push_str(&render_trusted(&r.execution));
+    o.push_str(&render_trusted(trusted_of(&r.execution)));
     if let Some(summary) = &r.execution_summary {
         o.push_str(&format!("  {summary}\n"));
     }
-    o.push_str(&format!("\ncritic: pass {}\n", s(&r.critique["pass"])));
-    for f in r.critique["findings"].as_array().into_iter().flatten() {
+    let (pass, findings) = match kind(&r.critique) {
+        Some(EventKind::Critiqued { pass, findings, .. }) => (pass.to_string(), findings.as_slice()),
+        _ => (dash(), &[][..]),
+    };
+    o.push_str(&format!("\ncritic: pass {pass}\n"));
+    for f in findings {
         o.push_str(&render_finding(f));
     }
     if !r.tampering.is_empty() {
         o.push_str("\ntampering\n");
         for t in &r.tampering {
-            let at = match t["line"].as_u64() {
-                Some(l) => format!("{}:{l}", s(&t["path"])),
-                None => s(&t["path"]),
+            let EventKind::TamperingDetected { rail, path, line, class, message, .. } = &t.kind else { continue };
+            let at = match line {
+                Some(l) => format!("{path}:{l}"),
+                None => path.clone(),
             };
-            o.push_str(&format!("  {} {at} ({} rail): {}\n", s(&t["class"]), s(&t["rail"]), s(&t["message"])));
+            o.push_str(&format!("  {} {at} ({rail} rail): {message}\n", j(class)));
         }
     }
     o.push_str("\nevaluation\n");
-    if r.evaluation.is_null() {
-        o.push_str("  not measured\n");
-    } else {
-        o.push_str(&format!("  verdict: {}\n", s(&r.evaluation["verdict"])));
-        for reason in r.evaluation["reasons"].as_array().into_iter().flatten() {
-            o.push_str(&format!("  - {}\n", s(reason)));
+    match kind(&r.evaluation) {
+        Some(EventKind::Evaluated { verdict, reasons, .. }) => {
+            o.push_str(&format!("  verdict: {verdict}\n"));
+            for reason in reasons {
+                o.push_str(&format!("  - {reason}\n"));
+            }
         }
+        _ => o.push_str("  not measured\n"),
     }
     o.push_str(&format!("\ndecision: {}\n", r.verdict));
     for reason in &r.reasons {

@@ -393,8 +393,8 @@ pub fn write_progress(artifacts: &Path, p: &protocol::work::StageProgress) {
 /// this build reads.
 pub fn read_progress(artifacts: &Path) -> Option<protocol::work::StageProgress> {
     let text = std::fs::read(artifacts.join(protocol::work::PROGRESS_FILE)).ok()?;
-    let p: protocol::work::StageProgress = serde_json::from_slice(&text).ok()?;
-    (p.version <= protocol::work::PROGRESS_VERSION).then_some(p)
+    // A newer version is refused like a torn file: progress is shown, nothing decides on it.
+    protocol::format::parse_versioned(&text, "progress file", protocol::work::PROGRESS_VERSION).ok()
 }
 
 pub fn verify_task(home_root: &Path, task: &TaskFile) -> Result<(), String> {

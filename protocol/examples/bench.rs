@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use ratchet_protocol::events::{Event, EventKind};
+use ratchet_protocol::events::{EvaluatedStats, Event, EventKind};
 use ratchet_protocol::governance::{Governance, glob_match};
 use ratchet_protocol::{Message, Part, Role};
 use serde_json::json;
@@ -46,7 +46,13 @@ fn round(paths: &[String]) -> usize {
                 candidate: format!("sweep-cutoff-{i}"),
                 verdict: ratchet_protocol::work::Verdict::Hold,
                 reasons: vec!["improvement fail: median 10.0 -> 9.9".into(), "significance fail".into()],
-                stats: json!({"rounds": 7, "baseline_median": 10.0, "candidate_median": 9.9, "effect": 0.01}),
+                stats: Box::new(EvaluatedStats {
+                    rounds: Some(7),
+                    baseline_median: Some(10.0),
+                    candidate_median: Some(9.9),
+                    effect: Some(0.01),
+                    ..Default::default()
+                }),
                 outcome: None,
                 sampling: None,
             },

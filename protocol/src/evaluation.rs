@@ -1,10 +1,12 @@
 //! What the evaluator measured and decided, as it crosses processes (the evaluate result, the
 //! `evaluated` and `calibrated` events, `ratchet explain`): paired rounds, the typed outcome, the
-//! rule that stopped sampling, the effect with its interval, and the calibrated noise.
+//! rule that stopped sampling, the effect with its interval, the calibrated noise, the numbers
+//! behind a verdict ([`Stats`]) and the diagnosis of what the rounds show ([`Diagnosis`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::governance::{Measure, Pairing, SandboxMode};
+use crate::governance::{Direction, Measure, Pairing, SandboxMode};
+use crate::work::Recommendation;
 
 /// The tool that counted instructions (ethos.md `measure = "instructions"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -337,6 +339,144 @@ impl Calibration {
 }
 
 /// A relative change as a percentage with the digits small values need: 0.021 -> "2.1%",
+/// How a round's two values become its score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// `ln(candidate / baseline)` (sign flipped when lower is better): every value is positive.
+    LogRatio,
+    /// `(candidate - baseline) / |median of the baselines|`: some value is zero or negative.
+    Difference,
+}
+
+/// What one look of the sequential test concludes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Call {
+    /// Better by at least the minimum effect: PROMOTE.
+    Better,
+    /// Worse by at least the minimum effect: REJECT.
+    Worse,
+    /// Within the minimum effect: HOLD, no change that matters.
+    Same,
+    /// Not clear yet: another round (at the horizon: HOLD, undecided).
+    Unclear,
+}
+
+/// The numbers of one look, on the score scale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Look {
+    /// Scores looked at.
+    pub n: u32,
+    pub call: Call,
+    /// The median of the scores.
+    pub estimate: f64,
+    /// The repeated confidence interval; infinite where this look cannot bound it (written as
+    /// `null`, which JSON has for an infinity, and read back as the infinity).
+    #[serde(deserialize_with = "null_as_neg_infinity")]
+    pub lo: f64,
+    #[serde(deserialize_with = "null_as_infinity")]
+    pub hi: f64,
+    /// Scores above and below zero, and the signed-rank statistic W+ (Walsh averages above 0).
+    pub above: u32,
+    pub below: u32,
+    pub w_plus: u32,
+    /// This look's critical values: sign count, W+ (`None`: that test cannot reject here).
+    pub sign_critical: Option<u32>,
+    pub signed_rank_critical: Option<u32>,
+}
+
+fn null_as_neg_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+}
+
+fn null_as_infinity<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+/// A failed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub round: u32,
+    #[serde(default)]
+    pub warmup: bool,
+    pub side: Side,
+    pub reason: String,
+}
+
+/// Summary of one side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideStats {
+    /// Counted runs that produced the metric.
+    pub n: usize,
+    /// Counted runs that failed.
+    pub failed: usize,
+    pub median: Option<f64>,
+}
+
+/// A guard metric (ethos.md `guards`, or the wall-time guard of instruction counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardStats {
+    pub metric: String,
+    pub direction: Direction,
+    /// Medians of the guard metric on each side.
+    pub baseline: Option<f64>,
+    pub candidate: Option<f64>,
+    /// Median of the paired relative changes in the bad direction (positive = worse).
+    pub regression: Option<f64>,
+    pub max_regression: f64,
+    pub passed: bool,
+}
+
+/// The numbers behind a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub metric: String,
+    pub direction: Direction,
+    pub confidence: f64,
+    pub min_effect: f64,
+    pub scale: Scale,
+    pub baseline: SideStats,
+    pub candidate: SideStats,
+    /// The median paired change, relative, positive = better.
+    pub effect: Option<f64>,
+    /// Robust standard deviation of the scores (as a relative change per round).
+    pub spread: Option<f64>,
+    /// Rounds flagged as outliers.
+    pub outliers: usize,
+    /// The last look of the sequential test (score scale).
+    pub look: Option<Look>,
+    /// The design's nominal level at the first look and the simulated crossing rate.
+    pub nominal_level: Option<f64>,
+    pub guards: Vec<GuardStats>,
+    pub failures: Vec<Failure>,
+}
+
+/// What the rounds show, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pattern {
+    /// Early runs failed, or the very first run was an outlier on the side that ran first:
+    /// more warmup.
+    ColdStart,
+    /// Every candidate run failed: no setting helps; stop proposing along this line.
+    CapabilityCeiling,
+    /// Undecided at the cap: the paired ratios spread too much for `max_rounds`.
+    TooNoisy,
+    /// Nothing to correct.
+    Steady,
+}
+
+/// The diagnosis of an evaluation, with the change to a cadence setting it recommends (applied
+/// by the loop only within the bounds approved cadence.md sets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub pattern: Pattern,
+    /// What the rounds show, with numbers, and what to do.
+    pub summary: String,
+    pub recommendation: Option<Recommendation>,
+}
+
 /// 0.0000123 -> "0.0012%", 0 -> "0%".
 pub fn fine_pct(x: f64) -> String {
     let p = x * 100.0;

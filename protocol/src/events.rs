@@ -99,9 +99,10 @@ impl Event {
     }
 }
 
-/// What happened. Evidence is typed (gate runs, findings, the sandbox used); what is still a
-/// JSON value (an evaluation's statistics, a governance proposal's evidence) is documented where
-/// it is produced.
+/// What happened. Evidence is typed (gate runs, findings, the sandbox used, an evaluation's
+/// statistics and diagnosis); what is still a JSON value (a proposal's parameters, a governance
+/// proposal's or a model comparison's evidence, a setting's values) is documented where it is
+/// produced, and no reader takes a decision from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
@@ -262,8 +263,10 @@ pub enum EventKind {
         candidate: String,
         verdict: crate::work::Verdict,
         reasons: Vec<String>,
-        /// Statistics, and every run with the sandbox it ran in (`runs[].sandbox`).
-        stats: Value,
+        /// Statistics, the diagnosis, and every run with the sandbox it ran in
+        /// (`runs[].sandbox`).
+        #[serde(serialize_with = "crate::format::as_json_value")]
+        stats: Box<EvaluatedStats>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outcome: Option<crate::evaluation::Outcome>,
         /// Every pair, the stopping rule, rounds, effect with interval, calibrated noise.
@@ -365,6 +368,31 @@ pub enum EventKind {
     },
 }
 
+/// What the loop records with an `evaluated` event: the evaluator's numbers and diagnosis, every
+/// run (with the sandbox it ran in), the medians, the effect, the rounds and the warmup in force.
+/// Fields in alphabetical order, as the keys were written when this was a JSON value; every field
+/// may be absent in an older line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluatedStats {
+    #[serde(default)]
+    pub baseline_median: Option<f64>,
+    #[serde(default)]
+    pub candidate_median: Option<f64>,
+    #[serde(default)]
+    pub diagnosis: Option<crate::evaluation::Diagnosis>,
+    #[serde(default)]
+    pub effect: Option<f64>,
+    #[serde(default)]
+    pub rounds: Option<u32>,
+    #[serde(default)]
+    pub runs: Vec<crate::work::CommandRun>,
+    #[serde(default)]
+    pub stats: Option<crate::evaluation::Stats>,
+    /// Uncounted warmup rounds per side (cadence.md, as the loop had it).
+    #[serde(default)]
+    pub warmup: Option<u32>,
+}
+
 /// A list that older writers wrote as `null` when there was nothing.
 fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
@@ -392,5 +420,90 @@ mod tests {
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.type_name(), "lease_claimed");
+    }
+
+    /// The `evaluated` event's statistics, typed, keep the bytes they had as a JSON value (keys
+    /// in alphabetical order at every depth, an infinite interval end as `null`), and read back.
+    #[test]
+    fn evaluated_stats_keep_their_bytes() {
+        use crate::evaluation::{Call, Diagnosis, Failure, Look, Pattern, Scale, Side, SideStats, Stats};
+        use crate::governance::Direction;
+        use crate::work::{CommandResult, CommandRun, Recommendation, Verdict};
+        let stats = Stats {
+            metric: "ms".into(),
+            direction: Direction::Lower,
+            confidence: 0.95,
+            min_effect: 0.02,
+            scale: Scale::LogRatio,
+            baseline: SideStats { n: 5, failed: 0, median: Some(100.0) },
+            candidate: SideStats { n: 4, failed: 1, median: Some(90.0) },
+            effect: Some(0.1),
+            spread: Some(0.01),
+            outliers: 0,
+            look: Some(Look {
+                n: 4,
+                call: Call::Unclear,
+                estimate: 0.1,
+                lo: f64::NEG_INFINITY,
+                hi: 0.2,
+                above: 4,
+                below: 0,
+                w_plus: 10,
+                sign_critical: None,
+                signed_rank_critical: Some(10),
+            }),
+            nominal_level: Some(0.03),
+            guards: vec![],
+            failures: vec![Failure { round: 2, warmup: false, side: Side::Candidate, reason: "exit 1".into() }],
+        };
+        let diagnosis = Diagnosis {
+            pattern: Pattern::ColdStart,
+            summary: "cold start".into(),
+            recommendation: Some(Recommendation {
+                setting: "cadence.warmup".into(),
+                from: 0,
+                to: 1,
+                reason: "warming".into(),
+            }),
+        };
+        let run = CommandRun {
+            command: "sh bench.sh".into(),
+            result: CommandResult::Ok,
+            detail: "ms=90".into(),
+            duration_ms: 7,
+            log: None,
+            sandbox: None,
+            job: None,
+        };
+        let mut e = Event::new(
+            "run-1",
+            EventKind::Evaluated {
+                candidate: "p1".into(),
+                verdict: Verdict::Hold,
+                reasons: vec!["HOLD".into()],
+                stats: Box::new(EvaluatedStats {
+                    baseline_median: Some(100.0),
+                    candidate_median: Some(90.0),
+                    diagnosis: Some(diagnosis),
+                    effect: Some(0.1),
+                    rounds: Some(5),
+                    runs: vec![run],
+                    stats: Some(stats),
+                    warmup: Some(0),
+                }),
+                outcome: None,
+                sampling: None,
+            },
+        );
+        e.at = "2026-01-01T00:00:00.000Z".into();
+        let line = serde_json::to_string(&e).unwrap();
+        expect![[r#"{"v":1,"at":"2026-01-01T00:00:00.000Z","run_id":"run-1","type":"evaluated","candidate":"p1","verdict":"HOLD","reasons":["HOLD"],"stats":{"baseline_median":100.0,"candidate_median":90.0,"diagnosis":{"pattern":"cold-start","recommendation":{"from":0,"reason":"warming","setting":"cadence.warmup","to":1},"summary":"cold start"},"effect":0.1,"rounds":5,"runs":[{"command":"sh bench.sh","detail":"ms=90","duration_ms":7,"result":"ok"}],"stats":{"baseline":{"failed":0,"median":100.0,"n":5},"candidate":{"failed":1,"median":90.0,"n":4},"confidence":0.95,"direction":"lower","effect":0.1,"failures":[{"reason":"exit 1","round":2,"side":"candidate","warmup":false}],"guards":[],"look":{"above":4,"below":0,"call":"unclear","estimate":0.1,"hi":0.2,"lo":null,"n":4,"sign_critical":null,"signed_rank_critical":10,"w_plus":10},"metric":"ms","min_effect":0.02,"nominal_level":0.03,"outliers":0,"scale":"log-ratio","spread":0.01},"warmup":0}}"#]].assert_eq(&line);
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, e, "read back, the infinite end of the interval too");
+        // An older line with only some of the statistics still reads.
+        let old = r#"{"v":1,"at":"a","run_id":"r","type":"evaluated","candidate":"c","verdict":"HOLD","reasons":[],"stats":{"rounds":7,"effect":0.01}}"#;
+        let back: Event = serde_json::from_str(old).unwrap();
+        let EventKind::Evaluated { stats, .. } = back.kind else { panic!("evaluated") };
+        assert_eq!((stats.rounds, stats.effect, stats.stats), (Some(7), Some(0.01), None));
     }
 }

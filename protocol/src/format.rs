@@ -2,7 +2,14 @@
 //! format version (`version`, or `v` in the formats that began with it), and every reader checks
 //! it first, refusing a newer version than its build knows with a message that says so.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// Write `v` as a JSON value writes it: object keys in alphabetical order at every depth. For a
+/// typed field that was a `serde_json::Value` before (`#[serde(serialize_with = ...)]`), so the
+/// bytes stay what they were.
+pub fn as_json_value<T: Serialize, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(v).map_err(serde::ser::Error::custom)?.serialize(s)
+}
 
 /// A file this build cannot use.
 #[derive(Debug, thiserror::Error)]

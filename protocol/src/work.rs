@@ -429,6 +429,26 @@ impl Finding {
     }
 }
 
+/// The fixed shape of a model's review (the critic validates it: `verdict` and each finding's
+/// `severity` against the schema, `file` against the diff).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelVerdict {
+    /// `pass` or `block`.
+    pub verdict: String,
+    pub findings: Vec<ModelFinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFinding {
+    /// `block` or `warn`.
+    pub severity: String,
+    /// One of the files the diff changes.
+    pub file: String,
+    pub message: String,
+}
+
 /// critic `critique` result data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CritiqueOutput {
@@ -440,15 +460,36 @@ pub struct CritiqueOutput {
     /// review on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reviewer: Option<String>,
-    /// The reviewer's validated answer (`{verdict, findings}`).
+    /// The reviewer's validated answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_verdict: Option<Value>,
+    pub model_verdict: Option<ModelVerdict>,
     /// Every call to the reviewing model, usable or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<ModelCall>,
     /// The sandbox the bite check's test command ran in (none when no command ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxUsed>,
+}
+
+/// A custom-role reviewer's answer (the data part of its reply): `{"pass": false, "reason":
+/// "..."}` blocks the candidate; anything else, or no data part, is advisory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewerReply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ReviewerReply {
+    /// The reply in a message's data part; a data part of another shape says nothing.
+    pub fn from_data(data: &serde_json::Map<String, Value>) -> ReviewerReply {
+        serde_json::from_value(Value::Object(data.clone())).unwrap_or_default()
+    }
+
+    pub fn blocks(&self) -> bool {
+        self.pass == Some(false)
+    }
 }
 
 /// What an `evaluate` task asks for.
@@ -487,7 +528,7 @@ pub struct EvaluateInput {
 }
 
 /// A change the loop may apply to its own operational settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommendation {
     /// `cadence.warmup`.
     pub setting: String,
@@ -517,10 +558,13 @@ pub struct EvaluateOutput {
     /// A calibration's result (mode `calibrate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
-    /// Full statistics and every sample.
-    pub stats: Value,
-    /// Pattern name (steady, cold-start, capability-ceiling, too-noisy) and detail.
-    pub diagnosis: Value,
+    /// The numbers behind the verdict (`null` when nothing was measured).
+    #[serde(default)]
+    pub stats: Option<crate::evaluation::Stats>,
+    /// What the rounds show, by pattern, with its recommendation (`null` when nothing was
+    /// measured).
+    #[serde(default)]
+    pub diagnosis: Option<crate::evaluation::Diagnosis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<Recommendation>,
     pub runs: Vec<CommandRun>,

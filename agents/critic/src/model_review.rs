@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use kit::model::ModelClient;
 use protocol::models::{ModelCall, ModelId, ReviewMode, ReviewSettings};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{Finding, Review, Severity};
@@ -27,24 +26,7 @@ pub const MESSAGE_MAX: usize = 160;
 /// Answers asked per review before it is an infrastructure failure.
 pub const ATTEMPTS: usize = 2;
 
-/// The fixed shape of a model's review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelVerdict {
-    /// `pass` or `block`.
-    pub verdict: String,
-    pub findings: Vec<ModelFinding>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelFinding {
-    /// `block` or `warn`.
-    pub severity: String,
-    /// One of the files the diff changes.
-    pub file: String,
-    pub message: String,
-}
+pub use protocol::work::{ModelFinding, ModelVerdict};
 
 /// The JSON schema of [`ModelVerdict`] for this diff: files limited to those it changes.
 pub fn schema(files: &[String], max_findings: u32) -> Value {

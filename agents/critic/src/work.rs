@@ -84,7 +84,7 @@ pub async fn critique(ctx: WorkCtx) -> WorkResult {
                         match verdict {
                             Ok(v) => {
                                 model_review::merge(&mut r, &v, mode, &id);
-                                out.model_verdict = Some(json!(v));
+                                out.model_verdict = Some(v);
                             }
                             Err(e) => {
                                 r.pass = false;

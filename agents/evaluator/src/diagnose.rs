@@ -8,7 +8,6 @@
 
 use protocol::evaluation::{Outcome, Side};
 use protocol::governance::Ethos;
-use serde::{Deserialize, Serialize};
 
 use crate::eval::{Shape, Stats, outcomes, pct, rounds_needed, shape};
 use crate::session::Session;
@@ -16,37 +15,8 @@ use crate::session::Session;
 /// Warmup is never recommended above this.
 pub const MAX_WARMUP: u32 = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Pattern {
-    /// Early runs failed, or the very first run was an outlier on the side that ran first:
-    /// more warmup.
-    ColdStart,
-    /// Every candidate run failed: no setting helps; stop proposing along this line.
-    CapabilityCeiling,
-    /// Undecided at the cap: the paired ratios spread too much for `max_rounds`.
-    TooNoisy,
-    /// Nothing to correct.
-    Steady,
-}
-
-/// A change to one cadence setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recommendation {
-    /// "cadence.warmup".
-    pub setting: String,
-    pub from: u32,
-    pub to: u32,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Diagnosis {
-    pub pattern: Pattern,
-    /// What the rounds show, with numbers, and what to do.
-    pub summary: String,
-    pub recommendation: Option<Recommendation>,
-}
+pub use protocol::evaluation::{Diagnosis, Pattern};
+pub use protocol::work::Recommendation;
 
 fn warmup_recommendation(warmup: u32, streak: usize, what: String) -> Diagnosis {
     let to = (warmup + streak.clamp(1, 2) as u32).min(MAX_WARMUP);

@@ -11,52 +11,7 @@ use crate::sequential::{Call, Look};
 use crate::session::{Failure, Session};
 use crate::stats;
 
-/// Summary of one side.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SideStats {
-    /// Counted runs that produced the metric.
-    pub n: usize,
-    /// Counted runs that failed.
-    pub failed: usize,
-    pub median: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GuardStats {
-    pub metric: String,
-    pub direction: Direction,
-    /// Medians of the guard metric on each side.
-    pub baseline: Option<f64>,
-    pub candidate: Option<f64>,
-    /// Median of the paired relative changes in the bad direction (positive = worse).
-    pub regression: Option<f64>,
-    pub max_regression: f64,
-    pub passed: bool,
-}
-
-/// The numbers behind a verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    pub metric: String,
-    pub direction: Direction,
-    pub confidence: f64,
-    pub min_effect: f64,
-    pub scale: Scale,
-    pub baseline: SideStats,
-    pub candidate: SideStats,
-    /// The median paired change, relative, positive = better.
-    pub effect: Option<f64>,
-    /// Robust standard deviation of the scores (as a relative change per round).
-    pub spread: Option<f64>,
-    /// Rounds flagged as outliers.
-    pub outliers: usize,
-    /// The last look of the sequential test (score scale).
-    pub look: Option<Look>,
-    /// The design's nominal level at the first look and the simulated crossing rate.
-    pub nominal_level: Option<f64>,
-    pub guards: Vec<GuardStats>,
-    pub failures: Vec<Failure>,
-}
+pub use protocol::evaluation::{GuardStats, SideStats, Stats};
 
 /// The evaluator's answer for one candidate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

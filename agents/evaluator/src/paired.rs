@@ -11,19 +11,10 @@
 //! Everything here is pure and deterministic.
 
 use protocol::governance::Direction;
-use serde::{Deserialize, Serialize};
 
 use crate::stats::{MAD_SCALE, mad, median};
 
-/// How a round's two values become its score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scale {
-    /// `ln(candidate / baseline)` (sign flipped when lower is better): every value is positive.
-    LogRatio,
-    /// `(candidate - baseline) / |median of the baselines|`: some value is zero or negative.
-    Difference,
-}
+pub use protocol::evaluation::Scale;
 
 /// The score scale for these values: log ratios when every value is positive.
 pub fn scale_for(values: impl IntoIterator<Item = f64>) -> Scale {

@@ -188,39 +188,7 @@ fn compute(design: Design) -> Table {
     Table { design, level, sign: critical(&sign_tails), signed_rank: critical(&rank_tails), crossing }
 }
 
-/// What one look concludes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Call {
-    /// Better by at least the minimum effect: PROMOTE.
-    Better,
-    /// Worse by at least the minimum effect: REJECT.
-    Worse,
-    /// Within the minimum effect: HOLD, no change that matters.
-    Same,
-    /// Not clear yet: another round (at the horizon: HOLD, undecided).
-    Unclear,
-}
-
-/// The numbers of one look, on the score scale.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Look {
-    /// Scores looked at.
-    pub n: u32,
-    pub call: Call,
-    /// The median of the scores.
-    pub estimate: f64,
-    /// The repeated confidence interval; infinite where this look cannot bound it.
-    pub lo: f64,
-    pub hi: f64,
-    /// Scores above and below zero, and the signed-rank statistic W+ (Walsh averages above 0).
-    pub above: u32,
-    pub below: u32,
-    pub w_plus: u32,
-    /// This look's critical values: sign count, W+ (`None`: that test cannot reject here).
-    pub sign_critical: Option<u32>,
-    pub signed_rank_critical: Option<u32>,
-}
+pub use protocol::evaluation::{Call, Look};
 
 /// Look at the scores so far (`threshold`: the minimum effect on the score scale, > 0).
 ///

@@ -233,15 +233,7 @@ impl RunResult {
 /// A guard metric's (baseline, candidate) values in one round.
 pub type GuardPair = (Option<f64>, Option<f64>);
 
-/// A failed run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    pub round: u32,
-    #[serde(default)]
-    pub warmup: bool,
-    pub side: Side,
-    pub reason: String,
-}
+pub use protocol::evaluation::Failure;
 
 /// The state of one evaluation.
 #[derive(Debug, Clone)]

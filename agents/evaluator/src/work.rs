@@ -24,7 +24,7 @@ use protocol::evaluation::{Cpus, Outcome, Side};
 use protocol::governance::{Measure, Pairing, SandboxMode};
 use protocol::work::{
     CalibrateOutput, CommandResult, CommandRun, EvaluateInput, EvaluateMode, EvaluateOutput, PROGRESS_VERSION,
-    Recommendation, StageProgress,
+    StageProgress,
 };
 use serde_json::{Value, json};
 
@@ -586,12 +586,7 @@ pub async fn measure(
         let judged = evaluate(&wall, &crate::counts::wall_time_ethos(&input.ethos), None);
         ev = crate::counts::with_wall_time(ev, judged, &input.ethos);
     }
-    let recommendation = ev.diagnosis.recommendation.as_ref().map(|r| Recommendation {
-        setting: r.setting.clone(),
-        from: r.from,
-        to: r.to,
-        reason: r.reason.clone(),
-    });
+    let recommendation = ev.diagnosis.recommendation.clone();
     let output = EvaluateOutput {
         verdict: ev.outcome.into(),
         outcome: Some(ev.outcome),
@@ -601,8 +596,8 @@ pub async fn measure(
         effect: ev.stats.effect,
         sampling: Some(ev.sampling.clone()),
         calibration: None,
-        stats: json!(ev.stats),
-        diagnosis: json!(ev.diagnosis),
+        stats: Some(ev.stats.clone()),
+        diagnosis: Some(ev.diagnosis.clone()),
         recommendation,
         runs: bench.evidence,
         command_ms: bench.command_ms,
@@ -627,8 +622,8 @@ fn config_hold(why: &str) -> EvaluateOutput {
         effect: None,
         sampling: None,
         calibration: None,
-        stats: Value::Null,
-        diagnosis: Value::Null,
+        stats: None,
+        diagnosis: None,
         recommendation: None,
         runs: vec![],
         command_ms: 0,

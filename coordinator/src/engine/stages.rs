@@ -11,11 +11,11 @@ use kit::client::skill_message;
 use kit::substrate::{self, BranchDir, BranchState};
 use protocol::TaskState;
 use protocol::evaluation::{Calibration, Outcome, Stopping};
-use protocol::events::EventKind;
+use protocol::events::{EvaluatedStats, EventKind};
 use protocol::lease::{ResultFile, TaskFile, TaskFileState};
 use protocol::work::{
     CalibrateOutput, CritiqueInput, CritiqueOutput, EvaluateInput, EvaluateMode, EvaluateOutput, ExecuteInput,
-    ExecuteOutput, ProposeInput, ProposeOutput, Verdict,
+    ExecuteOutput, ProposeInput, ProposeOutput, ReviewerReply, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -325,10 +325,10 @@ impl Engine {
             let (state, reply, blocks) = match answer {
                 Ok(Ok(task)) => {
                     let m = task.status.message.clone();
-                    let data = m.as_ref().and_then(|m| m.data()).cloned().unwrap_or_default();
-                    let blocks = data.get("pass").and_then(Value::as_bool) == Some(false);
+                    let answer = m.as_ref().and_then(|m| m.data()).map(ReviewerReply::from_data).unwrap_or_default();
+                    let blocks = answer.blocks();
                     let mut reply = m.map(|m| m.text()).unwrap_or_default();
-                    if let Some(reason) = data.get("reason").and_then(Value::as_str) {
+                    if let Some(reason) = &answer.reason {
                         reply = format!("{reply} {reason}").trim().to_string();
                     }
                     (format!("{:?}", task.status.state).to_lowercase(), reply, blocks)
@@ -416,9 +416,16 @@ impl Engine {
                         candidate: c.proposal.id.clone(),
                         verdict: o.verdict,
                         reasons: o.reasons.clone(),
-                        stats: json!({"stats": o.stats, "diagnosis": o.diagnosis, "runs": o.runs,
-                                      "baseline_median": o.baseline_median, "candidate_median": o.candidate_median,
-                                      "effect": o.effect, "rounds": rounds, "warmup": self.warmup()}),
+                        stats: Box::new(EvaluatedStats {
+                            baseline_median: o.baseline_median,
+                            candidate_median: o.candidate_median,
+                            diagnosis: o.diagnosis.clone(),
+                            effect: o.effect,
+                            rounds,
+                            runs: o.runs.clone(),
+                            stats: o.stats.clone(),
+                            warmup: Some(self.warmup()),
+                        }),
                         outcome: o.outcome,
                         sampling: o.sampling.clone().map(Box::new),
                     },

@@ -111,10 +111,11 @@ enum Ask<'a> {
 /// `message/stream` to the coordinator's `loop` skill.
 async fn open_loop(url: &str, followed: &Followed, request: &LoopRequest, ask: Ask<'_>) -> Result<Events, ClientError> {
     let fresh = request.fresh && matches!(ask, Ask::AsGiven);
-    let mut input = json!({"max_cycles": request.max_cycles, "fresh": fresh});
-    if let Ask::Attach(run) = ask {
-        input["attach"] = json!(run);
-    }
+    let attach = match ask {
+        Ask::Attach(run) => Some(run.to_string()),
+        _ => None,
+    };
+    let input = json!(crate::agent::LoopInput { max_cycles: request.max_cycles, fresh, attach });
     let params = json!({"message": skill_message("loop", input)});
     open(url, followed, "message/stream", params, None).await
 }
@@ -190,13 +191,15 @@ async fn consume(
             StreamEvent::Artifact(a) => {
                 followed.task = Some(a.task_id);
                 let run = a.artifact.parts.iter().find_map(|p| match p {
-                    protocol::Part::Data { data, .. } => data.get("run_id").and_then(Value::as_str),
+                    protocol::Part::Data { data, .. } => {
+                        serde_json::from_value::<crate::agent::RunArtifact>(Value::Object(data.clone())).ok()
+                    }
                     _ => None,
                 });
                 if a.artifact.name.as_deref() == Some("run")
                     && let Some(run) = run
                 {
-                    followed.run_id = Some(run.to_string());
+                    followed.run_id = Some(run.run_id);
                 }
             }
             StreamEvent::Status(s) => {
