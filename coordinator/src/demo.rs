@@ -250,8 +250,7 @@ pub async fn demo_with(repo: &Path, json_out: bool, models: Option<DemoModels>) 
         run_loop: Some(LoopRequest { max_cycles: 0, fresh: true, exit_when_done: true }),
     })
     .await?;
-    let summary = outcome.loop_summary.context("the swarm stopped before the loop finished")?;
-    let mut summary: Summary = serde_json::from_value(summary).context("reading the loop's summary")?;
+    let mut summary: Summary = outcome.loop_summary.context("the swarm stopped before the loop finished")?;
     summary.repo = target.display().to_string();
     let st = read_state(&target)?.context("the loop left no state")?;
     if json_out {

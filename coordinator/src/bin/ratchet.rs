@@ -257,21 +257,18 @@ fn main() -> ExitCode {
             let opts = UpOptions { repo: repo.repo, policy: RestartPolicy::default(), run_loop };
             match runtime.block_on(supervisor::up(opts)) {
                 Ok(outcome) => {
-                    if let Some(summary) = outcome.loop_summary.filter(|_| once) {
+                    if let Some(s) = outcome.loop_summary.filter(|_| once) {
                         if json {
-                            out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                            // Through a JSON value: keys in alphabetical order, as always.
+                            let v = serde_json::to_value(&s).unwrap_or_default();
+                            out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                         } else {
                             // The same history `ratchet demo` prints: every candidate's line.
-                            match serde_json::from_value::<coordinator::engine::Summary>(summary) {
-                                Ok(s) => {
-                                    let state = coordinator::engine::read_state(&repo_path).ok().flatten();
-                                    supervisor::say(&match state {
-                                        Some(st) => coordinator::demo::render_history(&st, &s),
-                                        None => coordinator::demo::render_summary(&s),
-                                    });
-                                }
-                                Err(e) => eprintln!("error: reading the loop's summary: {e}"),
-                            }
+                            let state = coordinator::engine::read_state(&repo_path).ok().flatten();
+                            supervisor::say(&match state {
+                                Some(st) => coordinator::demo::render_history(&st, &s),
+                                None => coordinator::demo::render_summary(&s),
+                            });
                         }
                     }
                     Ok(())

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::LoopRequest;
 use super::ui::say;
 use super::up::CoordinatorView;
+use crate::engine::Summary;
 
 /// How long the follower waits for the coordinator to serve again after the stream broke.
 pub const RECONNECT_WAIT: Duration = Duration::from_secs(60);
@@ -51,7 +52,7 @@ struct Followed {
 
 /// How one stream ended.
 enum Ended {
-    Done(Result<Value, String>),
+    Done(Box<Result<Summary, String>>),
     /// The stream broke (connection closed or reset, undecodable reply, or the coordinator
     /// restarted underneath it).
     Lost(String),
@@ -64,7 +65,7 @@ pub(super) async fn follow_loop(
     mut coordinator: watch::Receiver<CoordinatorView>,
     token: Option<String>,
     request: &LoopRequest,
-) -> Result<Value, String> {
+) -> Result<Summary, String> {
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let show = |text: &str| {
@@ -90,7 +91,7 @@ pub(super) async fn follow_loop(
             Some(why) => reconnect(&mut coordinator, request, &mut followed, &why).await?,
         };
         match consume(stream, &coordinator, &mut followed, &show).await {
-            Ended::Done(r) => return r,
+            Ended::Done(r) => return *r,
             Ended::Lost(why) => lost = Some(why),
         }
     }
@@ -187,7 +188,9 @@ async fn consume(
         }
         match event {
             StreamEvent::Task(t) => followed.task = Some(t.id),
-            StreamEvent::Message(m) => return Ended::Done(Err(format!("the coordinator answered: {}", m.text()))),
+            StreamEvent::Message(m) => {
+                return Ended::Done(Box::new(Err(format!("the coordinator answered: {}", m.text()))));
+            }
             StreamEvent::Artifact(a) => {
                 followed.task = Some(a.task_id);
                 let run = a.artifact.parts.iter().find_map(|p| match p {
@@ -209,9 +212,12 @@ async fn consume(
                     TaskState::Working | TaskState::Submitted => show(&text),
                     TaskState::Completed => {
                         let data = s.status.message.as_ref().and_then(|m| m.data()).cloned().unwrap_or_default();
-                        return Ended::Done(Ok(Value::Object(data)));
+                        return Ended::Done(Box::new(
+                            serde_json::from_value::<Summary>(Value::Object(data))
+                                .map_err(|e| format!("the loop's summary is not one this build reads: {e}")),
+                        ));
                     }
-                    other => return Ended::Done(Err(format!("the loop ended {other:?}: {text}"))),
+                    other => return Ended::Done(Box::new(Err(format!("the loop ended {other:?}: {text}")))),
                 }
             }
         }

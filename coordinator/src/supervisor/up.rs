@@ -50,7 +50,7 @@ pub struct LoopRequest {
 #[derive(Debug, Default)]
 pub struct UpOutcome {
     /// The loop's summary (JSON), when a loop ran to its end.
-    pub loop_summary: Option<serde_json::Value>,
+    pub loop_summary: Option<crate::engine::Summary>,
 }
 
 /// The swarm as it is when every card has answered, handed to [`on_swarm_ready`].
@@ -85,7 +85,7 @@ pub struct CoordinatorView {
 pub fn on_swarm_ready(
     swarm: &ReadySwarm,
     request: Option<LoopRequest>,
-    done: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
+    done: mpsc::UnboundedSender<Result<crate::engine::Summary, String>>,
 ) {
     let Some(request) = request else { return };
     if swarm.coordinator.borrow().url.is_none() {
@@ -313,7 +313,7 @@ struct Slot {
 
 struct Supervisor {
     loop_request: Option<LoopRequest>,
-    loop_tx: mpsc::UnboundedSender<Result<serde_json::Value, String>>,
+    loop_tx: mpsc::UnboundedSender<Result<crate::engine::Summary, String>>,
     /// This swarm instance's id (= `state.run_id`), every member's `RATCHET_SWARM_ID`.
     swarm: Arc<str>,
     paths: Arc<Layout>,
@@ -346,9 +346,9 @@ struct Supervisor {
 impl Supervisor {
     /// The loop stopped while the swarm keeps serving (`ratchet up` without `--once`): say why it
     /// stopped, what waits for a person, and how to stop the swarm.
-    fn loop_stopped_hint(&self, summary: &serde_json::Value) {
-        let why = summary["stop_reason"].as_str().unwrap_or("done");
-        let detail = summary["stop_detail"].as_str().unwrap_or("");
+    fn loop_stopped_hint(&self, summary: &crate::engine::Summary) {
+        let why = summary.stop_reason.as_deref().unwrap_or("done");
+        let detail = summary.stop_detail.as_deref().unwrap_or("");
         ui::say(&format!("ratchet: the loop stopped: {why} ({detail})"));
         ui::say(&crate::approvals::waiting_line(self.paths.home()));
         ui::say(
