@@ -482,9 +482,16 @@ pub struct ReviewerReply {
 }
 
 impl ReviewerReply {
-    /// The reply in a message's data part; a data part of another shape says nothing.
+    /// The reply in a message's data part, read field by field: a `pass: false` blocks whatever
+    /// else the part holds (a reason that is not a string is kept as its JSON text), so a reviewer
+    /// is never turned advisory by an odd shape of the rest of its answer.
     pub fn from_data(data: &serde_json::Map<String, Value>) -> ReviewerReply {
-        serde_json::from_value(Value::Object(data.clone())).unwrap_or_default()
+        let reason = data.get("reason").and_then(|r| match r {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        });
+        ReviewerReply { pass: data.get("pass").and_then(Value::as_bool), reason }
     }
 
     pub fn blocks(&self) -> bool {
@@ -626,6 +633,20 @@ mod tests {
         };
         expect![[r#"{"version":1,"step":"round","done":6,"of":20,"estimate":0.125,"at":"2026-11-29T14:00:00Z"}"#]]
             .assert_eq(&serde_json::to_string(&p).unwrap());
+    }
+
+    /// A reviewer's `pass: false` blocks whatever shape the rest of its data part has.
+    #[test]
+    fn a_reviewer_blocks_whatever_the_reason_looks_like() {
+        let read = |v: Value| ReviewerReply::from_data(v.as_object().expect("object"));
+        assert!(read(serde_json::json!({"pass": false, "reason": "slower"})).blocks());
+        let odd = read(serde_json::json!({"pass": false, "reason": {"why": ["slower"]}, "extra": 1}));
+        assert!(odd.blocks());
+        assert_eq!(odd.reason.as_deref(), Some(r#"{"why":["slower"]}"#));
+        assert!(read(serde_json::json!({"pass": false, "reason": 3})).blocks());
+        assert!(!read(serde_json::json!({"pass": true, "reason": 3})).blocks());
+        assert!(!read(serde_json::json!({"pass": "false"})).blocks());
+        assert!(!read(serde_json::json!({"note": "looks fine"})).blocks());
     }
 
     /// The loop's vocabulary keeps the bytes it had as strings.
