@@ -19,7 +19,7 @@
 //! short paired wall-time measurement with the sequential test ([`with_wall_time`]): a
 //! significant regression (worse by at least `min_effect`) turns it into REJECT.
 
-use protocol::evaluation::{Calibration, Effect, Outcome, Pair, Sampling, Side, Stopping};
+use protocol::evaluation::{Calibration, Effect, Outcome, Pair, Side, Stopping};
 use protocol::governance::{Direction, Ethos, Measure};
 
 use crate::diagnose::diagnose;
@@ -234,24 +234,8 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
     let (outcome, headline) = precedence(runs_decision, regressed, missing, measured);
     let mut reasons = vec![headline];
     reasons.extend(lines);
-    let sampling = Sampling {
-        pairing: plan.pairing,
-        first_look: plan.first_look,
-        cap: plan.cap,
-        horizon: plan.horizon,
-        rounds,
-        resumed: session.resumed,
-        stopping,
-        rule,
-        effect: effect.map(|estimate| Effect { estimate, lo, hi, coverage: 1.0, scale: "instruction-count".into() }),
-        pairs: pairs.clone(),
-        warmup: session.warmup.clone(),
-        calibration,
-        measure: Measure::Instructions,
-        counter: plan.counter,
-        tolerance: Some(tolerance),
-        wall_time: None,
-    };
+    let record = |estimate| Effect { estimate, lo, hi, coverage: 1.0, scale: "instruction-count".into() };
+    let sampling = session.sampling(rule, effect.map(record), calibration);
     let stats = Stats {
         metric: NAME.into(),
         direction: Direction::Lower,

@@ -484,33 +484,17 @@ pub fn evaluate(session: &Session, ethos: &Ethos, calibration: Option<Calibratio
     let mut reasons = vec![headline];
     reasons.extend(lines);
 
-    let sampling = Sampling {
-        pairing: plan.pairing,
-        first_look: plan.first_look,
-        cap: plan.cap,
-        horizon: plan.horizon,
-        rounds,
-        resumed: session.resumed,
-        stopping,
-        rule,
-        effect: effect.map(|e| Effect {
-            estimate: e,
-            lo,
-            hi,
-            coverage,
-            scale: match scale {
-                Scale::LogRatio => "log-ratio".into(),
-                Scale::Difference => "difference".into(),
-            },
-        }),
-        pairs: pairs.clone(),
-        warmup: session.warmup.clone(),
-        calibration,
-        measure: protocol::governance::Measure::Metric,
-        counter: None,
-        tolerance: None,
-        wall_time: None,
+    let effect_record = |e| Effect {
+        estimate: e,
+        lo,
+        hi,
+        coverage,
+        scale: match scale {
+            Scale::LogRatio => "log-ratio".into(),
+            Scale::Difference => "difference".into(),
+        },
     };
+    let sampling = session.sampling(rule, effect.map(effect_record), calibration);
     let stats = Stats {
         metric: ethos.metric.clone(),
         direction: dir,

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use protocol::evaluation::{Counter, Cpus, Pair, Side, Slot, Stopping};
+use protocol::evaluation::{Calibration, Counter, Cpus, Effect, Pair, Sampling, Side, Slot, Stopping};
 use protocol::governance::{Direction, Ethos, Measure, Pairing, decision_floor};
 use serde::{Deserialize, Serialize};
 
@@ -317,13 +317,20 @@ impl Session {
 
     /// Record a warmup round (uncounted).
     pub fn record_warmup(&mut self, plan: RoundPlan, result: RoundResult) {
+        let (pair, _, _) = self.take(&plan, result, true);
+        self.warmup.push(pair);
+    }
+
+    /// A round's result as its pair (unscored), its failures recorded; the two sides' results
+    /// back for their guard metrics.
+    fn take(&mut self, plan: &RoundPlan, result: RoundResult, warmup: bool) -> (Pair, RunResult, RunResult) {
         let RoundResult { baseline, candidate, slots } = result;
         for (side, r) in [(Side::Baseline, &baseline), (Side::Candidate, &candidate)] {
             if let Some(reason) = &r.failure {
-                self.failures.push(Failure { round: plan.round, warmup: true, side, reason: reason.clone() });
+                self.failures.push(Failure { round: plan.round, warmup, side, reason: reason.clone() });
             }
         }
-        self.warmup.push(Pair {
+        let pair = Pair {
             round: plan.round,
             first: plan.first,
             cpus: plan.cpus,
@@ -332,18 +339,14 @@ impl Session {
             slots,
             score: None,
             outlier: false,
-        });
+        };
+        (pair, baseline, candidate)
     }
 
     /// Record the counted round `plan` (from [`Session::next`]) and look again.
     pub fn record(&mut self, plan: RoundPlan, result: RoundResult) {
         debug_assert_eq!(plan.round as usize, self.pairs.len());
-        let RoundResult { baseline, candidate, slots } = result;
-        for (side, r) in [(Side::Baseline, &baseline), (Side::Candidate, &candidate)] {
-            if let Some(reason) = &r.failure {
-                self.failures.push(Failure { round: plan.round, warmup: false, side, reason: reason.clone() });
-            }
-        }
+        let (pair, baseline, candidate) = self.take(&plan, result, false);
         let names: Vec<String> = baseline.guards.keys().chain(candidate.guards.keys()).cloned().collect();
         for name in names {
             self.guards.entry(name).or_insert_with(|| vec![(None, None); self.pairs.len()]);
@@ -351,16 +354,7 @@ impl Session {
         for (name, series) in self.guards.iter_mut() {
             series.push((baseline.guards.get(name).copied(), candidate.guards.get(name).copied()));
         }
-        self.pairs.push(Pair {
-            round: plan.round,
-            first: plan.first,
-            cpus: plan.cpus,
-            baseline: baseline.value,
-            candidate: candidate.value,
-            slots,
-            score: None,
-            outlier: false,
-        });
+        self.pairs.push(pair);
         self.update();
     }
 
@@ -455,6 +449,31 @@ impl Session {
 
     pub fn stopped(&self) -> Option<Stopping> {
         self.stopped
+    }
+
+    /// How this session sampled (its plan, rounds, why it stopped, every pair), with the
+    /// decision's `rule` and `effect`, and the `calibration` in force: the one place both
+    /// decisions (`eval` on the metric, `counts` on instruction counts) make it.
+    pub fn sampling(&self, rule: String, effect: Option<Effect>, calibration: Option<Calibration>) -> Sampling {
+        let plan = &self.plan;
+        Sampling {
+            pairing: plan.pairing,
+            first_look: plan.first_look,
+            cap: plan.cap,
+            horizon: plan.horizon,
+            rounds: self.pairs.len() as u32,
+            resumed: self.resumed,
+            stopping: self.stopped.unwrap_or(Stopping::Cap),
+            rule,
+            effect,
+            pairs: self.pairs.clone(),
+            warmup: self.warmup.clone(),
+            calibration,
+            measure: if plan.counting.is_some() { Measure::Instructions } else { Measure::Metric },
+            counter: plan.counting.and(plan.counter),
+            tolerance: plan.counting,
+            wall_time: None,
+        }
     }
 
     pub fn table(&self) -> Option<&Table> {

@@ -308,6 +308,30 @@ impl Bench<'_> {
         });
     }
 
+    /// The wall-time session of `plan` run to its end, natively, pinned to `cpus` in duet: the
+    /// rounds beside instruction counts (a calibration's wall-time spread, the guard after a
+    /// counted PROMOTE). `None` when the lease was lost.
+    async fn wall_time(
+        &mut self,
+        mut plan: Plan,
+        cpus: Option<(u32, u32)>,
+        lease_lost: &impl Fn() -> bool,
+    ) -> Option<Session> {
+        if let Some((a, b)) = cpus {
+            plan = plan.with_cpus(a, b);
+        }
+        let mut wall = Session::new(plan);
+        self.reading = Reading::WallTime;
+        while let Some(p) = wall.next() {
+            if lease_lost() {
+                return None;
+            }
+            let r = self.round(&p).await;
+            wall.record(p, r);
+        }
+        Some(wall)
+    }
+
     /// One round: sequential (first, then second), or duet (two slots of simultaneous runs, each
     /// side pinned to its CPU, the CPUs swapped between the slots).
     async fn round(&mut self, plan: &RoundPlan) -> RoundResult {
@@ -528,19 +552,10 @@ pub async fn measure(
                     calibration_rounds: session.pairs.len() as u32,
                     ..input.ethos.clone()
                 };
-                let mut plan = Plan::calibrate(&metric, seed.rotate_left(17) ^ 0x5741_4C4C);
-                if let Some((a, b)) = cpus {
-                    plan = plan.with_cpus(a, b);
-                }
-                let mut wall = Session::new(plan);
-                bench.reading = Reading::WallTime;
-                while let Some(p) = wall.next() {
-                    if lease_lost() {
-                        return Err(infra("lease lost while benchmarking".into()));
-                    }
-                    let r = bench.round(&p).await;
-                    wall.record(p, r);
-                }
+                let plan = Plan::calibrate(&metric, seed.rotate_left(17) ^ 0x5741_4C4C);
+                let Some(wall) = bench.wall_time(plan, cpus, &lease_lost).await else {
+                    return Err(infra("lease lost while benchmarking".into()));
+                };
                 let ms = |runs: &[CommandRun]| {
                     let xs: Vec<f64> = runs
                         .iter()
@@ -570,19 +585,10 @@ pub async fn measure(
     let mut ev = evaluate(&session, &input.ethos, calibration);
     // An instruction-count PROMOTE must not be slower in wall time (ethos.md guard_wall_time).
     if ev.outcome == Outcome::Better && counter.is_some() && input.ethos.guard_wall_time {
-        let mut plan = Plan::wall_time(&input.ethos, seed.rotate_left(17) ^ 0x5741_4C4C); // "WALL"
-        if let Some((a, b)) = cpus {
-            plan = plan.with_cpus(a, b);
-        }
-        let mut wall = Session::new(plan);
-        bench.reading = Reading::WallTime;
-        while let Some(p) = wall.next() {
-            if lease_lost() {
-                return Err(infra("lease lost while benchmarking".into()));
-            }
-            let r = bench.round(&p).await;
-            wall.record(p, r);
-        }
+        let plan = Plan::wall_time(&input.ethos, seed.rotate_left(17) ^ 0x5741_4C4C); // "WALL"
+        let Some(wall) = bench.wall_time(plan, cpus, &lease_lost).await else {
+            return Err(infra("lease lost while benchmarking".into()));
+        };
         let judged = evaluate(&wall, &crate::counts::wall_time_ethos(&input.ethos), None);
         ev = crate::counts::with_wall_time(ev, judged, &input.ethos);
     }
