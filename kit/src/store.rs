@@ -638,13 +638,38 @@ impl TaskStore {
     }
 
     /// Create a task in state `submitted` for `message`, persisted before this returns.
-    pub fn create(&self, id: &str, context_id: &str, mut message: Message) -> Result<Arc<Entry>, StoreError> {
+    pub fn create(&self, id: &str, context_id: &str, message: Message) -> Result<Arc<Entry>, StoreError> {
+        self.create_with(id, context_id, message, None)
+    }
+
+    /// Create a task for `message` that ends at once in `state` (terminal or interrupted) with
+    /// `end` as its status message: its two lines (submitted, then the end) go to the log in
+    /// one `write`.
+    pub fn create_ended(
+        &self,
+        id: &str,
+        context_id: &str,
+        message: Message,
+        state: TaskState,
+        end: Option<Message>,
+    ) -> Result<Arc<Entry>, StoreError> {
+        self.create_with(id, context_id, message, Some((state, end)))
+    }
+
+    fn create_with(
+        &self,
+        id: &str,
+        context_id: &str,
+        mut message: Message,
+        end: Option<(TaskState, Option<Message>)>,
+    ) -> Result<Arc<Entry>, StoreError> {
         message.task_id = Some(id.to_string());
         message.context_id = Some(context_id.to_string());
+        let stamp = now();
         let task = Task {
             id: id.to_string(),
             context_id: context_id.to_string(),
-            status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(now()) },
+            status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(stamp.clone()) },
             history: vec![message],
             artifacts: vec![],
             metadata: None,
@@ -665,7 +690,17 @@ impl TaskStore {
             seq: watch::channel(0).0,
             shared: self.shared.clone(),
         });
-        entry.append(StreamEvent::Task(task))?;
+        match end {
+            None => entry.append(StreamEvent::Task(task))?,
+            Some((state, message)) => {
+                let mut rec = entry.rec.lock().expect("task lock");
+                let ended = status_event(&rec.task, state, message, true, stamp);
+                let rotate = entry.append_locked(&mut rec, [StreamEvent::Task(task), ended])?;
+                Entry::ended(&mut rec, state);
+                drop(rec);
+                entry.after_append(rotate);
+            }
+        }
         self.cache(id, &entry, 0);
         Ok(entry)
     }
@@ -823,6 +858,29 @@ impl TaskStore {
 }
 
 /// Apply an update event to a task snapshot.
+/// A status update of `task`: `state`, with `message` (given the task's ids) at `timestamp`.
+fn status_event(
+    task: &Task,
+    state: TaskState,
+    message: Option<Message>,
+    is_final: bool,
+    timestamp: String,
+) -> StreamEvent {
+    let mut message = message;
+    if let Some(m) = message.as_mut() {
+        m.task_id = Some(task.id.clone());
+        m.context_id = Some(task.context_id.clone());
+    }
+    StreamEvent::Status(TaskStatusUpdateEvent {
+        task_id: task.id.clone(),
+        context_id: task.context_id.clone(),
+        kind: StatusUpdateKind::Tag,
+        status: TaskStatus { state, message, timestamp: Some(timestamp) },
+        is_final,
+        metadata: None,
+    })
+}
+
 fn apply(task: &mut Task, ev: &StreamEvent) {
     match ev {
         StreamEvent::Status(s) => {
@@ -880,40 +938,63 @@ impl Entry {
 
     fn append(&self, event: StreamEvent) -> Result<(), StoreError> {
         let mut rec = self.rec.lock().expect("task lock");
-        let rotate = self.append_locked(&mut rec, event)?;
+        let rotate = self.append_locked(&mut rec, [event])?;
         drop(rec);
         self.after_append(rotate);
         Ok(())
     }
 
+    /// Append `events` (their lines in one `write`), apply them to the task and publish them.
     /// Returns whether the log is due to rotate: call [`Entry::after_append`] once the task
     /// lock is released.
-    fn append_locked(&self, rec: &mut Record, event: StreamEvent) -> Result<bool, StoreError> {
-        let seq = rec.events.len() as u64;
+    fn append_locked<const N: usize>(&self, rec: &mut Record, events: [StreamEvent; N]) -> Result<bool, StoreError> {
+        let first = rec.events.len() as u64;
         let mut rotate = false;
-        if rec.open {
-            let mut line = Vec::new();
-            serialize_line(&mut line, &rec.task.id, seq, &event);
-            let status = match &event {
+        if rec.open
+            && let Some(last) = events.last()
+        {
+            let mut lines = Vec::with_capacity(512 * N);
+            let mut starts = [0; N];
+            for (i, event) in events.iter().enumerate() {
+                starts[i] = lines.len();
+                serialize_line(&mut lines, &rec.task.id, first + i as u64, event);
+            }
+            let status = match last {
                 StreamEvent::Status(s) => &s.status,
                 StreamEvent::Task(t) => &t.status,
                 _ => &rec.task.status,
             };
             let fresh = Fresh {
-                seq,
+                seq: first + N as u64 - 1,
                 context: &rec.task.context_id,
                 state: status.state,
                 timestamp: status.timestamp.as_deref(),
             };
-            rotate = self.shared.append(&rec.task.id, &line, &[0], false, Some(fresh))?;
-            rec.bytes += line.len() as u64;
+            rotate = self.shared.append(&rec.task.id, &lines, &starts, false, Some(fresh))?;
+            rec.bytes += lines.len() as u64;
         }
-        if seq > 0 {
-            apply(&mut rec.task, &event);
+        for event in events {
+            if !rec.events.is_empty() {
+                apply(&mut rec.task, &event);
+            }
+            rec.events.push(event);
         }
-        rec.events.push(event);
-        self.seq.send_replace(seq + 1);
+        self.seq.send_replace(rec.events.len() as u64);
         Ok(rotate)
+    }
+
+    /// After a status in `state` was appended: a terminal task takes no more events and its
+    /// skill is told to stop.
+    fn ended(rec: &mut Record, state: TaskState) {
+        if state != TaskState::InputRequired {
+            rec.awaiting = None;
+        }
+        if state.is_terminal() {
+            rec.open = false;
+            if let Some(c) = rec.cancel.take() {
+                c.send_replace(true);
+            }
+        }
     }
 
     fn after_append(&self, rotate: bool) {
@@ -1004,29 +1085,9 @@ impl Entry {
         if rec.task.status.state.is_terminal() {
             return Ok((false, false));
         }
-        let mut message = message;
-        if let Some(m) = message.as_mut() {
-            m.task_id = Some(rec.task.id.clone());
-            m.context_id = Some(rec.task.context_id.clone());
-        }
-        let ev = StreamEvent::Status(TaskStatusUpdateEvent {
-            task_id: rec.task.id.clone(),
-            context_id: rec.task.context_id.clone(),
-            kind: StatusUpdateKind::Tag,
-            status: TaskStatus { state, message, timestamp: Some(now()) },
-            is_final,
-            metadata: None,
-        });
-        let rotate = self.append_locked(rec, ev)?;
-        if state != TaskState::InputRequired {
-            rec.awaiting = None;
-        }
-        if state.is_terminal() {
-            rec.open = false;
-            if let Some(c) = rec.cancel.take() {
-                c.send_replace(true);
-            }
-        }
+        let ev = status_event(&rec.task, state, message, is_final, now());
+        let rotate = self.append_locked(rec, [ev])?;
+        Entry::ended(rec, state);
         Ok((true, rotate))
     }
 
@@ -1046,7 +1107,7 @@ impl Entry {
             last_chunk: Some(last),
             metadata: None,
         });
-        let rotate = self.append_locked(&mut rec, ev)?;
+        let rotate = self.append_locked(&mut rec, [ev])?;
         drop(rec);
         self.after_append(rotate);
         Ok(())

@@ -388,7 +388,11 @@ pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Res
     if blocking {
         ops::settle(&entry).await;
     }
-    Ok(to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))))
+    // The common case (no historyLength) converts the task in place, without a copy.
+    Ok(match history {
+        None => entry.with_task(|t| to_json(v1::SendMessageResponse::Task(v1::Task::from(t)))),
+        Some(_) => to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))),
+    })
 }
 
 pub(crate) fn task_v1(task: Task, history: Option<i64>) -> v1::Task {

@@ -117,16 +117,26 @@ pub(crate) async fn send(s: &Arc<Server>, p: MessageSendParams, v1: bool) -> Res
     }
     let id = new_id();
     let context_id = msg.context_id.clone().unwrap_or_else(new_id);
-    let entry = s.store.create(&id, &context_id, msg.clone()).map_err(internal)?;
+    // A skill that ends at once (`status`, an unknown one) is recorded with its end, in one
+    // append; a skill of the agent gets its own copy of the message.
+    let (entry, run) = match skill.as_deref().map(|name| (name, immediate_end(s, name))) {
+        Some((_, Some(end))) => {
+            let (state, message) = end_status(end);
+            (s.store.create_ended(&id, &context_id, msg, state, message).map_err(internal)?, None)
+        }
+        Some((name, None)) => (s.store.create(&id, &context_id, msg.clone()).map_err(internal)?, Some((name, msg))),
+        None => (s.store.create(&id, &context_id, msg).map_err(internal)?, None),
+    };
     if let Some(mut config) = cfg.push_notification_config
         && s.spec.push_notifications
     {
         config.id.get_or_insert_with(|| id.clone());
         add_push(s, &entry, PushTarget { config, v1 }, 0)?;
     }
-    match skill {
-        Some(name) => run_named(s, &entry, &name, msg),
-        None => intake(s, &entry, None),
+    match (run, &skill) {
+        (Some((name, msg)), _) => run_named(s, &entry, name, msg),
+        (None, None) => intake(s, &entry, None),
+        (None, Some(_)) => {}
     }
     Ok(Sent::Task { entry, resumed: None })
 }
@@ -216,35 +226,44 @@ fn intake(s: &Server, entry: &Entry, unknown: Option<&str>) {
 /// Run skill `name` on the task: `status` answers at once (no thread, no wait), a skill of the
 /// agent runs on its own tokio task, an unknown one is rejected naming the skills there are.
 fn run_named(s: &Arc<Server>, entry: &Arc<Entry>, name: &str, msg: Message) {
-    if let Some(skill) = s.spec.skills.iter().find(|k| k.card.id == name).cloned() {
-        let (server, entry) = (s.clone(), entry.clone());
-        let name = name.to_string();
-        // Decoupled from the connection: the skill runs to its end whatever the client does.
-        tokio::spawn(async move {
-            let (task, _) = entry.snapshot();
-            if let Err(e) = entry.status(TaskState::Working, None, false) {
-                tracing::warn!("task {}: {e}", task.id);
-            }
-            let ctx = TaskCtx {
-                task_id: task.id.clone(),
-                context_id: task.context_id.clone(),
-                skill: name.clone(),
-                message: msg,
-                server: server.clone(),
-                entry: entry.clone(),
-                cancel: entry.cancel_signal(),
-            };
-            let run = (skill.run)(ctx);
-            // A panicking skill must not take the agent down or leave the task hanging.
-            let end = match tokio::spawn(run).await {
-                Ok(end) => end,
-                Err(e) => TaskEnd::Failed(format!("skill {name:?} crashed: {e}")),
-            };
-            finish(&entry, end);
-        });
-        return;
+    if let Some(end) = immediate_end(s, name) {
+        return finish(entry, end);
     }
-    let end = if name == STATUS_SKILL {
+    let Some(skill) = s.spec.skills.iter().find(|k| k.card.id == name).cloned() else { return };
+    let (server, entry) = (s.clone(), entry.clone());
+    let name = name.to_string();
+    // Decoupled from the connection: the skill runs to its end whatever the client does.
+    tokio::spawn(async move {
+        let (task_id, context_id) = entry.with_task(|t| (t.id.clone(), t.context_id.clone()));
+        if let Err(e) = entry.status(TaskState::Working, None, false) {
+            tracing::warn!("task {task_id}: {e}");
+        }
+        let ctx = TaskCtx {
+            task_id,
+            context_id,
+            skill: name.clone(),
+            message: msg,
+            server: server.clone(),
+            entry: entry.clone(),
+            cancel: entry.cancel_signal(),
+        };
+        let run = (skill.run)(ctx);
+        // A panicking skill must not take the agent down or leave the task hanging.
+        let end = match tokio::spawn(run).await {
+            Ok(end) => end,
+            Err(e) => TaskEnd::Failed(format!("skill {name:?} crashed: {e}")),
+        };
+        finish(&entry, end);
+    });
+}
+
+/// How skill `name` ends when it ends at once: `status` answers, an unknown skill is rejected
+/// naming the skills there are. None for a skill of the agent (it runs on its own task).
+fn immediate_end(s: &Server, name: &str) -> Option<TaskEnd> {
+    if s.spec.skills.iter().any(|k| k.card.id == name) {
+        return None;
+    }
+    Some(if name == STATUS_SKILL {
         TaskEnd::done(
             format!("{} ({}) is up", s.spec.name, s.spec.role),
             serde_json::json!({
@@ -261,14 +280,13 @@ fn run_named(s: &Arc<Server>, entry: &Arc<Entry>, name: &str, msg: Message) {
             s.spec.role,
             skill_list(s)
         ))
-    };
-    finish(entry, end);
+    })
 }
 
-/// Record how a skill ended (nothing if the task is already over, e.g. canceled). A completion
-/// with no text and no data carries no status message (the result is in the artefacts).
-fn finish(entry: &Entry, end: TaskEnd) {
-    let (state, message) = match end {
+/// The final status of a skill's end. A completion with no text and no data carries no status
+/// message (the result is in the artefacts).
+fn end_status(end: TaskEnd) -> (TaskState, Option<Message>) {
+    match end {
         TaskEnd::Completed { text, data: None } if text.is_empty() => (TaskState::Completed, None),
         TaskEnd::Completed { text, data } => {
             let mut parts = vec![protocol::Part::text(text)];
@@ -279,9 +297,14 @@ fn finish(entry: &Entry, end: TaskEnd) {
         }
         TaskEnd::Failed(t) => (TaskState::Failed, Some(agent_text(&t))),
         TaskEnd::Rejected(t) => (TaskState::Rejected, Some(agent_text(&t))),
-    };
+    }
+}
+
+/// Record how a skill ended (nothing if the task is already over, e.g. canceled).
+fn finish(entry: &Entry, end: TaskEnd) {
+    let (state, message) = end_status(end);
     if let Err(e) = entry.status(state, message, true) {
-        tracing::error!("task {}: {e}", entry.snapshot().0.id);
+        tracing::error!("task {}: {e}", entry.with_task(|t| t.id.clone()));
     }
 }
 
