@@ -1212,6 +1212,41 @@ mod tests {
         assert!(matches!(store.get_now("nope"), Err(StoreError::NotFound(_))));
     }
 
+    /// A task that ends at once: its two lines (submitted, the end) in one append, the same
+    /// task and events as created-then-ended, after a restart too, and listed in its end state.
+    #[test]
+    fn a_task_created_ended_is_two_lines_of_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path()).unwrap();
+        let answer = Message::new(Role::Agent, "a", vec![Part::text("up")]);
+        let e = store.create_ended("t1", "c1", msg("status"), TaskState::Completed, Some(answer)).unwrap();
+        let check = |e: &Entry| {
+            let t = e.task();
+            assert_eq!(t.status.state, TaskState::Completed);
+            assert_eq!(t.status.message.as_ref().map(|m| m.text()).as_deref(), Some("up"));
+            assert_eq!(t.status.message.as_ref().and_then(|m| m.task_id.as_deref()), Some("t1"));
+            assert_eq!(t.history.iter().map(|m| m.text()).collect::<Vec<_>>(), ["status", "up"]);
+            let events = e.events_from(0);
+            assert_eq!(events.len(), 2, "{events:?}");
+            assert!(matches!(&events[0], StreamEvent::Task(t) if t.status.state == TaskState::Submitted));
+            assert!(
+                matches!(&events[1], StreamEvent::Status(s) if s.is_final && s.status.state == TaskState::Completed)
+            );
+        };
+        check(&e);
+        assert!(!e.status(TaskState::Working, None, false).unwrap(), "a task that ended takes no more events");
+        let log = std::fs::read_to_string(store.log_path()).unwrap();
+        assert_eq!(log.lines().count(), 2, "{log}");
+        let page = rt().block_on(store.list(&ListFilter { limit: 10, ..Default::default() })).unwrap();
+        assert_eq!(
+            page.tasks.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
+            [("t1", TaskState::Completed)]
+        );
+        drop((store, e));
+        let store = TaskStore::open(dir.path()).unwrap();
+        check(&store.get_now("t1").unwrap());
+    }
+
     #[test]
     fn finished_tasks_leave_memory_and_reload_through_the_index() {
         let dir = tempfile::tempdir().unwrap();
