@@ -202,22 +202,43 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
+/// [`PartWire`] borrowed, for serializing: `data` is a `Value` (a 1.0 part) or a map (a 0.3 data
+/// part, the same JSON as `Value::Object`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartWireRef<'a, D: Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+}
+
+impl<'a, D: Serialize> PartWireRef<'a, D> {
+    fn new(metadata: Option<&'a Map<String, Value>>) -> Self {
+        PartWireRef { text: None, raw: None, url: None, data: None, metadata, filename: None, media_type: None }
+    }
+}
+
 impl Serialize for Part {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut w = PartWire {
-            text: None,
-            raw: None,
-            url: None,
-            data: None,
-            metadata: self.metadata.clone(),
-            filename: self.filename.clone(),
-            media_type: self.media_type.clone(),
-        };
+        let mut w = PartWireRef::new(self.metadata.as_ref());
+        w.filename = self.filename.as_deref();
+        w.media_type = self.media_type.as_deref();
         match &self.content {
-            PartContent::Text(t) => w.text = Some(t.clone()),
-            PartContent::Raw(r) => w.raw = Some(r.clone()),
-            PartContent::Url(u) => w.url = Some(u.clone()),
-            PartContent::Data(d) => w.data = Some(d.clone()),
+            PartContent::Text(t) => w.text = Some(t),
+            PartContent::Raw(r) => w.raw = Some(r),
+            PartContent::Url(u) => w.url = Some(u),
+            PartContent::Data(d) => w.data = Some(d),
         }
         w.serialize(s)
     }
@@ -979,6 +1000,160 @@ impl From<&v03::Task> for Task {
     }
 }
 
+/// A 0.3 value serialized in its 1.0 form straight from the 0.3 one: the same JSON as the 1.0
+/// value converted from it (`Task::from(&task)`, ...) without building that copy (a 1.0 send's
+/// answer is serialized this way).
+pub struct AsV1<'a, T>(pub &'a T);
+
+/// The elements of a slice, each [`AsV1`].
+struct AsV1Seq<'a, T>(&'a [T]);
+
+impl<T> AsV1Seq<'_, T> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a, T> Serialize for AsV1Seq<'a, T>
+where
+    AsV1<'a, T>: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(AsV1))
+    }
+}
+
+impl Serialize for AsV1<'_, v03::Part> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v03::Part::Text { text, metadata } => {
+                PartWireRef::<()> { text: Some(text), ..PartWireRef::new(metadata.as_ref()) }.serialize(s)
+            }
+            v03::Part::Data { data, metadata } => {
+                PartWireRef { data: Some(data), ..PartWireRef::new(metadata.as_ref()) }.serialize(s)
+            }
+            v03::Part::File { file, metadata } => {
+                let mut w = PartWireRef::<()>::new(metadata.as_ref());
+                match (&file.bytes, &file.uri) {
+                    (Some(b), _) => w.raw = Some(b),
+                    (None, Some(u)) => w.url = Some(u),
+                    (None, None) => w.raw = Some(""),
+                }
+                w.filename = file.name.as_deref();
+                w.media_type = file.mime_type.as_deref();
+                w.serialize(s)
+            }
+        }
+    }
+}
+
+impl Serialize for AsV1<'_, v03::Message> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct W<'a> {
+            message_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            context_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            task_id: Option<&'a str>,
+            role: Role,
+            parts: AsV1Seq<'a, v03::Part>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<&'a Map<String, Value>>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            extensions: &'a [String],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            reference_task_ids: &'a [String],
+        }
+        let m = self.0;
+        W {
+            message_id: &m.message_id,
+            context_id: m.context_id.as_deref(),
+            task_id: m.task_id.as_deref(),
+            role: match m.role {
+                v03::Role::User => Role::User,
+                v03::Role::Agent => Role::Agent,
+            },
+            parts: AsV1Seq(&m.parts),
+            metadata: m.metadata.as_ref(),
+            extensions: &m.extensions,
+            reference_task_ids: &m.reference_task_ids,
+        }
+        .serialize(s)
+    }
+}
+
+impl Serialize for AsV1<'_, v03::Artifact> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct W<'a> {
+            artifact_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<&'a str>,
+            parts: AsV1Seq<'a, v03::Part>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<&'a Map<String, Value>>,
+        }
+        let a = self.0;
+        W {
+            artifact_id: &a.artifact_id,
+            name: a.name.as_deref(),
+            description: a.description.as_deref(),
+            parts: AsV1Seq(&a.parts),
+            metadata: a.metadata.as_ref(),
+        }
+        .serialize(s)
+    }
+}
+
+impl Serialize for AsV1<'_, v03::TaskStatus> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct W<'a> {
+            state: TaskState,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            message: Option<AsV1<'a, v03::Message>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            timestamp: Option<&'a str>,
+        }
+        let t = self.0;
+        W { state: t.state.into(), message: t.message.as_ref().map(AsV1), timestamp: t.timestamp.as_deref() }
+            .serialize(s)
+    }
+}
+
+impl Serialize for AsV1<'_, v03::Task> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct W<'a> {
+            id: &'a str,
+            context_id: &'a str,
+            status: AsV1<'a, v03::TaskStatus>,
+            #[serde(skip_serializing_if = "AsV1Seq::is_empty")]
+            artifacts: AsV1Seq<'a, v03::Artifact>,
+            #[serde(skip_serializing_if = "AsV1Seq::is_empty")]
+            history: AsV1Seq<'a, v03::Message>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<&'a Map<String, Value>>,
+        }
+        let t = self.0;
+        W {
+            id: &t.id,
+            context_id: &t.context_id,
+            status: AsV1(&t.status),
+            artifacts: AsV1Seq(&t.artifacts),
+            history: AsV1Seq(&t.history),
+            metadata: t.metadata.as_ref(),
+        }
+        .serialize(s)
+    }
+}
+
 impl From<&v03::StreamEvent> for StreamResponse {
     fn from(e: &v03::StreamEvent) -> StreamResponse {
         match e {
@@ -1209,6 +1384,66 @@ mod tests {
         });
         expect![[r#"{"artifactUpdate":{"taskId":"t","contextId":"c","artifact":{"artifactId":"a","name":"out","parts":[{"raw":"aGk=","filename":"o.txt","mediaType":"text/plain"}]},"lastChunk":true}}"#]]
             .assert_eq(&serde_json::to_string(&StreamResponse::from(&art)).unwrap());
+    }
+
+    /// The borrowed 1.0 view of a 0.3 task writes the same bytes as the converted copy, for every
+    /// kind of part, artifacts, metadata and the optional members present and absent.
+    #[test]
+    fn the_borrowed_view_writes_what_the_conversion_does() {
+        let meta = json!({"skill": "status", "n": [1, 2]}).as_object().cloned();
+        let file = |bytes: Option<&str>, uri: Option<&str>| v03::Part::File {
+            file: v03::FileContent {
+                name: Some("o.txt".into()),
+                mime_type: None,
+                bytes: bytes.map(String::from),
+                uri: uri.map(String::from),
+            },
+            metadata: meta.clone(),
+        };
+        let mut user = v03::Message::new(
+            v03::Role::User,
+            "m1",
+            vec![
+                v03::Part::Text { text: "hi \"there\"\n".into(), metadata: meta.clone() },
+                v03::Part::data(json!({"a": {"b": null}})),
+                file(Some("aGk="), None),
+                file(None, Some("https://x/y")),
+                file(None, None),
+            ],
+        );
+        user.metadata = meta.clone();
+        user.reference_task_ids = vec!["t0".into()];
+        user.extensions = vec!["urn:x".into()];
+        let agent = v03::Message::new(v03::Role::Agent, "m2", vec![v03::Part::text("done")]);
+        let artifact = v03::Artifact {
+            artifact_id: "a".into(),
+            name: Some("out".into()),
+            description: Some("d".into()),
+            parts: vec![v03::Part::text("x"), file(Some("eA=="), None)],
+            metadata: meta.clone(),
+        };
+        let mut task = v03::Task {
+            id: "t".into(),
+            context_id: "c".into(),
+            status: v03::TaskStatus {
+                state: v03::TaskState::Completed,
+                message: Some(agent.clone()),
+                timestamp: Some("2026-01-01T00:00:00.000Z".into()),
+            },
+            history: vec![user, agent],
+            artifacts: vec![artifact],
+            metadata: meta,
+            kind: v03::TaskKind::Tag,
+        };
+        let same = |t: &v03::Task| {
+            assert_eq!(serde_json::to_string(&AsV1(t)).unwrap(), serde_json::to_string(&Task::from(t)).unwrap());
+        };
+        same(&task);
+        task.artifacts.clear();
+        task.history.clear();
+        task.metadata = None;
+        task.status = v03::TaskStatus { state: v03::TaskState::Working, message: None, timestamp: None };
+        same(&task);
     }
 
     #[test]

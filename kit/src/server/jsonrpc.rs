@@ -388,9 +388,14 @@ pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Res
     if blocking {
         ops::settle(&entry).await;
     }
-    // The common case (no historyLength) converts the task in place, without a copy.
+    // The common case (no historyLength) serializes the task's 1.0 form straight from it,
+    // without a copy or a converted one (the same JSON as `SendMessageResponse::Task`).
+    #[derive(serde::Serialize)]
+    struct TaskAnswer<'a> {
+        task: v1::AsV1<'a, Task>,
+    }
     Ok(match history {
-        None => entry.with_task(|t| to_json(v1::SendMessageResponse::Task(v1::Task::from(t)))),
+        None => entry.with_task(|t| to_json(TaskAnswer { task: v1::AsV1(t) })),
         Some(_) => to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))),
     })
 }
