@@ -26,7 +26,8 @@
 //! **Memory.** Running tasks stay in memory; finished ones leave it once more than
 //! [`MAX_CACHED`] tasks or [`CACHE_BYTES`] of lines are cached (they reload from the log).
 //!
-//! **Crash safety.** Lines are only appended (one `write` each); a torn last line (a crash
+//! **Crash safety.** Lines are only appended, one `write` per append (a task that ends at once,
+//! [`TaskStore::create_ended`], writes its two lines in one); a torn last line (a crash
 //! mid-write) is cut off at open. Rotation is renames; a crash in the middle leaves segments that
 //! open reads as they are. A line copied by rotation repeats one already written: replay places
 //! lines by their `seq`, so a repeat changes nothing.
