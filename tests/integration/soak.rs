@@ -199,10 +199,15 @@ fn soak_large_sends_oversized_bodies_unknown_ids_and_slow_headers_stay_bounded()
     assert_eq!((names_after, bytes_after), (names, log_bytes), "refused and unknown requests write nothing");
     let (rss_after, _) = memory_mib(pid);
     assert!(rss_after <= 64, "RSS {rss_after} MiB after the adversarial requests");
-    // 2 ms floor: below it, the machine's scheduling noise is not the agent's doing.
-    let floor = idle.max(Duration::from_millis(2));
     eprintln!(
         "soak: card median idle {idle:?}, under load {loaded:?}; {unknown} unknown ids, {oversized} oversized, {slow} slow clients; RSS {rss} -> {rss_after} MiB, peak {peak} MiB; log {log_bytes} bytes"
     );
-    assert!(loaded <= floor * 2, "card median {loaded:?} under load, {idle:?} idle");
+    // Not a speed test (the figures above are printed, not judged): a server whose connections
+    // waited behind the 16 slow-header clients would answer a card only when their 1 s header
+    // timeout freed it, so the median would be near a second. A quarter of that is far above any
+    // scheduling noise of a loaded 2-core machine (6 ms seen at load 13) and far below the stall.
+    assert!(
+        loaded < Duration::from_millis(250),
+        "card median {loaded:?} under load ({idle:?} idle): the cards waited behind the slow clients"
+    );
 }
