@@ -14,6 +14,11 @@
 //! named by the result's data too, and a child of the branch head the holder was given; every
 //! artefact's bytes must hash to the SHA-256 sent with them. A result that fails is not written:
 //! a `remote_result_refused` event says why, the lease is dropped and the task re-queued.
+//!
+//! A claim that finds nothing waits for work without polling: a [`substrate::TaskWatcher`] on the
+//! branches' `tasks/` and `leases/` (started at the first claim) bumps a counter every waiting
+//! claim watches, and each claim rescans only when it moved (or every
+//! [`substrate::RESCAN_INTERVAL`], the safety net the local agents use too).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,10 +48,17 @@ struct Held {
 
 type Key = (String, String, u64);
 
+/// How often a waiting claim rescans when the tasks cannot be watched.
+const FALLBACK_RESCAN: Duration = Duration::from_millis(200);
+
 /// The leases held for remote members, by (branch, task, token).
 pub struct RemoteLeases {
     home: PathBuf,
     held: Mutex<HashMap<Key, Held>>,
+    /// Bumped on every change of a branch's tasks or leases, once the watcher runs.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The watcher behind `changes`, started by the first claim.
+    watcher: Mutex<Option<substrate::TaskWatcher>>,
 }
 
 /// Where a remote member runs, as `ratchet status` shows it (`worktrees/.swarm/remote.json`).
@@ -71,7 +83,32 @@ pub fn read_members(home: &Path) -> BTreeMap<String, RemoteMember> {
 
 impl RemoteLeases {
     pub fn new(home: PathBuf) -> Arc<RemoteLeases> {
-        Arc::new(RemoteLeases { home, held: Mutex::new(HashMap::new()) })
+        Arc::new(RemoteLeases {
+            home,
+            held: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::channel(0).0,
+            watcher: Mutex::new(None),
+        })
+    }
+
+    /// A receiver of task and lease changes, the watcher started if it is not yet. `None` when
+    /// no watch can be set up (then claims rescan at [`FALLBACK_RESCAN`]).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let mut w = self.watcher.lock().expect("remote watcher lock");
+        if w.is_none() {
+            let tx = self.changes.clone();
+            let started = substrate::TaskWatcher::new(&Layout::new(&self.home).worktrees(), move || {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            });
+            match started {
+                Ok(watcher) => *w = Some(watcher),
+                Err(e) => {
+                    tracing::warn!("remote claims: cannot watch the tasks ({e}); rescanning every {FALLBACK_RESCAN:?}");
+                    return None;
+                }
+            }
+        }
+        Some(self.changes.subscribe())
     }
 
     fn home(&self) -> Result<Home, String> {
@@ -177,7 +214,12 @@ impl RemoteLeases {
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_CLAIM_WAIT_MS));
         self.note_member(&agent, &role, &host, &engine, None);
+        let mut changes = self.changes();
         loop {
+            // Changes from here on wake the wait below, even those during the scan.
+            if let Some(rx) = &mut changes {
+                rx.borrow_and_update();
+            }
             let me = self.clone();
             let (a, r, s, h, e, o) =
                 (agent.clone(), role.clone(), skills.clone(), host.clone(), engine.clone(), only.clone());
@@ -190,8 +232,15 @@ impl RemoteLeases {
             if got.is_some() || Instant::now() >= deadline {
                 return Ok(ClaimAnswer { grant: got });
             }
-            // Only while a remote member waits for work; the loop's own tasks show up as files.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Wait for a task or lease to change (a task queued, a lease released), or for the
+            // safety net's rescan, within the claim's deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            match &mut changes {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(left.min(substrate::RESCAN_INTERVAL), rx.changed()).await;
+                }
+                None => tokio::time::sleep(left.min(FALLBACK_RESCAN)).await,
+            }
         }
     }
 

@@ -33,8 +33,9 @@ use crate::worker::{Attempt, WorkCtx, WorkResult, Worker};
 /// The variable that makes a leased agent a remote member: the coordinator's base URL.
 pub const COORDINATOR_URL_ENV: &str = "RATCHET_COORDINATOR_URL";
 
-/// How long one claim waits on the coordinator for work.
-const CLAIM_WAIT_MS: u64 = 10_000;
+/// How long one claim waits on the coordinator for work: the longest it allows (the coordinator
+/// answers as soon as a task is queued; an idle member costs one request per wait).
+const CLAIM_WAIT_MS: u64 = protocol::remote::MAX_CLAIM_WAIT_MS;
 
 /// A remote member's settings.
 #[derive(Clone)]
