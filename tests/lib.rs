@@ -12,8 +12,10 @@ use nix::unistd::Pid;
 /// Path of a workspace binary (`target/<profile>/<name>`), built by `cargo build --workspace --bins`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/integration-xxxx -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    // target/<profile>/deps/integration-xxxx -> target/<profile>/<name>; a bench binary
+    // (target/<profile>/multihost-bench) finds its siblings.
+    let dir = exe.parent().expect("an executable lives in a directory");
+    let dir = if dir.ends_with("deps") { dir.parent().expect("deps lives in target/<profile>") } else { dir };
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
