@@ -28,6 +28,7 @@
     chart(s);
     current(s);
     leases(s);
+    members(s);
     lineage(s);
     governance(s);
     cycles(s);
@@ -176,10 +177,27 @@
       const age = l.heartbeat_age_ms === null ? null : l.heartbeat_age_ms + (Date.now() + clockSkew - s.at_ms);
       return h("tr", {},
         h("td", {}, l.holder), h("td", {}, l.task), h("td", {}, branchLink(l.branch)),
+        h("td", { class: "where", "data-holder": l.holder, "data-host": l.host, "data-engine": l.engine }, where(l.host, l.engine, l.jobs, l.remote)),
         h("td", { class: "age", "data-age": l.heartbeat_age_ms, "data-at": s.at_ms }, age === null ? "-" : (age / 1000).toFixed(1) + " s ago"),
         h("td", {}, "token " + l.token), h("td", { class: "dim" }, "ttl " + l.ttl_ms / 1000 + " s, pid " + l.pid));
     });
-    $("leases").replaceChildren(rows.length ? h("table", {}, h("tr", {}, ...["holder", "task", "branch", "heartbeat", "fencing", ""].map((t) => h("th", {}, t))), ...rows) : h("p", { class: "dim" }, "no lease held"));
+    $("leases").replaceChildren(rows.length ? h("table", {}, h("tr", {}, ...["holder", "task", "branch", "where", "heartbeat", "fencing", ""].map((t) => h("th", {}, t))), ...rows) : h("p", { class: "dim" }, "no lease held"));
+  }
+
+  // Where something runs: its host, its engine and the engine's running job.
+  function where(host, engine, jobs, remote) {
+    const job = (jobs || []).find((j) => j.state === "RUNNING") || (jobs || [])[0];
+    return [h("b", {}, host), remote ? " (remote)" : "", " \u00b7 " + engine,
+      job ? h("span", { class: "job", "data-job": job.id }, " \u00b7 job " + job.id + (job.node ? " on " + job.node : "") + " " + job.state.toLowerCase()) : null];
+  }
+
+  // Every member: where it runs (host, engine, jobs), as `ratchet status` shows it.
+  function members(s) {
+    const rows = (s.members || []).map((m) => h("tr", { "data-member": m.name },
+      h("td", {}, m.name), h("td", {}, m.role),
+      h("td", { class: "where", "data-host": m.host, "data-engine": m.engine }, where(m.host, m.engine, m.jobs, m.remote)),
+      h("td", { class: "dim" }, m.state + (m.task ? " \u00b7 holds " + m.task : ""))));
+    $("members").replaceChildren(rows.length ? h("table", {}, h("tr", {}, ...["member", "role", "where", "state"].map((t) => h("th", {}, t))), ...rows) : h("p", { class: "dim" }, "no member recorded"));
   }
 
   function tickAges() {

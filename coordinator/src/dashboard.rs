@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub cycles: Vec<Cycle>,
     pub lineage: Vec<Commit>,
     pub leases: Vec<Lease>,
+    /// Every member and where it runs (host, engine, jobs), as `ratchet status` shows them.
+    pub members: Vec<crate::supervisor::AgentStatus>,
     pub approvals: Vec<crate::approvals::Waiting>,
     pub governance: Option<crate::govern::GovernanceReport>,
     /// Why a part could not be read (the rest is still shown).
@@ -162,6 +164,11 @@ pub struct Lease {
     /// Milliseconds since the holder's last heartbeat (the lease file's mtime), at `at_ms`.
     pub heartbeat_age_ms: Option<u64>,
     pub ttl_ms: u64,
+    /// Where the holder runs: the lease's host, or for a remote member the host it reported
+    /// (`remote.json`; its lease file is the coordinator's), and its engine and running jobs.
+    pub remote: bool,
+    pub engine: String,
+    pub jobs: Vec<crate::supervisor::JobStatus>,
 }
 
 fn now_ms() -> u64 {
@@ -222,7 +229,8 @@ pub fn snapshot(home: &Path) -> Snapshot {
         stop_detail: s.stopped.as_ref().map(|x| x.detail.clone()),
     });
     let lineage = lineage(home, st.as_ref(), &promotions);
-    let leases = h.as_ref().map(leases).unwrap_or_default();
+    let whereabouts = crate::supervisor::whereabouts(home);
+    let leases = h.as_ref().map(|h| leases(h, &whereabouts)).unwrap_or_default();
     Snapshot {
         at: protocol::timestamp(std::time::SystemTime::now()),
         at_ms: now_ms(),
@@ -239,6 +247,7 @@ pub fn snapshot(home: &Path) -> Snapshot {
         cycles,
         lineage,
         leases,
+        members: whereabouts.members,
         approvals,
         governance,
         problems,
@@ -402,7 +411,7 @@ fn artifacts(h: &Home, branch: &str) -> Vec<Artifact> {
 }
 
 /// The live leases of every branch still in play.
-fn leases(h: &Home) -> Vec<Lease> {
+fn leases(h: &Home, w: &crate::supervisor::Whereabouts) -> Vec<Lease> {
     let mut out = vec![];
     for branch in h.branches().unwrap_or_default() {
         let Ok(bd) = h.branch_dir(&branch) else { continue };
@@ -418,16 +427,23 @@ fn leases(h: &Home) -> Vec<Lease> {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .map(|d| d.as_millis() as u64);
+            let member = w.members.iter().find(|m| m.name == l.agent_id);
+            let remote = member.is_some_and(|m| m.remote && m.pid.is_none());
+            let running = |j: &crate::supervisor::JobStatus| matches!(j.state.as_str(), "RUNNING" | "PENDING");
+            let jobs = crate::supervisor::jobs_of(&w.slurm_jobs, l.pid).into_iter().filter(running).collect();
             out.push(Lease {
                 branch: branch.clone(),
                 task: l.task_id,
                 holder: l.agent_id,
                 pid: l.pid,
-                host: l.host,
+                host: if remote { member.map(|m| m.host.clone()).unwrap_or(l.host) } else { l.host },
                 token: l.token,
                 claimed_at: l.claimed_at,
                 heartbeat_age_ms: age,
                 ttl_ms: l.ttl_ms,
+                remote,
+                engine: member.map(|m| m.engine.clone()).unwrap_or_else(|| "local".into()),
+                jobs,
             });
         }
     }

@@ -11,7 +11,9 @@
 //   {"approve": branch}  approve it from the banner with the token, then wait for it on the chart;
 //   {"new_cycle": true}  wait until a cycle later than the latest one shown appears;
 //   {"screenshot": name, "element": css selector (optional)}  into the screenshots directory;
-//   {"branch_page": branch, "screenshot_branch": name}  open its page in a second tab.
+//   {"branch_page": branch, "screenshot_branch": name}  open its page in a second tab;
+//   {"where": {"member": name, "host": host, "lease": bool}}  wait until the members table shows
+//     the member on that host (and, with lease, a lease row of that holder on that host).
 // The page is opened once: a reload or a navigation fails the run (a mark set at the start must
 // still be there at the end).
 // Prints one JSON line with what it saw; exits 1 with the reason when a check fails.
@@ -76,6 +78,18 @@ try {
       seen.first_cycle = first;
       seen.later_cycle = await cycleNow();
       seen.log_lines = await page.evaluate(() => document.getElementById("log").textContent.split("\n").filter(Boolean).length);
+    }
+    if (step.where) {
+      const w = step.where;
+      const cell = `#members tr[data-member="${w.member}"] td.where[data-host="${w.host}"]`;
+      await page.waitForSelector(cell, { timeout });
+      seen.member_where = await page.locator(cell).innerText();
+      if (w.lease) {
+        const lease = `#leases td.where[data-holder="${w.member}"][data-host="${w.host}"]`;
+        await page.waitForSelector(lease, { timeout });
+        seen.lease_where = await page.locator(lease).innerText();
+      }
+      seen.members = await page.$$eval("#members tr[data-member]", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")));
     }
     if (step.screenshot && opts.screenshots) {
       const path = join(opts.screenshots, step.screenshot + ".png");

@@ -405,6 +405,91 @@ fn the_dashboard_in_a_real_browser() {
     }
 }
 
+/// The dashboard shows where each member runs, a member on another host included: the remote
+/// executor (its own home, `RATCHET_COORDINATOR_URL`, `RATCHET_HOST=far-host`) holds the
+/// candidate's execute task while its gate waits, and the page shows the lease on far-host and
+/// the member on far-host, remote, beside the local members on this host.
+#[test]
+fn the_dashboard_shows_where_a_remote_member_runs() {
+    let Some(browser_dir) = std::env::var_os("RATCHET_BROWSER_DIR").map(PathBuf::from) else {
+        eprintln!(
+            "RATCHET_BROWSER_DIR is not set (tests/run sets it after tests/browser/install): browser test not run"
+        );
+        return;
+    };
+    let mut agents = String::new();
+    for name in ["coordinator", "proposer", "critic", "evaluator"] {
+        agents.push_str(&format!(
+            "[[agent]]\nname = {name:?}\nrole = {name:?}\ncommand = [{:?}]\n\n",
+            bin(name).display().to_string()
+        ));
+    }
+    let t = Target::new(Spec {
+        gates: vec!["sh check.sh".into(), "sh gate-wait.sh".into()],
+        files: vec![("gate-wait.sh".into(), WAITING_GATE.into())],
+        proposer: Proposer::sweep("delay_ms", &["300", "100"]),
+        max_cycles: 1,
+        agents_toml: Some(agents),
+        ..Spec::default()
+    });
+    // No `ratchet check`: with no local executor its gates run on the baseline here first.
+    let mut cmd: Command = t.command(&bin("ratchet"));
+    cmd.args(["up", "--json", "--no-check", "--repo"]).arg(t.path());
+    let mut up = UpRun::spawn_cmd(cmd, t.path());
+    up.wait_until("the coordinator", RUN, |root| {
+        std::fs::read_to_string(root.join("worktrees/.swarm/state.json"))
+            .is_ok_and(|s| s.contains("\"role\": \"coordinator\"") && s.contains("http://"))
+    });
+    let (url, token) = coordinator(t.path());
+    let far = tempfile::tempdir().unwrap();
+    let _exec = ratchet_tests::spawn_agent(
+        "executor",
+        far.path(),
+        &[
+            ("RATCHET_TOKEN", &token),
+            ("RATCHET_COORDINATOR_URL", &url),
+            ("RATCHET_HOST", "far-host"),
+            ("RATCHET_AGENT_NAME", "exec-far"),
+        ],
+    );
+    let mut branch = String::new();
+    up.wait_until("the remote executor holding the execute task", RUN, |root| {
+        let st: Option<Value> = std::fs::read_to_string(root.join("worktrees/.swarm/loop.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let Some(b) = st.and_then(|s| s["current"]["candidates"][0]["branch"].as_str().map(String::from)) else {
+            return false;
+        };
+        branch = b;
+        far.path().join(format!("worktrees/{branch}/tree/gate-wait.sh")).is_file()
+            && kit::layout::Layout::new(root).branch_dir(&branch).join("leases/execute.lock").is_file()
+    });
+    let opts = serde_json::json!({
+        "url": url, "token": token, "browser_dir": browser_dir, "timeout_ms": 60000,
+        "steps": [{"where": {"member": "exec-far", "host": "far-host", "lease": true}}],
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/dashboard.mjs");
+    let out = Command::new("node").arg(&script).arg(opts.to_string()).output().expect("node runs");
+    let (stdout, stderr) = text(&out);
+    let seen: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("the browser script printed no result: {stdout}\n{stderr}"));
+    // The gate may go on now: the loop ends on its own.
+    std::fs::write(kit::layout::Layout::new(far.path()).branch_dir(&branch).join("tree/.go"), "").unwrap();
+    assert!(out.status.success() && seen["ok"] == true, "{seen:#}\n{stderr}\n{}", up.stderr());
+    let s = &seen["seen"];
+    let lease = s["lease_where"].as_str().unwrap_or_default();
+    assert!(lease.starts_with("far-host (remote)") && lease.contains("local"), "{s:#}");
+    assert!(s["member_where"].as_str().unwrap_or_default().starts_with("far-host (remote)"), "{s:#}");
+    let here = ratchet_tests::hostname();
+    let members: Vec<&str> = s["members"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for name in ["coordinator", "proposer", "critic", "evaluator"] {
+        assert!(
+            members.iter().any(|m| m.starts_with(&format!("{name} {name} {here} "))),
+            "{name} on {here}: {members:#?}"
+        );
+    }
+}
+
 /// A gate that passes at once on the baseline and, on the candidate (delay_ms = 100), waits for
 /// the test's go: a file `.go` in the candidate's checkout.
 const WAITING_GATE: &str = "#!/bin/sh\ngrep -q '^delay_ms = 100' params.toml || exit 0\n\

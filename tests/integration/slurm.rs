@@ -134,6 +134,35 @@ fn a_lost_lease_cancels_its_slurm_job() {
         jobs.iter().any(|j| j["id"] == id.as_str() && j["state"] == "RUNNING" && j["node"] == node.as_str()),
         "{exec:#}"
     );
+    // So does the dashboard, on the executor's lease and among the members.
+    let (url, token) = {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(t.path().join("worktrees/.swarm/state.json")).expect("state"))
+                .expect("json");
+        let url = state["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["role"] == "coordinator"))
+            .and_then(|a| a["url"].as_str())
+            .expect("the coordinator's url")
+            .trim_end_matches('/')
+            .to_string();
+        (url, std::fs::read_to_string(t.path().join("worktrees/.swarm/token")).expect("token").trim().to_string())
+    };
+    let snap: Value = cluster.hosts.on_host(0, move || {
+        ratchet_tests::rt().block_on(async {
+            let r = reqwest::Client::new().get(format!("{url}/ui/state")).bearer_auth(token).send().await;
+            r.expect("the dashboard answers").json().await.expect("a snapshot")
+        })
+    });
+    let lease = snap["leases"].as_array().and_then(|l| l.iter().find(|l| l["task"] == "execute")).cloned();
+    let lease = lease.unwrap_or_else(|| panic!("no execute lease: {:#}", snap["leases"]));
+    assert_eq!(lease["engine"], "slurm", "{lease:#}");
+    assert_eq!(lease["host"], ratchet_tests::hostname(), "{lease:#}");
+    let shown = lease["jobs"].as_array().cloned().unwrap_or_default();
+    assert!(shown.iter().any(|j| j["id"] == id.as_str() && j["node"] == node.as_str()), "{lease:#}");
+    let member = snap["members"].as_array().and_then(|m| m.iter().find(|m| m["name"] == "executor")).cloned();
+    let member = member.unwrap_or_else(|| panic!("no executor member: {:#}", snap["members"]));
+    assert!(member["jobs"].as_array().is_some_and(|j| j.iter().any(|j| j["id"] == id.as_str())), "{member:#}");
     // The executor hangs (SIGSTOP): the coordinator expires its lease by heartbeat. When it
     // resumes, it finds the lease lost and cancels the job it no longer owns.
     let state: Value =

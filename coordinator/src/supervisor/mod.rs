@@ -51,7 +51,7 @@ use std::path::PathBuf;
 pub use child::{LISTENING_PREFIX, resolve_program};
 pub use kit::layout::Layout;
 pub use runner::RestartPolicy;
-pub use status::{AgentStatus, StatusReport, status};
+pub use status::{AgentStatus, JobStatus, StatusReport, Whereabouts, jobs_of, status, whereabouts};
 pub use ui::{human_output_to_stderr, print_out, say};
 pub use up::{CoordinatorView, LoopRequest, ReadySwarm, UpOptions, UpOutcome, on_swarm_ready, up};
 

@@ -137,6 +137,119 @@ async fn slurm_jobs() -> Vec<(String, JobStatus)> {
         .collect()
 }
 
+/// The rows of the members `ratchet up` started (`card_ok[i]`: whether agent i's card answered;
+/// `None`: not asked, the recorded state stands),
+/// then those on other hosts that claim work from this coordinator: where each runs (host,
+/// engine) and its engine jobs.
+fn rows(
+    home: &Path,
+    agents: Vec<super::state::AgentRecord>,
+    card_ok: Option<&[bool]>,
+    jobs_engine: protocol::governance::JobEngine,
+    slurm_jobs: &[(String, JobStatus)],
+) -> Vec<AgentStatus> {
+    let this_host = kit::substrate::hostname();
+    let engine_of = |role: &str| match role {
+        "executor" | "evaluator" => serde_json::to_value(jobs_engine)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| "local".into()),
+        _ => "local".to_string(),
+    };
+    let mut out: Vec<AgentStatus> = agents
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let card = card_ok.and_then(|c| c.get(i).copied());
+            let host = match (&a.url, a.remote) {
+                (Some(u), true) => {
+                    u.split("://").nth(1).unwrap_or(u).split(['/', ':']).next().unwrap_or_default().to_string()
+                }
+                _ => this_host.clone(),
+            };
+            let jobs = a.pid.map(|p| jobs_of(slurm_jobs, p)).unwrap_or_default();
+            let engine = engine_of(&a.role);
+            let state = if a.state == AgentState::Ready && card == Some(false) {
+                "unreachable".to_string()
+            } else {
+                a.state.as_str().to_string()
+            };
+            AgentStatus {
+                name: a.name,
+                role: a.role,
+                url: a.url,
+                pid: a.pid,
+                state,
+                restarts: a.restarts,
+                required: a.required,
+                remote: a.remote,
+                skills: a.skills,
+                card: card.unwrap_or(false),
+                reason: a.reason,
+                engine,
+                host,
+                task: None,
+                jobs,
+            }
+        })
+        .collect();
+    // Members on other hosts that claim work from this coordinator (`ratchet up` did not start
+    // them): where they said they run, and what they hold.
+    for (name, m) in crate::remote::read_members(home) {
+        out.push(AgentStatus {
+            name,
+            role: m.role,
+            url: None,
+            pid: None,
+            state: format!("remote (seen {})", m.last_seen),
+            restarts: 0,
+            required: false,
+            remote: true,
+            skills: vec![],
+            card: false,
+            reason: None,
+            host: m.host,
+            engine: m.engine,
+            task: m.task,
+            jobs: vec![],
+        });
+    }
+    out
+}
+
+/// The jobs of the process `pid` (named `ratchet-<pid>-<n>` by kit::jobs).
+pub fn jobs_of(slurm_jobs: &[(String, JobStatus)], pid: u32) -> Vec<JobStatus> {
+    let prefix = format!("ratchet-{pid}-");
+    slurm_jobs.iter().filter(|(name, _)| name.starts_with(&prefix)).map(|(_, j)| j.clone()).collect()
+}
+
+/// Where each member runs, from files alone (no card is asked: `card` is false, the recorded
+/// state stands), with the engine jobs of each: what the dashboard shows. Blocking
+/// (`squeue`, at most 2 s, when the approved engine is Slurm).
+pub fn whereabouts(home: &Path) -> Whereabouts {
+    let paths = Layout::new(home);
+    let jobs_engine = crate::govern::load(home).map(|g| g.constitution.jobs.engine).unwrap_or_default();
+    let slurm_jobs = if jobs_engine == protocol::governance::JobEngine::Slurm { slurm_jobs_blocking() } else { vec![] };
+    let agents = read_state(&paths.state_file()).ok().flatten().map(|s| s.agents).unwrap_or_default();
+    let members = rows(home, agents, None, jobs_engine, &slurm_jobs);
+    Whereabouts { members, slurm_jobs }
+}
+
+/// What [`whereabouts`] found.
+pub struct Whereabouts {
+    pub members: Vec<AgentStatus>,
+    /// Every `ratchet-*` Slurm job `squeue` shows, by name.
+    pub slurm_jobs: Vec<(String, JobStatus)>,
+}
+
+/// [`slurm_jobs`] for a blocking caller.
+fn slurm_jobs_blocking() -> Vec<(String, JobStatus)> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(slurm_jobs()),
+        Err(_) => vec![],
+    }
+}
+
 /// Whether process `pid` exists (EPERM: it does, owned by someone else).
 fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|p| !matches!(kill(Pid::from_raw(p), None), Err(nix::errno::Errno::ESRCH)))
@@ -176,80 +289,9 @@ pub async fn status(repo: &Path) -> Result<StatusReport, SupervisorError> {
             card_ok[i] = ok;
         }
     }
-    let this_host = kit::substrate::hostname();
     let jobs_engine = crate::govern::load(paths.home()).map(|g| g.constitution.jobs.engine).unwrap_or_default();
-    let engine_of = |role: &str| match role {
-        "executor" | "evaluator" => serde_json::to_value(jobs_engine)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_else(|| "local".into()),
-        _ => "local".to_string(),
-    };
     let slurm_jobs = if jobs_engine == protocol::governance::JobEngine::Slurm { slurm_jobs().await } else { vec![] };
-    let mut agents: Vec<AgentStatus> = state
-        .agents
-        .into_iter()
-        .zip(card_ok)
-        .map(|(a, card)| {
-            let host = match (&a.url, a.remote) {
-                (Some(u), true) => {
-                    u.split("://").nth(1).unwrap_or(u).split(['/', ':']).next().unwrap_or_default().to_string()
-                }
-                _ => this_host.clone(),
-            };
-            // Jobs are named after the submitting process (`ratchet-<pid>-<n>`, kit::jobs).
-            let prefix = a.pid.map(|p| format!("ratchet-{p}-"));
-            let jobs = slurm_jobs
-                .iter()
-                .filter(|(name, _)| prefix.as_ref().is_some_and(|p| name.starts_with(p.as_str())))
-                .map(|(_, j)| j.clone())
-                .collect();
-            let engine = engine_of(&a.role);
-            let state = if a.state == AgentState::Ready && !card {
-                "unreachable".to_string()
-            } else {
-                a.state.as_str().to_string()
-            };
-            AgentStatus {
-                name: a.name,
-                role: a.role,
-                url: a.url,
-                pid: a.pid,
-                state,
-                restarts: a.restarts,
-                required: a.required,
-                remote: a.remote,
-                skills: a.skills,
-                card,
-                reason: a.reason,
-                engine,
-                host,
-                task: None,
-                jobs,
-            }
-        })
-        .collect();
-    // Members on other hosts that claim work from this coordinator (`ratchet up` did not start
-    // them): where they said they run, and what they hold.
-    for (name, m) in crate::remote::read_members(paths.home()) {
-        agents.push(AgentStatus {
-            name,
-            role: m.role,
-            url: None,
-            pid: None,
-            state: format!("remote (seen {})", m.last_seen),
-            restarts: 0,
-            required: false,
-            remote: true,
-            skills: vec![],
-            card: false,
-            reason: None,
-            host: m.host,
-            engine: m.engine,
-            task: m.task,
-            jobs: vec![],
-        });
-    }
+    let agents = rows(paths.home(), state.agents, Some(&card_ok), jobs_engine, &slurm_jobs);
     let governance = crate::govern::pending_line(paths.home());
     let approvals = crate::approvals::waiting_line(paths.home());
     Ok(StatusReport {
