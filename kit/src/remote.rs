@@ -299,14 +299,55 @@ fn prepare(root: &Path, cfg: &RemoteConfig, grant: &ClaimGrant) -> anyhow::Resul
         ])
         .context("fetching the task's commits and governance from the coordinator")?;
     let home = Home::open(root)?;
-    let bd = home.branch_dir(&grant.branch)?;
-    if !bd.exists() {
-        substrate::add_worktree(&home, &grant.branch, &grant.base)?;
-    }
-    let tree = Git::new(bd.tree());
-    tree.run(["reset", "-q", "--hard", &grant.head])?;
-    tree.run(["clean", "-q", "-fdx"])?;
+    let bd = checkout_at(&home, &grant.branch, &grant.base, &grant.head)?;
     Ok((home, bd))
+}
+
+/// This member's worktree of `branch` (made from `base` when missing) with `head` checked out
+/// and nothing else in it.
+fn checkout_at(home: &Home, branch: &str, base: &str, head: &str) -> anyhow::Result<substrate::BranchDir> {
+    let bd = home.branch_dir(branch)?;
+    let at_head = |bd: &substrate::BranchDir| -> anyhow::Result<()> {
+        let tree = Git::new(bd.tree());
+        tree.run(["reset", "-q", "--hard", head])?;
+        tree.run(["clean", "-q", "-fdx"])?;
+        Ok(())
+    };
+    let usable = bd.exists() && {
+        match at_head(&bd) {
+            Ok(()) => true,
+            Err(e) => {
+                // A member killed in the middle of a git command (its `index.lock` left behind,
+                // a half-made checkout): its copy holds nothing the coordinator needs.
+                tracing::warn!("{}: the worktree is unusable ({e:#}): making it anew", bd.dir().display());
+                false
+            }
+        }
+    };
+    if !usable {
+        remake_worktree(home, &bd, branch, base)?;
+        at_head(&bd)?;
+    }
+    Ok(bd)
+}
+
+/// This member's own worktree of `branch` made anew at `base`: whatever is left of the old one
+/// (directory, worktree registration, local branch) is removed first.
+fn remake_worktree(home: &Home, bd: &substrate::BranchDir, branch: &str, base: &str) -> anyhow::Result<()> {
+    let git = home.git();
+    let tree = bd.tree();
+    let _ = git.run(["worktree", "remove", "--force", "--force", &tree.to_string_lossy()]);
+    match std::fs::remove_dir_all(bd.dir()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", bd.dir().display())),
+    }
+    git.run(["worktree", "prune"])?;
+    if git.resolve_commit(&format!("refs/heads/{branch}")).ok().flatten().is_some() {
+        git.run(["branch", "-q", "-D", branch])?;
+    }
+    substrate::add_worktree(home, branch, base)?;
+    Ok(())
 }
 
 /// `root` as a git repository of its own: made when missing, and made anew when its `.git` is
@@ -380,6 +421,28 @@ mod tests {
         Git::new(&root).run(["update-ref", "refs/keep", &empty_commit(&root)]).expect("update-ref");
         ensure_repository(&root).expect("kept");
         assert!(Git::new(&root).run(["rev-parse", "--verify", "refs/keep"]).is_ok(), "the repository was not remade");
+    }
+
+    #[test]
+    fn a_worktree_left_locked_by_a_killed_member_is_made_anew() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("repo");
+        ensure_repository(&root).expect("repository");
+        let base = empty_commit(&root);
+        let home = Home::open(&root).expect("home");
+        let bd = checkout_at(&home, "b1", &base, &base).expect("first checkout");
+        std::fs::write(bd.tree().join("left-over"), "x").expect("write");
+        // Killed in the middle of `git reset`: the worktree's index.lock stays.
+        let gitdir = Git::new(bd.tree()).run(["rev-parse", "--absolute-git-dir"]).expect("git dir");
+        std::fs::write(Path::new(&gitdir).join("index.lock"), "").expect("lock");
+        assert!(Git::new(bd.tree()).run(["reset", "-q", "--hard", &base]).is_err(), "the lock blocks git");
+        let bd = checkout_at(&home, "b1", &base, &base).expect("made anew");
+        assert_eq!(Git::new(bd.tree()).run(["rev-parse", "HEAD"]).expect("head"), base);
+        assert!(!bd.tree().join("left-over").exists());
+        // Killed while adding the worktree: the branch directory without its checkout.
+        std::fs::remove_dir_all(bd.tree()).expect("rm tree");
+        let bd = checkout_at(&home, "b1", &base, &base).expect("made anew again");
+        assert_eq!(Git::new(bd.tree()).run(["rev-parse", "HEAD"]).expect("head"), base);
     }
 
     fn empty_commit(root: &Path) -> String {
