@@ -192,3 +192,31 @@ fn a_lost_lease_cancels_its_slurm_job() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Duet pairing (both sides at once on one machine) cannot run as Slurm jobs (each side its own
+/// job, possibly on another node): `ratchet calibrate` refuses it with the fix, before any job
+/// (no cluster needed), and the loop stops at its calibration without charging a candidate.
+#[test]
+fn duet_pairing_on_slurm_is_refused_with_the_fix() {
+    let mut spec = Spec { pairing: "duet".into(), calibration_rounds: 3, candidates: 1, ..Spec::default() };
+    with_jobs(&mut spec, "engine = \"slurm\"");
+    let t = Target::new(spec);
+    let out = t.ratchet(&["calibrate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("pairing = \"duet\" runs both sides at once on one machine")
+            && err.contains("engine = \"slurm\"")
+            && err.contains("fix: set pairing = \"sequential\""),
+        "{err}"
+    );
+    let mut up = t.spawn_up(&["--no-check"]);
+    let run = up.finish(RUN);
+    assert_eq!(run.stop_reason(), "calibration-failed", "{:#}\n{}", run.summary, run.stderr);
+    assert!(
+        run.summary["stop_detail"].as_str().unwrap_or_default().contains("runs both sides at once"),
+        "{:#}",
+        run.summary
+    );
+    assert!(of_type(&t.events(), "proposed").is_empty(), "nothing was proposed under settings that cannot run");
+}

@@ -132,6 +132,18 @@ pub fn duet_cpus() -> Result<(u32, u32), MeasureError> {
     }
 }
 
+/// Duet pairing runs both sides at once on this machine: not on a job engine, where each side
+/// would be its own job, possibly on another node (docs/multihost.md, "Duet pairing on Slurm").
+pub fn duet_here(jobs: &protocol::governance::JobSettings) -> Result<(), MeasureError> {
+    match jobs.engine {
+        protocol::governance::JobEngine::Local => Ok(()),
+        engine => Err(MeasureError::Config(format!(
+            "pairing = \"duet\" runs both sides at once on one machine, but constitution.md [constitution.jobs] engine = {:?} runs each benchmark run as its own job, possibly on another node; fix: set pairing = \"sequential\" in ethos.md (with exclusive_bench = true and bench_cpu each run gets a quiet node and a pinned CPU), or engine = \"local\"",
+            serde_json::to_value(engine).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        ))),
+    }
+}
+
 /// One benchmark run's result: the metric (and guards) or why it failed.
 fn parse_run(out: &RunOutcome, input: &EvaluateInput) -> RunResult {
     let parsed = if out.success() {
@@ -415,7 +427,10 @@ pub async fn measure(
 ) -> Result<Measured, MeasureError> {
     let infra = |e: String| MeasureError::Infra(e);
     let cpus = match input.ethos.pairing {
-        Pairing::Duet => Some(duet_cpus()?),
+        Pairing::Duet => {
+            duet_here(&input.sandbox.jobs)?;
+            Some(duet_cpus()?)
+        }
         Pairing::Sequential => None,
     };
     let layout = kit::layout::Layout::new(root);
