@@ -378,14 +378,16 @@ fn main() -> anyhow::Result<()> {
              and governance into its empty repository and its push of the result commit, the evaluator's fetch), \
              timed by the bench against the same coordinator from a member host. Slurm's submission overhead is \
              the sandboxed `true` through `kit::exec` as a job step minus the same run locally, times the jobs the \
-             candidate ran (gates and benchmark runs). Time per candidate is the loop's wall time; with one \
-             candidate it includes proposing and the decision.\n\n\
+             candidate ran (gates and benchmark runs); the Slurm loop's extra time over the local one also holds \
+             reading each job's id and node back (`squeue`) for the evidence. Time per candidate is the loop's \
+             wall time; with one candidate it includes proposing and the decision.\n\n\
              Why job steps (`srun`) and not batch jobs (`sbatch`), per job:\n\n{per_job}\n\
              Remote members long-poll the coordinator's `lease` skill (up to 20 s per claim); a waiting claim \
              sleeps until a task or lease changes (a file watch) and rescans every 2 s as a safety net. The \
              idle coordinator's CPU, no member against three waiting:\n\n{idle_table}\n\
              (Before the watch, a waiting claim rescanned every 200 ms and members re-claimed every 10 s: 37 \
-             ticks per minute with three members waiting against 12 without, by the same method.)\n"
+             CPU ticks per minute with three members waiting against 12 without, measured the same way over 60 s \
+             with the build before the change; 21 against 12 after it.)\n"
         );
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
         write_section(&path, SECTION, &section)?;
