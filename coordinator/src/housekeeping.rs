@@ -54,3 +54,55 @@ pub fn gc_helper_checkouts(home: &Path) -> (Vec<String>, Vec<String>) {
     }
     (removed, errors)
 }
+
+/// `ratchet gc` for people: what was removed, archived and kept, in a few lines.
+pub fn render_gc(r: &kit::substrate::GcReport, helpers: &[String]) -> String {
+    fn names(v: &[String]) -> String {
+        const SHOWN: usize = 6;
+        let mut s = v.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > SHOWN {
+            s.push_str(&format!(" and {} more", v.len() - SHOWN));
+        }
+        s
+    }
+    let mut o = String::new();
+    if !r.removed_checkouts.is_empty() {
+        o.push_str(&format!(
+            "removed {} finished checkout(s): {}\n",
+            r.removed_checkouts.len(),
+            names(&r.removed_checkouts)
+        ));
+    }
+    if !r.deleted_branches.is_empty() {
+        o.push_str(&format!(
+            "deleted {} branch(es) whose commits are on main or archived: {}\n",
+            r.deleted_branches.len(),
+            names(&r.deleted_branches)
+        ));
+    }
+    if !r.archived.is_empty() {
+        let b: Vec<String> = r.archived.iter().map(|(b, _)| b.clone()).collect();
+        o.push_str(&format!(
+            "archived {} unpromoted commit(s) under refs/ratchet/archive/ (nothing is lost; `git log refs/ratchet/archive/<branch>`): {}\n",
+            b.len(),
+            names(&b)
+        ));
+    }
+    for (b, why) in &r.kept_branches {
+        o.push_str(&format!("kept {b}: {why}\n"));
+    }
+    for p in &r.orphans_removed {
+        o.push_str(&format!("removed {} (a checkout git did not know: left by a crash)\n", p.display()));
+    }
+    for (p, why) in &r.orphans_reported {
+        o.push_str(&format!("left alone {}: {why}\n", p.display()));
+    }
+    for h in helpers {
+        o.push_str(&format!("removed helper checkout {h}\n"));
+    }
+    if o.is_empty() {
+        o.push_str("nothing to clean: no finished worktree, no orphan\n");
+    }
+    o.push_str("artefacts and events stay under worktrees/<branch>/ (`ratchet inspect <branch>`); --json for the full report\n");
+    o
+}

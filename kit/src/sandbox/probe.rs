@@ -270,3 +270,58 @@ fn run_with_deadline(argv: &[std::ffi::OsString], cwd: &Path) -> Result<ProbeOut
     }
     Ok(ProbeOutput { success: status.success(), stdout, stderr })
 }
+
+/// `ratchet sandbox` for people: each mode, what it confines, what `auto` picks here and what
+/// `decision` (this repository's approved constitution, when there is one) makes of it.
+pub fn render(report: &SandboxReport, decision: Option<&Decision>) -> String {
+    let mut out = String::from("sandbox modes on this machine (probed now):\n");
+    for m in &report.modes {
+        let state = if m.confines() {
+            "confines".to_string()
+        } else if m.works && m.mode.is_weak() {
+            "weak: rlimits, the timeout and the group kill only".to_string()
+        } else if m.works {
+            format!("weak: {}", m.problem.as_deref().unwrap_or("does not confine"))
+        } else {
+            format!("does not work: {}", m.problem.as_deref().unwrap_or("unknown"))
+        };
+        out.push_str(&format!("  {:<11} {state}\n", m.mode.as_str()));
+    }
+    out.push_str(&format!("\n{:<32}", "what each confines"));
+    for m in &report.modes {
+        out.push_str(&format!(" {:>10}", m.mode.as_str()));
+    }
+    out.push('\n');
+    for (i, name) in PROPERTIES.iter().enumerate() {
+        out.push_str(&format!("  {name:<30}"));
+        for m in &report.modes {
+            let cell = match m.properties.get(i) {
+                _ if !m.works => "-",
+                Some(p) if p.holds => "yes",
+                _ => "NO",
+            };
+            out.push_str(&format!(" {cell:>10}"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "\nsandbox = \"auto\" picks: {}{}\n",
+        report.auto,
+        if report.auto_is_weak() { " (weak)" } else { "" }
+    ));
+    match decision {
+        None => {
+            out.push_str("no approved constitution.md here: run `ratchet init` to make this repository a swarm home\n")
+        }
+        Some(d) => match &d.refused {
+            Some(why) => out.push_str(&format!("this repository's commands would be REFUSED: {why}\n")),
+            None => out.push_str(&format!(
+                "this repository's approved constitution.md (sandbox = \"{}\"): commands run in {}{}\n",
+                d.asked,
+                d.mode,
+                if d.weak { ", which does not confine them (weak_sandbox = \"allow\")" } else { "" }
+            )),
+        },
+    }
+    out
+}
