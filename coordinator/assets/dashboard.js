@@ -176,8 +176,8 @@
     const rows = s.leases.map((l) => {
       const age = l.heartbeat_age_ms === null ? null : l.heartbeat_age_ms + (Date.now() + clockSkew - s.at_ms);
       return h("tr", {},
-        h("td", {}, l.holder), h("td", {}, l.task), h("td", {}, branchLink(l.branch)),
-        h("td", { class: "where", "data-holder": l.holder, "data-host": l.host, "data-engine": l.engine }, where(l.host, l.engine, l.jobs, l.remote)),
+        h("td", {}, l.agent_id), h("td", {}, l.task), h("td", {}, branchLink(l.branch)),
+        h("td", { class: "where", "data-holder": l.agent_id, "data-host": l.host, "data-engine": l.engine }, where(l.host, l.engine, l.jobs, l.remote)),
         h("td", { class: "age", "data-age": l.heartbeat_age_ms, "data-at": s.at_ms }, age === null ? "-" : (age / 1000).toFixed(1) + " s ago"),
         h("td", {}, "token " + l.token), h("td", { class: "dim" }, "ttl " + l.ttl_ms / 1000 + " s, pid " + l.pid));
     });

@@ -156,16 +156,12 @@ pub struct CommitPromotion {
 pub struct Lease {
     pub branch: String,
     pub task: String,
-    pub holder: String,
-    pub pid: u32,
-    pub host: String,
-    pub token: u64,
-    pub claimed_at: String,
-    /// Milliseconds since the holder's last heartbeat (the lease file's mtime), at `at_ms`.
-    pub heartbeat_age_ms: Option<u64>,
-    pub ttl_ms: u64,
-    /// Where the holder runs: the lease's host, or for a remote member the host it reported
-    /// (`remote.json`; its lease file is the coordinator's), and its engine and running jobs.
+    /// The holder (`agent_id`), pid, host, token, claim and heartbeat age (at `at_ms`), as
+    /// `ratchet inspect` reads them; for a remote member, `host` is the host it reported
+    /// (`remote.json`; its lease file is the coordinator's).
+    #[serde(flatten)]
+    pub lease: kit::substrate::LeaseInfo,
+    /// Where the holder runs: a remote member (see `host`), its engine and running jobs.
     pub remote: bool,
     pub engine: String,
     pub jobs: Vec<crate::supervisor::JobStatus>,
@@ -421,30 +417,16 @@ fn leases(h: &Home, w: &crate::supervisor::Whereabouts) -> Vec<Lease> {
             if p.extension().and_then(|e| e.to_str()) != Some("lock") {
                 continue;
             }
-            let Some(l) = std::fs::read(&p).ok().and_then(|b| protocol::lease::parse_lease(&b).ok()) else { continue };
-            let age = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map(|d| d.as_millis() as u64);
-            let member = w.members.iter().find(|m| m.name == l.agent_id);
+            let Some((task, mut lease)) = kit::substrate::read_lease_info(&p) else { continue };
+            let member = w.members.iter().find(|m| m.name == lease.agent_id);
             let remote = member.is_some_and(|m| m.remote && m.pid.is_none());
             let running = |j: &crate::supervisor::JobStatus| matches!(j.state.as_str(), "RUNNING" | "PENDING");
-            let jobs = crate::supervisor::jobs_of(&w.slurm_jobs, l.pid).into_iter().filter(running).collect();
-            out.push(Lease {
-                branch: branch.clone(),
-                task: l.task_id,
-                holder: l.agent_id,
-                pid: l.pid,
-                host: if remote { member.map(|m| m.host.clone()).unwrap_or(l.host) } else { l.host },
-                token: l.token,
-                claimed_at: l.claimed_at,
-                heartbeat_age_ms: age,
-                ttl_ms: l.ttl_ms,
-                remote,
-                engine: member.map(|m| m.engine.clone()).unwrap_or_else(|| "local".into()),
-                jobs,
-            });
+            let jobs = crate::supervisor::jobs_of(&w.slurm_jobs, lease.pid).into_iter().filter(running).collect();
+            if remote && let Some(m) = member {
+                lease.host = m.host.clone();
+            }
+            let engine = member.map(|m| m.engine.clone()).unwrap_or_else(|| "local".into());
+            out.push(Lease { branch: branch.clone(), task, lease, remote, engine, jobs });
         }
     }
     out

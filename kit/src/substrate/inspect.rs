@@ -94,6 +94,12 @@ fn read_lease(path: &Path) -> Option<LeaseFile> {
     fs::read(path).ok().and_then(|b| protocol::lease::parse_lease(&b).ok())
 }
 
+/// The lease file at `path` as [`inspect`] shows it, with the task it is for; `None` when it is
+/// gone or does not parse. (The web page's leases are read with it.)
+pub fn read_lease_info(path: &Path) -> Option<(String, LeaseInfo)> {
+    read_lease(path).map(|l| (l.task_id.clone(), lease_info(path, l)))
+}
+
 /// Reports on `branch`: tasks (state, attempts, token, history, holder or last holder and why
 /// it lost the lease), artefacts with sizes, events, quarantined files, diff stat against the base.
 pub fn inspect(home: &Home, branch: &str) -> Result<InspectReport> {

@@ -47,7 +47,7 @@ pub use events::{CorruptLine, EventLog, all_events, append_event, read_events};
 pub use fsutil::hostname;
 pub use gc::{GcReport, ORPHAN_GRACE, gc, remove_checkout};
 pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, SWARM_ID_ENV, add_worktree, swarm_id_from_env};
-pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, render_text};
+pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, read_lease_info, render_text};
 pub use lease::{Lease, try_claim};
 pub use promote::{PromoteOutcome, promote};
 pub use reaper::{DEFAULT_REAP_INTERVAL, EMPTY_LEASE_GRACE, reap, reap_all};
