@@ -32,6 +32,7 @@ use kit::exec::{RunSpec, SandboxMode};
 use protocol::governance::{DEFAULT_COUNT_TOLERANCE, Direction, Ethos, Measure, Pairing};
 use protocol::work::{EvaluateInput, EvaluateMode, SandboxSettings};
 use ratchet_bench::report::{loadavg, write_section};
+use ratchet_bench::scratch::{self, git};
 
 const SECTION: &str = "## Instruction counts vs wall time (issue 15)";
 const REPRODUCE: &str = "cargo run -p ratchet-bench --bin counts-bench";
@@ -100,41 +101,15 @@ fn sandbox() -> SandboxSettings {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@ratchet.invalid")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@ratchet.invalid")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// The scratch repository: the baseline and one commit per candidate, each on its own branch.
 fn scratch_repo(dir: &Path) -> anyhow::Result<(String, Vec<String>)> {
-    std::fs::create_dir_all(dir.join("bench"))?;
-    std::fs::write(dir.join("bench/bench.py"), PY_BENCH)?;
-    std::fs::write(dir.join("params.toml"), "passes = 20\n")?;
-    std::fs::write(dir.join(".gitignore"), "worktrees/\n")?;
-    git(dir, &["init", "-q", "-b", "main"])?;
-    git(dir, &["add", "-A"])?;
-    git(dir, &["commit", "-q", "-m", "baseline"])?;
-    let base = git(dir, &["rev-parse", "HEAD"])?;
+    let files = [("bench/bench.py", PY_BENCH), ("params.toml", "passes = 20\n"), (".gitignore", "worktrees/\n")];
+    let base = scratch::init(dir, &files, "baseline")?;
     let mut commits = vec![];
     for (i, (name, params, _)) in CANDIDATES.iter().enumerate() {
         git(dir, &["checkout", "-q", "-b", &format!("c{i}"), &base])?;
         std::fs::write(dir.join("params.toml"), params)?;
-        git(dir, &["commit", "-q", "-am", name])?;
-        commits.push(git(dir, &["rev-parse", "HEAD"])?);
+        commits.push(scratch::commit_all(dir, name)?);
     }
     git(dir, &["checkout", "-q", "main"])?;
     Ok((base, commits))

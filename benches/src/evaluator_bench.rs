@@ -37,6 +37,7 @@ use protocol::evaluation::Outcome;
 use protocol::governance::{Direction, Ethos, Pairing};
 use protocol::work::{CalibrateOutput, EvaluateInput, EvaluateMode, SandboxSettings};
 use ratchet_bench::report::{loadavg, write_section};
+use ratchet_bench::scratch;
 
 const SECTION: &str = "## Evaluator decisions on a noisy machine (issue 10)";
 const REPRODUCE: &str = "cargo build --release -p ratchet-bench && target/release/evaluator-bench";
@@ -250,38 +251,12 @@ for i in range(N * work):
 print('{"ops_per_s": %.1f}' % (N / (time.perf_counter() - t0)))
 "#;
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@ratchet.invalid")
-        .env("GIT_COMMITTER_NAME", "bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@ratchet.invalid")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// A scratch repository: the baseline (13 steps per operation) and a candidate 30% faster (10).
 fn scratch_repo(dir: &Path) -> anyhow::Result<(String, String)> {
-    std::fs::create_dir_all(dir.join("bench"))?;
-    std::fs::write(dir.join("bench/bench.py"), PY_BENCH)?;
-    std::fs::write(dir.join("params.toml"), "work_per_op = 13\n")?;
-    std::fs::write(dir.join(".gitignore"), "worktrees/\n")?;
-    git(dir, &["init", "-q", "-b", "main"])?;
-    git(dir, &["add", "-A"])?;
-    git(dir, &["commit", "-q", "-m", "baseline"])?;
-    let base = git(dir, &["rev-parse", "HEAD"])?;
+    let files = [("bench/bench.py", PY_BENCH), ("params.toml", "work_per_op = 13\n"), (".gitignore", "worktrees/\n")];
+    let base = scratch::init(dir, &files, "baseline")?;
     std::fs::write(dir.join("params.toml"), "work_per_op = 10\n")?;
-    git(dir, &["commit", "-q", "-am", "30% faster"])?;
-    let cand = git(dir, &["rev-parse", "HEAD"])?;
+    let cand = scratch::commit_all(dir, "30% faster")?;
     Ok((base, cand))
 }
 

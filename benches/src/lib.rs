@@ -1,6 +1,7 @@
 //! What the bench binaries share.
 
 pub mod report;
+pub mod scratch;
 
 #[cfg(test)]
 mod tests {

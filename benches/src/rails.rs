@@ -19,37 +19,18 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use protocol::governance::{Constitution, Ethos};
 use protocol::rails::Declaration;
 use protocol::work::SandboxSettings;
 use ratchet_bench::report::write_section;
+use ratchet_bench::scratch;
 
 const SECTION: &str = "## Rails (issue 11)";
 const RAIL_RUNS: usize = 30;
 const GATE_ROUNDS: usize = 3;
-
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "b")
-        .env("GIT_AUTHOR_EMAIL", "b@b")
-        .env("GIT_COMMITTER_NAME", "b")
-        .env("GIT_COMMITTER_EMAIL", "b@b")
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -118,11 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let repo = tmp.path().join("repo");
     copy_dir(&root.join("coordinator/demo-target"), &repo)?;
-    std::fs::write(repo.join(".gitignore"), "target/\nworktrees/\n")?;
-    git(&repo, &["init", "-q", "-b", "main"])?;
-    git(&repo, &["add", "-A"])?;
-    git(&repo, &["commit", "-q", "-m", "base"])?;
-    let base = git(&repo, &["rev-parse", "HEAD"])?;
+    let base = scratch::init(&repo, &[(".gitignore", "target/\nworktrees/\n")], "base")?;
 
     // The candidate: code, a loosened assertion, a new test file.
     let sort = std::fs::read_to_string(repo.join("src/sort.rs"))?;
@@ -140,9 +117,7 @@ async fn main() -> anyhow::Result<()> {
         repo.join("tests/twice.rs"),
         "#[test]\nfn twice_doubles() {\n    assert_eq!(sortbench::sort::twice(21), 42);\n}\n",
     )?;
-    git(&repo, &["add", "-A"])?;
-    git(&repo, &["commit", "-q", "-m", "candidate"])?;
-    let candidate = git(&repo, &["rev-parse", "HEAD"])?;
+    let candidate = scratch::commit_all(&repo, "candidate")?;
     let declaration = Declaration {
         files: vec!["src/sort.rs".into(), "tests/**".into()],
         rationale: "twice".into(),

@@ -10,16 +10,17 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ratchet_kit::exec::{RunSpec, SandboxMode};
 
-// The shared report module names kit as the `ratchet-bench` crate does.
+// The shared report and scratch modules name kit as the `ratchet-bench` crate does.
 extern crate ratchet_kit as kit;
 #[path = "../../benches/src/report.rs"]
 mod common;
 use common::{loadavg, write_section};
+#[path = "../../benches/src/scratch.rs"]
+mod scratch;
 
 const ROUNDS: usize = 40;
 const SECTION: &str = "## Sandbox (issue 8)";
@@ -32,23 +33,6 @@ const COMMANDS: [(&str, &str); 3] = [
     ),
     ("`sh tests/run.sh`-like: 20 small processes", "for i in $(seq 20); do cat f >/dev/null; done"),
 ];
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "b")
-        .env("GIT_AUTHOR_EMAIL", "b@b")
-        .env("GIT_COMMITTER_NAME", "b")
-        .env("GIT_COMMITTER_EMAIL", "b@b")
-        .status()
-        .expect("git runs")
-        .success();
-    assert!(ok, "git {args:?} failed");
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
@@ -67,13 +51,8 @@ fn main() {
 
     let tmp = tempfile::Builder::new().prefix("ratchet-sandbox-bench-").tempdir().expect("temp dir");
     let home = tmp.path().canonicalize().expect("canonical").join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    std::fs::write(home.join("f"), "x\n").expect("write");
-    std::fs::write(home.join(".gitignore"), "worktrees/\n").expect("write");
-    git(&home, &["init", "-q", "-b", "main"]);
-    git(&home, &["add", "-A"]);
-    git(&home, &["commit", "-qm", "bench"]);
-    git(&home, &["worktree", "add", "-q", "--detach", "worktrees/c1/tree"]);
+    scratch::init(&home, &[("f", "x\n"), (".gitignore", "worktrees/\n")], "bench").expect("the scratch home");
+    scratch::git(&home, &["worktree", "add", "-q", "--detach", "worktrees/c1/tree"]).expect("git worktree add");
     std::fs::create_dir_all(home.join("worktrees/.swarm")).expect("swarm dir");
     let checkout = home.join("worktrees/c1/tree");
 

@@ -70,6 +70,12 @@ impl Git {
         self
     }
 
+    /// The same, ignoring the user's and the system's git configuration (`GIT_CONFIG_GLOBAL=/dev/null`,
+    /// `GIT_CONFIG_NOSYSTEM=1`): tests and benches, whose repositories must not depend on the machine.
+    pub fn without_user_config(self) -> Git {
+        self.env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1")
+    }
+
     /// The same, committing as `name <email>` (author and committer).
     pub fn with_identity(self, name: &str, email: &str) -> Git {
         self.env("GIT_AUTHOR_NAME", name)
@@ -434,7 +440,7 @@ mod tests {
     }
 
     fn hermetic(dir: &Path) -> Git {
-        Git::new(dir).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1").with_identity("t", "t@t")
+        Git::new(dir).without_user_config().with_identity("t", "t@t")
     }
 
     #[test]
@@ -490,7 +496,7 @@ mod tests {
     #[test]
     fn input_and_async_runs() {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let git = Git::new(tmp.path()).env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CONFIG_NOSYSTEM", "1");
+        let git = Git::new(tmp.path()).without_user_config();
         git.run(["init", "-q"]).expect("git init");
         let big = vec![b'x'; 1 << 20];
         let id = git.run_input(["hash-object", "-w", "--stdin"], &big).expect("hash-object");

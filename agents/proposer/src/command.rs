@@ -348,11 +348,7 @@ mod tests {
         std::fs::write(repo.join(".gitignore"), "/build\n").unwrap();
         sh(&repo, "git init -q -b main && git add -A && git commit -q -m base");
         let head = sh(&repo, "git rev-parse HEAD");
-        kit::git::Git::new(&repo)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .scratch_checkout(&path, head.trim())
-            .unwrap();
+        kit::git::Git::new(&repo).without_user_config().scratch_checkout(&path, head.trim()).unwrap();
         Scratch { tmp, repo, path }
     }
 
