@@ -354,19 +354,8 @@ impl Engine {
                         // named, so its log starts with the `proposed` event.
                         self.make_branch(&branch, &cur.baseline, &p).await?;
                         let models = self.models_of(&p);
-                        self.st.current.as_mut().expect("cycle").candidates.push(Candidate {
-                            branch: branch.clone(),
-                            proposal: p.clone(),
-                            stage: Stage::Executing,
-                            exec: None,
-                            critique: None,
-                            eval: None,
-                            verdict: None,
-                            reasons: vec![],
-                            command_ms: 0,
-                            models,
-                            remeasured: false,
-                        });
+                        let candidate = Candidate::new(branch.clone(), p.clone(), models);
+                        self.st.current.as_mut().expect("cycle").candidates.push(candidate);
                         self.emit_by(
                             Some(&proposer),
                             Some(&branch),

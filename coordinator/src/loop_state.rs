@@ -94,6 +94,25 @@ pub struct Candidate {
     pub remeasured: bool,
 }
 
+impl Candidate {
+    /// A candidate just proposed: about to be executed, nothing measured or decided yet.
+    pub fn new(branch: String, proposal: Proposal, models: BTreeMap<String, String>) -> Candidate {
+        Candidate {
+            branch,
+            proposal,
+            stage: Stage::Executing,
+            exec: None,
+            critique: None,
+            eval: None,
+            verdict: None,
+            reasons: vec![],
+            command_ms: 0,
+            models,
+            remeasured: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleState {
     pub cycle: u64,

@@ -146,19 +146,7 @@ pub async fn compare_run(ctx: LoopCtx, req: CompareRequest) -> anyhow::Result<Co
             protocol::names::check_branch(&branch)?;
             eng.make_branch(&branch, &baseline, &p).await?;
             let models = eng.models_of(&p);
-            eng.st.current.as_mut().expect("set above").candidates.push(Candidate {
-                branch: branch.clone(),
-                proposal: p,
-                stage: super::Stage::Executing,
-                exec: None,
-                critique: None,
-                eval: None,
-                verdict: None,
-                reasons: vec![],
-                command_ms: 0,
-                models,
-                remeasured: false,
-            });
+            eng.st.current.as_mut().expect("set above").candidates.push(Candidate::new(branch.clone(), p, models));
             eng.run_candidate(0).await?;
             let cand = eng.st.current.as_ref().and_then(|c| c.candidates.first().cloned()).expect("the candidate");
             let verdict = cand.verdict.unwrap_or(Verdict::Infra);
