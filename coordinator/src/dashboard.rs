@@ -465,3 +465,54 @@ fn lineage(home: &Path, st: Option<&LoopState>, promotions: &[(PromotionRecord, 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+
+    /// The page reads a lease's `agent_id`, `task`, `branch`, `token` and `heartbeat_age_ms`.
+    #[test]
+    fn a_held_lease_shows_its_holder_task_and_heartbeat() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let git = kit::git::Git::new(tmp.path()).without_user_config().with_identity("t", "t@t");
+        git.run(["init", "-q", "-b", "main"]).expect("git init");
+        git.run(["commit", "-q", "--allow-empty", "-m", "base"]).expect("git commit");
+        let base = git.run(["rev-parse", "HEAD"]).expect("rev-parse");
+        let home = kit::substrate::Home::open(tmp.path())
+            .expect("a repository")
+            .with_git_env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .with_git_env("GIT_CONFIG_NOSYSTEM", "1");
+        let bd = kit::substrate::add_worktree(&home, "b", &base).expect("a branch");
+        let task = TaskFile {
+            version: TASK_FILE_VERSION,
+            id: "t1".into(),
+            branch: "b".into(),
+            role: "executor".into(),
+            skill: "execute".into(),
+            attempt: 1,
+            max_attempts: 3,
+            token: 0,
+            state: TaskFileState::Queued,
+            created_at: protocol::timestamp(std::time::SystemTime::now()),
+            ttl_ms: 60_000,
+            input: serde_json::json!({}),
+            governance: Default::default(),
+            history: vec![],
+        };
+        kit::substrate::queue_task(&bd, &task).expect("queued");
+        let _held = kit::substrate::try_claim(&bd, "t1", "executor-1").expect("claim").expect("claimable");
+        let nowhere = crate::supervisor::Whereabouts { members: vec![], slurm_jobs: vec![] };
+        let v = serde_json::to_value(super::leases(&home, &nowhere)).expect("serializes");
+        let l = &v[0];
+        assert_eq!(
+            (&l["agent_id"], &l["task"], &l["branch"], &l["token"]),
+            (&"executor-1".into(), &"t1".into(), &"b".into(), &0.into()),
+            "{v:#}"
+        );
+        assert!(l["heartbeat_age_ms"].is_u64() && l["ttl_ms"] == 60_000, "{v:#}");
+        assert_eq!(
+            (&l["host"], &l["engine"], &l["remote"]),
+            (&kit::substrate::hostname().into(), &"local".into(), &false.into())
+        );
+    }
+}
