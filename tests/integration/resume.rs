@@ -44,12 +44,10 @@ fn kill_everything(up: &mut UpRun, what: &str) {
     }
 }
 
-/// Replace loop.json (as the loop writes it: temp file, then rename).
+/// Replace loop.json as the loop writes it (`kit::files::write_atomic`).
 fn rewrite_loop_state(root: &Path, st: &Value) {
-    let path = root.join("worktrees/.swarm/loop.json");
-    let tmp = root.join("worktrees/.swarm/.loop.json.test.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(st).expect("json")).expect("write loop.json");
-    std::fs::rename(&tmp, &path).expect("rename loop.json");
+    let path = kit::layout::Layout::new(root).loop_state();
+    kit::files::write_atomic(&path, &serde_json::to_vec_pretty(st).expect("json")).expect("write loop.json");
 }
 
 /// Cut the swarm's event log after its only event of type `ty`.

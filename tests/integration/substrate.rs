@@ -303,6 +303,21 @@ fn a_stopped_holder_loses_its_lease_and_its_late_result_is_refused() {
 }
 
 #[test]
+fn a_result_for_a_removed_branch_directory_fails_and_does_not_make_it_again() {
+    let t = TestHome::new();
+    let home = open_home(&t);
+    let bd = add_worktree(&home, "gone", &head(t.path())).expect("adding a worktree");
+    queue_task(&bd, &task(&bd, "job", 60_000, 3)).expect("queueing");
+    let lease = try_claim(&bd, "job", "w1").expect("claiming").expect("the task is claimable");
+    // The branch's directory goes (removed by hand) while its holder works.
+    fs::remove_dir_all(bd.dir()).expect("removing the branch directory");
+    let e = lease.finish(Outcome::Success, "late", json!({})).expect_err("there is no branch to write into");
+    let result = bd.results_dir().join("job.0.json");
+    assert!(e.to_string().starts_with(&format!("writing {}", result.display())), "{e}");
+    assert!(!bd.dir().exists(), "the write made the removed branch directory again");
+}
+
+#[test]
 fn promotion_is_refused_when_main_moved() {
     let t = TestHome::new();
     let home = open_home(&t);
