@@ -219,6 +219,13 @@ async fn counters_item(gov: &Governance) -> Item {
 /// The baseline's noise and the settings it suggests.
 pub fn noise_item(gov: &Governance, c: &protocol::evaluation::Calibration) -> Item {
     let e = &gov.ethos;
+    // Duet pairing is refused on Slurm (each side would be its own job): there, the quiet
+    // hardware comes from an exclusive, pinned benchmark node.
+    let quieter = if gov.constitution.jobs.is_local() {
+        "pairing = \"duet\" (both sides at once on their own CPUs)"
+    } else {
+        "exclusive_bench = true and bench_cpu in constitution.md [constitution.jobs] (a whole, pinned Slurm node per run)"
+    };
     let mut detail = format!("{}; first look at round {}", c.describe(), c.first_look);
     let mut advice = vec![];
     if c.first_look > e.min_rounds {
@@ -234,7 +241,7 @@ pub fn noise_item(gov: &Governance, c: &protocol::evaluation::Calibration) -> It
                 .push_str(&format!("; min_effect {:.1}% is {ratio:.1}x the noise of one round", e.min_effect * 100.0));
             if ratio < 1.0 {
                 advice.push(format!(
-                    "min_effect of at least {:.1}% (twice the spread), pairing = \"duet\" (both sides at once on their own CPUs), or a quieter machine: an effect of {:.1}% drowns in ±{:.1}% per round",
+                    "min_effect of at least {:.1}% (twice the spread), {quieter}, or a quieter machine: an effect of {:.1}% drowns in ±{:.1}% per round",
                     s * 200.0,
                     e.min_effect * 100.0,
                     s * 100.0
@@ -252,7 +259,7 @@ pub fn noise_item(gov: &Governance, c: &protocol::evaluation::Calibration) -> It
     }
     if c.outlier_share > 0.2 {
         advice.push(format!(
-            "{:.0}% of the rounds were outliers (bursts hitting one side): pairing = \"duet\" runs both sides at once",
+            "{:.0}% of the rounds were outliers (bursts hitting one side): {quieter}",
             c.outlier_share * 100.0
         ));
     }
@@ -260,5 +267,48 @@ pub fn noise_item(gov: &Governance, c: &protocol::evaluation::Calibration) -> It
         Item::ok("noise", format!("{detail}; the settings in ethos.md suit it"))
     } else {
         Item::warn("noise", detail, Some("ethos.md".into()), Some(format!("consider {}", advice.join("; "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::evaluation::Calibration;
+    use protocol::governance::{self, JobEngine, Pairing};
+
+    fn demo_governance() -> Governance {
+        let texts = governance::DOCS
+            .iter()
+            .map(|d| (d.to_string(), crate::demo_target::file(d).expect("embedded").to_string()))
+            .collect();
+        Governance::from_texts(texts).expect("the demo's documents parse")
+    }
+
+    /// Noise far above min_effect, with bursts: the advice names a way to quieter rounds that this
+    /// job engine allows (duet is refused on Slurm).
+    #[test]
+    fn the_noise_advice_suits_the_job_engine() {
+        let c = Calibration {
+            pairing: Pairing::Sequential,
+            base: "abc".into(),
+            rounds: 8,
+            spread: Some(0.2),
+            outlier_share: 0.5,
+            first_look: 5,
+            at: "2026-11-29T18:00:00Z".into(),
+            pairs: vec![],
+            counter: None,
+        };
+        let mut gov = demo_governance();
+        let advice = |gov: &Governance| {
+            let item = noise_item(gov, &c);
+            assert_eq!(item.status, Status::Warn, "{item:?}");
+            item.fix.expect("advice")
+        };
+        let local = advice(&gov);
+        assert!(local.matches("pairing = \"duet\"").count() == 2 && !local.contains("exclusive_bench"), "{local}");
+        gov.constitution.jobs.engine = JobEngine::Slurm;
+        let slurm = advice(&gov);
+        assert!(!slurm.contains("duet") && slurm.matches("exclusive_bench = true").count() == 2, "{slurm}");
     }
 }
