@@ -87,19 +87,17 @@ fn a_misconfigured_repository_stops_before_any_candidate_with_the_fix() {
     );
 }
 
+/// The coordinator's URL in the running swarm's state.json, once it is there.
+fn coordinator_url(root: &Path) -> Option<String> {
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("worktrees/.swarm/state.json")).ok()?).ok()?;
+    let url = state["agents"].as_array()?.iter().find(|a| a["role"] == "coordinator")?["url"].as_str()?;
+    Some(url.trim_end_matches('/').to_string())
+}
+
 /// The coordinator's URL and the swarm's token, from the running swarm's files.
 fn coordinator(root: &Path) -> (String, String) {
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("worktrees/.swarm/state.json")).unwrap()).unwrap();
-    let url = state["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["role"] == "coordinator")
-        .and_then(|a| a["url"].as_str())
-        .expect("a coordinator url")
-        .trim_end_matches('/')
-        .to_string();
+    let url = coordinator_url(root).expect("a coordinator url");
     let token = std::fs::read_to_string(root.join("worktrees/.swarm/token")).unwrap().trim().to_string();
     (url, token)
 }
@@ -436,10 +434,8 @@ fn the_dashboard_shows_where_a_remote_member_runs() {
     let mut cmd: Command = t.command(&bin("ratchet"));
     cmd.args(["up", "--json", "--no-check", "--repo"]).arg(t.path());
     let mut up = UpRun::spawn_cmd(cmd, t.path());
-    up.wait_until("the coordinator", RUN, |root| {
-        std::fs::read_to_string(root.join("worktrees/.swarm/state.json"))
-            .is_ok_and(|s| s.contains("\"role\": \"coordinator\"") && s.contains("http://"))
-    });
+    // The coordinator's own url: another member's may be written first.
+    up.wait_until("the coordinator", RUN, |root| coordinator_url(root).is_some_and(|u| u.starts_with("http://")));
     let (url, token) = coordinator(t.path());
     let far = tempfile::tempdir().unwrap();
     let _exec = ratchet_tests::spawn_agent(
