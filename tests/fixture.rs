@@ -788,6 +788,14 @@ impl UpRun {
         };
         // The pipes close when every process holding them is gone: bounded by the deadline.
         let stdout = self.stdout.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        // Every line the reader thread has yet to pass on: it ends at the pipe's end.
+        while Instant::now() < deadline {
+            match self.stderr_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => self.stderr_seen.push(l),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
         let stderr = self.stderr();
         let summary = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
         Run { status, summary, stdout, stderr }
