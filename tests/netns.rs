@@ -8,8 +8,10 @@
 //! is missing. `tests/run` sets `RATCHET_TEST_SKIP_NETNS=1` (and says so) where namespaces cannot
 //! be made; [`skip_reason`] reads it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::{ProcGuard, bin, hermetic};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -37,6 +39,36 @@ pub struct Hosts {
 }
 
 impl Hosts {
+    /// A remote member `program` on host `i`: its own home (`<home>/repo`, no path shared with
+    /// the coordinator), the coordinator by url and the swarm's token, its output in
+    /// `<home>/<name>.out` and `<home>/<name>.log`.
+    pub fn remote_member(
+        &self,
+        i: usize,
+        program: &str,
+        name: &str,
+        home: &Path,
+        coordinator: &str,
+        token: &str,
+    ) -> ProcGuard {
+        std::fs::create_dir_all(home).expect("member home");
+        let w = self.wrapper(i);
+        let mut cmd = Command::new(&w[0]);
+        hermetic(&mut cmd, home);
+        cmd.args(&w[1..])
+            .arg(bin(program))
+            .env("RATCHET_HOME", home.join("repo"))
+            .env("RATCHET_AGENT_NAME", name)
+            .env("RATCHET_HOST", format!("host{i}"))
+            .env("RATCHET_TOKEN", token)
+            .env("RATCHET_COORDINATOR_URL", coordinator)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(home.join(format!("{name}.out"))).expect("log file"))
+            .stderr(std::fs::File::create(home.join(format!("{name}.log"))).expect("log file"));
+        ProcGuard::spawn(cmd)
+    }
+
     /// `n` hosts (at least 2). Panics with what is missing when namespaces cannot be made.
     pub fn new(n: usize) -> Hosts {
         assert!(n >= 2, "at least two hosts");

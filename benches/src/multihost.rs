@@ -32,7 +32,7 @@ use ratchet_bench::report::{loadavg, write_section};
 use ratchet_tests::fixture::{Proposer, Spec, Target, UpRun};
 use ratchet_tests::netns::Hosts;
 use ratchet_tests::slurm::Cluster;
-use ratchet_tests::{ProcGuard, TestHome, bin, git_in, hermetic, spawn_agent};
+use ratchet_tests::{TestHome, bin, git_in, spawn_agent};
 use serde_json::Value;
 
 const SECTION: &str = "## Beyond one machine (issue 16)";
@@ -68,23 +68,6 @@ fn local() -> anyhow::Result<Loop> {
     let t = Target::new(spec());
     let up = t.spawn_up(&["--max-cycles", "1", "--no-check"]);
     finish(&t, up)
-}
-
-fn member(hosts: &Hosts, i: usize, program: &str, home: &Path, url: &str, token: &str) -> ProcGuard {
-    std::fs::create_dir_all(home).expect("member home");
-    let w = hosts.wrapper(i);
-    let mut cmd = Command::new(&w[0]);
-    hermetic(&mut cmd, home);
-    cmd.args(&w[1..])
-        .arg(bin(program))
-        .env("RATCHET_HOME", home.join("repo"))
-        .env("RATCHET_AGENT_NAME", format!("{program}-h{i}"))
-        .env("RATCHET_TOKEN", token)
-        .env("RATCHET_COORDINATOR_URL", url)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    ProcGuard::spawn(cmd)
 }
 
 /// The remote loop, and the git transport one remote candidate costs (ms), timed against its
@@ -148,8 +131,8 @@ fn remote() -> anyhow::Result<(Loop, u64)> {
         // The executor fetches and pushes, the evaluator fetches.
         Ok((2 * fetch + push).as_millis() as u64)
     })?;
-    let _exec = member(&hosts, 1, "executor", &world.join("h1"), &url(1), &token);
-    let _eval = member(&hosts, 2, "evaluator", &world.join("h2"), &url(2), &token);
+    let _exec = hosts.remote_member(1, "executor", "executor-h1", &world.join("h1"), &url(1), &token);
+    let _eval = hosts.remote_member(2, "evaluator", "evaluator-h2", &world.join("h2"), &url(2), &token);
     Ok((finish(&t, up)?, transport))
 }
 

@@ -12,7 +12,7 @@ use kit::client::{A2aClient, skill_message};
 use protocol::remote::{ClaimAnswer, LeaseCall, incoming_ref};
 use ratchet_tests::fixture::{Proposer, Spec, Target, of_type, read_jsonl};
 use ratchet_tests::netns::{Hosts, skip_reason};
-use ratchet_tests::{ProcGuard, bin, git_in, hermetic};
+use ratchet_tests::{bin, git_in, hermetic};
 use serde_json::{Value, json};
 
 const RUN: Duration = Duration::from_secs(240);
@@ -34,34 +34,6 @@ fn branch_events(root: &Path) -> Vec<Value> {
 
 fn has_event(root: &Path, ty: &str, pred: impl Fn(&Value) -> bool) -> bool {
     branch_events(root).iter().any(|e| e["type"] == ty && pred(e))
-}
-
-/// A leased agent started in host `i` with its own home, claiming from `coordinator`.
-fn remote_member(
-    hosts: &Hosts,
-    i: usize,
-    program: &str,
-    name: &str,
-    home: &Path,
-    coordinator: &str,
-    token: &str,
-) -> ProcGuard {
-    std::fs::create_dir_all(home).expect("member home");
-    let w = hosts.wrapper(i);
-    let mut cmd = Command::new(&w[0]);
-    hermetic(&mut cmd, home);
-    cmd.args(&w[1..])
-        .arg(bin(program))
-        .env("RATCHET_HOME", home.join("repo"))
-        .env("RATCHET_AGENT_NAME", name)
-        .env("RATCHET_HOST", format!("host{i}"))
-        .env("RATCHET_TOKEN", token)
-        .env("RATCHET_COORDINATOR_URL", coordinator)
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::fs::File::create(home.join(format!("{name}.out"))).expect("log file"))
-        .stderr(std::fs::File::create(home.join(format!("{name}.log"))).expect("log file"));
-    ProcGuard::spawn(cmd)
 }
 
 fn logs_of(dir: &Path) -> String {
@@ -213,8 +185,8 @@ fn remote_executor_and_evaluator_run_the_loop_over_git_between_network_namespace
     });
 
     // 2. The real members, each on its own host with its own empty repository.
-    let _exec = remote_member(&hosts, 1, "executor", "exec-h1", &world.join("h1"), &coordinator_for(1), &token);
-    let mut eval = remote_member(&hosts, 2, "evaluator", "eval-h2", &world.join("h2"), &coordinator_for(2), &token);
+    let _exec = hosts.remote_member(1, "executor", "exec-h1", &world.join("h1"), &coordinator_for(1), &token);
+    let mut eval = hosts.remote_member(2, "evaluator", "eval-h2", &world.join("h2"), &coordinator_for(2), &token);
     // 3. The evaluator's host dies during its first evaluation: its lease expires by heartbeat
     // and the task is re-queued; a new evaluator on that host finishes the work.
     up.wait_until("the remote evaluator holding a task", RUN, |root| {
@@ -235,7 +207,7 @@ fn remote_executor_and_evaluator_run_the_loop_over_git_between_network_namespace
     up.wait_until("the dead evaluator's lease expired", Duration::from_secs(60), |root| {
         has_event(root, "lease_expired", |e| e["holder"] == "eval-h2")
     });
-    let _eval2 = remote_member(&hosts, 2, "evaluator", "eval-h2b", &world.join("h2"), &coordinator_for(2), &token);
+    let _eval2 = hosts.remote_member(2, "evaluator", "eval-h2b", &world.join("h2"), &coordinator_for(2), &token);
     let run = up.finish(RUN);
     let logs = format!("{}\n{}\n{}", t.agent_logs(), logs_of(&world.join("h1")), logs_of(&world.join("h2")));
     assert!(run.status.success(), "ratchet up failed: {}\n{logs}", run.stderr);
