@@ -7,7 +7,8 @@ use kit::git::Git;
 use protocol::evaluation::{Sampling, Side};
 use protocol::events::{Event, EventKind};
 use serde::Serialize;
-use serde_json::Value;
+
+use crate::record::{j, kind};
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
@@ -120,24 +121,6 @@ pub fn explain(home: &Path, rev: &str) -> anyhow::Result<Explanation> {
         model_choice,
         events: mine,
     })
-}
-
-/// A value as `ratchet explain` prints it: a string as is, nothing as `-`, anything else as JSON.
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
-/// [`s`] of a typed value.
-fn j<T: Serialize>(v: &T) -> String {
-    s(&serde_json::to_value(v).unwrap_or(Value::Null))
-}
-
-fn kind(e: &Option<Event>) -> Option<&EventKind> {
-    e.as_ref().map(|e| &e.kind)
 }
 
 pub fn render(x: &Explanation) -> String {

@@ -107,8 +107,9 @@ pub fn find(home: &Path, rev: &str) -> anyhow::Result<Option<CandidateRecord>> {
     }))
 }
 
-/// A value as the record prints it: a string as is, nothing as `-`, anything else as JSON.
-fn s(v: &Value) -> String {
+/// A value as the record and `ratchet explain` print it: a string as is, nothing as `-`,
+/// anything else as JSON.
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -117,11 +118,11 @@ fn s(v: &Value) -> String {
 }
 
 /// [`s`] of a typed value.
-fn j<T: Serialize>(v: &T) -> String {
+pub(crate) fn j<T: Serialize>(v: &T) -> String {
     s(&serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
-fn kind(e: &Option<Event>) -> Option<&EventKind> {
+pub(crate) fn kind(e: &Option<Event>) -> Option<&EventKind> {
     e.as_ref().map(|e| &e.kind)
 }
 

@@ -100,13 +100,7 @@ impl AgentsFile {
         let parsed: AgentsFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             let msg = e.message().to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .map(String::from)
-                .or_else(|| e.span().and_then(|s| crate::governance::toml_key_at(text, s.start)))
-                .unwrap_or_else(|| "agent".into());
+            let field = crate::governance::toml_error_field(text, &e, "agent");
             let fix = if msg.contains("unknown field `token`") {
                 "never put a token inline (this file is committed): put it in an environment variable and set token_env = \"VAR\", or in a file outside the repository and set token_file = \"path\""
             } else if msg.contains("unknown field") {

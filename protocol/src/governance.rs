@@ -147,13 +147,7 @@ fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
     toml::from_str(body).map_err(|e| {
         let line = e.span().map(|s| body[..s.start].matches('\n').count()).unwrap_or(0) + first_line;
         let msg = e.message().to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.contains("field"))
-            .map(String::from)
-            .or_else(|| e.span().and_then(|s| toml_key_at(body, s.start)))
-            .unwrap_or_else(|| "settings".into());
+        let field = toml_error_field(body, &e, "settings");
         let fix = if msg.contains("unknown field `endpoint`") {
             "model endpoints are declared once, in constitution.md [constitution.models.<name>] (url, model, api_key_env); \
              refer to one by name here: [proposer] model = \"<name>\""
@@ -166,6 +160,18 @@ fn parse_block<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result
         };
         GovernanceError { file: file.into(), line, field, problem: msg, fix: fix.into() }
     })
+}
+
+/// The field a TOML parse error of `text` is about: the one its message names (unknown or missing
+/// field), else the key of the line it points at, else `default`.
+pub(crate) fn toml_error_field(text: &str, e: &toml::de::Error, default: &str) -> String {
+    let msg = e.message();
+    msg.split('`')
+        .nth(1)
+        .filter(|_| msg.contains("field"))
+        .map(String::from)
+        .or_else(|| e.span().and_then(|s| toml_key_at(text, s.start)))
+        .unwrap_or_else(|| default.into())
 }
 
 /// The key of the `key = value` line of TOML `text` that holds byte `offset` (for an error about

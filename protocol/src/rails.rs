@@ -80,13 +80,7 @@ impl Declaration {
     pub fn from_toml(source_name: &str, text: &str) -> Result<Declaration, DeclarationError> {
         let d: Declaration = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .map(String::from)
-                .or_else(|| e.span().and_then(|s| crate::governance::toml_key_at(text, s.start)))
-                .unwrap_or_else(|| "declaration".into());
+            let field = crate::governance::toml_error_field(text, &e, "declaration");
             DeclarationError {
                 source_name: source_name.into(),
                 field,
