@@ -279,29 +279,18 @@ fn propose(
         forbid_paths: vec![pattern.file.clone()],
     };
     let new_text = with_rule(base, &rule, id)?;
+    let summary = format!(
+        "forbid {}: {} candidates were rejected by the {} rail for it{}",
+        pattern.file,
+        evidence.len(),
+        pattern.rail,
+        class.map(|c| format!(" (tampering with {c})")).unwrap_or_default()
+    );
     let p = Proposal {
-        v: PROPOSAL_VERSION,
-        id: id.to_string(),
-        doc: CONSTITUTION.into(),
-        summary: format!(
-            "forbid {}: {} candidates were rejected by the {} rail for it{}",
-            pattern.file,
-            evidence.len(),
-            pattern.rail,
-            class.map(|c| format!(" (tampering with {c})")).unwrap_or_default()
-        ),
         pattern: Some(pattern.clone()),
         rule: Some(rule),
-        model: None,
-        compare: None,
-        setting: None,
-        base_sha256: hash(base),
-        new_text,
         evidence,
-        created_at: protocol::timestamp(std::time::SystemTime::now()),
-        status: ProposalStatus::Pending,
-        decided_at: None,
-        decided_by: None,
+        ..pending(id.to_string(), CONSTITUTION, summary, base, new_text)
     };
     write(home, &p)?;
     Ok(p)
@@ -395,24 +384,8 @@ pub fn propose_setting(home: &Path, gov: &Governance, edit: SettingEdit) -> anyh
         return Ok(None);
     }
     let new_text = with_setting(base, &edit.key, edit.to)?;
-    let p = Proposal {
-        v: PROPOSAL_VERSION,
-        id: id.clone(),
-        doc: cadence.into(),
-        summary: format!("{} {} -> {} (the loop's diagnosis: {})", edit.key, edit.from, edit.to, edit.reason),
-        pattern: None,
-        rule: None,
-        model: None,
-        compare: None,
-        setting: Some(edit),
-        base_sha256: hash(base),
-        new_text,
-        evidence: vec![],
-        created_at: protocol::timestamp(std::time::SystemTime::now()),
-        status: ProposalStatus::Pending,
-        decided_at: None,
-        decided_by: None,
-    };
+    let summary = format!("{} {} -> {} (the loop's diagnosis: {})", edit.key, edit.from, edit.to, edit.reason);
+    let p = Proposal { setting: Some(edit), ..pending(id.clone(), cadence, summary, base, new_text) };
     write(home, &p)?;
     Ok(Some(p))
 }
@@ -424,15 +397,28 @@ pub fn propose_model_switch(home: &Path, gov: &Governance, model: &str, compare:
     let base = gov.texts.get(cadence).context("the governance in force has no cadence text")?;
     let new_text = with_model(base, model)?;
     let id = format!("p-{}", &hash(&format!("model\0{model}\0{}", hash(base)))[..12]);
+    let summary = format!("switch the proposer to model {model}: `ratchet models compare` decided PROMOTE");
     let p = Proposal {
-        v: PROPOSAL_VERSION,
-        id: id.clone(),
-        doc: cadence.into(),
-        summary: format!("switch the proposer to model {model}: `ratchet models compare` decided PROMOTE"),
-        pattern: None,
-        rule: None,
         model: Some(model.to_string()),
         compare: Some(compare),
+        ..pending(id.clone(), cadence, summary, base, new_text)
+    };
+    write(home, &p)?;
+    Ok(p)
+}
+
+/// A pending proposal to replace `doc`'s approved text `base` by `new_text`, made now; the
+/// callers add what it is about (a rule, a setting, a model).
+fn pending(id: String, doc: &str, summary: String, base: &str, new_text: String) -> Proposal {
+    Proposal {
+        v: PROPOSAL_VERSION,
+        id,
+        doc: doc.into(),
+        summary,
+        pattern: None,
+        rule: None,
+        model: None,
+        compare: None,
         setting: None,
         base_sha256: hash(base),
         new_text,
@@ -441,9 +427,7 @@ pub fn propose_model_switch(home: &Path, gov: &Governance, model: &str, compare:
         status: ProposalStatus::Pending,
         decided_at: None,
         decided_by: None,
-    };
-    write(home, &p)?;
-    Ok(p)
+    }
 }
 
 #[cfg(test)]
