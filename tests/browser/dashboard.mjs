@@ -89,7 +89,7 @@ try {
         await page.waitForSelector(lease, { timeout });
         seen.lease_where = await page.locator(lease).innerText();
       }
-      seen.members = await page.$$eval("#members tr[data-member]", (rows) => rows.map((r) => r.innerText.replace(/\s+/g, " ")));
+      seen.members = await page.$$eval("#members tr[data-member]", (rows) => rows.map((r) => Array.from(r.cells, (c) => c.textContent.trim()).join(" ").replace(/\s+/g, " ")));
     }
     if (step.screenshot && opts.screenshots) {
       const path = join(opts.screenshots, step.screenshot + ".png");
