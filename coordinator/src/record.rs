@@ -221,7 +221,7 @@ pub fn render(r: &CandidateRecord) -> String {
     o.push_str(&format!("  {summary} ({strategy} strategy), files {files}\n"));
     o.push_str(&render_declaration(declaration_of(&r.proposal)));
     let (outcome, gates) = match kind(&r.execution) {
-        Some(EventKind::Executed { outcome, gates, .. }) => (outcome.clone(), gates.as_slice()),
+        Some(EventKind::Executed { outcome, gates, .. }) => (outcome.to_string(), gates.as_slice()),
         _ => (dash(), &[][..]),
     };
     o.push_str(&format!("\ngates (executor): {outcome}\n"));

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::models::{ModelCall, ModelEndpoint, ModelId, Usage, excerpt};
+use protocol::models::{CallOutcome, ModelCall, ModelEndpoint, ModelId, Usage, excerpt};
 use serde_json::{Value, json};
 
 /// Why a call gave no answer. Never the candidate's fault: an infrastructure failure, retried.
@@ -83,7 +83,7 @@ impl ModelClient {
             stage: stage.to_string(),
             model: self.id.clone(),
             started_at: protocol::timestamp(std::time::SystemTime::now()),
-            outcome: "error".into(),
+            outcome: CallOutcome::Error,
             response_id: None,
             usage: Usage { calls: 1, ..Usage::default() },
             detail: None,
@@ -112,7 +112,7 @@ impl ModelClient {
             call.detail = Some(problem.clone());
             return (Err(fail(problem)), call);
         };
-        call.outcome = "ok".into();
+        call.outcome = CallOutcome::Ok;
         call.answer = Some(excerpt(text));
         (Ok(text.to_string()), call)
     }

@@ -57,7 +57,7 @@ impl Event {
             EventKind::ModelCalled {
                 stage: call.stage.clone(),
                 started_at: call.started_at.clone(),
-                outcome: call.outcome.clone(),
+                outcome: call.outcome,
                 response_id: call.response_id.clone(),
                 detail: call.detail.clone(),
                 answer: call.answer.clone(),
@@ -232,8 +232,8 @@ pub enum EventKind {
     Executed {
         candidate: String,
         commit: String,
-        /// How the execute task ended: success, candidate-failure, infra-failure, canceled.
-        outcome: String,
+        /// How the execute task ended.
+        outcome: crate::lease::TaskEnd,
         gates: Vec<crate::work::CommandRun>,
         /// The baseline's tests against the candidate's code (ethos.md `trusted_tests`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,8 +334,7 @@ pub enum EventKind {
     ModelCalled {
         stage: String,
         started_at: String,
-        /// ok | malformed | error
-        outcome: String,
+        outcome: crate::models::CallOutcome,
         response_id: Option<String>,
         detail: Option<String>,
         answer: Option<String>,

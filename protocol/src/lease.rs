@@ -58,6 +58,47 @@ impl TaskFileState {
     pub fn is_final(self) -> bool {
         !matches!(self, TaskFileState::Queued)
     }
+
+    /// How a task ended, as the `executed` event says it.
+    pub fn end(self) -> TaskEnd {
+        match self {
+            TaskFileState::Done => TaskEnd::Success,
+            TaskFileState::Failed => TaskEnd::CandidateFailure,
+            TaskFileState::InfraFailed => TaskEnd::InfraFailure,
+            TaskFileState::Canceled => TaskEnd::Canceled,
+            TaskFileState::Queued => TaskEnd::Queued,
+        }
+    }
+}
+
+/// How a stage's task ended, in the words of an [`Outcome`] (`executed` events): a task that is
+/// still queued when the loop gives up on it says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskEnd {
+    Success,
+    CandidateFailure,
+    InfraFailure,
+    Canceled,
+    Queued,
+}
+
+impl TaskEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEnd::Success => "success",
+            TaskEnd::CandidateFailure => "candidate-failure",
+            TaskEnd::InfraFailure => "infra-failure",
+            TaskEnd::Canceled => "canceled",
+            TaskEnd::Queued => "queued",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `tasks/<task>.json`.

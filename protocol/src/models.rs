@@ -181,6 +181,35 @@ impl Usage {
     }
 }
 
+/// How a model call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallOutcome {
+    /// A usable answer.
+    Ok,
+    /// An answer that is not what was asked: no diff, a diff that does not apply, JSON that
+    /// fails validation.
+    Malformed,
+    /// No answer: transport, HTTP status, timeout.
+    Error,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Malformed => "malformed",
+            CallOutcome::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One call to a model, as evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCall {
@@ -189,10 +218,7 @@ pub struct ModelCall {
     pub model: ModelId,
     /// RFC 3339, when the request was sent.
     pub started_at: String,
-    /// `ok` (a usable answer), `malformed` (an answer that is not what was asked: no diff, a diff
-    /// that does not apply, JSON that fails validation) or `error` (no answer: transport, HTTP
-    /// status, timeout).
-    pub outcome: String,
+    pub outcome: CallOutcome,
     /// The server's completion id, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_id: Option<String>,

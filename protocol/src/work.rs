@@ -731,5 +731,29 @@ mod tests {
         assert_eq!(Verdict::from(Outcome::Better), Verdict::Promote);
         assert_eq!(Verdict::from(Outcome::GuardRegressed), Verdict::Reject);
         assert_eq!(Verdict::from(Outcome::TooNoisy), Verdict::Hold);
+        // How a task and a model call ended (`executed` and `model_called` events).
+        use crate::lease::{TaskEnd, TaskFileState};
+        let ends = [
+            TaskFileState::Done,
+            TaskFileState::Failed,
+            TaskFileState::InfraFailed,
+            TaskFileState::Canceled,
+            TaskFileState::Queued,
+        ]
+        .map(TaskFileState::end);
+        expect![[r#"["success","candidate-failure","infra-failure","canceled","queued"]"#]]
+            .assert_eq(&serde_json::to_string(&ends).unwrap());
+        for e in ends {
+            assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
+            assert_eq!(format!("{e:<18}|"), format!("{:<18}|", e.as_str()));
+        }
+        assert!(serde_json::from_str::<TaskEnd>(r#""done""#).is_err());
+        use crate::models::CallOutcome;
+        let calls = [CallOutcome::Ok, CallOutcome::Malformed, CallOutcome::Error];
+        expect![[r#"["ok","malformed","error"]"#]].assert_eq(&serde_json::to_string(&calls).unwrap());
+        for c in calls {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        assert!(serde_json::from_str::<CallOutcome>(r#""timeout""#).is_err());
     }
 }

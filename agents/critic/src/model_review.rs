@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kit::model::ModelClient;
-use protocol::models::{ModelCall, ModelId, ReviewMode, ReviewSettings};
+use protocol::models::{CallOutcome, ModelCall, ModelId, ReviewMode, ReviewSettings};
 use serde_json::{Value, json};
 
 use crate::{Finding, Review, Severity};
@@ -136,7 +136,7 @@ pub async fn ask(
         let (answer, mut call) = client.chat("review", &system, &user, Some(&schema)).await;
         let checked = answer.map_err(|e| e.to_string()).and_then(|text| {
             validate(&text, files, settings.max_findings).inspect_err(|why| {
-                call.outcome = "malformed".into();
+                call.outcome = CallOutcome::Malformed;
                 call.detail = Some(why.clone());
             })
         });

@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use kit::model::ModelClient;
-use protocol::models::ModelCall;
+use protocol::models::{CallOutcome, ModelCall};
 use protocol::rails::Declaration;
 use serde_json::{Value, json};
 
@@ -217,7 +217,7 @@ pub async fn propose_openai(
         }
     };
     let mut malformed = |detail: String, e: ProposalError| {
-        call.outcome = "malformed".into();
+        call.outcome = CallOutcome::Malformed;
         call.detail = Some(detail);
         Err(e)
     };
@@ -438,7 +438,7 @@ mod tests {
         )
         .await;
         let p = p.unwrap();
-        assert_eq!(call.outcome, "ok");
+        assert_eq!(call.outcome, CallOutcome::Ok);
         assert_eq!(
             (call.usage.prompt_tokens, call.usage.cached_prompt_tokens, call.usage.completion_tokens),
             (40, 30, 9)

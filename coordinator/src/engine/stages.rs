@@ -159,7 +159,7 @@ impl Engine {
             c.command_ms += o.command_ms;
         }
         let summary = result.as_ref().map(|r| r.summary.clone()).unwrap_or_default();
-        let outcome = task_outcome(&task);
+        let outcome = task.state.end();
         self.emit_by(
             result.as_ref().map(|r| r.agent_id.as_str()),
             Some(bd.branch()),
@@ -167,7 +167,7 @@ impl Engine {
             EventKind::Executed {
                 candidate: c.proposal.id.clone(),
                 commit: out.as_ref().map(|o| o.commit.clone()).unwrap_or_default(),
-                outcome: outcome.clone(),
+                outcome,
                 gates: out.as_ref().map(|o| o.gates.clone()).unwrap_or_default(),
                 trusted: out.as_ref().and_then(|o| o.trusted.clone()),
             },
@@ -553,15 +553,4 @@ impl Engine {
 /// A candidate that failed its gates after it was committed gets the static rails only.
 pub(super) fn rails_only(c: &Candidate) -> bool {
     c.verdict == Some(Verdict::Failed) && c.exec.as_ref().is_some_and(|e| !e.commit.is_empty())
-}
-
-fn task_outcome(t: &TaskFile) -> String {
-    match t.state {
-        TaskFileState::Done => "success",
-        TaskFileState::Failed => "candidate-failure",
-        TaskFileState::InfraFailed => "infra-failure",
-        TaskFileState::Canceled => "canceled",
-        TaskFileState::Queued => "queued",
-    }
-    .into()
 }
