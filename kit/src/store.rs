@@ -90,12 +90,26 @@ struct LogLine {
     event: StreamEvent,
 }
 
-/// The same line, serialized without taking the event.
+/// The same line, serialized without taking the event (a [`StreamEvent`], or a borrowed form
+/// that serializes to the same JSON, such as [`StatusLine`]).
 #[derive(Serialize)]
-struct LogLineRef<'a> {
+struct LogLineRef<'a, E> {
     task: &'a str,
     seq: u64,
-    event: &'a StreamEvent,
+    event: &'a E,
+}
+
+/// A status update event ([`TaskStatusUpdateEvent`] without metadata) borrowing its status from
+/// the task: the same JSON, without a copy of the status message.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusLine<'a> {
+    task_id: &'a str,
+    context_id: &'a str,
+    kind: StatusUpdateKind,
+    status: &'a TaskStatus,
+    #[serde(rename = "final")]
+    is_final: bool,
 }
 
 /// Where one line of a task is.
@@ -318,8 +332,9 @@ impl Shared {
                 continue;
             }
             let mut lines = Vec::new();
-            let mut starts = Vec::with_capacity(rec.events.len());
-            for (seq, event) in rec.events.iter().enumerate() {
+            let events = rec.events.from(&rec.task, 0);
+            let mut starts = Vec::with_capacity(events.len());
+            for (seq, event) in events.iter().enumerate() {
                 starts.push(lines.len());
                 serialize_line(&mut lines, &rec.task.id, seq as u64, event);
             }
@@ -406,7 +421,7 @@ fn open_segment(path: &Path) -> Result<File, StoreError> {
     })
 }
 
-fn serialize_line(out: &mut Vec<u8>, id: &str, seq: u64, event: &StreamEvent) {
+fn serialize_line<E: Serialize>(out: &mut Vec<u8>, id: &str, seq: u64, event: &E) {
     serde_json::to_writer(&mut *out, &LogLineRef { task: id, seq, event }).expect("stream events serialize");
     out.push(b'\n');
 }
@@ -490,7 +505,7 @@ fn scan_segment(
 
 struct Record {
     task: Task,
-    events: Vec<StreamEvent>,
+    events: Events,
     /// Whether more events may be written (false once terminal).
     open: bool,
     cancel: Option<watch::Sender<bool>>,
@@ -501,6 +516,68 @@ struct Record {
     awaiting: Option<Awaiting>,
     /// Follow-up messages taken so far.
     turns: u32,
+}
+
+/// A task's events (what a stream of it replays, numbered from 0).
+enum Events {
+    /// Kept as they were appended (or read back from the log).
+    Kept(Vec<StreamEvent>),
+    /// A task that ended when it was created ([`TaskStore::create_ended`]): its two events (the
+    /// task as submitted, then its final status) are exactly what its log lines say, and are
+    /// derived from the task when a stream asks, instead of being kept as a second copy of its
+    /// messages (which a send that ends at once would make and drop for nothing).
+    EndedAtCreation,
+}
+
+impl Events {
+    fn len(&self) -> usize {
+        match self {
+            Events::Kept(v) => v.len(),
+            Events::EndedAtCreation => 2,
+        }
+    }
+
+    /// The events from index `from` on.
+    fn from(&self, task: &Task, from: usize) -> Vec<StreamEvent> {
+        match self {
+            Events::Kept(v) => v.get(from..).map(<[_]>::to_vec).unwrap_or_default(),
+            Events::EndedAtCreation => ended_at_creation(task).into_iter().skip(from).collect(),
+        }
+    }
+
+    /// The events kept in memory, derived ones made real (before another is added).
+    fn kept(&mut self, task: &Task) -> &mut Vec<StreamEvent> {
+        if let Events::EndedAtCreation = self {
+            *self = Events::Kept(ended_at_creation(task).into());
+        }
+        match self {
+            Events::Kept(v) => v,
+            Events::EndedAtCreation => unreachable!("made real above"),
+        }
+    }
+}
+
+/// The two events of a task that ended when it was created: the task as submitted (its first
+/// message, at the time it ended) and its final status.
+fn ended_at_creation(task: &Task) -> [StreamEvent; 2] {
+    let submitted = Task {
+        id: task.id.clone(),
+        context_id: task.context_id.clone(),
+        status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: task.status.timestamp.clone() },
+        history: task.history.first().cloned().into_iter().collect(),
+        artifacts: vec![],
+        metadata: None,
+        kind: Default::default(),
+    };
+    let end = TaskStatusUpdateEvent {
+        task_id: task.id.clone(),
+        context_id: task.context_id.clone(),
+        kind: StatusUpdateKind::Tag,
+        status: task.status.clone(),
+        is_final: true,
+        metadata: None,
+    };
+    [StreamEvent::Task(submitted), StreamEvent::Status(end)]
 }
 
 /// A push notification config, and the protocol generation whose payloads it gets.
@@ -667,6 +744,12 @@ impl TaskStore {
         message.task_id = Some(id.to_string());
         message.context_id = Some(context_id.to_string());
         let stamp = now();
+        let end = match end {
+            Some((state, end)) if state.is_terminal() => {
+                return self.create_terminal(id, context_id, message, state, end, stamp);
+            }
+            other => other,
+        };
         let task = Task {
             id: id.to_string(),
             context_id: context_id.to_string(),
@@ -680,7 +763,7 @@ impl TaskStore {
         let entry = Arc::new(Entry {
             rec: Mutex::new(Record {
                 task: task.clone(),
-                events: vec![],
+                events: Events::Kept(vec![]),
                 open: true,
                 cancel: Some(cancel_tx),
                 push: vec![],
@@ -702,6 +785,70 @@ impl TaskStore {
                 entry.after_append(rotate);
             }
         }
+        self.cache(id, &entry, 0);
+        Ok(entry)
+    }
+
+    /// [`TaskStore::create_ended`] in a terminal `state`: the task is built once, in its final
+    /// form; its two lines are serialized from it (the submitted task before the end is added,
+    /// the end borrowed from its status), and its events are derived from it when asked
+    /// ([`Events::EndedAtCreation`]).
+    fn create_terminal(
+        &self,
+        id: &str,
+        context_id: &str,
+        message: Message,
+        state: TaskState,
+        end: Option<Message>,
+        stamp: String,
+    ) -> Result<Arc<Entry>, StoreError> {
+        let mut task = Task {
+            id: id.to_string(),
+            context_id: context_id.to_string(),
+            status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(stamp) },
+            history: vec![message],
+            artifacts: vec![],
+            metadata: None,
+            kind: Default::default(),
+        };
+        let mut lines = Vec::with_capacity(1024);
+        serialize_line(&mut lines, id, 0, &task);
+        let second = lines.len();
+        let end = end.map(|mut m| {
+            m.task_id = Some(task.id.clone());
+            m.context_id = Some(task.context_id.clone());
+            m
+        });
+        task.status.state = state;
+        task.status.message = end;
+        let line = StatusLine {
+            task_id: &task.id,
+            context_id: &task.context_id,
+            kind: StatusUpdateKind::Tag,
+            status: &task.status,
+            is_final: true,
+        };
+        serialize_line(&mut lines, id, 1, &line);
+        let fresh = Fresh { seq: 1, context: context_id, state, timestamp: task.status.timestamp.as_deref() };
+        let rotate = self.shared.append(id, &lines, &[0, second], false, Some(fresh))?;
+        if let Some(m) = &task.status.message {
+            task.history.push(m.clone());
+        }
+        let entry = Arc::new(Entry {
+            rec: Mutex::new(Record {
+                task,
+                events: Events::EndedAtCreation,
+                open: false,
+                cancel: None,
+                push: vec![],
+                bytes: lines.len() as u64,
+                awaiting: None,
+                turns: 0,
+            }),
+            seq: watch::channel(2).0,
+            shared: self.shared.clone(),
+        });
+        entry.after_append(rotate);
         self.cache(id, &entry, 0);
         Ok(entry)
     }
@@ -775,7 +922,16 @@ impl TaskStore {
             self.shared.note(id, &task);
         }
         let entry = Arc::new(Entry {
-            rec: Mutex::new(Record { task, events, open, cancel: None, push: vec![], bytes, awaiting: None, turns: 0 }),
+            rec: Mutex::new(Record {
+                task,
+                events: Events::Kept(events),
+                open,
+                cancel: None,
+                push: vec![],
+                bytes,
+                awaiting: None,
+                turns: 0,
+            }),
             seq: watch::channel(0).0,
             shared: self.shared.clone(),
         });
@@ -922,7 +1078,7 @@ impl Entry {
     /// Events from index `from` on, and whether the log is closed (a final event is in it).
     pub fn events_from(&self, from: usize) -> Vec<StreamEvent> {
         let rec = self.rec.lock().expect("task lock");
-        rec.events.get(from..).map(<[_]>::to_vec).unwrap_or_default()
+        rec.events.from(&rec.task, from)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -975,10 +1131,11 @@ impl Entry {
             rec.bytes += lines.len() as u64;
         }
         for event in events {
-            if !rec.events.is_empty() {
+            if rec.events.len() > 0 {
                 apply(&mut rec.task, &event);
             }
-            rec.events.push(event);
+            let Record { events, task, .. } = &mut *rec;
+            events.kept(task).push(event);
         }
         self.seq.send_replace(rec.events.len() as u64);
         Ok(rotate)
@@ -1221,6 +1378,7 @@ mod tests {
         let store = TaskStore::open(dir.path()).unwrap();
         let answer = Message::new(Role::Agent, "a", vec![Part::text("up")]);
         let e = store.create_ended("t1", "c1", msg("status"), TaskState::Completed, Some(answer)).unwrap();
+        let task_before = e.task();
         let check = |e: &Entry| {
             let t = e.task();
             assert_eq!(t.status.state, TaskState::Completed);
@@ -1238,6 +1396,15 @@ mod tests {
         assert!(!e.status(TaskState::Working, None, false).unwrap(), "a task that ended takes no more events");
         let log = std::fs::read_to_string(store.log_path()).unwrap();
         assert_eq!(log.lines().count(), 2, "{log}");
+        // Its events (derived from the task, not kept) are its log lines, byte for byte.
+        let events = e.events_from(0);
+        let mut lines = Vec::new();
+        for (seq, ev) in events.iter().enumerate() {
+            serialize_line(&mut lines, "t1", seq as u64, ev);
+        }
+        assert_eq!(String::from_utf8(lines).unwrap(), log);
+        assert_eq!(e.events_from(1), events[1..], "a stream resumed after the first event");
+        assert_eq!(e.snapshot().1, 2);
         let page = rt().block_on(store.list(&ListFilter { limit: 10, ..Default::default() })).unwrap();
         assert_eq!(
             page.tasks.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
@@ -1245,7 +1412,17 @@ mod tests {
         );
         drop((store, e));
         let store = TaskStore::open(dir.path()).unwrap();
-        check(&store.get_now("t1").unwrap());
+        let read = store.get_now("t1").unwrap();
+        check(&read);
+        assert_eq!(read.events_from(0), events, "the events read back from the log are the derived ones");
+        assert_eq!(read.task(), task_before);
+        // An end without a message (a completion that said nothing): one line of status alone.
+        let quiet = store.create_ended("t2", "c1", msg("hi"), TaskState::Completed, None).unwrap();
+        let quiet_events = quiet.events_from(0);
+        drop((store, quiet));
+        let store = TaskStore::open(dir.path()).unwrap();
+        assert_eq!(store.get_now("t2").unwrap().events_from(0), quiet_events);
+        assert_eq!(store.get_now("t2").unwrap().task().history.len(), 1);
     }
 
     #[test]
