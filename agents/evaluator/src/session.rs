@@ -165,6 +165,13 @@ impl RoundPlan {
     pub fn slots(&self) -> Option<[Cpus; 2]> {
         self.cpus.map(|c| [c, Cpus { baseline: c.candidate, candidate: c.baseline }])
     }
+
+    /// Duet: the side started first in each slot, the one on the lower CPU. Starting two runs
+    /// takes a few milliseconds (the sandbox), and the one started first has the machine to
+    /// itself meanwhile; as the second slot swaps the CPUs, each side starts first once a round.
+    pub fn slot_starts(&self) -> Option<[Side; 2]> {
+        self.slots().map(|s| s.map(|c| if c.baseline < c.candidate { Side::Baseline } else { Side::Candidate }))
+    }
 }
 
 /// A round's results: one run per side (sequential), or in duet two slots per round whose runs
@@ -522,6 +529,12 @@ mod tests {
         // Each round has two slots with the CPUs swapped: each side runs once on each CPU.
         let [a, b] = plans[0].slots().unwrap();
         assert_eq!((a.baseline, a.candidate), (b.candidate, b.baseline));
+        // Each side is started first once a round, and which one opens the round is the coin.
+        let starts: Vec<[Side; 2]> = plans.iter().map(|p| p.slot_starts().unwrap()).collect();
+        assert!(starts.iter().all(|[x, y]| *y == x.other()), "{starts:?}");
+        assert!(starts.iter().zip(&plans).all(|([x, _], p)| *x == p.first), "{starts:?}");
+        assert!(starts.iter().any(|s| s[0] == Side::Baseline) && starts.iter().any(|s| s[0] == Side::Candidate));
+        assert_eq!(s.round_plan(0, false).slot_starts(), None, "sequential rounds have no slots");
     }
 
     /// A slow CPU slows whichever side it holds; the duet round, each side once on each CPU,

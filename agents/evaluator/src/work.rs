@@ -351,12 +351,19 @@ impl Bench<'_> {
         let result = match plan.slots() {
             Some(slots) => {
                 let mut halves = Vec::with_capacity(2);
+                let starts = plan.slot_starts().expect("a duet round has CPUs");
                 for (i, cpus) in slots.into_iter().enumerate() {
                     let (sb, sc) = (
                         self.spec(Side::Baseline, Some(cpus.baseline)),
                         self.spec(Side::Candidate, Some(cpus.candidate)),
                     );
-                    let ((b, rb), (c, rc)) = tokio::join!(self.run(&sb), self.run(&sc));
+                    // `join!` polls in order: the side named first is started first.
+                    let ((b, rb), (c, rc)) = if starts[i] == Side::Baseline {
+                        tokio::join!(self.run(&sb), self.run(&sc))
+                    } else {
+                        let (c, b) = tokio::join!(self.run(&sc), self.run(&sb));
+                        (b, c)
+                    };
                     self.record(plan, Some((i, cpus)), Side::Baseline, &b, &rb);
                     self.record(plan, Some((i, cpus)), Side::Candidate, &c, &rc);
                     halves.push((rb, rc));
