@@ -179,28 +179,9 @@ pub fn spawn_agent(name: &str, home: &Path, env: &[(&str, &str)]) -> Agent {
         cmd.env(k, v);
     }
     let mut proc = ProcGuard::spawn(cmd);
-    let stdout = proc.child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
-                    return Agent { proc, url: url.trim().to_string(), state_dir, token, stdout: rx };
-                }
-            }
-            Err(_) => panic!("agent {name} did not print RATCHET_LISTENING within 20 s"),
-        }
-    }
+    let lines = kit::agent::StdoutLines::spawn(proc.child.stdout.take().expect("piped stdout"));
+    let url = lines.listening(Duration::from_secs(20)).unwrap_or_else(|e| panic!("agent {name}: {e}"));
+    Agent { proc, url, state_dir, token, stdout: lines.into_receiver() }
 }
 
 /// A current-thread tokio runtime for tests that talk HTTP.

@@ -2,10 +2,9 @@
 //! (`scripts/model/serve`, node-llama-cpp over SmolLM2-135M-Instruct) on a free loopback port,
 //! installed by `scripts/model/install` (which `tests/run` runs first).
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{ProcGuard, hermetic};
 
@@ -69,28 +68,9 @@ impl ModelServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut proc = ProcGuard::spawn(cmd);
-        let stdout = proc.child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
-                        let url = url.trim().to_string();
-                        return ModelServer { proc, url, model: model.to_string(), key, _turn: turn };
-                    }
-                }
-                Err(_) => panic!("the model server did not print RATCHET_LISTENING within 90 s"),
-            }
-        }
+        let lines = kit::agent::StdoutLines::spawn(proc.child.stdout.take().expect("piped stdout"));
+        let url = lines.listening(Duration::from_secs(90)).unwrap_or_else(|e| panic!("the model server: {e}"));
+        ModelServer { proc, url, model: model.to_string(), key, _turn: turn }
     }
 
     /// The body of a `[constitution.models.<name>]` table declaring this server.

@@ -106,7 +106,6 @@ impl RouteServer {
     /// Start `serve` on a free loopback port, serving the model as `model`, with `key`; waits
     /// (installing the route first if needed) for its `RATCHET_LISTENING` line.
     pub fn start(serve: &Path, model: &str, key: &str) -> anyhow::Result<RouteServer> {
-        use std::io::{BufRead, BufReader};
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new(serve)
             .args(["--port", "0", "--name", model])
@@ -117,30 +116,14 @@ impl RouteServer {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", serve.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = kit::agent::StdoutLines::spawn(child.stdout.take().expect("stdout is piped"));
+        // Killed when dropped, on an error too.
         let mut server = RouteServer { child, url: String::new() };
         // The first start installs the route (npm and pip downloads): give it time.
-        let deadline = Instant::now() + Duration::from_secs(900);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix("RATCHET_LISTENING ") {
-                        server.url = url.trim().to_string();
-                        return Ok(server);
-                    }
-                }
-                Err(_) => bail!("{} did not report its address (RATCHET_LISTENING) within 900 s", serve.display()),
-            }
-        }
+        server.url = lines
+            .listening(Duration::from_secs(900))
+            .with_context(|| format!("{} did not report its address", serve.display()))?;
+        Ok(server)
     }
 }
 

@@ -27,6 +27,66 @@ use crate::server::{AgentSpec, DEFAULT_MAX_BODY, Server, app};
 /// The line a child prints on stdout once it is bound; the supervisor reads it.
 pub const LISTENING_PREFIX: &str = "RATCHET_LISTENING ";
 
+/// The url of a `RATCHET_LISTENING <url>` line, if `line` is one (with a url).
+pub fn parse_listening(line: &str) -> Option<&str> {
+    Some(line.trim().strip_prefix(LISTENING_PREFIX)?.trim()).filter(|u| !u.is_empty())
+}
+
+/// A child that did not say where it listens.
+#[derive(Debug, thiserror::Error)]
+pub enum ListeningError {
+    #[error("stdout closed without a `RATCHET_LISTENING <url>` line (the program exited or failed to bind)")]
+    Closed,
+    #[error("no `RATCHET_LISTENING <url>` line on stdout within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A child's stdout read line by line on a thread of its own (so the child never blocks on a full
+/// pipe), for the `RATCHET_LISTENING <url>` line of an agent, a model route or any program
+/// that speaks this convention; the lines after it stay readable.
+pub struct StdoutLines {
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl StdoutLines {
+    pub fn spawn(stdout: impl std::io::Read + Send + 'static) -> StdoutLines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StdoutLines { rx }
+    }
+
+    /// Wait up to `within` for the listening line and return its url (the lines before it are
+    /// passed over).
+    pub fn listening(&self, within: Duration) -> Result<String, ListeningError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => {
+                    if let Some(url) = parse_listening(&line) {
+                        return Ok(url.to_string());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(ListeningError::Timeout(within)),
+                Err(RecvTimeoutError::Disconnected) => return Err(ListeningError::Closed),
+            }
+        }
+    }
+
+    /// The lines still to come.
+    pub fn into_receiver(self) -> std::sync::mpsc::Receiver<String> {
+        self.rx
+    }
+}
+
 /// Where the agent runs: read from the environment.
 #[derive(Debug, Clone)]
 pub struct AgentEnv {
@@ -250,4 +310,26 @@ pub fn main_with(
     let _guard = rt.enter();
     let spec = make_spec(&env)?;
     rt.block_on(serve(env, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line() {
+        assert_eq!(parse_listening("RATCHET_LISTENING http://127.0.0.1:4/\n"), Some("http://127.0.0.1:4/"));
+        assert_eq!(parse_listening("RATCHET_LISTENING \n"), None);
+        assert_eq!(parse_listening("listening on http://x/"), None);
+    }
+
+    #[test]
+    fn stdout_lines_find_the_url_and_keep_what_follows() {
+        let out: &'static [u8] = b"warming up\nRATCHET_LISTENING http://127.0.0.1:9/\nready\n";
+        let lines = StdoutLines::spawn(out);
+        assert_eq!(lines.listening(Duration::from_secs(10)).unwrap(), "http://127.0.0.1:9/");
+        assert_eq!(lines.into_receiver().recv().unwrap(), "ready");
+        let silent = StdoutLines::spawn(&b"no url here\n"[..]);
+        assert!(matches!(silent.listening(Duration::from_secs(10)), Err(ListeningError::Closed)));
+    }
 }

@@ -19,9 +19,6 @@ use tokio::sync::oneshot;
 
 use kit::layout::Layout;
 
-/// The line a child prints on stdout once it is bound.
-pub const LISTENING_PREFIX: &str = "RATCHET_LISTENING ";
-
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error(
@@ -158,9 +155,9 @@ async fn forward(pipe: impl AsyncRead + Unpin, mut log: std::fs::File, mut liste
             Ok(_) => {}
         }
         if listening.is_some()
-            && let Some(url) = parse_listening(&line)
+            && let Some(url) = std::str::from_utf8(&line).ok().and_then(kit::agent::parse_listening)
         {
-            let _ = listening.take().expect("checked above").send(url);
+            let _ = listening.take().expect("checked above").send(url.to_string());
         }
         if !line.ends_with(b"\n") {
             line.push(b'\n');
@@ -168,12 +165,6 @@ async fn forward(pipe: impl AsyncRead + Unpin, mut log: std::fs::File, mut liste
         // One write per line on an O_APPEND file: stdout and stderr lines never interleave.
         let _ = log.write_all(&line);
     }
-}
-
-fn parse_listening(line: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(line).ok()?.trim();
-    let url = text.strip_prefix(LISTENING_PREFIX)?.trim();
-    (!url.is_empty()).then(|| url.to_string())
 }
 
 /// Send `signal` to the process group `pgid`; a group that is already gone is not an error.
@@ -294,13 +285,6 @@ pub fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_line() {
-        assert_eq!(parse_listening(b"RATCHET_LISTENING http://127.0.0.1:4/\n").as_deref(), Some("http://127.0.0.1:4/"));
-        assert_eq!(parse_listening(b"RATCHET_LISTENING \n"), None);
-        assert_eq!(parse_listening(b"listening on http://x/\n"), None);
-    }
 
     #[test]
     fn resolves_bare_names_on_path_and_refuses_missing_ones() {

@@ -48,7 +48,7 @@ mod watch;
 
 use std::path::PathBuf;
 
-pub use child::{LISTENING_PREFIX, resolve_program};
+pub use child::resolve_program;
 pub use kit::layout::Layout;
 pub use runner::RestartPolicy;
 pub use status::{AgentStatus, JobStatus, StatusReport, Whereabouts, jobs_of, status, whereabouts};
