@@ -161,10 +161,11 @@ async fn main() -> anyhow::Result<()> {
             executor::trusted_changes(&tree, &base, &candidate, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
         let aside = tmp.path().join(format!("aside-{round}"));
         let globs = &ethos.trusted_tests;
-        let untracked = executor::prepare_trusted(&tree, &aside, &base, &restored, &set_aside, globs)
+        let ignores = executor::BaseIgnores::of(&tree, &base).map_err(anyhow::Error::msg)?;
+        let moved = executor::prepare_trusted(&tree, &aside, &base, &restored, &set_aside, globs, &ignores)
             .map_err(anyhow::Error::msg)?;
         gate(&ethos.test_command, &tree, &repo, timeout, &sandbox).await?;
-        executor::restore_candidate(&tree, &aside, &untracked, globs).map_err(anyhow::Error::msg)?;
+        executor::restore_candidate(&tree, &aside, &moved, globs, &ignores).map_err(anyhow::Error::msg)?;
         trusted_ms.push(ms(t.elapsed()));
         if restored != ["tests/sorts.rs"] || set_aside != ["tests/twice.rs"] {
             bail!("unexpected trusted changes: restored {restored:?}, set aside {set_aside:?}");
@@ -173,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let (r, a) =
             executor::trusted_changes(&tree, &base, &base, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
-        let pristine = executor::pristine(&tree, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
+        let pristine = executor::pristine(&tree, &base, &ethos.trusted_tests).map_err(anyhow::Error::msg)?;
         check_ms.push(ms(t.elapsed()));
         if !(r.is_empty() && a.is_empty() && pristine) {
             bail!("the skip's checks: changes {r:?} {a:?}, the checkout as committed: {pristine}");

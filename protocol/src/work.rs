@@ -280,8 +280,11 @@ pub struct TrustedTestsRun {
     /// Files the candidate added under `trusted_tests`: left out of the run (its own gates ran
     /// them).
     pub set_aside: Vec<String>,
-    /// What was under `trusted_tests` in the checkout but in no commit (untracked or ignored
-    /// files a gate or a build wrote there): moved out for the run, put back after it.
+    /// What was in the checkout but in no commit, moved out for the run and put back after it:
+    /// under `trusted_tests` everything (untracked or ignored files a gate or a build wrote
+    /// there), elsewhere what the base commit's ignore rules do not ignore (a planted
+    /// `conftest.py`, `sitecustomize.py`...); the build the base ignores stays. A nested
+    /// repository ends in `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub untracked: Vec<String>,
     /// The run of `test_command`; `None` when it was not needed.

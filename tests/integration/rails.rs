@@ -363,3 +363,82 @@ echo 'no delay, with a test a gate plants'
     let x = explain(&t, branch(c));
     assert!(x.contains("out of the run (in no commit) [\"tests/test_0.sh\"]"), "{x}");
 }
+
+/// Outside the trusted tests, what a test runner loads on its own is in no commit either: a
+/// candidate removes the delay (breaking tests/test_params.sh) and makes its gate `check.sh`
+/// plant a root `GNUmakefile` (which GNU make reads before the tracked `Makefile`) whose `test`
+/// target passes, hidden by the candidate's own `.gitignore`. The baseline's tests run without it
+/// (the base's ignore rules decide, not the candidate's) and stop it. The build the base ignores
+/// (`build/`, written by the gate `build.sh` and needed by a base test) stays for the run of a
+/// good candidate, which is promoted; a gate's log the base does not ignore is moved out and
+/// back, and named in the evidence.
+#[test]
+fn a_runner_file_a_gate_plants_outside_the_trusted_tests_is_out_and_the_ignored_build_is_reused() {
+    let fast_test = "d=$(sed -n 's/^delay_ms *= *\\([0-9][0-9]*\\).*/\\1/p' params.toml)\n[ \"$d\" -le 100 ]\n";
+    let plant = declare(&["params.toml", "check.sh", ".gitignore"], &[], "no delay at all")
+        + r#"sed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml
+cat >> check.sh <<'GATE'
+printf 'test:\n\t@echo all tests pass\n' > GNUmakefile
+GATE
+echo GNUmakefile >> .gitignore
+echo 'no delay, with a makefile a gate plants'
+"#;
+    let good = declare(&["params.toml"], &["tests/test_fast.sh"], "a third of the delay")
+        + "sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml\n"
+        + &format!("cat > tests/test_fast.sh <<'TEST'\n{fast_test}TEST\n")
+        + "echo 'less delay, reusing the build'";
+    let t = Target::new(Spec {
+        candidates: 2,
+        gates: vec!["sh check.sh".into(), "sh build.sh".into(), "make -s test".into()],
+        test_command: "make -s test".into(),
+        trusted_tests: vec!["tests/**".into()],
+        files: vec![
+            ("Makefile".into(), "test:\n\tsh tests/run.sh\n".into()),
+            // The build: its output is ignored by the base; its log is not.
+            ("build.sh".into(), "mkdir -p build\ncp params.toml build/params.built\necho built > build.log\n".into()),
+            (".gitignore".into(), "worktrees/\nbuild/\n".into()),
+            // A base test that needs the build, and does not make it.
+            ("tests/test_built.sh".into(), "cmp -s build/params.built params.toml\n".into()),
+        ],
+        proposer: Proposer::Calls(vec![plant, good]),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let state = t.loop_state();
+
+    let c = candidate(&state, "no delay, with a makefile a gate plants");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let gates = c["exec"]["gates"].as_array().expect("gates");
+    assert!(gates.iter().all(|g| g["result"] == "ok"), "its own gates pass with the plant: {gates:#?}");
+    let trusted = &c["exec"]["trusted"];
+    assert!(trusted["skipped"].is_null(), "{trusted:#}");
+    assert_eq!(trusted["untracked"], serde_json::json!(["GNUmakefile", "build.log"]), "{trusted:#}");
+    assert_eq!(trusted["run"]["result"], "failed", "{trusted:#}");
+    assert!(c["eval"].is_null(), "never measured: {c:#}");
+    let why = reasons(c);
+    assert!(why.contains("out of the run, in no commit (written by its gates): GNUmakefile, build.log"), "{why}");
+    let dir = t.path().join("worktrees").join(branch(c));
+    let log = std::fs::read_to_string(dir.join("artifacts/execute/trusted-tests.log")).expect("the trusted run's log");
+    assert!(log.contains("FAIL tests/test_params.sh"), "{log}");
+    assert!(!log.contains("all tests pass"), "the plant did not run: {log}");
+    // The checkout is the candidate's again, the plant included.
+    assert!(dir.join("tree/GNUmakefile").exists());
+    assert!(!dir.join("aside").exists());
+    let x = explain(&t, branch(c));
+    assert!(x.contains("out of the run (in no commit) [\"GNUmakefile\",\"build.log\"]"), "{x}");
+
+    // The good candidate: the baseline's tests ran (it added a test) on the build its gate made.
+    let c = candidate(&state, "less delay, reusing the build");
+    let trusted = &c["exec"]["trusted"];
+    assert_eq!(trusted["run"]["result"], "ok", "{c:#}");
+    assert_eq!(trusted["set_aside"], serde_json::json!(["tests/test_fast.sh"]), "{trusted:#}");
+    assert_eq!(trusted["untracked"], serde_json::json!(["build.log"]), "{trusted:#}");
+    let dir = t.path().join("worktrees").join(branch(c));
+    let log = std::fs::read_to_string(dir.join("artifacts/execute/trusted-tests.log")).expect("the trusted run's log");
+    assert!(log.contains("ok   tests/test_built.sh"), "the build was there: {log}");
+    let promoted = run.list("promoted");
+    assert_eq!(promoted.len(), 1, "{:#}", run.summary);
+    assert_eq!(promoted[0]["branch"], c["branch"], "{:#}", run.summary);
+    assert_ne!(t.main(), old_main);
+}

@@ -17,7 +17,10 @@ use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxS
 use serde_json::json;
 
 pub mod trusted;
-pub use trusted::{prepare_trusted, pristine, restore_candidate, trusted_changes, untracked_trusted};
+pub use trusted::{
+    BaseIgnores, Stray, base_excludes, prepare_trusted, pristine, restore_candidate, strays, trusted_changes,
+    untracked_trusted,
+};
 
 /// Trailer that marks a commit as this candidate's.
 pub fn candidate_trailer(id: &str) -> String {
@@ -179,9 +182,13 @@ async fn trusted_gate(
     let (tree, aside, base, globs) =
         (ctx.bd.tree(), ctx.bd.aside_dir(), input.base.clone(), input.trusted_tests.clone());
     let (r, a) = (restored.clone(), set_aside.clone());
-    let untracked = tokio::task::spawn_blocking(move || prepare_trusted(&tree, &aside, &base, &r, &a, &globs))
-        .await
-        .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    let (ignores, moved) = tokio::task::spawn_blocking(move || {
+        let ignores = BaseIgnores::of(&tree, &base)?;
+        prepare_trusted(&tree, &aside, &base, &r, &a, &globs, &ignores).map(|moved| (ignores, moved))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    let untracked: Vec<String> = moved.iter().map(Stray::display).collect();
     let spec = spec_for(
         &input.test_command,
         &ctx.bd.tree(),
@@ -190,14 +197,15 @@ async fn trusted_gate(
         &input.sandbox,
     );
     let (run, out) = run_logged(ctx, "trusted-tests", spec).await;
-    let (tree, aside, u, globs) = (ctx.bd.tree(), ctx.bd.aside_dir(), untracked.clone(), input.trusted_tests.clone());
-    let dropped = tokio::task::spawn_blocking(move || restore_candidate(&tree, &aside, &u, &globs))
+    let (tree, aside, globs) = (ctx.bd.tree(), ctx.bd.aside_dir(), input.trusted_tests.clone());
+    let dropped = tokio::task::spawn_blocking(move || restore_candidate(&tree, &aside, &moved, &globs, &ignores))
         .await
         .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
     if !dropped.is_empty() {
+        let dropped: Vec<String> = dropped.iter().map(Stray::display).collect();
         tracing::warn!(
             ?dropped,
-            "files a gate wrote under the trusted tests were not put back: the run put a symlink or a file in their way"
+            "files in no commit moved out of the baseline's tests were not put back: the run put a symlink or a file in their way"
         );
     }
     let t = TrustedTestsRun { restored, set_aside, untracked, run: Some(run), skipped: None };
@@ -254,8 +262,8 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         );
         let is_test_command = !input.trusted_tests.is_empty() && cmd.trim() == input.test_command.trim();
         let pristine_now = if is_test_command && !tests_ran_pristine {
-            let (tree, globs) = (ctx.bd.tree(), input.trusted_tests.clone());
-            tokio::task::spawn_blocking(move || pristine(&tree, &globs)).await.ok().and_then(Result::ok)
+            let (tree, base, globs) = (ctx.bd.tree(), input.base.clone(), input.trusted_tests.clone());
+            tokio::task::spawn_blocking(move || pristine(&tree, &base, &globs)).await.ok().and_then(Result::ok)
         } else {
             None
         };

@@ -1,23 +1,70 @@
 //! The baseline's tests in the candidate's own checkout (ethos.md `trusted_tests`): what the
-//! run of `test_command` sees under those globs is exactly the base's files, and afterwards the
-//! checkout is the candidate's again.
+//! run of `test_command` sees is the candidate's commit with the base's files under those globs,
+//! plus the candidate's build (what the BASE's ignore rules ignore), and nothing else; afterwards
+//! the checkout is the candidate's again.
 //!
-//! A gate runs the candidate's code and may write anything in its checkout, so before the run:
-//! - whatever is under the globs but in no commit (untracked and ignored files, symlinks, nested
-//!   repositories: a gate's plant or a build's output) is moved aside, outside the checkout;
-//! - tracked files go back to the candidate's commit (a gate may have edited them);
-//! - the base's files the candidate changed or deleted are checked out, the ones it added removed.
+//! A gate runs the candidate's code and may write anything in its checkout, so before the run,
+//! whatever is in no commit is moved aside, outside the checkout ([`strays`]), except the build:
+//! - under the globs, everything (untracked and ignored files, symlinks, nested repositories: a
+//!   gate's plant or a build's output alike);
+//! - elsewhere, what the base's ignore rules do not ignore: a planted root `conftest.py`,
+//!   `sitecustomize.py`, `pytest.ini`, `.pth` file, or anything else a test runner loads on its
+//!   own. The rules are the base commit's `.gitignore` files (never the checkout's: the candidate
+//!   writes those, tracked or not) and the repository's `info/exclude` ([`BaseIgnores`]); so
+//!   `target/`, `__pycache__/`, `node_modules/` that the base ignores stay, and are reused.
 //!
-//! After the run: tracked files back to the commit, what the run left under the globs removed,
-//! the moved files put back (never through a symlink: the executor runs unconfined).
+//! Then tracked files go back to the candidate's commit (a gate may have edited them), the base's
+//! files the candidate changed or deleted under the globs are checked out, the ones it added
+//! removed.
+//!
+//! After the run: tracked files back to the commit, what the run left that [`strays`] would move
+//! removed, the moved files put back (never through a symlink: the executor runs unconfined).
+//!
+//! What this does not cover, by design: what the base ignores is the candidate's build, made by
+//! its code in its gates, and is trusted as such (a gate could write into an ignored virtualenv
+//! or `__pycache__` what a build could); a tracked test-runner file the candidate changes outside
+//! the globs is in its diff, where the critic's `test-config` rail names it.
 
-use std::path::{Component, Path};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
 use kit::git::Git;
 use protocol::governance::glob_match;
 
 fn is_trusted(globs: &[String], path: &str) -> bool {
     globs.iter().any(|g| g == path || glob_match(g, path))
+}
+
+/// A path of the checkout in no commit, moved out of the baseline's tests' run: a file or a
+/// symlink, or a nested repository moved whole (`dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    rel: PathBuf,
+    dir: bool,
+}
+
+impl Stray {
+    /// Its path relative to the checkout.
+    pub fn path(&self) -> &Path {
+        &self.rel
+    }
+
+    /// As git lists it (a nested repository with a trailing `/`), for the evidence.
+    pub fn display(&self) -> String {
+        format!("{}{}", self.rel.to_string_lossy(), if self.dir { "/" } else { "" })
+    }
+}
+
+/// `git ls-files -z` output as strays, in git's (byte) order.
+fn parse_listing(out: &[u8]) -> Vec<Stray> {
+    out.split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_suffix(b"/") {
+            Some(d) => Stray { rel: PathBuf::from(OsStr::from_bytes(d)), dir: true },
+            None => Stray { rel: PathBuf::from(OsStr::from_bytes(p)), dir: false },
+        })
+        .collect()
 }
 
 /// The directory a glob's matches all lie under ("tests/**" -> "tests", "**/x_test.go" -> ""):
@@ -36,9 +83,9 @@ fn overlaps(prefix: &str, dir: &str) -> bool {
 }
 
 /// What is in the checkout `tree` under the globs but in no commit: untracked and ignored files
-/// and symlinks (never followed), and nested repositories as `dir/` (one entry for the whole, when
-/// the globs may match anything inside). Relative paths, in git's order.
-pub fn untracked_trusted(tree: &Path, globs: &[String]) -> Result<Vec<String>, String> {
+/// and symlinks (never followed), and nested repositories (one entry for the whole, when the
+/// globs may match anything inside), in git's order.
+pub fn untracked_trusted(tree: &Path, globs: &[String]) -> Result<Vec<Stray>, String> {
     let prefixes: Vec<String> = globs.iter().map(|g| literal_prefix(g)).collect();
     // No --exclude-standard: ignored files are listed too (a candidate can ignore its plant).
     let mut args = vec!["--literal-pathspecs", "ls-files", "--others", "-z"];
@@ -46,26 +93,167 @@ pub fn untracked_trusted(tree: &Path, globs: &[String]) -> Result<Vec<String>, S
         args.push("--");
         args.extend(prefixes.iter().map(String::as_str));
     }
-    let out = Git::new(tree).run(args).map_err(|e| format!("infra: listing untracked files: {e}"))?;
-    Ok(out
-        .split('\0')
-        .filter(|p| !p.is_empty())
-        .filter(|p| match p.strip_suffix('/') {
-            Some(dir) => is_trusted(globs, dir) || prefixes.iter().any(|pre| overlaps(pre, dir)),
-            None => is_trusted(globs, p),
+    let out = Git::new(tree).run_bytes(args).map_err(|e| format!("infra: listing untracked files: {e}"))?;
+    Ok(parse_listing(&out)
+        .into_iter()
+        .filter(|s| {
+            let p = s.rel.to_string_lossy();
+            if s.dir {
+                is_trusted(globs, &p) || prefixes.iter().any(|pre| overlaps(pre, &p))
+            } else {
+                is_trusted(globs, &p)
+            }
         })
-        .map(String::from)
         .collect())
 }
 
+/// The ignore rules of the base commit, which decide what in no commit is the candidate's build
+/// (kept for the baseline's tests) and what is not (moved aside): the base's `.gitignore` files,
+/// read from the commit, and the repository's `info/exclude`, merged into one exclude file for
+/// `git ls-files --exclude-from` (see [`base_excludes`]). Not the checkout's `.gitignore` files
+/// (the candidate writes those, in its commit or by a gate), nor a user's `core.excludesFile`.
+pub struct BaseIgnores {
+    file: tempfile::NamedTempFile,
+}
+
+impl BaseIgnores {
+    /// The rules of `base`, for the checkout `tree` (a worktree of the same repository).
+    pub fn of(tree: &Path, base: &str) -> Result<BaseIgnores, String> {
+        use std::io::Write;
+        let text = base_excludes(tree, base)?;
+        let mut file = tempfile::Builder::new()
+            .prefix("ratchet-base-ignores")
+            .tempfile()
+            .map_err(|e| format!("infra: a temporary file for the base's ignore rules: {e}"))?;
+        file.write_all(&text).map_err(|e| format!("infra: writing the base's ignore rules: {e}"))?;
+        Ok(BaseIgnores { file })
+    }
+
+    fn arg(&self) -> OsString {
+        let mut a = OsString::from("--exclude-from=");
+        a.push(self.file.path());
+        a
+    }
+}
+
+/// One exclude text, with git's own semantics, equal to the base's ignore rules: `info/exclude`
+/// first (the lowest precedence), then each `.gitignore` of `base` with its patterns anchored at
+/// its directory (`d/.gitignore`'s `x` becomes `/d/**/x`, its `a/b` `/d/a/b`), parents before
+/// children, so that git's "the deeper file decides, and in a file the last match" is the
+/// single list's "the last match decides".
+pub fn base_excludes(tree: &Path, base: &str) -> Result<Vec<u8>, String> {
+    let git = Git::new(tree);
+    let mut out = vec![];
+    let exclude = git
+        .run(["rev-parse", "--path-format=absolute", "--git-path", "info/exclude"])
+        .map_err(|e| format!("infra: finding info/exclude: {e}"))?;
+    match std::fs::read(&exclude) {
+        Ok(text) => {
+            out.extend_from_slice(&text);
+            out.push(b'\n');
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("infra: reading {exclude}: {e}")),
+    }
+    let listing = git
+        .run_bytes(["ls-tree", "-r", "-z", "--full-tree", base])
+        .map_err(|e| format!("infra: listing the base's files: {e}"))?;
+    // "<mode> blob <oid>\t<path>": regular files only (git reads no symlinked .gitignore).
+    let mut files: Vec<(Vec<u8>, String)> = listing
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let tab = entry.iter().position(|b| *b == b'\t')?;
+            let (meta, path) = (std::str::from_utf8(&entry[..tab]).ok()?, &entry[tab + 1..]);
+            let mut m = meta.split(' ');
+            let (mode, kind, oid) = (m.next()?, m.next()?, m.next()?);
+            let dir = if path == b".gitignore" { Some(&b""[..]) } else { path.strip_suffix(b"/.gitignore") };
+            (kind == "blob" && mode != "120000").then_some(())?;
+            Some((dir?.to_vec(), oid.to_string()))
+        })
+        .collect();
+    files.sort_by(|a, b| (a.0.split(|c| *c == b'/').count(), &a.0).cmp(&(b.0.split(|c| *c == b'/').count(), &b.0)));
+    for (dir, oid) in files {
+        let text =
+            git.run_bytes(["cat-file", "blob", &oid]).map_err(|e| format!("infra: reading a .gitignore: {e}"))?;
+        if dir.is_empty() {
+            out.extend_from_slice(&text);
+            out.push(b'\n');
+        } else {
+            anchor_patterns(&dir, &text, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// The patterns of the `.gitignore` in directory `dir` (not the top), rewritten for the top.
+fn anchor_patterns(dir: &[u8], text: &[u8], out: &mut Vec<u8>) {
+    let mut prefix = vec![b'/'];
+    for b in dir {
+        if matches!(b, b'*' | b'?' | b'[' | b'\\') {
+            prefix.push(b'\\');
+        }
+        prefix.push(*b);
+    }
+    prefix.push(b'/');
+    for line in text.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| *b == b' ') || line.starts_with(b"#") {
+            continue;
+        }
+        let (neg, body) = match line.strip_prefix(b"!") {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        // Trailing spaces are not part of a pattern unless escaped; a trailing '/' is "a
+        // directory"; a '/' elsewhere anchors the pattern at its file's directory.
+        let mut end = body.len();
+        while end > 0 && body[end - 1] == b' ' && !(end > 1 && body[end - 2] == b'\\') {
+            end -= 1;
+        }
+        let body = &body[..end];
+        let stem = body.strip_suffix(b"/").unwrap_or(body);
+        if stem.is_empty() {
+            continue;
+        }
+        let anchored = stem.contains(&b'/');
+        if neg {
+            out.push(b'!');
+        }
+        out.extend_from_slice(&prefix);
+        if anchored {
+            out.extend_from_slice(body.strip_prefix(b"/").unwrap_or(body));
+        } else {
+            out.extend_from_slice(b"**/");
+            out.extend_from_slice(body);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// What in the checkout `tree` is in no commit and is not the candidate's build: everything under
+/// the globs ([`untracked_trusted`]), and elsewhere what `ignores` (the base's rules) do not
+/// ignore. What the baseline's tests must not see; in git's order, a nested repository once.
+pub fn strays(tree: &Path, globs: &[String], ignores: &BaseIgnores) -> Result<Vec<Stray>, String> {
+    let mut out = untracked_trusted(tree, globs)?;
+    let args = [OsString::from("ls-files"), "--others".into(), "-z".into(), ignores.arg()];
+    let listed = Git::new(tree).run_bytes(args).map_err(|e| format!("infra: listing untracked files: {e}"))?;
+    out.extend(parse_listing(&listed));
+    out.sort_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
+    out.dedup();
+    let dirs: Vec<PathBuf> = out.iter().filter(|s| s.dir).map(|s| s.rel.clone()).collect();
+    out.retain(|s| !dirs.iter().any(|d| s.rel != *d && s.rel.starts_with(d)));
+    Ok(out)
+}
+
 /// Whether the checkout is the commit as it stands for the baseline's tests: no tracked file
-/// differs from HEAD and nothing untracked is under the globs. Only a run of `test_command` on
-/// such a checkout ran the base's tests (when the candidate changed none of them).
-pub fn pristine(tree: &Path, globs: &[String]) -> Result<bool, String> {
+/// differs from HEAD and nothing is in it that [`strays`] would move aside. Only a run of
+/// `test_command` on such a checkout ran the base's tests (when the candidate changed none of
+/// them).
+pub fn pristine(tree: &Path, base: &str, globs: &[String]) -> Result<bool, String> {
     let status = Git::new(tree)
         .run(["status", "--porcelain", "-z", "--untracked-files=no"])
         .map_err(|e| format!("infra: git status: {e}"))?;
-    Ok(status.is_empty() && untracked_trusted(tree, globs)?.is_empty())
+    Ok(status.is_empty() && strays(tree, globs, &BaseIgnores::of(tree, base)?)?.is_empty())
 }
 
 /// The files of ethos.md `trusted_tests` that the candidate changed, in its checkout `tree`:
@@ -131,11 +319,11 @@ fn real_parents(tree: &Path, rel: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// The checkout `tree` (at the candidate commit) made ready for the baseline's tests: what is
-/// under `globs` in no commit moved to `aside` (a directory of the executor's, outside the
-/// checkout, on the same file system), tracked files reset to the commit, `restored` taken from
-/// `base`, `added` (the candidate's own new tests) removed. Returns what was moved aside;
-/// [`restore_candidate`] undoes it all.
+/// The checkout `tree` (at the candidate commit) made ready for the baseline's tests: the
+/// [`strays`] moved to `aside` (a directory of the executor's, outside the checkout, on the same
+/// file system), tracked files reset to the commit, `restored` taken from `base`, `added` (the
+/// candidate's own new tests) removed. Returns what was moved aside; [`restore_candidate`]
+/// undoes it all.
 pub fn prepare_trusted(
     tree: &Path,
     aside: &Path,
@@ -143,24 +331,24 @@ pub fn prepare_trusted(
     restored: &[String],
     added: &[String],
     globs: &[String],
-) -> Result<Vec<String>, String> {
+    ignores: &BaseIgnores,
+) -> Result<Vec<Stray>, String> {
     // A directory left by an attempt that died mid-run: its files were a dead gate's output.
     remove_entry(aside).map_err(|e| format!("infra: removing {}: {e}", aside.display()))?;
-    let untracked = untracked_trusted(tree, globs)?;
-    for p in &untracked {
-        let rel = Path::new(p.trim_end_matches('/'));
-        let to = aside.join(rel);
+    let moved = strays(tree, globs, ignores)?;
+    for s in &moved {
+        let to = aside.join(&s.rel);
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("infra: creating {}: {e}", dir.display()))?;
         }
-        std::fs::rename(tree.join(rel), &to).map_err(|e| format!("infra: moving {p} aside: {e}"))?;
-        prune_empty_parents(tree, rel);
+        std::fs::rename(tree.join(&s.rel), &to).map_err(|e| format!("infra: moving {} aside: {e}", s.display()))?;
+        prune_empty_parents(tree, &s.rel);
     }
     Git::new(tree)
         .run(["reset", "-q", "--hard", "HEAD"])
         .map_err(|e| format!("infra: resetting the checkout to the candidate's commit: {e}"))?;
     trusted_swap(tree, base, restored, added)?;
-    Ok(untracked)
+    Ok(moved)
 }
 
 /// Put the base's trusted tests in the candidate's checkout `tree` (at the candidate commit):
@@ -179,31 +367,31 @@ fn trusted_swap(tree: &Path, base: &str, restored: &[String], set_aside: &[Strin
 }
 
 /// Back to the candidate's own files after [`prepare_trusted`]: tracked files and index reset to
-/// HEAD (which also drops the base's files the candidate had deleted), what the run left under
-/// `globs` removed, `untracked` moved back from `aside` (one that would land on something the
-/// run made, or through a symlink, is dropped and named in the answer).
+/// HEAD (which also drops the base's files the candidate had deleted), what the run left that
+/// [`strays`] would move removed, `moved` put back from `aside` (one that would land on
+/// something the run made, or through a symlink, is dropped and named in the answer).
 pub fn restore_candidate(
     tree: &Path,
     aside: &Path,
-    untracked: &[String],
+    moved: &[Stray],
     globs: &[String],
-) -> Result<Vec<String>, String> {
+    ignores: &BaseIgnores,
+) -> Result<Vec<Stray>, String> {
     Git::new(tree).run(["reset", "-q", "--hard", "HEAD"]).map_err(|e| format!("infra: {e}"))?;
-    for p in untracked_trusted(tree, globs)? {
-        let rel = Path::new(p.trim_end_matches('/'));
-        remove_entry(&tree.join(rel)).map_err(|e| format!("infra: removing the run's {p}: {e}"))?;
-        prune_empty_parents(tree, rel);
+    for s in strays(tree, globs, ignores)? {
+        remove_entry(&tree.join(&s.rel)).map_err(|e| format!("infra: removing the run's {}: {e}", s.display()))?;
+        prune_empty_parents(tree, &s.rel);
     }
     let mut dropped = vec![];
-    for p in untracked {
-        let rel = Path::new(p.trim_end_matches('/'));
-        let to = tree.join(rel);
-        let free = real_parents(tree, rel).map_err(|e| format!("infra: putting {p} back: {e}"))?
+    for s in moved {
+        let to = tree.join(&s.rel);
+        let free = real_parents(tree, &s.rel).map_err(|e| format!("infra: putting {} back: {e}", s.display()))?
             && std::fs::symlink_metadata(&to).is_err();
         if free {
-            std::fs::rename(aside.join(rel), &to).map_err(|e| format!("infra: putting {p} back: {e}"))?;
+            std::fs::rename(aside.join(&s.rel), &to)
+                .map_err(|e| format!("infra: putting {} back: {e}", s.display()))?;
         } else {
-            dropped.push(p.clone());
+            dropped.push(s.clone());
         }
     }
     remove_entry(aside).map_err(|e| format!("infra: removing {}: {e}", aside.display()))?;
@@ -231,6 +419,10 @@ mod tests {
         std::fs::read_to_string(tree.join(p)).ok()
     }
 
+    fn shown(strays: &[Stray]) -> Vec<String> {
+        strays.iter().map(Stray::display).collect()
+    }
+
     /// A base and a candidate commit in `tree`: (base, candidate).
     fn repo(tree: &Path) -> (String, String) {
         git(tree, &["init", "-q", "-b", "main"]);
@@ -238,13 +430,14 @@ mod tests {
         write(tree, "tests/test_kept.sh", "kept\n");
         write(tree, "tests/test_weakened.sh", "strict\n");
         write(tree, "tests/test_deleted.sh", "deleted\n");
+        write(tree, ".gitignore", "target/\nvendor\n");
         git(tree, &["add", "-A"]);
         git(tree, &["commit", "-qm", "base"]);
         let base = git(tree, &["rev-parse", "HEAD"]);
         write(tree, "src/a.sh", "b\n");
         write(tree, "tests/test_weakened.sh", "lax\n");
         write(tree, "tests/test_added.sh", "added\n");
-        write(tree, ".gitignore", "tests/cache/\n");
+        write(tree, ".gitignore", "target/\nvendor\ntests/cache/\n");
         std::fs::remove_file(tree.join("tests/test_deleted.sh")).unwrap();
         git(tree, &["add", "-A"]);
         git(tree, &["commit", "-qm", "candidate"]);
@@ -265,15 +458,20 @@ mod tests {
         assert_eq!(restored, ["tests/test_deleted.sh", "tests/test_weakened.sh"]);
         assert_eq!(set_aside, ["tests/test_added.sh"]);
 
-        let untracked = prepare_trusted(tree, aside, &base, &restored, &set_aside, &globs).unwrap();
-        assert!(untracked.is_empty(), "{untracked:?}");
+        write(tree, "target/x.o", "a build output the base ignores\n");
+        let ignores = BaseIgnores::of(tree, &base).unwrap();
+        let moved = prepare_trusted(tree, aside, &base, &restored, &set_aside, &globs, &ignores).unwrap();
+        assert_eq!(shown(&moved), ["build.out"], "in no commit, not ignored by the base: out of the run");
+        assert_eq!(read(tree, "build.out"), None);
+        assert_eq!(read(tree, "target/x.o").as_deref(), Some("a build output the base ignores\n"));
         assert_eq!(read(tree, "tests/test_weakened.sh").as_deref(), Some("strict\n"));
         assert_eq!(read(tree, "tests/test_deleted.sh").as_deref(), Some("deleted\n"));
         assert_eq!(read(tree, "tests/test_added.sh"), None);
         assert_eq!(read(tree, "src/a.sh").as_deref(), Some("b\n"), "the candidate's code stays");
 
-        assert_eq!(restore_candidate(tree, aside, &untracked, &globs).unwrap(), Vec::<String>::new());
-        assert_eq!(git(tree, &["status", "--porcelain"]), "?? build.out", "back to the candidate, build kept");
+        assert_eq!(restore_candidate(tree, aside, &moved, &globs, &ignores).unwrap(), vec![]);
+        assert_eq!(git(tree, &["status", "--porcelain"]), "?? build.out", "back to the candidate");
+        assert_eq!(read(tree, "target/x.o").as_deref(), Some("a build output the base ignores\n"), "build kept");
         assert_eq!(read(tree, "tests/test_weakened.sh").as_deref(), Some("lax\n"));
         assert_eq!(read(tree, "tests/test_deleted.sh"), None);
         assert_eq!(read(tree, "tests/test_added.sh").as_deref(), Some("added\n"));
@@ -294,7 +492,7 @@ mod tests {
         write(outside, "secret", "outside\n");
         let (base, commit) = repo(tree);
         let globs = vec!["tests/**".to_string(), "**/test_*.py".to_string()];
-        assert!(pristine(tree, &globs).unwrap());
+        assert!(pristine(tree, &base, &globs).unwrap());
 
         // The gates' doing.
         write(tree, "tests/test_planted.sh", "exit 0\n");
@@ -307,25 +505,30 @@ mod tests {
         git(&tree.join("tests/nested"), &["init", "-q"]);
         write(tree, "tests/test_kept.sh", "weakened by a gate\n");
         write(tree, "target/build.out", "a build output\n");
-        assert!(!pristine(tree, &globs).unwrap());
+        write(tree, "vendor/test_v.py", "under the globs, in a directory the base ignores\n");
+        write(tree, "vendor/lib.so", "a build output\n");
+        assert!(!pristine(tree, &base, &globs).unwrap());
 
         let (restored, added) = trusted_changes(tree, &base, &commit, &globs).unwrap();
-        let untracked = prepare_trusted(tree, aside, &base, &restored, &added, &globs).unwrap();
+        let ignores = BaseIgnores::of(tree, &base).unwrap();
+        let moved = prepare_trusted(tree, aside, &base, &restored, &added, &globs, &ignores).unwrap();
         assert_eq!(
-            untracked,
+            shown(&moved),
             [
+                "pkg/other.txt",
                 "pkg/test_go.py",
                 "tests/cache/test_ignored.sh",
                 "tests/deep/er/conftest.py",
                 "tests/link",
                 "tests/nested/",
-                "tests/test_planted.sh"
+                "tests/test_planted.sh",
+                "vendor/test_v.py"
             ]
         );
         // The run sees exactly the base's tests over the candidate's commit.
         let mut seen: Vec<String> = git(tree, &["ls-files", "-o", "-z"]).split('\0').map(String::from).collect();
         seen.retain(|p| !p.is_empty());
-        assert_eq!(seen, ["pkg/other.txt", "target/build.out"], "only what is outside the globs stays");
+        assert_eq!(seen, ["target/build.out", "vendor/lib.so"], "only what the base ignores outside the globs stays");
         assert!(!tree.join("tests/deep").exists(), "no empty directory left from a plant");
         assert_eq!(read(tree, "tests/test_kept.sh").as_deref(), Some("kept\n"), "a gate's edit is undone");
         assert_eq!(read(outside, "secret").as_deref(), Some("outside\n"), "a symlink is moved, not followed");
@@ -334,14 +537,17 @@ mod tests {
         write(tree, "tests/cache/run.pyc", "the run's\n");
         std::fs::remove_dir(tree.join("tests/deep")).ok();
         std::os::unix::fs::symlink(outside, tree.join("tests/deep")).unwrap();
-        std::fs::remove_file(tree.join("pkg/other.txt")).unwrap();
-        std::fs::remove_dir(tree.join("pkg")).unwrap();
         std::os::unix::fs::symlink(outside, tree.join("pkg")).unwrap();
+        std::fs::remove_dir_all(tree.join("vendor")).unwrap();
+        std::os::unix::fs::symlink(outside, tree.join("vendor")).unwrap();
 
-        let dropped = restore_candidate(tree, aside, &untracked, &globs).unwrap();
-        // tests/deep was the run's (under the globs): removed, so the conftest goes back; pkg
-        // is outside them and a symlink now: nothing is written through it.
-        assert_eq!(dropped, ["pkg/test_go.py"]);
+        let dropped = restore_candidate(tree, aside, &moved, &globs, &ignores).unwrap();
+        // tests/deep and pkg are the run's (in no commit, not ignored by the base): removed, so
+        // what was moved from there goes back; vendor is ignored by the base, so the run's
+        // symlink stays, and nothing is written through it.
+        assert_eq!(shown(&dropped), ["vendor/test_v.py"]);
+        assert_eq!(read(tree, "pkg/test_go.py").as_deref(), Some("planted outside tests/\n"));
+        assert_eq!(read(tree, "pkg/other.txt").as_deref(), Some("not a test\n"));
         assert_eq!(std::fs::read_dir(outside).unwrap().count(), 1, "nothing written outside the checkout");
         assert_eq!(read(tree, "tests/test_planted.sh").as_deref(), Some("exit 0\n"));
         assert_eq!(read(tree, "tests/cache/test_ignored.sh").as_deref(), Some("exit 0\n"));
@@ -351,6 +557,142 @@ mod tests {
         assert!(tree.join("tests/nested/.git").is_dir());
         assert_eq!(read(tree, "tests/test_added.sh").as_deref(), Some("added\n"));
         assert!(!aside.exists());
+    }
+
+    /// Outside the trusted globs, what a test runner loads on its own and a gate planted (a root
+    /// `conftest.py`, `pytest.ini`, `sitecustomize.py`, a `.pth`, a directory hidden by its own
+    /// `.gitignore`) is out of the run even when the candidate's `.gitignore` ignores it; the
+    /// build the base ignores (`/target`, `__pycache__/`, a subdirectory's `build/`) stays.
+    #[test]
+    fn what_the_base_does_not_ignore_is_out_of_the_run_and_its_build_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, aside) = (&dir.path().join("tree"), &dir.path().join("aside"));
+        std::fs::create_dir_all(tree).unwrap();
+        git(tree, &["init", "-q", "-b", "main"]);
+        write(tree, ".gitignore", "/target\n*.pyc\n__pycache__/\n!keep.pyc\n");
+        write(tree, "py/.gitignore", "build/\n/local.cfg\n");
+        write(tree, "py/mod.py", "x = 1\n");
+        write(tree, "tests/test_a.py", "assert True\n");
+        git(tree, &["add", "-A"]);
+        git(tree, &["commit", "-qm", "base"]);
+        let base = git(tree, &["rev-parse", "HEAD"]);
+        // The candidate ignores its plants in its own commit, and its gate plants them.
+        write(tree, ".gitignore", "/target\n*.pyc\n__pycache__/\n!keep.pyc\nconftest.py\n*.ini\nsite*\n");
+        write(tree, "py/mod.py", "x = 2\n");
+        git(tree, &["commit", "-qam", "candidate"]);
+        let planted = [
+            "conftest.py",
+            "deep/.gitignore",
+            "deep/conftest.py",
+            "keep.pyc",
+            "py/conftest.py",
+            "py/sub/local.cfg",
+            "pytest.ini",
+            "site/evil.pth",
+            "sitecustomize.py",
+        ];
+        for p in planted {
+            write(tree, p, if p == "deep/.gitignore" { "*\n" } else { "planted\n" });
+        }
+        let build = [
+            "target/debug/app",
+            "__pycache__/mod.cpython-311.pyc",
+            "py/__pycache__/x.pyc",
+            "py/build/lib.so",
+            "py/local.cfg",
+            "a.pyc",
+        ];
+        for p in build {
+            write(tree, p, "built\n");
+        }
+        let globs = vec!["tests/**".to_string()];
+        assert!(!pristine(tree, &base, &globs).unwrap());
+        let ignores = BaseIgnores::of(tree, &base).unwrap();
+        let moved = prepare_trusted(tree, aside, &base, &[], &[], &globs, &ignores).unwrap();
+        assert_eq!(shown(&moved), planted);
+        for p in planted {
+            assert_eq!(read(tree, p), None, "{p} is out of the run");
+        }
+        for p in build {
+            assert_eq!(read(tree, p).as_deref(), Some("built\n"), "{p} is the build the base ignores");
+        }
+        assert!(pristine(tree, &base, &globs).unwrap(), "nothing left but the build");
+        // The run writes a cache the base does not ignore and one it does.
+        write(tree, ".pytest_cache/v/lastfailed", "{}\n");
+        write(tree, "tests/__pycache__/test_a.pyc", "the run's\n");
+        assert_eq!(restore_candidate(tree, aside, &moved, &globs, &ignores).unwrap(), vec![]);
+        for p in planted {
+            assert!(read(tree, p).is_some(), "{p} is back");
+        }
+        assert!(!tree.join(".pytest_cache").exists() && !tree.join("tests/__pycache__").exists(), "the run's");
+        assert_eq!(read(tree, "py/mod.py").as_deref(), Some("x = 2\n"));
+    }
+
+    /// The merged exclude text means what git means by the base's `.gitignore` files and
+    /// `info/exclude`: on a checkout of the base itself, what it lets through is exactly what
+    /// `git ls-files --others --exclude-standard` lists (negations, directory-only patterns,
+    /// anchors in subdirectories, `**`, escapes, a directory named like a glob).
+    #[test]
+    fn the_base_ignores_mean_what_git_means() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = &dir.path().join("tree");
+        std::fs::create_dir_all(tree).unwrap();
+        git(tree, &["init", "-q", "-b", "main"]);
+        write(tree, ".gitignore", "# build\n*.o\n!keep.o\nout/\n/top.log\ndoc/**/*.tmp\n\\#hash\nspace\\ \ntrail   \n");
+        write(tree, "a/.gitignore", "*.log\n!/a/x.log\n/only-here\nsub/gen\nlib/\n**/cache\n");
+        write(tree, "a/b/.gitignore", "!*.log\nnope/\n");
+        write(tree, "we[ird]/.gitignore", "*.x\n");
+        write(tree, "we[ird]/t", "tracked\n");
+        write(tree, "a/t", "tracked\n");
+        git(tree, &["add", "-A"]);
+        git(tree, &["commit", "-qm", "base"]);
+        let base = git(tree, &["rev-parse", "HEAD"]);
+        std::fs::write(tree.join(".git/info/exclude"), "*.secret\n").unwrap();
+        for p in [
+            "x.o",
+            "keep.o",
+            "d/keep.o",
+            "out/f",
+            "a/out/f",
+            "top.log",
+            "a/top.log",
+            "doc/a/b/c.tmp",
+            "c.tmp",
+            "#hash",
+            "space ",
+            "trail",
+            "a/y.log",
+            "a/x.log",
+            "a/c/z.log",
+            "a/b/w.log",
+            "a/b/c/v.log",
+            "a/only-here",
+            "a/c/only-here",
+            "a/sub/gen",
+            "a/c/sub/gen",
+            "a/lib/l",
+            "lib/l",
+            "a/c/cache/f",
+            "cache/f",
+            "a/b/nope/f",
+            "nope/f",
+            "we[ird]/y.x",
+            "weid/y.x",
+            "z.x",
+            "k.secret",
+            "a/k.secret",
+            "plain",
+        ] {
+            write(tree, p, "x\n");
+        }
+        let git_says = Git::new(tree)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .run_bytes(["ls-files", "--others", "-z", "--exclude-standard"])
+            .unwrap();
+        let ours = strays(tree, &[], &BaseIgnores::of(tree, &base).unwrap()).unwrap();
+        let git_says = shown(&parse_listing(&git_says));
+        assert!(git_says.contains(&"plain".to_string()) && !git_says.contains(&"x.o".to_string()), "{git_says:?}");
+        assert_eq!(shown(&ours), git_says);
     }
 
     #[test]
