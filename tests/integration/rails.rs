@@ -371,7 +371,8 @@ echo 'no delay, with a test a gate plants'
 /// (the base's ignore rules decide, not the candidate's) and stop it. The build the base ignores
 /// (`build/`, written by the gate `build.sh` and needed by a base test) stays for the run of a
 /// good candidate, which is promoted; a gate's log the base does not ignore is moved out and
-/// back, and named in the evidence.
+/// back, and named in the evidence. The same `GNUmakefile` committed by a third candidate is in
+/// its diff, where the critic's `test-config` rail blocks it.
 #[test]
 fn a_runner_file_a_gate_plants_outside_the_trusted_tests_is_out_and_the_ignored_build_is_reused() {
     let fast_test = "d=$(sed -n 's/^delay_ms *= *\\([0-9][0-9]*\\).*/\\1/p' params.toml)\n[ \"$d\" -le 100 ]\n";
@@ -387,8 +388,13 @@ echo 'no delay, with a makefile a gate plants'
         + "sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml\n"
         + &format!("cat > tests/test_fast.sh <<'TEST'\n{fast_test}TEST\n")
         + "echo 'less delay, reusing the build'";
+    let committed = declare(&["params.toml", "GNUmakefile"], &[], "no delay at all")
+        + r#"sed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml
+printf 'test:\n\t@echo all tests pass\n' > GNUmakefile
+echo 'no delay, with a makefile in the commit'
+"#;
     let t = Target::new(Spec {
-        candidates: 2,
+        candidates: 3,
         gates: vec!["sh check.sh".into(), "sh build.sh".into(), "make -s test".into()],
         test_command: "make -s test".into(),
         trusted_tests: vec!["tests/**".into()],
@@ -400,7 +406,7 @@ echo 'no delay, with a makefile a gate plants'
             // A base test that needs the build, and does not make it.
             ("tests/test_built.sh".into(), "cmp -s build/params.built params.toml\n".into()),
         ],
-        proposer: Proposer::Calls(vec![plant, good]),
+        proposer: Proposer::Calls(vec![plant, good, committed]),
         ..Spec::default()
     });
     let old_main = t.main();
@@ -427,6 +433,22 @@ echo 'no delay, with a makefile a gate plants'
     assert!(!dir.join("aside").exists());
     let x = explain(&t, branch(c));
     assert!(x.contains("out of the run (in no commit) [\"GNUmakefile\",\"build.log\"]"), "{x}");
+
+    // The same file in the commit reaches the baseline's tests (it is the candidate's code as
+    // far as the executor can tell), so the critic's test-config rail blocks it, with evidence.
+    let c = candidate(&state, "no delay, with a makefile in the commit");
+    assert_eq!(c["exec"]["trusted"]["run"]["result"], "ok", "{c:#}");
+    assert_eq!(c["verdict"], "REJECT", "{c:#}");
+    assert_eq!(blocking(c), ["test-config GNUmakefile:1"], "{c:#}");
+    assert!(c["eval"].is_null(), "never measured: {c:#}");
+    let x = explain(&t, branch(c));
+    for needle in [
+        "[test-config] block GNUmakefile:1 adds GNUmakefile, which a test runner loads on its own",
+        "GNU make reads it before Makefile; ethos.md trusted_tests (tests/**) does not cover it",
+        "+test:",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
 
     // The good candidate: the baseline's tests ran (it added a test) on the build its gate made.
     let c = candidate(&state, "less delay, reusing the build");

@@ -165,6 +165,7 @@ pub fn static_rails(
     findings.extend(rails::size(changes, constitution));
     findings.extend(rails::scope(changes, declaration, constitution.unverified_scope));
     findings.extend(rails::claims(changes, declaration));
+    findings.extend(rails::test_config(changes, ethos));
     findings
 }
 

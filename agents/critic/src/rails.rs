@@ -14,6 +14,13 @@
 //!   deleted, changed, moved or retyped; each finding cites the base's lines it removes or changes.
 //! - `claim`: every test the proposal declared appears in the diff with added lines (whether it
 //!   bites is the bite rail's question).
+//! - `test-config`: when ethos.md has `trusted_tests`, no changed path is a file a test runner
+//!   loads on its own ([`RUNNER_FILES`]: `conftest.py`, `sitecustomize.py`, a `.pth`, a
+//!   `GNUmakefile`, `.cargo/config.toml`...) outside those globs: the baseline's tests run over the
+//!   candidate's commit, so such a file would change how they run (a `conftest.py` hook can pass
+//!   every test). Under `trusted_tests` the base's copy runs instead, so a project that lets
+//!   candidates change one lists it there. (The executor keeps such files out of that run when a
+//!   gate writes them in no commit; this rail is for the ones in the commit.)
 
 use protocol::governance::{self, Constitution, Ethos, UnverifiedScope, glob_match};
 use protocol::rails::{Declaration, PathClass};
@@ -27,6 +34,44 @@ pub const SIZE: &str = "size";
 pub const SCOPE: &str = "scope";
 pub const APPEND_ONLY: &str = "append-only";
 pub const CLAIM: &str = "claim";
+pub const TEST_CONFIG: &str = "test-config";
+
+/// Files a test runner or the interpreter under it loads on its own, by name (or by path, with a
+/// `/`), with who loads them: a candidate that changes one outside `trusted_tests` changes how
+/// the baseline's tests run. Files that also hold other settings (`pyproject.toml`, `setup.cfg`,
+/// `tox.ini`, `package.json`) are not listed; a project protects them through constitution.md
+/// `protected_paths` or `trusted_tests`.
+pub const RUNNER_FILES: &[(&str, &str)] = &[
+    (
+        "conftest.py",
+        "pytest loads every conftest.py on the way to the tests it collects (hooks can rewrite any outcome)",
+    ),
+    ("pytest.ini", "pytest's configuration (addopts, plugins, which tests it collects)"),
+    ("sitecustomize.py", "Python imports it at startup from its path"),
+    ("usercustomize.py", "Python imports it at startup from its path"),
+    ("*.pth", "Python's site module runs its import lines at startup"),
+    ("GNUmakefile", "GNU make reads it before Makefile"),
+    ("makefile", "GNU make reads it before Makefile"),
+    (".cargo/config.toml", "cargo's configuration (a target runner can replace every test binary)"),
+    (".cargo/config", "cargo's configuration (a target runner can replace every test binary)"),
+    ("jest.config.*", "jest's configuration"),
+    ("vitest.config.*", "vitest's configuration"),
+    (".mocharc.*", "mocha's configuration"),
+    ("karma.conf.*", "karma's configuration"),
+];
+
+/// Who loads `path` on its own, when it is one of [`RUNNER_FILES`].
+pub fn runner_file(path: &str) -> Option<&'static str> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    RUNNER_FILES.iter().find_map(|(pattern, who)| {
+        let hit = if pattern.contains('/') {
+            path == *pattern || path.ends_with(&format!("/{pattern}"))
+        } else {
+            glob_match(pattern, name)
+        };
+        hit.then_some(*who)
+    })
+}
 
 /// Lines of a hunk quoted in a finding's evidence.
 const EXCERPT_LINES: usize = 6;
@@ -380,6 +425,42 @@ pub fn claims(changes: &[FileChange], declaration: Option<&Declaration>) -> Vec<
             evidence: format!("declared tests: {}\nchanged: {}", d.tests.join(", "), changed.join(", ")),
             class: None,
         });
+    }
+    out
+}
+
+/// A changed file a test runner loads on its own, outside `ethos.trusted_tests` (when there are
+/// trusted tests): the baseline's tests would run with the candidate's copy of it. One blocking
+/// finding per file, naming who loads it and the fix.
+pub fn test_config(changes: &[FileChange], ethos: &Ethos) -> Vec<Finding> {
+    if ethos.trusted_tests.is_empty() {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for change in changes {
+        let hit = change.paths().find_map(|path| {
+            let trusted = ethos.trusted_tests.iter().any(|g| matches(g, path));
+            runner_file(path).filter(|_| !trusted).map(|who| (path, who))
+        });
+        if let Some((path, who)) = hit {
+            out.push(file_finding(
+                TEST_CONFIG,
+                change,
+                format!(
+                    "{} {path}, which a test runner loads on its own, outside the baseline's tests: they would run with the candidate's copy",
+                    match change.status {
+                        ChangeStatus::Added => "adds",
+                        ChangeStatus::Deleted => "deletes",
+                        _ => "changes",
+                    }
+                ),
+                format!(
+                    "{path}: {who}; ethos.md trusted_tests ({}) does not cover it; fix: list it there (e.g. `**/{}`) so the base's copy runs with the baseline's tests, or leave it unchanged",
+                    ethos.trusted_tests.join(", "),
+                    path.rsplit('/').next().unwrap_or(path)
+                ),
+            ));
+        }
     }
     out
 }

@@ -451,6 +451,53 @@ async fn append_only_paths_may_grow_but_not_lose_or_change_a_line() {
     assert!(found[0].message.starts_with("moves tests/test_sub.sh to tests/sub.sh.off"), "{}", found[0].message);
 }
 
+/// A file a test runner loads on its own, changed in the commit outside the trusted tests, is a
+/// blocking `test-config` finding (added, changed or deleted, at any depth); under the trusted
+/// tests (the base's copy runs) or with no trusted tests at all, it is not.
+#[tokio::test]
+async fn a_test_runner_file_outside_the_trusted_tests_blocks() {
+    let mut e = ethos();
+    e.trusted_tests = vec!["tests/**".into()];
+    let repo = Repo::shell_project();
+    repo.write("pkg/conftest.py", "import pytest\n");
+    let parent = repo.commit("a conftest");
+
+    repo.write("conftest.py", "def pytest_runtest_makereport(item, call):\n    pass\n");
+    repo.append("pkg/conftest.py", "# more\n");
+    repo.write("site/evil.pth", "import os\n");
+    repo.write(".cargo/config.toml", "[target.x86_64-unknown-linux-gnu]\nrunner = \"true\"\n");
+    repo.write("tests/conftest.py", "# the base's copy runs: fine\n");
+    repo.write("src/notconftest.py", "x = 1\n");
+    repo.commit("runner files");
+    let r = review_with(&repo, &parent, all_files(), &constitution(), &e).await;
+    assert!(!r.pass, "{r:#?}");
+    let found = blocks(&r, "test-config");
+    let cited: Vec<String> = found.iter().map(|f| f.location()).collect();
+    assert_eq!(cited, [".cargo/config.toml:1", "conftest.py:1", "pkg/conftest.py:2", "site/evil.pth:1"], "{r:#?}");
+    let f = found.iter().find(|f| f.file.as_deref() == Some("conftest.py")).expect("the root conftest");
+    assert!(f.message.starts_with("adds conftest.py, which a test runner loads on its own"), "{}", f.message);
+    assert!(f.evidence.contains("pytest loads every conftest.py"), "{}", f.evidence);
+    assert!(f.evidence.contains("trusted_tests (tests/**) does not cover it"), "{}", f.evidence);
+    assert!(f.evidence.contains("`**/conftest.py`"), "{}", f.evidence);
+    assert!(f.evidence.contains("+def pytest_runtest_makereport"), "{}", f.evidence);
+
+    // Deleting one is changing how the tests run too.
+    repo.git(&["reset", "--quiet", "--hard", &parent]);
+    repo.git(&["rm", "--quiet", "pkg/conftest.py"]);
+    repo.commit("no conftest");
+    let r = review_with(&repo, &parent, all_files(), &constitution(), &e).await;
+    let found = blocks(&r, "test-config");
+    assert_eq!(found.len(), 1, "{r:#?}");
+    assert!(found[0].message.starts_with("deletes pkg/conftest.py"), "{}", found[0].message);
+
+    // Covered by the trusted tests, or no trusted tests: no finding.
+    e.trusted_tests.push("**/conftest.py".into());
+    let r = review_with(&repo, &parent, all_files(), &constitution(), &e).await;
+    assert!(blocks(&r, "test-config").is_empty(), "{r:#?}");
+    let r = review_with(&repo, &parent, all_files(), &constitution(), &ethos()).await;
+    assert!(blocks(&r, "test-config").is_empty(), "{r:#?}");
+}
+
 #[tokio::test]
 async fn protected_path_findings_name_the_class() {
     let repo = Repo::shell_project();

@@ -51,7 +51,7 @@ fn gates_for(home: &Path) -> (Vec<&'static str>, &'static str) {
 
 /// Where the project at `home` keeps its tests, as globs: the test directories that exist
 /// (`tests/`, `test/`, `spec/`, `__tests__/`) and the test-file patterns of its language (Go's
-/// `*_test.go`, JavaScript's `*.test.*` and `*.spec.*`, Python's `test_*.py`); `tests/**` when
+/// `*_test.go`, JavaScript's `*.test.*` and `*.spec.*`, Python's `test_*.py` and `conftest.py`); `tests/**` when
 /// nothing is found. Used for constitution.md `append_only_paths` and ethos.md `trusted_tests`.
 pub fn test_paths_for(home: &Path) -> Vec<String> {
     let mut out: Vec<String> = ["tests", "test", "spec", "__tests__"]
@@ -67,7 +67,8 @@ pub fn test_paths_for(home: &Path) -> Vec<String> {
         out.extend(["**/*.test.*".into(), "**/*.spec.*".into()]);
     }
     if has("pyproject.toml") || has("setup.py") {
-        out.push("**/test_*.py".into());
+        // pytest loads every conftest.py on its way to the tests: part of the tests.
+        out.extend(["**/test_*.py".into(), "**/conftest.py".into()]);
     }
     if out.is_empty() {
         out.push("tests/**".into());
@@ -196,5 +197,10 @@ mod tests {
         let constitution = &t.iter().find(|(n, _)| *n == "constitution.md").unwrap().1;
         let parsed = protocol::governance::parse_constitution(constitution).unwrap();
         assert_eq!(parsed.append_only_paths, ["test/**", "**/*_test.go"]);
+        let python = std::env::temp_dir().join(format!("ratchet-init-python-{}", std::process::id()));
+        std::fs::create_dir_all(&python).unwrap();
+        std::fs::write(python.join("pyproject.toml"), "").unwrap();
+        assert_eq!(test_paths_for(&python), ["**/test_*.py", "**/conftest.py"]);
+        std::fs::remove_dir_all(&python).unwrap();
     }
 }
