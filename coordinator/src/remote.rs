@@ -18,7 +18,8 @@
 //! A claim that finds nothing waits for work without polling: a [`substrate::TaskWatcher`] on the
 //! branches' `tasks/` and `leases/` (started at the first claim) bumps a counter every waiting
 //! claim watches, and each claim rescans only when it moved (or every
-//! [`substrate::RESCAN_INTERVAL`], the safety net the local agents use too).
+//! [`substrate::RESCAN_INTERVAL`], the safety net the local agents use too). How each claim's
+//! wait ended (by a change, a rescan, its deadline) is counted and logged.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,18 @@ pub struct RemoteLeases {
     changes: tokio::sync::watch::Sender<u64>,
     /// The watcher behind `changes`, started by the first claim.
     watcher: Mutex<Option<substrate::TaskWatcher>>,
+    /// The safety net: a waiting claim rescans this often without a change.
+    rescan: Duration,
+}
+
+/// How a claim's wait went: how often it looked, and what woke it each time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ClaimWait {
+    scans: u32,
+    /// Woken by a change of a branch's tasks or leases (the watcher).
+    changes: u32,
+    /// Woken by the safety net's rescan, or by the fallback's when nothing can be watched.
+    rescans: u32,
 }
 
 /// Where a remote member runs, as `ratchet status` shows it (`worktrees/.swarm/remote.json`).
@@ -83,11 +96,18 @@ pub fn read_members(home: &Path) -> BTreeMap<String, RemoteMember> {
 
 impl RemoteLeases {
     pub fn new(home: PathBuf) -> Arc<RemoteLeases> {
+        RemoteLeases::with_rescan(home, substrate::RESCAN_INTERVAL)
+    }
+
+    /// With the safety net's rescan every `rescan` (tests set it long, so only the watcher can
+    /// wake a claim).
+    fn with_rescan(home: PathBuf, rescan: Duration) -> Arc<RemoteLeases> {
         Arc::new(RemoteLeases {
             home,
             held: Mutex::new(HashMap::new()),
             changes: tokio::sync::watch::channel(0).0,
             watcher: Mutex::new(None),
+            rescan,
         })
     }
 
@@ -206,15 +226,15 @@ impl RemoteLeases {
         engine: String,
         wait_ms: u64,
         only: Option<(String, String)>,
-    ) -> Result<ClaimAnswer, String> {
+    ) -> Result<(ClaimAnswer, ClaimWait), String> {
         protocol::names::check_component("agent", &agent).map_err(|e| e.to_string())?;
         if let Some((b, t)) = &only {
             protocol::names::check_branch(b).map_err(|e| e.to_string())?;
             protocol::names::check_task_id(t).map_err(|e| e.to_string())?;
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_CLAIM_WAIT_MS));
-        self.note_member(&agent, &role, &host, &engine, None);
         let mut changes = self.changes();
+        let mut wait = ClaimWait::default();
         loop {
             // Changes from here on wake the wait below, even those during the scan.
             if let Some(rx) = &mut changes {
@@ -229,17 +249,27 @@ impl RemoteLeases {
             })
             .await
             .map_err(|e| e.to_string())??;
+            wait.scans += 1;
+            if wait.scans == 1 && got.is_none() {
+                // Seen, holding nothing (a grant records the member with its task).
+                self.note_member(&agent, &role, &host, &engine, None);
+            }
             if got.is_some() || Instant::now() >= deadline {
-                return Ok(ClaimAnswer { grant: got });
+                return Ok((ClaimAnswer { grant: got }, wait));
             }
             // Wait for a task or lease to change (a task queued, a lease released), or for the
             // safety net's rescan, within the claim's deadline.
             let left = deadline.saturating_duration_since(Instant::now());
             match &mut changes {
-                Some(rx) => {
-                    let _ = tokio::time::timeout(left.min(substrate::RESCAN_INTERVAL), rx.changed()).await;
+                Some(rx) => match tokio::time::timeout(left.min(self.rescan), rx.changed()).await {
+                    Ok(_) => wait.changes += 1,
+                    Err(_) if Instant::now() < deadline => wait.rescans += 1,
+                    Err(_) => {}
+                },
+                None => {
+                    tokio::time::sleep(left.min(FALLBACK_RESCAN)).await;
+                    wait.rescans += 1;
                 }
-                None => tokio::time::sleep(left.min(FALLBACK_RESCAN)).await,
             }
         }
     }
@@ -429,8 +459,14 @@ pub fn lease_skill(leases: Arc<RemoteLeases>) -> Skill {
                     LeaseCall::Claim { agent, role, skills, host, engine, wait_ms, branch, task_id } => {
                         let only = branch.zip(task_id);
                         let engine = engine.unwrap_or_else(|| "local".into());
-                        match leases.claim(agent, role, skills, host, engine, wait_ms, only).await {
-                            Ok(ans) => {
+                        match leases.claim(agent.clone(), role, skills, host, engine, wait_ms, only).await {
+                            Ok((ans, wait)) => {
+                                tracing::debug!(
+                                    "claim by {agent}: {} scans, woken {} times by a change and {} by the rescan",
+                                    wait.scans,
+                                    wait.changes,
+                                    wait.rescans
+                                );
                                 let text = match &ans.grant {
                                     Some(g) => format!("granted {}/{} at token {}", g.branch, g.task.id, g.task.token),
                                     None => "nothing queued".to_string(),
@@ -463,4 +499,79 @@ pub fn lease_skill(leases: Arc<RemoteLeases>) -> Skill {
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+    use protocol::remote::MAX_CLAIM_WAIT_MS;
+
+    use super::{RemoteLeases, read_members};
+
+    /// A waiting claim is woken by the task watcher, not by the safety net: with the rescan set
+    /// past the claim's whole wait, the claim can only see the task queued after it started
+    /// waiting through a change notification (or, were the watcher broken, at its deadline,
+    /// which the count of wake-ups tells apart).
+    #[tokio::test]
+    async fn a_waiting_remote_claim_is_woken_by_the_task_watcher() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let git = kit::git::Git::new(tmp.path()).without_user_config().with_identity("t", "t@t");
+        git.run(["init", "-q", "-b", "main"]).expect("git init");
+        git.run(["commit", "-q", "--allow-empty", "-m", "base"]).expect("git commit");
+        let base = git.run(["rev-parse", "HEAD"]).expect("rev-parse");
+        let home = kit::substrate::Home::open(tmp.path())
+            .expect("a repository")
+            .with_git_env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .with_git_env("GIT_CONFIG_NOSYSTEM", "1");
+        let bd = kit::substrate::add_worktree(&home, "b", &base).expect("a branch");
+
+        let leases = RemoteLeases::with_rescan(tmp.path().to_path_buf(), Duration::from_secs(3600));
+        let l2 = leases.clone();
+        let claim = tokio::spawn(async move {
+            l2.claim(
+                "far-executor".into(),
+                "executor".into(),
+                vec!["execute".into()],
+                "far-host".into(),
+                "local".into(),
+                MAX_CLAIM_WAIT_MS,
+                None,
+            )
+            .await
+        });
+        // The claim found nothing and waits once it has recorded its member.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !read_members(tmp.path()).contains_key("far-executor") {
+            assert!(std::time::Instant::now() < deadline, "the claim never started waiting");
+            assert!(!claim.is_finished(), "the claim ended before any task was queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let task = TaskFile {
+            version: TASK_FILE_VERSION,
+            id: "t1".into(),
+            branch: "b".into(),
+            role: "executor".into(),
+            skill: "execute".into(),
+            attempt: 1,
+            max_attempts: 3,
+            token: 0,
+            state: TaskFileState::Queued,
+            created_at: protocol::timestamp(std::time::SystemTime::now()),
+            ttl_ms: 60_000,
+            input: serde_json::json!({}),
+            governance: Default::default(),
+            history: vec![],
+        };
+        kit::substrate::queue_task(&bd, &task).expect("queued");
+        let (answer, wait) = claim.await.expect("the claim ran").expect("the claim answered");
+        let grant = answer.grant.unwrap_or_else(|| panic!("nothing granted: {wait:?}"));
+        assert_eq!((grant.branch.as_str(), grant.task.id.as_str()), ("b", "t1"));
+        assert!(
+            wait.changes >= 1 && wait.rescans == 0,
+            "the claim was not woken by the watcher (a grant at its deadline): {wait:?}"
+        );
+        assert_eq!(wait.scans, wait.changes + 1, "one scan at the start, one per wake-up: {wait:?}");
+    }
 }
