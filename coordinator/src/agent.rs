@@ -290,10 +290,11 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
     tokio::spawn(async move {
         let host = substrate::hostname();
         let warned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut unsettled = std::collections::HashSet::new();
         loop {
             let (h, host2, warned) = (home.clone(), host.clone(), warned.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                let Ok(home) = Home::open(&h) else { return };
+            let orphans = tokio::task::spawn_blocking(move || {
+                let Ok(home) = Home::open(&h) else { return vec![] };
                 // A coordinator left over from a replaced swarm must not judge the new one's leases.
                 if let Some(other) = home.superseded_by() {
                     if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -302,13 +303,30 @@ pub fn spec(env: &AgentEnv) -> anyhow::Result<AgentSpec> {
                             home.swarm().unwrap_or_default()
                         );
                     }
-                    return;
+                    return vec![];
                 }
                 if let Err(e) = substrate::reap_all(&home, &host2) {
                     tracing::warn!("reaper: {e}");
                 }
+                // Jobs of leases that are gone: after the expiries above, so a dead holder's
+                // jobs go in the same pass.
+                kit::jobs::orphans_of_dead_leases(&home, &host2)
             })
-            .await;
+            .await
+            .unwrap_or_default();
+            for o in orphans {
+                let name = o.name().to_string();
+                match kit::jobs::settle(o, "reaper").await {
+                    Ok(_) => {
+                        unsettled.remove(&name);
+                    }
+                    Err(e) => {
+                        if unsettled.insert(name.clone()) {
+                            tracing::warn!("reaper: orphaned job {name}: {e}; retried at every pass");
+                        }
+                    }
+                }
+            }
             tokio::time::sleep(substrate::DEFAULT_REAP_INTERVAL).await;
         }
     });

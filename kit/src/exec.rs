@@ -376,10 +376,15 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         None => argv,
         Some(job) => {
             let name = crate::jobs::job_name();
+            // Recorded before it exists, so no job of a leased task is ever unaccounted for.
+            let record = match crate::jobs::record_submission(&name, job.settings.engine) {
+                Ok(record) => record,
+                Err(why) => return fail(why),
+            };
             let memory_mb = spec.memory_limit_bytes.map(|b| b.div_ceil(1024 * 1024));
             extra_env.extend(crate::jobs::srun_env());
             let words = crate::jobs::srun_argv(job, &name, &cwd, memory_mb, argv);
-            job_guard = Some(crate::jobs::CancelOnDrop { name, armed: true });
+            job_guard = Some(crate::jobs::CancelOnDrop { name, armed: true, record });
             words
         }
     };
@@ -402,7 +407,10 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
             Err(e) => return fail(format!("cannot pin to CPUs {cpus:?}: {e}")),
         },
     };
-    prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd, affinity);
+    // `srun` dies with this process (SIGTERM: it kills the step and ends its job), so an agent
+    // killed outright leaves no job running on the cluster.
+    let die_with = spec.job.is_some().then(nix::unistd::getpid);
+    prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd, affinity, die_with);
     let spawned = cmd.spawn();
     // Our copy of the report pipe's write end: only the sandbox holds it from here on.
     let report = report_pipe.map(|(read, _write)| read);
@@ -472,8 +480,9 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
     let job = match &mut job_guard {
         None => None,
         Some(g) => {
-            // A step that ended by itself needs no cancel; one we killed (timeout) does.
-            if exit.as_ref().is_some_and(|e| e.is_ok()) && !timed_out {
+            // A step that ended by itself needs no cancel; one we killed (timeout) does, and so
+            // does one whose `srun` was killed by someone else (its job may run on).
+            if exit.as_ref().is_some_and(|e| e.as_ref().is_ok_and(|st| st.code().is_some())) && !timed_out {
                 g.armed = false;
             }
             crate::jobs::record(&g.name).await
@@ -574,14 +583,24 @@ fn prepare_child(
     memory_limit_bytes: Option<u64>,
     report_fd: Option<RawFd>,
     affinity: Option<CpuSet>,
+    die_with: Option<Pid>,
 ) {
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls are allowed.
-    // It calls setrlimit(2), sched_setaffinity(2) and fcntl(2) only (plain system calls), captures plain values
-    // (integers and a copied cpu_set_t), and allocates nothing: converting an errno into io::Error is a plain
-    // value. The fd is the write end of a pipe this process created just before spawning and keeps open until
-    // the spawn returned.
+    // It calls setrlimit(2), sched_setaffinity(2), fcntl(2), prctl(2) and getppid(2) only (plain system
+    // calls), captures plain values (integers and a copied cpu_set_t), and allocates nothing: converting an
+    // errno into io::Error is a plain value. The fd is the write end of a pipe this process created just before
+    // spawning and keeps open until the spawn returned.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(parent) = die_with {
+                // The signal comes when the thread that forked ends: agents run commands from
+                // their runtime's one thread, which lives as long as the process.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                if nix::unistd::getppid() != parent {
+                    // The parent died before the signal was armed.
+                    return Err(std::io::Error::other("the agent is gone"));
+                }
+            }
             setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
             if let Some(bytes) = memory_limit_bytes {
                 setrlimit(Resource::RLIMIT_AS, bytes, bytes)?;

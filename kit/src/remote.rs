@@ -254,8 +254,15 @@ async fn run_granted(
             }
         })
     };
+    let owner = crate::jobs::JobOwner {
+        dir: bd.jobs_dir(),
+        agent: worker.agent_id.clone(),
+        task: grant.task.id.clone(),
+        token: grant.task.token,
+        swarm: None,
+    };
     let ctx = WorkCtx::new(home, bd.clone(), grant.task.clone(), artifacts, worker.agent_id.clone(), lost_rx.clone());
-    let handle = tokio::spawn(f(ctx));
+    let handle = tokio::spawn(crate::jobs::owned_by(owner, f(ctx)));
     let _abort = AbortOnDrop(handle.abort_handle());
     let hb_abort = AbortOnDrop(heartbeat.abort_handle());
     let _stop = stop_when_lost(lost_rx, handle.abort_handle());

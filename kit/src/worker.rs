@@ -248,6 +248,13 @@ impl Worker {
             }
         });
         let f = self.skills.get(&task.skill).expect("checked before claiming").clone();
+        let owner = crate::jobs::JobOwner {
+            dir: bd.jobs_dir(),
+            agent: self.agent_id.clone(),
+            task: task.id.clone(),
+            token,
+            swarm: home.swarm().map(String::from),
+        };
         let ctx = WorkCtx {
             home,
             bd,
@@ -268,7 +275,7 @@ impl Worker {
                 self.0.abort();
             }
         }
-        let handle = tokio::spawn(f(ctx));
+        let handle = tokio::spawn(crate::jobs::owned_by(owner, f(ctx)));
         let _abort = AbortOnDrop(handle.abort_handle());
         let _stop = crate::remote::stop_when_lost(lost_watch, handle.abort_handle());
         let result = match handle.await {
@@ -485,6 +492,8 @@ impl LeasedAgent<'_> {
             Worker::new(env.home.clone(), &env.name, self.role).skill(self.skill, work).with_remote(remote.clone()),
         );
         let skill = worker.a2a_skill(self.skill, self.skill_name, self.skill_description);
+        // Jobs an earlier process of this agent left running (it was killed) are cancelled.
+        tokio::spawn(crate::jobs::clean_own_orphans(env.home.clone(), env.name.clone()));
         match remote {
             // On another host: work comes from the coordinator, there are no task files here.
             Some(cfg) => {

@@ -198,6 +198,28 @@ pub enum EventKind {
         host: String,
         engine: String,
     },
+    /// A job (`kit::jobs`) whose holder died or lost its lease, found by its record
+    /// (`jobs/<name>.json`): cancelled when the engine still ran it, its record removed.
+    JobOrphaned {
+        holder: String,
+        token: u64,
+        engine: crate::governance::JobEngine,
+        /// The job's name and, when the engine still knows it, its id, node and the state it
+        /// was found in (`RUNNING`, `PENDING`; `CANCELLED` when it had ended by itself).
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_id: Option<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        node: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        state: String,
+        /// Whether it was still live and was cancelled now.
+        cancelled: bool,
+        /// Why the job is an orphan (its lease expired, its holder is gone).
+        reason: String,
+        /// Who found it: `reaper`, or the agent that restarted.
+        by: String,
+    },
     /// A remote holder's result failed the coordinator's checks (commit, artefact hashes) and
     /// was not written: its lease is dropped and the task re-queued like a dead holder's.
     RemoteResultRefused {

@@ -3,13 +3,14 @@
 //! Layout under `worktrees/<branch>/` (see ARCHITECTURE.md):
 //! `tasks/<task>.json` (written only by the coordinator), `leases/<task>.lock` (created
 //! atomically by the claiming agent), `results/<task>.<token>.json` (written by the holder),
-//! `artifacts/<task>/...`, `events/events.jsonl`.
+//! `artifacts/<task>/...`, `jobs/<name>.json` (an engine job a holder has running),
+//! `events/events.jsonl`.
 //!
 //! Every format carries `version`; changing a field's meaning or default is a breaking change.
-//! Readers go through [`parse_lease`], [`parse_result`] and [`parse_task`], which refuse a file
-//! of a newer version than this build knows (rather than misreading it) with a message that
-//! says so. Version history: leases and results 1 -> 2 added `swarm` (absent in version 1 files,
-//! which still read).
+//! Readers go through [`parse_lease`], [`parse_result`], [`parse_task`] and [`parse_job`],
+//! which refuse a file of a newer version than this build knows (rather than misreading it)
+//! with a message that says so. Version history: leases and results 1 -> 2 added `swarm`
+//! (absent in version 1 files, which still read).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 pub const TASK_FILE_VERSION: u32 = 1;
 pub const LEASE_FILE_VERSION: u32 = 2;
 pub const RESULT_FILE_VERSION: u32 = 2;
+pub const JOB_FILE_VERSION: u32 = 1;
 
 pub use crate::format::FormatError;
 use crate::format::parse_versioned;
@@ -31,6 +33,11 @@ pub fn parse_lease(bytes: &[u8]) -> Result<LeaseFile, FormatError> {
 /// Read a `results/<task>.<token>.json` file.
 pub fn parse_result(bytes: &[u8]) -> Result<ResultFile, FormatError> {
     parse_versioned(bytes, "result file", RESULT_FILE_VERSION)
+}
+
+/// Read a `jobs/<name>.json` record.
+pub fn parse_job(bytes: &[u8]) -> Result<JobFile, FormatError> {
+    parse_versioned(bytes, "job record", JOB_FILE_VERSION)
 }
 
 /// Read a `tasks/<task>.json` file.
@@ -213,6 +220,33 @@ pub struct LeaseFile {
     /// expires at once a lease of another swarm instance (since version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<String>,
+}
+
+/// `jobs/<name>.json`: a job a holder submitted to an engine (`kit::jobs`), recorded (temp +
+/// rename) *before* it is submitted, under the job's unique name, and removed once the job ended.
+/// A record that outlives its job's holder (the holder died, or lost its lease) names an
+/// orphan: the coordinator's reaper, or the holder's successor at its start, cancels the job if
+/// the engine still runs it, removes the record and says so (`job_orphaned`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFile {
+    pub version: u32,
+    /// The job's name on the engine (`ratchet-<pid>-<instance>-<n>`), unique to one process.
+    pub name: String,
+    pub engine: crate::governance::JobEngine,
+    /// The holder: agent, process and its instance (the `<instance>` of the name), host.
+    pub agent: String,
+    pub pid: u32,
+    pub instance: String,
+    pub host: String,
+    /// The leased task and the token it ran under.
+    pub task: String,
+    pub token: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
+    /// The cluster (`SLURM_CONF`) the job went to, when the holder named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_conf: Option<String>,
+    pub submitted_at: String,
 }
 
 /// How a holder's work ended.

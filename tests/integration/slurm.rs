@@ -33,6 +33,35 @@ fn accepted(root: &Path, branch: &str, task: &str) -> Vec<Value> {
     out
 }
 
+/// Every branch's events of type `ty`.
+fn branch_events(root: &Path, ty: &str) -> Vec<Value> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(root.join("worktrees")).into_iter().flatten().flatten() {
+        let log = e.path().join("events/events.jsonl");
+        if log.is_file() {
+            out.extend(of_type(&read_jsonl(&log), ty).into_iter().cloned());
+        }
+    }
+    out
+}
+
+/// A member's pid (or the supervisor's, for `ratchet`) from `state.json`.
+fn pid_of(root: &Path, name: &str) -> nix::unistd::Pid {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(root.join("worktrees/.swarm/state.json")).expect("state")).expect("json");
+    let pid = if name == "ratchet" {
+        state["supervisor_pid"].as_i64()
+    } else {
+        state["agents"].as_array().and_then(|a| a.iter().find(|a| a["name"] == name)).and_then(|a| a["pid"].as_i64())
+    };
+    nix::unistd::Pid::from_raw(pid.unwrap_or_else(|| panic!("no pid for {name} in {state:#}")) as i32)
+}
+
+/// Slurm states in which a job still holds its node.
+fn live(state: &str) -> bool {
+    ["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"].contains(&state)
+}
+
 #[test]
 fn gates_and_pinned_exclusive_benchmark_runs_are_slurm_jobs_with_their_ids_in_the_evidence() {
     if let Some(why) = skip_reason() {
@@ -163,34 +192,111 @@ fn a_lost_lease_cancels_its_slurm_job() {
     let member = snap["members"].as_array().and_then(|m| m.iter().find(|m| m["name"] == "executor")).cloned();
     let member = member.unwrap_or_else(|| panic!("no executor member: {:#}", snap["members"]));
     assert!(member["jobs"].as_array().is_some_and(|j| j.iter().any(|j| j["id"] == id.as_str())), "{member:#}");
-    // The executor hangs (SIGSTOP): the coordinator expires its lease by heartbeat. When it
-    // resumes, it finds the lease lost and cancels the job it no longer owns.
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(t.path().join("worktrees/.swarm/state.json")).expect("state"))
-            .expect("json");
-    let pid = state["agents"]
-        .as_array()
-        .and_then(|a| a.iter().find(|a| a["name"] == "executor"))
-        .and_then(|a| a["pid"].as_i64())
-        .expect("the executor's pid") as i32;
-    let exec = nix::unistd::Pid::from_raw(pid);
+    // The executor hangs (SIGSTOP; its `srun` runs on): the coordinator expires its lease by
+    // heartbeat, and its reaper cancels the job of the lease that is gone (by the job's record)
+    // while the executor is still stopped, with a `job_orphaned` event.
+    let exec = pid_of(t.path(), "executor");
     nix::sys::signal::kill(exec, nix::sys::signal::Signal::SIGSTOP).expect("stop the executor");
     up.wait_until("the hung executor's lease expired", Duration::from_secs(60), |root| {
-        std::fs::read_dir(root.join("worktrees")).into_iter().flatten().flatten().any(|e| {
-            let log = e.path().join("events/events.jsonl");
-            log.is_file() && !of_type(&read_jsonl(&log), "lease_expired").is_empty()
-        })
+        !branch_events(root, "lease_expired").is_empty()
     });
-    nix::sys::signal::kill(exec, nix::sys::signal::Signal::SIGCONT).expect("resume the executor");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let state = cluster.jobs().into_iter().find(|j| j.0 == id).map(|j| j.2);
         if state.as_deref() == Some("CANCELLED") {
             break;
         }
-        assert!(Instant::now() < deadline, "job {id} ({name}) was not cancelled: {state:?}\n{}", t.agent_logs());
+        assert!(
+            Instant::now() < deadline,
+            "job {id} ({name}) of the expired lease was not cancelled while its holder hung: {state:?}\n{}",
+            t.agent_logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let orphaned = branch_events(t.path(), "job_orphaned");
+    let event = orphaned.iter().find(|e| e["job_id"] == id.as_str());
+    let event = event.unwrap_or_else(|| panic!("no job_orphaned event for job {id}: {orphaned:#?}"));
+    assert_eq!(
+        (&event["cancelled"], &event["by"], &event["name"], &event["holder"]),
+        (&true.into(), &"reaper".into(), &name.as_str().into(), &"executor".into()),
+        "{event:#}"
+    );
+    assert!(event["reason"].as_str().unwrap_or_default().contains("is gone"), "{event:#}");
+    // When it resumes, it finds its lease lost and stops (its own cancel finds the job ended).
+    nix::sys::signal::kill(exec, nix::sys::signal::Signal::SIGCONT).expect("resume the executor");
+}
+
+/// An agent killed outright (SIGKILL: no code of it runs) leaves no job holding a node. Slurm's
+/// side first, with the coordinator and the supervisor frozen so nothing of the swarm can act:
+/// `srun` dies with its agent and ends the job. Then the swarm's side: the job's record, left
+/// by the dead holder, becomes a `job_orphaned` event with the job's id.
+#[test]
+fn a_killed_agent_leaves_no_slurm_job_running() {
+    if let Some(why) = skip_reason() {
+        eprintln!("{why}");
+        return;
+    }
+    let work = tempfile::Builder::new().prefix("ratchet-slurm-").tempdir().expect("temp dir");
+    let cluster = Cluster::start(work.path());
+    let mut spec = Spec {
+        candidates: 1,
+        gates: vec!["sleep 120".into()],
+        gate_timeout_s: 300,
+        env: vec![("SLURM_CONF".into(), cluster.conf.display().to_string())],
+        ..Spec::default()
+    };
+    with_jobs(&mut spec, "engine = \"slurm\"\ntime_limit_min = 10");
+    let t = Target::new(spec);
+    let w = cluster.hosts.wrapper(0);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let mut up = t.spawn_up_under(&w, &["--max-cycles", "1", "--no-check"]);
+    let mut job = None;
+    up.wait_until("the gate running as a Slurm job", RUN, |_| {
+        job = cluster.jobs().into_iter().find(|j| j.2 == "RUNNING");
+        job.is_some()
+    });
+    let (id, name, _, _) = job.expect("a running job");
+    let records: Vec<_> = std::fs::read_dir(t.path().join("worktrees"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(format!("jobs/{name}.json")))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(records.len(), 1, "the running job has its record in its branch's jobs/");
+
+    use nix::sys::signal::{Signal, kill};
+    let (supervisor, coordinator) = (pid_of(t.path(), "ratchet"), pid_of(t.path(), "coordinator"));
+    kill(supervisor, Signal::SIGSTOP).expect("freeze the supervisor");
+    kill(coordinator, Signal::SIGSTOP).expect("freeze the coordinator");
+    kill(pid_of(t.path(), "executor"), Signal::SIGKILL).expect("kill the executor");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut polls = 0;
+    let ended = loop {
+        polls += 1;
+        let state = cluster.jobs().into_iter().find(|j| j.0 == id).map(|j| j.2).unwrap_or_default();
+        if !live(&state) {
+            break state;
+        }
+        if Instant::now() >= deadline {
+            let _ = kill(coordinator, Signal::SIGCONT);
+            let _ = kill(supervisor, Signal::SIGCONT);
+            panic!("job {id} ({name}) of the killed executor still {state} after {polls} polls\n{}", t.agent_logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    kill(coordinator, Signal::SIGCONT).expect("thaw the coordinator");
+    kill(supervisor, Signal::SIGCONT).expect("thaw the supervisor");
+    // The swarm's side: the dead holder's record is settled (by the reaper, or by the
+    // executor's successor at its start) into an event naming the job, which had ended.
+    up.wait_until("the orphaned job's event", Duration::from_secs(60), |root| {
+        branch_events(root, "job_orphaned").iter().any(|e| e["job_id"] == id.as_str())
+    });
+    let orphaned = branch_events(t.path(), "job_orphaned");
+    let event = orphaned.iter().find(|e| e["job_id"] == id.as_str()).expect("found above");
+    assert_eq!((&event["cancelled"], &event["name"]), (&false.into(), &name.as_str().into()), "{event:#}");
+    assert_eq!(event["state"], ended.as_str(), "{event:#}");
+    assert!(records.iter().all(|p| !p.exists()), "the record is removed once settled");
 }
 
 /// Duet pairing (both sides at once on one machine) cannot run as Slurm jobs (each side its own

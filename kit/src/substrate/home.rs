@@ -266,6 +266,11 @@ impl BranchDir {
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events").join("events.jsonl")
     }
+    /// `jobs/`: a record per engine job a holder of this branch's tasks has running
+    /// (`kit::jobs`); created by the first job.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.dir.join("jobs")
+    }
     pub fn meta_path(&self) -> PathBuf {
         self.dir.join("meta.json")
     }

@@ -16,6 +16,7 @@
 //!   results/<task>.<token>.json          ResultFile, written by the holder (temp + rename)
 //!   results/accepted/, results/refused/  results after the reaper judged them
 //!   artifacts/<task>/...     what agents produce
+//!   jobs/<name>.json         JobFile: an engine job a holder submitted (`crate::jobs`), until it ended
 //!   events/events.jsonl      typed events, one JSON line each, appended with O_APPEND
 //!   */quarantine/            corrupt files moved aside by the reaper
 //! ```
@@ -45,6 +46,7 @@ use std::path::PathBuf;
 
 pub use events::{CorruptLine, EventLog, all_events, append_event, read_events};
 pub use fsutil::hostname;
+pub(crate) use fsutil::pid_alive;
 pub use gc::{GcReport, ORPHAN_GRACE, gc, remove_checkout};
 pub use home::{BranchDir, BranchMeta, BranchState, Home, META_VERSION, SWARM_ID_ENV, add_worktree, swarm_id_from_env};
 pub use inspect::{ArtifactInfo, InspectReport, LeaseInfo, TaskInfo, inspect, read_lease_info, render_text};
