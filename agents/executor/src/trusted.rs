@@ -172,15 +172,32 @@ pub fn base_excludes(tree: &Path, base: &str) -> Result<Vec<u8>, String> {
         })
         .collect();
     files.sort_by(|a, b| (a.0.split(|c| *c == b'/').count(), &a.0).cmp(&(b.0.split(|c| *c == b'/').count(), &b.0)));
+    // One `cat-file --batch` for all of them: "<oid> blob <size>\n<content>\n" each.
+    let ids: String = files.iter().map(|(_, oid)| format!("{oid}\n")).collect();
+    let batch = if files.is_empty() {
+        vec![]
+    } else {
+        git.run_input(["cat-file", "--batch"], ids.as_bytes())
+            .map_err(|e| format!("infra: reading the base's .gitignore files: {e}"))?
+    };
+    let mut rest = &batch[..];
     for (dir, oid) in files {
-        let text =
-            git.run_bytes(["cat-file", "blob", &oid]).map_err(|e| format!("infra: reading a .gitignore: {e}"))?;
+        let header_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let header = String::from_utf8_lossy(&rest[..header_end]).into_owned();
+        let size = match header.split(' ').collect::<Vec<_>>()[..] {
+            [id, "blob", size] if id == oid => size.parse::<usize>().ok(),
+            _ => None,
+        };
+        let text = size
+            .and_then(|n| rest.get(header_end + 1..header_end + 1 + n))
+            .ok_or_else(|| format!("infra: git cat-file --batch answered {header:?} for the .gitignore {oid}"))?;
         if dir.is_empty() {
-            out.extend_from_slice(&text);
+            out.extend_from_slice(text);
             out.push(b'\n');
         } else {
-            anchor_patterns(&dir, &text, &mut out);
+            anchor_patterns(&dir, text, &mut out);
         }
+        rest = rest.get(header_end + 1 + text.len() + 1..).unwrap_or(&[]);
     }
     Ok(out)
 }
