@@ -213,20 +213,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "| static rails: the rails over it (protected paths, append-only, rules, size, scope, claims; {findings} finding{}) | {rails_ms:.3} ms | {:.4}% |",
+        "| static rails: the rails over it (protected paths, append-only, rules, size, scope, claims, test-config; {findings} finding{}) | {rails_ms:.3} ms | {:.4}% |",
         if findings == 1 { "" } else { "s" },
         rails_ms / gates_ms * 100.0
     );
     let _ = writeln!(md, "| **static rails, total** | **{statics:.1} ms** | **{:.2}%** |", statics / gates_ms * 100.0);
     let _ = writeln!(
         md,
-        "| **the baseline's tests** (what the gates wrote under the trusted globs set aside, tracked files reset, the base's tests swapped in, `{}`, all swapped back) | **{trusted_ms:.0} ms** | **{:.0}%** |",
+        "| **the baseline's tests** (what the gates wrote in no commit set aside: under the trusted globs all of it, elsewhere what the base's .gitignore does not ignore, so `target/` stays; tracked files reset, the base's tests swapped in, `{}`, all swapped back) | **{trusted_ms:.0} ms** | **{:.0}%** |",
         ethos.test_command,
         trusted_ms / gates_ms * 100.0
     );
     let _ = writeln!(
         md,
-        "| the baseline's tests when the candidate changes no test (the checks: its diff, and the checkout as committed; the run is skipped) | {check_ms:.1} ms | {:.2}% |",
+        "| the baseline's tests when the candidate changes no test (the checks: its diff, and the checkout as committed with the base's ignore rules; the run is skipped) | {check_ms:.1} ms | {:.2}% |",
         check_ms / gates_ms * 100.0
     );
     let _ = writeln!(
