@@ -11,7 +11,9 @@
 //!   `sitecustomize.py`, `pytest.ini`, `.pth` file, or anything else a test runner loads on its
 //!   own. The rules are the base commit's `.gitignore` files (never the checkout's: the candidate
 //!   writes those, tracked or not) and the repository's `info/exclude` ([`BaseIgnores`]); so
-//!   `target/`, `__pycache__/`, `node_modules/` that the base ignores stay, and are reused.
+//!   `target/`, `node_modules/` that the base ignores stay, and are reused. Python's bytecode
+//!   caches (`__pycache__/`, `*.pyc`) go even when ignored: the interpreter would run them
+//!   instead of the committed source, and remakes them cheaply.
 //!
 //! Then tracked files go back to the candidate's commit (a gate may have edited them), the base's
 //! files the candidate changed or deleted under the globs are checked out, the ones it added
@@ -22,7 +24,7 @@
 //!
 //! What this does not cover, by design: what the base ignores is the candidate's build, made by
 //! its code in its gates, and is trusted as such (a gate could write into an ignored virtualenv
-//! or `__pycache__` what a build could); a tracked test-runner file the candidate changes outside
+//! or `target/` what a build could); a tracked test-runner file the candidate changes outside
 //! the globs is in its diff, where the critic's `test-config` rail names it.
 
 use std::ffi::{OsStr, OsString};
@@ -140,7 +142,7 @@ impl BaseIgnores {
 /// first (the lowest precedence), then each `.gitignore` of `base` with its patterns anchored at
 /// its directory (`d/.gitignore`'s `x` becomes `/d/**/x`, its `a/b` `/d/a/b`), parents before
 /// children, so that git's "the deeper file decides, and in a file the last match" is the
-/// single list's "the last match decides".
+/// single list's "the last match decides"; then [`NEVER_BUILD`], which overrides them.
 pub fn base_excludes(tree: &Path, base: &str) -> Result<Vec<u8>, String> {
     let git = Git::new(tree);
     let mut out = vec![];
@@ -199,8 +201,16 @@ pub fn base_excludes(tree: &Path, base: &str) -> Result<Vec<u8>, String> {
         }
         rest = rest.get(header_end + 1 + text.len() + 1..).unwrap_or(&[]);
     }
+    out.extend_from_slice(NEVER_BUILD);
     Ok(out)
 }
+
+/// Last in the exclude text, so they win over the base's rules (outside directories the base
+/// ignores as a whole, which git never enters): Python's bytecode caches. The interpreter loads
+/// them instead of the source (an "unchecked-hash" `.pyc` is never compared with its source), so a
+/// planted one would swap the candidate's committed code for other code; and it rebuilds them
+/// from the source for the cost of a compile.
+const NEVER_BUILD: &[u8] = b"!__pycache__/\n!*.pyc\n";
 
 /// The patterns of the `.gitignore` in directory `dir` (not the top), rewritten for the top.
 fn anchor_patterns(dir: &[u8], text: &[u8], out: &mut Vec<u8>) {
@@ -597,11 +607,15 @@ mod tests {
         write(tree, ".gitignore", "/target\n*.pyc\n__pycache__/\n!keep.pyc\nconftest.py\n*.ini\nsite*\n");
         write(tree, "py/mod.py", "x = 2\n");
         git(tree, &["commit", "-qam", "candidate"]);
+        // Bytecode caches are never the build (outside directories the base ignores whole).
         let planted = [
+            "__pycache__/mod.cpython-311.pyc",
+            "a.pyc",
             "conftest.py",
             "deep/.gitignore",
             "deep/conftest.py",
             "keep.pyc",
+            "py/__pycache__/x.pyc",
             "py/conftest.py",
             "py/sub/local.cfg",
             "pytest.ini",
@@ -611,14 +625,8 @@ mod tests {
         for p in planted {
             write(tree, p, if p == "deep/.gitignore" { "*\n" } else { "planted\n" });
         }
-        let build = [
-            "target/debug/app",
-            "__pycache__/mod.cpython-311.pyc",
-            "py/__pycache__/x.pyc",
-            "py/build/lib.so",
-            "py/local.cfg",
-            "a.pyc",
-        ];
+        let build =
+            ["target/debug/app", "target/m.pyc", "py/build/lib.so", "py/build/__pycache__/b.pyc", "py/local.cfg"];
         for p in build {
             write(tree, p, "built\n");
         }
