@@ -3,9 +3,11 @@
 //! (an undeclared file, no declaration at all, a claimed test that is not there), append-only
 //! tests (a deleted line, a changed assertion), every rail every time (CI tampering whose gate
 //! also fails has both in its record, and repeated tampering becomes a governance proposal), the
-//! baseline's tests (a candidate that deletes the test its change breaks still faces it), and a
-//! good candidate that passes them all. `ratchet explain` shows each finding with file:line
-//! evidence.
+//! baseline's tests (a candidate that deletes the test its change breaks still faces it; what a
+//! gate plants in no commit, under the trusted tests or elsewhere, a test-runner file or a
+//! bytecode cache, never reaches their run, while the build the base ignores is reused; a
+//! test-runner file in the commit is a `test-config` finding), and a good candidate that passes
+//! them all. `ratchet explain` shows each finding with file:line evidence.
 
 use std::time::Duration;
 
@@ -463,4 +465,59 @@ echo 'no delay, with a makefile in the commit'
     assert_eq!(promoted.len(), 1, "{:#}", run.summary);
     assert_eq!(promoted[0]["branch"], c["branch"], "{:#}", run.summary);
     assert_ne!(t.main(), old_main);
+}
+
+/// What the base ignores is the build, except Python's bytecode caches: Python runs an
+/// "unchecked-hash" `.pyc` without looking at its source. A candidate removes the delay (which
+/// the base's test, through the tracked module `limits.py`, forbids) and makes its gate plant
+/// such a `.pyc` of a `limits` that allows anything, in the `__pycache__/` the base ignores. Its
+/// own gates pass on the plant; the baseline's tests run without it, on the committed source.
+#[test]
+fn a_bytecode_cache_a_gate_plants_in_an_ignored_directory_is_out_of_the_trusted_run() {
+    let limits = "import re\n\ndef ok():\n    d = re.search(r'^delay_ms = (\\d+)', open('params.toml').read(), re.M)\n    return d is not None and int(d.group(1)) > 0\n";
+    let program = declare(&["params.toml", "check.sh"], &[], "no delay at all")
+        + r#"sed -i 's/^delay_ms = .*/delay_ms = 0/' params.toml
+cat >> check.sh <<'GATE'
+mkdir -p __pycache__
+printf 'def ok():\n    return True\n' > /tmp/fake.py
+python3 -c "import py_compile, sys; py_compile.compile('/tmp/fake.py', cfile='__pycache__/limits.' + sys.implementation.cache_tag + '.pyc', invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)"
+GATE
+echo 'no delay, with a bytecode cache a gate plants'
+"#;
+    let t = Target::new(Spec {
+        candidates: 1,
+        trusted_tests: vec!["tests/**".into()],
+        files: vec![
+            ("limits.py".into(), limits.into()),
+            (
+                "tests/test_params.sh".into(),
+                "python3 -c 'import limits, sys; sys.exit(0 if limits.ok() else 1)'\n".into(),
+            ),
+            (".gitignore".into(), "worktrees/\n__pycache__/\n".into()),
+        ],
+        proposer: Proposer::Calls(vec![program]),
+        ..Spec::default()
+    });
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let state = t.loop_state();
+
+    let c = candidate(&state, "no delay, with a bytecode cache a gate plants");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let gates = c["exec"]["gates"].as_array().expect("gates");
+    assert!(gates.iter().all(|g| g["result"] == "ok"), "its own gates pass with the plant: {gates:#?}");
+    let trusted = &c["exec"]["trusted"];
+    let moved: Vec<&str> = trusted["untracked"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(
+        moved.len() == 1 && moved[0].starts_with("__pycache__/limits.") && moved[0].ends_with(".pyc"),
+        "{trusted:#}"
+    );
+    assert_eq!(trusted["run"]["result"], "failed", "{trusted:#}");
+    let dir = t.path().join("worktrees").join(branch(c));
+    let log = std::fs::read_to_string(dir.join("artifacts/execute/trusted-tests.log")).expect("the trusted run's log");
+    assert!(log.contains("FAIL tests/test_params.sh"), "{log}");
+    // The candidate's cache is back in its checkout, the run's own is gone.
+    assert!(dir.join("tree").join(moved[0]).exists());
+    assert!(run.list("promoted").is_empty(), "{:#}", run.summary);
+    assert_eq!(t.main(), old_main);
 }
