@@ -80,7 +80,7 @@ impl Cluster {
                  SlurmctldPort=6817\nSlurmdPort=6818\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/affinity\n\
                  SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n\
                  SchedulerParameters=batch_sched_delay=0,sched_min_interval=0\nReturnToService=2\nMpiDefault=none\n\
-                 InactiveLimit=60\n\
+                 InactiveLimit=30\n\
                  SlurmctldLogFile={ctl}/log\nSlurmdLogFile={dir}/%n/log\n\
                  NodeName=n1 NodeAddr=10.231.1.2 CPUs=2 State=UNKNOWN\nNodeName=n2 NodeAddr=10.231.2.2 CPUs=2 State=UNKNOWN\n\
                  PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP\n",

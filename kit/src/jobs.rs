@@ -13,9 +13,10 @@
 //! A holder can also die without running any of that (SIGKILL, the OOM killer, a lost host).
 //! Two layers end its jobs then:
 //! - **Slurm's own**: `srun` runs with the parent-death signal set to SIGTERM, so when the agent
-//!   dies the kernel signals `srun`, which kills the step's tasks and ends its job. Where `srun`
-//!   itself dies without a word (its host lost), the cluster's `InactiveLimit` ends the job once
-//!   the controller's pings go unanswered (docs/multihost.md sets it).
+//!   dies the kernel signals `srun`, which kills the step's tasks and ends its job (a killed
+//!   `srun` closes its connections, and Slurm ends its job too). Where `srun` stops answering
+//!   with its connections open (its host frozen or cut off), the cluster's `InactiveLimit` ends
+//!   the job once the controller's pings go unanswered (docs/multihost.md sets it).
 //! - **The swarm's**: a job run for a leased task is recorded before it is submitted, under
 //!   its name, in `<branch>/jobs/<name>.json` (`protocol::lease::JobFile`, temp + rename) and the
 //!   record removed once the job ended. A record whose lease is no longer live (the token moved

@@ -240,7 +240,9 @@ fn a_killed_agent_leaves_no_slurm_job_running() {
     let cluster = Cluster::start(work.path());
     let mut spec = Spec {
         candidates: 1,
-        gates: vec!["sleep 120".into()],
+        // The log's header shows the command, its output the marker `gate-2-started`: once it
+        // is there the job's task runs (not only its allocation).
+        gates: vec!["echo gate-$((1+1))-started; sleep 120".into()],
         gate_timeout_s: 300,
         env: vec![("SLURM_CONF".into(), cluster.conf.display().to_string())],
         ..Spec::default()
@@ -251,9 +253,9 @@ fn a_killed_agent_leaves_no_slurm_job_running() {
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     let mut up = t.spawn_up_under(&w, &["--max-cycles", "1", "--no-check"]);
     let mut job = None;
-    up.wait_until("the gate running as a Slurm job", RUN, |_| {
+    up.wait_until("the gate running as a Slurm job", RUN, |root| {
         job = cluster.jobs().into_iter().find(|j| j.2 == "RUNNING");
-        job.is_some()
+        job.is_some() && gate_log(root).contains("gate-2-started")
     });
     let (id, name, _, _) = job.expect("a running job");
     let records: Vec<_> = std::fs::read_dir(t.path().join("worktrees"))
@@ -297,6 +299,21 @@ fn a_killed_agent_leaves_no_slurm_job_running() {
     assert_eq!((&event["cancelled"], &event["name"]), (&false.into(), &name.as_str().into()), "{event:#}");
     assert_eq!(event["state"], ended.as_str(), "{event:#}");
     assert!(records.iter().all(|p| !p.exists()), "the record is removed once settled");
+}
+
+/// Every gate log of every branch, concatenated.
+fn gate_log(root: &Path) -> String {
+    let mut out = String::new();
+    for b in std::fs::read_dir(root.join("worktrees")).into_iter().flatten().flatten() {
+        for t in std::fs::read_dir(b.path().join("artifacts")).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(t.path()).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().starts_with("gate-") {
+                    out.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Duet pairing (both sides at once on one machine) cannot run as Slurm jobs (each side its own
