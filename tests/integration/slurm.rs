@@ -121,6 +121,17 @@ fn gates_and_pinned_exclusive_benchmark_runs_are_slurm_jobs_with_their_ids_in_th
     let shown = cluster.client(0, &["scontrol", "show", "job", first]);
     assert!(shown.contains("OverSubscribe=NO"), "an exclusive job: {shown}");
     assert!(jobs.len() >= gates.len() + runs.len(), "{jobs:?}");
+    // Every job's record went with its job: none was left for the reaper to take for an orphan.
+    let orphaned = branch_events(t.path(), "job_orphaned");
+    assert!(orphaned.is_empty(), "jobs that ended normally were settled as orphans: {orphaned:#?}");
+    let left: Vec<_> = std::fs::read_dir(t.path().join("worktrees"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|b| std::fs::read_dir(b.path().join("jobs")).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "job records left behind: {left:?}");
 }
 
 #[test]
