@@ -630,11 +630,18 @@ mod tests {
         for p in build {
             write(tree, p, "built\n");
         }
+        // A name that is not UTF-8 is moved like any other (git lists bytes).
+        let odd = std::ffi::OsStr::from_bytes(b"odd\xff.py");
+        std::fs::write(tree.join(odd), "planted\n").unwrap();
         let globs = vec!["tests/**".to_string()];
         assert!(!pristine(tree, &base, &globs).unwrap());
         let ignores = BaseIgnores::of(tree, &base).unwrap();
         let moved = prepare_trusted(tree, aside, &base, &[], &[], &globs, &ignores).unwrap();
-        assert_eq!(shown(&moved), planted);
+        let (odd_moved, moved_named): (Vec<Stray>, Vec<Stray>) =
+            moved.iter().cloned().partition(|s| s.path().as_os_str() == odd);
+        assert_eq!(shown(&odd_moved), ["odd\u{fffd}.py"]);
+        assert!(!tree.join(odd).exists());
+        assert_eq!(shown(&moved_named), planted);
         for p in planted {
             assert_eq!(read(tree, p), None, "{p} is out of the run");
         }
@@ -649,6 +656,7 @@ mod tests {
         for p in planted {
             assert!(read(tree, p).is_some(), "{p} is back");
         }
+        assert!(tree.join(odd).exists(), "the odd name is back");
         assert!(!tree.join(".pytest_cache").exists() && !tree.join("tests/__pycache__").exists(), "the run's");
         assert_eq!(read(tree, "py/mod.py").as_deref(), Some("x = 2\n"));
     }
