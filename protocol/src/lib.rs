@@ -11,6 +11,7 @@ pub mod evaluation;
 pub mod events;
 pub mod format;
 pub mod governance;
+pub mod json;
 pub mod jsonrpc;
 pub mod lease;
 pub mod models;

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use protocol::a2a_v1::{self as v1, Version};
+use protocol::json;
 use protocol::jsonrpc::{ErrorCode, Fault, Request, RequestId, Response as RpcResponse};
 use protocol::{Method as _, Task};
 use serde_json::Value;
@@ -29,7 +30,8 @@ pub(crate) fn error_response(status: StatusCode, id: RequestId, fault: &Fault, v
 /// A success response around an already serialized result (no `Value` round trip).
 fn ok_response(id: RequestId, result: Vec<u8>) -> Response {
     let id = serde_json::to_vec(&id).expect("request ids serialize");
-    let mut body = Vec::with_capacity(result.len() + id.len() + 32);
+    // The envelope around the result is 33 bytes: one short, and the closing brace would copy it all.
+    let mut body = Vec::with_capacity(result.len() + id.len() + 40);
     body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     body.extend_from_slice(&id);
     body.extend_from_slice(br#","result":"#);
@@ -250,8 +252,8 @@ async fn v03(
             }
             // The common case (no historyLength) serializes the task in place, without a copy.
             Ok(Reply::Json(match history {
-                None => entry.with_task(|t| to_json(t)),
-                Some(n) => to_json(SendResult::Task(ops::trim_history(entry.task(), Some(n)))),
+                None => entry.with_task(json::to_vec),
+                Some(n) => json::to_vec(&ops::trim_history(entry.task(), Some(n))),
             }))
         }
         SendStreamingMessage::METHOD => {
@@ -262,11 +264,11 @@ async fn v03(
             let q: TaskQueryParams = p03::<GetTask>(raw)?;
             ops::check_history_length(q.history_length)?;
             let entry = ops::lookup(s, &q.id).await?;
-            Ok(Reply::Json(to_json(ops::trim_history(entry.task(), q.history_length))))
+            Ok(Reply::Json(json::to_vec(&ops::trim_history(entry.task(), q.history_length))))
         }
         CancelTask::METHOD => {
             let q: TaskIdParams = p03::<CancelTask>(raw)?;
-            Ok(Reply::Json(to_json(ops::cancel(s, &q.id).await?)))
+            Ok(Reply::Json(json::to_vec(&ops::cancel(s, &q.id).await?)))
         }
         Resubscribe::METHOD => {
             let q: TaskIdParams = p03::<Resubscribe>(raw)?;
@@ -390,12 +392,14 @@ pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Res
     }
     // The common case (no historyLength) serializes the task's 1.0 form straight from it,
     // without a copy or a converted one (the same JSON as `SendMessageResponse::Task`).
-    #[derive(serde::Serialize)]
-    struct TaskAnswer<'a> {
-        task: v1::AsV1<'a, Task>,
-    }
     Ok(match history {
-        None => entry.with_task(|t| to_json(TaskAnswer { task: v1::AsV1(t) })),
+        None => entry.with_task(|t| {
+            let mut out = Vec::with_capacity(2048);
+            out.extend_from_slice(br#"{"task":"#);
+            json::WriteJson::write_json(&v1::AsV1(t), &mut out);
+            out.push(b'}');
+            out
+        }),
         Some(_) => to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))),
     })
 }

@@ -289,7 +289,8 @@ fn end_status(end: TaskEnd) -> (TaskState, Option<Message>) {
     match end {
         TaskEnd::Completed { text, data: None } if text.is_empty() => (TaskState::Completed, None),
         TaskEnd::Completed { text, data } => {
-            let mut parts = vec![protocol::Part::text(text)];
+            let mut parts = Vec::with_capacity(2);
+            parts.push(protocol::Part::text(text));
             if let Some(d) = data {
                 parts.push(protocol::Part::data(d));
             }

@@ -30,7 +30,7 @@ impl Wire {
             format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#)
         };
         match self {
-            Wire::RpcV03(id) => rpc(id, serde_json::to_string(ev).expect("events serialize")),
+            Wire::RpcV03(id) => rpc(id, String::from_utf8(protocol::json::to_vec(ev)).expect("JSON is UTF-8")),
             Wire::RpcV1(id) => rpc(id, serde_json::to_string(&v1::StreamResponse::from(ev)).expect("events serialize")),
             Wire::Rest => serde_json::to_string(&v1::StreamResponse::from(ev)).expect("events serialize"),
         }

@@ -1,0 +1,758 @@
+//! Compact JSON of the A2A values a request serializes most (tasks, messages, parts, status and
+//! artifact updates; the 0.3 forms and, through [`AsV1`], their 1.0 forms), written straight
+//! into a byte buffer: **the same bytes as `serde_json::to_vec` of their `Serialize`**, pinned by
+//! property tests over arbitrary values (`tests` below), at a fraction of the cost.
+//!
+//! Why: in the wire profile (BENCHMARKS.md, "Where the wire's time and CPU go") serde_json's
+//! string escaping was the largest single cost of a `message/send`, a fifth of its instructions:
+//! it escapes every field name of every struct one byte at a time, and every string value
+//! too. Here field names are literals, and strings are scanned eight bytes at a time.
+//! Free-form JSON (`metadata`, data parts) and enums go through serde_json itself, so numbers
+//! and maps are exactly its own.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::a2a::{
+    Artifact, FileContent, Message, Part, Role, StreamEvent, Task, TaskArtifactUpdateEvent, TaskState, TaskStatus,
+    TaskStatusUpdateEvent,
+};
+use crate::a2a_v1::{self as v1, AsV1};
+
+/// A value that writes its own compact JSON (the bytes `serde_json::to_vec` gives for it).
+pub trait WriteJson {
+    fn write_json(&self, out: &mut Vec<u8>);
+}
+
+/// The JSON of `v`.
+pub fn to_vec<T: WriteJson + ?Sized>(v: &T) -> Vec<u8> {
+    // Room for a task with a few messages: growing the buffer (a `realloc` and a copy) cost more
+    // than a larger first allocation.
+    let mut out = Vec::with_capacity(2048);
+    v.write_json(&mut out);
+    out
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it: `"` and `\` with a backslash, the
+/// control characters as `\b \t \n \f \r` or `\u00xx`, everything else as it is.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    loop {
+        // The clean run (most strings are one), then the byte that needs escaping, if any.
+        let at = run + clean_prefix(&b[run..]);
+        out.extend_from_slice(&b[run..at]);
+        let Some(&c) = b.get(at) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+            }
+        }
+        run = at + 1;
+    }
+    out.push(b'"');
+}
+
+/// How many bytes at the start of `b` need no escaping: eight at a time, then one at a time.
+fn clean_prefix(b: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(word) = b.get(i..i + 8) {
+        if needs_escape(u64::from_le_bytes(word.try_into().expect("a slice of 8 bytes"))) {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c < 0x20 || c == b'"' || c == b'\\' {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `n` in decimal.
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\` (exact as a whole: the
+/// classic "has a byte less than n" and "has a zero byte" tests).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q & HIGH;
+    let s = w ^ (ONES * u64::from(b'\\'));
+    let slash = s.wrapping_sub(ONES) & !s & HIGH;
+    (below | quote | slash) != 0
+}
+
+/// Anything else through serde_json (enums, numbers).
+fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *out, v).expect("A2A values serialize");
+}
+
+/// Free-form JSON (metadata, data parts): strings and keys escaped here, numbers by serde_json.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => serde(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => write_map(out, m),
+    }
+}
+
+/// A JSON object of free-form members.
+pub fn write_map(out: &mut Vec<u8>, m: &Map<String, Value>) {
+    out.push(b'{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        write_value(out, v);
+    }
+    out.push(b'}');
+}
+
+/// A JSON object written member by member.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Obj<'a> {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
+    /// The member's name (`key` needs no escaping: a field name), then its value is written.
+    #[inline]
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.reserve(key.len() + 3);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    #[inline]
+    fn str(&mut self, key: &str, v: &str) {
+        write_str(self.key(key), v);
+    }
+
+    #[inline]
+    fn opt_str(&mut self, key: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(key, v);
+        }
+    }
+
+    #[inline]
+    fn json<T: WriteJson + ?Sized>(&mut self, key: &str, v: &T) {
+        v.write_json(self.key(key));
+    }
+
+    fn serde<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) {
+        serde(self.key(key), v);
+    }
+
+    #[inline]
+    fn map(&mut self, key: &str, v: Option<&Map<String, Value>>) {
+        if let Some(m) = v {
+            write_map(self.key(key), m);
+        }
+    }
+
+    fn strings(&mut self, key: &str, v: &[String]) {
+        if !v.is_empty() {
+            let out = self.key(key);
+            out.push(b'[');
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, s);
+            }
+            out.push(b']');
+        }
+    }
+
+    fn seq<T: WriteJson>(&mut self, key: &str, v: &[T]) {
+        seq(self.key(key), v.iter());
+    }
+
+    #[inline]
+    fn raw(&mut self, key: &str, literal: &[u8]) {
+        self.key(key).extend_from_slice(literal);
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn seq<T: WriteJson>(out: &mut Vec<u8>, items: impl Iterator<Item = T>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item.write_json(out);
+    }
+    out.push(b']');
+}
+
+impl<T: WriteJson + ?Sized> WriteJson for &T {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        (**self).write_json(out);
+    }
+}
+
+impl WriteJson for str {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        write_str(out, self);
+    }
+}
+
+// -- 0.3 ---------------------------------------------------------------------------------------
+
+/// A 0.3 task state's JSON (its serde name, quoted; pinned by a test).
+fn state(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Submitted => "\"submitted\"",
+        TaskState::Working => "\"working\"",
+        TaskState::InputRequired => "\"input-required\"",
+        TaskState::Completed => "\"completed\"",
+        TaskState::Canceled => "\"canceled\"",
+        TaskState::Failed => "\"failed\"",
+        TaskState::Rejected => "\"rejected\"",
+        TaskState::AuthRequired => "\"auth-required\"",
+        TaskState::Unknown => "\"unknown\"",
+    }
+}
+
+impl WriteJson for Message {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.raw(
+            "role",
+            match self.role {
+                Role::User => b"\"user\"",
+                Role::Agent => b"\"agent\"",
+            },
+        );
+        o.seq("parts", &self.parts);
+        o.map("metadata", self.metadata.as_ref());
+        o.strings("extensions", &self.extensions);
+        o.strings("referenceTaskIds", &self.reference_task_ids);
+        o.str("messageId", &self.message_id);
+        o.opt_str("taskId", self.task_id.as_deref());
+        o.opt_str("contextId", self.context_id.as_deref());
+        o.raw("kind", b"\"message\"");
+        o.end();
+    }
+}
+
+impl WriteJson for Part {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        let metadata = match self {
+            Part::Text { text, metadata } => {
+                o.raw("kind", b"\"text\"");
+                o.str("text", text);
+                metadata
+            }
+            Part::File { file, metadata } => {
+                o.raw("kind", b"\"file\"");
+                o.json("file", file);
+                metadata
+            }
+            Part::Data { data, metadata } => {
+                o.raw("kind", b"\"data\"");
+                write_map(o.key("data"), data);
+                metadata
+            }
+        };
+        o.map("metadata", metadata.as_ref());
+        o.end();
+    }
+}
+
+impl WriteJson for FileContent {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.opt_str("name", self.name.as_deref());
+        o.opt_str("mimeType", self.mime_type.as_deref());
+        o.opt_str("bytes", self.bytes.as_deref());
+        o.opt_str("uri", self.uri.as_deref());
+        o.end();
+    }
+}
+
+impl WriteJson for TaskStatus {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.raw("state", state(self.state).as_bytes());
+        if let Some(m) = &self.message {
+            o.json("message", m);
+        }
+        o.opt_str("timestamp", self.timestamp.as_deref());
+        o.end();
+    }
+}
+
+impl WriteJson for Artifact {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.str("artifactId", &self.artifact_id);
+        o.opt_str("name", self.name.as_deref());
+        o.opt_str("description", self.description.as_deref());
+        o.seq("parts", &self.parts);
+        o.map("metadata", self.metadata.as_ref());
+        o.end();
+    }
+}
+
+impl WriteJson for Task {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.str("id", &self.id);
+        o.str("contextId", &self.context_id);
+        o.json("status", &self.status);
+        if !self.history.is_empty() {
+            o.seq("history", &self.history);
+        }
+        if !self.artifacts.is_empty() {
+            o.seq("artifacts", &self.artifacts);
+        }
+        o.map("metadata", self.metadata.as_ref());
+        o.raw("kind", b"\"task\"");
+        o.end();
+    }
+}
+
+/// A status update event of task `task_id` in context `context_id` (the JSON of a
+/// [`TaskStatusUpdateEvent`] without metadata), with the status borrowed from wherever it is.
+pub fn write_status_update(out: &mut Vec<u8>, task_id: &str, context_id: &str, status: &TaskStatus, is_final: bool) {
+    let mut o = Obj::new(out);
+    o.str("taskId", task_id);
+    o.str("contextId", context_id);
+    o.raw("kind", b"\"status-update\"");
+    o.json("status", status);
+    o.raw("final", if is_final { b"true" } else { b"false" });
+    o.end();
+}
+
+impl WriteJson for TaskStatusUpdateEvent {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        if self.metadata.is_none() {
+            return write_status_update(out, &self.task_id, &self.context_id, &self.status, self.is_final);
+        }
+        let mut o = Obj::new(out);
+        o.str("taskId", &self.task_id);
+        o.str("contextId", &self.context_id);
+        o.raw("kind", b"\"status-update\"");
+        o.json("status", &self.status);
+        o.raw("final", if self.is_final { b"true" } else { b"false" });
+        o.map("metadata", self.metadata.as_ref());
+        o.end();
+    }
+}
+
+impl WriteJson for TaskArtifactUpdateEvent {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        o.str("taskId", &self.task_id);
+        o.str("contextId", &self.context_id);
+        o.raw("kind", b"\"artifact-update\"");
+        o.json("artifact", &self.artifact);
+        if let Some(a) = self.append {
+            o.raw("append", if a { b"true" } else { b"false" });
+        }
+        if let Some(l) = self.last_chunk {
+            o.raw("lastChunk", if l { b"true" } else { b"false" });
+        }
+        o.map("metadata", self.metadata.as_ref());
+        o.end();
+    }
+}
+
+impl WriteJson for StreamEvent {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            StreamEvent::Task(t) => t.write_json(out),
+            StreamEvent::Message(m) => m.write_json(out),
+            StreamEvent::Status(s) => s.write_json(out),
+            StreamEvent::Artifact(a) => a.write_json(out),
+        }
+    }
+}
+
+// -- 1.0, through AsV1 ---------------------------------------------------------------------------
+
+impl WriteJson for AsV1<'_, Part> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = Obj::new(out);
+        match self.0 {
+            Part::Text { text, metadata } => {
+                o.str("text", text);
+                o.map("metadata", metadata.as_ref());
+            }
+            Part::Data { data, metadata } => {
+                write_map(o.key("data"), data);
+                o.map("metadata", metadata.as_ref());
+            }
+            Part::File { file, metadata } => {
+                match (&file.bytes, &file.uri) {
+                    (Some(b), _) => o.str("raw", b),
+                    (None, Some(u)) => o.str("url", u),
+                    (None, None) => o.str("raw", ""),
+                }
+                o.map("metadata", metadata.as_ref());
+                o.opt_str("filename", file.name.as_deref());
+                o.opt_str("mediaType", file.mime_type.as_deref());
+            }
+        }
+        o.end();
+    }
+}
+
+impl WriteJson for AsV1<'_, Message> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let m = self.0;
+        let mut o = Obj::new(out);
+        o.str("messageId", &m.message_id);
+        o.opt_str("contextId", m.context_id.as_deref());
+        o.opt_str("taskId", m.task_id.as_deref());
+        o.raw(
+            "role",
+            match m.role {
+                Role::User => b"\"ROLE_USER\"",
+                Role::Agent => b"\"ROLE_AGENT\"",
+            },
+        );
+        seq(o.key("parts"), m.parts.iter().map(AsV1));
+        o.map("metadata", m.metadata.as_ref());
+        o.strings("extensions", &m.extensions);
+        o.strings("referenceTaskIds", &m.reference_task_ids);
+        o.end();
+    }
+}
+
+impl WriteJson for AsV1<'_, Artifact> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let a = self.0;
+        let mut o = Obj::new(out);
+        o.str("artifactId", &a.artifact_id);
+        o.opt_str("name", a.name.as_deref());
+        o.opt_str("description", a.description.as_deref());
+        seq(o.key("parts"), a.parts.iter().map(AsV1));
+        o.map("metadata", a.metadata.as_ref());
+        o.end();
+    }
+}
+
+impl WriteJson for AsV1<'_, TaskStatus> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        let mut o = Obj::new(out);
+        o.serde("state", &v1::TaskState::from(t.state));
+        if let Some(m) = &t.message {
+            o.json("message", &AsV1(m));
+        }
+        o.opt_str("timestamp", t.timestamp.as_deref());
+        o.end();
+    }
+}
+
+impl WriteJson for AsV1<'_, Task> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let t = self.0;
+        let mut o = Obj::new(out);
+        o.str("id", &t.id);
+        o.str("contextId", &t.context_id);
+        o.json("status", &AsV1(&t.status));
+        if !t.artifacts.is_empty() {
+            seq(o.key("artifacts"), t.artifacts.iter().map(AsV1));
+        }
+        if !t.history.is_empty() {
+            seq(o.key("history"), t.history.iter().map(AsV1));
+        }
+        o.map("metadata", t.metadata.as_ref());
+        o.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::a2a::{ArtifactUpdateKind, MessageKind, StatusUpdateKind, TaskKind};
+    use proptest::prelude::*;
+
+    /// Strings that need every kind of escape, and long clean runs (the eight-byte path).
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9 ]{0,40}",
+            "\\PC{0,24}",
+            proptest::collection::vec(
+                prop_oneof![any::<char>(), Just('"'), Just('\\'), Just('\n'), Just('\u{1}'), Just('\u{7f}'), Just('é')],
+                0..40
+            )
+            .prop_map(|v| v.into_iter().collect()),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn map() -> impl Strategy<Value = Option<Map<String, Value>>> {
+        proptest::option::of(
+            proptest::collection::btree_map(text(), value(), 0..3).prop_map(|m| m.into_iter().collect()),
+        )
+    }
+
+    fn part() -> impl Strategy<Value = Part> {
+        prop_oneof![
+            (text(), map()).prop_map(|(text, metadata)| Part::Text { text, metadata }),
+            (map(), map()).prop_map(|(data, metadata)| Part::Data { data: data.unwrap_or_default(), metadata }),
+            (
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                map()
+            )
+                .prop_map(|(name, mime_type, bytes, uri, metadata)| Part::File {
+                    file: FileContent { name, mime_type, bytes, uri },
+                    metadata
+                }),
+        ]
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        (
+            any::<bool>(),
+            proptest::collection::vec(part(), 0..3),
+            map(),
+            proptest::collection::vec(text(), 0..2),
+            proptest::collection::vec(text(), 0..2),
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
+            .prop_map(
+                |(user, parts, metadata, extensions, reference_task_ids, message_id, task_id, context_id)| Message {
+                    role: if user { Role::User } else { Role::Agent },
+                    parts,
+                    metadata,
+                    extensions,
+                    reference_task_ids,
+                    message_id,
+                    task_id,
+                    context_id,
+                    kind: MessageKind::Tag,
+                },
+            )
+    }
+
+    fn state() -> impl Strategy<Value = TaskState> {
+        prop_oneof![
+            Just(TaskState::Submitted),
+            Just(TaskState::Working),
+            Just(TaskState::InputRequired),
+            Just(TaskState::Completed),
+            Just(TaskState::Canceled),
+            Just(TaskState::Failed),
+            Just(TaskState::Rejected),
+            Just(TaskState::AuthRequired),
+            Just(TaskState::Unknown),
+        ]
+    }
+
+    fn status() -> impl Strategy<Value = TaskStatus> {
+        (state(), proptest::option::of(message()), proptest::option::of(text()))
+            .prop_map(|(state, message, timestamp)| TaskStatus { state, message, timestamp })
+    }
+
+    fn artifact() -> impl Strategy<Value = Artifact> {
+        (
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            proptest::collection::vec(part(), 0..3),
+            map(),
+        )
+            .prop_map(|(artifact_id, name, description, parts, metadata)| Artifact {
+                artifact_id,
+                name,
+                description,
+                parts,
+                metadata,
+            })
+    }
+
+    fn task() -> impl Strategy<Value = Task> {
+        (
+            text(),
+            text(),
+            status(),
+            proptest::collection::vec(message(), 0..3),
+            proptest::collection::vec(artifact(), 0..2),
+            map(),
+        )
+            .prop_map(|(id, context_id, status, history, artifacts, metadata)| Task {
+                id,
+                context_id,
+                status,
+                history,
+                artifacts,
+                metadata,
+                kind: TaskKind::Tag,
+            })
+    }
+
+    fn event() -> impl Strategy<Value = StreamEvent> {
+        prop_oneof![
+            task().prop_map(StreamEvent::Task),
+            message().prop_map(StreamEvent::Message),
+            (text(), text(), status(), any::<bool>(), map()).prop_map(
+                |(task_id, context_id, status, is_final, metadata)| {
+                    StreamEvent::Status(TaskStatusUpdateEvent {
+                        task_id,
+                        context_id,
+                        kind: StatusUpdateKind::Tag,
+                        status,
+                        is_final,
+                        metadata,
+                    })
+                }
+            ),
+            (
+                text(),
+                text(),
+                artifact(),
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(any::<bool>()),
+                map()
+            )
+                .prop_map(|(task_id, context_id, artifact, append, last_chunk, metadata)| {
+                    StreamEvent::Artifact(TaskArtifactUpdateEvent {
+                        task_id,
+                        context_id,
+                        kind: ArtifactUpdateKind::Tag,
+                        artifact,
+                        append,
+                        last_chunk,
+                        metadata,
+                    })
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::proptests::config())]
+
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(s in text()) {
+            let mut out = vec![];
+            write_str(&mut out, &s);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn events_and_tasks_are_serde_json_s_bytes(e in event()) {
+            prop_assert_eq!(String::from_utf8(to_vec(&e)).unwrap(), serde_json::to_string(&e).unwrap());
+        }
+
+        #[test]
+        fn the_1_0_forms_are_serde_json_s_bytes_of_the_converted_values(t in task()) {
+            prop_assert_eq!(
+                String::from_utf8(to_vec(&AsV1(&t))).unwrap(),
+                serde_json::to_string(&v1::Task::from(&t)).unwrap()
+            );
+            for m in &t.history {
+                prop_assert_eq!(String::from_utf8(to_vec(&AsV1(m))).unwrap(), serde_json::to_string(&v1::Message::from(m)).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = vec![];
+            write_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn every_byte_value_is_escaped_as_serde_json_does() {
+        // Each byte below 0x80 at every position of a 9-byte window (both the eight-byte test and
+        // the byte path see it).
+        for c in 0u8..0x80 {
+            for pos in 0..9 {
+                let mut s = vec![b'a'; 9];
+                s[pos] = c;
+                let s = String::from_utf8(s).unwrap();
+                let mut out = vec![];
+                write_str(&mut out, &s);
+                assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap(), "byte {c:#x} at {pos}");
+            }
+        }
+    }
+}
