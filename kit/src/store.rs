@@ -518,15 +518,26 @@ enum Events {
     /// A task that ended when it was created ([`TaskStore::create_ended`]): its two events (the
     /// task as submitted, then its final status) are exactly what its log lines say, and are
     /// derived from the task when a stream asks, instead of being kept as a second copy of its
-    /// messages (which a send that ends at once would make and drop for nothing).
-    EndedAtCreation,
+    /// messages (which a send that ends at once would make and drop for nothing). Its log lines
+    /// are kept, with where its status and messages are in them: the task's 0.3 JSON (a 0.3
+    /// send's answer) is spliced from them instead of being written a second time.
+    EndedAtCreation(Written),
+}
+
+/// The log lines of a task that ended when it was created, and where in them the JSON of its
+/// status, its first message and its end's message are.
+struct Written {
+    lines: Vec<u8>,
+    status: std::ops::Range<usize>,
+    first: std::ops::Range<usize>,
+    end: Option<std::ops::Range<usize>>,
 }
 
 impl Events {
     fn len(&self) -> usize {
         match self {
             Events::Kept(v) => v.len(),
-            Events::EndedAtCreation => 2,
+            Events::EndedAtCreation(_) => 2,
         }
     }
 
@@ -534,18 +545,18 @@ impl Events {
     fn from(&self, task: &Task, from: usize) -> Vec<StreamEvent> {
         match self {
             Events::Kept(v) => v.get(from..).map(<[_]>::to_vec).unwrap_or_default(),
-            Events::EndedAtCreation => ended_at_creation(task).into_iter().skip(from).collect(),
+            Events::EndedAtCreation(_) => ended_at_creation(task).into_iter().skip(from).collect(),
         }
     }
 
     /// The events kept in memory, derived ones made real (before another is added).
     fn kept(&mut self, task: &Task) -> &mut Vec<StreamEvent> {
-        if let Events::EndedAtCreation = self {
+        if let Events::EndedAtCreation(_) = self {
             *self = Events::Kept(ended_at_creation(task).into());
         }
         match self {
             Events::Kept(v) => v,
-            Events::EndedAtCreation => unreachable!("made real above"),
+            Events::EndedAtCreation(_) => unreachable!("made real above"),
         }
     }
 }
@@ -810,7 +821,9 @@ impl TaskStore {
             kind: Default::default(),
         };
         let mut lines = Vec::with_capacity(2048);
-        write_line(&mut lines, id, 0, |out| task.write_json(out));
+        let mut first = None;
+        write_line(&mut lines, id, 0, |out| first = json::write_task(out, &task));
+        let first = first.expect("the task has its first message");
         let second = lines.len();
         let end = end.map(|mut m| {
             m.task_id = Some(task.id.clone());
@@ -819,9 +832,11 @@ impl TaskStore {
         });
         task.status.state = state;
         task.status.message = end;
+        let mut spans = None;
         write_line(&mut lines, id, 1, |out| {
-            json::write_status_update(out, &task.id, &task.context_id, &task.status, true)
+            spans = Some(json::write_status_update(out, &task.id, &task.context_id, &task.status, true));
         });
+        let (status, end) = spans.expect("the line was written");
         let fresh = Fresh { seq: 1, context: context_id, state, timestamp: task.status.timestamp.as_deref() };
         let rotate = self.shared.append(id, &lines, &[0, second], false, Some(fresh))?;
         if let Some(m) = &task.status.message {
@@ -830,11 +845,11 @@ impl TaskStore {
         let entry = Arc::new(Entry {
             rec: Mutex::new(Record {
                 task,
-                events: Events::EndedAtCreation,
+                bytes: lines.len() as u64,
+                events: Events::EndedAtCreation(Written { lines, status, first, end }),
                 open: false,
                 cancel: None,
                 push: vec![],
-                bytes: lines.len() as u64,
                 awaiting: None,
                 turns: 0,
             }),
@@ -1061,6 +1076,32 @@ impl Entry {
 
     pub fn task(&self) -> Task {
         self.rec.lock().expect("task lock").task.clone()
+    }
+
+    /// The task's JSON (0.3), as [`protocol::json`] writes it: for a task that ended when it was
+    /// created, spliced from its log lines (no serialization).
+    pub fn task_json(&self) -> Vec<u8> {
+        let rec = self.rec.lock().expect("task lock");
+        let t = &rec.task;
+        match &rec.events {
+            Events::EndedAtCreation(w) if t.artifacts.is_empty() && t.metadata.is_none() => {
+                let mut out = Vec::with_capacity(w.lines.len());
+                let first = &w.lines[w.first.clone()];
+                let status = &w.lines[w.status.clone()];
+                match &w.end {
+                    Some(end) => json::write_task_from_parts(
+                        &mut out,
+                        &t.id,
+                        &t.context_id,
+                        status,
+                        &[first, &w.lines[end.clone()]],
+                    ),
+                    None => json::write_task_from_parts(&mut out, &t.id, &t.context_id, status, &[first]),
+                }
+                out
+            }
+            _ => json::to_vec(t),
+        }
     }
 
     /// Run `f` on the task as it is, under its lock (to serialize it without a copy).
@@ -1397,6 +1438,8 @@ mod tests {
         }
         assert_eq!(String::from_utf8(lines).unwrap(), log);
         assert_eq!(e.events_from(1), events[1..], "a stream resumed after the first event");
+        // Its JSON, spliced from its lines, is the task's.
+        assert_eq!(String::from_utf8(e.task_json()).unwrap(), serde_json::to_string(&e.task()).unwrap());
         assert_eq!(e.snapshot().1, 2);
         let page = rt().block_on(store.list(&ListFilter { limit: 10, ..Default::default() })).unwrap();
         assert_eq!(
@@ -1412,6 +1455,7 @@ mod tests {
         // An end without a message (a completion that said nothing): one line of status alone.
         let quiet = store.create_ended("t2", "c1", msg("hi"), TaskState::Completed, None).unwrap();
         let quiet_events = quiet.events_from(0);
+        assert_eq!(String::from_utf8(quiet.task_json()).unwrap(), serde_json::to_string(&quiet.task()).unwrap());
         drop((store, quiet));
         let store = TaskStore::open(dir.path()).unwrap();
         assert_eq!(store.get_now("t2").unwrap().events_from(0), quiet_events);

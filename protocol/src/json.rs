@@ -10,6 +10,8 @@
 //! Free-form JSON (`metadata`, data parts) and enums go through serde_json itself, so numbers
 //! and maps are exactly its own.
 
+use std::ops::Range;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -193,10 +195,6 @@ impl<'a> Obj<'a> {
         v.write_json(self.key(key));
     }
 
-    fn serde<T: Serialize + ?Sized>(&mut self, key: &str, v: &T) {
-        serde(self.key(key), v);
-    }
-
     #[inline]
     fn map(&mut self, key: &str, v: Option<&Map<String, Value>>) {
         if let Some(m) = v {
@@ -332,14 +330,60 @@ impl WriteJson for FileContent {
 
 impl WriteJson for TaskStatus {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let mut o = Obj::new(out);
-        o.raw("state", state(self.state).as_bytes());
-        if let Some(m) = &self.message {
-            o.json("message", m);
-        }
-        o.opt_str("timestamp", self.timestamp.as_deref());
-        o.end();
+        write_status(out, state(self.state).as_bytes(), self, |m, out| m.write_json(out));
     }
+}
+
+/// A status (its state's JSON given) whose message `message` writes; returns where the
+/// message's JSON is in `out`.
+fn write_status(
+    out: &mut Vec<u8>,
+    state: &[u8],
+    status: &TaskStatus,
+    message: fn(&Message, &mut Vec<u8>),
+) -> Option<Range<usize>> {
+    let mut o = Obj::new(out);
+    o.raw("state", state);
+    let span = status.message.as_ref().map(|m| {
+        let out = o.key("message");
+        let start = out.len();
+        message(m, out);
+        start..out.len()
+    });
+    o.opt_str("timestamp", status.timestamp.as_deref());
+    o.end();
+    span
+}
+
+/// A task's history, whose messages `message` writes. A task's status message is usually also
+/// its last history entry (the same message, applied twice): when it is, its JSON, already
+/// written at `status_span`, is copied rather than written again.
+fn write_history(
+    out: &mut Vec<u8>,
+    history: &[Message],
+    status: &TaskStatus,
+    status_span: Option<Range<usize>>,
+    message: fn(&Message, &mut Vec<u8>),
+) -> Option<Range<usize>> {
+    out.push(b'[');
+    let mut first = None;
+    for (i, m) in history.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        match &status_span {
+            Some(span) if i + 1 == history.len() && status.message.as_ref() == Some(m) => {
+                out.extend_from_within(span.clone());
+            }
+            _ => message(m, out),
+        }
+        if i == 0 {
+            first = Some(start..out.len());
+        }
+    }
+    out.push(b']');
+    first
 }
 
 impl WriteJson for Artifact {
@@ -356,38 +400,82 @@ impl WriteJson for Artifact {
 
 impl WriteJson for Task {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let mut o = Obj::new(out);
-        o.str("id", &self.id);
-        o.str("contextId", &self.context_id);
-        o.json("status", &self.status);
-        if !self.history.is_empty() {
-            o.seq("history", &self.history);
-        }
-        if !self.artifacts.is_empty() {
-            o.seq("artifacts", &self.artifacts);
-        }
-        o.map("metadata", self.metadata.as_ref());
-        o.raw("kind", b"\"task\"");
-        o.end();
+        write_task(out, self);
     }
+}
+
+/// [`Task::write_json`], returning where its first history message's JSON is in `out`.
+pub fn write_task(out: &mut Vec<u8>, task: &Task) -> Option<Range<usize>> {
+    let mut o = Obj::new(out);
+    o.str("id", &task.id);
+    o.str("contextId", &task.context_id);
+    let message: fn(&Message, &mut Vec<u8>) = |m, out| m.write_json(out);
+    let span = write_status(o.key("status"), state(task.status.state).as_bytes(), &task.status, message);
+    let first = if task.history.is_empty() {
+        None
+    } else {
+        write_history(o.key("history"), &task.history, &task.status, span, message)
+    };
+    if !task.artifacts.is_empty() {
+        o.seq("artifacts", &task.artifacts);
+    }
+    o.map("metadata", task.metadata.as_ref());
+    o.raw("kind", b"\"task\"");
+    o.end();
+    first
+}
+
+/// The JSON of a task without artifacts and metadata whose status and history messages were
+/// serialized already (`status`: a [`TaskStatus`]'s JSON, `history`: each message's): the same
+/// bytes as [`Task::write_json`] of that task (a test pins it), spliced instead of written.
+pub fn write_task_from_parts(out: &mut Vec<u8>, id: &str, context_id: &str, status: &[u8], history: &[&[u8]]) {
+    let mut o = Obj::new(out);
+    o.str("id", id);
+    o.str("contextId", context_id);
+    o.raw("status", status);
+    if !history.is_empty() {
+        let out = o.key("history");
+        out.push(b'[');
+        for (i, m) in history.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(m);
+        }
+        out.push(b']');
+    }
+    o.raw("kind", b"\"task\"");
+    o.end();
 }
 
 /// A status update event of task `task_id` in context `context_id` (the JSON of a
 /// [`TaskStatusUpdateEvent`] without metadata), with the status borrowed from wherever it is.
-pub fn write_status_update(out: &mut Vec<u8>, task_id: &str, context_id: &str, status: &TaskStatus, is_final: bool) {
+/// Returns where the status's JSON is in `out`, and its message's.
+pub fn write_status_update(
+    out: &mut Vec<u8>,
+    task_id: &str,
+    context_id: &str,
+    status: &TaskStatus,
+    is_final: bool,
+) -> (Range<usize>, Option<Range<usize>>) {
     let mut o = Obj::new(out);
     o.str("taskId", task_id);
     o.str("contextId", context_id);
     o.raw("kind", b"\"status-update\"");
-    o.json("status", status);
+    let out = o.key("status");
+    let start = out.len();
+    let message = write_status(out, state(status.state).as_bytes(), status, |m, out| m.write_json(out));
+    let span = start..out.len();
     o.raw("final", if is_final { b"true" } else { b"false" });
     o.end();
+    (span, message)
 }
 
 impl WriteJson for TaskStatusUpdateEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
         if self.metadata.is_none() {
-            return write_status_update(out, &self.task_id, &self.context_id, &self.status, self.is_final);
+            write_status_update(out, &self.task_id, &self.context_id, &self.status, self.is_final);
+            return;
         }
         let mut o = Obj::new(out);
         o.str("taskId", &self.task_id);
@@ -495,14 +583,22 @@ impl WriteJson for AsV1<'_, Artifact> {
 
 impl WriteJson for AsV1<'_, TaskStatus> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let t = self.0;
-        let mut o = Obj::new(out);
-        o.serde("state", &v1::TaskState::from(t.state));
-        if let Some(m) = &t.message {
-            o.json("message", &AsV1(m));
-        }
-        o.opt_str("timestamp", t.timestamp.as_deref());
-        o.end();
+        write_status(out, v1_state(self.0.state).as_bytes(), self.0, |m, out| AsV1(m).write_json(out));
+    }
+}
+
+/// A task state's 1.0 JSON (its serde name, quoted; pinned by a test).
+fn v1_state(s: TaskState) -> &'static str {
+    match v1::TaskState::from(s) {
+        v1::TaskState::Unspecified => "\"TASK_STATE_UNSPECIFIED\"",
+        v1::TaskState::Submitted => "\"TASK_STATE_SUBMITTED\"",
+        v1::TaskState::Working => "\"TASK_STATE_WORKING\"",
+        v1::TaskState::Completed => "\"TASK_STATE_COMPLETED\"",
+        v1::TaskState::Failed => "\"TASK_STATE_FAILED\"",
+        v1::TaskState::Canceled => "\"TASK_STATE_CANCELED\"",
+        v1::TaskState::InputRequired => "\"TASK_STATE_INPUT_REQUIRED\"",
+        v1::TaskState::Rejected => "\"TASK_STATE_REJECTED\"",
+        v1::TaskState::AuthRequired => "\"TASK_STATE_AUTH_REQUIRED\"",
     }
 }
 
@@ -512,12 +608,13 @@ impl WriteJson for AsV1<'_, Task> {
         let mut o = Obj::new(out);
         o.str("id", &t.id);
         o.str("contextId", &t.context_id);
-        o.json("status", &AsV1(&t.status));
+        let message: fn(&Message, &mut Vec<u8>) = |m, out| AsV1(m).write_json(out);
+        let span = write_status(o.key("status"), v1_state(t.status.state).as_bytes(), &t.status, message);
         if !t.artifacts.is_empty() {
             seq(o.key("artifacts"), t.artifacts.iter().map(AsV1));
         }
         if !t.history.is_empty() {
-            seq(o.key("history"), t.history.iter().map(AsV1));
+            write_history(o.key("history"), &t.history, &t.status, span, message);
         }
         o.map("metadata", t.metadata.as_ref());
         o.end();
@@ -646,6 +743,8 @@ mod tests {
             })
     }
 
+    /// A task; often, as a task's status is applied, its status message is also its last
+    /// history entry (the case whose JSON is copied).
     fn task() -> impl Strategy<Value = Task> {
         (
             text(),
@@ -654,15 +753,13 @@ mod tests {
             proptest::collection::vec(message(), 0..3),
             proptest::collection::vec(artifact(), 0..2),
             map(),
+            any::<bool>(),
         )
-            .prop_map(|(id, context_id, status, history, artifacts, metadata)| Task {
-                id,
-                context_id,
-                status,
-                history,
-                artifacts,
-                metadata,
-                kind: TaskKind::Tag,
+            .prop_map(|(id, context_id, status, mut history, artifacts, metadata, applied)| {
+                if applied && let Some(m) = &status.message {
+                    history.push(m.clone());
+                }
+                Task { id, context_id, status, history, artifacts, metadata, kind: TaskKind::Tag }
             })
     }
 
@@ -717,6 +814,31 @@ mod tests {
         #[test]
         fn events_and_tasks_are_serde_json_s_bytes(e in event()) {
             prop_assert_eq!(String::from_utf8(to_vec(&e)).unwrap(), serde_json::to_string(&e).unwrap());
+        }
+
+        #[test]
+        fn a_task_spliced_from_its_parts_is_its_json(mut t in task()) {
+            t.artifacts.clear();
+            t.metadata = None;
+            let whole = to_vec(&t);
+            let mut status = vec![];
+            let mut out = vec![];
+            let (span, _) = write_status_update(&mut out, "t", "c", &t.status, true);
+            status.extend_from_slice(&out[span]);
+            let history: Vec<Vec<u8>> = t.history.iter().map(to_vec).collect();
+            let history: Vec<&[u8]> = history.iter().map(Vec::as_slice).collect();
+            let mut spliced = vec![];
+            write_task_from_parts(&mut spliced, &t.id, &t.context_id, &status, &history);
+            prop_assert_eq!(String::from_utf8(spliced).unwrap(), String::from_utf8(whole.clone()).unwrap());
+            // The first message's place, as write_task reports it.
+            let mut again = vec![b'x'];
+            let first = write_task(&mut again, &t);
+            prop_assert_eq!(&again[1..], &whole[..]);
+            match (first, t.history.first()) {
+                (Some(r), Some(m)) => prop_assert_eq!(&again[r], &to_vec(m)[..]),
+                (None, None) => {}
+                (r, m) => prop_assert!(false, "span {:?} for first message {:?}", r, m),
+            }
         }
 
         #[test]

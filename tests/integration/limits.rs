@@ -118,6 +118,35 @@ fn a_huge_declared_body_is_refused_before_it_is_read() {
     assert_eq!(read_response(&mut c).0, 200);
 }
 
+/// A body that stops arriving is answered with an error once the body timeout (1 s here) passes
+/// with nothing new, rather than holding the request (and its connection slot) for ever; a
+/// body that arrives in pieces, each in time, is served.
+#[test]
+fn a_body_that_stops_arriving_is_refused_after_the_body_timeout() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[("RATCHET_HEADER_TIMEOUT_MS", "1000")]);
+    let send = rpc_request(&json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message":
+        {"kind": "message", "role": "user", "messageId": "m1", "parts": [{"kind": "text", "text": "status"}]}}}));
+    let head_len = send.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    // The head and part of the body, then silence.
+    let mut s = connect(&agent.url);
+    s.write_all(&send[..head_len + 10]).expect("write");
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON-RPC error");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("RATCHET_HEADER_TIMEOUT_MS"), "{v}");
+    // In pieces, each well within the timeout: served.
+    let mut s = connect(&agent.url);
+    s.write_all(&send[..head_len + 10]).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&send[head_len + 10..]).expect("write");
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON-RPC answer");
+    assert_eq!(v["result"]["status"]["state"], "completed", "{v}");
+}
+
 /// Partial headers, a connection that sends nothing, and an idle keep-alive connection are all
 /// closed by the server after the header timeout (1 s here); an SSE stream that is quiet for
 /// longer than that (and than the write stall limit) stays open and delivers its final event.

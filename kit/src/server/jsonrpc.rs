@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::a2a_v1::{self as v1, Version};
 use protocol::json;
@@ -40,15 +40,21 @@ fn ok_response(id: RequestId, result: Vec<u8>) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-pub(crate) async fn rpc(
-    State(s): State<Arc<Server>>,
-    _fits: DeclaredLengthFits,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let version = v1::negotiate(requested_version(&headers, &uri));
+/// The JSON-RPC endpoint. It takes the request whole and reads what it needs of the head before
+/// the body is read, rather than through extractors that would copy the headers and the URI.
+pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Request) -> Response {
+    use axum::extract::{FromRequest, FromRequestParts};
+    let (mut parts, body) = req.into_parts();
+    if let Err(refused) = DeclaredLengthFits::from_request_parts(&mut parts, &s).await {
+        return refused;
+    }
+    let version = v1::negotiate(requested_version(&parts.headers, &parts.uri));
     let details = version != Ok(Version::V0_3) || s.spec.v1_only;
+    let ctype = (!is_json(&parts.headers)).then(|| {
+        parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    });
+    let last_event = last_event_id(&parts.headers);
+    let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), &s).await;
     let body = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -60,8 +66,7 @@ pub(crate) async fn rpc(
             return error_response(rej.status(), RequestId::Null, &fault, details);
         }
     };
-    if !is_json(&headers) {
-        let ctype = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(ctype) = ctype {
         let fault = ErrorCode::ContentTypeNotSupported
             .fault(format!("Content-Type {ctype:?} is not supported; send Content-Type: application/json"));
         return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, RequestId::Null, &fault, details);
@@ -93,7 +98,7 @@ pub(crate) async fn rpc(
         if v1 {
             Err(wrong_generation(method, "0.3", version))
         } else {
-            v03(&s, method, req.params, id.clone(), &headers).await
+            v03(&s, method, req.params, id.clone(), last_event).await
         }
     } else if v1::METHODS.contains(&method) {
         if v1 { v10(&s, method, req.params, id.clone()).await } else { Err(wrong_generation(method, "1.0", version)) }
@@ -235,7 +240,7 @@ async fn v03(
     method: &str,
     raw: Option<&serde_json::value::RawValue>,
     id: RequestId,
-    headers: &HeaderMap,
+    last_event: Option<usize>,
 ) -> Result<Reply, Fault> {
     use protocol::*;
     match method {
@@ -252,7 +257,7 @@ async fn v03(
             }
             // The common case (no historyLength) serializes the task in place, without a copy.
             Ok(Reply::Json(match history {
-                None => entry.with_task(json::to_vec),
+                None => entry.task_json(),
                 Some(n) => json::to_vec(&ops::trim_history(entry.task(), Some(n))),
             }))
         }
@@ -264,7 +269,10 @@ async fn v03(
             let q: TaskQueryParams = p03::<GetTask>(raw)?;
             ops::check_history_length(q.history_length)?;
             let entry = ops::lookup(s, &q.id).await?;
-            Ok(Reply::Json(json::to_vec(&ops::trim_history(entry.task(), q.history_length))))
+            Ok(Reply::Json(match q.history_length {
+                None => entry.task_json(),
+                Some(_) => json::to_vec(&ops::trim_history(entry.task(), q.history_length)),
+            }))
         }
         CancelTask::METHOD => {
             let q: TaskIdParams = p03::<CancelTask>(raw)?;
@@ -274,7 +282,7 @@ async fn v03(
             let q: TaskIdParams = p03::<Resubscribe>(raw)?;
             let entry = ops::lookup(s, &q.id).await?;
             // Last-Event-ID: the index of the last event the client saw; replay what follows.
-            let from = last_event_id(headers).map_or(0, |n| n + 1);
+            let from = last_event.map_or(0, |n| n + 1);
             Ok(Reply::Stream(sse::stream(entry, None, from, Stop::CaughtUp, Wire::RpcV03(id))))
         }
         SetPushConfig::METHOD => {
