@@ -468,7 +468,7 @@ fn lineage(home: &Path, st: Option<&LoopState>, promotions: &[(PromotionRecord, 
 
 #[cfg(test)]
 mod tests {
-    use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+    use protocol::lease::TaskFile;
 
     /// The page reads a lease's `agent_id`, `task`, `branch`, `token` and `heartbeat_age_ms`.
     #[test]
@@ -484,20 +484,9 @@ mod tests {
             .with_git_env("GIT_CONFIG_NOSYSTEM", "1");
         let bd = kit::substrate::add_worktree(&home, "b", &base).expect("a branch");
         let task = TaskFile {
-            version: TASK_FILE_VERSION,
-            id: "t1".into(),
-            branch: "b".into(),
-            role: "executor".into(),
-            skill: "execute".into(),
-            attempt: 1,
-            max_attempts: 3,
             token: 0,
-            state: TaskFileState::Queued,
-            created_at: protocol::timestamp(std::time::SystemTime::now()),
             ttl_ms: 60_000,
-            input: serde_json::json!({}),
-            governance: Default::default(),
-            history: vec![],
+            ..TaskFile::queued("b", "t1", "executor", "execute", serde_json::json!({}))
         };
         kit::substrate::queue_task(&bd, &task).expect("queued");
         let _held = kit::substrate::try_claim(&bd, "t1", "executor-1").expect("claim").expect("claimable");

@@ -505,7 +505,7 @@ pub fn lease_skill(leases: Arc<RemoteLeases>) -> Skill {
 mod tests {
     use std::time::Duration;
 
-    use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+    use protocol::lease::TaskFile;
     use protocol::remote::MAX_CLAIM_WAIT_MS;
 
     use super::{RemoteLeases, read_members};
@@ -549,20 +549,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let task = TaskFile {
-            version: TASK_FILE_VERSION,
-            id: "t1".into(),
-            branch: "b".into(),
-            role: "executor".into(),
-            skill: "execute".into(),
-            attempt: 1,
-            max_attempts: 3,
             token: 0,
-            state: TaskFileState::Queued,
-            created_at: protocol::timestamp(std::time::SystemTime::now()),
             ttl_ms: 60_000,
-            input: serde_json::json!({}),
-            governance: Default::default(),
-            history: vec![],
+            ..TaskFile::queued("b", "t1", "executor", "execute", serde_json::json!({}))
         };
         kit::substrate::queue_task(&bd, &task).expect("queued");
         let (answer, wait) = claim.await.expect("the claim ran").expect("the claim answered");

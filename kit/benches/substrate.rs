@@ -6,7 +6,6 @@
 //! that measure git2 against the git CLI; libgit2 is built only then). Prints a markdown table and writes it to
 //! its section of `BENCHMARKS.md` at the repository root.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use protocol::events::{Event, EventKind};
-use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+use protocol::lease::TaskFile;
 use ratchet_kit::substrate::{self, BranchDir, Home, PromoteOutcome};
 
 // The shared report module names kit as the `ratchet-bench` crate does.
@@ -394,22 +393,8 @@ fn make_repo(dir: &Path, files: usize) -> Home {
 }
 
 fn task(bd: &BranchDir, id: &str, ttl_ms: u64) -> TaskFile {
-    TaskFile {
-        version: TASK_FILE_VERSION,
-        id: id.to_string(),
-        branch: bd.branch().to_string(),
-        role: "executor".into(),
-        skill: "apply".into(),
-        attempt: 1,
-        max_attempts: 3,
-        token: 0,
-        state: TaskFileState::Queued,
-        created_at: protocol::timestamp(SystemTime::now()),
-        ttl_ms,
-        input: serde_json::json!({"candidate": "c1", "note": "a typical small task input"}),
-        governance: BTreeMap::new(),
-        history: Vec::new(),
-    }
+    let input = serde_json::json!({"candidate": "c1", "note": "a typical small task input"});
+    TaskFile { token: 0, ttl_ms, ..TaskFile::queued(bd.branch(), id, "executor", "apply", input) }
 }
 
 fn task_id(i: usize) -> String {

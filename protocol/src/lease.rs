@@ -138,6 +138,29 @@ pub struct TaskFile {
     pub history: Vec<AttemptRecord>,
 }
 
+impl TaskFile {
+    /// A task for its first attempt, queued now: fencing token 1, 3 attempts, a 30 s lease, no
+    /// governance hashes and no history (set the others with struct update syntax).
+    pub fn queued(branch: &str, id: &str, role: &str, skill: &str, input: Value) -> TaskFile {
+        TaskFile {
+            version: TASK_FILE_VERSION,
+            id: id.to_string(),
+            branch: branch.to_string(),
+            role: role.to_string(),
+            skill: skill.to_string(),
+            attempt: 1,
+            max_attempts: 3,
+            token: 1,
+            state: TaskFileState::Queued,
+            created_at: crate::timestamp(std::time::SystemTime::now()),
+            ttl_ms: 30_000,
+            input,
+            governance: BTreeMap::new(),
+            history: vec![],
+        }
+    }
+}
+
 /// One ended attempt of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use kit::substrate::{self, Home, add_worktree, queue_task};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use protocol::lease::{TASK_FILE_VERSION, TaskFile, TaskFileState};
+use protocol::lease::{TaskFile, TaskFileState};
 use ratchet_tests::fixture::{Proposer, Spec, Target, UpRun, alive, of_type, read_jsonl};
 use ratchet_tests::{Lines, ProcGuard, bin, hermetic, wait_for};
 use serde_json::{Value, json};
@@ -294,22 +294,7 @@ fn kill_9_of_supervisor_coordinator_and_agents_then_up_again_leaves_one_swarm_an
 
 /// A task nobody in the swarm serves (role `survey`), for a lease a test process holds.
 fn survey_task(bd: &substrate::BranchDir, id: &str) -> TaskFile {
-    TaskFile {
-        version: TASK_FILE_VERSION,
-        id: id.to_string(),
-        branch: bd.branch().to_string(),
-        role: "survey".into(),
-        skill: "survey".into(),
-        attempt: 1,
-        max_attempts: 3,
-        token: 0,
-        state: TaskFileState::Queued,
-        created_at: protocol::timestamp(SystemTime::now()),
-        ttl_ms: 120_000,
-        input: json!({}),
-        governance: BTreeMap::new(),
-        history: Vec::new(),
-    }
+    TaskFile { token: 0, ttl_ms: 120_000, ..TaskFile::queued(bd.branch(), id, "survey", "survey", json!({})) }
 }
 
 /// A process holding the lease of `task` as swarm instance `swarm` would (`lease_worker hold`).

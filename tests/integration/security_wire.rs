@@ -219,20 +219,9 @@ fn a_forged_task_file_runs_nothing() {
             test_command: String::new(),
         };
         let task = TaskFile {
-            version: protocol::lease::TASK_FILE_VERSION,
-            id: "execute".into(),
-            branch: branch.into(),
-            role: "executor".into(),
-            skill: "execute".into(),
-            attempt: 1,
             max_attempts: 2,
-            token: 1,
-            state: TaskFileState::Queued,
-            created_at: protocol::timestamp(std::time::SystemTime::now()),
-            ttl_ms: 30_000,
-            input: json!(input),
             governance,
-            history: vec![],
+            ..TaskFile::queued(branch, "execute", "executor", "execute", json!(input))
         };
         queue_task(&bd, &task).unwrap();
         bd

@@ -18,7 +18,7 @@ use kit::substrate::{
 };
 use nix::sys::signal::Signal;
 use protocol::events::{Event, EventKind};
-use protocol::lease::{LeaseFile, Outcome, ResultFile, TASK_FILE_VERSION, TaskFile, TaskFileState};
+use protocol::lease::{LeaseFile, Outcome, ResultFile, TaskFile, TaskFileState};
 use ratchet_tests::{Lines, ProcGuard, TestHome, git_in, hermetic, wait_for};
 use serde_json::json;
 
@@ -52,22 +52,7 @@ fn commit_file(dir: &Path, file: &str, content: &str) -> String {
 }
 
 fn task(bd: &BranchDir, id: &str, ttl_ms: u64, max_attempts: u32) -> TaskFile {
-    TaskFile {
-        version: TASK_FILE_VERSION,
-        id: id.to_string(),
-        branch: bd.branch().to_string(),
-        role: ROLE.to_string(),
-        skill: "apply".to_string(),
-        attempt: 1,
-        max_attempts,
-        token: 0,
-        state: TaskFileState::Queued,
-        created_at: protocol::timestamp(SystemTime::now()),
-        ttl_ms,
-        input: json!({}),
-        governance: BTreeMap::new(),
-        history: Vec::new(),
-    }
+    TaskFile { token: 0, ttl_ms, max_attempts, ..TaskFile::queued(bd.branch(), id, ROLE, "apply", json!({})) }
 }
 
 fn events(bd: &BranchDir) -> Vec<Event> {

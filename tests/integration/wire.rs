@@ -542,7 +542,7 @@ fn non_loopback_without_token_is_refused_at_start() {
 /// A candidate branch `c1` with a queued `execute` task whose one gate is `gate`.
 pub(crate) fn queue_execute(home: &TestHome, gate: &str) {
     use kit::substrate::{Home, add_worktree, queue_task};
-    use protocol::lease::{TaskFile, TaskFileState};
+    use protocol::lease::TaskFile;
     use protocol::work::{ExecuteInput, FileEdit, Proposal, SandboxSettings};
     // The executor runs a task only under approved governance: approve documents whose one
     // gate is `gate`, and write the task as the coordinator would (see security_wire.rs for a
@@ -571,20 +571,8 @@ pub(crate) fn queue_execute(home: &TestHome, gate: &str) {
         test_command: String::new(),
     };
     let task = TaskFile {
-        version: protocol::lease::TASK_FILE_VERSION,
-        id: "execute".into(),
-        branch: "c1".into(),
-        role: "executor".into(),
-        skill: "execute".into(),
-        attempt: 1,
-        max_attempts: 3,
-        token: 1,
-        state: TaskFileState::Queued,
-        created_at: protocol::timestamp(std::time::SystemTime::now()),
-        ttl_ms: 30_000,
-        input: json!(input),
         governance: gov.hashes.clone(),
-        history: vec![],
+        ..TaskFile::queued("c1", "execute", "executor", "execute", json!(input))
     };
     queue_task(&bd, &task).unwrap();
 }

@@ -20,7 +20,7 @@ use protocol::work::{
 use serde_json::{Value, json};
 
 use super::models::stage_usage;
-use super::{Candidate, Engine, now};
+use super::{Candidate, Engine};
 
 impl Engine {
     pub(super) async fn propose(&mut self, baseline: &str) -> anyhow::Result<(ProposeOutput, String)> {
@@ -87,20 +87,10 @@ impl Engine {
         let existing = substrate::read_task(bd, id).ok();
         if existing.is_none() {
             let task = TaskFile {
-                version: protocol::lease::TASK_FILE_VERSION,
-                id: id.to_string(),
-                branch: bd.branch().to_string(),
-                role: role.to_string(),
-                skill: skill.to_string(),
-                attempt: 1,
                 max_attempts: self.gov.cadence.max_attempts,
-                token: 1,
-                state: TaskFileState::Queued,
-                created_at: now(),
                 ttl_ms: self.gov.cadence.lease_ttl_s * 1000,
-                input,
                 governance: self.gov.hashes.clone(),
-                history: vec![],
+                ..TaskFile::queued(bd.branch(), id, role, skill, input)
             };
             let bd2 = bd.clone();
             tokio::task::spawn_blocking(move || substrate::queue_task(&bd2, &task)).await??;
