@@ -265,7 +265,7 @@ fn records(home: &Home) -> Vec<(BranchDir, PathBuf, JobFile)> {
             match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| parse_job(&b).map_err(|e| e.to_string()))
             {
                 Ok(job) => out.push((bd.clone(), path, job)),
-                Err(e) => tracing::debug!("job record {}: {e}", path.display()),
+                Err(e) => tracing::warn!("job record {} is unreadable, left for a person: {e}", path.display()),
             }
         }
     }

@@ -464,3 +464,20 @@ pub fn test_config(changes: &[FileChange], ethos: &Ethos) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::runner_file;
+
+    /// A runner file counts at any depth (cargo reads `.cargo/config.toml` in every parent of
+    /// where it runs, pytest every `conftest.py` on its way), and only by its whole name.
+    #[test]
+    fn runner_files_at_any_depth_by_their_whole_name() {
+        for path in [".cargo/config.toml", "crates/x/.cargo/config.toml", "crates/x/.cargo/config", "a/b/conftest.py"] {
+            assert!(runner_file(path).is_some(), "{path}");
+        }
+        for path in ["x.cargo/config.toml", "crates/x/cargo/config.toml", "src/notconftest.py", "conftest.py.bak"] {
+            assert!(runner_file(path).is_none(), "{path}");
+        }
+    }
+}
