@@ -293,10 +293,15 @@ fn file_create_probe(dir: &Path, n: usize) -> anyhow::Result<Duration> {
 
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`...).
+fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS line")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("{key} line in {path}"))?;
+    Ok(line.split_whitespace().nth(1).with_context(|| format!("{key} value in {path}"))?.parse()?)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -312,6 +317,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct Measured {
     start: Duration,
     idle_rss_kib: u64,
+    /// Of it, the process's own memory (`RssAnon`); the rest is file pages of the binary and
+    /// libraries, shared with every process that maps them and reclaimable.
+    idle_anon_kib: u64,
     loaded_rss_kib: u64,
     p50: Duration,
     p99: Duration,
@@ -343,6 +351,7 @@ struct Live {
     times: Vec<Duration>,
     cpu_ns: u64,
     idle_rss_kib: u64,
+    idle_anon_kib: u64,
     idle_cpu_pct: f64,
 }
 
@@ -360,12 +369,23 @@ async fn measure_all(
         let (proc, _) = start(&spec, &card_http).await.with_context(|| format!("starting {label}"))?;
         let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
         round_trips(&http, &proc.url, WARMUP, proto).await.with_context(|| format!("warming up {label}"))?;
-        live.push(Live { label, proto, proc, http, times: vec![], cpu_ns: 0, idle_rss_kib: 0, idle_cpu_pct: 0.0 });
+        live.push(Live {
+            label,
+            proto,
+            proc,
+            http,
+            times: vec![],
+            cpu_ns: 0,
+            idle_rss_kib: 0,
+            idle_anon_kib: 0,
+            idle_cpu_pct: 0.0,
+        });
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut idle_before = vec![];
     for l in &mut live {
         l.idle_rss_kib = rss_kib(l.proc.pid)?;
+        l.idle_anon_kib = status_kib(l.proc.pid, "RssAnon:")?;
         idle_before.push(cpu_ns(l.proc.pid)?);
     }
     tokio::time::sleep(IDLE_WINDOW).await;
@@ -393,6 +413,7 @@ async fn measure_all(
         let m = Measured {
             start,
             idle_rss_kib: l.idle_rss_kib,
+            idle_anon_kib: l.idle_anon_kib,
             loaded_rss_kib,
             p50: percentile(&l.times, 50.0),
             p99: percentile(&l.times, 99.0),
@@ -638,6 +659,14 @@ async fn bench(opts: Opts) -> anyhow::Result<()> {
         mib(py.idle_rss_kib),
         mib(py1.idle_rss_kib),
         verdict(rat.idle_rss_kib.max(rat1.idle_rss_kib) <= 8 * 1024)
+    );
+    t += &format!(
+        "| of it, the process's own memory (`RssAnon`; the rest is the binary's and libraries' file pages, shared and reclaimable) | {} | {} | {} | {} | {} | | |\n",
+        mib(bare.idle_anon_kib),
+        mib(rat.idle_anon_kib),
+        mib(rat1.idle_anon_kib),
+        mib(py.idle_anon_kib),
+        mib(py1.idle_anon_kib)
     );
     t += &format!(
         "| CPU while idle ({} s after the warm-up, no requests) | {:.1}% of a core | {:.1}% | {:.1}% | {:.1}% | {:.1}% | 0 | {} |\n",
