@@ -260,6 +260,17 @@ fn scratch_repo(dir: &Path) -> anyhow::Result<(String, String)> {
     Ok((base, cand))
 }
 
+/// A commit with `of`'s tree and `of` as parent, not on any branch: the same files under a
+/// commit id of its own for trial `trial`. The evaluator draws a round's order (and in duet the
+/// CPUs) from a seed of the two commits, so trials of one candidate commit would all share one
+/// sequence of coins and their errors would not be independent; a user's candidates each have
+/// their own commit.
+fn trial_commit(dir: &Path, of: &str, trial: u32) -> anyhow::Result<String> {
+    let tree = format!("{of}^{{tree}}");
+    let msg = format!("trial {trial}: the same files, a commit of its own");
+    scratch::git(dir, &["commit-tree", &tree, "-p", of, "-m", &msg])
+}
+
 fn input(base: &str, commit: &str, pairing: Pairing, mode: EvaluateMode) -> EvaluateInput {
     EvaluateInput {
         base: base.into(),
@@ -355,7 +366,7 @@ async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)>
         }
         for trial in 0..trials {
             for (design, effect, cell) in cells.iter_mut() {
-                let commit = if *effect == 0.0 { &base } else { &cand };
+                let commit = trial_commit(&repo, if *effect == 0.0 { &base } else { &cand }, trial)?;
                 match design {
                     Design::Old => {
                         let other = if *effect == 0.0 { &copies[1] } else { &copies[2] };
@@ -367,7 +378,7 @@ async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)>
                         let (pairing, i) =
                             if *design == Design::Duet { (Pairing::Duet, 1) } else { (Pairing::Sequential, 0) };
                         let (look, cal) = first_look[i].clone().expect("calibrated");
-                        let mut inp = input(&base, commit, pairing, EvaluateMode::Evaluate);
+                        let mut inp = input(&base, &commit, pairing, EvaluateMode::Evaluate);
                         inp.first_look = Some(look);
                         inp.calibration = Some(cal);
                         let started = Instant::now();
@@ -508,7 +519,7 @@ fn main() -> anyhow::Result<()> {
         o.push_str(&format!(
             "\n### Real: a Python CPU-bound benchmark under a CPU hog ({trials} trials per row, {:.0} s in all)\n\n\
              A scratch repository whose benchmark is a Python loop of 13 steps per operation (about 0.1 s a run); the \
-             candidate takes 10 (+30% operations per second), or is the baseline itself (A/A). A busy loop is pinned to \
+             candidate takes 10 (+30% operations per second), or is the baseline itself (A/A); each trial evaluates a commit of its own with the same files, so each has its own order seed. A busy loop is pinned to \
              one of the two CPUs duet pairing uses for the whole run, besides whatever else the machine runs. The \
              current designs run through `evaluator::work::measure` (the evaluator task's code: checkouts, sandboxed \
              runs, CPU pinning, the decision; an undecided candidate measured once more); the old design runs 7 rounds \
