@@ -255,7 +255,7 @@ pub enum EventKind {
         candidate: String,
         commit: String,
         /// How the execute task ended.
-        outcome: crate::lease::TaskEnd,
+        outcome: crate::lease::StageEnd,
         gates: Vec<crate::work::CommandRun>,
         /// The baseline's tests against the candidate's code (ethos.md `trusted_tests`).
         #[serde(default, skip_serializing_if = "Option::is_none")]

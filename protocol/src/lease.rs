@@ -67,22 +67,22 @@ impl TaskFileState {
     }
 
     /// How a task ended, as the `executed` event says it.
-    pub fn end(self) -> TaskEnd {
+    pub fn end(self) -> StageEnd {
         match self {
-            TaskFileState::Done => TaskEnd::Success,
-            TaskFileState::Failed => TaskEnd::CandidateFailure,
-            TaskFileState::InfraFailed => TaskEnd::InfraFailure,
-            TaskFileState::Canceled => TaskEnd::Canceled,
-            TaskFileState::Queued => TaskEnd::Queued,
+            TaskFileState::Done => StageEnd::Success,
+            TaskFileState::Failed => StageEnd::CandidateFailure,
+            TaskFileState::InfraFailed => StageEnd::InfraFailure,
+            TaskFileState::Canceled => StageEnd::Canceled,
+            TaskFileState::Queued => StageEnd::Queued,
         }
     }
 }
 
-/// How a stage's task ended, in the words of an [`Outcome`] (`executed` events): a task that is
+/// How a stage's task ended (not `kit::server::TaskEnd`, how a skill ends), in the words of an [`Outcome`] (`executed` events): a task that is
 /// still queued when the loop gives up on it says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TaskEnd {
+pub enum StageEnd {
     Success,
     CandidateFailure,
     InfraFailure,
@@ -90,19 +90,19 @@ pub enum TaskEnd {
     Queued,
 }
 
-impl TaskEnd {
+impl StageEnd {
     pub fn as_str(self) -> &'static str {
         match self {
-            TaskEnd::Success => "success",
-            TaskEnd::CandidateFailure => "candidate-failure",
-            TaskEnd::InfraFailure => "infra-failure",
-            TaskEnd::Canceled => "canceled",
-            TaskEnd::Queued => "queued",
+            StageEnd::Success => "success",
+            StageEnd::CandidateFailure => "candidate-failure",
+            StageEnd::InfraFailure => "infra-failure",
+            StageEnd::Canceled => "canceled",
+            StageEnd::Queued => "queued",
         }
     }
 }
 
-impl std::fmt::Display for TaskEnd {
+impl std::fmt::Display for StageEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(self.as_str())
     }

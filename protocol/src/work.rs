@@ -735,7 +735,7 @@ mod tests {
         assert_eq!(Verdict::from(Outcome::GuardRegressed), Verdict::Reject);
         assert_eq!(Verdict::from(Outcome::TooNoisy), Verdict::Hold);
         // How a task and a model call ended (`executed` and `model_called` events).
-        use crate::lease::{TaskEnd, TaskFileState};
+        use crate::lease::{StageEnd, TaskFileState};
         let ends = [
             TaskFileState::Done,
             TaskFileState::Failed,
@@ -750,7 +750,7 @@ mod tests {
             assert_eq!(serde_json::to_value(e).unwrap(), e.as_str());
             assert_eq!(format!("{e:<18}|"), format!("{:<18}|", e.as_str()));
         }
-        assert!(serde_json::from_str::<TaskEnd>(r#""done""#).is_err());
+        assert!(serde_json::from_str::<StageEnd>(r#""done""#).is_err());
         use crate::models::CallOutcome;
         let calls = [CallOutcome::Ok, CallOutcome::Malformed, CallOutcome::Error];
         expect![[r#"["ok","malformed","error"]"#]].assert_eq(&serde_json::to_string(&calls).unwrap());
