@@ -33,6 +33,19 @@ fn in_candidate_dir(root: &Path, cycle: u32, rel: &str) -> bool {
         .any(|e| e.file_name().to_string_lossy().ends_with(&format!("-c{cycle}-1")) && e.path().join(rel).exists())
 }
 
+/// Whether the cycle-`cycle` candidate's lease on `task` holds a recorded claim: the claimer
+/// creates the lease file empty and then writes its record, and a kill between the two is a claim
+/// that never happened (the reaper expires it without counting an attempt).
+fn claim_recorded(root: &Path, cycle: u32, task: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir(kit::layout::Layout::new(root).worktrees()) else { return false };
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(&format!("-c{cycle}-1"))).any(|e| {
+        std::fs::read(e.path().join(format!("leases/{task}.lock")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["agent_id"].is_string())
+    })
+}
+
 /// Kill the whole swarm at once and check that nothing of it survives.
 fn kill_everything(up: &mut UpRun, what: &str) {
     let killed = up.kill9();
@@ -97,7 +110,7 @@ fn kill_9_of_the_whole_swarm_mid_cycle_loses_and_repeats_no_promotion() {
 
     // 3. In flight: cycle 3's candidate is being benchmarked.
     let mut up = t.spawn_up(&[]);
-    up.wait_until("cycle 3's evaluate lease", RUN, |r| in_candidate_dir(r, 3, "leases/evaluate.lock"));
+    up.wait_until("cycle 3's evaluate claim", RUN, |r| claim_recorded(r, 3, "evaluate"));
     kill_everything(&mut up, "kill 3");
     drop(up);
     assert_eq!(run_id(&t), run);
