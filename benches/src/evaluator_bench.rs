@@ -22,6 +22,10 @@
 //!
 //! Reproduce: `cargo build --release -p ratchet-bench && target/release/evaluator-bench`
 //! Options: `--seeds N` (200), `--trials N` (4), `--no-real`, `--no-write` (print only).
+//!
+//! `--aa-study N`: only the real A/A trials of the two current designs, N each, written to their
+//! own section ("## Evaluator: real A/A study"): the false-decision rate measured on this machine,
+//! with its exact (Clopper-Pearson) 95% interval, against the 5% the design allows.
 
 mod legacy;
 
@@ -40,6 +44,7 @@ use ratchet_bench::report::{loadavg, write_section};
 use ratchet_bench::scratch;
 
 const SECTION: &str = "## Evaluator decisions on a noisy machine (issue 10)";
+const AA_SECTION: &str = "## Evaluator: real A/A study";
 const REPRODUCE: &str = "cargo build --release -p ratchet-bench && target/release/evaluator-bench";
 const MIN_EFFECT: f64 = 0.03;
 const WARMUP: u32 = 1;
@@ -320,7 +325,14 @@ async fn old_real(dirs: [&Path; 2]) -> anyhow::Result<(&'static str, f64)> {
     Ok((v, started.elapsed().as_secs_f64()))
 }
 
-async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)> {
+/// Which real cells to run: all (designs by effects), or the A/A of the current designs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cells {
+    All,
+    AaStudy,
+}
+
+async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)> {
     let tmp = tempfile::Builder::new().prefix("evaluator-bench-").tempdir()?;
     let repo = tmp.path().join("repo");
     let (base, cand) = scratch_repo(&repo)?;
@@ -341,7 +353,9 @@ async fn real(trials: u32) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)>
     let mut cells: Vec<(Design, f64, Cell)> = vec![];
     for d in Design::ALL {
         for e in [0.0, 0.30] {
-            cells.push((d, e, Cell::default()));
+            if which == Cells::All || (d != Design::Old && e == 0.0) {
+                cells.push((d, e, Cell::default()));
+            }
         }
     }
     let mut calibrations = String::new();
@@ -448,6 +462,79 @@ fn real_table(rows: &[(Design, f64, Cell)]) -> String {
     t
 }
 
+/// The exact (Clopper-Pearson) two-sided 95% interval of a binomial rate, `k` of `n`.
+fn clopper_pearson(k: u32, n: u32) -> (f64, f64) {
+    // The binomial tail P(X >= k | p), increasing in p; bisection on p for each bound.
+    fn tail_ge(k: u32, n: u32, p: f64) -> f64 {
+        let (mut term, mut below) = ((1.0 - p).powi(n as i32), 0.0);
+        for i in 0..k {
+            below += term;
+            term *= (n - i) as f64 / (i + 1) as f64 * p / (1.0 - p).max(f64::MIN_POSITIVE);
+        }
+        (1.0 - below).clamp(0.0, 1.0)
+    }
+    let solve = |f: &dyn Fn(f64) -> bool| {
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if f(mid) { hi = mid } else { lo = mid }
+        }
+        (lo + hi) / 2.0
+    };
+    let lower = if k == 0 { 0.0 } else { solve(&|p| tail_ge(k, n, p) >= 0.025) };
+    let upper = if k == n { 1.0 } else { solve(&|p| 1.0 - tail_ge(k + 1, n, p) <= 0.025) };
+    (lower, upper)
+}
+
+fn aa_study_main(trials: u32, args: &[String], write: bool) -> anyhow::Result<()> {
+    let load_before = loadavg();
+    let started = Instant::now();
+    let (cells, calibrations) =
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(trials, Cells::AaStudy))?;
+    let mut o = format!(
+        "{AA_SECTION}\n\nMeasured {} by `evaluator-bench` on this {}-core machine in {:.0} s; load average before \
+         {load_before}, after {}.\n\nReproduce:\n\n```sh\n{REPRODUCE} {}\n```\n\n\
+         The real trials of the section above, A/A only (the candidate is the baseline's files under a commit of its \
+         own, so each trial has its own order seed), many trials per design: how often the evaluator decides \
+         (promotes or rejects) when there is nothing to find, on this machine under a CPU hog, against the 5% the \
+         design allows (confidence 0.95). Calibrations at the start:\n\n{calibrations}\n",
+        today(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        started.elapsed().as_secs_f64(),
+        loadavg(),
+        args.join(" "),
+    );
+    o.push_str(
+        "| design | trials | promoted | rejected | falsely decided | exact 95% interval | mean rounds | mean seconds per decision |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (d, _, c) in &cells {
+        let wrong = c.promoted + c.rejected;
+        let (lo, hi) = clopper_pearson(wrong, c.trials);
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} ({}) | {:.1}%-{:.1}% | {:.1} | {:.1} |\n",
+            d.name(),
+            c.trials,
+            c.promoted,
+            c.rejected,
+            wrong,
+            c.share(wrong),
+            100.0 * lo,
+            100.0 * hi,
+            c.mean(c.rounds),
+            c.seconds / c.trials.max(1) as f64
+        ));
+    }
+    println!("{o}");
+    if write {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
+        let path = root.join("BENCHMARKS.md");
+        write_section(&path, AA_SECTION, &o)?;
+        eprintln!("evaluator-bench: wrote the \"{AA_SECTION}\" section of {}", path.display());
+    }
+    Ok(())
+}
+
 fn today() -> String {
     let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     protocol::timestamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))[..10].to_string()
@@ -457,6 +544,7 @@ fn main() -> anyhow::Result<()> {
     let mut seeds = 200u64;
     let mut trials = 4u32;
     let (mut real_runs, mut write) = (true, true);
+    let mut aa_study = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -465,8 +553,14 @@ fn main() -> anyhow::Result<()> {
             "--trials" => trials = it.next().context("--trials needs a number")?.parse()?,
             "--no-real" => real_runs = false,
             "--no-write" => write = false,
-            other => bail!("unknown option {other}; options: --seeds N, --trials N, --no-real, --no-write"),
+            "--aa-study" => aa_study = Some(it.next().context("--aa-study needs a number of trials")?.parse()?),
+            other => {
+                bail!("unknown option {other}; options: --seeds N, --trials N, --no-real, --no-write, --aa-study N")
+            }
         }
+    }
+    if let Some(n) = aa_study {
+        return aa_study_main(n, &args, write);
     }
     let load_before = loadavg();
     let started = Instant::now();
@@ -515,7 +609,7 @@ fn main() -> anyhow::Result<()> {
     if real_runs {
         let started = Instant::now();
         let (cells, calibrations) =
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(trials))?;
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(trials, Cells::All))?;
         o.push_str(&format!(
             "\n### Real: a Python CPU-bound benchmark under a CPU hog ({trials} trials per row, {:.0} s in all)\n\n\
              A scratch repository whose benchmark is a Python loop of 13 steps per operation (about 0.1 s a run); the \
@@ -537,4 +631,16 @@ fn main() -> anyhow::Result<()> {
         eprintln!("evaluator-bench: wrote the \"{SECTION}\" section of {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clopper_pearson_matches_known_intervals() {
+        // R: binom.test(2, 24)$conf.int = 0.01026 0.26999; binom.test(0, 40) = 0 0.08811.
+        let (lo, hi) = super::clopper_pearson(2, 24);
+        assert!((lo - 0.01026).abs() < 1e-4 && (hi - 0.26999).abs() < 1e-4, "{lo} {hi}");
+        let (lo, hi) = super::clopper_pearson(0, 40);
+        assert!(lo == 0.0 && (hi - 0.08811).abs() < 1e-4, "{hi}");
+    }
 }
