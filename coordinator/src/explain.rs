@@ -265,10 +265,25 @@ pub fn render_sampling(x: &Sampling) -> String {
         None => o.push_str("  calibrated noise: none (no calibration in force)\n"),
     }
     o.push_str("  pairs (round, first or CPUs, baseline, candidate, score; * outlier):\n");
+    if x.pairs.iter().any(|p| p.slots.iter().any(|s| s.started_first.is_some())) {
+        o.push_str("    (duet: slot 1's CPUs, then the side started first in slot 1 and in slot 2)\n");
+    }
     let num = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "failed".into());
     for p in &x.pairs {
         let how = match p.cpus {
-            Some(c) => format!("cpu b{} c{}", c.baseline, c.candidate),
+            Some(c) => {
+                let letter = |s: &protocol::evaluation::Slot| match s.started_first {
+                    Some(Side::Baseline) => "b",
+                    Some(Side::Candidate) => "c",
+                    None => "?",
+                };
+                match &p.slots[..] {
+                    [one, two] if one.started_first.is_some() || two.started_first.is_some() => {
+                        format!("cpu b{} c{} {}{}", c.baseline, c.candidate, letter(one), letter(two))
+                    }
+                    _ => format!("cpu b{} c{}", c.baseline, c.candidate),
+                }
+            }
             None => format!("{} first", if p.first == Side::Baseline { "baseline" } else { "candidate" }),
         };
         o.push_str(&format!(

@@ -155,6 +155,7 @@ pub async fn run_counted(spec: &RunSpec, counter: Counter) -> Counted {
                 duration: Duration::ZERO,
                 sandbox: crate::exec::resolve(spec.sandbox),
                 job: None,
+                spawned: None,
             };
             return Counted { outcome, count: Err(why) };
         }

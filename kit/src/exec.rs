@@ -261,6 +261,9 @@ pub struct RunOutcome {
     pub sandbox: SandboxMode,
     /// The engine's job it ran as, when not local.
     pub job: Option<protocol::work::JobRecord>,
+    /// When its process was started (`None`: it never was): which of two runs started at once
+    /// (a duet slot) really started first.
+    pub spawned: Option<Instant>,
 }
 
 impl RunOutcome {
@@ -327,6 +330,7 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         duration: start.elapsed(),
         sandbox,
         job: None,
+        spawned: None,
     };
     let cwd = match spec.cwd.canonicalize() {
         Ok(cwd) if cwd.is_dir() => cwd,
@@ -412,6 +416,7 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
     let die_with = spec.job.is_some().then(nix::unistd::getpid);
     prepare_child(&mut cmd, spec.memory_limit_bytes, report_fd, affinity, die_with);
     let spawned = cmd.spawn();
+    let spawned_at = Instant::now();
     // Our copy of the report pipe's write end: only the sandbox holds it from here on.
     let report = report_pipe.map(|(read, _write)| read);
     let mut child = match spawned {
@@ -511,7 +516,15 @@ pub async fn run(spec: &RunSpec) -> RunOutcome {
         }
         _ => {}
     }
-    let outcome = RunOutcome { status, stdout: out.into_string(), stderr, duration: start.elapsed(), sandbox, job };
+    let outcome = RunOutcome {
+        status,
+        stdout: out.into_string(),
+        stderr,
+        duration: start.elapsed(),
+        sandbox,
+        job,
+        spawned: Some(spawned_at),
+    };
     append_log(&mut log, format!("\n==> {}\n", outcome.describe()).as_bytes());
     outcome
 }
@@ -1080,6 +1093,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             sandbox: SandboxMode::Plain,
             job: None,
+            spawned: None,
         };
         assert_eq!(outcome.result(), protocol::work::CommandResult::Infra);
         assert_eq!(outcome.sandbox_used(), protocol::work::SandboxUsed { mode: SandboxMode::Plain, weak: true });

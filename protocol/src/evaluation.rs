@@ -135,6 +135,12 @@ pub struct Slot {
     pub cpus: Cpus,
     pub baseline: Option<f64>,
     pub candidate: Option<f64>,
+    /// The side whose process the evaluator started first in this slot, read from when each
+    /// process was spawned (starting a sandboxed run takes milliseconds, which the side started
+    /// first has to itself); `None` when a run never started, and in evidence written before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_first: Option<Side>,
 }
 
 /// One round: a baseline run and a candidate run back to back (sequential pairing; `first` ran

@@ -157,6 +157,9 @@ fn real_benchmark_under_a_cpu_hog(pairing: &str) {
             let mut used = [cpus(0, "baseline"), cpus(0, "candidate")];
             used.sort();
             assert_eq!(used, [a, b], "{p}");
+            let mut started: Vec<&str> = slots.iter().filter_map(|s| s["started_first"].as_str()).collect();
+            started.sort();
+            assert_eq!(started, ["baseline", "candidate"], "each side started first once: {p}");
         }
         let cal = of_type(&t.events(), "calibrated").first().map(|e| (*e).clone()).expect("a calibration at the start");
         assert_eq!(cal["calibration"]["pairing"], "duet");
@@ -349,4 +352,53 @@ fn calibrate_on_demand_and_duet_refused_on_one_cpu() {
     assert_eq!(run.stop_reason(), "calibration-failed", "{:#}\n{}", run.summary, run.stderr);
     assert!(run.summary["stop_detail"].as_str().unwrap().contains("needs two CPUs"), "{:#}", run.summary);
     assert!(of_type(&t.events(), "proposed").is_empty(), "nothing was proposed under settings that cannot run");
+}
+
+/// Duet rounds start each side first once a round (`RoundPlan::slot_starts`): the side started
+/// first has the few milliseconds of the other's sandbox start to itself. The evidence says, for
+/// every slot, which side's process the evaluator really started first (read from when each was
+/// spawned, not from the plan), so this is checked from the events and `ratchet explain`, never
+/// from timings.
+#[test]
+fn each_side_is_started_first_once_in_every_duet_round() {
+    let t = Target::new(Spec {
+        proposer: Proposer::sweep("delay_ms", &["40", "20"]),
+        delay_ms: 40,
+        quantum_ms: 10,
+        pairing: "duet".into(),
+        warmup: 1,
+        max_rounds: 6,
+        max_cycles: 1,
+        ..Spec::default()
+    });
+    let run = t.up_once(&[], RUN);
+    let c = find(&run.list("promoted"), "delay_ms=20").clone();
+    let branch = c["branch"].as_str().expect("branch");
+    let ev = evaluated(&t, branch).pop().expect("an evaluated event");
+    assert_eq!(ev["sampling"]["pairing"], "duet", "{ev:#}");
+    let pairs = ev["sampling"]["pairs"].as_array().expect("pairs");
+    assert!(pairs.len() >= 5, "{ev:#}");
+    let mut first_in_slot_one = vec![];
+    for p in pairs {
+        let slots = p["slots"].as_array().expect("duet slots");
+        let started: Vec<&str> = slots.iter().map(|s| s["started_first"].as_str().unwrap_or("none")).collect();
+        let mut sorted = started.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["baseline", "candidate"], "each side started first once in round {}: {p}", p["round"]);
+        // The side on the lower CPU starts first in each slot.
+        for s in slots {
+            let lower =
+                if s["cpus"]["baseline"].as_u64() < s["cpus"]["candidate"].as_u64() { "baseline" } else { "candidate" };
+            assert_eq!(s["started_first"], lower, "{p}");
+        }
+        first_in_slot_one.push(started[0]);
+    }
+    // Which side opens a round is the round's coin: over the rounds, both.
+    println!("started first in slot 1, by round: {first_in_slot_one:?}");
+    let x = t.ratchet(&["explain", c["commit"].as_str().expect("a commit")]);
+    let text = String::from_utf8_lossy(&x.stdout);
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    assert!(text.contains("(duet: slot 1's CPUs, then the side started first in slot 1 and in slot 2)"), "{text}");
+    assert!(text.contains(" bc ") || text.contains(" cb "), "{text}");
+    assert!(!text.contains(" bb ") && !text.contains(" cc "), "{text}");
 }

@@ -194,10 +194,19 @@ impl RoundResult {
     pub fn duet(plan: &RoundPlan, first: (RunResult, RunResult), second: (RunResult, RunResult)) -> RoundResult {
         let cpus = plan.slots().expect("a duet round has CPUs");
         let slots = vec![
-            Slot { cpus: cpus[0], baseline: first.0.value, candidate: first.1.value },
-            Slot { cpus: cpus[1], baseline: second.0.value, candidate: second.1.value },
+            Slot { cpus: cpus[0], baseline: first.0.value, candidate: first.1.value, started_first: None },
+            Slot { cpus: cpus[1], baseline: second.0.value, candidate: second.1.value, started_first: None },
         ];
         RoundResult { baseline: combine(first.0, second.0), candidate: combine(first.1, second.1), slots }
+    }
+
+    /// A duet round's evidence of which side was started first in each slot (as it happened,
+    /// not as planned).
+    pub fn with_starts(mut self, starts: [Option<Side>; 2]) -> RoundResult {
+        for (slot, started) in self.slots.iter_mut().zip(starts) {
+            slot.started_first = started;
+        }
+        self
     }
 }
 

@@ -351,6 +351,7 @@ impl Bench<'_> {
         let result = match plan.slots() {
             Some(slots) => {
                 let mut halves = Vec::with_capacity(2);
+                let mut started = [None; 2];
                 let starts = plan.slot_starts().expect("a duet round has CPUs");
                 for (i, cpus) in slots.into_iter().enumerate() {
                     let (sb, sc) = (
@@ -364,13 +365,18 @@ impl Bench<'_> {
                         let (c, b) = tokio::join!(self.run(&sc), self.run(&sb));
                         (b, c)
                     };
+                    // The evidence of the order is when each process was spawned, not the plan.
+                    started[i] = match (b.spawned, c.spawned) {
+                        (Some(tb), Some(tc)) => Some(if tb <= tc { Side::Baseline } else { Side::Candidate }),
+                        _ => None,
+                    };
                     self.record(plan, Some((i, cpus)), Side::Baseline, &b, &rb);
                     self.record(plan, Some((i, cpus)), Side::Candidate, &c, &rc);
                     halves.push((rb, rc));
                 }
                 let second = halves.pop().expect("two slots");
                 let first = halves.pop().expect("two slots");
-                RoundResult::duet(plan, first, second)
+                RoundResult::duet(plan, first, second).with_starts(started)
             }
             None => {
                 let (first, r1) = self.run(&self.spec(plan.first, None)).await;
