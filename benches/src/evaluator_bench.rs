@@ -111,6 +111,8 @@ struct Cell {
     runs: u64,
     slots: u64,
     seconds: f64,
+    /// The A/A decisions that were not HOLD, with the evaluator's reason.
+    wrong: Vec<String>,
 }
 
 impl Cell {
@@ -402,6 +404,7 @@ async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Ce
                             bail!("an evaluation did not evaluate");
                         };
                         let mut verdict = output.verdict.to_string();
+                        let mut why = output.reasons.first().cloned().unwrap_or_default();
                         let mut rounds = output.sampling.as_ref().map_or(0, |s| s.rounds);
                         let mut runs = output.runs.len() as u32;
                         // Undecided at the cap: measured once more, continuing, as the loop does.
@@ -411,9 +414,14 @@ async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Ce
                                 measure(&inp, &repo, &artifacts, || false).await.map_err(|e| anyhow::anyhow!("{e}"))?
                             {
                                 verdict = output.verdict.to_string();
+                                why = format!("re-measured: {}", output.reasons.first().cloned().unwrap_or_default());
                                 rounds = output.sampling.as_ref().map_or(rounds, |s| s.rounds);
                                 runs += output.runs.len() as u32;
                             }
+                        }
+                        if *effect == 0.0 && verdict != "HOLD" {
+                            eprintln!("evaluator-bench: trial {} {} A/A decided: {why}", trial + 1, design.name());
+                            cell.wrong.push(format!("trial {}: {why}", trial + 1));
                         }
                         let per_slot = if pairing == Pairing::Duet { 2 } else { 1 };
                         cell.add(&verdict, rounds, runs, (runs / per_slot) as u64, started.elapsed().as_secs_f64());
@@ -524,6 +532,12 @@ fn aa_study_main(trials: u32, args: &[String], write: bool) -> anyhow::Result<()
             c.mean(c.rounds),
             c.seconds / c.trials.max(1) as f64
         ));
+    }
+    o.push_str("\nThe false decisions, each with the evaluator's reason:\n\n");
+    for (d, _, c) in &cells {
+        for w in &c.wrong {
+            o.push_str(&format!("- {}, {w}\n", d.name()));
+        }
     }
     println!("{o}");
     if write {

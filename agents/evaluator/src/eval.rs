@@ -618,7 +618,7 @@ pub(crate) mod tests {
         let e = evaluate(&session(&ethos(), values(100.0, 99.5)), &ethos(), None);
         assert_eq!(e.outcome, Outcome::NoChange, "{:#?}", e.reasons);
         assert!(
-            e.reasons[0].starts_with("HOLD: no change that matters: time_ms +0.2% with interval [-1.8%, +0.4%]"),
+            e.reasons[0].starts_with("HOLD: no change that matters: time_ms +0.2% with interval [-1.8%, +0.3%]"),
             "{}",
             e.reasons[0]
         );
@@ -740,7 +740,7 @@ pub(crate) mod tests {
                 "runs: baseline 5/5 and candidate 5/5 counted rounds succeeded",
                 "pairs: 5 sequential rounds (order randomized per round); 5 complete; scores spread ±0.3% per round; 0 outlier round(s), reported and weighed as one round each",
                 "effect: median paired change of time_ms -14.5% (lower is better), 90.0% repeated interval [-16.6%, -14.3%] (min_effect 2.0%)",
-                "stopping: stopped at round 5 (first look 5): the interval excludes 0 on the better side and the median change -14.5% is beyond min_effect 2.0% (sign test: 5 of 5 rounds better, 0 worse, a side needs 5; signed-rank W+ 15 of 15 (better needs >= 15, worse <= 0); nominal level 0.0337 at this look)"
+                "stopping: stopped at round 5 (first look 5): the interval excludes 0 on the better side and the median change -14.5% is beyond min_effect 2.0% (sign test: 5 of 5 rounds better, 0 worse, a side needs 5; signed-rank W+ 15 of 15 (better needs >= 15, worse <= 0); nominal level 0.0351 at this look)"
               ],
               "sampling": {
                 "cap": 20,
@@ -793,7 +793,7 @@ pub(crate) mod tests {
                 ],
                 "resumed": 0,
                 "rounds": 5,
-                "rule": "stopped at round 5 (first look 5): the interval excludes 0 on the better side and the median change -14.5% is beyond min_effect 2.0% (sign test: 5 of 5 rounds better, 0 worse, a side needs 5; signed-rank W+ 15 of 15 (better needs >= 15, worse <= 0); nominal level 0.0337 at this look)",
+                "rule": "stopped at round 5 (first look 5): the interval excludes 0 on the better side and the median change -14.5% is beyond min_effect 2.0% (sign test: 5 of 5 rounds better, 0 worse, a side needs 5; signed-rank W+ 15 of 15 (better needs >= 15, worse <= 0); nominal level 0.0351 at this look)",
                 "stopping": "boundary"
               }
             }"#]].assert_eq(&json);

@@ -12,19 +12,26 @@
 //! - the **Wilcoxon signed-rank test**: it also weighs how far each round is from zero, so a
 //!   large effect with one small contrary round is decided in few rounds.
 //!
-//! The table is computed by simulating the procedure itself on null paths (fair signs,
-//! exchangeable magnitudes). Both statistics' null distributions depend on nothing else, so one
-//! table serves every benchmark. The order of each round (or, in duet mode, which side gets
-//! which CPU) is a fair coin, so under "no difference" the sign of every score is a fair coin
-//! whatever the machine does: the tests are randomization tests, exact without any assumption on
-//! the noise.
+//! The table is computed by simulating the procedure itself on null paths. The order of each
+//! round (or, in duet mode, which side gets which CPU) is a fair coin, so under "no difference"
+//! the sign of every score is a fair coin whatever the machine does: at any one look both tests
+//! are randomization tests, exact without any assumption on the noise, and the sign test stays
+//! exact across looks too. The signed-rank statistic's path across looks, though, depends on the
+//! order in which the magnitudes arrive: when the machine grows noisier during an evaluation
+//! (each round louder than the ones before), W+ at each look is dominated by the newest rounds
+//! and crosses more often than on exchangeable magnitudes (measured on this table's design at
+//! 95%: 6.9% per side instead of 4.8%, where a step in the load or regimes gave 5.1-5.6%). So the
+//! table is computed on both arrival orders, exchangeable and always-growing, and takes the
+//! lower level: the error rate holds on each (`crossing` is the larger of the two), and the
+//! arrival orders tried besides (steps, regimes, sawtooth, decreasing) stay below it
+//! (`tests::the_error_rate_holds_however_the_noise_grows`).
 //!
 //! Inverting both tests at each look gives repeated confidence intervals for the centre of the
 //! scores: the set of shifts neither test rejects, which holds simultaneously over all looks with
 //! probability at least `1 - 2 * alpha`. Every decision is read off them (see [`look`]), so each
 //! decision's error rate stays bounded whatever the stopping rule.
 //!
-//! The design spends most of its error budget early (the nominal level falls as `(first/n)^2`):
+//! The design spends most of its error budget early (the nominal level falls as `(first/n)^2.5`):
 //! a clear change is decided in the first few rounds, and later looks still hold enough to find
 //! medium effects before the horizon.
 
@@ -39,7 +46,7 @@ use crate::stats::{SplitMix64, median};
 /// Null paths simulated to compute a table.
 pub const PATHS: usize = 20_000;
 /// How fast the nominal level falls with the look: `level * (first / n)^FRONT`.
-pub const FRONT: f64 = 2.0;
+pub const FRONT: f64 = 2.5;
 
 /// The shape of a sequential design: looks at every round from `first` to `horizon`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,7 +75,7 @@ impl Design {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub design: Design,
-    /// The nominal one-sided level at the first look; at look n it is `level * (first/n)^2`.
+    /// The nominal one-sided level at the first look; at look n it is `level * (first/n)^2.5`.
     pub level: f64,
     /// For each look `n = first ..= horizon` (index `n - first`): the rounds favouring one side
     /// at or beyond which the sign test rejects (`None`: no outcome at that look is that extreme).
@@ -138,15 +145,21 @@ pub fn table(design: Design) -> Arc<Table> {
     t
 }
 
-/// Simulate [`PATHS`] null paths (fair signs; each new score's rank among those so far uniform)
-/// and find the largest nominal level whose crossing rate is at most alpha. Deterministic: the
-/// generator's seed is fixed.
-fn compute(design: Design) -> Table {
+/// How the magnitudes of the scores arrive, for the null paths of [`compute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Each new score's rank among those so far is uniform (a machine whose noise is steady).
+    Exchangeable,
+    /// Each new score is the largest so far (a machine growing noisier round after round): the
+    /// arrival order under which the signed-rank path crosses most often of those tried.
+    Growing,
+}
+
+/// For each of [`PATHS`] null paths (fair signs, magnitudes arriving as `arrival` says): the
+/// smallest (p-value / shape) over its looks and both tests, sorted.
+fn null_minima(design: Design, arrival: Arrival, sign_tails: &[Vec<f64>], rank_tails: &[Vec<f64>]) -> Vec<f64> {
     let (first, horizon) = (design.first, design.horizon);
-    let sign_tails: Vec<Vec<f64>> = (0..=horizon as usize).map(binomial_tail).collect();
-    let rank_tails: Vec<Vec<f64>> = (0..=horizon as usize).map(signed_rank_tail).collect();
     let mut rng = SplitMix64::new(0x5345_5155_454E_5449); // "SEQUENTI"
-    // For each path: the smallest (p-value / shape) over its looks and both tests.
     let mut minima = Vec::with_capacity(PATHS);
     let mut signs: Vec<bool> = Vec::with_capacity(horizon as usize);
     for _ in 0..PATHS {
@@ -154,9 +167,12 @@ fn compute(design: Design) -> Table {
         let (mut w, mut s) = (0usize, 0usize);
         let mut m = f64::INFINITY;
         for n in 1..=horizon as usize {
-            // The new score's rank r (1-based) among n is uniform; every score ranked at or
-            // above r moves up one.
-            let r = 1 + rng.below(n);
+            // The new score's rank r (1-based) among n; every score ranked at or above r moves
+            // up one.
+            let r = match arrival {
+                Arrival::Exchangeable => 1 + rng.below(n),
+                Arrival::Growing => n,
+            };
             let positive = rng.next_u64() & 1 == 1;
             w += signs[r - 1..].iter().filter(|&&x| x).count() + if positive { r } else { 0 };
             s += positive as usize;
@@ -169,13 +185,31 @@ fn compute(design: Design) -> Table {
         minima.push(m);
     }
     minima.sort_by(f64::total_cmp);
-    // The largest level t with #{paths whose minimum <= t} <= alpha * PATHS.
-    let allowed = (design.alpha() * PATHS as f64).floor() as usize;
-    let level = match minima.get(allowed) {
+    minima
+}
+
+/// The largest level t with #{paths whose minimum <= t} <= alpha * PATHS (`minima` sorted).
+fn largest_level(minima: &[f64], alpha: f64) -> f64 {
+    let allowed = (alpha * PATHS as f64).floor() as usize;
+    match minima.get(allowed) {
         None => 1.0,
         Some(&cut) => minima.iter().take_while(|&&m| m < cut).last().copied().unwrap_or(0.0),
-    };
-    let crossing = minima.iter().filter(|&&m| m <= level).count() as f64 / PATHS as f64;
+    }
+}
+
+/// Simulate [`PATHS`] null paths for each [`Arrival`] and find the largest nominal level whose
+/// crossing rate is at most alpha on both. Deterministic: the generator's seed is fixed.
+fn compute(design: Design) -> Table {
+    let (first, horizon) = (design.first, design.horizon);
+    let sign_tails: Vec<Vec<f64>> = (0..=horizon as usize).map(binomial_tail).collect();
+    let rank_tails: Vec<Vec<f64>> = (0..=horizon as usize).map(signed_rank_tail).collect();
+    let paths: Vec<Vec<f64>> = [Arrival::Exchangeable, Arrival::Growing]
+        .into_iter()
+        .map(|a| null_minima(design, a, &sign_tails, &rank_tails))
+        .collect();
+    let level = paths.iter().map(|m| largest_level(m, design.alpha())).fold(1.0, f64::min);
+    let crossing =
+        paths.iter().map(|m| m.iter().filter(|&&x| x <= level).count() as f64 / PATHS as f64).fold(0.0, f64::max);
     let critical = |tails: &[Vec<f64>]| -> Vec<Option<u32>> {
         (first..=horizon)
             .map(|n| {
@@ -292,6 +326,70 @@ mod tests {
         table(Design::new(5, 60, 0.95))
     }
 
+    /// The chance, on null paths whose magnitudes come from `magnitude(round, rng)`, that the
+    /// table's tests cross on the better side and on the worse side at some look (10,000 paths;
+    /// a seed of its own, not the table's). W+ is kept exactly as the scores arrive.
+    fn crossing_rates(t: &Table, seed: u64, magnitude: &dyn Fn(u32, &mut SplitMix64) -> f64) -> (f64, f64) {
+        const N: usize = 10_000;
+        let d = t.design;
+        let mut rng = SplitMix64::new(seed);
+        let (mut better, mut worse) = (0, 0);
+        for _ in 0..N {
+            // (magnitude, positive), kept sorted by magnitude: W+ is the sum of the positive
+            // scores' ranks.
+            let mut seen: Vec<(f64, bool)> = vec![];
+            let (mut w, mut s) = (0u32, 0u32);
+            for n in 1..=d.horizon {
+                let m = magnitude(n - 1, &mut rng);
+                let positive = rng.next_u64() & 1 == 1;
+                let r = seen.partition_point(|&(x, _)| x < m);
+                w += seen[r..].iter().filter(|&&(_, p)| p).count() as u32 + if positive { r as u32 + 1 } else { 0 };
+                s += positive as u32;
+                seen.insert(r, (m, positive));
+                let total = n * (n + 1) / 2;
+                let (k, c) = (t.sign_critical(n), t.signed_rank_critical(n));
+                if k.is_some_and(|k| s >= k) || c.is_some_and(|c| w >= c) {
+                    better += 1;
+                    break;
+                }
+                if k.is_some_and(|k| n - s >= k) || c.is_some_and(|c| total - w >= c) {
+                    worse += 1;
+                    break;
+                }
+            }
+        }
+        (better as f64 / N as f64, worse as f64 / N as f64)
+    }
+
+    /// The sign of each score is a fair coin whatever the machine does, but the signed-rank path
+    /// across looks depends on the order in which the magnitudes arrive: with noise that grows
+    /// round after round, a table computed on exchangeable magnitudes alone crossed 6.9% per
+    /// side at 95%. The table holds alpha (within the simulation's error) on every arrival
+    /// order tried: steady, growing (linearly, geometrically), shrinking, a step up early or at
+    /// the re-measurement, regimes, a sawtooth.
+    #[test]
+    fn the_error_rate_holds_however_the_noise_grows() {
+        type Magnitude = fn(u32, &mut SplitMix64) -> f64;
+        let orders: [(&str, Magnitude); 8] = [
+            ("steady", |_, r| r.unit()),
+            ("growing linearly", |i, r| (i as f64 + 1.0) * (0.9 + 0.2 * r.unit())),
+            ("growing 10% a round", |i, r| 1.1f64.powi(i as i32) * (0.9 + 0.2 * r.unit())),
+            ("shrinking", |i, r| (0.9 + 0.2 * r.unit()) / (i as f64 + 1.0)),
+            ("a step up at round 10", |i, r| if i < 10 { 0.1 * r.unit() } else { 1.0 + r.unit() }),
+            ("a step up at the re-measurement", |i, r| if i < 30 { 0.1 * r.unit() } else { 1.0 + r.unit() }),
+            ("regimes of 8 rounds", |i, r| if (i / 8) % 2 == 0 { 0.1 * r.unit() } else { 1.0 + r.unit() }),
+            ("a sawtooth of 10", |i, r| ((i % 10) as f64 + 1.0) * (0.95 + 0.1 * r.unit())),
+        ];
+        let t = design();
+        let alpha = t.design.alpha();
+        // 10,000 paths: the standard error at 5% is 0.22 points; 2.7 of them above alpha.
+        let bound = alpha + 0.006;
+        for (seed, (name, magnitude)) in orders.iter().enumerate() {
+            let (better, worse) = crossing_rates(&t, 0xA11CE + seed as u64, magnitude);
+            assert!(better <= bound && worse <= bound, "{name}: better {better}, worse {worse} (alpha {alpha})");
+        }
+    }
+
     #[test]
     fn looks_call_each_outcome() {
         let thr = 1.03f64.ln();
@@ -305,16 +403,16 @@ mod tests {
         assert_eq!(look(&[-0.20, -0.22, -0.18, -0.21, -0.19], &t, thr).call, Call::Worse);
         // One contrary round among five: not yet.
         assert_eq!(look(&[0.20, 0.22, -0.18, 0.21, 0.19], &t, thr).call, Call::Unclear);
-        // ... but a small contrary round among seven is outweighed by the signed-rank test,
-        // while the sign test alone would need all seven.
-        let l = look(&[0.56, 0.55, -0.05, 0.57, 0.54, 0.56, 0.55], &t, thr);
+        // ... but a small contrary round among eight is outweighed by the signed-rank test,
+        // while the sign test alone would need all eight.
+        let l = look(&[0.56, 0.55, -0.05, 0.57, 0.54, 0.56, 0.55, 0.58], &t, thr);
         assert_eq!(
             (l.call, l.w_plus, l.signed_rank_critical, l.sign_critical),
-            (Call::Better, 27, Some(27), Some(7)),
+            (Call::Better, 35, Some(35), Some(8)),
             "{l:?}"
         );
         // A large contrary round (a burst on the candidate's side) is not outweighed that early.
-        assert_eq!(look(&[0.56, 0.55, -0.60, 0.57, 0.54, 0.56, 0.55], &t, thr).call, Call::Unclear);
+        assert_eq!(look(&[0.56, 0.55, -0.60, 0.57, 0.54, 0.56, 0.55, 0.58], &t, thr).call, Call::Unclear);
         // Significantly better, but the median is below the minimum effect: not a promotion.
         let small: Vec<f64> = (0..30).map(|i| 0.01 + 0.001 * (i % 5) as f64).collect();
         let l = look(&small, &t, thr);
