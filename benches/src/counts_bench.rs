@@ -68,6 +68,8 @@ fn ethos(measure: Measure, benchmark: &str) -> Ethos {
         gates: vec![],
         test_command: "true".into(),
         trusted_tests: vec![],
+        trusted_checkout: Default::default(),
+        trusted_build: vec![],
         benchmark: benchmark.into(),
         benchmark_paths: vec!["bench/**".into()],
         metric: "ms".into(),

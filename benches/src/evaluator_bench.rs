@@ -75,6 +75,8 @@ fn ethos(pairing: Pairing) -> Ethos {
         gates: vec![],
         test_command: "true".into(),
         trusted_tests: vec![],
+        trusted_checkout: Default::default(),
+        trusted_build: vec![],
         benchmark: "python3 bench/bench.py".into(),
         benchmark_paths: vec!["bench/**".into()],
         metric: "ops_per_s".into(),

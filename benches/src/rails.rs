@@ -11,7 +11,11 @@
 //!   `kit::exec` sandboxed like every gate, `restore_candidate`) against the gates (build and
 //!   tests in a fresh checkout, as the executor runs them for every candidate), median of 3
 //!   rounds; and the cost when the candidate changes no test (the checks that skip the run:
-//!   `trusted_changes` and `pristine`).
+//!   `trusted_changes` and `pristine`);
+//! - the same baseline's tests in a fresh checkout (ethos.md `trusted_checkout = "fresh"`:
+//!   `executor::make_fresh`, `test_command` building from scratch, `executor::remove_fresh`), as a
+//!   ratio to the reused build, here and on a small Python project whose tests run in a virtualenv
+//!   (`trusted_build` makes it anew), the case `ratchet init` turns it on for.
 //!
 //! Reproduce: `cargo build --release -p ratchet-bench -p ratchet-kit --bins && target/release/rails-bench`
 //! (the sandbox launcher must sit beside it; writes its section of BENCHMARKS.md; `--no-write`
@@ -91,6 +95,36 @@ async fn gate(
     Ok(took)
 }
 
+/// The baseline's tests in a fresh checkout, as the executor runs them with ethos.md
+/// `trusted_checkout = "fresh"` (`executor::make_fresh`, the build commands and `test_command`
+/// sandboxed, `executor::remove_fresh`).
+struct Fresh<'a> {
+    repo: &'a Path,
+    dir: &'a Path,
+    timeout: Duration,
+    sandbox: &'a SandboxSettings,
+}
+
+impl Fresh<'_> {
+    /// (making the checkout, the whole run) in ms.
+    async fn run(
+        &self,
+        (base, commit): (&str, &str),
+        (restored, added): (&[String], &[String]),
+        build: &[&str],
+        test_command: &str,
+    ) -> anyhow::Result<(f64, f64)> {
+        let t = Instant::now();
+        executor::make_fresh(self.repo, self.dir, base, commit, restored, added).map_err(anyhow::Error::msg)?;
+        let made = ms(t.elapsed());
+        for cmd in build.iter().chain([&test_command]) {
+            gate(cmd, self.dir, self.repo, self.timeout, self.sandbox).await?;
+        }
+        executor::remove_fresh(self.repo, self.dir).map_err(anyhow::Error::msg)?;
+        Ok((made, ms(t.elapsed())))
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let write = !std::env::args().any(|a| a == "--no-write");
@@ -144,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = SandboxSettings::from(&constitution);
     let timeout = Duration::from_secs(ethos.gate_timeout_s);
     let (mut gates_ms, mut own_tests_ms, mut trusted_ms, mut check_ms) = (vec![], vec![], vec![], vec![]);
+    let (mut fresh_ms, mut fresh_checkout_ms) = (vec![], vec![]);
     for round in 0..GATE_ROUNDS {
         let tree = tmp.path().join(format!("tree-{round}"));
         kit::git::Git::new(&repo).scratch_checkout(&tree, &candidate)?;
@@ -170,6 +205,12 @@ async fn main() -> anyhow::Result<()> {
         if restored != ["tests/sorts.rs"] || set_aside != ["tests/twice.rs"] {
             bail!("unexpected trusted changes: restored {restored:?}, set aside {set_aside:?}");
         }
+        // The same run in a fresh checkout (ethos.md trusted_checkout = "fresh"): a worktree of
+        // the commit, the base's tests put in, `test_command` building from scratch, removed.
+        let fresh = Fresh { repo: &repo, dir: &tmp.path().join(format!("fresh-{round}")), timeout, sandbox: &sandbox };
+        let (made, took) = fresh.run((&base, &candidate), (&restored, &set_aside), &[], &ethos.test_command).await?;
+        fresh_checkout_ms.push(made);
+        fresh_ms.push(took);
         // A candidate that changes no test: only the check that skips the run.
         let t = Instant::now();
         let (r, a) =
@@ -182,6 +223,8 @@ async fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&tree)?;
     }
     let (gates_ms, trusted_ms, check_ms) = (median(gates_ms), median(trusted_ms), median(check_ms));
+    let (fresh_ms, fresh_checkout_ms) = (median(fresh_ms), median(fresh_checkout_ms));
+    let py = python_case(tmp.path(), &sandbox, timeout).await?;
     let own_tests_ms = median(own_tests_ms);
     let statics = diff_ms + rails_ms;
 
@@ -231,6 +274,26 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
+        "| **the baseline's tests in a fresh checkout** (ethos.md `trusted_checkout = \"fresh\"`: a git worktree of the commit with nothing the gates wrote, the base's tests put in ({fresh_checkout_ms:.0} ms), `{}` building from scratch, the checkout removed; never skipped) | **{fresh_ms:.0} ms** | **{:.0}%** |",
+        ethos.test_command,
+        fresh_ms / gates_ms * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "\n**Fresh against reuse** (the same baseline's tests, same run): {:.1}x on this Rust crate ({fresh_ms:.0} ms against {trusted_ms:.0} ms: \
+         the fresh checkout compiles the crate and its tests from nothing, where reuse recompiles only the changed test files); \
+         {:.1}x on a small Python project whose tests run in a virtualenv ({:.0} ms against {:.0} ms, of which the fresh checkout {:.0} ms and \
+         `{PY_VENV}` {:.0} ms): the setting `ratchet init` turns on for Python projects. When the candidate changes no test, reuse \
+         usually skips the run ({check_ms:.1} ms of checks) and fresh does not: against that, fresh costs the whole run.",
+        fresh_ms / trusted_ms,
+        py.fresh / py.reuse,
+        py.fresh,
+        py.reuse,
+        py.checkout,
+        py.build
+    );
+    let _ = writeln!(
+        md,
         "\nMedians: the static rails of {RAIL_RUNS} runs, the gates and the baseline's tests of {GATE_ROUNDS} rounds. \
          The baseline's tests run in the candidate's own checkout after its gates, so they reuse its build: \
          their cost is about one more test run (the changed test files recompiled), not a second build. \
@@ -243,4 +306,70 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote its section of {}", out.display());
     }
     Ok(())
+}
+
+/// The build of the Python case: a virtualenv (no pip: nothing from the network).
+const PY_VENV: &str = "python3 -m venv --without-pip .venv";
+
+/// The Python case's medians, in ms: the baseline's tests reused and fresh, and of the fresh run
+/// its checkout and its build.
+struct PyCase {
+    reuse: f64,
+    fresh: f64,
+    checkout: f64,
+    build: f64,
+}
+
+/// A small Python project whose tests run in a virtualenv its first gate makes (`.venv/`, ignored):
+/// the candidate changes `params.toml` and adds a test; the baseline's tests reused against the same
+/// in a fresh checkout (the virtualenv made anew), `GATE_ROUNDS` rounds.
+async fn python_case(tmp: &Path, sandbox: &SandboxSettings, timeout: Duration) -> anyhow::Result<PyCase> {
+    let repo = tmp.join("py");
+    let test = ".venv/bin/python -c 'import limits, sys; sys.exit(0 if limits.ok() else 1)'\n";
+    let run = "for t in tests/test_*.sh; do sh \"$t\" || exit 1; done\n";
+    let limits = "import re\n\ndef ok():\n    d = re.search(r'^delay_ms = (\\d+)', open('params.toml').read(), re.M)\n    return d is not None and int(d.group(1)) > 0\n";
+    let files = [
+        (".gitignore", ".venv/\n__pycache__/\n"),
+        ("params.toml", "delay_ms = 300\n"),
+        ("limits.py", limits),
+        ("tests/run.sh", run),
+        ("tests/test_params.sh", test),
+    ];
+    let base = scratch::init(&repo, &files, "base")?;
+    std::fs::write(repo.join("params.toml"), "delay_ms = 250\n")?;
+    std::fs::write(repo.join("tests/test_more.sh"), test)?;
+    let candidate = scratch::commit_all(&repo, "candidate")?;
+    let globs = vec!["tests/**".to_string()];
+    let test_command = "sh tests/run.sh";
+    let (mut reuse, mut fresh, mut checkout, mut build) = (vec![], vec![], vec![], vec![]);
+    for round in 0..GATE_ROUNDS {
+        let tree = tmp.join(format!("py-tree-{round}"));
+        kit::git::Git::new(&repo).scratch_checkout(&tree, &candidate)?;
+        for cmd in [PY_VENV, test_command] {
+            gate(cmd, &tree, &repo, timeout, sandbox).await?;
+        }
+        let t = Instant::now();
+        let (restored, added) =
+            executor::trusted_changes(&tree, &base, &candidate, &globs).map_err(anyhow::Error::msg)?;
+        let aside = tmp.join(format!("py-aside-{round}"));
+        let ignores = executor::BaseIgnores::of(&tree, &base).map_err(anyhow::Error::msg)?;
+        let moved = executor::prepare_trusted(&tree, &aside, &base, &restored, &added, &globs, &ignores)
+            .map_err(anyhow::Error::msg)?;
+        gate(test_command, &tree, &repo, timeout, sandbox).await?;
+        executor::restore_candidate(&tree, &aside, &moved, &globs, &ignores).map_err(anyhow::Error::msg)?;
+        reuse.push(ms(t.elapsed()));
+        let dir = tmp.join(format!("py-fresh-{round}"));
+        let f = Fresh { repo: &repo, dir: &dir, timeout, sandbox };
+        let t = Instant::now();
+        executor::make_fresh(&repo, &dir, &base, &candidate, &restored, &added).map_err(anyhow::Error::msg)?;
+        let made = t.elapsed();
+        gate(PY_VENV, &dir, &repo, timeout, sandbox).await?;
+        build.push(ms(t.elapsed() - made));
+        executor::remove_fresh(&repo, &dir).map_err(anyhow::Error::msg)?;
+        checkout.push(ms(made));
+        let (_, took) = f.run((&base, &candidate), (&restored, &added), &[PY_VENV], test_command).await?;
+        fresh.push(took);
+        std::fs::remove_dir_all(&tree)?;
+    }
+    Ok(PyCase { reuse: median(reuse), fresh: median(fresh), checkout: median(checkout), build: median(build) })
 }

@@ -178,7 +178,28 @@ pub fn render_trusted(trusted: Option<&TrustedTestsRun>) -> String {
     let Some(trusted) = trusted else {
         return String::new();
     };
+    // Where it ran: a fresh checkout says how long making and building it took, each build command.
+    let mut o = String::new();
+    if let Some(f) = &trusted.fresh {
+        o.push_str(&format!(
+            "  the baseline's tests ran in a fresh checkout of the commit (ethos.md trusted_checkout = \"fresh\"): made in {} ms, built in {} ms\n",
+            f.checkout_ms,
+            f.build_ms()
+        ));
+        for b in &f.build {
+            o.push_str(&format!(
+                "  {:<6} fresh build: {} ({} ms) {}\n",
+                b.result.as_str(),
+                b.command,
+                b.duration_ms,
+                b.detail
+            ));
+        }
+    }
     let Some(run) = &trusted.run else {
+        if trusted.fresh.is_some() {
+            return o;
+        }
         return format!("  the baseline's tests: skipped: {}\n", trusted.skipped.as_deref().unwrap_or("-"));
     };
     let untracked = if trusted.untracked.is_empty() {
@@ -186,15 +207,17 @@ pub fn render_trusted(trusted: Option<&TrustedTestsRun>) -> String {
     } else {
         format!(", out of the run (in no commit) {}", j(&trusted.untracked))
     };
-    format!(
-        "  {:<6} the baseline's tests: {} ({} ms) {}; restored from the base {}, set aside {}{untracked}\n",
+    o.push_str(&format!(
+        "  {:<6} the baseline's tests: {} ({} ms) {}; restored from the base {}, set aside {}{untracked}; checkout {}\n",
         run.result.as_str(),
         run.command,
         run.duration_ms,
         run.detail,
         j(&trusted.restored),
-        j(&trusted.set_aside)
-    )
+        j(&trusted.set_aside),
+        trusted.checkout.as_str()
+    ));
+    o
 }
 
 /// The record for people.

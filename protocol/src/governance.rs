@@ -558,6 +558,42 @@ pub struct Ethos {
     /// original.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_tests: Vec<String>,
+    /// Where the baseline's tests run: `reuse` (the default) in the candidate's own checkout,
+    /// on the build its gates made (what the base's ignore rules ignore is trusted as that
+    /// build, so a gate can plant there what a test runner loads: a `.pth` in a virtualenv);
+    /// `fresh` in a new checkout of the candidate's commit that nothing of its gates reached,
+    /// built from scratch (`trusted_build`, then `test_command`). Never skipped when fresh.
+    #[serde(default, skip_serializing_if = "TrustedCheckout::is_reuse")]
+    pub trusted_checkout: TrustedCheckout,
+    /// `trusted_checkout = "fresh"`: the commands that build the fresh checkout, in order, before
+    /// `test_command` (e.g. making a virtualenv and installing the project); none when
+    /// `test_command` builds by itself (`cargo test`, `go test`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_build: Vec<String>,
+}
+
+/// Where the baseline's tests run (ethos.md `trusted_checkout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustedCheckout {
+    /// In the candidate's own checkout, reusing the build its gates made.
+    #[default]
+    Reuse,
+    /// In a new checkout of the candidate's commit, built from scratch.
+    Fresh,
+}
+
+impl TrustedCheckout {
+    pub fn is_reuse(&self) -> bool {
+        *self == TrustedCheckout::Reuse
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustedCheckout::Reuse => "reuse",
+            TrustedCheckout::Fresh => "fresh",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -880,6 +916,23 @@ pub fn parse_ethos(text: &str) -> Result<Ethos, GovernanceError> {
             "set test_command to the command that runs the tests, or remove trusted_tests",
         );
     }
+    if e.trusted_checkout == TrustedCheckout::Fresh && e.trusted_tests.is_empty() {
+        return bad(
+            "trusted_checkout",
+            "a fresh checkout is where the baseline's tests run, and trusted_tests is empty (no such run)".into(),
+            "set trusted_tests to the globs of the tests, or remove trusted_checkout",
+        );
+    }
+    if !e.trusted_build.is_empty() && e.trusted_checkout != TrustedCheckout::Fresh {
+        return bad(
+            "trusted_build",
+            "trusted_build builds a fresh checkout, and trusted_checkout is not \"fresh\"".into(),
+            "set trusted_checkout = \"fresh\", or remove trusted_build",
+        );
+    }
+    if e.trusted_build.iter().any(|c| c.trim().is_empty()) {
+        return bad("trusted_build", "an empty command".into(), "remove the empty string");
+    }
     if e.gate_timeout_s == 0 || e.bench_timeout_s == 0 {
         return bad("gate_timeout_s", "a timeout of 0".into(), "set gate_timeout_s and bench_timeout_s to at least 1");
     }
@@ -1163,6 +1216,35 @@ mod tests {
                 && err.contains("fix: remove guard_wall_time, or set measure = \"instructions\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ethos_trusted_checkout_and_its_build() {
+        let e = parse_ethos(&ETHOS.replace("EXTRA", "trusted_tests = [\"tests/**\"]")).unwrap();
+        assert_eq!((e.trusted_checkout, e.trusted_build.len()), (TrustedCheckout::Reuse, 0));
+        let fresh =
+            "trusted_tests = [\"tests/**\"]\ntrusted_checkout = \"fresh\"\ntrusted_build = [\"python3 -m venv .venv\"]";
+        let e = parse_ethos(&ETHOS.replace("EXTRA", fresh)).unwrap();
+        assert_eq!(
+            (e.trusted_checkout, e.trusted_build.as_slice()),
+            (TrustedCheckout::Fresh, &["python3 -m venv .venv".to_string()][..])
+        );
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "trusted_tests = [\"t\"]\ntrusted_checkout = \"clean\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ethos.md:15: trusted_checkout: unknown variant `clean`"), "{err}");
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "trusted_checkout = \"fresh\"")).unwrap_err().to_string();
+        assert!(
+            err.contains("trusted_checkout") && err.contains("fix: set trusted_tests to the globs of the tests"),
+            "{err}"
+        );
+        let err = parse_ethos(&ETHOS.replace("EXTRA", "trusted_tests = [\"t\"]\ntrusted_build = [\"make\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted_build") && err.contains("fix: set trusted_checkout = \"fresh\""), "{err}");
+        let err =
+            parse_ethos(&ETHOS.replace("EXTRA", &fresh.replace("python3 -m venv .venv", " "))).unwrap_err().to_string();
+        assert!(err.contains("trusted_build: an empty command"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::evaluation::{Calibration, Outcome, Pair, Sampling};
-use crate::governance::{Constitution, Ethos, SandboxMode};
+use crate::governance::{Constitution, Ethos, SandboxMode, TrustedCheckout};
 use crate::models::ModelCall;
 use crate::rails::Declaration;
 
@@ -294,6 +294,34 @@ pub struct TrustedTestsRun {
     /// passed is `test_command` itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Where it ran (ethos.md `trusted_checkout`): `reuse`, the candidate's checkout and the
+    /// build its gates made; `fresh`, a new checkout of its commit built from scratch
+    /// ([`TrustedTestsRun::fresh`]). Evidence written before this was recorded is `reuse`.
+    #[serde(default)]
+    pub checkout: TrustedCheckout,
+    /// `fresh`: how the checkout was made and built before `test_command` ran in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<FreshBuild>,
+}
+
+/// The fresh checkout the baseline's tests ran in (ethos.md `trusted_checkout = "fresh"`): a
+/// new checkout of the candidate's commit with nothing its gates wrote, the base's trusted tests
+/// put in, built by ethos.md `trusted_build`; removed after the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FreshBuild {
+    /// Making the checkout (a git worktree of the commit under the branch's directory) and
+    /// putting the base's tests in it.
+    pub checkout_ms: u64,
+    /// Each command of `trusted_build`, in order (it stops at the first that fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build: Vec<CommandRun>,
+}
+
+impl FreshBuild {
+    /// What the fresh build cost before `test_command`: the checkout and the build commands.
+    pub fn build_ms(&self) -> u64 {
+        self.checkout_ms + self.build.iter().map(|r| r.duration_ms).sum::<u64>()
+    }
 }
 
 /// How a command an agent ran ended.

@@ -88,6 +88,13 @@ fn init_writes_templates_and_records_first_approvals() {
     std::fs::write(p.join(".gitignore"), "target/\n").unwrap();
     let out = ok(p, &["init"]);
     assert!(out.contains("approved constitution.md"), "{out}");
+    // No build directory a test runner loads code from was recognised: the baseline's tests reuse
+    // the build, and init says why.
+    assert!(
+        out.contains("the baseline's tests: trusted_checkout = \"reuse\" in ethos.md: no build directory"),
+        "{out}"
+    );
+    assert!(read(p, "ethos.md").contains("\ntrusted_checkout = \"reuse\"\n"));
     for f in ["agents.toml", "constitution.md", "ethos.md", "cadence.md"] {
         assert!(p.join(f).is_file(), "init did not write {f}");
     }

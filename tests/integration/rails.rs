@@ -5,9 +5,9 @@
 //! also fails has both in its record, and repeated tampering becomes a governance proposal), the
 //! baseline's tests (a candidate that deletes the test its change breaks still faces it; what a
 //! gate plants in no commit, under the trusted tests or elsewhere, a test-runner file or a
-//! bytecode cache, never reaches their run, while the build the base ignores is reused; a
-//! test-runner file in the commit is a `test-config` finding), and a good candidate that passes
-//! them all. `ratchet explain` shows each finding with file:line evidence.
+//! bytecode cache, never reaches their run, while the build the base ignores is reused; what it
+//! plants inside that build reaches a reused build and never a fresh checkout; a test-runner file
+//! in the commit is a `test-config` finding), and a good candidate that passes them all. `ratchet explain` shows each finding with file:line evidence.
 
 use std::time::Duration;
 
@@ -520,4 +520,124 @@ echo 'no delay, with a bytecode cache a gate plants'
     assert!(dir.join("tree").join(moved[0]).exists());
     assert!(run.list("promoted").is_empty(), "{:#}", run.summary);
     assert_eq!(t.main(), old_main);
+}
+
+/// Whether the checkout `tree` has the `.pth` file of the virtualenv test's plant.
+fn has_plant(tree: &std::path::Path) -> bool {
+    std::fs::read_dir(tree.join(".venv/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|py| py.path().join("site-packages/zz_limits.pth").exists())
+}
+
+/// A reused build can carry a plant; a fresh checkout cannot. A Python project whose tests run
+/// in a virtualenv that a build gate makes (`.venv/`, which the base ignores: the build). A
+/// candidate halves the delay, which the base's test forbids (through the tracked `limits.py`),
+/// and makes its gate `check.sh` plant a `.pth` file in the virtualenv's site-packages that swaps
+/// `limits` for one that allows anything (Python runs it at every start of that interpreter).
+/// With ethos.md `trusted_checkout = "reuse"` (the control) the baseline's tests see that build
+/// and the candidate is promoted: what reuse trusts. With `"fresh"` they run in a new checkout
+/// of its commit whose virtualenv `trusted_build` makes anew, and stop it, while a good candidate
+/// passes there and is promoted; the evidence says where they ran and what the build took.
+#[test]
+fn a_plant_in_an_ignored_virtualenv_reaches_a_reused_build_and_never_a_fresh_checkout() {
+    let limits = "import re\n\ndef ok():\n    d = re.search(r'^delay_ms = (\\d+)', open('params.toml').read(), re.M)\n    return d is not None and int(d.group(1)) >= 200\n";
+    let venv = "python3 -m venv --without-pip .venv";
+    let plant = declare(&["params.toml", "check.sh"], &[], "a third of the delay")
+        + r#"sed -i 's/^delay_ms = .*/delay_ms = 100/' params.toml
+cat >> check.sh <<'GATE'
+for sp in .venv/lib/python3*/site-packages; do
+  echo "import sys, types; m = types.ModuleType('limits'); m.ok = lambda: True; sys.modules['limits'] = m" > "$sp/zz_limits.pth"
+done
+GATE
+echo 'less delay, with a .pth a gate plants in the virtualenv'
+"#;
+    let good = declare(&["params.toml"], &[], "two thirds of the delay")
+        + "sed -i 's/^delay_ms = .*/delay_ms = 200/' params.toml\necho 'less delay, within the limits'";
+    let spec = |checkout: &str, proposals: Vec<String>| Spec {
+        candidates: proposals.len() as u32,
+        gates: vec![venv.into(), "sh check.sh".into(), "sh tests/run.sh".into()],
+        trusted_tests: vec!["tests/**".into()],
+        files: vec![
+            ("limits.py".into(), limits.into()),
+            (
+                "tests/test_params.sh".into(),
+                ".venv/bin/python -c 'import limits, sys; sys.exit(0 if limits.ok() else 1)'\n".into(),
+            ),
+            (".gitignore".into(), "worktrees/\n.venv/\n__pycache__/\n".into()),
+        ],
+        ethos_extra: if checkout == "fresh" {
+            format!("trusted_checkout = \"fresh\"\ntrusted_build = [{venv:?}]\n")
+        } else {
+            String::new()
+        },
+        proposer: Proposer::Calls(proposals),
+        ..Spec::default()
+    };
+
+    // The control: the build is reused, the plant with it, and the candidate goes onto main.
+    let t = Target::new(spec("reuse", vec![plant.clone()]));
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let state = t.loop_state();
+    let c = candidate(&state, "less delay, with a .pth a gate plants in the virtualenv");
+    assert_eq!(c["exec"]["trusted"]["checkout"], "reuse", "{c:#}");
+    assert_ne!(c["exec"]["trusted"]["run"]["result"], "failed", "{c:#}");
+    assert!(has_plant(&t.path().join("worktrees").join(branch(c)).join("tree")), "the gate planted it");
+    assert_eq!(run.list("promoted").len(), 1, "the plant reaches a reused build: {:#}", run.summary);
+
+    // Fresh: the baseline's tests run where no gate of the candidate ever ran.
+    let t = Target::new(spec("fresh", vec![plant, good]));
+    let old_main = t.main();
+    let run = t.up_once(&["--max-cycles", "1"], RUN);
+    let state = t.loop_state();
+    let c = candidate(&state, "less delay, with a .pth a gate plants in the virtualenv");
+    assert_eq!(c["verdict"], "FAILED", "{c:#}");
+    let gates = c["exec"]["gates"].as_array().expect("gates");
+    assert!(gates.iter().all(|g| g["result"] == "ok"), "its own gates pass with the plant: {gates:#?}");
+    let trusted = &c["exec"]["trusted"];
+    assert_eq!(trusted["checkout"], "fresh", "{trusted:#}");
+    assert!(trusted["skipped"].is_null() && trusted["untracked"].is_null(), "{trusted:#}");
+    assert_eq!(trusted["fresh"]["build"][0]["command"], venv, "{trusted:#}");
+    assert_eq!(trusted["fresh"]["build"][0]["result"], "ok", "{trusted:#}");
+    assert!(trusted["fresh"]["checkout_ms"].is_u64(), "{trusted:#}");
+    assert_eq!(trusted["run"]["result"], "failed", "{trusted:#}");
+    assert!(c["eval"].is_null(), "never measured: {c:#}");
+    let why = reasons(c);
+    assert!(why.contains("the baseline's tests failed on the candidate's code"), "{why}");
+    assert!(why.contains("in a fresh checkout of its commit, built from scratch"), "{why}");
+    let dir = t.path().join("worktrees").join(branch(c));
+    let log = std::fs::read_to_string(dir.join("artifacts/execute/trusted-tests.log")).expect("the trusted run's log");
+    assert!(log.contains("FAIL tests/test_params.sh"), "{log}");
+    assert!(dir.join("artifacts/execute/trusted-build-1.log").exists());
+    // The candidate's own checkout keeps its build, plant and all; the fresh one is gone, and
+    // git knows no worktree of it.
+    assert!(has_plant(&dir.join("tree")), "the plant stays in the candidate's checkout");
+    assert!(!dir.join("fresh").exists());
+    let worktrees = std::process::Command::new("git")
+        .args(["worktree", "list", "--porcelain"])
+        .current_dir(t.path())
+        .output()
+        .expect("git worktree list");
+    assert!(!String::from_utf8_lossy(&worktrees.stdout).contains("/fresh\n"), "no fresh checkout is registered");
+    let x = explain(&t, branch(c));
+    for needle in [
+        "the baseline's tests ran in a fresh checkout of the commit (ethos.md trusted_checkout = \"fresh\"): made in ",
+        &format!("ok     fresh build: {venv} ("),
+        "failed the baseline's tests: sh tests/run.sh",
+        "checkout fresh",
+    ] {
+        assert!(x.contains(needle), "explain lacks {needle:?}:\n{x}");
+    }
+
+    // The good candidate passes the baseline's tests in its fresh checkout and is promoted.
+    let c = candidate(&state, "less delay, within the limits");
+    assert_eq!(c["exec"]["trusted"]["checkout"], "fresh", "{c:#}");
+    assert_eq!(c["exec"]["trusted"]["run"]["result"], "ok", "{c:#}");
+    let promoted = run.list("promoted");
+    assert_eq!(promoted.len(), 1, "{:#}", run.summary);
+    assert_eq!(promoted[0]["branch"], c["branch"], "{:#}", run.summary);
+    assert_ne!(t.main(), old_main);
+    let x = explain(&t, promoted[0]["commit"].as_str().expect("a commit"));
+    assert!(x.contains("ok     the baseline's tests: sh tests/run.sh") && x.contains("checkout fresh"), "{x}");
 }

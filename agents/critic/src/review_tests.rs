@@ -108,6 +108,8 @@ fn ethos() -> Ethos {
         guard: Vec::new(),
         review: None,
         trusted_tests: Vec::new(),
+        trusted_checkout: Default::default(),
+        trusted_build: vec![],
     }
 }
 

@@ -545,6 +545,8 @@ pub(crate) mod tests {
             guard: vec![],
             review: None,
             trusted_tests: vec![],
+            trusted_checkout: Default::default(),
+            trusted_build: vec![],
         }
     }
 

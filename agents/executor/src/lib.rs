@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use kit::exec::RunSpec;
 use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
-use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, Proposal, SandboxSettings, TrustedTestsRun};
+use protocol::governance::TrustedCheckout;
+use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, FreshBuild, Proposal, SandboxSettings, TrustedTestsRun};
 use serde_json::json;
 
 pub mod trusted;
 pub use trusted::{
-    BaseIgnores, Stray, base_excludes, prepare_trusted, pristine, restore_candidate, strays, trusted_changes,
-    untracked_trusted,
+    BaseIgnores, Stray, base_excludes, make_fresh, prepare_trusted, pristine, remove_fresh, restore_candidate, strays,
+    trusted_changes, untracked_trusted,
 };
 
 /// Trailer that marks a commit as this candidate's.
@@ -149,20 +150,31 @@ fn apply_and_commit(
     git.run(["rev-parse", "HEAD"]).map_err(|e| format!("infra: {e}"))
 }
 
+/// What ended the baseline's tests' run: the command (`test_command`, or a command of the fresh
+/// build) and how it ended.
+pub struct TrustedEnd {
+    pub command: String,
+    /// A command of ethos.md `trusted_build`, not `test_command`.
+    pub build: bool,
+    pub out: kit::exec::RunOutcome,
+}
+
 /// The baseline's tests (ethos.md `trusted_tests`, taken from the base like the benchmark) run
-/// with `test_command` against the candidate's code, in the candidate's own checkout (so the
-/// gates' build is reused) and sandboxed like every gate, after its own gates passed; what the
-/// run sees under those globs is exactly the base's files ([`trusted`]). Skipped when the
-/// candidate changed none of those files and a gate that already passed was `test_command`
-/// itself, run on the commit as it is (`tests_ran_pristine`: nothing a gate wrote under the
-/// globs, no tracked file changed). `Err` is the task's end (a failure of the run, or
-/// infrastructure).
+/// with `test_command` against the candidate's code, sandboxed like every gate, after its own
+/// gates passed; what the run sees under those globs is exactly the base's files ([`trusted`]).
+/// Where (ethos.md `trusted_checkout`, from the approved text at the task's hashes): `reuse`, in
+/// the candidate's own checkout (so the gates' build is reused), skipped when the candidate
+/// changed none of those files and a gate that already passed was `test_command` itself, run on
+/// the commit as it is (`tests_ran_pristine`: nothing a gate wrote under the globs, no tracked
+/// file changed); `fresh`, in a new checkout of the commit built from scratch ([`fresh_gate`]),
+/// never skipped. `Err` is the task's end (infrastructure).
 async fn trusted_gate(
     ctx: &WorkCtx,
     input: &ExecuteInput,
     commit: &str,
     tests_ran_pristine: bool,
-) -> Result<Option<(TrustedTestsRun, Option<kit::exec::RunOutcome>)>, String> {
+    (checkout, build): (TrustedCheckout, &[String]),
+) -> Result<Option<(TrustedTestsRun, Option<TrustedEnd>)>, String> {
     if input.trusted_tests.is_empty() || input.test_command.trim().is_empty() {
         return Ok(None);
     }
@@ -170,13 +182,24 @@ async fn trusted_gate(
     let (restored, set_aside) = tokio::task::spawn_blocking(move || trusted_changes(&tree, &base, &c, &globs))
         .await
         .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    if checkout == TrustedCheckout::Fresh {
+        return fresh_gate(ctx, input, commit, restored, set_aside, build).await.map(Some);
+    }
     if restored.is_empty() && set_aside.is_empty() && tests_ran_pristine {
         let why = format!(
             "the candidate changes none of the trusted tests ({}), and the gate `{}` already ran them on its commit",
             input.trusted_tests.join(", "),
             input.test_command
         );
-        let t = TrustedTestsRun { restored, set_aside, untracked: vec![], run: None, skipped: Some(why) };
+        let t = TrustedTestsRun {
+            restored,
+            set_aside,
+            untracked: vec![],
+            run: None,
+            skipped: Some(why),
+            checkout: TrustedCheckout::Reuse,
+            fresh: None,
+        };
         return Ok(Some((t, None)));
     }
     let (tree, aside, base, globs) =
@@ -208,8 +231,80 @@ async fn trusted_gate(
             "files in no commit moved out of the baseline's tests were not put back: the run put a symlink or a file in their way"
         );
     }
-    let t = TrustedTestsRun { restored, set_aside, untracked, run: Some(run), skipped: None };
-    Ok(Some((t, Some(out))))
+    let t = TrustedTestsRun {
+        restored,
+        set_aside,
+        untracked,
+        run: Some(run),
+        skipped: None,
+        checkout: TrustedCheckout::Reuse,
+        fresh: None,
+    };
+    Ok(Some((t, Some(TrustedEnd { command: input.test_command.clone(), build: false, out }))))
+}
+
+/// The baseline's tests in a fresh checkout of the candidate's commit (ethos.md
+/// `trusted_checkout = "fresh"`): made under the branch's directory (`fresh/`, a git worktree:
+/// nothing untracked or ignored of the candidate's checkout is carried over, so nothing its gates
+/// planted in its build reaches the run), the base's trusted tests put in, then each command of
+/// `build` (ethos.md `trusted_build`) and `test_command`, sandboxed like every gate, stopping at
+/// the first that fails; the checkout removed afterwards, whatever happened.
+async fn fresh_gate(
+    ctx: &WorkCtx,
+    input: &ExecuteInput,
+    commit: &str,
+    restored: Vec<String>,
+    set_aside: Vec<String>,
+    build: &[String],
+) -> Result<(TrustedTestsRun, Option<TrustedEnd>), String> {
+    let started = Instant::now();
+    let (repo, dir) = (ctx.home.root().to_path_buf(), ctx.bd.fresh_checkout());
+    let (b, c, r, a) = (input.base.clone(), commit.to_string(), restored.clone(), set_aside.clone());
+    let (rp, d) = (repo.clone(), dir.clone());
+    tokio::task::spawn_blocking(move || make_fresh(&rp, &d, &b, &c, &r, &a))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: {e}")))?;
+    let mut fresh = FreshBuild { checkout_ms: started.elapsed().as_millis() as u64, build: vec![] };
+    let timeout = Duration::from_secs(input.gate_timeout_s);
+    let mut end = None;
+    for (i, cmd) in build.iter().enumerate() {
+        if ctx.lease_lost() {
+            break;
+        }
+        let spec = spec_for(cmd, &dir, ctx.home.root(), timeout, &input.sandbox);
+        let (run, out) = run_logged(ctx, &format!("trusted-build-{}", i + 1), spec).await;
+        fresh.build.push(run);
+        if !out.success() {
+            end = Some(TrustedEnd { command: cmd.clone(), build: true, out });
+            break;
+        }
+    }
+    let mut run = None;
+    if end.is_none() && !ctx.lease_lost() {
+        let spec = spec_for(&input.test_command, &dir, ctx.home.root(), timeout, &input.sandbox);
+        let (r, out) = run_logged(ctx, "trusted-tests", spec).await;
+        run = Some(r);
+        end = Some(TrustedEnd { command: input.test_command.clone(), build: false, out });
+    }
+    let removed = tokio::task::spawn_blocking(move || remove_fresh(&repo, &dir))
+        .await
+        .unwrap_or_else(|e| Err(format!("infra: {e}")));
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "the fresh checkout of the baseline's tests was not removed (`ratchet gc` removes it)");
+    }
+    if ctx.lease_lost() {
+        return Err("infra: lease lost during the baseline's tests".into());
+    }
+    let t = TrustedTestsRun {
+        restored,
+        set_aside,
+        untracked: vec![],
+        run,
+        skipped: None,
+        checkout: TrustedCheckout::Fresh,
+        fresh: Some(fresh),
+    };
+    Ok((t, end))
 }
 
 /// The `execute` skill.
@@ -292,7 +387,33 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     if ctx.lease_lost() {
         return WorkResult::infra_failure("lease lost while gating", json!({"commit": commit}));
     }
-    let trusted = match trusted_gate(&ctx, &input, &commit, tests_ran_pristine).await {
+    // Where the baseline's tests run: approved ethos.md at the task's hashes decides.
+    let (checkout, build) = if input.trusted_tests.is_empty() {
+        (TrustedCheckout::Reuse, vec![])
+    } else {
+        let (home, hashes) = (ctx.home.root().to_path_buf(), ctx.task.governance.clone());
+        let gov = tokio::task::spawn_blocking(move || kit::governance::Approved::at(&home).load_at(&hashes))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|g| g.map_err(|e| e.to_string()));
+        match gov {
+            Ok(g) => (g.ethos.trusted_checkout, g.ethos.trusted_build.clone()),
+            Err(e) => {
+                let data = json!(ExecuteOutput {
+                    commit: commit.clone(),
+                    base: input.base.clone(),
+                    gates: gates.clone(),
+                    command_ms,
+                    trusted: None
+                });
+                return WorkResult::infra_failure(
+                    format!("the baseline's tests: reading ethos.md trusted_checkout at the task's hashes: {e}"),
+                    data,
+                );
+            }
+        }
+    };
+    let trusted = match trusted_gate(&ctx, &input, &commit, tests_ran_pristine, (checkout, &build)).await {
         Ok(t) => t,
         Err(e) => {
             let data = json!(ExecuteOutput {
@@ -306,8 +427,9 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         }
     };
     let trusted = match trusted {
-        Some((t, out)) => {
+        Some((t, end)) => {
             command_ms += t.run.as_ref().map_or(0, |r| r.duration_ms);
+            command_ms += t.fresh.as_ref().map_or(0, |f| f.build.iter().map(|r| r.duration_ms).sum::<u64>());
             let data = |t: &TrustedTestsRun| {
                 json!(ExecuteOutput {
                     commit: commit.clone(),
@@ -317,13 +439,26 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                     trusted: Some(t.clone())
                 })
             };
-            if let Some(out) = out.as_ref().filter(|o| o.is_infra_failure()) {
+            let what = |e: &TrustedEnd| {
+                if e.build { "the fresh build for the baseline's tests" } else { "the baseline's tests" }
+            };
+            if let Some(e) = end.as_ref().filter(|e| e.out.is_infra_failure()) {
                 return WorkResult::infra_failure(
-                    format!("the baseline's tests `{}`: {}", input.test_command, out.describe()),
+                    format!("{} `{}`: {}", what(e), e.command, e.out.describe()),
                     data(&t),
                 );
             }
-            if let Some(out) = out.as_ref().filter(|o| !o.success()) {
+            if let Some(e) = end.as_ref().filter(|e| e.build && !e.out.success()) {
+                return WorkResult::candidate_failure(
+                    format!(
+                        "the fresh build for the baseline's tests failed: `{}` {}: the candidate's commit does not build from scratch (ethos.md trusted_checkout = \"fresh\", trusted_build)",
+                        e.command,
+                        e.out.describe()
+                    ),
+                    data(&t),
+                );
+            }
+            if let Some(out) = end.as_ref().map(|e| &e.out).filter(|o| !o.success()) {
                 let changed: Vec<String> = t
                     .restored
                     .iter()
@@ -332,7 +467,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                     .collect();
                 return WorkResult::candidate_failure(
                     format!(
-                        "the baseline's tests failed on the candidate's code: `{}` {} with ethos.md trusted_tests ({}) taken from the base{}{}",
+                        "the baseline's tests failed on the candidate's code: `{}` {} with ethos.md trusted_tests ({}) taken from the base{}{}{}",
                         input.test_command,
                         out.describe(),
                         input.trusted_tests.join(", "),
@@ -345,6 +480,11 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
                             String::new()
                         } else {
                             format!("; out of the run, in no commit (written by its gates): {}", t.untracked.join(", "))
+                        },
+                        if t.checkout == TrustedCheckout::Fresh {
+                            "; in a fresh checkout of its commit, built from scratch (ethos.md trusted_checkout = \"fresh\")"
+                        } else {
+                            ""
                         }
                     ),
                     data(&t),

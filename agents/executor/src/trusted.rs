@@ -24,8 +24,11 @@
 //!
 //! What this does not cover, by design: what the base ignores is the candidate's build, made by
 //! its code in its gates, and is trusted as such (a gate could write into an ignored virtualenv
-//! or `target/` what a build could); a tracked test-runner file the candidate changes outside
-//! the globs is in its diff, where the critic's `test-config` rail names it.
+//! or `target/` what a build could: a `.pth` file Python runs at start); a tracked test-runner
+//! file the candidate changes outside the globs is in its diff, where the critic's `test-config`
+//! rail names it. Where the build must not be trusted, ethos.md `trusted_checkout = "fresh"`
+//! runs the baseline's tests in a new checkout of the commit instead ([`make_fresh`]), built from
+//! scratch, which nothing of the candidate's checkout reaches.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -425,6 +428,49 @@ pub fn restore_candidate(
     Ok(dropped)
 }
 
+/// A fresh checkout of the candidate's `commit` at `dir` for the baseline's tests (ethos.md
+/// `trusted_checkout = "fresh"`): a detached git worktree of the repository `repo` (anything left
+/// at `dir` by an earlier attempt removed first), so nothing the gates wrote is in it, with the
+/// base's trusted tests put in as in [`prepare_trusted`] (`restored` from `base`, `added`
+/// removed). [`remove_fresh`] takes it away.
+pub fn make_fresh(
+    repo: &Path,
+    dir: &Path,
+    base: &str,
+    commit: &str,
+    restored: &[String],
+    added: &[String],
+) -> Result<(), String> {
+    remove_fresh(repo, dir)?;
+    let args: [&OsStr; 7] = [
+        "worktree".as_ref(),
+        "add".as_ref(),
+        "--detach".as_ref(),
+        // Twice: a registration an add killed midway left locked is overridden.
+        "--force".as_ref(),
+        "--force".as_ref(),
+        dir.as_os_str(),
+        commit.as_ref(),
+    ];
+    Git::new(repo).run(args).map_err(|e| format!("infra: a fresh checkout of {commit} at {}: {e}", dir.display()))?;
+    trusted_swap(dir, base, restored, added)
+}
+
+/// Removes the fresh checkout at `dir` (its files, never through a symlink, and its registration
+/// in `repo`); nothing there is fine.
+pub fn remove_fresh(repo: &Path, dir: &Path) -> Result<(), String> {
+    let git = Git::new(repo);
+    if std::fs::symlink_metadata(dir).is_ok() {
+        let args: [&OsStr; 5] =
+            ["worktree".as_ref(), "remove".as_ref(), "--force".as_ref(), "--force".as_ref(), dir.as_os_str()];
+        // A directory git does not know (a crash before the registration) is removed below.
+        let _ = git.run(args);
+        remove_entry(dir).map_err(|e| format!("infra: removing the fresh checkout {}: {e}", dir.display()))?;
+    }
+    git.run(["worktree", "prune"]).map_err(|e| format!("infra: git worktree prune: {e}"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +772,44 @@ mod tests {
         let git_says = shown(&parse_listing(&git_says));
         assert!(git_says.contains(&"plain".to_string()) && !git_says.contains(&"x.o".to_string()), "{git_says:?}");
         assert_eq!(shown(&ours), git_says);
+    }
+
+    /// A fresh checkout has the candidate's commit with the base's tests and nothing else of the
+    /// candidate's checkout (its build, a plant in it, an untracked file); what an earlier
+    /// attempt left where it goes is replaced; removing it leaves no directory and no
+    /// registration.
+    #[test]
+    fn a_fresh_checkout_is_the_commit_with_the_base_tests_and_nothing_of_the_gates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, fresh) = (&dir.path().join("tree"), &dir.path().join("branch/fresh"));
+        std::fs::create_dir(tree).unwrap();
+        let (base, commit) = repo(tree);
+        write(tree, "target/release/app", "the gates' build\n");
+        write(tree, "vendor/lib/site-packages/zz.pth", "import planted\n");
+        write(tree, "build.out", "untracked\n");
+        let globs = vec!["tests/**".to_string()];
+        let (restored, added) = trusted_changes(tree, &base, &commit, &globs).unwrap();
+        // An attempt that died left a directory there.
+        write(fresh, "left/over", "a dead attempt's\n");
+        make_fresh(tree, fresh, &base, &commit, &restored, &added).unwrap();
+        assert_eq!(read(fresh, "src/a.sh").as_deref(), Some("b\n"), "the candidate's code");
+        assert_eq!(read(fresh, "tests/test_weakened.sh").as_deref(), Some("strict\n"), "the base's test");
+        assert_eq!(read(fresh, "tests/test_deleted.sh").as_deref(), Some("deleted\n"));
+        assert_eq!(read(fresh, "tests/test_added.sh"), None, "the candidate's own test is out");
+        for p in ["target", "vendor", "build.out", "left"] {
+            assert!(!fresh.join(p).exists(), "{p} is not in a fresh checkout");
+        }
+        assert_eq!(git(fresh, &["rev-parse", "HEAD"]), commit);
+        let listed =
+            |path: &Path| git(tree, &["worktree", "list", "--porcelain"]).contains(&path.display().to_string());
+        let fresh_real = fresh.canonicalize().unwrap();
+        assert!(listed(&fresh_real));
+        // The candidate's checkout is as it was.
+        assert_eq!(read(tree, "vendor/lib/site-packages/zz.pth").as_deref(), Some("import planted\n"));
+        assert_eq!(read(tree, "tests/test_weakened.sh").as_deref(), Some("lax\n"));
+        remove_fresh(tree, fresh).unwrap();
+        assert!(!fresh.exists() && !listed(&fresh_real));
+        remove_fresh(tree, fresh).unwrap();
     }
 
     #[test]

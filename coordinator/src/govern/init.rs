@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use protocol::governance::DOCS;
+use protocol::governance::{DOCS, TrustedCheckout};
 use serde::Serialize;
 
 use super::approve::{ApproveOutcome, approve_all_initial, approve_texts};
@@ -29,6 +29,15 @@ pub struct InitOutcome {
     pub kept: Vec<String>,
     pub gitignore_updated: bool,
     pub approvals: Vec<ApproveOutcome>,
+    /// ethos.md `trusted_checkout` as init chose it for this project, and why.
+    pub trusted_checkout: TrustedChoice,
+}
+
+/// Where init put the baseline's tests (ethos.md `trusted_checkout`), and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustedChoice {
+    pub checkout: TrustedCheckout,
+    pub why: String,
 }
 
 /// Gates and test command for the project at `home`, guessed from its build files.
@@ -76,6 +85,52 @@ pub fn test_paths_for(home: &Path) -> Vec<String> {
     out
 }
 
+/// Where the baseline's tests should run for the project at `home` (ethos.md
+/// `trusted_checkout`), and why: `fresh` where the build directories a gate writes and the base
+/// ignores can hold code a test runner loads on its own, so that reusing them would let a gate
+/// plant it, and a fresh checkout needs nothing from the network to run the tests; `reuse`
+/// otherwise, saying what closing it would take.
+pub fn trusted_checkout_for(home: &Path) -> (TrustedCheckout, &'static str) {
+    let has = |f: &str| home.join(f).exists();
+    let venv =
+        std::fs::read_dir(home).map(|rd| rd.flatten().any(|e| e.path().join("pyvenv.cfg").is_file())).unwrap_or(false);
+    if has("pyproject.toml") || has("setup.py") || has("setup.cfg") || has("requirements.txt") || venv {
+        (
+            TrustedCheckout::Fresh,
+            "a Python project: Python runs every `.pth` and `sitecustomize.py` of a virtualenv at start, and pytest every \
+             `conftest.py` it collects, so a gate could plant one in an ignored build directory; the tests run without \
+             network, so a fresh checkout costs little (give trusted_build the commands that make a virtualenv, if the \
+             tests need one)",
+        )
+    } else if has("package.json") {
+        (
+            TrustedCheckout::Reuse,
+            "a Node project: `node_modules/` holds code the test runner loads, but a fresh checkout must reinstall it \
+             (`npm ci`), which needs the network the sandbox denies by default; to close it, set trusted_checkout = \
+             \"fresh\", trusted_build = [\"npm ci\"] and constitution.md allow_network = true",
+        )
+    } else if has("Cargo.toml") {
+        (
+            TrustedCheckout::Reuse,
+            "a Rust project: a fresh checkout rebuilds `target/` from scratch for every candidate (a full compile); the \
+             reused `target/` is trusted as the candidate's build (cargo decides freshness by timestamps, so a gate could \
+             leave there a binary cargo reuses): set trusted_checkout = \"fresh\" if that matters more than the time",
+        )
+    } else if has("go.mod") {
+        (
+            TrustedCheckout::Reuse,
+            "a Go project: Go keeps its build in its cache outside the checkout, keyed by content, so no ignored file of \
+             the checkout holds code `go test` loads",
+        )
+    } else {
+        (
+            TrustedCheckout::Reuse,
+            "no build directory whose code a test runner loads on its own was recognised: set trusted_checkout = \
+             \"fresh\" if the ignored build directories hold code the tests load",
+        )
+    }
+}
+
 /// The four files `init` writes for `home`: (name, text).
 pub fn templates(home: &Path) -> Vec<(&'static str, String)> {
     let (gates, test) = gates_for(home);
@@ -88,7 +143,8 @@ pub fn templates(home: &Path) -> Vec<(&'static str, String)> {
         .replace("{{GATES}}", &gates_toml)
         .replace("{{TEST_COMMAND}}", &q(test))
         .replace("{{GATES_PROSE}}", &prose)
-        .replace("{{TRUSTED_TESTS}}", &tests);
+        .replace("{{TRUSTED_TESTS}}", &tests)
+        .replace("{{TRUSTED_CHECKOUT}}", &q(trusted_checkout_for(home).0.as_str()));
     vec![
         ("agents.toml", AGENTS_TEMPLATE.to_string()),
         ("constitution.md", CONSTITUTION_TEMPLATE.replace("{{APPEND_ONLY}}", &tests)),
@@ -140,7 +196,15 @@ pub fn init(home: &Path, force: bool, by: Option<&str>) -> anyhow::Result<InitOu
     approvals.extend(approve_all_initial(home, &by).with_context(|| {
         format!("the files are written ({}), but a kept document cannot be approved", written.join(", "))
     })?);
-    Ok(InitOutcome { home: home.display().to_string(), written, kept, gitignore_updated: !ignored, approvals })
+    let (checkout, why) = trusted_checkout_for(home);
+    Ok(InitOutcome {
+        home: home.display().to_string(),
+        written,
+        kept,
+        gitignore_updated: !ignored,
+        approvals,
+        trusted_checkout: TrustedChoice { checkout, why: why.to_string() },
+    })
 }
 
 /// The human rendering of an init.
@@ -154,6 +218,13 @@ pub fn render(o: &InitOutcome) -> String {
     }
     if o.gitignore_updated {
         s.push_str("  added worktrees/ to .gitignore\n");
+    }
+    if o.written.iter().any(|w| w == "ethos.md") {
+        s.push_str(&format!(
+            "  the baseline's tests: trusted_checkout = \"{}\" in ethos.md: {}\n",
+            o.trusted_checkout.checkout.as_str(),
+            o.trusted_checkout.why
+        ));
     }
     for a in &o.approvals {
         if a.recorded {
@@ -170,6 +241,17 @@ pub fn render(o: &InitOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new directory holding an empty file `name`.
+    fn dir_with(name: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), "").unwrap();
+        dir
+    }
+
+    fn ethos_of(home: &Path) -> String {
+        templates(home).into_iter().find(|(n, _)| *n == "ethos.md").unwrap().1
+    }
 
     #[test]
     fn templates_validate() {
@@ -201,6 +283,20 @@ mod tests {
         std::fs::create_dir_all(&python).unwrap();
         std::fs::write(python.join("pyproject.toml"), "").unwrap();
         assert_eq!(test_paths_for(&python), ["**/test_*.py", "**/conftest.py"]);
+        // A Python project's baseline tests run in a fresh checkout; the others say why not.
+        let ethos = &templates(&python).into_iter().find(|(n, _)| *n == "ethos.md").unwrap().1;
+        assert!(ethos.contains("\ntrusted_checkout = \"fresh\"\n"), "{ethos}");
+        let parsed = protocol::governance::parse_ethos(ethos).unwrap();
+        assert_eq!(parsed.trusted_checkout, TrustedCheckout::Fresh);
         std::fs::remove_dir_all(&python).unwrap();
+        assert!(ethos_of(dir_with("Cargo.toml").path()).contains("\ntrusted_checkout = \"reuse\"\n"));
+        let (checkout, why) = trusted_checkout_for(dir_with("package.json").path());
+        assert_eq!(checkout, TrustedCheckout::Reuse);
+        assert!(why.contains("npm ci") && why.contains("allow_network"), "{why}");
+        // A virtualenv alone says Python.
+        let venv = dir_with("README");
+        std::fs::create_dir_all(venv.path().join(".venv")).unwrap();
+        std::fs::write(venv.path().join(".venv/pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        assert_eq!(trusted_checkout_for(venv.path()).0, TrustedCheckout::Fresh);
     }
 }

@@ -54,6 +54,12 @@ pub fn remove_checkout(bd: &BranchDir) -> Result<bool> {
     if aside.exists() {
         fs::remove_dir_all(&aside).map_err(SubstrateError::io("removing", &aside))?;
     }
+    // The fresh checkout of the baseline's tests an executor that died during them left (its
+    // registration goes with the `git worktree prune` that follows).
+    let fresh = bd.fresh_checkout();
+    if fresh.exists() {
+        fs::remove_dir_all(&fresh).map_err(SubstrateError::io("removing", &fresh))?;
+    }
     if !tree.exists() {
         // A registration whose directory is gone is cleared by `git worktree prune`.
         return Ok(false);

@@ -263,6 +263,12 @@ impl BranchDir {
     pub fn aside_dir(&self) -> PathBuf {
         self.dir.join("aside")
     }
+    /// `fresh/`: the executor's fresh checkout of the candidate's commit (a git worktree) where
+    /// the baseline's tests run when ethos.md says `trusted_checkout = "fresh"`; gone after the
+    /// run.
+    pub fn fresh_checkout(&self) -> PathBuf {
+        self.dir.join("fresh")
+    }
     pub fn events_file(&self) -> PathBuf {
         self.dir.join("events").join("events.jsonl")
     }
