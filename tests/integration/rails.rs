@@ -587,7 +587,7 @@ echo 'less delay, with a .pth a gate plants in the virtualenv'
     assert_eq!(run.list("promoted").len(), 1, "the plant reaches a reused build: {:#}", run.summary);
 
     // Fresh: the baseline's tests run where no gate of the candidate ever ran.
-    let t = Target::new(spec("fresh", vec![plant, good]));
+    let t = Target::new(spec("fresh", vec![plant, good.clone()]));
     let old_main = t.main();
     let run = t.up_once(&["--max-cycles", "1"], RUN);
     let state = t.loop_state();
@@ -640,4 +640,18 @@ echo 'less delay, with a .pth a gate plants in the virtualenv'
     assert_ne!(t.main(), old_main);
     let x = explain(&t, promoted[0]["commit"].as_str().expect("a commit"));
     assert!(x.contains("ok     the baseline's tests: sh tests/run.sh") && x.contains("checkout fresh"), "{x}");
+
+    // A fresh build that cannot work would fail every candidate: `ratchet check` (which `ratchet
+    // up` runs before the loop) runs it on the baseline in a checkout nothing ran in, and says so.
+    let broken = "trusted_checkout = \"fresh\"\ntrusted_build = [\"sh -c 'exit 3'\"]\n";
+    let t = Target::new(Spec { ethos_extra: broken.into(), ..spec("fresh", vec![good]) });
+    let out = t.ratchet(&["check"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "fresh build 1 (ethos.md trusted_build[0]): `sh -c 'exit 3'` fails on the baseline itself (exit 3"
+        ),
+        "{text}"
+    );
 }

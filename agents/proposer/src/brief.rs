@@ -176,6 +176,7 @@ mod tests {
                         .replace("{{GATES}}", "[\"true\"]")
                         .replace("{{TEST_COMMAND}}", "\"true\"")
                         .replace("{{TRUSTED_TESTS}}", "[\"tests/**\"]")
+                        .replace("{{TRUSTED_CHECKOUT}}", "\"reuse\"")
                         .replace("{{APPEND_ONLY}}", "[\"tests/**\"]");
                     (d.to_string(), text)
                 })

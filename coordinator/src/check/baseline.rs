@@ -1,12 +1,13 @@
 //! The configured commands run once on the baseline (`main`), in the sandbox, the way the loop
-//! runs them: every gate and the test command, then the benchmark, whose metric the evaluator
+//! runs them: with ethos.md `trusted_checkout = "fresh"` the fresh build and the test command in
+//! a checkout nothing ran in yet, every gate and the test command, then the benchmark, whose metric the evaluator
 //! must parse, with (on request) the baseline's noise and the settings it suggests.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kit::exec::{RunOutcome, RunSpec, RunStatus};
-use protocol::governance::Governance;
+use protocol::governance::{Governance, TrustedCheckout};
 
 use super::{Item, Status, clip};
 
@@ -89,21 +90,43 @@ pub fn judge(what: &str, field: &str, command: &str, o: &RunOutcome) -> Item {
     }
 }
 
-pub(super) async fn commands_items(home: &Path, gov: &Governance, items: &mut Vec<Item>) {
-    let (dir, _) = match tokio::task::spawn_blocking({
-        let h = home.to_path_buf();
-        move || checkout(&h)
-    })
-    .await
-    .expect("the checkout task runs")
-    {
-        Ok(x) => x,
+/// A fresh scratch checkout of `main` (nothing of an earlier run in it), or an error item.
+async fn fresh_checkout(home: &Path, items: &mut Vec<Item>) -> Option<PathBuf> {
+    let h = home.to_path_buf();
+    match tokio::task::spawn_blocking(move || checkout(&h)).await.expect("the checkout task runs") {
+        Ok((dir, _)) => Some(dir),
         Err(e) => {
             items.push(Item::error("checkout", format!("{e:#}"), "the repository", "see the message"));
-            return;
+            None
         }
-    };
+    }
+}
+
+pub(super) async fn commands_items(home: &Path, gov: &Governance, items: &mut Vec<Item>) {
+    let Some(mut dir) = fresh_checkout(home, items).await else { return };
     let e = &gov.ethos;
+    // ethos.md trusted_checkout = "fresh": the baseline's tests as the executor runs them for
+    // every candidate, in a checkout nothing ran in yet (`trusted_build`, then `test_command`):
+    // a build that cannot work there would fail every candidate.
+    if e.trusted_checkout == TrustedCheckout::Fresh && !e.trusted_tests.is_empty() {
+        let mut fresh: Vec<(String, String, String)> = e
+            .trusted_build
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("fresh build {}", i + 1), format!("trusted_build[{i}]"), b.clone()))
+            .collect();
+        fresh.push(("the baseline's tests, fresh".into(), "test_command".into(), e.test_command.clone()));
+        for (what, field, command) in fresh {
+            let o = spec(home, gov, &command, &dir, e.gate_timeout_s).run().await;
+            items.push(judge(&what, &field, &command, &o));
+            if !o.success() {
+                break;
+            }
+        }
+        // The gates start from a fresh checkout too, as a candidate's do.
+        let Some(again) = fresh_checkout(home, items).await else { return };
+        dir = again;
+    }
     let mut runs: Vec<(String, String, String)> = e
         .gates
         .iter()
