@@ -90,6 +90,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--bare-server") {
         return bare_server();
     }
+    if std::env::args().nth(1).as_deref() == Some("--drive") {
+        return drive();
+    }
     let opts = parse_opts()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     rt.block_on(bench(opts))
@@ -119,6 +122,30 @@ fn bare_server() -> anyhow::Result<()> {
             .route("/", post(|_body: Bytes| async { ([(CONTENT_TYPE, "application/json")], CANNED) }));
         println!("RATCHET_LISTENING {url}");
         axum::serve(listener, app).await.context("serving")
+    })
+}
+
+/// `wire-bench --drive URL VERSION N`: only the client side, for a profiler attached to a server
+/// started by hand (`benches/callgrind-wire.sh`): `N` blocking sends in A2A `VERSION` (`0.3` or
+/// `1.0`), the bodies and headers of the timed rounds, on one keep-alive connection, each answer
+/// checked to be a completed task.
+fn drive() -> anyhow::Result<()> {
+    let usage = "usage: wire-bench --drive URL VERSION N (VERSION 0.3 or 1.0)";
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [url, version, n] = args.as_slice() else { bail!("{usage}") };
+    let proto = match version.as_str() {
+        "0.3" => Proto::V03,
+        "1.0" => Proto::V1,
+        other => bail!("version {other:?}: {usage}"),
+    };
+    let n: usize = n.parse().with_context(|| format!("N {n:?} is not a number: {usage}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    rt.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().context("http client")?;
+        let mut times = round_trips(&http, url, n, proto).await?;
+        times.sort();
+        eprintln!("wire-bench: {n} sends to {url} in A2A {version}: p50 {:?}", percentile(&times, 50.0));
+        Ok(())
     })
 }
 

@@ -520,7 +520,10 @@ enum Events {
     /// derived from the task when a stream asks, instead of being kept as a second copy of its
     /// messages (which a send that ends at once would make and drop for nothing). Its log lines
     /// are kept, with where its status and messages are in them: the task's 0.3 JSON (a 0.3
-    /// send's answer) is spliced from them instead of being written a second time.
+    /// send's answer) is spliced from them instead of being written a second time. Its end's
+    /// message is held once, in the task's status: the task's history holds the first message
+    /// only, and the end's message is its last entry wherever the task is read ([`Record::whole`],
+    /// [`Record::task_mut`]), as applying the end as an event would have made it.
     EndedAtCreation(Written),
 }
 
@@ -549,20 +552,44 @@ impl Events {
         }
     }
 
-    /// The events kept in memory, derived ones made real (before another is added).
-    fn kept(&mut self, task: &Task) -> &mut Vec<StreamEvent> {
-        if let Events::EndedAtCreation(_) = self {
-            *self = Events::Kept(ended_at_creation(task).into());
+}
+
+impl Record {
+    /// A copy of the task, whole (see [`Events::EndedAtCreation`]).
+    fn whole(&self) -> Task {
+        let mut task = self.task.clone();
+        if let (Events::EndedAtCreation(_), Some(end)) = (&self.events, &self.task.status.message) {
+            task.history.push(end.clone());
         }
-        match self {
+        task
+    }
+
+    /// The task, whole, to change or to lend out: a task that ended when it was created is made
+    /// an ordinary one first (its events kept, its end's message in its history too).
+    fn task_mut(&mut self) -> &mut Task {
+        if let Events::EndedAtCreation(_) = &self.events {
+            self.events = Events::Kept(ended_at_creation(&self.task).into());
+            if let Some(end) = &self.task.status.message {
+                let end = end.clone();
+                self.task.history.push(end);
+            }
+        }
+        &mut self.task
+    }
+
+    /// The events kept in memory, derived ones made real (before another is added).
+    fn kept(&mut self) -> &mut Vec<StreamEvent> {
+        self.task_mut();
+        match &mut self.events {
             Events::Kept(v) => v,
-            Events::EndedAtCreation(_) => unreachable!("made real above"),
+            Events::EndedAtCreation(_) => unreachable!("made real by task_mut"),
         }
     }
 }
 
-/// The two events of a task that ended when it was created: the task as submitted (its first
-/// message, at the time it ended) and its final status.
+/// The two events of a task that ended when it was created (as [`Record`] holds it: its first
+/// message in its history, its end's in its status): the task as submitted (its first message,
+/// at the time it ended) and its final status.
 fn ended_at_creation(task: &Task) -> [StreamEvent; 2] {
     let submitted = Task {
         id: task.id.clone(),
@@ -810,12 +837,7 @@ impl TaskStore {
             id: id.to_string(),
             context_id: context_id.to_string(),
             status: TaskStatus { state: TaskState::Submitted, message: None, timestamp: Some(stamp) },
-            history: {
-                // Room for the end's message too.
-                let mut history = Vec::with_capacity(2);
-                history.push(message);
-                history
-            },
+            history: vec![message],
             artifacts: vec![],
             metadata: None,
             kind: Default::default(),
@@ -839,9 +861,7 @@ impl TaskStore {
         let (status, end) = spans.expect("the line was written");
         let fresh = Fresh { seq: 1, context: context_id, state, timestamp: task.status.timestamp.as_deref() };
         let rotate = self.shared.append(id, &lines, &[0, second], false, Some(fresh))?;
-        if let Some(m) = &task.status.message {
-            task.history.push(m.clone());
-        }
+        // The end's message stays in the status alone (see `Events::EndedAtCreation`).
         let entry = Arc::new(Entry {
             rec: Mutex::new(Record {
                 task,
@@ -1075,38 +1095,64 @@ impl Entry {
     }
 
     pub fn task(&self) -> Task {
-        self.rec.lock().expect("task lock").task.clone()
+        self.rec.lock().expect("task lock").whole()
     }
 
     /// The task's JSON (0.3), as [`protocol::json`] writes it: for a task that ended when it was
     /// created, spliced from its log lines (no serialization).
     pub fn task_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2048);
+        self.write_task_json(&mut out);
+        out
+    }
+
+    /// [`Entry::task_json`], written at the end of `out`.
+    pub fn write_task_json(&self, out: &mut Vec<u8>) {
         let rec = self.rec.lock().expect("task lock");
         let t = &rec.task;
         match &rec.events {
             Events::EndedAtCreation(w) if t.artifacts.is_empty() && t.metadata.is_none() => {
-                let mut out = Vec::with_capacity(w.lines.len());
+                // The task's JSON holds its end's message twice (status, history): at most its
+                // lines and that message again, and the few bytes around them.
+                out.reserve(w.lines.len() + w.end.as_ref().map_or(0, |e| e.len()) + 64);
                 let first = &w.lines[w.first.clone()];
                 let status = &w.lines[w.status.clone()];
                 match &w.end {
                     Some(end) => json::write_task_from_parts(
-                        &mut out,
+                        out,
                         &t.id,
                         &t.context_id,
                         status,
                         &[first, &w.lines[end.clone()]],
                     ),
-                    None => json::write_task_from_parts(&mut out, &t.id, &t.context_id, status, &[first]),
+                    None => json::write_task_from_parts(out, &t.id, &t.context_id, status, &[first]),
                 }
-                out
             }
-            _ => json::to_vec(t),
+            // Ended at once with artefacts or metadata (never so far): the whole task, copied.
+            Events::EndedAtCreation(_) => rec.whole().write_json(out),
+            Events::Kept(_) => t.write_json(out),
         }
+    }
+
+    /// The task's 1.0 JSON (`AsV1`) as `{"task": ...}` (a `SendMessageResponse`), written straight
+    /// from it: for a task that ended when it was created, its end's message (held in its status
+    /// alone) written once and copied as its last history entry.
+    pub fn send_response_v1(&self, out: &mut Vec<u8>) {
+        let rec = self.rec.lock().expect("task lock");
+        let end_in_status_only = matches!(rec.events, Events::EndedAtCreation(_));
+        out.extend_from_slice(br#"{"task":"#);
+        json::write_task_v1(out, &rec.task, end_in_status_only);
+        out.push(b'}');
     }
 
     /// Run `f` on the task as it is, under its lock (to serialize it without a copy).
     pub fn with_task<R>(&self, f: impl FnOnce(&Task) -> R) -> R {
-        f(&self.rec.lock().expect("task lock").task)
+        f(self.rec.lock().expect("task lock").task_mut())
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> String {
+        self.rec.lock().expect("task lock").task.id.clone()
     }
 
     /// Events from index `from` on, and whether the log is closed (a final event is in it).
@@ -1166,10 +1212,9 @@ impl Entry {
         }
         for event in events {
             if rec.events.len() > 0 {
-                apply(&mut rec.task, &event);
+                apply(rec.task_mut(), &event);
             }
-            let Record { events, task, .. } = &mut *rec;
-            events.kept(task).push(event);
+            rec.kept().push(event);
         }
         self.seq.send_replace(rec.events.len() as u64);
         Ok(rotate)
@@ -1329,7 +1374,7 @@ impl Entry {
     /// that starts with this snapshot continues at exactly the next event).
     pub fn snapshot(&self) -> (Task, usize) {
         let rec = self.rec.lock().expect("task lock");
-        (rec.task.clone(), rec.events.len())
+        (rec.whole(), rec.events.len())
     }
 }
 

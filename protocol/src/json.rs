@@ -357,12 +357,14 @@ fn write_status(
 
 /// A task's history, whose messages `message` writes. A task's status message is usually also
 /// its last history entry (the same message, applied twice): when it is, its JSON, already
-/// written at `status_span`, is copied rather than written again.
+/// written at `status_span`, is copied rather than written again. `plus_status`: the status
+/// message is the history's last entry but not in `history` (a task that holds it once).
 fn write_history(
     out: &mut Vec<u8>,
     history: &[Message],
     status: &TaskStatus,
     status_span: Option<Range<usize>>,
+    plus_status: bool,
     message: fn(&Message, &mut Vec<u8>),
 ) -> Option<Range<usize>> {
     out.push(b'[');
@@ -373,7 +375,7 @@ fn write_history(
         }
         let start = out.len();
         match &status_span {
-            Some(span) if i + 1 == history.len() && status.message.as_ref() == Some(m) => {
+            Some(span) if !plus_status && i + 1 == history.len() && status.message.as_ref() == Some(m) => {
                 out.extend_from_within(span.clone());
             }
             _ => message(m, out),
@@ -381,6 +383,12 @@ fn write_history(
         if i == 0 {
             first = Some(start..out.len());
         }
+    }
+    if plus_status && let Some(span) = status_span {
+        if !history.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_within(span);
     }
     out.push(b']');
     first
@@ -414,7 +422,7 @@ pub fn write_task(out: &mut Vec<u8>, task: &Task) -> Option<Range<usize>> {
     let first = if task.history.is_empty() {
         None
     } else {
-        write_history(o.key("history"), &task.history, &task.status, span, message)
+        write_history(o.key("history"), &task.history, &task.status, span, false, message)
     };
     if !task.artifacts.is_empty() {
         o.seq("artifacts", &task.artifacts);
@@ -604,21 +612,28 @@ fn v1_state(s: TaskState) -> &'static str {
 
 impl WriteJson for AsV1<'_, Task> {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let t = self.0;
-        let mut o = Obj::new(out);
-        o.str("id", &t.id);
-        o.str("contextId", &t.context_id);
-        let message: fn(&Message, &mut Vec<u8>) = |m, out| AsV1(m).write_json(out);
-        let span = write_status(o.key("status"), v1_state(t.status.state).as_bytes(), &t.status, message);
-        if !t.artifacts.is_empty() {
-            seq(o.key("artifacts"), t.artifacts.iter().map(AsV1));
-        }
-        if !t.history.is_empty() {
-            write_history(o.key("history"), &t.history, &t.status, span, message);
-        }
-        o.map("metadata", t.metadata.as_ref());
-        o.end();
+        write_task_v1(out, self.0, false);
     }
+}
+
+/// A task's 1.0 JSON (`AsV1`). `status_message_last`: the task's status message is also the last
+/// entry of its history but is held once, in the status: written as [`AsV1`] writes the task with
+/// that message pushed onto its history (a test pins it).
+pub fn write_task_v1(out: &mut Vec<u8>, t: &Task, status_message_last: bool) {
+    let plus_status = status_message_last && t.status.message.is_some();
+    let mut o = Obj::new(out);
+    o.str("id", &t.id);
+    o.str("contextId", &t.context_id);
+    let message: fn(&Message, &mut Vec<u8>) = |m, out| AsV1(m).write_json(out);
+    let span = write_status(o.key("status"), v1_state(t.status.state).as_bytes(), &t.status, message);
+    if !t.artifacts.is_empty() {
+        seq(o.key("artifacts"), t.artifacts.iter().map(AsV1));
+    }
+    if !t.history.is_empty() || plus_status {
+        write_history(o.key("history"), &t.history, &t.status, span, plus_status, message);
+    }
+    o.map("metadata", t.metadata.as_ref());
+    o.end();
 }
 
 #[cfg(test)]
@@ -850,6 +865,22 @@ mod tests {
             for m in &t.history {
                 prop_assert_eq!(String::from_utf8(to_vec(&AsV1(m))).unwrap(), serde_json::to_string(&v1::Message::from(m)).unwrap());
             }
+        }
+
+        #[test]
+        fn a_task_holding_its_status_message_once_writes_the_whole_task_s_1_0_json(t in task()) {
+            // The task as a store holds one that ended at once: its status message not (yet) in
+            // its history; written as the task with it pushed there.
+            let mut whole = t.clone();
+            if let Some(m) = &t.status.message {
+                whole.history.push(m.clone());
+            }
+            let mut out = vec![b'x'];
+            write_task_v1(&mut out, &t, true);
+            prop_assert_eq!(
+                String::from_utf8(out[1..].to_vec()).unwrap(),
+                serde_json::to_string(&v1::Task::from(&whole)).unwrap()
+            );
         }
     }
 

@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::a2a_v1::{self as v1, Version};
-use protocol::json;
 use protocol::jsonrpc::{ErrorCode, Fault, Request, RequestId, Response as RpcResponse};
 use protocol::{Method as _, Task};
 use serde_json::Value;
@@ -28,16 +27,30 @@ pub(crate) fn error_response(status: StatusCode, id: RequestId, fault: &Fault, v
 }
 
 /// A success response around an already serialized result (no `Value` round trip).
-fn ok_response(id: RequestId, result: Vec<u8>) -> Response {
-    let id = serde_json::to_vec(&id).expect("request ids serialize");
-    // The envelope around the result is 33 bytes: one short, and the closing brace would copy it all.
-    let mut body = Vec::with_capacity(result.len() + id.len() + 40);
-    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    body.extend_from_slice(&id);
-    body.extend_from_slice(br#","result":"#);
-    body.extend_from_slice(&result);
+fn ok_response(id: &RequestId, result: &[u8]) -> Response {
+    // The envelope around the result is about 40 bytes: room for it, so the closing brace copies nothing.
+    let mut body = rpc_head(id, result.len() + 64);
+    body.extend_from_slice(result);
     body.push(b'}');
     json_response(StatusCode::OK, body)
+}
+
+/// The start of a success response, up to its `result` (which the caller writes, then `}`): a
+/// result written straight into the response body, not copied into it.
+fn rpc_head(id: &RequestId, capacity: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(capacity);
+    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut body, id).expect("request ids serialize");
+    body.extend_from_slice(br#","result":"#);
+    body
+}
+
+/// A success response whose result `write` writes into the body.
+fn rpc_body(id: &RequestId, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut body = rpc_head(id, 2048);
+    write(&mut body);
+    body.push(b'}');
+    body
 }
 
 /// The JSON-RPC endpoint. It takes the request whole and reads what it needs of the head before
@@ -108,7 +121,8 @@ pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Reques
             .fault(format!("unknown method {method:?}; this agent speaks A2A {} here: {known}", version.as_str())))
     };
     match result {
-        Ok(Reply::Json(v)) => ok_response(id, v),
+        Ok(Reply::Json(v)) => ok_response(&id, &v),
+        Ok(Reply::Body(body)) => json_response(StatusCode::OK, body),
         Ok(Reply::Stream(stream)) => stream,
         // 0.3 streaming methods answer errors on the stream too (0.3 §7.2).
         Err(fault) if !v1 && is_stream_method(method) => sse::error(id, &fault),
@@ -182,6 +196,8 @@ fn classify_bad_request(body: &[u8]) -> (RequestId, Fault) {
 pub(crate) enum Reply {
     /// The serialized `result`.
     Json(Vec<u8>),
+    /// The whole response (its result written straight into it: [`rpc_body`]).
+    Body(Vec<u8>),
     Stream(Response),
 }
 
@@ -255,11 +271,12 @@ async fn v03(
             if blocking == Some(true) {
                 ops::settle(&entry).await;
             }
-            // The common case (no historyLength) serializes the task in place, without a copy.
-            Ok(Reply::Json(match history {
-                None => entry.task_json(),
-                Some(n) => json::to_vec(&ops::trim_history(entry.task(), Some(n))),
-            }))
+            // The common case (no historyLength) serializes the task in place, without a copy,
+            // straight into the response.
+            Ok(match history {
+                None => Reply::Body(rpc_body(&id, |out| entry.write_task_json(out))),
+                Some(n) => Reply::Json(json::to_vec(&ops::trim_history(entry.task(), Some(n)))),
+            })
         }
         SendStreamingMessage::METHOD => {
             let sent = ops::send(s, p03::<SendStreamingMessage>(raw)?, false).await?;
@@ -269,10 +286,10 @@ async fn v03(
             let q: TaskQueryParams = p03::<GetTask>(raw)?;
             ops::check_history_length(q.history_length)?;
             let entry = ops::lookup(s, &q.id).await?;
-            Ok(Reply::Json(match q.history_length {
-                None => entry.task_json(),
-                Some(_) => json::to_vec(&ops::trim_history(entry.task(), q.history_length)),
-            }))
+            Ok(match q.history_length {
+                None => Reply::Body(rpc_body(&id, |out| entry.write_task_json(out))),
+                Some(_) => Reply::Json(json::to_vec(&ops::trim_history(entry.task(), q.history_length))),
+            })
         }
         CancelTask::METHOD => {
             let q: TaskIdParams = p03::<CancelTask>(raw)?;
@@ -334,7 +351,10 @@ async fn v10(
     match method {
         SendMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendMessage>(raw)?;
-            Ok(Reply::Json(send_v1(s, req).await?))
+            let mut body = rpc_head(&id, 2048);
+            send_v1(s, req, &mut body).await?;
+            body.push(b'}');
+            Ok(Reply::Body(body))
         }
         SendStreamingMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendStreamingMessage>(raw)?;
@@ -387,29 +407,32 @@ pub(crate) fn into_v03(req: v1::SendMessageRequest) -> Result<protocol::MessageS
 }
 
 /// `SendMessage`: send, wait unless `returnImmediately` (§3.2.2); the serialized
-/// `SendMessageResponse`: the task (with the history length asked for), or a direct answer.
-pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest) -> Result<Vec<u8>, Fault> {
+/// `SendMessageResponse`, written to `out`: the task (with the history length asked for), or a
+/// direct answer. Nothing is written when it fails.
+pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest, out: &mut Vec<u8>) -> Result<(), Fault> {
     let history = req.configuration.as_ref().and_then(|c| c.history_length);
     let blocking = !req.configuration.as_ref().is_some_and(|c| c.return_immediately);
     let entry = match ops::send(s, into_v03(req)?, true).await? {
         Sent::Task { entry, .. } => entry,
-        Sent::Reply(m) => return Ok(to_json(v1::SendMessageResponse::Message(v1::Message::from(&m)))),
+        Sent::Reply(m) => {
+            let answer = v1::SendMessageResponse::Message(v1::Message::from(&m));
+            serde_json::to_writer(out, &answer).expect("A2A results serialize");
+            return Ok(());
+        }
     };
     if blocking {
         ops::settle(&entry).await;
     }
     // The common case (no historyLength) serializes the task's 1.0 form straight from it,
     // without a copy or a converted one (the same JSON as `SendMessageResponse::Task`).
-    Ok(match history {
-        None => entry.with_task(|t| {
-            let mut out = Vec::with_capacity(2048);
-            out.extend_from_slice(br#"{"task":"#);
-            json::WriteJson::write_json(&v1::AsV1(t), &mut out);
-            out.push(b'}');
-            out
-        }),
-        Some(_) => to_json(v1::SendMessageResponse::Task(task_v1(entry.task(), history))),
-    })
+    match history {
+        None => entry.send_response_v1(out),
+        Some(_) => {
+            let answer = v1::SendMessageResponse::Task(task_v1(entry.task(), history));
+            serde_json::to_writer(out, &answer).expect("A2A results serialize");
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn task_v1(task: Task, history: Option<i64>) -> v1::Task {
@@ -510,7 +533,7 @@ pub(crate) async fn list_push_v1(
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         match self {
-            Reply::Json(v) => json_response(StatusCode::OK, v),
+            Reply::Json(v) | Reply::Body(v) => json_response(StatusCode::OK, v),
             Reply::Stream(r) => r,
         }
     }

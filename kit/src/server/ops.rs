@@ -305,7 +305,7 @@ fn end_status(end: TaskEnd) -> (TaskState, Option<Message>) {
 fn finish(entry: &Entry, end: TaskEnd) {
     let (state, message) = end_status(end);
     if let Err(e) = entry.status(state, message, true) {
-        tracing::error!("task {}: {e}", entry.with_task(|t| t.id.clone()));
+        tracing::error!("task {}: {e}", entry.id());
     }
 }
 

@@ -124,7 +124,9 @@ type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 
 async fn send(State(s): State<Arc<Server>>, _fits: DeclaredLengthFits, _: V1, headers: HeaderMap, b: Body) -> Reply {
     let req: v1::SendMessageRequest = body(&headers, b, "SendMessageRequest")?;
-    Ok(json_response(StatusCode::OK, send_v1(&s, req).await?))
+    let mut body = Vec::with_capacity(2048);
+    send_v1(&s, req, &mut body).await?;
+    Ok(json_response(StatusCode::OK, body))
 }
 
 async fn stream(State(s): State<Arc<Server>>, _fits: DeclaredLengthFits, _: V1, headers: HeaderMap, b: Body) -> Reply {
