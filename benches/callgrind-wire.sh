@@ -52,6 +52,7 @@ count() {
     shift 2
     local log="$work/$label.stdout" dump="$out/$label.callgrind"
     rm -f "$dump" "$dump".*
+    : >"$log"
     env -u RATCHET_OPEN RATCHET_TOKEN="$token" RATCHET_HOME="$work/home" RATCHET_LISTEN=127.0.0.1:0 \
         RATCHET_STATE_DIR="$work/state-$label" RATCHET_AGENT_NAME=critic \
         valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$dump" "$@" </dev/null >"$log" 2>"$work/$label.stderr" &

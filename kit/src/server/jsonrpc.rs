@@ -29,28 +29,28 @@ pub(crate) fn error_response(status: StatusCode, id: RequestId, fault: &Fault, v
 /// A success response around an already serialized result (no `Value` round trip).
 fn ok_response(id: &RequestId, result: &[u8]) -> Response {
     // The envelope around the result is about 40 bytes: room for it, so the closing brace copies nothing.
-    let mut body = rpc_head(id, result.len() + 64);
+    let mut body = Vec::with_capacity(result.len() + 64);
+    rpc_head(&mut body, id);
     body.extend_from_slice(result);
     body.push(b'}');
     json_response(StatusCode::OK, body)
 }
 
-/// The start of a success response, up to its `result` (which the caller writes, then `}`): a
-/// result written straight into the response body, not copied into it.
-fn rpc_head(id: &RequestId, capacity: usize) -> Vec<u8> {
-    let mut body = Vec::with_capacity(capacity);
-    body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    serde_json::to_writer(&mut body, id).expect("request ids serialize");
-    body.extend_from_slice(br#","result":"#);
-    body
+/// The start of a success response, up to its `result` (which the caller writes, then `}`).
+fn rpc_head(out: &mut Vec<u8>, id: &RequestId) {
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut *out, id).expect("request ids serialize");
+    out.extend_from_slice(br#","result":"#);
 }
 
-/// A success response whose result `write` writes into the body.
+/// A success response whose result `write` writes straight into the body (no copy of the
+/// result; the body exactly its size, see [`super::sized`]).
 fn rpc_body(id: &RequestId, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut body = rpc_head(id, 2048);
-    write(&mut body);
-    body.push(b'}');
-    body
+    super::sized(|body| {
+        rpc_head(body, id);
+        write(body);
+        body.push(b'}');
+    })
 }
 
 /// The JSON-RPC endpoint. It takes the request whole and reads what it needs of the head before
@@ -351,10 +351,7 @@ async fn v10(
     match method {
         SendMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendMessage>(raw)?;
-            let mut body = rpc_head(&id, 2048);
-            send_v1(s, req, &mut body).await?;
-            body.push(b'}');
-            Ok(Reply::Body(body))
+            Ok(Reply::Body(send_v1(s, req, Some(&id)).await?))
         }
         SendStreamingMessage::METHOD => {
             let req: SendMessageRequest = p10::<SendStreamingMessage>(raw)?;
@@ -407,17 +404,24 @@ pub(crate) fn into_v03(req: v1::SendMessageRequest) -> Result<protocol::MessageS
 }
 
 /// `SendMessage`: send, wait unless `returnImmediately` (§3.2.2); the serialized
-/// `SendMessageResponse`, written to `out`: the task (with the history length asked for), or a
-/// direct answer. Nothing is written when it fails.
-pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest, out: &mut Vec<u8>) -> Result<(), Fault> {
+/// `SendMessageResponse`: the task (with the history length asked for), or a direct answer;
+/// with `rpc_id`, the whole JSON-RPC response around it (written straight into it).
+pub(crate) async fn send_v1(
+    s: &Arc<Server>,
+    req: v1::SendMessageRequest,
+    rpc_id: Option<&RequestId>,
+) -> Result<Vec<u8>, Fault> {
     let history = req.configuration.as_ref().and_then(|c| c.history_length);
     let blocking = !req.configuration.as_ref().is_some_and(|c| c.return_immediately);
+    let write = |answer: &dyn Fn(&mut Vec<u8>)| match rpc_id {
+        Some(id) => rpc_body(id, answer),
+        None => super::sized(answer),
+    };
     let entry = match ops::send(s, into_v03(req)?, true).await? {
         Sent::Task { entry, .. } => entry,
         Sent::Reply(m) => {
             let answer = v1::SendMessageResponse::Message(v1::Message::from(&m));
-            serde_json::to_writer(out, &answer).expect("A2A results serialize");
-            return Ok(());
+            return Ok(write(&|out| serde_json::to_writer(out, &answer).expect("A2A results serialize")));
         }
     };
     if blocking {
@@ -425,14 +429,13 @@ pub(crate) async fn send_v1(s: &Arc<Server>, req: v1::SendMessageRequest, out: &
     }
     // The common case (no historyLength) serializes the task's 1.0 form straight from it,
     // without a copy or a converted one (the same JSON as `SendMessageResponse::Task`).
-    match history {
-        None => entry.send_response_v1(out),
+    Ok(match history {
+        None => write(&|out| entry.send_response_v1(out)),
         Some(_) => {
             let answer = v1::SendMessageResponse::Task(task_v1(entry.task(), history));
-            serde_json::to_writer(out, &answer).expect("A2A results serialize");
+            write(&|out| serde_json::to_writer(out, &answer).expect("A2A results serialize"))
         }
-    }
-    Ok(())
+    })
 }
 
 pub(crate) fn task_v1(task: Task, history: Option<i64>) -> v1::Task {

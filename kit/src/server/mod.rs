@@ -252,6 +252,40 @@ pub fn new_id() -> String {
     out
 }
 
+/// Run `f` with this thread's scratch buffer, empty: for bytes that are written, used and
+/// dropped (a send's log lines), without an allocation of their own. (Reentered, which nothing
+/// does, `f` gets a buffer of its own.)
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A scratch buffer that grew past this (a large task) is let go, not kept for the next.
+    const KEEP: usize = 64 << 10;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let r = f(&mut scratch);
+            if scratch.capacity() > KEEP {
+                *scratch = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// The bytes `write` writes, in a buffer of exactly their size: written in this thread's scratch
+/// buffer ([`with_scratch`]), then copied. glibc's allocator serves a request of up to 1032 bytes
+/// from its per-thread cache in a few dozen instructions, a larger one from its bins in about a
+/// thousand (callgrind): a buffer sized "large enough" up front (2 KiB) cost more than writing
+/// twice. A send's answer and its log lines are about 1000 bytes each.
+pub(crate) fn sized(write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_scratch(|scratch| {
+        write(scratch);
+        scratch.to_vec()
+    })
+}
+
 /// A served card: its bytes and their ETag.
 struct CardBytes {
     json: Bytes,
@@ -408,9 +442,12 @@ fn requested_version<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Op
     })
 }
 
-/// The agent's HTTP application. Every route but the Agent Card requires the token (when the
-/// agent has one, i.e. always unless it runs in the open mode).
-pub fn app(server: Arc<Server>) -> Router {
+/// The paths of the Agent Card, the one thing served without the token.
+const CARD_PATHS: [&str; 2] = ["/.well-known/agent.json", "/.well-known/agent-card.json"];
+
+/// The agent's HTTP application ([`App`]). Every path but the Agent Card's requires the token
+/// (when the agent has one, i.e. always unless it runs in the open mode).
+pub fn app(server: Arc<Server>) -> App {
     let limit = server.max_body;
     let extra = server.spec.routes.clone().unwrap_or_default();
     let guarded = Router::new()
@@ -418,36 +455,94 @@ pub fn app(server: Arc<Server>) -> Router {
         .merge(rest::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(server.clone())
-        .merge(extra)
-        .layer(axum::middleware::from_fn_with_state(server.clone(), require_token));
+        .merge(extra);
     // The card stays public: a client discovers the required scheme from the card's
     // securitySchemes, then obtains the credential out of band and sends it on every request
     // (A2A 1.0 §7.3 "Client Authentication Process"; §8.2: the well-known card carries no
     // credentials).
-    Router::new()
-        .route("/.well-known/agent.json", get(card))
-        .route("/.well-known/agent-card.json", get(card))
-        .with_state(server)
-        .merge(guarded)
+    let router = Router::new()
+        .route(CARD_PATHS[0], get(card))
+        .route(CARD_PATHS[1], get(card))
+        .with_state(server.clone())
+        .merge(guarded);
+    App { server, router, limit: DefaultBodyLimit::max(limit) }
+}
+
+/// The agent's HTTP application: the token check in front of every path but the Agent Card's
+/// (unknown paths included: they get 401 before 404), then `POST /`, JSON-RPC, nearly every
+/// request an agent serves, straight to its handler, and everything else through the router
+/// (which also routes `POST /`, the same handler, for a caller of the router alone).
+///
+/// Why not a middleware layer and the router for everything: axum wraps each route of a layered
+/// router in boxed services that are cloned, and their futures boxed, on every request; those
+/// layers made 15 allocations and about 5K instructions of a 75K-instruction send (callgrind,
+/// BENCHMARKS.md).
+#[derive(Clone)]
+pub struct App {
+    server: Arc<Server>,
+    router: Router,
+    limit: DefaultBodyLimit,
+}
+
+impl tower::Service<axum::extract::Request> for App {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use tower::Layer;
+        let path = req.uri().path();
+        if !CARD_PATHS.contains(&path) {
+            if let Err(denied) = check_token(&self.server, &req) {
+                return Box::pin(std::future::ready(Ok(denied)));
+            }
+            if path == "/" && req.method() == axum::http::Method::POST {
+                // The router's body limit, as the router's route has it.
+                return self.limit.layer(Rpc(self.server.clone())).call(req);
+            }
+        }
+        let call = self.router.call(req);
+        Box::pin(call)
+    }
+}
+
+/// The JSON-RPC handler as a service (for [`App`]).
+#[derive(Clone)]
+struct Rpc(Arc<Server>);
+
+impl tower::Service<axum::extract::Request> for Rpc {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let s = self.0.clone();
+        Box::pin(async move { Ok(jsonrpc::rpc(State(s), req).await) })
+    }
 }
 
 const NO_TOKEN: &str = "missing or wrong bearer token: every call needs Authorization: Bearer <token>, as the card's securitySchemes says; \
      fix: swarm members get it from `ratchet up` as RATCHET_TOKEN, a local client reads it from worktrees/.swarm/token";
 
-/// The token check in front of every route but the card: 401 with a JSON-RPC error body for
-/// JSON-RPC calls, a `google.rpc.Status` body for the HTTP+JSON binding, a short page for the
-/// web pages; `?token=` on a page sets the cookie (see [`crate::auth::check`]).
-async fn require_token(
-    State(s): State<Arc<Server>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Some(expected) = &s.token else { return next.run(req).await };
+/// The token check in front of every path but the card's: `Err` with the answer when the request
+/// may not pass: 401 with a JSON-RPC error body for JSON-RPC calls, a `google.rpc.Status` body
+/// for the HTTP+JSON binding, a short page for the web pages; `?token=` on a page sets the
+/// cookie (see [`crate::auth::check`]).
+fn check_token(s: &Server, req: &axum::extract::Request) -> Result<(), Response> {
+    let Some(expected) = &s.token else { return Ok(()) };
     let port = req.uri().port_u16().or_else(|| s.url.rsplit(':').next()?.trim_end_matches('/').parse().ok());
     let mut denied = match crate::auth::check(expected, req.method(), req.uri(), req.headers(), port.unwrap_or(0)) {
-        crate::auth::Access::Granted => return next.run(req).await,
+        crate::auth::Access::Granted => return Ok(()),
         crate::auth::Access::GrantAndSetCookie { location, cookie } => {
-            return (
+            return Err((
                 StatusCode::SEE_OTHER,
                 [
                     (header::LOCATION, location),
@@ -455,7 +550,7 @@ async fn require_token(
                     (header::CACHE_CONTROL, "no-store".into()),
                 ],
             )
-                .into_response();
+                .into_response());
         }
         crate::auth::Access::Denied if rest::is_rest_path(req.uri().path()) => {
             let body = serde_json::json!({"error": {"code": 401, "status": "UNAUTHENTICATED", "message": NO_TOKEN}});
@@ -476,7 +571,7 @@ async fn require_token(
             .into_response(),
     };
     denied.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    denied
+    Err(denied)
 }
 
 /// The Agent Card, with ETag and caching headers (§8.6). The card both generations read,

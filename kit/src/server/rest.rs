@@ -124,9 +124,7 @@ type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
 
 async fn send(State(s): State<Arc<Server>>, _fits: DeclaredLengthFits, _: V1, headers: HeaderMap, b: Body) -> Reply {
     let req: v1::SendMessageRequest = body(&headers, b, "SendMessageRequest")?;
-    let mut body = Vec::with_capacity(2048);
-    send_v1(&s, req, &mut body).await?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_response(StatusCode::OK, send_v1(&s, req, None).await?))
 }
 
 async fn stream(State(s): State<Arc<Server>>, _fits: DeclaredLengthFits, _: V1, headers: HeaderMap, b: Body) -> Reply {
