@@ -13,6 +13,7 @@ pub mod format;
 pub mod governance;
 pub mod json;
 pub mod jsonrpc;
+pub mod jsonrpc_decode;
 pub mod lease;
 pub mod models;
 pub mod names;

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::a2a_v1::{self as v1, Version};
 use protocol::jsonrpc::{ErrorCode, Fault, Request, RequestId, Response as RpcResponse};
+use protocol::jsonrpc_decode::{Envelope, Params, SendOf, decode_send};
 use protocol::{Method as _, Task};
 use serde_json::Value;
 
@@ -84,9 +85,19 @@ pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Reques
             .fault(format!("Content-Type {ctype:?} is not supported; send Content-Type: application/json"));
         return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, RequestId::Null, &fault, details);
     }
-    let req = match decode_request(&body) {
-        Ok(r) => r,
-        Err((id, fault)) => return error_response(StatusCode::OK, id, &fault, details),
+    // A send (nearly every request) decodes in one pass; anything that pass does not take, the
+    // general path decodes, to the same values or the precise error.
+    let send_of = match version {
+        Ok(Version::V0_3) if !s.spec.v1_only => SendOf::V03,
+        Ok(Version::V1_0) => SendOf::V10,
+        _ => SendOf::Neither,
+    };
+    let req = match decode_send(&body, send_of) {
+        Some(envelope) => envelope,
+        None => match decode_request(&body) {
+            Ok(r) => Envelope { jsonrpc: r.jsonrpc, id: r.id, method: r.method, params: Params::Raw(r.params) },
+            Err((id, fault)) => return error_response(StatusCode::OK, id, &fault, details),
+        },
     };
     let id = req.id.clone();
     let version = match version {
@@ -254,14 +265,22 @@ fn last_event_id(headers: &HeaderMap) -> Option<usize> {
 async fn v03(
     s: &Arc<Server>,
     method: &str,
-    raw: Option<&serde_json::value::RawValue>,
+    params: Params<'_>,
     id: RequestId,
     last_event: Option<usize>,
 ) -> Result<Reply, Fault> {
     use protocol::*;
+    // Only a send's params come decoded (see `decode_send`).
+    let raw = match &params {
+        Params::Raw(r) => *r,
+        Params::Send03(_) | Params::Send10(_) => None,
+    };
     match method {
         SendMessage::METHOD => {
-            let p: MessageSendParams = p03::<SendMessage>(raw)?;
+            let p: MessageSendParams = match params {
+                Params::Send03(p) => p,
+                _ => p03::<SendMessage>(raw)?,
+            };
             let (blocking, history) = p.configuration.as_ref().map_or((None, None), |c| (c.blocking, c.history_length));
             let entry = match ops::send(s, p, false).await? {
                 Sent::Task { entry, .. } => entry,
@@ -341,16 +360,19 @@ pub(crate) fn send_stream(sent: Sent, wire: Wire) -> Response {
 }
 
 /// The 1.0 methods (§9.4), on the same operations.
-async fn v10(
-    s: &Arc<Server>,
-    method: &str,
-    raw: Option<&serde_json::value::RawValue>,
-    id: RequestId,
-) -> Result<Reply, Fault> {
+async fn v10(s: &Arc<Server>, method: &str, params: Params<'_>, id: RequestId) -> Result<Reply, Fault> {
     use v1::*;
+    // Only a send's params come decoded (see `decode_send`).
+    let raw = match &params {
+        Params::Raw(r) => *r,
+        Params::Send03(_) | Params::Send10(_) => None,
+    };
     match method {
         SendMessage::METHOD => {
-            let req: SendMessageRequest = p10::<SendMessage>(raw)?;
+            let req: SendMessageRequest = match params {
+                Params::Send10(p) => p,
+                _ => p10::<SendMessage>(raw)?,
+            };
             Ok(Reply::Body(send_v1(s, req, Some(&id)).await?))
         }
         SendStreamingMessage::METHOD => {
