@@ -152,7 +152,15 @@ pub fn write_map(out: &mut Vec<u8>, m: &Map<String, Value>) {
     out.push(b'}');
 }
 
-/// A JSON object written member by member.
+/// A member's name as it is written, quotes and colon included (`"name":`): one copy of a
+/// literal per member instead of four writes (a name needs no escaping).
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
+/// A JSON object written member by member; each member's name given as [`k!`] writes it.
 struct Obj<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -164,17 +172,14 @@ impl<'a> Obj<'a> {
         Obj { out, first: true }
     }
 
-    /// The member's name (`key` needs no escaping: a field name), then its value is written.
+    /// The member's name, as [`k!`] writes it (`"name":`), then its value is written.
     #[inline]
     fn key(&mut self, key: &str) -> &mut Vec<u8> {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.reserve(key.len() + 3);
-        self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
         self.out
     }
 
@@ -274,20 +279,20 @@ impl WriteJson for Message {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::new(out);
         o.raw(
-            "role",
+            k!("role"),
             match self.role {
                 Role::User => b"\"user\"",
                 Role::Agent => b"\"agent\"",
             },
         );
-        o.seq("parts", &self.parts);
-        o.map("metadata", self.metadata.as_ref());
-        o.strings("extensions", &self.extensions);
-        o.strings("referenceTaskIds", &self.reference_task_ids);
-        o.str("messageId", &self.message_id);
-        o.opt_str("taskId", self.task_id.as_deref());
-        o.opt_str("contextId", self.context_id.as_deref());
-        o.raw("kind", b"\"message\"");
+        o.seq(k!("parts"), &self.parts);
+        o.map(k!("metadata"), self.metadata.as_ref());
+        o.strings(k!("extensions"), &self.extensions);
+        o.strings(k!("referenceTaskIds"), &self.reference_task_ids);
+        o.str(k!("messageId"), &self.message_id);
+        o.opt_str(k!("taskId"), self.task_id.as_deref());
+        o.opt_str(k!("contextId"), self.context_id.as_deref());
+        o.raw(k!("kind"), b"\"message\"");
         o.end();
     }
 }
@@ -297,22 +302,22 @@ impl WriteJson for Part {
         let mut o = Obj::new(out);
         let metadata = match self {
             Part::Text { text, metadata } => {
-                o.raw("kind", b"\"text\"");
-                o.str("text", text);
+                o.raw(k!("kind"), b"\"text\"");
+                o.str(k!("text"), text);
                 metadata
             }
             Part::File { file, metadata } => {
-                o.raw("kind", b"\"file\"");
-                o.json("file", file);
+                o.raw(k!("kind"), b"\"file\"");
+                o.json(k!("file"), file);
                 metadata
             }
             Part::Data { data, metadata } => {
-                o.raw("kind", b"\"data\"");
-                write_map(o.key("data"), data);
+                o.raw(k!("kind"), b"\"data\"");
+                write_map(o.key(k!("data")), data);
                 metadata
             }
         };
-        o.map("metadata", metadata.as_ref());
+        o.map(k!("metadata"), metadata.as_ref());
         o.end();
     }
 }
@@ -320,10 +325,10 @@ impl WriteJson for Part {
 impl WriteJson for FileContent {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::new(out);
-        o.opt_str("name", self.name.as_deref());
-        o.opt_str("mimeType", self.mime_type.as_deref());
-        o.opt_str("bytes", self.bytes.as_deref());
-        o.opt_str("uri", self.uri.as_deref());
+        o.opt_str(k!("name"), self.name.as_deref());
+        o.opt_str(k!("mimeType"), self.mime_type.as_deref());
+        o.opt_str(k!("bytes"), self.bytes.as_deref());
+        o.opt_str(k!("uri"), self.uri.as_deref());
         o.end();
     }
 }
@@ -343,14 +348,14 @@ fn write_status(
     message: fn(&Message, &mut Vec<u8>),
 ) -> Option<Range<usize>> {
     let mut o = Obj::new(out);
-    o.raw("state", state);
+    o.raw(k!("state"), state);
     let span = status.message.as_ref().map(|m| {
-        let out = o.key("message");
+        let out = o.key(k!("message"));
         let start = out.len();
         message(m, out);
         start..out.len()
     });
-    o.opt_str("timestamp", status.timestamp.as_deref());
+    o.opt_str(k!("timestamp"), status.timestamp.as_deref());
     o.end();
     span
 }
@@ -397,11 +402,11 @@ fn write_history(
 impl WriteJson for Artifact {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::new(out);
-        o.str("artifactId", &self.artifact_id);
-        o.opt_str("name", self.name.as_deref());
-        o.opt_str("description", self.description.as_deref());
-        o.seq("parts", &self.parts);
-        o.map("metadata", self.metadata.as_ref());
+        o.str(k!("artifactId"), &self.artifact_id);
+        o.opt_str(k!("name"), self.name.as_deref());
+        o.opt_str(k!("description"), self.description.as_deref());
+        o.seq(k!("parts"), &self.parts);
+        o.map(k!("metadata"), self.metadata.as_ref());
         o.end();
     }
 }
@@ -415,20 +420,20 @@ impl WriteJson for Task {
 /// [`Task::write_json`], returning where its first history message's JSON is in `out`.
 pub fn write_task(out: &mut Vec<u8>, task: &Task) -> Option<Range<usize>> {
     let mut o = Obj::new(out);
-    o.str("id", &task.id);
-    o.str("contextId", &task.context_id);
+    o.str(k!("id"), &task.id);
+    o.str(k!("contextId"), &task.context_id);
     let message: fn(&Message, &mut Vec<u8>) = |m, out| m.write_json(out);
-    let span = write_status(o.key("status"), state(task.status.state).as_bytes(), &task.status, message);
+    let span = write_status(o.key(k!("status")), state(task.status.state).as_bytes(), &task.status, message);
     let first = if task.history.is_empty() {
         None
     } else {
-        write_history(o.key("history"), &task.history, &task.status, span, false, message)
+        write_history(o.key(k!("history")), &task.history, &task.status, span, false, message)
     };
     if !task.artifacts.is_empty() {
-        o.seq("artifacts", &task.artifacts);
+        o.seq(k!("artifacts"), &task.artifacts);
     }
-    o.map("metadata", task.metadata.as_ref());
-    o.raw("kind", b"\"task\"");
+    o.map(k!("metadata"), task.metadata.as_ref());
+    o.raw(k!("kind"), b"\"task\"");
     o.end();
     first
 }
@@ -438,11 +443,11 @@ pub fn write_task(out: &mut Vec<u8>, task: &Task) -> Option<Range<usize>> {
 /// bytes as [`Task::write_json`] of that task (a test pins it), spliced instead of written.
 pub fn write_task_from_parts(out: &mut Vec<u8>, id: &str, context_id: &str, status: &[u8], history: &[&[u8]]) {
     let mut o = Obj::new(out);
-    o.str("id", id);
-    o.str("contextId", context_id);
-    o.raw("status", status);
+    o.str(k!("id"), id);
+    o.str(k!("contextId"), context_id);
+    o.raw(k!("status"), status);
     if !history.is_empty() {
-        let out = o.key("history");
+        let out = o.key(k!("history"));
         out.push(b'[');
         for (i, m) in history.iter().enumerate() {
             if i > 0 {
@@ -452,7 +457,7 @@ pub fn write_task_from_parts(out: &mut Vec<u8>, id: &str, context_id: &str, stat
         }
         out.push(b']');
     }
-    o.raw("kind", b"\"task\"");
+    o.raw(k!("kind"), b"\"task\"");
     o.end();
 }
 
@@ -467,14 +472,14 @@ pub fn write_status_update(
     is_final: bool,
 ) -> (Range<usize>, Option<Range<usize>>) {
     let mut o = Obj::new(out);
-    o.str("taskId", task_id);
-    o.str("contextId", context_id);
-    o.raw("kind", b"\"status-update\"");
-    let out = o.key("status");
+    o.str(k!("taskId"), task_id);
+    o.str(k!("contextId"), context_id);
+    o.raw(k!("kind"), b"\"status-update\"");
+    let out = o.key(k!("status"));
     let start = out.len();
     let message = write_status(out, state(status.state).as_bytes(), status, |m, out| m.write_json(out));
     let span = start..out.len();
-    o.raw("final", if is_final { b"true" } else { b"false" });
+    o.raw(k!("final"), if is_final { b"true" } else { b"false" });
     o.end();
     (span, message)
 }
@@ -486,12 +491,12 @@ impl WriteJson for TaskStatusUpdateEvent {
             return;
         }
         let mut o = Obj::new(out);
-        o.str("taskId", &self.task_id);
-        o.str("contextId", &self.context_id);
-        o.raw("kind", b"\"status-update\"");
-        o.json("status", &self.status);
-        o.raw("final", if self.is_final { b"true" } else { b"false" });
-        o.map("metadata", self.metadata.as_ref());
+        o.str(k!("taskId"), &self.task_id);
+        o.str(k!("contextId"), &self.context_id);
+        o.raw(k!("kind"), b"\"status-update\"");
+        o.json(k!("status"), &self.status);
+        o.raw(k!("final"), if self.is_final { b"true" } else { b"false" });
+        o.map(k!("metadata"), self.metadata.as_ref());
         o.end();
     }
 }
@@ -499,17 +504,17 @@ impl WriteJson for TaskStatusUpdateEvent {
 impl WriteJson for TaskArtifactUpdateEvent {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::new(out);
-        o.str("taskId", &self.task_id);
-        o.str("contextId", &self.context_id);
-        o.raw("kind", b"\"artifact-update\"");
-        o.json("artifact", &self.artifact);
+        o.str(k!("taskId"), &self.task_id);
+        o.str(k!("contextId"), &self.context_id);
+        o.raw(k!("kind"), b"\"artifact-update\"");
+        o.json(k!("artifact"), &self.artifact);
         if let Some(a) = self.append {
-            o.raw("append", if a { b"true" } else { b"false" });
+            o.raw(k!("append"), if a { b"true" } else { b"false" });
         }
         if let Some(l) = self.last_chunk {
-            o.raw("lastChunk", if l { b"true" } else { b"false" });
+            o.raw(k!("lastChunk"), if l { b"true" } else { b"false" });
         }
-        o.map("metadata", self.metadata.as_ref());
+        o.map(k!("metadata"), self.metadata.as_ref());
         o.end();
     }
 }
@@ -532,22 +537,22 @@ impl WriteJson for AsV1<'_, Part> {
         let mut o = Obj::new(out);
         match self.0 {
             Part::Text { text, metadata } => {
-                o.str("text", text);
-                o.map("metadata", metadata.as_ref());
+                o.str(k!("text"), text);
+                o.map(k!("metadata"), metadata.as_ref());
             }
             Part::Data { data, metadata } => {
-                write_map(o.key("data"), data);
-                o.map("metadata", metadata.as_ref());
+                write_map(o.key(k!("data")), data);
+                o.map(k!("metadata"), metadata.as_ref());
             }
             Part::File { file, metadata } => {
                 match (&file.bytes, &file.uri) {
-                    (Some(b), _) => o.str("raw", b),
-                    (None, Some(u)) => o.str("url", u),
-                    (None, None) => o.str("raw", ""),
+                    (Some(b), _) => o.str(k!("raw"), b),
+                    (None, Some(u)) => o.str(k!("url"), u),
+                    (None, None) => o.str(k!("raw"), ""),
                 }
-                o.map("metadata", metadata.as_ref());
-                o.opt_str("filename", file.name.as_deref());
-                o.opt_str("mediaType", file.mime_type.as_deref());
+                o.map(k!("metadata"), metadata.as_ref());
+                o.opt_str(k!("filename"), file.name.as_deref());
+                o.opt_str(k!("mediaType"), file.mime_type.as_deref());
             }
         }
         o.end();
@@ -558,20 +563,20 @@ impl WriteJson for AsV1<'_, Message> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let m = self.0;
         let mut o = Obj::new(out);
-        o.str("messageId", &m.message_id);
-        o.opt_str("contextId", m.context_id.as_deref());
-        o.opt_str("taskId", m.task_id.as_deref());
+        o.str(k!("messageId"), &m.message_id);
+        o.opt_str(k!("contextId"), m.context_id.as_deref());
+        o.opt_str(k!("taskId"), m.task_id.as_deref());
         o.raw(
-            "role",
+            k!("role"),
             match m.role {
                 Role::User => b"\"ROLE_USER\"",
                 Role::Agent => b"\"ROLE_AGENT\"",
             },
         );
-        seq(o.key("parts"), m.parts.iter().map(AsV1));
-        o.map("metadata", m.metadata.as_ref());
-        o.strings("extensions", &m.extensions);
-        o.strings("referenceTaskIds", &m.reference_task_ids);
+        seq(o.key(k!("parts")), m.parts.iter().map(AsV1));
+        o.map(k!("metadata"), m.metadata.as_ref());
+        o.strings(k!("extensions"), &m.extensions);
+        o.strings(k!("referenceTaskIds"), &m.reference_task_ids);
         o.end();
     }
 }
@@ -580,11 +585,11 @@ impl WriteJson for AsV1<'_, Artifact> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let a = self.0;
         let mut o = Obj::new(out);
-        o.str("artifactId", &a.artifact_id);
-        o.opt_str("name", a.name.as_deref());
-        o.opt_str("description", a.description.as_deref());
-        seq(o.key("parts"), a.parts.iter().map(AsV1));
-        o.map("metadata", a.metadata.as_ref());
+        o.str(k!("artifactId"), &a.artifact_id);
+        o.opt_str(k!("name"), a.name.as_deref());
+        o.opt_str(k!("description"), a.description.as_deref());
+        seq(o.key(k!("parts")), a.parts.iter().map(AsV1));
+        o.map(k!("metadata"), a.metadata.as_ref());
         o.end();
     }
 }
@@ -622,17 +627,17 @@ impl WriteJson for AsV1<'_, Task> {
 pub fn write_task_v1(out: &mut Vec<u8>, t: &Task, status_message_last: bool) {
     let plus_status = status_message_last && t.status.message.is_some();
     let mut o = Obj::new(out);
-    o.str("id", &t.id);
-    o.str("contextId", &t.context_id);
+    o.str(k!("id"), &t.id);
+    o.str(k!("contextId"), &t.context_id);
     let message: fn(&Message, &mut Vec<u8>) = |m, out| AsV1(m).write_json(out);
-    let span = write_status(o.key("status"), v1_state(t.status.state).as_bytes(), &t.status, message);
+    let span = write_status(o.key(k!("status")), v1_state(t.status.state).as_bytes(), &t.status, message);
     if !t.artifacts.is_empty() {
-        seq(o.key("artifacts"), t.artifacts.iter().map(AsV1));
+        seq(o.key(k!("artifacts")), t.artifacts.iter().map(AsV1));
     }
     if !t.history.is_empty() || plus_status {
-        write_history(o.key("history"), &t.history, &t.status, span, plus_status, message);
+        write_history(o.key(k!("history")), &t.history, &t.status, span, plus_status, message);
     }
-    o.map("metadata", t.metadata.as_ref());
+    o.map(k!("metadata"), t.metadata.as_ref());
     o.end();
 }
 

@@ -57,7 +57,7 @@ fn rpc_body(id: &RequestId, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// The JSON-RPC endpoint. It takes the request whole and reads what it needs of the head before
 /// the body is read, rather than through extractors that would copy the headers and the URI.
 pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Request) -> Response {
-    use axum::extract::{FromRequest, FromRequestParts};
+    use axum::extract::FromRequestParts;
     let (mut parts, body) = req.into_parts();
     if let Err(refused) = DeclaredLengthFits::from_request_parts(&mut parts, &s).await {
         return refused;
@@ -68,16 +68,18 @@ pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Reques
         parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
     });
     let last_event = last_event_id(&parts.headers);
-    let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), &s).await;
-    let body = match body {
+    drop(parts);
+    let body = match read_body(body, s.max_body).await {
         Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(BodyError::TooLarge) => {
             let fault = ErrorCode::InvalidRequest.fault(too_large_message(&s));
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, RequestId::Null, &fault, details);
         }
-        Err(rej) => {
-            let fault = ErrorCode::InvalidRequest.fault(format!("could not read the request body: {rej}"));
-            return error_response(rej.status(), RequestId::Null, &fault, details);
+        Err(BodyError::Failed(e)) => {
+            // The words axum's `Bytes` extractor, which read it before, gave the same failure.
+            let fault = ErrorCode::InvalidRequest
+                .fault(format!("could not read the request body: Failed to buffer the request body: {e}"));
+            return error_response(StatusCode::BAD_REQUEST, RequestId::Null, &fault, details);
         }
     };
     if let Some(ctype) = ctype {
@@ -139,6 +141,46 @@ pub(crate) async fn rpc(State(s): State<Arc<Server>>, req: axum::extract::Reques
         Err(fault) if !v1 && is_stream_method(method) => sse::error(id, &fault),
         Err(fault) => error_response(StatusCode::OK, id, &fault, v1),
     }
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    /// Over the limit.
+    TooLarge,
+    /// The body failed (it stopped arriving, the connection broke).
+    Failed(axum::Error),
+}
+
+/// The request body, whole, if it is at most `limit` bytes: the one chunk it usually comes in
+/// as it is (no copy), more chunks gathered. (axum's `Bytes` extractor, used before, wrapped the
+/// body in a limit and a box, then gathered its chunks in a list and copied them: 3K
+/// instructions of a send, see BENCHMARKS.md.)
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    use hyper::body::Body as _;
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(BodyError::Failed)?.into_data() else { break };
+        let have = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if have + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match &first {
+            None if more.is_empty() => first = Some(data),
+            _ => {
+                if let Some(f) = first.take() {
+                    more.extend_from_slice(&f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(b) => b,
+        None => Bytes::from(more),
+    })
 }
 
 fn is_stream_method(method: &str) -> bool {
@@ -258,7 +300,9 @@ fn to_json(v: impl serde::Serialize) -> Vec<u8> {
 }
 
 fn last_event_id(headers: &HeaderMap) -> Option<usize> {
-    headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok())
+    // A header name made once (given as text, it is parsed at each lookup).
+    static LAST_EVENT_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("last-event-id");
+    headers.get(&LAST_EVENT_ID).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok())
 }
 
 /// The 0.3 methods (0.3 §7).

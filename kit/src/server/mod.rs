@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use protocol::a2a_v1::{self as v1, Version};
@@ -312,6 +312,8 @@ pub struct Server {
     v1_card: CardBytes,
     card: v1::AgentCard,
     pub url: String,
+    /// The port of `url` (where the token check takes the port from when a request's URI has none).
+    port: Option<u16>,
     token: Option<String>,
     max_body: usize,
     http: reqwest::Client,
@@ -334,12 +336,14 @@ impl Server {
         // A 1.0-only agent's card is the plain 1.0 one for every request.
         let merged = CardBytes::new(&if spec.v1_only { v1_value.clone() } else { v1::merged_card(&card, &old) });
         let v1_card = CardBytes::new(&v1_value);
+        let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok());
         Ok(Arc::new(Server {
             spec,
             store,
             merged,
             v1_card,
             card,
+            port,
             url,
             token,
             max_body,
@@ -433,7 +437,11 @@ fn build_cards(spec: &AgentSpec, url: &str, secured: bool) -> (v1::AgentCard, Ag
 /// The protocol version a request asked for: its `A2A-Version` header, else the `A2A-Version`
 /// query parameter (§3.6.1: "Clients MAY provide the A2A-Version as a request parameter").
 fn requested_version<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
-    if let Some(v) = headers.get(v1::VERSION_HEADER).and_then(|v| v.to_str().ok()) {
+    // `v1::VERSION_HEADER` as a header name made once (a name given as text is parsed and
+    // lower-cased at each lookup).
+    static VERSION: HeaderName = HeaderName::from_static("a2a-version");
+    debug_assert!(VERSION.as_str().eq_ignore_ascii_case(v1::VERSION_HEADER));
+    if let Some(v) = headers.get(&VERSION).and_then(|v| v.to_str().ok()) {
         return Some(v);
     }
     uri.query()?.split('&').find_map(|kv| {
@@ -465,7 +473,7 @@ pub fn app(server: Arc<Server>) -> App {
         .route(CARD_PATHS[1], get(card))
         .with_state(server.clone())
         .merge(guarded);
-    App { server, router, limit: DefaultBodyLimit::max(limit) }
+    App { server, router }
 }
 
 /// The agent's HTTP application: the token check in front of every path but the Agent Card's
@@ -481,7 +489,6 @@ pub fn app(server: Arc<Server>) -> App {
 pub struct App {
     server: Arc<Server>,
     router: Router,
-    limit: DefaultBodyLimit,
 }
 
 impl tower::Service<axum::extract::Request> for App {
@@ -494,15 +501,14 @@ impl tower::Service<axum::extract::Request> for App {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        use tower::Layer;
         let path = req.uri().path();
         if !CARD_PATHS.contains(&path) {
             if let Err(denied) = check_token(&self.server, &req) {
                 return Box::pin(std::future::ready(Ok(denied)));
             }
             if path == "/" && req.method() == axum::http::Method::POST {
-                // The router's body limit, as the router's route has it.
-                return self.limit.layer(Rpc(self.server.clone())).call(req);
+                let s = self.server.clone();
+                return Box::pin(async move { Ok(jsonrpc::rpc(State(s), req).await) });
             }
         }
         let call = self.router.call(req);
@@ -510,24 +516,6 @@ impl tower::Service<axum::extract::Request> for App {
     }
 }
 
-/// The JSON-RPC handler as a service (for [`App`]).
-#[derive(Clone)]
-struct Rpc(Arc<Server>);
-
-impl tower::Service<axum::extract::Request> for Rpc {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Result<Response, std::convert::Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        let s = self.0.clone();
-        Box::pin(async move { Ok(jsonrpc::rpc(State(s), req).await) })
-    }
-}
 
 const NO_TOKEN: &str = "missing or wrong bearer token: every call needs Authorization: Bearer <token>, as the card's securitySchemes says; \
      fix: swarm members get it from `ratchet up` as RATCHET_TOKEN, a local client reads it from worktrees/.swarm/token";
@@ -538,7 +526,7 @@ const NO_TOKEN: &str = "missing or wrong bearer token: every call needs Authoriz
 /// cookie (see [`crate::auth::check`]).
 fn check_token(s: &Server, req: &axum::extract::Request) -> Result<(), Response> {
     let Some(expected) = &s.token else { return Ok(()) };
-    let port = req.uri().port_u16().or_else(|| s.url.rsplit(':').next()?.trim_end_matches('/').parse().ok());
+    let port = req.uri().port_u16().or(s.port);
     let mut denied = match crate::auth::check(expected, req.method(), req.uri(), req.headers(), port.unwrap_or(0)) {
         crate::auth::Access::Granted => return Ok(()),
         crate::auth::Access::GrantAndSetCookie { location, cookie } => {
