@@ -54,8 +54,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// Serve `app` on `listener` with `limits` until `shutdown` resolves; then idle connections are
 /// closed, in-flight responses get [`SHUTDOWN_GRACE`], and this returns.
-pub async fn serve<A>(listener: TcpListener, app: A, limits: HttpLimits, shutdown: impl Future<Output = ()> + Send + 'static)
-where
+pub async fn serve<A>(
+    listener: TcpListener,
+    app: A,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
     A: tower::Service<axum::extract::Request, Response = axum::response::Response, Error = std::convert::Infallible>
         + Clone
         + Send
@@ -65,11 +69,9 @@ where
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let timeout = limits.header_timeout;
-    let service = TowerToHyperService::new(
-        app.map_request(move |req: axum::http::Request<Incoming>| {
-            req.map(|body| axum::body::Body::new(TimedBody::new(body, timeout)))
-        }),
-    );
+    let service = TowerToHyperService::new(app.map_request(move |req: axum::http::Request<Incoming>| {
+        req.map(|body| axum::body::Body::new(TimedBody::new(body, timeout)))
+    }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -564,7 +564,6 @@ impl Events {
             Events::EndedAtCreation(_) => ended_at_creation(task).into_iter().skip(from).collect(),
         }
     }
-
 }
 
 impl Record {
@@ -918,8 +917,9 @@ impl TaskStore {
             }
             let e = map.remove(&old).expect("looked up above");
             let bytes = e.rec.lock().expect("task lock").bytes;
-            let _ =
-                shared.cached_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+            let _ = shared
+                .cached_bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
         }
         match map.entry(id.to_string()) {
             std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
@@ -1138,13 +1138,9 @@ impl Entry {
                 let first = &w.lines[w.first.clone()];
                 let status = &w.lines[w.status.clone()];
                 match &w.end {
-                    Some(end) => json::write_task_from_parts(
-                        out,
-                        &t.id,
-                        &t.context_id,
-                        status,
-                        &[first, &w.lines[end.clone()]],
-                    ),
+                    Some(end) => {
+                        json::write_task_from_parts(out, &t.id, &t.context_id, status, &[first, &w.lines[end.clone()]])
+                    }
                     None => json::write_task_from_parts(out, &t.id, &t.context_id, status, &[first]),
                 }
             }

@@ -213,7 +213,8 @@ struct Message03 {
 
 impl From<Message03> for Message {
     fn from(m: Message03) -> Message {
-        let Message03 { role, parts, metadata, extensions, reference_task_ids, message_id, task_id, context_id, kind } = m;
+        let Message03 { role, parts, metadata, extensions, reference_task_ids, message_id, task_id, context_id, kind } =
+            m;
         Message {
             role,
             parts: parts.into_iter().map(|p| p.0).collect(),
@@ -333,7 +334,10 @@ mod tests {
     /// params decoded as the send of `send_of` (when the method is that send), or None where the
     /// envelope fails.
     #[allow(clippy::type_complexity)]
-    fn general(body: &[u8], send_of: SendOf) -> Option<(String, RequestId, String, Option<String>, Option<Result<String, ()>>)> {
+    fn general(
+        body: &[u8],
+        send_of: SendOf,
+    ) -> Option<(String, RequestId, String, Option<String>, Option<Result<String, ()>>)> {
         let g: General<'_> = serde_json::from_slice(body).ok()?;
         if g.jsonrpc != "2.0" {
             return None;
@@ -358,7 +362,11 @@ mod tests {
     fn check(body: &[u8], send_of: SendOf) -> Result<bool, TestCaseError> {
         let Some(e) = decode_send(body, send_of) else { return Ok(false) };
         let g = general(body, send_of);
-        prop_assert!(g.is_some(), "the fast path took what the general path refuses: {}", String::from_utf8_lossy(body));
+        prop_assert!(
+            g.is_some(),
+            "the fast path took what the general path refuses: {}",
+            String::from_utf8_lossy(body)
+        );
         let (jsonrpc, id, method, raw, typed) = g.expect("checked");
         prop_assert_eq!((e.jsonrpc.as_ref(), &e.id, e.method.as_ref()), (jsonrpc.as_str(), &id, method.as_str()));
         match &e.params {
@@ -393,7 +401,8 @@ mod tests {
         leaf.prop_recursive(2, 8, 3, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-                proptest::collection::btree_map(text(), inner, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+                proptest::collection::btree_map(text(), inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }
@@ -426,10 +435,8 @@ mod tests {
                     let n = m.len();
                     m.swap(seed as usize % n, (seed as usize / 7) % n);
                 }
-                let body: Vec<String> = m
-                    .iter()
-                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), splice(v)))
-                    .collect();
+                let body: Vec<String> =
+                    m.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), splice(v))).collect();
                 format!("{{{}}}", body.join(","))
             })
             .boxed()
@@ -448,7 +455,10 @@ mod tests {
             Value::Array(a) => format!("[{}]", a.iter().map(splice).collect::<Vec<_>>().join(",")),
             Value::Object(m) => format!(
                 "{{{}}}",
-                m.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), splice(v))).collect::<Vec<_>>().join(",")
+                m.iter()
+                    .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), splice(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             other => serde_json::to_string(other).unwrap(),
         }
@@ -496,7 +506,12 @@ mod tests {
             member("role", prop_oneof![Just(json!("user")), Just(json!("agent"))].boxed()),
             member("messageId", text().prop_map(Value::String).boxed()),
             member("parts", proptest::collection::vec(part03(), 0..3).prop_map(Value::Array).boxed()),
-            member("metadata", proptest::collection::btree_map(text(), value(), 0..2).prop_map(|m| Value::Object(m.into_iter().collect())).boxed()),
+            member(
+                "metadata",
+                proptest::collection::btree_map(text(), value(), 0..2)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+                    .boxed(),
+            ),
             member("contextId", text().prop_map(Value::String).boxed()),
             member("taskId", text().prop_map(Value::String).boxed()),
             member("referenceTaskIds", proptest::collection::vec(text(), 0..2).prop_map(|v| json!(v)).boxed()),
@@ -506,8 +521,18 @@ mod tests {
     fn params03() -> BoxedStrategy<Value> {
         raw(object(vec![
             member("message", message03()),
-            member("configuration", (any::<bool>(), proptest::option::of(-2i64..5)).prop_map(|(b, h)| json!({"blocking": b, "historyLength": h})).boxed()),
-            member("metadata", proptest::collection::btree_map(text(), value(), 0..2).prop_map(|m| Value::Object(m.into_iter().collect())).boxed()),
+            member(
+                "configuration",
+                (any::<bool>(), proptest::option::of(-2i64..5))
+                    .prop_map(|(b, h)| json!({"blocking": b, "historyLength": h}))
+                    .boxed(),
+            ),
+            member(
+                "metadata",
+                proptest::collection::btree_map(text(), value(), 0..2)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+                    .boxed(),
+            ),
         ]))
     }
 
@@ -530,7 +555,12 @@ mod tests {
         ]));
         raw(object(vec![
             member("message", message),
-            member("configuration", (any::<bool>(), proptest::option::of(0i64..5)).prop_map(|(b, h)| json!({"returnImmediately": b, "historyLength": h})).boxed()),
+            member(
+                "configuration",
+                (any::<bool>(), proptest::option::of(0i64..5))
+                    .prop_map(|(b, h)| json!({"returnImmediately": b, "historyLength": h}))
+                    .boxed(),
+            ),
         ]))
     }
 

@@ -503,7 +503,7 @@ impl tower::Service<axum::extract::Request> for App {
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
         let path = req.uri().path();
         if !CARD_PATHS.contains(&path) {
-            if let Err(denied) = check_token(&self.server, &req) {
+            if let Some(denied) = check_token(&self.server, &req) {
                 return Box::pin(std::future::ready(Ok(denied)));
             }
             if path == "/" && req.method() == axum::http::Method::POST {
@@ -516,29 +516,30 @@ impl tower::Service<axum::extract::Request> for App {
     }
 }
 
-
 const NO_TOKEN: &str = "missing or wrong bearer token: every call needs Authorization: Bearer <token>, as the card's securitySchemes says; \
      fix: swarm members get it from `ratchet up` as RATCHET_TOKEN, a local client reads it from worktrees/.swarm/token";
 
-/// The token check in front of every path but the card's: `Err` with the answer when the request
-/// may not pass: 401 with a JSON-RPC error body for JSON-RPC calls, a `google.rpc.Status` body
+/// The token check in front of every path but the card's: the answer when the request may not
+/// pass (None when it may): 401 with a JSON-RPC error body for JSON-RPC calls, a `google.rpc.Status` body
 /// for the HTTP+JSON binding, a short page for the web pages; `?token=` on a page sets the
 /// cookie (see [`crate::auth::check`]).
-fn check_token(s: &Server, req: &axum::extract::Request) -> Result<(), Response> {
-    let Some(expected) = &s.token else { return Ok(()) };
+fn check_token(s: &Server, req: &axum::extract::Request) -> Option<Response> {
+    let Some(expected) = &s.token else { return None };
     let port = req.uri().port_u16().or(s.port);
     let mut denied = match crate::auth::check(expected, req.method(), req.uri(), req.headers(), port.unwrap_or(0)) {
-        crate::auth::Access::Granted => return Ok(()),
+        crate::auth::Access::Granted => return None,
         crate::auth::Access::GrantAndSetCookie { location, cookie } => {
-            return Err((
-                StatusCode::SEE_OTHER,
-                [
-                    (header::LOCATION, location),
-                    (header::SET_COOKIE, cookie),
-                    (header::CACHE_CONTROL, "no-store".into()),
-                ],
-            )
-                .into_response());
+            return Some(
+                (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::LOCATION, location),
+                        (header::SET_COOKIE, cookie),
+                        (header::CACHE_CONTROL, "no-store".into()),
+                    ],
+                )
+                    .into_response(),
+            );
         }
         crate::auth::Access::Denied if rest::is_rest_path(req.uri().path()) => {
             let body = serde_json::json!({"error": {"code": 401, "status": "UNAUTHENTICATED", "message": NO_TOKEN}});
@@ -559,7 +560,7 @@ fn check_token(s: &Server, req: &axum::extract::Request) -> Result<(), Response>
             .into_response(),
     };
     denied.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(denied)
+    Some(denied)
 }
 
 /// The Agent Card, with ETag and caching headers (§8.6). The card both generations read,
