@@ -1527,6 +1527,34 @@ mod tests {
         assert_eq!(store.get_now("t2").unwrap().task().history.len(), 1);
     }
 
+    /// The cache keeps at most `MAX_CACHED` tasks by dropping the oldest finished ones nobody
+    /// holds, one for each that comes in; a running task, and one somebody holds, stays however
+    /// old (the same entry, not a reload).
+    #[test]
+    fn the_oldest_finished_task_leaves_memory_first_and_running_or_held_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path()).unwrap();
+        let running = store.create("running", "c", msg("hi")).unwrap();
+        let held = store.create_ended("held", "c", msg("hi"), TaskState::Completed, None).unwrap();
+        for n in 0..MAX_CACHED * 3 {
+            store.create_ended(&format!("t{n}"), "c", msg("hi"), TaskState::Completed, None).unwrap();
+            let cached = store.shared.tasks.lock().unwrap();
+            assert!(cached.map.len() <= MAX_CACHED, "{} cached", cached.map.len());
+            assert_eq!(cached.map.len(), cached.order.len(), "each cached task is in the order once");
+        }
+        let cached: Vec<String> = store.shared.tasks.lock().unwrap().order.iter().cloned().collect();
+        // The newest finished ones are there, in the order they came; the oldest left. (The
+        // two that stay go to the back each time they are passed over.)
+        let finished: Vec<&String> = cached.iter().filter(|id| id.starts_with('t')).collect();
+        let newest: Vec<String> = (MAX_CACHED * 3 - 10..MAX_CACHED * 3).map(|n| format!("t{n}")).collect();
+        assert_eq!(finished[finished.len() - 10..], newest.iter().collect::<Vec<_>>()[..]);
+        assert!(!cached.contains(&"t0".to_string()));
+        for (id, entry) in [("running", &running), ("held", &held)] {
+            assert!(cached.contains(&id.to_string()), "{id} stays cached");
+            assert!(Arc::ptr_eq(&store.get_now(id).unwrap(), entry), "{id} is the same entry, not reloaded");
+        }
+    }
+
     #[test]
     fn finished_tasks_leave_memory_and_reload_through_the_index() {
         let dir = tempfile::tempdir().unwrap();

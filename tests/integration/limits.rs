@@ -118,6 +118,51 @@ fn a_huge_declared_body_is_refused_before_it_is_read() {
     assert_eq!(read_response(&mut c).0, 200);
 }
 
+/// A body without a declared length (chunked) is cut at the limit as it is read: one over it is
+/// answered 413 with the error naming the limit; one under it, in several chunks, is served.
+#[test]
+fn a_chunked_body_over_the_limit_is_refused_as_it_is_read() {
+    let home = TestHome::new();
+    let agent = spawn_agent("critic", home.path(), &[("RATCHET_MAX_BODY", "4096")]);
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEST_TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let chunk = |data: &[u8]| {
+        let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+        c.extend_from_slice(data);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    // Two chunks of 3000 bytes: the second takes it over 4096.
+    let mut s = connect(&agent.url);
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(&chunk(&[b' '; 3000])).expect("write");
+    s.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = s.write_all(&chunk(&[b' '; 3000]));
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON-RPC error");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("4096 byte limit") && msg.contains("RATCHET_MAX_BODY"), "{v}");
+    // A send in three chunks, a pause between them, under the limit: served.
+    let send = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message":
+        {"kind": "message", "role": "user", "messageId": "m1", "parts": [{"kind": "text", "text": "status"}]}}}))
+    .expect("json");
+    let mut s = connect(&agent.url);
+    s.write_all(head.as_bytes()).expect("write");
+    for piece in send.chunks(send.len() / 3 + 1) {
+        s.write_all(&chunk(piece)).expect("write");
+        s.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.write_all(b"0\r\n\r\n").expect("write");
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("a JSON-RPC answer");
+    assert_eq!(v["result"]["status"]["state"], "completed", "{v}");
+}
+
 /// A body that stops arriving is answered with an error once the body timeout (1 s here) passes
 /// with nothing new, rather than holding the request (and its connection slot) for ever; a
 /// body that arrives in pieces, each in time, is served.
