@@ -182,8 +182,9 @@ pub fn render_trusted(trusted: Option<&TrustedTestsRun>) -> String {
     let mut o = String::new();
     if let Some(f) = &trusted.fresh {
         o.push_str(&format!(
-            "  the baseline's tests ran in a fresh checkout of the commit (ethos.md trusted_checkout = \"fresh\"): made in {} ms, built in {} ms\n",
+            "  the baseline's tests ran in a fresh checkout of the commit (ethos.md trusted_checkout = \"fresh\"): made in {} ms, built in {} ms ({} ms before test_command)\n",
             f.checkout_ms,
+            f.build_ms() - f.checkout_ms,
             f.build_ms()
         ));
         for b in &f.build {
