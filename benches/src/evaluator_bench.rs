@@ -25,7 +25,9 @@
 //!
 //! `--aa-study N`: only the real A/A trials of the two current designs, N each, written to their
 //! own section ("## Evaluator: real A/A study"): the false-decision rate measured on this machine,
-//! with its exact (Clopper-Pearson) 95% interval, against the 5% the design allows.
+//! with its exact (Clopper-Pearson) 95% interval, against the 5% the design allows per side.
+//! Each real evaluation's whole output (rounds, order, every run) is kept in
+//! `target/evaluator-bench/` for a look at any decision afterwards.
 
 mod legacy;
 
@@ -329,6 +331,28 @@ async fn old_real(dirs: [&Path; 2]) -> anyhow::Result<(&'static str, f64)> {
     Ok((v, started.elapsed().as_secs_f64()))
 }
 
+/// Where each real evaluation's whole output is kept (its rounds, the order of each, every run's
+/// value and time), for a look at any decision afterwards: `target/evaluator-bench/`.
+fn kept_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").join("target/evaluator-bench")
+}
+
+fn keep(
+    design: &str,
+    effect: &str,
+    trial: u32,
+    which: &str,
+    output: &protocol::work::EvaluateOutput,
+) -> anyhow::Result<()> {
+    let dir = kept_dir();
+    std::fs::create_dir_all(&dir)?;
+    let slug: String =
+        format!("{design}-{effect}").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let path = dir.join(format!("{slug}-trial{}-{which}.json", trial + 1));
+    kit::files::write_atomic(&path, &serde_json::to_vec_pretty(output)?)?;
+    Ok(())
+}
+
 /// Which real cells to run: all (designs by effects), or the A/A of the current designs only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cells {
@@ -405,6 +429,7 @@ async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Ce
                         else {
                             bail!("an evaluation did not evaluate");
                         };
+                        keep(design.name(), &effect_name(*effect), trial, "first", &output)?;
                         let mut verdict = output.verdict.to_string();
                         let mut why = output.reasons.first().cloned().unwrap_or_default();
                         let mut rounds = output.sampling.as_ref().map_or(0, |s| s.rounds);
@@ -415,6 +440,7 @@ async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Ce
                             if let Measured::Evaluated { output, .. } =
                                 measure(&inp, &repo, &artifacts, || false).await.map_err(|e| anyhow::anyhow!("{e}"))?
                             {
+                                keep(design.name(), &effect_name(*effect), trial, "again", &output)?;
                                 verdict = output.verdict.to_string();
                                 why = format!("re-measured: {}", output.reasons.first().cloned().unwrap_or_default());
                                 rounds = output.sampling.as_ref().map_or(rounds, |s| s.rounds);
