@@ -360,7 +360,10 @@ enum Cells {
     AaStudy,
 }
 
-async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)> {
+/// After each trial: the trials done, the cells so far and the calibrations.
+type OnTrial<'a> = &'a mut dyn FnMut(u32, &[(Design, f64, Cell)], &str) -> anyhow::Result<()>;
+
+async fn real(trials: u32, which: Cells, on_trial: OnTrial<'_>) -> anyhow::Result<(Vec<(Design, f64, Cell)>, String)> {
     let tmp = tempfile::Builder::new().prefix("evaluator-bench-").tempdir()?;
     let repo = tmp.path().join("repo");
     let (base, cand) = scratch_repo(&repo)?;
@@ -465,6 +468,7 @@ async fn real(trials: u32, which: Cells) -> anyhow::Result<(Vec<(Design, f64, Ce
                     cell.held
                 );
             }
+            on_trial(trial + 1, &cells, &calibrations)?;
         }
         Ok(())
     }
@@ -525,16 +529,50 @@ fn clopper_pearson(k: u32, n: u32) -> (f64, f64) {
 fn aa_study_main(trials: u32, args: &[String], write: bool) -> anyhow::Result<()> {
     let load_before = loadavg();
     let started = Instant::now();
-    let (cells, calibrations) =
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(trials, Cells::AaStudy))?;
+    // The section is written after every trial, so a study stopped early leaves its table.
+    let mut report = |done: u32, cells: &[(Design, f64, Cell)], calibrations: &str| -> anyhow::Result<()> {
+        let o = aa_section(done, trials, cells, calibrations, &load_before, started, args);
+        if done == trials {
+            println!("{o}");
+        }
+        if write {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
+            let path = root.join("BENCHMARKS.md");
+            write_section(&path, AA_SECTION, &o)?;
+            eprintln!(
+                "evaluator-bench: wrote the \"{AA_SECTION}\" section of {} ({done} of {trials} trials)",
+                path.display()
+            );
+        }
+        Ok(())
+    };
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(
+        trials,
+        Cells::AaStudy,
+        &mut report,
+    ))?;
+    Ok(())
+}
+
+fn aa_section(
+    done: u32,
+    trials: u32,
+    cells: &[(Design, f64, Cell)],
+    calibrations: &str,
+    load_before: &str,
+    started: Instant,
+    args: &[String],
+) -> String {
+    let progress = if done < trials { format!(" ({done} of the {trials} trials done so far)") } else { String::new() };
     let mut o = format!(
-        "{AA_SECTION}\n\nMeasured {} by `evaluator-bench` on this {}-core machine in {:.0} s; load average before \
-         {load_before}, after {}.\n\nReproduce:\n\n```sh\n{REPRODUCE} {}\n```\n\n\
+        "{AA_SECTION}\n\nMeasured {} by `evaluator-bench` on this {}-core machine in {:.0} s{progress}; load average \
+         before {load_before}, at the end {}.\n\nReproduce:\n\n```sh\n{REPRODUCE} {}\n```\n\n\
          The real trials of the section above, A/A only (the candidate is the baseline's files under a commit of its \
          own, so each trial has its own order seed), many trials per design: how often the evaluator decides \
          when there is nothing to find, on this machine under a CPU hog. The design bounds each side's error at \
          1 - confidence = 5%: a false promotion (a change that reaches `main` for nothing) at most 5%, a false \
-         rejection at most 5%; the minimum effect (3%) keeps both lower. Calibrations at the start:\n\n{calibrations}\n",
+         rejection at most 5%; the minimum effect (3%) keeps both lower. Each evaluation's whole output is kept in \
+         `target/evaluator-bench/`. Calibrations at the start:\n\n{calibrations}\n",
         today(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         started.elapsed().as_secs_f64(),
@@ -545,7 +583,7 @@ fn aa_study_main(trials: u32, args: &[String], write: bool) -> anyhow::Result<()
         "| design | trials | falsely promoted | its exact 95% interval | falsely rejected | its exact 95% interval | mean rounds | mean seconds per decision |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
-    for (d, _, c) in &cells {
+    for (d, _, c) in cells {
         let interval = |k: u32| {
             let (lo, hi) = clopper_pearson(k, c.trials);
             format!("{:.1}%-{:.1}%", 100.0 * lo, 100.0 * hi)
@@ -565,19 +603,12 @@ fn aa_study_main(trials: u32, args: &[String], write: bool) -> anyhow::Result<()
         ));
     }
     o.push_str("\nThe false decisions, each with the evaluator's reason:\n\n");
-    for (d, _, c) in &cells {
+    for (d, _, c) in cells {
         for w in &c.wrong {
             o.push_str(&format!("- {}, {w}\n", d.name()));
         }
     }
-    println!("{o}");
-    if write {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
-        let path = root.join("BENCHMARKS.md");
-        write_section(&path, AA_SECTION, &o)?;
-        eprintln!("evaluator-bench: wrote the \"{AA_SECTION}\" section of {}", path.display());
-    }
-    Ok(())
+    o
 }
 
 fn today() -> String {
@@ -653,8 +684,10 @@ fn main() -> anyhow::Result<()> {
     );
     if real_runs {
         let started = Instant::now();
-        let (cells, calibrations) =
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(real(trials, Cells::All))?;
+        let (cells, calibrations) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(real(trials, Cells::All, &mut |_, _, _| Ok(())))?;
         o.push_str(&format!(
             "\n### Real: a Python CPU-bound benchmark under a CPU hog ({trials} trials per row, {:.0} s in all)\n\n\
              A scratch repository whose benchmark is a Python loop of 13 steps per operation (about 0.1 s a run); the \
