@@ -682,6 +682,25 @@ fn main() -> anyhow::Result<()> {
          held or misjudged most real changes). Fewer runs than that for large effects would need a model of the noise \
          (a t-test, a calibrated variance), which is what failed on these machines.\n",
     );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
+    if !real_runs && write {
+        // The simulated part alone: the real part of the last run with real trials stays, saying so.
+        let old = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+        if let Some(real) = old.find(SECTION).and_then(|at| {
+            let section = &old[at..];
+            let section =
+                &section[..section[SECTION.len()..].find("\n## ").map_or(section.len(), |i| i + SECTION.len())];
+            section.find("\n### Real:").map(|r| section[r..].to_string())
+        }) {
+            let kept = real.replacen(
+                "\n### Real:",
+                "\n### Real (kept from the last run with real trials; this run was `--no-real`):",
+                1,
+            );
+            o.push_str(kept.trim_end());
+            o.push('\n');
+        }
+    }
     if real_runs {
         let started = Instant::now();
         let (cells, calibrations) = tokio::runtime::Builder::new_current_thread()
@@ -703,7 +722,6 @@ fn main() -> anyhow::Result<()> {
     let o = o.replace("{LOAD_AFTER}", &loadavg());
     println!("{o}");
     if write {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf();
         let path = root.join("BENCHMARKS.md");
         write_section(&path, SECTION, &o)?;
         eprintln!("evaluator-bench: wrote the \"{SECTION}\" section of {}", path.display());
