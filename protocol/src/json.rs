@@ -642,7 +642,7 @@ pub fn write_task_v1(out: &mut Vec<u8>, t: &Task, status_message_last: bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::a2a::{ArtifactUpdateKind, MessageKind, StatusUpdateKind, TaskKind};
     use proptest::prelude::*;
@@ -660,21 +660,30 @@ mod tests {
         ]
     }
 
-    fn value() -> impl Strategy<Value = Value> {
+    /// Arbitrary JSON values whose strings and keys come from `text`, nested up to `depth`
+    /// levels, about `size` nodes, up to `items` per array or object (shared by the protocol's
+    /// property tests).
+    pub(crate) fn values(text: BoxedStrategy<String>, depth: u32, size: u32, items: usize) -> BoxedStrategy<Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
             any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-            text().prop_map(Value::String),
+            text.clone().prop_map(Value::String),
         ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
+        leaf.prop_recursive(depth, size, items as u32, move |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::btree_map(text(), inner, 0..4)
+                proptest::collection::vec(inner.clone(), 0..items).prop_map(Value::Array),
+                proptest::collection::btree_map(text.clone(), inner, 0..items)
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+        .boxed()
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        values(text().boxed(), 3, 16, 4)
     }
 
     fn map() -> impl Strategy<Value = Option<Map<String, Value>>> {

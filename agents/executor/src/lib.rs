@@ -15,7 +15,7 @@ use kit::git::Git;
 use kit::worker::{WorkCtx, WorkResult};
 use protocol::governance::TrustedCheckout;
 use protocol::work::{CommandRun, ExecuteInput, ExecuteOutput, FreshBuild, Proposal, SandboxSettings, TrustedTestsRun};
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub mod trusted;
 pub use trusted::{
@@ -368,15 +368,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         tests_ran_pristine |= pristine_now == Some(true);
         command_ms += run.duration_ms;
         gates.push(run);
-        let data = || {
-            json!(ExecuteOutput {
-                commit: commit.clone(),
-                base: input.base.clone(),
-                gates: gates.clone(),
-                command_ms,
-                trusted: None
-            })
-        };
+        let data = || output(&commit, &input.base, &gates, command_ms, None);
         if out.is_infra_failure() {
             return WorkResult::infra_failure(format!("gate {cmd:?}: {}", out.describe()), data());
         }
@@ -399,13 +391,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         match gov {
             Ok(g) => (g.ethos.trusted_checkout, g.ethos.trusted_build.clone()),
             Err(e) => {
-                let data = json!(ExecuteOutput {
-                    commit: commit.clone(),
-                    base: input.base.clone(),
-                    gates: gates.clone(),
-                    command_ms,
-                    trusted: None
-                });
+                let data = output(&commit, &input.base, &gates, command_ms, None);
                 return WorkResult::infra_failure(
                     format!("the baseline's tests: reading ethos.md trusted_checkout at the task's hashes: {e}"),
                     data,
@@ -416,13 +402,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
     let trusted = match trusted_gate(&ctx, &input, &commit, tests_ran_pristine, (checkout, &build)).await {
         Ok(t) => t,
         Err(e) => {
-            let data = json!(ExecuteOutput {
-                commit: commit.clone(),
-                base: input.base.clone(),
-                gates: gates.clone(),
-                command_ms,
-                trusted: None
-            });
+            let data = output(&commit, &input.base, &gates, command_ms, None);
             return WorkResult::infra_failure(format!("the baseline's tests: {e}"), data);
         }
     };
@@ -430,15 +410,7 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         Some((t, end)) => {
             command_ms += t.run.as_ref().map_or(0, |r| r.duration_ms);
             command_ms += t.fresh.as_ref().map_or(0, |f| f.build.iter().map(|r| r.duration_ms).sum::<u64>());
-            let data = |t: &TrustedTestsRun| {
-                json!(ExecuteOutput {
-                    commit: commit.clone(),
-                    base: input.base.clone(),
-                    gates: gates.clone(),
-                    command_ms,
-                    trusted: Some(t.clone())
-                })
-            };
+            let data = |t: &TrustedTestsRun| output(&commit, &input.base, &gates, command_ms, Some(t));
             let what = |e: &TrustedEnd| {
                 if e.build { "the fresh build for the baseline's tests" } else { "the baseline's tests" }
             };
@@ -508,4 +480,15 @@ pub async fn execute(ctx: WorkCtx) -> WorkResult {
         ),
         json!(out),
     )
+}
+
+/// The execute task's result data: the gates run so far, and the baseline's tests when they ran.
+fn output(commit: &str, base: &str, gates: &[CommandRun], command_ms: u64, trusted: Option<&TrustedTestsRun>) -> Value {
+    json!(ExecuteOutput {
+        commit: commit.to_string(),
+        base: base.to_string(),
+        gates: gates.to_vec(),
+        command_ms,
+        trusted: trusted.cloned()
+    })
 }
